@@ -1,0 +1,566 @@
+// SPDX-License-Identifier: GPL-2.0
+/* User-space allocation tracking: uprobes on the allocator functions of watched processes,
+ * live allocations keyed by (tgid, address), outstanding totals per (tgid, stack) and per
+ * process kept with atomic updates, and exec/fork/exit events for the process tracker. */
+#include "vmlinux.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "leakwatch.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile __u64 page_size = 4096;
+
+/* Sizes are set by the daemon from `limits` before load. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __type(key, __u32);
+    __type(value, struct lw_proc_cfg);
+} watched SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __type(key, __u32);
+    __type(value, struct lw_proc_totals);
+} procs SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 262144);
+    __type(key, struct lw_key);
+    __type(value, struct lw_alloc);
+} live SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct lw_key);
+    __type(value, struct lw_totals);
+} stack_totals SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16384);
+    __type(key, struct lw_key);
+    __type(value, struct lw_stack);
+} stacks SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u32);
+    __type(value, struct lw_inflight);
+} inflight SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u32);
+    __type(value, struct lw_freeing);
+} freeing SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, LW_LOST_MAX);
+    __type(key, __u32);
+    __type(value, __u64);
+} lost SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct lw_stack);
+} stack_scratch SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+static __always_inline void count_lost(__u32 reason)
+{
+    __u64 *n = bpf_map_lookup_elem(&lost, &reason);
+    if (n)
+        *n += 1; /* per-CPU slot: no atomic needed */
+}
+
+/* x86 `ret` pops the return address, so at the uretprobe sp is above the entry sp; arm64
+ * returns through the link register and sp is back where it was at entry. */
+#if defined(__TARGET_ARCH_x86)
+#define RETURNED(sp_ret, sp_entry) ((sp_ret) > (sp_entry))
+static __always_inline __u64 caller_address(struct pt_regs *ctx)
+{
+    __u64 ret = 0;
+    bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
+    return ret;
+}
+#elif defined(__TARGET_ARCH_arm64)
+#define RETURNED(sp_ret, sp_entry) ((sp_ret) >= (sp_entry))
+static __always_inline __u64 caller_address(struct pt_regs *ctx)
+{
+    return PT_REGS_RET(ctx);
+}
+#else
+#error "unsupported architecture"
+#endif
+
+static __always_inline __u64 mix64(__u64 x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Captures the user stack once and stores it under a 64-bit hash of its frames. Own hashing
+ * instead of a STACK_TRACE map: there, two stacks whose ids collide lose one of them. */
+static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid)
+{
+    __u32 zero = 0;
+    struct lw_stack *s = bpf_map_lookup_elem(&stack_scratch, &zero);
+    if (!s)
+        return 0;
+    long n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), BPF_F_USER_STACK);
+    if (n <= 0) {
+        count_lost(LW_LOST_STACK_FAILED);
+        return 0;
+    }
+    s->nr = n / sizeof(__u64);
+    s->caller = caller_address(ctx);
+    __u64 h = mix64(s->caller ^ 0x9e3779b97f4a7c15ULL);
+    for (int i = 0; i < LW_MAX_STACK_DEPTH; i++) {
+        if (i >= s->nr)
+            break;
+        h = mix64(h ^ s->ips[i]) + i;
+    }
+    if (h == 0)
+        h = 1;
+    struct lw_key key = {.tgid = tgid, .id = h};
+    if (!bpf_map_lookup_elem(&stacks, &key)) {
+        long err = bpf_map_update_elem(&stacks, &key, s, BPF_NOEXIST);
+        if (err && err != -17 /* EEXIST: another CPU stored it */)
+            count_lost(LW_LOST_STACKS_FULL);
+    }
+    return h;
+}
+
+static __always_inline void account_free(__u32 tgid, const struct lw_alloc *a)
+{
+    if (a->counted) {
+        struct lw_key skey = {.tgid = tgid, .id = a->stack};
+        struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
+        if (t) {
+            __sync_fetch_and_add(&t->bytes, -(__s64)a->size);
+            __sync_fetch_and_add(&t->count, -1);
+        }
+    }
+    struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
+    if (p) {
+        __sync_fetch_and_add(&p->bytes, -(__s64)a->size);
+        __sync_fetch_and_add(&p->count, -1);
+        __sync_fetch_and_add(&p->free_bytes, a->size);
+        __sync_fetch_and_add(&p->free_count, 1);
+        if (a->kind == LW_MMAP)
+            __sync_fetch_and_add(&p->mmap_regions, -1);
+    }
+}
+
+/* Part of an allocation was released (a partial munmap): fewer bytes, same allocation. */
+static __always_inline void account_shrink(__u32 tgid, const struct lw_alloc *a, __u64 by)
+{
+    if (a->counted) {
+        struct lw_key skey = {.tgid = tgid, .id = a->stack};
+        struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
+        if (t)
+            __sync_fetch_and_add(&t->bytes, -(__s64)by);
+    }
+    struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
+    if (p) {
+        __sync_fetch_and_add(&p->bytes, -(__s64)by);
+        __sync_fetch_and_add(&p->free_bytes, by);
+    }
+}
+
+/* Removes a live allocation. Only the CPU whose delete succeeds accounts for it, so a
+ * racing double free cannot subtract twice. */
+static __always_inline __u64 record_free(__u32 tgid, __u64 addr)
+{
+    struct lw_key key = {.tgid = tgid, .id = addr};
+    struct lw_alloc *found = bpf_map_lookup_elem(&live, &key);
+    if (!found) {
+        count_lost(LW_LOST_UNKNOWN_FREE);
+        return 0;
+    }
+    struct lw_alloc a = *found;
+    if (bpf_map_delete_elem(&live, &key))
+        return 0;
+    account_free(tgid, &a);
+    return a.size;
+}
+
+static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size, __u64 stack,
+                                         __u32 kind, __u64 ts)
+{
+    struct lw_key key = {.tgid = tgid, .id = addr};
+    struct lw_alloc *old = bpf_map_lookup_elem(&live, &key);
+    if (old) {
+        struct lw_alloc prev = *old;
+        count_lost(LW_LOST_MISSED_FREE);
+        if (bpf_map_delete_elem(&live, &key) == 0)
+            account_free(tgid, &prev);
+    }
+
+    struct lw_alloc a = {.size = size, .ts_ns = ts, .stack = stack, .kind = kind};
+    struct lw_key skey = {.tgid = tgid, .id = stack};
+    struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
+    if (!t) {
+        struct lw_totals zero = {};
+        bpf_map_update_elem(&stack_totals, &skey, &zero, BPF_NOEXIST);
+        t = bpf_map_lookup_elem(&stack_totals, &skey);
+    }
+    if (t)
+        a.counted = 1;
+    else
+        count_lost(LW_LOST_TOTALS_FULL);
+
+    struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
+    if (p) {
+        __sync_fetch_and_add(&p->alloc_bytes, size);
+        __sync_fetch_and_add(&p->alloc_count, 1);
+    }
+    if (bpf_map_update_elem(&live, &key, &a, BPF_ANY)) {
+        count_lost(LW_LOST_LIVE_FULL);
+        return;
+    }
+    /* No free of this address can race with us: the program learns it only when the
+     * allocator returns, after this handler. */
+    if (t) {
+        __sync_fetch_and_add(&t->bytes, (__s64)size);
+        __sync_fetch_and_add(&t->count, 1);
+    }
+    if (p) {
+        __sync_fetch_and_add(&p->bytes, (__s64)size);
+        __sync_fetch_and_add(&p->count, 1);
+        if (kind == LW_MMAP)
+            __sync_fetch_and_add(&p->mmap_regions, 1);
+    }
+}
+
+/* The in-flight record of this thread's outermost allocator call, or NULL when the
+ * current probe fires inside one (malloc -> mmap, realloc -> malloc/free): the outer
+ * call's return accounts for the whole operation. */
+static __always_inline bool nested_in_call(__u32 tid, __u64 sp)
+{
+    struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
+    return cur && sp <= cur->sp;
+}
+
+static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 arg,
+                                       __u32 flags)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watched, &tgid);
+    if (!cfg)
+        return 0;
+
+    __u64 sp = PT_REGS_SP(ctx);
+    struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
+    if (cur) {
+        if (sp <= cur->sp)
+            return 0; /* nested, or a tail call from the outer allocator */
+        count_lost(LW_LOST_STALE_INFLIGHT);
+    }
+
+    struct lw_inflight rec = {.sp = sp, .size = size, .arg = arg, .kind = kind, .flags = flags};
+    if (!(flags & LW_INF_OVERFLOW) && size >= cfg->min_size && size <= cfg->max_size) {
+        rec.flags |= LW_INF_RECORD;
+        rec.stack = capture_stack(ctx, tgid);
+    }
+    if (bpf_map_update_elem(&inflight, &tid, &rec, BPF_ANY))
+        count_lost(LW_LOST_INFLIGHT_FULL);
+    return 0;
+}
+
+static __always_inline __u32 mul_overflows(__u64 a, __u64 b, __u64 *out)
+{
+    if ((a | b) >> 32) {
+        /* the barrier keeps clang from turning the division into a 128-bit multiply */
+        __u64 max = ~0ULL;
+        asm volatile("" : "+r"(max));
+        if (a != 0 && b > max / a)
+            return LW_INF_OVERFLOW;
+    }
+    *out = a * b;
+    return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(malloc_enter, __u64 size)
+{
+    return alloc_enter(ctx, LW_MALLOC, size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(calloc_enter, __u64 nmemb, __u64 size)
+{
+    __u64 total = 0;
+    __u32 flags = mul_overflows(nmemb, size, &total);
+    return alloc_enter(ctx, LW_CALLOC, total, 0, flags);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(realloc_enter, __u64 ptr, __u64 size)
+{
+    return alloc_enter(ctx, LW_REALLOC, size, ptr, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(reallocarray_enter, __u64 ptr, __u64 nmemb, __u64 size)
+{
+    __u64 total = 0;
+    __u32 flags = mul_overflows(nmemb, size, &total);
+    return alloc_enter(ctx, LW_REALLOCARRAY, total, ptr, flags);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(posix_memalign_enter, __u64 memptr, __u64 alignment, __u64 size)
+{
+    return alloc_enter(ctx, LW_POSIX_MEMALIGN, size, memptr, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(aligned_alloc_enter, __u64 alignment, __u64 size)
+{
+    return alloc_enter(ctx, LW_ALIGNED_ALLOC, size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(memalign_enter, __u64 alignment, __u64 size)
+{
+    return alloc_enter(ctx, LW_MEMALIGN, size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(valloc_enter, __u64 size)
+{
+    return alloc_enter(ctx, LW_VALLOC, size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(pvalloc_enter, __u64 size)
+{
+    /* pvalloc rounds the size up to whole pages */
+    __u64 rounded = (size + page_size - 1) & ~(page_size - 1);
+    return alloc_enter(ctx, LW_PVALLOC, rounded, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(mmap_enter, __u64 addr, __u64 len)
+{
+    return alloc_enter(ctx, LW_MMAP, len, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(mremap_enter, __u64 old_addr, __u64 old_size, __u64 new_size)
+{
+    return alloc_enter(ctx, LW_MREMAP, new_size, old_addr, 0);
+}
+
+/* One return program for every allocator: the in-flight record says which call returns. */
+SEC("uretprobe")
+int BPF_KRETPROBE(alloc_return, __u64 ret)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
+    if (!cur)
+        return 0; /* second return of a tail call, or the entry was not recorded */
+    if (!RETURNED(PT_REGS_SP(ctx), cur->sp))
+        return 0; /* return of a nested call */
+    struct lw_inflight rec = *cur;
+    bpf_map_delete_elem(&inflight, &tid);
+    if (!bpf_map_lookup_elem(&watched, &tgid))
+        return 0;
+
+    __u64 ts = bpf_ktime_get_ns();
+    bool record = rec.flags & LW_INF_RECORD;
+    switch (rec.kind) {
+    case LW_REALLOC:
+    case LW_REALLOCARRAY:
+        if (ret) {
+            if (rec.arg)
+                record_free(tgid, rec.arg);
+            if (record)
+                record_alloc(tgid, ret, rec.size, rec.stack, rec.kind, ts);
+        } else if (rec.size == 0 && rec.arg && !(rec.flags & LW_INF_OVERFLOW)) {
+            record_free(tgid, rec.arg); /* realloc(p, 0) frees p and returns NULL */
+        } /* otherwise the call failed and the old block stays */
+        break;
+    case LW_POSIX_MEMALIGN:
+        if ((int)ret == 0 && record) {
+            __u64 ptr = 0;
+            if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)rec.arg) == 0 && ptr)
+                record_alloc(tgid, ptr, rec.size, rec.stack, rec.kind, ts);
+        }
+        break;
+    case LW_MMAP:
+        if (ret != ~0ULL && record)
+            record_alloc(tgid, ret, rec.size, rec.stack, rec.kind, ts);
+        break;
+    case LW_MREMAP:
+        if (ret != ~0ULL) {
+            record_free(tgid, rec.arg);
+            if (record)
+                record_alloc(tgid, ret, rec.size, rec.stack, LW_MMAP, ts);
+        }
+        break;
+    default:
+        if (ret && record)
+            record_alloc(tgid, ret, rec.size, rec.stack, rec.kind, ts);
+    }
+    return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(free_enter, __u64 ptr)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    if (!ptr || !bpf_map_lookup_elem(&watched, &tgid))
+        return 0;
+    __u32 tid = (__u32)id;
+    __u64 sp = PT_REGS_SP(ctx);
+    if (nested_in_call(tid, sp))
+        return 0;
+    if (record_free(tgid, ptr) >= LW_FREEING_MIN) {
+        struct lw_freeing mark = {.sp = sp, .addr = ptr};
+        bpf_map_update_elem(&freeing, &tid, &mark, BPF_ANY);
+    }
+    return 0;
+}
+
+/* True when this munmap is the allocator's own, inside a free() of a block in the range. */
+static __always_inline bool inside_free(__u32 tid, __u64 sp, __u64 addr, __u64 len)
+{
+    struct lw_freeing *mark = bpf_map_lookup_elem(&freeing, &tid);
+    if (!mark)
+        return false;
+    bool inside = sp < mark->sp && mark->addr >= addr && mark->addr < addr + len;
+    bpf_map_delete_elem(&freeing, &tid);
+    return inside;
+}
+
+/* Removes the mmap regions recorded inside [addr, addr + len). A region that starts inside
+ * and ends beyond the range keeps its tail. Scans page by page, jumping over regions. */
+SEC("uprobe")
+int BPF_KPROBE(munmap_enter, __u64 addr, __u64 len)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    __u32 tid = (__u32)id;
+    __u64 sp = PT_REGS_SP(ctx);
+    if (!len || !bpf_map_lookup_elem(&watched, &tgid))
+        return 0;
+    if (nested_in_call(tid, sp) || inside_free(tid, sp, addr, len))
+        return 0;
+    struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
+    if (!p || p->mmap_regions <= 0)
+        return 0; /* nothing of this process is recorded as mapped */
+
+    __u64 end = addr + len;
+    __u64 cur = addr & ~(page_size - 1);
+    for (int i = 0; i < LW_MUNMAP_SCAN; i++) {
+        if (cur >= end)
+            break;
+        struct lw_key key = {.tgid = tgid, .id = cur};
+        struct lw_alloc *found = bpf_map_lookup_elem(&live, &key);
+        if (!found || found->kind != LW_MMAP) {
+            cur += page_size;
+            continue;
+        }
+        struct lw_alloc a = *found;
+        __u64 region_end = cur + a.size;
+        if (bpf_map_delete_elem(&live, &key) == 0) {
+            if (region_end > end) {
+                /* partial unmap: the tail stays mapped and outstanding */
+                struct lw_alloc tail = a;
+                tail.size = region_end - end;
+                struct lw_key tkey = {.tgid = tgid, .id = end};
+                if (bpf_map_update_elem(&live, &tkey, &tail, BPF_NOEXIST) == 0) {
+                    account_shrink(tgid, &a, end - cur);
+                } else {
+                    count_lost(LW_LOST_LIVE_FULL);
+                    account_free(tgid, &a);
+                }
+            } else {
+                account_free(tgid, &a);
+            }
+        }
+        cur = (region_end + page_size - 1) & ~(page_size - 1);
+    }
+    if (cur < end)
+        count_lost(LW_LOST_MUNMAP_TRUNCATED);
+    return 0;
+}
+
+static __always_inline void emit_event(__u32 type, __u32 pid, __u32 ppid)
+{
+    struct lw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+    if (!e) {
+        count_lost(LW_LOST_EVENTS_FULL);
+        return;
+    }
+    e->type = type;
+    e->pid = pid;
+    e->ppid = ppid;
+    e->pad = 0;
+    bpf_get_current_comm(e->comm, sizeof(e->comm));
+    bpf_ringbuf_submit(e, 0);
+}
+
+/* Every exec goes to the daemon (rules match on comm, exe and cmdline, which only user space
+ * can evaluate). A watched process that execs stops being recorded here and now, before the
+ * new image runs, so two images' allocations never mix under one pid. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *p)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    bpf_map_delete_elem(&watched, &tgid);
+    emit_event(LW_EVENT_EXEC, tgid, 0);
+    return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+    __u32 ptgid = BPF_CORE_READ(parent, tgid);
+    if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+        return 0; /* a new thread, not a new process */
+    if (!bpf_map_lookup_elem(&watched, &ptgid))
+        return 0;
+    emit_event(LW_EVENT_FORK, BPF_CORE_READ(child, tgid), ptgid);
+    return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *p)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    bpf_map_delete_elem(&inflight, &tid);
+    bpf_map_delete_elem(&freeing, &tid);
+    if (BPF_CORE_READ(p, signal, live.counter) != 0)
+        return 0; /* other threads of the process live on */
+    if (bpf_map_delete_elem(&watched, &tgid) == 0)
+        emit_event(LW_EVENT_EXIT, tgid, 0);
+    return 0;
+}

@@ -1,0 +1,131 @@
+/* Types shared by the BPF programs and the daemon: map keys and values, events. */
+#ifndef LEAKWATCH_H
+#define LEAKWATCH_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h> /* user space: the BPF side gets these from vmlinux.h */
+#endif
+
+#define LW_MAX_STACK_DEPTH 127
+#define LW_COMM_LEN 16
+/* Pages a munmap range is scanned for recorded regions, at most. */
+#define LW_MUNMAP_SCAN 64
+
+/* Which allocator function an in-flight call or a live allocation came from. */
+enum lw_kind {
+    LW_MALLOC = 1,
+    LW_CALLOC,
+    LW_REALLOC,
+    LW_REALLOCARRAY,
+    LW_POSIX_MEMALIGN,
+    LW_ALIGNED_ALLOC,
+    LW_MEMALIGN,
+    LW_VALLOC,
+    LW_PVALLOC,
+    LW_MMAP,
+    LW_MREMAP,
+    LW_FREE,
+    LW_MUNMAP,
+    LW_KIND_MAX,
+};
+
+/* Every way an allocation, a free or an event can be lost; exported as
+ * leakwatch_lost_events_total{reason}. Keep lw_lost_reason_names in sync. */
+enum lw_lost_reason {
+    LW_LOST_LIVE_FULL,         /* live-allocation map full: allocation not tracked */
+    LW_LOST_STACK_FAILED,      /* the kernel could not capture the user stack */
+    LW_LOST_STACKS_FULL,       /* stack map full: frames of a new stack not stored */
+    LW_LOST_TOTALS_FULL,       /* (process, stack) totals map full */
+    LW_LOST_INFLIGHT_FULL,     /* too many threads inside an allocator call at once */
+    LW_LOST_STALE_INFLIGHT,    /* an allocator call never returned (longjmp, lost uretprobe) */
+    LW_LOST_UNKNOWN_FREE,      /* free/realloc of an address that is not recorded */
+    LW_LOST_MISSED_FREE,       /* allocation at an address already live: its free was missed */
+    LW_LOST_MUNMAP_TRUNCATED,  /* munmap range longer than the scan: regions may stay */
+    LW_LOST_EVENTS_FULL,       /* process event ring buffer full */
+    LW_LOST_MAX,
+};
+
+enum lw_event_type {
+    LW_EVENT_EXEC = 1,
+    LW_EVENT_EXIT = 2,
+    LW_EVENT_FORK = 3,
+};
+
+/* Per watched process, written by the daemon when it attaches. */
+struct lw_proc_cfg {
+    __u64 min_size;
+    __u64 max_size;
+};
+
+/* Key of the live-allocation map, and of the stack and stack-totals maps (addr = stack id). */
+struct lw_key {
+    __u32 tgid;
+    __u32 pad;
+    __u64 id;
+};
+
+struct lw_alloc {
+    __u64 size;
+    __u64 ts_ns;    /* bpf_ktime_get_ns() at allocation */
+    __u64 stack;    /* stack id (hash of the frames); 0 when the stack was not captured */
+    __u32 kind;     /* enum lw_kind */
+    __u32 counted;  /* 1 when added to the stack totals (0: totals map was full) */
+};
+
+struct lw_totals {
+    __s64 bytes;  /* outstanding */
+    __s64 count;
+};
+
+struct lw_proc_totals {
+    __s64 bytes;  /* outstanding */
+    __s64 count;
+    __u64 alloc_bytes;
+    __u64 alloc_count;
+    __u64 free_bytes;
+    __u64 free_count;
+    __s64 mmap_regions; /* live LW_MMAP records: munmap skips its scan when there are none */
+};
+
+/* One distinct user stack. frame 0 is the allocator's entry; `caller` is the return address
+ * read at entry, which frame-pointer walking from a function's first instruction misses. */
+struct lw_stack {
+    __u32 nr;
+    __u32 pad;
+    __u64 caller;
+    __u64 ips[LW_MAX_STACK_DEPTH];
+};
+
+/* An allocator call between its entry and its return, per thread. */
+struct lw_inflight {
+    __u64 sp;     /* stack pointer at entry: tells nested calls and stale records apart */
+    __u64 size;
+    __u64 arg;    /* realloc/mremap: old address; posix_memalign: the out-pointer */
+    __u64 stack;
+    __u32 kind;
+    __u32 flags;  /* LW_INF_* */
+};
+
+#define LW_INF_RECORD 1u   /* passes the size filter: record the result */
+#define LW_INF_OVERFLOW 2u /* nmemb * size overflowed: the call fails */
+
+/* A free() of a block large enough that glibc may have mmapped it, per thread: the munmap
+ * glibc then makes from inside free is not the program's own. */
+struct lw_freeing {
+    __u64 sp;
+    __u64 addr;
+};
+
+/* Frees of at least this many bytes leave an lw_freeing mark (glibc's smallest mmap
+ * threshold is one page; the default is 128 KiB). */
+#define LW_FREEING_MIN 4096
+
+struct lw_event {
+    __u32 type;
+    __u32 pid;   /* tgid */
+    __u32 ppid;  /* fork: parent tgid */
+    __u32 pad;
+    char comm[LW_COMM_LEN];
+};
+
+#endif

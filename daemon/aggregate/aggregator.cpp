@@ -1,0 +1,121 @@
+#include "aggregate/aggregator.h"
+
+#include <algorithm>
+#include <set>
+#include <unordered_map>
+
+#include "aggregate/site.h"
+
+namespace leakwatch {
+
+std::vector<uint64_t> frame_addresses(const RawStack& raw) {
+    std::vector<uint64_t> out;
+    out.reserve(raw.ips.size() + 1);
+    if (!raw.ips.empty()) out.push_back(raw.ips[0]);
+    if (raw.caller != 0 && (raw.ips.size() < 2 || raw.ips[1] != raw.caller))
+        out.push_back(raw.caller);
+    for (size_t i = 1; i < raw.ips.size(); i++) out.push_back(raw.ips[i]);
+    return out;
+}
+
+const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, uint64_t id) {
+    auto key = std::make_pair(meta.pid, id);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    Resolved r;
+    auto frames = std::make_shared<std::vector<Frame>>();
+    if (auto raw = id ? source_.stack(meta.pid, id) : std::nullopt) {
+        auto addrs = frame_addresses(*raw);
+        for (size_t i = 0; i < addrs.size(); i++) {
+            // Frames past the first are return addresses: look up the call instruction
+            // before them, so a call that ends a function is not put in the next one.
+            uint64_t lookup = i == 0 ? addrs[i] : addrs[i] - 1;
+            Frame f = resolve_(meta.pid, lookup);
+            if (lookup != addrs[i]) {
+                f.address = addrs[i];
+                f.offset += 1;
+                f.module_offset += 1;
+            }
+            frames->push_back(std::move(f));
+        }
+        r.site = site_of(*frames, meta.symbol_prefix);
+    } else {
+        r.site = "[unknown]";
+    }
+    r.frames = std::move(frames);
+    return cache_.emplace(key, std::move(r)).first->second;
+}
+
+Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t now_ns) {
+    Snapshot snap;
+    snap.taken = std::chrono::system_clock::now();
+    snap.lost = source_.lost();
+    snap.usage = source_.usage();
+
+    std::unordered_map<uint32_t, ProcTotals> totals;
+    for (const auto& [tgid, t] : source_.process_totals()) totals[tgid] = t;
+
+    std::unordered_map<uint32_t, std::vector<StackTotals>> stacks;
+    for (const auto& s : source_.stack_totals())
+        if (s.count > 0 || s.bytes > 0) stacks[s.tgid].push_back(s);
+
+    // Processes with min_age are counted from their live allocations instead.
+    std::set<uint32_t> aged;
+    for (const auto& m : processes)
+        if (m.min_age.count() > 0) aged.insert(m.pid);
+    std::unordered_map<uint32_t, uint64_t> min_age_ns;
+    for (const auto& m : processes)
+        min_age_ns[m.pid] = static_cast<uint64_t>(m.min_age.count()) * 1000000ull;
+    if (!aged.empty()) {
+        std::unordered_map<uint32_t, std::map<uint64_t, StackTotals>> by_stack;
+        for (const auto& a : source_.live_allocations(aged)) {
+            if (a.ts_ns + min_age_ns[a.tgid] > now_ns) continue;
+            auto& s = by_stack[a.tgid][a.stack];
+            s.tgid = a.tgid;
+            s.stack = a.stack;
+            s.bytes += static_cast<int64_t>(a.size);
+            s.count += 1;
+        }
+        for (uint32_t pid : aged) {
+            auto& t = totals[pid];
+            t.bytes = 0;
+            t.count = 0;
+            auto& list = stacks[pid];
+            list.clear();
+            for (const auto& [id, s] : by_stack[pid]) {
+                t.bytes += s.bytes;
+                t.count += s.count;
+                list.push_back(s);
+            }
+        }
+    }
+
+    for (const auto& meta : processes) {
+        ProcessView view;
+        view.pid = meta.pid;
+        view.watch = meta.watch;
+        view.comm = meta.comm;
+        view.attached_at = meta.attached_at;
+        if (auto it = totals.find(meta.pid); it != totals.end()) view.totals = it->second;
+        auto& list = stacks[meta.pid];
+        std::sort(list.begin(), list.end(), [](const StackTotals& a, const StackTotals& b) {
+            return a.bytes != b.bytes ? a.bytes > b.bytes : a.stack < b.stack;
+        });
+        for (const auto& s : list) {
+            const Resolved& r = resolve_stack(meta, s.stack);
+            view.stacks.push_back({s.stack, s.bytes, s.count, r.site, r.frames});
+        }
+        snap.processes.push_back(std::move(view));
+    }
+    std::sort(snap.processes.begin(), snap.processes.end(),
+              [](const ProcessView& a, const ProcessView& b) { return a.pid < b.pid; });
+    return snap;
+}
+
+void Aggregator::forget(uint32_t pid) {
+    auto lo = cache_.lower_bound({pid, 0});
+    auto hi = cache_.lower_bound({pid + 1, 0});
+    cache_.erase(lo, hi);
+}
+
+}  // namespace leakwatch

@@ -1,0 +1,81 @@
+// Turns the kernel's running totals into snapshots: per process, per stack, symbolized.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aggregate/source.h"
+#include "config/config.h"
+#include "symbols/symbolizer.h"
+
+namespace leakwatch {
+
+// What the tracker knows of a watched process.
+struct ProcessMeta {
+    uint32_t pid = 0;
+    std::string watch;
+    std::string comm;
+    Duration min_age{0};
+    std::string symbol_prefix;
+    double attached_at = 0;  // unix seconds
+};
+
+struct StackView {
+    uint64_t id = 0;
+    int64_t bytes = 0;
+    int64_t count = 0;
+    std::string site;
+    std::shared_ptr<const std::vector<Frame>> frames;  // shared by every snapshot
+};
+
+struct ProcessView {
+    uint32_t pid = 0;
+    std::string watch;
+    std::string comm;
+    double attached_at = 0;
+    ProcTotals totals;
+    std::vector<StackView> stacks;  // outstanding bytes descending
+};
+
+struct Snapshot {
+    std::chrono::system_clock::time_point taken{};
+    std::vector<ProcessView> processes;  // ascending pid
+    LostCounters lost{};
+    std::vector<MapUsage> usage;
+};
+
+// Resolves one code address of a process to a frame (the Symbolizer in the daemon).
+using FrameResolver = std::function<Frame(uint32_t pid, uint64_t address)>;
+
+// The frame addresses of a raw stack, caller included once: frame-pointer walking from an
+// allocator's first instruction skips the direct caller unless the kernel adds it itself.
+std::vector<uint64_t> frame_addresses(const RawStack& raw);
+
+class Aggregator {
+public:
+    Aggregator(AllocationSource& source, FrameResolver resolve)
+        : source_(source), resolve_(std::move(resolve)) {}
+
+    // Reads the source once; `now_ns` is CLOCK_MONOTONIC, for min_age.
+    Snapshot sample(const std::vector<ProcessMeta>& processes, uint64_t now_ns);
+    // Drops what is cached of a process that exited or was detached.
+    void forget(uint32_t pid);
+
+private:
+    struct Resolved {
+        std::shared_ptr<const std::vector<Frame>> frames;
+        std::string site;
+    };
+    const Resolved& resolve_stack(const ProcessMeta& meta, uint64_t id);
+
+    AllocationSource& source_;
+    FrameResolver resolve_;
+    std::map<std::pair<uint32_t, uint64_t>, Resolved> cache_;
+};
+
+}  // namespace leakwatch

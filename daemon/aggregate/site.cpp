@@ -1,0 +1,47 @@
+#include "aggregate/site.h"
+
+#include <array>
+
+namespace leakwatch {
+
+namespace {
+
+constexpr std::array<std::string_view, 34> kAllocatorNames = {
+    "malloc",        "calloc",          "realloc",        "reallocarray",    "free",
+    "cfree",         "posix_memalign",  "aligned_alloc",  "memalign",        "valloc",
+    "pvalloc",       "mmap",            "mmap64",         "munmap",          "mremap",
+    "__libc_malloc", "__libc_calloc",   "__libc_realloc", "__libc_free",     "__libc_memalign",
+    "__libc_valloc", "__libc_pvalloc",  "__posix_memalign", "__mmap",        "__mmap64",
+    "__munmap",      "__mremap",        "strdup",         "strndup",         "__strdup",
+    "__strndup",     "wcsdup",          "__libc_reallocarray", "__reallocarray",
+};
+
+constexpr std::array<std::string_view, 7> kAllocatorPrefixes = {
+    "operator new",           "operator delete",         "std::allocator<",
+    "std::allocator_traits<", "__gnu_cxx::new_allocator<", "std::__new_allocator<",
+    "__gnu_cxx::__alloc_traits<",
+};
+
+}  // namespace
+
+bool is_allocator_frame(std::string_view symbol, std::string_view prefix) {
+    if (symbol.empty()) return false;
+    if (!prefix.empty() && symbol.substr(0, prefix.size()) == prefix)
+        symbol.remove_prefix(prefix.size());
+    for (auto name : kAllocatorNames)
+        if (symbol == name) return true;
+    for (auto p : kAllocatorPrefixes)
+        if (symbol.substr(0, p.size()) == p) return true;
+    return false;
+}
+
+std::string site_of(const std::vector<Frame>& frames, std::string_view prefix) {
+    for (const auto& f : frames) {
+        if (is_allocator_frame(f.symbol, prefix)) continue;
+        if (!f.symbol.empty()) return f.symbol;
+        return f.display();
+    }
+    return "[unknown]";
+}
+
+}  // namespace leakwatch

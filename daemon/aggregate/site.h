@@ -1,0 +1,21 @@
+// Which frames belong to the allocator, and so which frame is a stack's `site`.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "symbols/symbolizer.h"
+
+namespace leakwatch {
+
+// True for the allocator's own functions and wrappers that only allocate on behalf of
+// their caller (strdup, operator new, std::allocator), with an optional symbol prefix
+// (e.g. "je_" for a prefixed jemalloc).
+bool is_allocator_frame(std::string_view symbol, std::string_view prefix = {});
+
+// The first frame outside the allocator: its symbol, or module+offset when it has none.
+// "[unknown]" when the stack has no frame outside the allocator.
+std::string site_of(const std::vector<Frame>& frames, std::string_view prefix = {});
+
+}  // namespace leakwatch

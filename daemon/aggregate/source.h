@@ -1,0 +1,68 @@
+// What the aggregator reads: the BPF maps in the daemon, plain data in unit tests.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace leakwatch {
+
+// Mirrors enum lw_lost_reason in bpf/leakwatch.h (checked by a static_assert in bpf/).
+inline constexpr std::array<const char*, 10> kLostReasonNames = {
+    "live_map_full",  "stack_capture_failed", "stack_map_full", "stack_totals_map_full",
+    "inflight_full",  "stale_inflight",       "unknown_free",   "missed_free",
+    "munmap_range_truncated", "events_ring_full",
+};
+using LostCounters = std::array<uint64_t, kLostReasonNames.size()>;
+
+struct ProcTotals {
+    int64_t bytes = 0;  // outstanding
+    int64_t count = 0;
+    uint64_t alloc_bytes = 0;
+    uint64_t alloc_count = 0;
+    uint64_t free_bytes = 0;
+    uint64_t free_count = 0;
+};
+
+struct StackTotals {
+    uint32_t tgid = 0;
+    uint64_t stack = 0;  // 0: stack not captured
+    int64_t bytes = 0;
+    int64_t count = 0;
+};
+
+struct RawStack {
+    uint64_t caller = 0;          // return address read at the allocator's entry
+    std::vector<uint64_t> ips;    // ips[0] is the allocator entry
+};
+
+struct LiveAllocation {
+    uint32_t tgid = 0;
+    uint64_t address = 0;
+    uint64_t size = 0;
+    uint64_t ts_ns = 0;  // CLOCK_MONOTONIC
+    uint64_t stack = 0;
+};
+
+struct MapUsage {
+    std::string map;
+    uint64_t entries = 0;
+    uint64_t capacity = 0;
+};
+
+class AllocationSource {
+public:
+    virtual ~AllocationSource() = default;
+    virtual std::vector<std::pair<uint32_t, ProcTotals>> process_totals() = 0;
+    virtual std::vector<StackTotals> stack_totals() = 0;
+    virtual std::optional<RawStack> stack(uint32_t tgid, uint64_t id) = 0;
+    // Live allocations of the given processes (walks the live map: used only for min_age).
+    virtual std::vector<LiveAllocation> live_allocations(const std::set<uint32_t>& tgids) = 0;
+    virtual LostCounters lost() = 0;
+    virtual std::vector<MapUsage> usage() = 0;
+};
+
+}  // namespace leakwatch

@@ -1,0 +1,89 @@
+// The loaded BPF object: allocator uprobes per process, process events, and its maps.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "aggregate/source.h"
+#include "config/config.h"
+#include "util/result.h"
+
+struct leakwatch_bpf;
+struct bpf_link;
+struct ring_buffer;
+struct lw_event;
+
+namespace leakwatch {
+
+// The allocator functions leakwatch probes, in the order they are attached.
+struct AllocatorFunction {
+    const char* name;
+    bool has_return;  // false: entry-only (free, munmap)
+};
+const std::vector<AllocatorFunction>& allocator_functions();
+
+// Where each allocator function of one file is: file offsets for uprobes.
+struct ProbeTarget {
+    std::string path;  // path the kernel opens (through /proc/PID/root)
+    std::vector<std::pair<std::string, uint64_t>> offsets;  // function name -> file offset
+};
+
+// The uprobes of one process; detached when destroyed.
+class Attachment {
+public:
+    ~Attachment();
+    Attachment(const Attachment&) = delete;
+    Attachment& operator=(const Attachment&) = delete;
+    size_t probes() const { return links_.size(); }
+
+private:
+    friend class Probes;
+    Attachment() = default;
+    std::vector<bpf_link*> links_;
+};
+
+class Probes : public AllocationSource {
+public:
+    using EventHandler = std::function<void(const lw_event&)>;
+
+    // Opens, sizes (from limits) and loads the BPF object, and attaches the process
+    // event tracepoints. Errors name the program or map and the errno.
+    static Result<std::unique_ptr<Probes>> load(const Limits& limits);
+    ~Probes() override;
+
+    Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target);
+    // Starts recording a process (after attach): its size filter and zeroed totals.
+    Result<void> watch(uint32_t tgid, uint64_t min_size, uint64_t max_size);
+    void unwatch(uint32_t tgid);
+    // Deletes every live allocation, stack and total of these processes (one map walk).
+    void purge(const std::set<uint32_t>& tgids);
+
+    // Waits up to timeout_ms for process events and hands each to the handler.
+    void set_event_handler(EventHandler handler) { handler_ = std::move(handler); }
+    int poll_events(int timeout_ms);
+
+    std::vector<std::pair<uint32_t, ProcTotals>> process_totals() override;
+    std::vector<StackTotals> stack_totals() override;
+    std::optional<RawStack> stack(uint32_t tgid, uint64_t id) override;
+    std::vector<LiveAllocation> live_allocations(const std::set<uint32_t>& tgids) override;
+    LostCounters lost() override;
+    std::vector<MapUsage> usage() override;
+
+private:
+    Probes() = default;
+    static int on_ring_event(void* ctx, void* data, size_t size);
+
+    leakwatch_bpf* skel_ = nullptr;
+    ring_buffer* ring_ = nullptr;
+    std::vector<bpf_link*> event_links_;
+    EventHandler handler_;
+    Limits limits_;
+    int ncpus_ = 1;
+};
+
+}  // namespace leakwatch

@@ -1,0 +1,740 @@
+// GCC 12 warns that libstdc++'s own regex _State may be used uninitialized (a false positive in
+// the header, https://gcc.gnu.org/bugzilla/show_bug.cgi?id=105616, seen with -O1
+// -fsanitize=address); with -Werror it would fail the build. It must precede the first inclusion of
+// <regex>.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <regex>
+#pragma GCC diagnostic pop
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <limits>
+#include <map>
+#include <span>
+#include <string_view>
+
+#include "config/config.h"
+
+namespace leakwatch {
+namespace {
+
+// Bigger than any sane watchlist; stops a wrong path (a log, a core file) from being slurped.
+constexpr size_t kMaxConfigBytes = 16 << 20;
+
+// The Linux ceiling for pid_max (PID_MAX_LIMIT on 64-bit): no process id is larger.
+constexpr int kMaxPid = 4194304;
+
+// Comm is TASK_COMM_LEN (16) including the terminating NUL.
+constexpr size_t kMaxCommLength = 15;
+
+constexpr Duration kMinInterval{100};
+
+// "kernel" is the `watch` label of kernel allocation stacks, so a rule may not take it.
+constexpr std::string_view kReservedRuleName = "kernel";
+
+std::string quoted(std::string_view text) {
+    std::string out = "\"";
+    for (char c : text) {
+        if (c == '"' || c == '\\') out += '\\';
+        out += c;
+    }
+    out += '"';
+    return out;
+}
+
+std::string_view trim(std::string_view text) {
+    auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+    while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
+    while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
+    return text;
+}
+
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+bool is_alpha(char c) {
+    return std::isalpha(static_cast<unsigned char>(c)) != 0;
+}
+
+// Whole-string unsigned decimal; rejects signs, spaces, hex and exponents so that
+// "1e3" or "0x10" cannot silently mean something the operator did not write.
+std::optional<uint64_t> parse_uint(std::string_view text) {
+    if (text.empty() || !std::all_of(text.begin(), text.end(), is_digit)) return std::nullopt;
+    uint64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+    return value;
+}
+
+// A decimal number with an optional fraction, scaled exactly (no floating point), so
+// "1.5MiB" is 1572864 and not 1572863.9999.
+struct Decimal {
+    unsigned __int128 whole = 0;
+    unsigned __int128 fraction = 0;  // the digits after the point, as an integer
+    unsigned __int128 scale = 1;     // 10^(number of fraction digits)
+    bool overflow = false;
+};
+
+// Reads digits[.digits] from the front of `text`; returns the number of characters used.
+size_t read_decimal(std::string_view text, Decimal& out) {
+    // Above any uint64_t result, yet small enough that multiplying by the largest unit (2^40)
+    // cannot overflow 128 bits; larger inputs only need to be known as too large.
+    constexpr unsigned __int128 kCap =
+        static_cast<unsigned __int128>(10000000000ULL) * 10000000000ULL;
+    size_t i = 0;
+    while (i < text.size() && is_digit(text[i])) {
+        out.whole = out.whole * 10 + static_cast<unsigned>(text[i] - '0');
+        if (out.whole > kCap) out.overflow = true, out.whole = kCap;
+        ++i;
+    }
+    if (i < text.size() && text[i] == '.') {
+        size_t start = ++i;
+        while (i < text.size() && is_digit(text[i])) {
+            // Digits beyond 18 are worth far less than a byte or a millisecond; drop them.
+            if (i - start < 18) {
+                out.fraction = out.fraction * 10 + static_cast<unsigned>(text[i] - '0');
+                out.scale *= 10;
+            }
+            ++i;
+        }
+        if (i == start) return 0;  // "5." or a lone "." is a typo, not a number
+    }
+    return i;
+}
+
+struct Unit {
+    std::string_view name;
+    uint64_t multiplier;
+};
+
+constexpr uint64_t kKiB = 1ULL << 10;
+constexpr uint64_t kMiB = 1ULL << 20;
+constexpr uint64_t kGiB = 1ULL << 30;
+constexpr uint64_t kTiB = 1ULL << 40;
+
+constexpr std::array kSizeUnits{
+    Unit{"B", 1},
+    Unit{"KiB", kKiB},
+    Unit{"MiB", kMiB},
+    Unit{"GiB", kGiB},
+    Unit{"TiB", kTiB},
+    Unit{"Ki", kKiB},
+    Unit{"Mi", kMiB},
+    Unit{"Gi", kGiB},
+    Unit{"Ti", kTiB},
+    // Bare K/M/G/T are taken as binary: that is what people mean for memory.
+    Unit{"K", kKiB},
+    Unit{"M", kMiB},
+    Unit{"G", kGiB},
+    Unit{"T", kTiB},
+    Unit{"kB", 1000},
+    Unit{"KB", 1000},
+    Unit{"MB", 1000 * 1000},
+    Unit{"GB", 1000 * 1000 * 1000},
+    Unit{"TB", 1000ULL * 1000 * 1000 * 1000},
+};
+
+constexpr std::array kDurationUnits{
+    Unit{"ms", 1},
+    Unit{"s", 1000},
+    Unit{"m", 60 * 1000},
+    Unit{"h", 60 * 60 * 1000},
+    Unit{"d", 24 * 60 * 60 * 1000},
+};
+
+template <size_t N>
+std::optional<uint64_t> find_unit(const std::array<Unit, N>& units, std::string_view name) {
+    for (const auto& unit : units) {
+        if (unit.name == name) return unit.multiplier;
+    }
+    return std::nullopt;
+}
+
+// Scales value*multiplier, truncating the fraction; nullopt when it does not fit in `max`.
+std::optional<unsigned __int128> scaled(const Decimal& value, uint64_t multiplier,
+                                        unsigned __int128 max) {
+    if (value.overflow) return std::nullopt;
+    unsigned __int128 total = value.whole * multiplier + value.fraction * multiplier / value.scale;
+    if (total > max) return std::nullopt;
+    return total;
+}
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+            size_t above = row[j];
+            bool same = std::tolower(static_cast<unsigned char>(a[i - 1])) ==
+                        std::tolower(static_cast<unsigned char>(b[j - 1]));
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (same ? 0 : 1)});
+            diagonal = above;
+        }
+    }
+    return row[b.size()];
+}
+
+std::string type_name(const YAML::Node& node) {
+    switch (node.Type()) {
+        case YAML::NodeType::Null:
+            return "nothing";
+        case YAML::NodeType::Scalar:
+            return quoted(node.Scalar());
+        case YAML::NodeType::Sequence:
+            return "a sequence";
+        case YAML::NodeType::Map:
+            return "a mapping";
+        default:
+            return "an undefined value";
+    }
+}
+
+using KnownKeys = std::span<const std::string_view>;
+
+constexpr std::array<std::string_view, 5> kTopKeys{"listen_address", "interval", "kernel", "watch",
+                                                   "limits"};
+constexpr std::array<std::string_view, 1> kKernelKeys{"enabled"};
+constexpr std::array<std::string_view, 6> kRuleKeys{"name",     "match",    "allocator",
+                                                    "min_size", "max_size", "min_age"};
+constexpr std::array<std::string_view, 4> kMatchKeys{"comm", "exe", "pid", "cmdline"};
+constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
+constexpr std::array<std::string_view, 6> kLimitKeys{"live_allocations", "stacks",  "stack_totals",
+                                                     "processes",        "threads", "top_stacks"};
+
+// One key: value pair of a mapping, with where it sits, for messages.
+struct Entry {
+    std::string key;
+    std::string path;  // e.g. watch[1].match.comm
+    YAML::Node key_node;
+    YAML::Node value;
+};
+
+// Walks one YAML document and fills a Config; every error names source:line: path.
+class Parser {
+  public:
+    explicit Parser(const std::string& source) : source_(source) {}
+
+    Result<Config> parse(const YAML::Node& root) {
+        Config config;
+        config.source = source_;
+        if (root.IsNull()) return config;  // an empty file: all defaults, watch nothing
+        if (!root.IsMap()) {
+            return error(line_of(root), "(top level)",
+                         "expected a mapping of keys, got " + type_name(root));
+        }
+        auto entries = entries_of(root, "", kTopKeys);
+        if (!entries) return std::unexpected(entries.error());
+        for (const Entry& entry : *entries) {
+            Result<void> ok;
+            if (entry.key == "listen_address") {
+                ok = parse_listen_address(entry, config.listen_address);
+            } else if (entry.key == "interval") {
+                ok = parse_interval(entry, config.interval);
+            } else if (entry.key == "kernel") {
+                ok = parse_kernel(entry, config.kernel_enabled);
+            } else if (entry.key == "watch") {
+                ok = parse_watch(entry, config.watch);
+            } else if (entry.key == "limits") {
+                ok = parse_limits(entry, config.limits);
+            }
+            if (!ok) return std::unexpected(ok.error());
+        }
+        return config;
+    }
+
+  private:
+    static int line_of(const YAML::Node& node) {
+        return node.Mark().is_null() ? 0 : node.Mark().line + 1;
+    }
+
+    // A scalar's own line is exact; a null value's mark points past it and a block
+    // collection's mark at its first child, so those report the key's line instead.
+    static int line_of(const Entry& entry) {
+        if (entry.value.IsScalar()) return line_of(entry.value);
+        return line_of(entry.key_node);
+    }
+
+    std::unexpected<Error> error(int line, const std::string& path,
+                                 const std::string& message) const {
+        std::string where = source_;
+        if (line > 0) where += ":" + std::to_string(line);
+        return fail(where + ": " + path + ": " + message);
+    }
+
+    std::unexpected<Error> error(const Entry& entry, const std::string& message) const {
+        return error(line_of(entry), entry.path, message);
+    }
+
+    std::unexpected<Error> wrong_type(const Entry& entry, std::string_view expected) const {
+        return error(entry,
+                     "expected " + std::string(expected) + ", got " + type_name(entry.value));
+    }
+
+    // The pairs of a mapping, after checking that every key is a known, unique string.
+    Result<std::vector<Entry>> entries_of(const YAML::Node& map, const std::string& prefix,
+                                          KnownKeys known) const {
+        std::vector<Entry> entries;
+        std::map<std::string, int> seen;  // key -> line, to name both places of a duplicate
+        for (auto it = map.begin(); it != map.end(); ++it) {
+            // Copies, not references: `it->` yields a temporary proxy that dies with the
+            // statement (a Node is a cheap handle to the document).
+            YAML::Node key_node = it->first;
+            YAML::Node value = it->second;
+            int line = line_of(key_node);
+            std::string where = prefix.empty() ? "(top level)" : prefix;
+            if (!key_node.IsScalar()) {
+                return error(line, where, "keys must be plain names, got " + type_name(key_node));
+            }
+            std::string key = key_node.Scalar();
+            std::string path = prefix.empty() ? key : prefix + "." + key;
+            if (std::find(known.begin(), known.end(), key) == known.end()) {
+                return error(line, path, unknown_key_message(key, known));
+            }
+            auto [previous, inserted] = seen.emplace(key, line);
+            if (!inserted) {
+                return error(
+                    line, path,
+                    "duplicate key (first set at line " + std::to_string(previous->second) + ")");
+            }
+            entries.push_back(Entry{key, path, key_node, value});
+        }
+        return entries;
+    }
+
+    static std::string unknown_key_message(const std::string& key, KnownKeys known) {
+        std::string message = "unknown key";
+        std::string_view closest;
+        size_t best = 3;  // only suggest what is within two edits: a typo, not a guess
+        for (std::string_view candidate : known) {
+            size_t distance = edit_distance(key, candidate);
+            if (distance < best) best = distance, closest = candidate;
+        }
+        if (!closest.empty()) message += " (did you mean " + std::string(closest) + "?)";
+        message += "; known keys:";
+        for (size_t i = 0; i < known.size(); ++i) {
+            message += (i == 0 ? " " : ", ") + std::string(known[i]);
+        }
+        return message;
+    }
+
+    Result<std::string> string_of(const Entry& entry) const {
+        if (!entry.value.IsScalar()) return wrong_type(entry, "a string");
+        return entry.value.Scalar();
+    }
+
+    Result<std::vector<Entry>> mapping_of(const Entry& entry, KnownKeys known) const {
+        if (entry.value.IsNull()) return std::vector<Entry>{};
+        if (!entry.value.IsMap()) return wrong_type(entry, "a mapping");
+        return entries_of(entry.value, entry.path, known);
+    }
+
+    Result<uint64_t> size_of(const Entry& entry) const {
+        if (!entry.value.IsScalar()) return wrong_type(entry, "a size such as 64KiB");
+        auto size = parse_size(entry.value.Scalar());
+        if (!size) return error(entry, size.error().message);
+        return *size;
+    }
+
+    Result<Duration> duration_of(const Entry& entry) const {
+        if (!entry.value.IsScalar()) return wrong_type(entry, "a duration such as 5s");
+        auto duration = parse_duration(entry.value.Scalar());
+        if (!duration) return error(entry, duration.error().message);
+        return *duration;
+    }
+
+    Result<uint64_t> count_of(const Entry& entry, uint64_t max) const {
+        if (!entry.value.IsScalar()) return wrong_type(entry, "a positive integer");
+        std::string_view text = entry.value.Scalar();
+        if (text.starts_with('-')) {
+            return error(entry, quoted(text) + " is negative; expected a positive integer");
+        }
+        auto value = parse_uint(text);
+        if (!value) return error(entry, quoted(text) + " is not a positive integer");
+        if (*value == 0) return error(entry, "must be at least 1");
+        if (*value > max) {
+            return error(
+                entry, std::to_string(*value) + " is above the maximum of " + std::to_string(max));
+        }
+        return *value;
+    }
+
+    Result<void> parse_listen_address(const Entry& entry, std::string& out) const {
+        auto text = string_of(entry);
+        if (!text) return std::unexpected(text.error());
+        const std::string usage = " (expected HOST:PORT or :PORT, e.g. :10071)";
+        size_t colon = text->rfind(':');
+        if (colon == std::string::npos) return error(entry, quoted(*text) + " has no port" + usage);
+        std::string_view host = std::string_view(*text).substr(0, colon);
+        std::string_view port = std::string_view(*text).substr(colon + 1);
+        // An IPv6 host needs brackets, otherwise its colons cannot be told from the port's.
+        bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+        if (!bracketed && host.find_first_of(":[] \t") != std::string_view::npos) {
+            return error(entry, quoted(*text) + " has a malformed host" + usage +
+                                    "; write IPv6 addresses as [::1]:10071");
+        }
+        auto number = parse_uint(port);
+        if (!number) return error(entry, "port " + quoted(port) + " is not a number" + usage);
+        if (*number < 1 || *number > 65535) {
+            return error(entry, "port " + std::string(port) + " is out of range 1..65535");
+        }
+        out = *text;
+        return {};
+    }
+
+    Result<void> parse_interval(const Entry& entry, Duration& out) const {
+        auto interval = duration_of(entry);
+        if (!interval) return std::unexpected(interval.error());
+        // Shorter periods spend more time reading BPF maps than the samples are worth.
+        if (*interval < kMinInterval) {
+            return error(entry, quoted(entry.value.Scalar()) + " is shorter than the minimum " +
+                                    std::to_string(kMinInterval.count()) + "ms");
+        }
+        out = *interval;
+        return {};
+    }
+
+    Result<void> parse_kernel(const Entry& entry, bool& enabled) const {
+        auto entries = mapping_of(entry, kKernelKeys);
+        if (!entries) return std::unexpected(entries.error());
+        for (const Entry& field : *entries) {
+            bool value = false;
+            if (!field.value.IsScalar() || !YAML::convert<bool>::decode(field.value, value)) {
+                return wrong_type(field, "true or false");
+            }
+            if (value) {
+                return error(field,
+                             "kernel allocation tracking is not available in this version; "
+                             "set enabled: false or remove the kernel section");
+            }
+            enabled = value;
+        }
+        return {};
+    }
+
+    Result<void> parse_watch(const Entry& entry, std::vector<WatchRule>& rules) const {
+        if (entry.value.IsNull()) return {};  // "watch:" with nothing under it
+        if (!entry.value.IsSequence()) return wrong_type(entry, "a sequence of rules");
+        std::map<std::string, int> names;  // name -> line of its rule
+        size_t index = 0;
+        for (const YAML::Node& node : entry.value) {
+            std::string path = "watch[" + std::to_string(index++) + "]";
+            int name_line = 0;
+            // A null item ("- " alone) carries the mark of the token after it; the
+            // index in the path still pins it down, so point at the watch key instead.
+            int line = node.IsNull() ? line_of(entry.key_node) : line_of(node);
+            auto rule = parse_rule(node, path, line, name_line);
+            if (!rule) return std::unexpected(rule.error());
+            auto [previous, inserted] = names.emplace(rule->name, name_line);
+            if (!inserted) {
+                return error(name_line, path + ".name",
+                             "duplicate rule name " + quoted(rule->name) + " (also used at line " +
+                                 std::to_string(previous->second) + ")");
+            }
+            rules.push_back(std::move(*rule));
+        }
+        return {};
+    }
+
+    Result<WatchRule> parse_rule(const YAML::Node& node, const std::string& path, int line,
+                                 int& name_line) const {
+        WatchRule rule;
+        rule.line = line;
+        if (!node.IsMap()) {
+            return error(rule.line, path,
+                         "expected a rule (a mapping with name and match), got " + type_name(node));
+        }
+        auto entries = entries_of(node, path, kRuleKeys);
+        if (!entries) return std::unexpected(entries.error());
+        bool has_name = false;
+        bool has_match = false;
+        const Entry* min_size = nullptr;
+        const Entry* max_size = nullptr;
+        for (const Entry& entry : *entries) {
+            Result<void> ok;
+            if (entry.key == "name") {
+                has_name = true;
+                name_line = line_of(entry);
+                ok = parse_rule_name(entry, rule.name);
+            } else if (entry.key == "match") {
+                has_match = true;
+                ok = parse_match(entry, rule.match);
+            } else if (entry.key == "allocator") {
+                ok = parse_allocator(entry, rule.allocator);
+            } else if (entry.key == "min_size") {
+                min_size = &entry;
+                ok = assign(size_of(entry), rule.min_size);
+            } else if (entry.key == "max_size") {
+                max_size = &entry;
+                ok = assign(size_of(entry), rule.max_size);
+            } else if (entry.key == "min_age") {
+                ok = assign(duration_of(entry), rule.min_age);
+            }
+            if (!ok) return std::unexpected(ok.error());
+        }
+        if (!has_name) return error(rule.line, path, "missing required key name");
+        if (!has_match) {
+            return error(rule.line, path,
+                         "missing required key match (give at least one of comm, exe, pid, "
+                         "cmdline)");
+        }
+        if (min_size && max_size && rule.min_size > rule.max_size) {
+            return error(*min_size, "inverted range: min_size " + quoted(min_size->value.Scalar()) +
+                                        " is larger than max_size " +
+                                        quoted(max_size->value.Scalar()) + " (line " +
+                                        std::to_string(line_of(*max_size)) + ")");
+        }
+        return rule;
+    }
+
+    template <class T, class U>
+    static Result<void> assign(Result<T> value, U& out) {
+        if (!value) return std::unexpected(value.error());
+        out = *value;
+        return {};
+    }
+
+    Result<void> parse_rule_name(const Entry& entry, std::string& out) const {
+        auto name = string_of(entry);
+        if (!name) return std::unexpected(name.error());
+        if (name->empty()) return error(entry, "must not be empty");
+        auto allowed = [](char c) {
+            return is_alpha(c) || is_digit(c) || c == '_' || c == '.' || c == '-';
+        };
+        if (!std::all_of(name->begin(), name->end(), allowed)) {
+            // It becomes a Prometheus label value and a log field: keep it plain.
+            return error(entry,
+                         quoted(*name) + " may contain only letters, digits, '_', '.' and '-'");
+        }
+        if (*name == kReservedRuleName) {
+            return error(entry, quoted(*name) + " is reserved for kernel allocations");
+        }
+        out = *name;
+        return {};
+    }
+
+    Result<void> parse_match(const Entry& entry, Match& match) const {
+        if (!entry.value.IsMap()) return wrong_type(entry, "a mapping of comm, exe, pid, cmdline");
+        auto entries = entries_of(entry.value, entry.path, kMatchKeys);
+        if (!entries) return std::unexpected(entries.error());
+        if (entries->empty()) {
+            // An empty match would watch every process: far too easy to do by accident.
+            return error(entry, "give at least one of comm, exe, pid, cmdline");
+        }
+        for (const Entry& field : *entries) {
+            if (field.key == "pid") {
+                auto pid = count_of(field, kMaxPid);
+                if (!pid) return std::unexpected(pid.error());
+                match.pid = static_cast<int>(*pid);
+                continue;
+            }
+            auto text = string_of(field);
+            if (!text) return std::unexpected(text.error());
+            if (field.key == "comm") {
+                if (text->empty() || text->size() > kMaxCommLength) {
+                    return error(field, quoted(*text) +
+                                            " must be 1 to 15 characters, as the "
+                                            "kernel keeps only 15 of a comm");
+                }
+                match.comm = *text;
+            } else if (field.key == "exe") {
+                if (!text->starts_with('/')) {
+                    return error(field, quoted(*text) + " is not an absolute path");
+                }
+                match.exe = *text;
+            } else if (field.key == "cmdline") {
+                if (text->empty()) return error(field, "must not be empty");
+                try {
+                    match.cmdline_regex.emplace(*text, std::regex::ECMAScript);
+                } catch (const std::regex_error& e) {
+                    return error(field, quoted(*text) + " is not a valid regex: " + e.what());
+                }
+                match.cmdline = *text;
+            }
+        }
+        return {};
+    }
+
+    Result<void> parse_allocator(const Entry& entry, Allocator& allocator) const {
+        auto entries = mapping_of(entry, kAllocatorKeys);
+        if (!entries) return std::unexpected(entries.error());
+        for (const Entry& field : *entries) {
+            auto text = string_of(field);
+            if (!text) return std::unexpected(text.error());
+            if (field.key == "library") {
+                if (text->empty()) {
+                    return error(field, "must not be empty (use libc, exe, or a library path)");
+                }
+                allocator.library = *text;
+            } else if (field.key == "symbol_prefix") {
+                auto symbol_char = [](char c) { return is_alpha(c) || is_digit(c) || c == '_'; };
+                if (!std::all_of(text->begin(), text->end(), symbol_char)) {
+                    return error(field, quoted(*text) +
+                                            " is not a symbol prefix (use letters, "
+                                            "digits and '_', e.g. je_)");
+                }
+                allocator.symbol_prefix = *text;
+            }
+        }
+        return {};
+    }
+
+    Result<void> parse_limits(const Entry& entry, Limits& limits) const {
+        auto entries = mapping_of(entry, kLimitKeys);
+        if (!entries) return std::unexpected(entries.error());
+        // Upper bounds keep a typo from asking the kernel for gigabytes of map memory.
+        struct Bound {
+            std::string_view key;
+            uint32_t Limits::*field;
+            uint64_t max;
+        };
+        static constexpr std::array kBounds{
+            Bound{"live_allocations", &Limits::live_allocations, 16 << 20},
+            Bound{"stacks", &Limits::stacks, 1 << 20},
+            Bound{"stack_totals", &Limits::stack_totals, 16 << 20},
+            Bound{"processes", &Limits::processes, 65536},
+            Bound{"threads", &Limits::threads, 4 << 20},
+            Bound{"top_stacks", &Limits::top_stacks, 1000},
+        };
+        for (const Entry& field : *entries) {
+            for (const Bound& bound : kBounds) {
+                if (field.key != bound.key) continue;
+                auto value = count_of(field, bound.max);
+                if (!value) return std::unexpected(value.error());
+                limits.*bound.field = static_cast<uint32_t>(*value);
+            }
+        }
+        return {};
+    }
+
+    std::string source_;
+};
+
+}  // namespace
+
+Result<uint64_t> parse_size(std::string_view text) {
+    const std::string usage = " (use e.g. 64KiB, 1MiB)";
+    std::string_view rest = trim(text);
+    if (rest.starts_with('-')) return fail(quoted(text) + " is negative; a size must be >= 0");
+    if (rest.starts_with('+')) rest.remove_prefix(1);
+    Decimal number;
+    size_t used = read_decimal(rest, number);
+    if (used == 0) return fail(quoted(text) + " is not a size" + usage);
+    std::string_view unit = trim(rest.substr(used));
+    uint64_t multiplier = 1;
+    if (!unit.empty()) {
+        auto found = find_unit(kSizeUnits, unit);
+        if (!found) return fail(quoted(text) + " is not a size" + usage);
+        multiplier = *found;
+    }
+    if (multiplier == 1 && number.fraction != 0) {
+        return fail(quoted(text) + " is not a whole number of bytes" + usage);
+    }
+    auto bytes = scaled(number, multiplier, std::numeric_limits<uint64_t>::max());
+    if (!bytes) return fail(quoted(text) + " is too large (the maximum is 16EiB - 1)");
+    return static_cast<uint64_t>(*bytes);
+}
+
+Result<Duration> parse_duration(std::string_view text) {
+    const std::string usage = " (use e.g. 5s, 250ms, 1h30m)";
+    std::string_view rest = trim(text);
+    if (rest.starts_with('-')) return fail(quoted(text) + " is negative; a duration must be >= 0");
+    if (rest.empty()) return fail("an empty string is not a duration" + usage);
+    if (parse_uint(rest)) {
+        // "5" could be seconds or milliseconds; refusing it beats guessing wrong.
+        return fail(quoted(text) + " has no unit" + usage);
+    }
+    constexpr auto kMax = static_cast<unsigned __int128>(std::numeric_limits<Duration::rep>::max());
+    unsigned __int128 total = 0;
+    while (!rest.empty()) {
+        Decimal number;
+        size_t used = read_decimal(rest, number);
+        if (used == 0) return fail(quoted(text) + " is not a duration" + usage);
+        rest = trim(rest.substr(used));
+        size_t unit_length = 0;
+        while (unit_length < rest.size() && is_alpha(rest[unit_length])) ++unit_length;
+        auto multiplier = find_unit(kDurationUnits, rest.substr(0, unit_length));
+        if (!multiplier) return fail(quoted(text) + " is not a duration" + usage);
+        rest = trim(rest.substr(unit_length));
+        auto part = scaled(number, *multiplier, kMax);
+        if (!part || (total += *part) > kMax) return fail(quoted(text) + " is too long");
+    }
+    return Duration(static_cast<Duration::rep>(total));
+}
+
+Result<Config> parse_config(const std::string& yaml_text, const std::string& source) {
+    std::vector<YAML::Node> documents;
+    try {
+        documents = YAML::LoadAll(yaml_text);
+    } catch (const YAML::ParserException& e) {
+        std::string where = source;
+        if (!e.mark.is_null()) where += ":" + std::to_string(e.mark.line + 1);
+        return fail(where + ": invalid YAML: " + e.msg);
+    } catch (const YAML::Exception& e) {
+        return fail(source + ": invalid YAML: " + e.what());
+    }
+    if (documents.size() > 1) {
+        const YAML::Mark& mark = documents[1].Mark();
+        std::string where = source;
+        if (!mark.is_null()) where += ":" + std::to_string(mark.line + 1);
+        return fail(where + ": a second YAML document; the config must be a single document");
+    }
+    Parser parser(source);
+    try {
+        return parser.parse(documents.empty() ? YAML::Node() : documents.front());
+    } catch (const YAML::Exception& e) {
+        // The walk avoids throwing accessors; this only keeps a yaml-cpp surprise from
+        // escaping as an exception through a Result-returning API.
+        return fail(source + ": " + e.what());
+    }
+}
+
+Result<Config> load_config(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail_errno("cannot open config file " + path, errno);
+    std::string text;
+    struct stat st {};
+    int err = 0;
+    if (::fstat(fd, &st) != 0) {
+        err = errno;
+    } else if (S_ISDIR(st.st_mode)) {
+        err = EISDIR;  // open(2) succeeds on a directory; say why before read(2) does
+    } else {
+        char buffer[65536];
+        for (;;) {
+            ssize_t n = ::read(fd, buffer, sizeof buffer);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                err = errno;
+                break;
+            }
+            if (n == 0) break;
+            text.append(buffer, static_cast<size_t>(n));
+            if (text.size() > kMaxConfigBytes) {
+                ::close(fd);
+                return fail("cannot read config file " + path + ": larger than " +
+                            std::to_string(kMaxConfigBytes >> 20) + " MiB");
+            }
+        }
+    }
+    ::close(fd);
+    if (err != 0) return fail_errno("cannot read config file " + path, err);
+    return parse_config(text, path);
+}
+
+Config default_config() {
+    Config config;
+    config.source = "<built-in>";
+    return config;
+}
+
+}  // namespace leakwatch

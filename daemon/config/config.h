@@ -1,0 +1,74 @@
+// The daemon's configuration: the YAML schema documented in config/leakwatch.yaml.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "util/result.h"
+
+namespace leakwatch {
+
+using Duration = std::chrono::milliseconds;
+
+// All criteria that are set must hold (AND); at least one must be set.
+struct Match {
+    std::optional<std::string> comm;          // exact, compared with /proc/PID/comm (15 chars)
+    std::optional<std::string> exe;           // exact path of /proc/PID/exe
+    std::optional<int> pid;                   // one process id
+    std::optional<std::string> cmdline;       // ECMAScript regex, searched in argv joined by ' '
+    std::optional<std::regex> cmdline_regex;  // compiled form of cmdline
+};
+
+struct Allocator {
+    // "libc" finds the process's own C library in /proc/PID/maps; "exe" probes the main
+    // executable (static binaries); any other value is a path (or a basename such as
+    // libjemalloc.so.2) of a mapped library.
+    std::string library = "libc";
+    std::string symbol_prefix;  // e.g. "je_" for a prefixed jemalloc
+};
+
+struct WatchRule {
+    std::string name;  // becomes the `watch` label
+    Match match;
+    Allocator allocator;
+    uint64_t min_size = 0;
+    uint64_t max_size = UINT64_MAX;
+    Duration min_age{0};
+    int line = 0;  // 1-based line of the rule in the file, for messages
+};
+
+struct Limits {
+    uint32_t live_allocations = 262144;  // BPF map: outstanding allocations, all processes
+    uint32_t stacks = 16384;             // BPF map: distinct stacks
+    uint32_t stack_totals = 65536;       // BPF map: (process, stack) pairs
+    uint32_t processes = 1024;           // processes watched at once
+    uint32_t threads = 65536;            // threads with an allocator call in flight
+    uint32_t top_stacks = 20;            // stacks per process exported as metrics
+};
+
+struct Config {
+    std::string listen_address = ":10071";
+    Duration interval{std::chrono::seconds(5)};
+    bool kernel_enabled = false;
+    std::vector<WatchRule> watch;
+    Limits limits;
+    std::string source;  // file name it was read from, or "<built-in>"
+};
+
+// Parses a size such as "64KiB", "1MiB", "4096", "1.5GiB", "10kB" into bytes.
+Result<uint64_t> parse_size(std::string_view text);
+// Parses a duration such as "5s", "2m", "250ms", "1h", "1h30m" into milliseconds.
+Result<Duration> parse_duration(std::string_view text);
+
+// Parses YAML text; `source` names the input in error messages ("file.yaml:12: ...").
+Result<Config> parse_config(const std::string& yaml_text, const std::string& source);
+// Reads and parses a file; a missing or unreadable file is an error naming the path.
+Result<Config> load_config(const std::string& path);
+// The configuration used when no file is given.
+Config default_config();
+
+}  // namespace leakwatch

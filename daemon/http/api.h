@@ -1,0 +1,16 @@
+// The JSON API: /api/v1/processes and /api/v1/stacks.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "aggregate/aggregator.h"
+
+namespace leakwatch {
+
+nlohmann::json processes_json(const Snapshot& snapshot);
+// The top `top` stacks of one process with every frame; nullopt if the pid is not watched.
+std::optional<nlohmann::json> stacks_json(const Snapshot& snapshot, uint32_t pid, size_t top);
+nlohmann::json frame_json(const Frame& frame);
+
+}  // namespace leakwatch

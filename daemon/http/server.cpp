@@ -1,0 +1,157 @@
+#include "http/server.h"
+
+#include <civetweb.h>
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "http/api.h"
+#include "http/metrics.h"
+
+namespace leakwatch {
+
+namespace {
+
+void send(mg_connection* conn, int code, const char* type, const std::string& body) {
+    mg_printf(conn,
+              "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+              "Connection: close\r\n\r\n",
+              code, mg_get_response_code_text(conn, code), type, body.size());
+    mg_write(conn, body.data(), body.size());
+}
+
+void send_json(mg_connection* conn, int code, const nlohmann::json& j) {
+    send(conn, code, "application/json", j.dump(2) + "\n");
+}
+
+std::optional<uint64_t> query_number(const mg_request_info* ri, const char* name) {
+    if (!ri->query_string) return std::nullopt;
+    char buf[32];
+    int n = mg_get_var(ri->query_string, std::strlen(ri->query_string), name, buf, sizeof(buf));
+    if (n <= 0) return std::nullopt;
+    uint64_t v = 0;
+    auto [end, ec] = std::from_chars(buf, buf + n, v);
+    if (ec != std::errc() || end != buf + n) return std::nullopt;
+    return v;
+}
+
+bool has_var(const mg_request_info* ri, const char* name) {
+    if (!ri->query_string) return false;
+    char buf[32];
+    return mg_get_var(ri->query_string, std::strlen(ri->query_string), name, buf, sizeof(buf)) >=
+           0;
+}
+
+int handle_metrics(mg_connection* conn, void* cb) {
+    auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
+    send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*snap, status));
+    return 1;
+}
+
+int handle_processes(mg_connection* conn, void* cb) {
+    auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
+    send_json(conn, 200, processes_json(*snap));
+    return 1;
+}
+
+int handle_stacks(mg_connection* conn, void* cb) {
+    const mg_request_info* ri = mg_get_request_info(conn);
+    auto pid = query_number(ri, "pid");
+    if (!pid) {
+        send_json(conn, 400, {{"error", "query parameter pid=N (a number) is required"}});
+        return 1;
+    }
+    auto top = query_number(ri, "top");
+    if (has_var(ri, "top") && (!top || *top == 0 || *top > 10000)) {
+        send_json(conn, 400, {{"error", "top must be a number from 1 to 10000"}});
+        return 1;
+    }
+    auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
+    auto j = stacks_json(*snap, static_cast<uint32_t>(*pid), top.value_or(10));
+    if (!j) {
+        send_json(conn, 404, {{"error", "pid " + std::to_string(*pid) + " is not watched"}});
+        return 1;
+    }
+    send_json(conn, 200, *j);
+    return 1;
+}
+
+int handle_root(mg_connection* conn, void* cb) {
+    const mg_request_info* ri = mg_get_request_info(conn);
+    if (std::strcmp(ri->local_uri, "/") != 0) {
+        send(conn, 404, "text/plain", "not found\n");
+        return 1;
+    }
+    auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
+    std::string body =
+        "<!DOCTYPE html><html><head><title>leakwatch</title></head><body>"
+        "<h1>leakwatch " +
+        status.version + "</h1><p>Watching " + std::to_string(status.attached) +
+        " processes.</p><ul>"
+        "<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>"
+        "<li><a href=\"/api/v1/processes\">/api/v1/processes</a>: watched processes</li>"
+        "<li>/api/v1/stacks?pid=N&amp;top=K: top allocation stacks of a process, with frames"
+        "</li></ul></body></html>\n";
+    send(conn, 200, "text/html; charset=utf-8", body);
+    return 1;
+}
+
+int log_message(const mg_connection*, const char* message) {
+    spdlog::warn("http: {}", message);
+    return 1;
+}
+
+}  // namespace
+
+std::string civetweb_ports(const std::string& listen_address) {
+    if (!listen_address.empty() && listen_address[0] == ':') return listen_address.substr(1);
+    if (!listen_address.empty() && listen_address[0] == '[') {
+        // civetweb writes IPv6 as "[addr]:port" with a '+' suffix for dual-stack; keep as is.
+        return listen_address;
+    }
+    return listen_address;
+}
+
+Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& listen_address,
+                                                      const PublishedState& state) {
+    std::unique_ptr<HttpServer> server(new HttpServer(state));
+    std::string ports = civetweb_ports(listen_address);
+    const char* options[] = {"listening_ports",    ports.c_str(),
+                             "num_threads",        "4",
+                             "request_timeout_ms", "10000",
+                             "enable_keep_alive",  "no",
+                             nullptr};
+    mg_callbacks callbacks{};
+    callbacks.log_message = log_message;
+    mg_init_data init{};
+    init.callbacks = &callbacks;
+    init.user_data = server.get();
+    init.configuration_options = options;
+    char text[256] = {};
+    unsigned code = 0;
+    mg_error_data error{};
+    error.code = &code;
+    error.text = text;
+    error.text_buffer_size = sizeof(text);
+    mg_init_library(0);
+    server->ctx_ = mg_start2(&init, &error);
+    if (!server->ctx_)
+        return fail("cannot listen on " + listen_address + ": " +
+                    (text[0] ? std::string(text) : "unknown error"));
+    void* cb = const_cast<PublishedState*>(&state);
+    mg_set_request_handler(server->ctx_, "/metrics$", handle_metrics, cb);
+    mg_set_request_handler(server->ctx_, "/api/v1/processes$", handle_processes, cb);
+    mg_set_request_handler(server->ctx_, "/api/v1/stacks$", handle_stacks, cb);
+    mg_set_request_handler(server->ctx_, "/", handle_root, cb);
+
+    mg_server_port port{};
+    if (mg_get_server_ports(server->ctx_, 1, &port) == 1) server->port_ = port.port;
+    return server;
+}
+
+HttpServer::~HttpServer() {
+    if (ctx_) mg_stop(ctx_);
+}
+
+}  // namespace leakwatch

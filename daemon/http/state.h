@@ -1,0 +1,40 @@
+// What the HTTP handlers read: the latest snapshot and the daemon's own status. Written by
+// the main loop, read by civetweb's threads.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "aggregate/aggregator.h"
+
+namespace leakwatch {
+
+struct DaemonStatus {
+    std::string version;
+    size_t attached = 0;
+    bool last_reload_ok = true;
+    double last_reload_time = 0;  // unix seconds
+    uint32_t top_stacks = 20;
+};
+
+class PublishedState {
+public:
+    void publish(std::shared_ptr<const Snapshot> snapshot, DaemonStatus status) {
+        std::lock_guard lock(mu_);
+        snapshot_ = std::move(snapshot);
+        status_ = std::move(status);
+    }
+    std::pair<std::shared_ptr<const Snapshot>, DaemonStatus> read() const {
+        std::lock_guard lock(mu_);
+        return {snapshot_, status_};
+    }
+
+private:
+    mutable std::mutex mu_;
+    std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
+    DaemonStatus status_;
+};
+
+}  // namespace leakwatch

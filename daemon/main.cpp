@@ -1,0 +1,220 @@
+// leakwatchd: loads the BPF programs, watches the processes the config names, and serves
+// their outstanding allocations on /metrics and /api/v1.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "aggregate/aggregator.h"
+#include "bpf/probes.h"
+#include "config/config.h"
+#include "http/server.h"
+#include "leakwatch.h"
+#include "proc/proc.h"
+#include "symbols/symbolizer.h"
+#include "tracker/tracker.h"
+
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/leakwatch/leakwatch.yaml";
+std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
+
+void on_signal(int sig) {
+    if (sig == SIGHUP)
+        g_reload = true;
+    else
+        g_stop = true;
+}
+
+uint64_t monotonic_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+double unix_now() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// An explicit --config must exist; the default path may be absent (built-in config then).
+leakwatch::Result<leakwatch::Config> read_config(const std::string& path, bool explicit_path) {
+    struct stat st{};
+    if (!explicit_path && stat(path.c_str(), &st) != 0) {
+        spdlog::info("{} not found: using the built-in default configuration", path);
+        return leakwatch::default_config();
+    }
+    return leakwatch::load_config(path);
+}
+
+int run(leakwatch::Config config, const std::string& config_path, bool explicit_path,
+        const std::string& listen_override) {
+    using namespace leakwatch;
+    auto probes = Probes::load(config.limits);
+    if (!probes) {
+        spdlog::critical("{}", probes.error().message);
+        return 1;
+    }
+    ProcReader proc;
+    Symbolizer symbolizer(proc);
+    Tracker* tracker_ptr = nullptr;
+    Aggregator aggregator(**probes, [&](uint32_t pid, uint64_t addr) {
+        return tracker_ptr->resolve(pid, addr);
+    });
+    Tracker tracker(**probes, proc, symbolizer, aggregator, config.watch);
+    tracker_ptr = &tracker;
+    (*probes)->set_event_handler([&](const lw_event& e) { tracker.on_event(e); });
+
+    PublishedState state;
+    DaemonStatus status;
+    status.version = LEAKWATCH_VERSION;
+    status.top_stacks = config.limits.top_stacks;
+    status.last_reload_time = unix_now();
+
+    tracker.scan();
+    const std::string listen = listen_override.empty() ? config.listen_address : listen_override;
+    auto server = HttpServer::start(listen, state);
+    if (!server) {
+        spdlog::critical("{}", server.error().message);
+        return 1;
+    }
+    spdlog::info("leakwatchd {} listening on {} (port {}), {} rules, {} processes watched",
+                 LEAKWATCH_VERSION, listen, (*server)->port(), config.watch.size(),
+                 tracker.attached());
+
+    auto sample = [&] {
+        auto snap = std::make_shared<Snapshot>(aggregator.sample(tracker.processes(),
+                                                                 monotonic_ns()));
+        status.attached = tracker.attached();
+        state.publish(std::move(snap), status);
+    };
+    sample();
+    sd_notifyf(0, "READY=1\nSTATUS=watching %zu processes", tracker.attached());
+
+    using Clock = std::chrono::steady_clock;
+    auto next_sample = Clock::now() + config.interval;
+    // Rescans back up the exec/exit events (which a full ring buffer can drop).
+    const auto rescan_every = std::max<Duration>(config.interval * 6, std::chrono::seconds(10));
+    auto next_scan = Clock::now() + rescan_every;
+    uint64_t events_lost_seen = 0;
+    while (!g_stop) {
+        int wait_ms = tracker.tick();
+        auto until_sample =
+            std::chrono::duration_cast<std::chrono::milliseconds>(next_sample - Clock::now());
+        wait_ms = static_cast<int>(std::clamp<int64_t>(until_sample.count(), 0, wait_ms));
+        int n = (*probes)->poll_events(wait_ms);
+        if (n < 0 && n != -EINTR) spdlog::warn("polling process events: {}", strerror(-n));
+
+        if (g_reload.exchange(false)) {
+            spdlog::info("reloading {}", config_path);
+            auto fresh = read_config(config_path, explicit_path);
+            status.last_reload_ok = fresh.has_value();
+            if (!fresh) {
+                spdlog::error("reload failed, keeping the running configuration: {}",
+                              fresh.error().message);
+            } else {
+                if (fresh->listen_address != config.listen_address)
+                    spdlog::warn("listen_address changes take effect at restart");
+                if (fresh->limits.live_allocations != config.limits.live_allocations ||
+                    fresh->limits.stacks != config.limits.stacks ||
+                    fresh->limits.stack_totals != config.limits.stack_totals ||
+                    fresh->limits.processes != config.limits.processes ||
+                    fresh->limits.threads != config.limits.threads)
+                    spdlog::warn("BPF map limits change at restart; keeping the current sizes");
+                config.watch = fresh->watch;
+                config.interval = fresh->interval;
+                config.limits.top_stacks = fresh->limits.top_stacks;
+                status.top_stacks = config.limits.top_stacks;
+                status.last_reload_time = unix_now();
+                tracker.set_rules(config.watch);
+                spdlog::info("reloaded: {} rules, {} processes watched", config.watch.size(),
+                             tracker.attached());
+            }
+            sample();
+        }
+        auto now = Clock::now();
+        if (now >= next_scan) {
+            tracker.scan();
+            next_scan = now + rescan_every;
+        }
+        if (now >= next_sample) {
+            sample();
+            auto lost_events = state.read().first->lost[LW_LOST_EVENTS_FULL];
+            if (lost_events != events_lost_seen) {
+                spdlog::warn("process events were lost ({} so far); rescanning /proc",
+                             lost_events);
+                events_lost_seen = lost_events;
+                tracker.scan();
+            }
+            next_sample = now + config.interval;
+        }
+    }
+    sd_notify(0, "STOPPING=1");
+    spdlog::info("stopping: detaching from {} processes", tracker.attached());
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"leakwatchd: finds memory leaks in running processes with BPF"};
+    std::string config_path = kDefaultConfig;
+    std::string listen;
+    std::string log_level = "info";
+    bool check_config = false;
+    bool version = false;
+    auto* config_opt = app.add_option("--config", config_path, "YAML configuration file")
+                           ->capture_default_str();
+    app.add_option("--web.listen-address", listen,
+                   "HOST:PORT for /metrics and the API (overrides listen_address)");
+    app.add_flag("--check-config", check_config,
+                 "validate the configuration and that the BPF programs load, then exit 0/1");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or critical")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical"}));
+    app.add_flag("--version", version, "print the version and exit");
+    CLI11_PARSE(app, argc, argv);
+
+    if (version) {
+        std::printf("leakwatchd %s\n", LEAKWATCH_VERSION);
+        return 0;
+    }
+    auto logger = spdlog::stderr_color_mt("leakwatchd");
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(spdlog::level::from_str(log_level));
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+    const bool explicit_path = config_opt->count() > 0;
+    auto config = read_config(config_path, explicit_path);
+    if (!config) {
+        std::fprintf(stderr, "leakwatchd: invalid configuration: %s\n",
+                     config.error().message.c_str());
+        return 1;
+    }
+    if (check_config) {
+        auto probes = leakwatch::Probes::load(config->limits);
+        if (!probes) {
+            std::printf("configuration %s is valid, but the BPF programs do not load: %s\n",
+                        config->source.c_str(), probes.error().message.c_str());
+            return 1;
+        }
+        std::printf("configuration %s is valid (%zu watch rules); BPF programs load\n",
+                    config->source.c_str(), config->watch.size());
+        return 0;
+    }
+
+    struct sigaction sa{};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+    return run(std::move(*config), config_path, explicit_path, listen);
+}

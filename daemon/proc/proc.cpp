@@ -1,0 +1,366 @@
+#include "proc/proc.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cstdio>
+#include <regex>
+#include <utility>
+
+namespace leakwatch {
+namespace {
+
+constexpr std::string_view kDeletedSuffix = " (deleted)";
+
+// Strips the kernel's " (deleted)" marker; true if it was there.
+bool strip_deleted(std::string& path) {
+    if (!path.ends_with(kDeletedSuffix)) return false;
+    path.resize(path.size() - kDeletedSuffix.size());
+    return true;
+}
+
+// /proc files report size 0, so read until EOF instead of trusting stat().
+Result<std::string> read_file(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail_errno(path, errno);
+    std::string text;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int err = errno;
+            ::close(fd);
+            return fail_errno(path, err);
+        }
+        if (n == 0) break;
+        text.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return text;
+}
+
+// A small cursor over one maps line; each take_* consumes a field or reports failure.
+class LineCursor {
+  public:
+    explicit LineCursor(std::string_view line) : rest_(line) {}
+
+    template <class T>
+    bool take_number(T& value, int base) {
+        auto [ptr, ec] = std::from_chars(rest_.data(), rest_.data() + rest_.size(), value, base);
+        if (ec != std::errc() || ptr == rest_.data()) return false;
+        rest_.remove_prefix(static_cast<size_t>(ptr - rest_.data()));
+        return true;
+    }
+    bool take_char(char c) {
+        if (rest_.empty() || rest_.front() != c) return false;
+        rest_.remove_prefix(1);
+        return true;
+    }
+    bool take_token(std::string_view& token) {
+        size_t n = rest_.find(' ');
+        if (n == 0) return false;
+        token = rest_.substr(0, n);
+        rest_.remove_prefix(token.size());
+        return true;
+    }
+    // The kernel pads the inode column to align paths, so any number of spaces may follow.
+    std::string_view rest_after_padding() {
+        size_t n = rest_.find_first_not_of(' ');
+        return n == std::string_view::npos ? std::string_view() : rest_.substr(n);
+    }
+    bool at_end_or_space() const { return rest_.empty() || rest_.front() == ' '; }
+
+  private:
+    std::string_view rest_;
+};
+
+Result<MapEntry> parse_maps_line(std::string_view line) {
+    MapEntry entry;
+    LineCursor cur(line);
+    std::string_view perms;
+    if (!cur.take_number(entry.start, 16) || !cur.take_char('-') ||
+        !cur.take_number(entry.end, 16) || !cur.take_char(' ')) {
+        return fail("bad address range");
+    }
+    if (entry.end < entry.start) return fail("address range ends before it starts");
+    if (!cur.take_token(perms) || perms.size() != 4 || !cur.take_char(' ')) {
+        return fail("bad permissions");
+    }
+    if (!cur.take_number(entry.offset, 16) || !cur.take_char(' ')) return fail("bad offset");
+    if (!cur.take_number(entry.dev_major, 16) || !cur.take_char(':') ||
+        !cur.take_number(entry.dev_minor, 16) || !cur.take_char(' ')) {
+        return fail("bad device");
+    }
+    if (!cur.take_number(entry.inode, 10) || !cur.at_end_or_space()) return fail("bad inode");
+    entry.perms = perms;
+    // Everything after the padding is the path, spaces included.
+    entry.path = cur.rest_after_padding();
+    entry.deleted = strip_deleted(entry.path);
+    return entry;
+}
+
+bool all_digits(std::string_view s) {
+    return !s.empty() &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::string_view basename_of(std::string_view path) {
+    size_t slash = path.rfind('/');
+    return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+bool is_libc_basename(std::string_view name) {
+    if (name == "libc.so.6" || name == "libc.so") return true;
+    // Old glibc: libc-2.17.so; musl ships its libc as the dynamic loader.
+    if (name.starts_with("libc-2.") && name.ends_with(".so")) return true;
+    return name.starts_with("ld-musl-") && name.ends_with(".so.1");
+}
+
+Result<uint64_t> parse_start_time(std::string_view stat, const std::string& path) {
+    // comm may hold spaces and ')' itself, so the field boundary is the last ')'.
+    size_t close = stat.rfind(')');
+    if (close == std::string_view::npos) return fail(path + ": malformed stat: no ')' after comm");
+    std::string_view rest = stat.substr(close + 1);
+    // Fields after comm start at 3 (state); starttime is field 22.
+    constexpr int kFieldsToSkip = 22 - 3;
+    for (int field = 0;; ++field) {
+        size_t begin = rest.find_first_not_of(' ');
+        if (begin == std::string_view::npos) break;
+        rest.remove_prefix(begin);
+        size_t end = std::min(rest.find(' '), rest.size());
+        if (field == kFieldsToSkip) {
+            std::string_view token = rest.substr(0, end);
+            if (!token.empty() && token.back() == '\n') token.remove_suffix(1);
+            uint64_t value = 0;
+            auto [ptr, ec] = std::from_chars(token.data(), token.data() + token.size(), value);
+            if (ec != std::errc() || ptr != token.data() + token.size() || token.empty()) {
+                return fail(path + ": malformed stat: starttime '" + std::string(token) +
+                            "' is not a number");
+            }
+            return value;
+        }
+        rest.remove_prefix(end);
+    }
+    return fail(path + ": malformed stat: fewer than 22 fields");
+}
+
+// "" when the link cannot be read: kernel threads have no exe, and other users'
+// processes may deny it; neither should stop us from naming the process.
+std::string read_link_or_empty(const std::string& path) {
+    std::string target(PATH_MAX, '\0');
+    for (;;) {
+        ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
+        if (n < 0) return {};
+        if (static_cast<size_t>(n) < target.size()) {
+            target.resize(static_cast<size_t>(n));
+            return target;
+        }
+        target.resize(target.size() * 2);
+    }
+}
+
+// Every argument ends in NUL; processes that rewrite their title (setproctitle) often pad
+// with more NULs, so all trailing empty pieces are dropped, not just the last.
+std::vector<std::string> split_cmdline(std::string_view raw) {
+    while (!raw.empty() && raw.back() == '\0') raw.remove_suffix(1);
+    std::vector<std::string> argv;
+    while (!raw.empty()) {
+        size_t nul = raw.find('\0');
+        if (nul == std::string_view::npos) {
+            argv.emplace_back(raw);
+            break;
+        }
+        argv.emplace_back(raw.substr(0, nul));
+        raw.remove_prefix(nul + 1);
+    }
+    return argv;
+}
+
+std::string join_argv(const std::vector<std::string>& argv) {
+    std::string joined;
+    for (size_t i = 0; i < argv.size(); ++i) {
+        if (i > 0) joined += ' ';
+        joined += argv[i];
+    }
+    return joined;
+}
+
+bool cmdline_matches(const Match& match, const ProcessInfo& info) {
+    // regex_search can throw on pathological input (error_complexity); treat it as no match
+    // rather than let one odd process take down the scan.
+    try {
+        std::string joined = join_argv(info.argv);
+        if (match.cmdline_regex) return std::regex_search(joined, *match.cmdline_regex);
+        // Config always compiles the pattern; this covers Match values built by hand.
+        return std::regex_search(joined, std::regex(*match.cmdline));
+    } catch (const std::regex_error&) {
+        return false;
+    }
+}
+
+}  // namespace
+
+Result<std::vector<MapEntry>> parse_maps(std::string_view text) {
+    std::vector<MapEntry> maps;
+    maps.reserve(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) + 1);
+    int line_number = 0;
+    while (!text.empty()) {
+        ++line_number;
+        size_t nl = text.find('\n');
+        std::string_view line = text.substr(0, nl);
+        text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+        if (line.empty()) continue;
+        auto entry = parse_maps_line(line);
+        if (!entry) {
+            return fail("line " + std::to_string(line_number) + ": " + entry.error().message +
+                        ": '" + std::string(line) + "'");
+        }
+        maps.push_back(std::move(*entry));
+    }
+    return maps;
+}
+
+const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr) {
+    auto after = std::upper_bound(maps.begin(), maps.end(), addr,
+                                  [](uint64_t a, const MapEntry& m) { return a < m.start; });
+    if (after == maps.begin()) return nullptr;
+    const MapEntry& candidate = *std::prev(after);
+    return candidate.contains(addr) ? &candidate : nullptr;
+}
+
+std::vector<int> ProcReader::pids() const {
+    std::vector<int> result;
+    DIR* dir = ::opendir(root_.c_str());
+    if (dir == nullptr) return result;
+    while (const dirent* entry = ::readdir(dir)) {
+        std::string_view name = entry->d_name;
+        if (!all_digits(name)) continue;
+        int pid = 0;
+        auto [ptr, ec] = std::from_chars(name.data(), name.data() + name.size(), pid);
+        if (ec == std::errc() && ptr == name.data() + name.size()) result.push_back(pid);
+    }
+    ::closedir(dir);
+    std::sort(result.begin(), result.end());
+    return result;
+}
+
+Result<ProcessInfo> ProcReader::process(int pid) const {
+    const std::string dir = root_ + "/" + std::to_string(pid);
+    ProcessInfo info;
+    info.pid = pid;
+
+    auto comm = read_file(dir + "/comm");
+    if (!comm) return std::unexpected(comm.error());
+    info.comm = std::move(*comm);
+    if (!info.comm.empty() && info.comm.back() == '\n') info.comm.pop_back();
+
+    auto cmdline = read_file(dir + "/cmdline");
+    if (!cmdline) return std::unexpected(cmdline.error());
+    info.argv = split_cmdline(*cmdline);
+
+    auto start = start_time(pid);
+    if (!start) return std::unexpected(start.error());
+    info.start_time = *start;
+
+    info.exe = read_link_or_empty(dir + "/exe");
+    strip_deleted(info.exe);
+    return info;
+}
+
+Result<std::vector<MapEntry>> ProcReader::maps(int pid) const {
+    const std::string path = root_ + "/" + std::to_string(pid) + "/maps";
+    auto text = read_file(path);
+    if (!text) return std::unexpected(text.error());
+    auto parsed = parse_maps(*text);
+    if (!parsed) return fail(path + ": " + parsed.error().message);
+    return parsed;
+}
+
+Result<uint64_t> ProcReader::start_time(int pid) const {
+    const std::string path = root_ + "/" + std::to_string(pid) + "/stat";
+    auto text = read_file(path);
+    if (!text) return std::unexpected(text.error());
+    return parse_start_time(*text, path);
+}
+
+std::string ProcReader::path_in(int pid, const std::string& path) const {
+    return root_ + "/" + std::to_string(pid) + "/root" + path;
+}
+
+Result<std::string> ProcReader::mapped_file(int pid, const MapEntry& m) const {
+    char range[64];
+    std::snprintf(range, sizeof(range), "%llx-%llx", static_cast<unsigned long long>(m.start),
+                  static_cast<unsigned long long>(m.end));
+    std::vector<std::string> candidates;
+    if (!m.deleted) candidates.push_back(path_in(pid, m.path));
+    candidates.push_back(root_ + "/" + std::to_string(pid) + "/map_files/" + range);
+    if (!m.deleted) candidates.push_back(m.path);
+    for (const auto& c : candidates) {
+        struct stat st {};
+        if (::stat(c.c_str(), &st) == 0 && (m.inode == 0 || st.st_ino == m.inode)) return c;
+    }
+    return fail("no path reaches " + m.path + " (inode " + std::to_string(m.inode) +
+                ") mapped by pid " + std::to_string(pid));
+}
+
+bool matches(const Match& match, const ProcessInfo& info) {
+    const bool any_set =
+        match.comm || match.exe || match.pid || match.cmdline || match.cmdline_regex;
+    if (!any_set) return false;
+    if (match.comm && *match.comm != info.comm) return false;
+    if (match.exe && *match.exe != info.exe) return false;
+    if (match.pid && *match.pid != info.pid) return false;
+    if ((match.cmdline || match.cmdline_regex) && !cmdline_matches(match, info)) return false;
+    return true;
+}
+
+const WatchRule* matching_rule(const std::vector<WatchRule>& rules, const ProcessInfo& info) {
+    for (const auto& rule : rules) {
+        if (matches(rule.match, info)) return &rule;
+    }
+    return nullptr;
+}
+
+Result<MapEntry> find_allocator_mapping(const std::vector<MapEntry>& maps,
+                                        const Allocator& allocator, const std::string& exe) {
+    const std::string& lib = allocator.library;
+    auto first_file = [&](auto&& pred) -> const MapEntry* {
+        for (const auto& m : maps) {
+            if (m.path.starts_with('/') && pred(m)) return &m;
+        }
+        return nullptr;
+    };
+
+    const MapEntry* found = nullptr;
+    std::string tried;
+    if (lib == "libc") {
+        found = first_file([](const MapEntry& m) { return is_libc_basename(basename_of(m.path)); });
+        tried = "libc.so.6, libc-2.*.so, libc.so, ld-musl-*.so.1";
+    } else if (lib == "exe") {
+        if (!exe.empty()) found = first_file([&](const MapEntry& m) { return m.path == exe; });
+        tried = exe.empty() ? "the executable (its path is unknown)" : exe;
+    } else if (lib.find('/') != std::string::npos) {
+        found = first_file([&](const MapEntry& m) { return m.path == lib; });
+        tried = lib;
+    } else {
+        found = first_file([&](const MapEntry& m) {
+            std::string_view base = basename_of(m.path);
+            return base == lib ||
+                   (base.starts_with(lib) && base.size() > lib.size() && base[lib.size()] == '.');
+        });
+        tried = lib + ", " + lib + ".*";
+    }
+    if (found == nullptr) {
+        return fail("library " + lib + " is not mapped by the process (looked for " + tried + ")");
+    }
+    return *found;
+}
+
+}  // namespace leakwatch

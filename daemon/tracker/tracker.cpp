@@ -1,0 +1,248 @@
+#include "tracker/tracker.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "leakwatch.h"
+
+namespace leakwatch {
+
+namespace {
+
+// ld.so maps the C library a few hundred microseconds after exec; a process caught at its
+// exec event is retried this often until its allocator is mapped.
+constexpr std::chrono::milliseconds kRetryEvery{5};
+constexpr int kMaxAttempts = 400;  // 2 s
+
+bool same_rule(const WatchRule& a, const WatchRule& b) {
+    return a.name == b.name && a.match.comm == b.match.comm && a.match.exe == b.match.exe &&
+           a.match.pid == b.match.pid && a.match.cmdline == b.match.cmdline &&
+           a.allocator.library == b.allocator.library &&
+           a.allocator.symbol_prefix == b.allocator.symbol_prefix && a.min_size == b.min_size &&
+           a.max_size == b.max_size && a.min_age == b.min_age;
+}
+
+}  // namespace
+
+Tracker::Tracker(Probes& probes, const ProcReader& proc, Symbolizer& symbolizer,
+                 Aggregator& aggregator, std::vector<WatchRule> rules)
+    : probes_(probes),
+      proc_(proc),
+      symbolizer_(symbolizer),
+      aggregator_(aggregator),
+      rules_(std::move(rules)),
+      self_(getpid()) {}
+
+Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
+                                     bool log_not_yet) {
+    const pid_t pid = info.pid;
+    auto maps = proc_.maps(pid);
+    if (!maps) {
+        spdlog::debug("pid {}: {}", pid, maps.error().message);
+        return Outcome::kFailed;  // gone
+    }
+    auto mapping = find_allocator_mapping(*maps, rule.allocator, info.exe);
+    if (!mapping) {
+        if (log_not_yet)
+            spdlog::warn("pid {} ({}) matches rule '{}' but cannot be watched: {}", pid,
+                         info.comm, rule.name, mapping.error().message);
+        return Outcome::kNotYet;
+    }
+    auto elf = symbolizer_.file_for(pid, *mapping);
+    if (!elf) {
+        spdlog::warn("pid {} ({}): {}", pid, info.comm, elf.error().message);
+        return Outcome::kFailed;
+    }
+
+    ProbeTarget target;
+    auto reachable = proc_.mapped_file(pid, *mapping);
+    if (!reachable) {
+        spdlog::warn("pid {} ({}): {}", pid, info.comm, reachable.error().message);
+        return Outcome::kFailed;
+    }
+    target.path = *reachable;
+    std::set<uint64_t> seen;  // aliases (mmap/mmap64) share an address: probe it once
+    for (const auto& fn : allocator_functions()) {
+        auto vaddr = (*elf)->function_address(rule.allocator.symbol_prefix + fn.name);
+        if (!vaddr) continue;
+        auto off = (*elf)->file_offset_of_vaddr(*vaddr);
+        if (!off || !seen.insert(*off).second) continue;
+        target.offsets.emplace_back(fn.name, *off);
+    }
+    auto has = [&](const char* name) {
+        return std::any_of(target.offsets.begin(), target.offsets.end(),
+                           [&](const auto& o) { return o.first == name; });
+    };
+    if (!has("malloc") || !has("free")) {
+        spdlog::warn("pid {} ({}): {} has no {}malloc/{}free symbols; not watched", pid, info.comm,
+                     mapping->path, rule.allocator.symbol_prefix, rule.allocator.symbol_prefix);
+        return Outcome::kFailed;
+    }
+
+    if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
+    auto attachment = probes_.attach(pid, target);
+    if (!attachment) {
+        spdlog::warn("pid {} ({}): {}", pid, info.comm, attachment.error().message);
+        return Outcome::kFailed;
+    }
+    if (auto ok = probes_.watch(static_cast<uint32_t>(pid), rule.min_size, rule.max_size); !ok) {
+        spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
+        return Outcome::kFailed;
+    }
+    spdlog::info("watching pid {} ({}) for rule '{}': {} probes on {}", pid, info.comm, rule.name,
+                 (*attachment)->probes(), mapping->path);
+    double now = std::chrono::duration<double>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+    Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), now};
+    tracked_[pid] = std::move(t);
+    return Outcome::kAttached;
+}
+
+void Tracker::consider(pid_t pid, bool fresh_exec) {
+    if (pid == self_ || tracked_.count(pid)) return;
+    auto info = proc_.process(pid);
+    if (!info) return;
+    if (auto f = failed_.find(pid); f != failed_.end()) {
+        if (f->second == info->start_time && !fresh_exec) return;
+        failed_.erase(f);
+    }
+    const WatchRule* rule = matching_rule(rules_, *info);
+    if (!rule) return;
+    switch (try_attach(*info, *rule, !fresh_exec)) {
+        case Outcome::kAttached: break;
+        case Outcome::kNotYet:
+            if (fresh_exec) {
+                pending_[pid] = Pending{*info, *rule, 1, Clock::now() + kRetryEvery};
+                break;
+            }
+            [[fallthrough]];
+        case Outcome::kFailed: failed_[pid] = info->start_time; break;
+    }
+}
+
+void Tracker::detach(pid_t pid, const char* why, bool in_background) {
+    auto it = tracked_.find(pid);
+    if (it == tracked_.end()) return;
+    probes_.unwatch(static_cast<uint32_t>(pid));
+    spdlog::info("stopped watching pid {} ({}): {}", pid, it->second.info.comm, why);
+    if (in_background) reaper_.dispose(std::move(it->second.attachment));
+    tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
+    aggregator_.forget(static_cast<uint32_t>(pid));
+    purge_.insert(static_cast<uint32_t>(pid));
+}
+
+void Tracker::flush_purges() {
+    if (purge_.empty()) return;
+    probes_.purge(purge_);
+    purge_.clear();
+}
+
+void Tracker::on_event(const lw_event& e) {
+    const auto pid = static_cast<pid_t>(e.pid);
+    switch (e.type) {
+        case LW_EVENT_EXEC:
+            detach(pid, "exec");
+            pending_.erase(pid);
+            consider(pid, true);
+            break;
+        case LW_EVENT_FORK: consider(pid, false); break;
+        case LW_EVENT_EXIT:
+            detach(pid, "exit", true);
+            pending_.erase(pid);
+            failed_.erase(pid);
+            break;
+        default: break;
+    }
+}
+
+int Tracker::tick() {
+    flush_purges();
+    auto now = Clock::now();
+    auto next = now + std::chrono::milliseconds(100);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+        Pending& p = it->second;
+        if (p.next > now) {
+            next = std::min(next, p.next);
+            ++it;
+            continue;
+        }
+        bool last = ++p.attempts >= kMaxAttempts;
+        Outcome o = try_attach(p.info, p.rule, last);
+        if (o == Outcome::kNotYet && !last) {
+            p.next = now + kRetryEvery;
+            next = std::min(next, p.next);
+            ++it;
+            continue;
+        }
+        if (o != Outcome::kAttached) failed_[it->first] = p.info.start_time;
+        it = pending_.erase(it);
+    }
+    flush_purges();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
+    return static_cast<int>(std::max<int64_t>(ms, 1));
+}
+
+void Tracker::scan() {
+    auto pids = proc_.pids();
+    std::set<pid_t> alive(pids.begin(), pids.end());
+    for (auto it = tracked_.begin(); it != tracked_.end();) {
+        pid_t pid = it->first;
+        ++it;
+        auto start = proc_.start_time(pid);
+        if (!alive.count(pid) || !start)
+            detach(pid, "gone", true);
+        else if (*start != tracked_[pid].info.start_time)
+            detach(pid, "pid reused");
+    }
+    for (auto it = failed_.begin(); it != failed_.end();)
+        it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
+    flush_purges();
+    for (pid_t pid : pids)
+        if (!pending_.count(pid)) consider(pid, false);
+}
+
+void Tracker::set_rules(std::vector<WatchRule> rules) {
+    rules_ = std::move(rules);
+    std::vector<pid_t> stale;
+    for (const auto& [pid, t] : tracked_) {
+        const WatchRule* now = matching_rule(rules_, t.info);
+        if (!now || !same_rule(*now, t.rule)) stale.push_back(pid);
+    }
+    for (pid_t pid : stale) detach(pid, "rules changed");
+    pending_.clear();
+    failed_.clear();
+    flush_purges();
+    scan();
+}
+
+std::vector<ProcessMeta> Tracker::processes() const {
+    std::vector<ProcessMeta> out;
+    out.reserve(tracked_.size());
+    for (const auto& [pid, t] : tracked_)
+        out.push_back({static_cast<uint32_t>(pid), t.rule.name, t.info.comm, t.rule.min_age,
+                       t.rule.allocator.symbol_prefix, t.attached_at});
+    return out;
+}
+
+Frame Tracker::resolve(uint32_t pid, uint64_t address) {
+    auto it = tracked_.find(static_cast<pid_t>(pid));
+    if (it == tracked_.end()) {
+        Frame f;
+        f.address = address;
+        f.module = "[unknown]";
+        return f;
+    }
+    Tracked& t = it->second;
+    // A library loaded after attach (dlopen) is not in the maps read then: reread them,
+    // at most once a second per process.
+    if (!find_mapping(t.maps, address) && Clock::now() - t.maps_read > std::chrono::seconds(1)) {
+        if (auto maps = proc_.maps(static_cast<pid_t>(pid))) t.maps = std::move(*maps);
+        t.maps_read = Clock::now();
+    }
+    return symbolizer_.symbolize(static_cast<int>(pid), t.maps, address);
+}
+
+}  // namespace leakwatch

@@ -1,0 +1,84 @@
+// Which processes are watched: matches rules against /proc and exec/fork/exit events,
+// attaches and detaches their probes, and keeps what symbolization needs of each.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "aggregate/aggregator.h"
+#include "bpf/probes.h"
+#include "config/config.h"
+#include "proc/proc.h"
+#include "symbols/symbolizer.h"
+#include "tracker/reaper.h"
+
+struct lw_event;
+
+namespace leakwatch {
+
+class Tracker {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    Tracker(Probes& probes, const ProcReader& proc, Symbolizer& symbolizer, Aggregator& aggregator,
+            std::vector<WatchRule> rules);
+
+    // Attaches every running process a rule matches that is not attached yet, and drops
+    // processes that are gone (backs up the events, which can be lost).
+    void scan();
+    void on_event(const lw_event& event);
+    // Retries attaches that wait for the dynamic loader, and purges the maps of processes
+    // that went away. Returns how long until it wants to run again (ms).
+    int tick();
+    // Replaces the rules: processes keep their probes and data when the rule they match is
+    // unchanged; others are detached, and newly matching ones attached.
+    void set_rules(std::vector<WatchRule> rules);
+
+    std::vector<ProcessMeta> processes() const;
+    size_t attached() const { return tracked_.size(); }
+    // Symbolizes an address of a watched process with its own maps.
+    Frame resolve(uint32_t pid, uint64_t address);
+
+private:
+    struct Tracked {
+        ProcessInfo info;
+        WatchRule rule;
+        std::unique_ptr<Attachment> attachment;
+        std::vector<MapEntry> maps;
+        Clock::time_point maps_read;
+        double attached_at;  // unix seconds
+    };
+    struct Pending {
+        ProcessInfo info;
+        WatchRule rule;
+        int attempts = 0;
+        Clock::time_point next;
+    };
+    enum class Outcome { kAttached, kNotYet, kFailed };
+
+    void consider(pid_t pid, bool fresh_exec);
+    Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
+    // `in_background`: only when the process is gone for good (exit). Otherwise the old
+    // probes must be gone before new ones attach, or the new image would be counted twice.
+    void detach(pid_t pid, const char* why, bool in_background = false);
+    void flush_purges();
+
+    Probes& probes_;
+    const ProcReader& proc_;
+    Symbolizer& symbolizer_;
+    Aggregator& aggregator_;
+    std::vector<WatchRule> rules_;
+    pid_t self_;
+    std::map<pid_t, Tracked> tracked_;
+    std::map<pid_t, Pending> pending_;
+    std::map<pid_t, uint64_t> failed_;  // pid -> start_time of a process that cannot be attached
+    std::set<uint32_t> purge_;
+    Reaper reaper_;  // last: destroyed first, detaching what is still queued
+};
+
+}  // namespace leakwatch

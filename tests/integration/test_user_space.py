@@ -1,0 +1,223 @@
+"""Root tests: leakwatchd tracking the user-space allocations of real fixture programs."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from lwtest import (FIXTURES, Daemon, Fixture, check, parse_metrics, require_root, run,
+                    wait_until, within)
+
+INTERVAL = 1.0
+CONFIG = f"""
+interval: {int(INTERVAL * 1000)}ms
+watch:
+  - name: steady
+    match:
+      comm: leak_steady
+  - name: entry_points
+    match:
+      comm: leak_all
+  - name: reexec
+    match:
+      comm: reexec
+"""
+LEAK, TICKS, TICK_MS = 65536, 40, 50
+
+
+def start(cleanup, thing):
+    cleanup.append(thing)
+    return thing
+
+
+def wait_attached(daemon, pid, timeout=10):
+    return wait_until(lambda: daemon.process(pid), timeout, f"pid {pid} in /api/v1/processes")
+
+
+def check_steady(daemon, fixture):
+    truth = int(fixture.expect("leaked"))
+    check(truth == LEAK * TICKS, f"fixture leaked {truth}")
+    time.sleep(2 * INTERVAL)
+    sites = daemon.site_bytes(fixture.pid)
+    leaked = sites.get("leak_record_entry", 0)
+    check(within(leaked, truth, 0.10),
+          f"leak_record_entry holds {leaked} bytes, truth {truth} (10%): {sites}")
+    churn = sites.get("churn_buffers", 0)
+    check(churn < 1 << 20, f"churn_buffers holds {churn} bytes (< 1 MiB expected): {sites}")
+    metrics = daemon.metrics()
+    per_process = [v for n, l, v in metrics
+                   if n == "leakwatch_outstanding_bytes" and l.get("pid") == str(fixture.pid)]
+    check(len(per_process) == 1, f"one leakwatch_outstanding_bytes series for the pid: {per_process}")
+    check(per_process[0] >= truth * 0.9, f"process outstanding {per_process[0]} < truth {truth}")
+    stack_series = [l for n, l, v in metrics if n == "leakwatch_stack_outstanding_bytes"
+                    and l.get("pid") == str(fixture.pid) and l.get("site") == "leak_record_entry"]
+    check(len(stack_series) == 1 and stack_series[0]["watch"] == "steady"
+          and stack_series[0]["comm"] == "leak_steady",
+          f"stack series for leak_record_entry: {stack_series}")
+
+
+def test_steady_started_after(cleanup):
+    daemon = start(cleanup, Daemon(CONFIG))
+    t0 = time.time()
+    fixture = start(cleanup, Fixture("leak_steady", str(LEAK), str(TICKS), str(TICK_MS)))
+    proc = wait_attached(daemon, fixture.pid)
+    latency = proc["attached_at"] - t0
+    print(f"attached {latency * 1000:.0f} ms after the fixture was started")
+    check(latency < 1.0, f"attached {latency:.3f}s after exec (limit 1s)")
+    fixture.go()
+    check_steady(daemon, fixture)
+
+
+def test_steady_started_before(cleanup):
+    fixture = start(cleanup, Fixture("leak_steady", str(LEAK), str(TICKS), str(TICK_MS)))
+    daemon = start(cleanup, Daemon(CONFIG))
+    wait_attached(daemon, fixture.pid)
+    fixture.go()
+    check_steady(daemon, fixture)
+
+
+def test_every_entry_point(cleanup):
+    daemon = start(cleanup, Daemon(CONFIG))
+    fixture = start(cleanup, Fixture("leak_all"))
+    wait_attached(daemon, fixture.pid)
+    fixture.go()
+    fixture.expect("done")
+    truths = {}
+    for line in fixture.lines:
+        parts = line.split()
+        if parts[0] == "leak":
+            truths[parts[1]] = int(parts[2])
+        if parts[0] == "big_mmapped":
+            check(parts[1] == "4", f"glibc served {parts[1]}/4 big blocks with mmap")
+    check(len(truths) == 14, f"fixture reported {len(truths)} leaks: {truths}")
+    time.sleep(2 * INTERVAL)
+    sites = daemon.site_bytes(fixture.pid)
+    for fn, truth in truths.items():
+        got = sites.get(fn, 0)
+        check(within(got, truth, 0.10), f"{fn}: {got} bytes attributed, truth {truth}: {sites}")
+    # The balanced calls and the allocator's own mmaps leave nothing anywhere else.
+    extra = {s: b for s, b in sites.items() if s not in truths and b != 0}
+    check(sum(extra.values()) < 64 * 1024, f"bytes outside the leaking functions: {extra}")
+    total = daemon.process(fixture.pid)["outstanding_bytes"]
+    check(within(total, sum(truths.values()), 0.01),
+          f"process outstanding {total}, truth {sum(truths.values())}")
+    # Every frame of the leak_malloc stack is symbolized, with the caller of malloc in it.
+    stack = next(s for s in daemon.stacks(fixture.pid) if s["site"] == "leak_malloc")
+    symbols = [f["symbol"] for f in stack["frames"]]
+    check(symbols[:3] == ["malloc", "leak_malloc", "main"], f"leak_malloc frames: {symbols}")
+    check(stack["frames"][1]["module"].endswith("/leak_all"), f"module: {stack['frames'][1]}")
+    lost = {l["reason"]: v for n, l, v in daemon.metrics() if n == "leakwatch_lost_events_total"}
+    for reason in ("live_map_full", "stack_map_full", "stack_totals_map_full", "inflight_full",
+                   "munmap_range_truncated", "missed_free", "stale_inflight"):
+        check(lost[reason] == 0, f"lost events {reason} = {lost[reason]}")
+    # promtool's own linter on the real exposition.
+    text = daemon.get("/metrics")
+    promtool = shutil.which("promtool")
+    check(promtool, "promtool is missing: install the prometheus package (scripts/deps.sh)")
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                       text=True)
+    check(r.returncode == 0, f"promtool check metrics: {r.stdout}{r.stderr}")
+
+
+def map_entries(daemon):
+    return {l["map"]: v for n, l, v in daemon.metrics() if n == "leakwatch_bpf_map_entries"}
+
+
+def test_exit_removes_series(cleanup):
+    daemon = start(cleanup, Daemon(CONFIG))
+    baseline = map_entries(daemon)  # other matching processes may be running
+    fixture = start(cleanup, Fixture("leak_steady", str(LEAK), "5", "10"))
+    wait_attached(daemon, fixture.pid)
+    fixture.go()
+    fixture.expect("leaked")
+    wait_until(lambda: any(l.get("pid") == str(fixture.pid) for _, l, _ in daemon.metrics()),
+               5, "series of the fixture")
+    fixture.stop()
+    t0 = time.monotonic()
+    wait_until(lambda: not any(l.get("pid") == str(fixture.pid) for _, l, _ in daemon.metrics()),
+               2 * INTERVAL + 0.5, "the fixture's series to leave /metrics")
+    print(f"series gone {time.monotonic() - t0:.2f}s after exit")
+    check("stopped watching pid %d" % fixture.pid in daemon.log_text(), "detach not logged")
+    # Its BPF state went too: the live-allocation map holds nothing of it.
+    # Read the kernel's maps directly (every leakwatch instance's): nothing keyed by the pid.
+    for name in ("live", "stacks", "stack_totals", "procs", "watched"):
+        dump = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "name", name],
+                                         capture_output=True, text=True, check=True).stdout)
+        maps = dump if dump and "elements" in dump[0] else [{"elements": dump}]
+        for m in maps:
+            for e in m["elements"]:
+                key = e.get("formatted", {}).get("key")
+                tgid = key["tgid"] if isinstance(key, dict) else key
+                check(tgid != fixture.pid, f"BPF map {name} still holds {e.get('formatted')}")
+    entries = map_entries(daemon)
+    for m in ("processes", "stack_totals", "stacks"):
+        check(entries[m] == baseline[m], f"{m} map holds {entries[m]} entries, "
+              f"{baseline[m]} before the fixture")
+
+
+def test_reexec_never_mixes(cleanup):
+    daemon = start(cleanup, Daemon(CONFIG))
+    d = tempfile.mkdtemp(prefix="leakwatch-reexec-")
+    cleanup.append(type("Dir", (), {"stop": lambda self: shutil.rmtree(d)})())
+    fixture = start(cleanup, Fixture("reexec", env={"FIXTURE_GO2": f"{d}/go2",
+                                                     "FIXTURE_GO3": f"{d}/go3"}))
+    wait_attached(daemon, fixture.pid)
+    fixture.go()
+    before = int(fixture.expect("leaked_before"))
+    time.sleep(2 * INTERVAL)
+    sites = daemon.site_bytes(fixture.pid)
+    check(within(sites.get("leak_before_exec", 0), before, 0.10), f"before exec: {sites}")
+    open(f"{d}/go2", "w").close()
+    check(int(fixture.expect("pid_after")) == fixture.pid, "exec kept the pid")
+    proc = wait_until(lambda: (p := daemon.process(fixture.pid)) and p["outstanding_bytes"] == 0
+                      and p, 5, "the re-executed image attached with fresh totals")
+    t_exec = time.time()
+    open(f"{d}/go3", "w").close()
+    after = int(fixture.expect("leaked_after"))
+    time.sleep(2 * INTERVAL)
+    sites = daemon.site_bytes(fixture.pid)
+    check("leak_before_exec" not in sites, f"the old image's stacks are still there: {sites}")
+    check(within(sites.get("leak_after_exec", 0), after, 0.10), f"after exec: {sites}")
+    total = daemon.process(fixture.pid)["outstanding_bytes"]
+    check(total < before, f"outstanding {total} still includes the old image ({before})")
+    check(proc["attached_at"] <= t_exec, "attached after exec")
+
+
+def test_container_root(cleanup):
+    """A process in its own root (chroot, as in a container) is probed through
+    /proc/PID/root: its own copy of libc, not the daemon's."""
+    root = tempfile.mkdtemp(prefix="leakwatch-root-")
+    cleanup.append(type("Dir", (), {"stop": lambda self: shutil.rmtree(root)})())
+    binary = os.path.join(FIXTURES, "leak_steady")
+    libs = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    paths = [p for p in (l.split("=>")[-1].split("(")[0].strip() for l in libs.splitlines())
+             if p.startswith("/")]
+    for p in paths + [binary]:
+        dest = root + (p if p != binary else "/leak_steady")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copy2(os.path.realpath(p), dest)  # a copy: another inode than the host's
+    daemon = start(cleanup, Daemon(CONFIG))
+    fixture = start(cleanup, Fixture("/leak_steady", str(LEAK), str(TICKS), str(TICK_MS),
+                                     prefix=("chroot", root)))
+    wait_attached(daemon, fixture.pid)
+    fixture.go_file = None
+    # the go file is looked up inside the chroot
+    os.makedirs(root + fixture.dir, exist_ok=True)
+    open(root + fixture.dir + "/go", "w").close()
+    check_steady(daemon, fixture)
+    stack = next(s for s in daemon.stacks(fixture.pid) if s["site"] == "leak_record_entry")
+    libc = stack["frames"][0]
+    check(libc["symbol"] == "malloc", f"frame 0: {libc}")
+
+
+if __name__ == "__main__":
+    require_root()
+    run({
+        "steady_started_after": test_steady_started_after,
+        "steady_started_before": test_steady_started_before,
+        "every_entry_point": test_every_entry_point,
+        "exit_removes_series": test_exit_removes_series,
+        "reexec_never_mixes": test_reexec_never_mixes,
+        "container_root": test_container_root,
+    })

@@ -1,0 +1,538 @@
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+#include "config/config.h"
+
+using namespace leakwatch;
+using namespace std::chrono_literals;
+using Catch::Matchers::Contains;
+
+namespace {
+
+// Joins lines with '\n' so that a test's line numbers are the positions in the list.
+std::string lines(std::initializer_list<std::string_view> text) {
+    std::string out;
+    for (std::string_view line : text) {
+        out += line;
+        out += '\n';
+    }
+    return out;
+}
+
+std::string error_of(const std::string& yaml) {
+    auto config = parse_config(yaml, "t.yaml");
+    REQUIRE_FALSE(config.has_value());
+    return config.error().message;
+}
+
+Config parsed(const std::string& yaml) {
+    auto config = parse_config(yaml, "t.yaml");
+    if (!config) FAIL(config.error().message);
+    return *config;
+}
+
+// A private directory under /tmp, removed with its contents at the end of the test.
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
+        char pattern[] = "/tmp/leakwatch-test-config-XXXXXX";
+        REQUIRE(mkdtemp(pattern) != nullptr);
+        path = pattern;
+    }
+    ~TempDir() { std::filesystem::remove_all(path); }
+    std::string write(const std::string& name, const std::string& text) const {
+        std::ofstream(path / name) << text;
+        return (path / name).string();
+    }
+};
+
+}  // namespace
+
+TEST_CASE("parse_size accepts bytes, binary and decimal units", "[config][size]") {
+    CHECK(parse_size("0").value() == 0);
+    CHECK(parse_size("4096").value() == 4096);
+    CHECK(parse_size("16B").value() == 16);
+    CHECK(parse_size("64KiB").value() == 64 * 1024);
+    CHECK(parse_size("1MiB").value() == 1024 * 1024);
+    CHECK(parse_size("2GiB").value() == 2ULL << 30);
+    CHECK(parse_size("1TiB").value() == 1ULL << 40);
+    CHECK(parse_size("4K").value() == 4096);
+    CHECK(parse_size("3M").value() == 3 << 20);
+    CHECK(parse_size("1G").value() == 1 << 30);
+    CHECK(parse_size("10kB").value() == 10000);
+    CHECK(parse_size("10KB").value() == 10000);
+    CHECK(parse_size("5MB").value() == 5000000);
+    CHECK(parse_size("1GB").value() == 1000000000);
+    CHECK(parse_size("1.5MiB").value() == 1572864);
+    CHECK(parse_size("0.5KiB").value() == 512);
+    CHECK(parse_size("64 KiB").value() == 65536);
+    CHECK(parse_size("  1MiB ").value() == 1048576);
+    CHECK(parse_size("18446744073709551615").value() == UINT64_MAX);
+}
+
+TEST_CASE("parse_size rejects malformed, negative and overflowing sizes", "[config][size]") {
+    for (std::string_view bad : {"", "abc", "12XB", "KiB", "1.5", "1.", ".", "1 2KiB", "1kib"}) {
+        INFO(bad);
+        auto size = parse_size(bad);
+        REQUIRE_FALSE(size);
+        CHECK_THAT(size.error().message, Contains("(use e.g. 64KiB, 1MiB)"));
+    }
+    auto negative = parse_size("-1KiB");
+    REQUIRE_FALSE(negative);
+    CHECK_THAT(negative.error().message, Contains("negative"));
+    for (std::string_view huge :
+         {"18446744073709551616", "16777216TiB", "99999999999999999999999",
+          "9999999999999999999999999999TiB", "340282366920938463463374607431768211457"}) {
+        INFO(huge);
+        auto size = parse_size(huge);
+        REQUIRE_FALSE(size);
+        CHECK_THAT(size.error().message, Contains("too large"));
+    }
+}
+
+TEST_CASE("parse_duration accepts units and combinations", "[config][duration]") {
+    CHECK(parse_duration("250ms").value() == 250ms);
+    CHECK(parse_duration("5s").value() == 5s);
+    CHECK(parse_duration("2m").value() == 2min);
+    CHECK(parse_duration("1h").value() == 1h);
+    CHECK(parse_duration("1d").value() == 24h);
+    CHECK(parse_duration("1h30m").value() == 90min);
+    CHECK(parse_duration("1m30s500ms").value() == 90500ms);
+    CHECK(parse_duration("1.5s").value() == 1500ms);
+    CHECK(parse_duration("10 s").value() == 10s);
+    CHECK(parse_duration("0s").value() == 0ms);
+}
+
+TEST_CASE("parse_duration rejects bare numbers, bad units and negatives", "[config][duration]") {
+    auto bare = parse_duration("5");
+    REQUIRE_FALSE(bare);
+    CHECK_THAT(bare.error().message, Contains("no unit"));
+    CHECK_THAT(bare.error().message, Contains("use e.g. 5s"));
+    for (std::string_view bad : {"", "s", "5x", "5sec", "1h30", "abc", "5.s"}) {
+        INFO(bad);
+        auto duration = parse_duration(bad);
+        REQUIRE_FALSE(duration);
+        CHECK_THAT(duration.error().message, Contains("use e.g. 5s"));
+    }
+    auto negative = parse_duration("-5s");
+    REQUIRE_FALSE(negative);
+    CHECK_THAT(negative.error().message, Contains("negative"));
+    auto wrapped = parse_duration("99999999999999999999999999999999d");
+    REQUIRE_FALSE(wrapped);
+    CHECK_THAT(wrapped.error().message, Contains("too long"));
+    auto huge = parse_duration("999999999999999999d");
+    REQUIRE_FALSE(huge);
+    CHECK_THAT(huge.error().message, Contains("too long"));
+}
+
+TEST_CASE("a full config parses to the values written", "[config]") {
+    Config config = parsed(lines({
+        "listen_address: \"127.0.0.1:9100\"",      // 1
+        "interval: 2s",                            // 2
+        "kernel:",                                 // 3
+        "  enabled: false",                        // 4
+        "watch:",                                  // 5
+        "  - name: redis",                         // 6
+        "    match:",                              // 7
+        "      comm: redis-server",                // 8
+        "      exe: /usr/bin/redis-server",        // 9
+        "    allocator:",                          // 10
+        "      library: libjemalloc.so.2",         // 11
+        "      symbol_prefix: je_",                // 12
+        "    min_size: 64KiB",                     // 13
+        "    max_size: 1MiB",                      // 14
+        "    min_age: 30s",                        // 15
+        "  - name: java.app-1",                    // 16
+        "    match:",                              // 17
+        "      pid: 4242",                         // 18
+        "      cmdline: 'java .*-jar app\\.jar'",  // 19
+        "limits:",                                 // 20
+        "  live_allocations: 500000",              // 21
+        "  stacks: 32768",                         // 22
+        "  stack_totals: 100000",                  // 23
+        "  processes: 64",                         // 24
+        "  threads: 4096",                         // 25
+        "  top_stacks: 50",                        // 26
+    }));
+    CHECK(config.source == "t.yaml");
+    CHECK(config.listen_address == "127.0.0.1:9100");
+    CHECK(config.interval == 2s);
+    CHECK_FALSE(config.kernel_enabled);
+    REQUIRE(config.watch.size() == 2);
+
+    const WatchRule& redis = config.watch[0];
+    CHECK(redis.name == "redis");
+    CHECK(redis.line == 6);
+    CHECK(redis.match.comm == "redis-server");
+    CHECK(redis.match.exe == "/usr/bin/redis-server");
+    CHECK_FALSE(redis.match.pid.has_value());
+    CHECK_FALSE(redis.match.cmdline.has_value());
+    CHECK_FALSE(redis.match.cmdline_regex.has_value());
+    CHECK(redis.allocator.library == "libjemalloc.so.2");
+    CHECK(redis.allocator.symbol_prefix == "je_");
+    CHECK(redis.min_size == 65536);
+    CHECK(redis.max_size == 1048576);
+    CHECK(redis.min_age == 30s);
+
+    const WatchRule& java = config.watch[1];
+    CHECK(java.name == "java.app-1");
+    CHECK(java.line == 16);
+    CHECK_FALSE(java.match.comm.has_value());
+    CHECK_FALSE(java.match.exe.has_value());
+    CHECK(java.match.pid == 4242);
+    CHECK(java.match.cmdline == "java .*-jar app\\.jar");
+    REQUIRE(java.match.cmdline_regex.has_value());
+    CHECK(std::regex_search("/usr/bin/java -Xmx1g -jar app.jar", *java.match.cmdline_regex));
+    CHECK_FALSE(std::regex_search("java -jar appXjar", *java.match.cmdline_regex));
+    CHECK(java.allocator.library == "libc");
+    CHECK(java.allocator.symbol_prefix.empty());
+    CHECK(java.min_size == 0);
+    CHECK(java.max_size == UINT64_MAX);
+    CHECK(java.min_age == 0ms);
+
+    CHECK(config.limits.live_allocations == 500000);
+    CHECK(config.limits.stacks == 32768);
+    CHECK(config.limits.stack_totals == 100000);
+    CHECK(config.limits.processes == 64);
+    CHECK(config.limits.threads == 4096);
+    CHECK(config.limits.top_stacks == 50);
+}
+
+TEST_CASE("an empty file or an empty watch list is valid", "[config]") {
+    for (const std::string& yaml :
+         {std::string(), std::string("# nothing but a comment\n"), lines({"watch: []"}),
+          lines({"watch:"}), lines({"kernel:", "limits:"})}) {
+        INFO(yaml);
+        Config config = parsed(yaml);
+        CHECK(config.watch.empty());
+        CHECK(config.interval == 5s);
+        CHECK(config.listen_address == ":10071");
+        CHECK(config.source == "t.yaml");
+        CHECK(config.limits.top_stacks == Limits{}.top_stacks);
+    }
+}
+
+TEST_CASE("default_config is the documented default", "[config]") {
+    Config config = default_config();
+    CHECK(config.source == "<built-in>");
+    CHECK(config.interval == 5s);
+    CHECK(config.listen_address == ":10071");
+    CHECK_FALSE(config.kernel_enabled);
+    CHECK(config.watch.empty());
+    CHECK(config.limits.live_allocations == 262144);
+    CHECK(config.limits.stacks == 16384);
+    CHECK(config.limits.stack_totals == 65536);
+    CHECK(config.limits.processes == 1024);
+    CHECK(config.limits.threads == 65536);
+    CHECK(config.limits.top_stacks == 20);
+}
+
+TEST_CASE("listen_address accepts host:port forms", "[config]") {
+    for (std::string_view address : {":10071", "0.0.0.0:1", "localhost:65535", "[::1]:10071"}) {
+        INFO(address);
+        Config config = parsed("listen_address: \"" + std::string(address) + "\"\n");
+        CHECK(config.listen_address == address);
+    }
+}
+
+TEST_CASE("a bad port names the key and line", "[config][errors]") {
+    std::string message = error_of(lines({"interval: 5s", "listen_address: \":70000\""}));
+    CHECK_THAT(message, Contains("t.yaml:2: listen_address: port 70000 is out of range 1..65535"));
+    CHECK_THAT(error_of(lines({"listen_address: \":0\""})), Contains("t.yaml:1: listen_address:"));
+    CHECK_THAT(error_of(lines({"listen_address: \":http\""})), Contains("is not a number"));
+    CHECK_THAT(error_of(lines({"listen_address: localhost"})), Contains("has no port"));
+    CHECK_THAT(error_of(lines({"listen_address: \"::1:80\""})), Contains("[::1]:10071"));
+}
+
+TEST_CASE("unknown keys are errors with their line and a suggestion", "[config][errors]") {
+    std::string top = error_of(lines({"interval: 5s", "", "intervall: 10s"}));
+    CHECK_THAT(top, Contains("t.yaml:3: intervall: unknown key (did you mean interval?)"));
+
+    std::string nested = error_of(lines({
+        "watch:",               // 1
+        "  - name: a",          // 2
+        "    match:",           // 3
+        "      comm: a",        // 4
+        "      cmd_line: 'x'",  // 5
+    }));
+    CHECK_THAT(nested, Contains("t.yaml:5: watch[0].match.cmd_line: unknown key"));
+    CHECK_THAT(nested, Contains("did you mean cmdline?"));
+    CHECK_THAT(nested, Contains("known keys: comm, exe, pid, cmdline"));
+
+    std::string far = error_of(lines({"limits:", "  bananas: 3"}));
+    CHECK_THAT(far, Contains("t.yaml:2: limits.bananas: unknown key;"));
+    CHECK_THAT(far, !Contains("did you mean"));
+
+    CHECK_THAT(error_of(lines({"kernel:", "  enable: false"})),
+               Contains("t.yaml:2: kernel.enable: unknown key (did you mean enabled?)"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {pid: 1}", "    minsize: 1"})),
+               Contains("t.yaml:4: watch[0].minsize: unknown key (did you mean min_size?)"));
+    CHECK_THAT(
+        error_of(lines({"watch:", "  - name: a", "    match: {pid: 1}",
+                        "    allocator:", "      libary: libc"})),
+        Contains("t.yaml:5: watch[0].allocator.libary: unknown key (did you mean library?)"));
+}
+
+TEST_CASE("a key given twice is an error naming both lines", "[config][errors]") {
+    std::string message = error_of(lines({"interval: 5s", "watch: []", "interval: 10s"}));
+    CHECK_THAT(message, Contains("t.yaml:3: interval: duplicate key (first set at line 1)"));
+}
+
+TEST_CASE("wrong types are errors naming the key and line", "[config][errors]") {
+    CHECK_THAT(error_of(lines({"interval: 5s", "watch: redis"})),
+               Contains("t.yaml:2: watch: expected a sequence of rules, got \"redis\""));
+    CHECK_THAT(error_of(lines({"listen_address:", "  - :80"})),
+               Contains("t.yaml:1: listen_address: expected a string, got a sequence"));
+    CHECK_THAT(error_of(lines({"limits:", "  stacks: abc"})),
+               Contains("t.yaml:2: limits.stacks: \"abc\" is not a positive integer"));
+    CHECK_THAT(error_of(lines({"limits:", "  stacks: [1]"})),
+               Contains("t.yaml:2: limits.stacks: expected a positive integer, got a sequence"));
+    CHECK_THAT(error_of(lines({"limits: 5"})),
+               Contains("t.yaml:1: limits: expected a mapping, got \"5\""));
+    CHECK_THAT(error_of(lines({"kernel:", "  enabled: maybe"})),
+               Contains("t.yaml:2: kernel.enabled: expected true or false, got \"maybe\""));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {pid: abc}"})),
+               Contains("t.yaml:3: watch[0].match.pid: \"abc\" is not a positive integer"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match:", "      comm: {x: 1}"})),
+               Contains("t.yaml:4: watch[0].match.comm: expected a string, got a mapping"));
+    CHECK_THAT(error_of(lines({"watch:", "  - redis"})),
+               Contains("t.yaml:2: watch[0]: expected a rule"));
+    CHECK_THAT(
+        error_of(lines({"interval: 5s", "watch:", "  - name: a", "    match: {pid: 1}", "  -"})),
+        Contains("t.yaml:2: watch[1]: expected a rule (a mapping with name and match), got "
+                 "nothing"));
+    CHECK_THAT(error_of(lines({"- a", "- b"})),
+               Contains("t.yaml:1: (top level): expected a mapping"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {pid: 1}", "    min_size:"})),
+               Contains("t.yaml:4: watch[0].min_size: expected a size such as 64KiB, got nothing"));
+}
+
+TEST_CASE("YAML syntax errors report the line", "[config][errors]") {
+    CHECK_THAT(error_of(lines({"interval: 5s", "watch: [a, b"})),
+               Contains("t.yaml:3: invalid YAML"));
+    CHECK_THAT(error_of(lines({"interval: 5s", "\tlimits: {}"})),
+               Contains("t.yaml:2: invalid YAML"));
+    CHECK_THAT(error_of(lines({"interval: 5s", "---", "interval: 6s"})),
+               Contains("t.yaml:3: a second YAML document"));
+}
+
+TEST_CASE("a bad size names the key and line", "[config][errors]") {
+    std::string message = error_of(lines({
+        "watch:",                // 1
+        "  - name: a",           // 2
+        "    match: {comm: a}",  // 3
+        "  - name: b",           // 4
+        "    match: {comm: b}",  // 5
+        "    min_size: 12XB",    // 6
+    }));
+    CHECK_THAT(
+        message,
+        Contains("t.yaml:6: watch[1].min_size: \"12XB\" is not a size (use e.g. 64KiB, 1MiB)"));
+}
+
+TEST_CASE("a negative size is an error", "[config][errors]") {
+    std::string message =
+        error_of(lines({"watch:", "  - name: a", "    match: {comm: a}", "    max_size: -4KiB"}));
+    CHECK_THAT(message, Contains("t.yaml:4: watch[0].max_size: \"-4KiB\" is negative"));
+}
+
+TEST_CASE("min_size above max_size is an inverted range", "[config][errors]") {
+    std::string message = error_of(lines({
+        "watch:",                // 1
+        "  - name: a",           // 2
+        "    match: {comm: a}",  // 3
+        "    max_size: 64KiB",   // 4
+        "    min_size: 1MiB",    // 5
+    }));
+    CHECK_THAT(message, Contains("t.yaml:5: watch[0].min_size: inverted range"));
+    CHECK_THAT(message, Contains("\"1MiB\""));
+    CHECK_THAT(message, Contains("max_size \"64KiB\" (line 4)"));
+    // Equal bounds select exactly one size: allowed.
+    Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                                  "    min_size: 4KiB", "    max_size: 4096"}));
+    CHECK(config.watch[0].min_size == 4096);
+    CHECK(config.watch[0].max_size == 4096);
+}
+
+TEST_CASE("a bad duration names the key and line", "[config][errors]") {
+    CHECK_THAT(error_of(lines({"listen_address: ':1'", "interval: 5"})),
+               Contains("t.yaml:2: interval: \"5\" has no unit (use e.g. 5s"));
+    CHECK_THAT(error_of(lines({"interval: 50ms"})),
+               Contains("t.yaml:1: interval: \"50ms\" is shorter than the minimum 100ms"));
+    CHECK_THAT(
+        error_of(lines({"watch:", "  - name: a", "    match: {comm: a}", "    min_age: 3y"})),
+        Contains("t.yaml:4: watch[0].min_age: \"3y\" is not a duration"));
+}
+
+TEST_CASE("bad regex in cmdline carries the regex error", "[config][errors]") {
+    std::string message =
+        error_of(lines({"watch:", "  - name: a", "    match:", "      cmdline: 'java (['"}));
+    CHECK_THAT(message,
+               Contains("t.yaml:4: watch[0].match.cmdline: \"java ([\" is not a valid regex: "));
+    // The text after the colon comes from std::regex_error and is not empty.
+    CHECK(message.size() > message.find("valid regex: ") + std::string("valid regex: ").size());
+}
+
+TEST_CASE("a duplicate rule name names both lines", "[config][errors]") {
+    std::string message = error_of(lines({
+        "watch:",                // 1
+        "  - name: app",         // 2
+        "    match: {comm: a}",  // 3
+        "  - name: other",       // 4
+        "    match: {comm: b}",  // 5
+        "  - match: {comm: c}",  // 6
+        "    name: app",         // 7
+    }));
+    CHECK_THAT(
+        message,
+        Contains("t.yaml:7: watch[2].name: duplicate rule name \"app\" (also used at line 2)"));
+}
+
+TEST_CASE("rule names are required, plain and not reserved", "[config][errors]") {
+    CHECK_THAT(error_of(lines({"watch:", "  - match: {comm: a}"})),
+               Contains("t.yaml:2: watch[0]: missing required key name"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: ''", "    match: {comm: a}"})),
+               Contains("t.yaml:2: watch[0].name: must not be empty"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: 'my app'", "    match: {comm: a}"})),
+               Contains("t.yaml:2: watch[0].name: \"my app\" may contain only"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: kernel", "    match: {comm: a}"})),
+               Contains("t.yaml:2: watch[0].name: \"kernel\" is reserved"));
+}
+
+TEST_CASE("a rule without criteria is an error", "[config][errors]") {
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {}"})),
+               Contains("t.yaml:3: watch[0].match: give at least one of comm, exe, pid, cmdline"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match:"})),
+               Contains("t.yaml:3: watch[0].match: expected a mapping"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    min_size: 1"})),
+               Contains("t.yaml:2: watch[0]: missing required key match"));
+}
+
+TEST_CASE("matcher values are checked", "[config][errors]") {
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a-very-long-command}"})),
+               Contains("t.yaml:3: watch[0].match.comm: \"a-very-long-command\" must be 1 to 15"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {exe: bin/app}"})),
+               Contains("t.yaml:3: watch[0].match.exe: \"bin/app\" is not an absolute path"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {pid: 0}"})),
+               Contains("t.yaml:3: watch[0].match.pid: must be at least 1"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {pid: -3}"})),
+               Contains("t.yaml:3: watch[0].match.pid: \"-3\" is negative"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {pid: 99999999999}"})),
+               Contains("t.yaml:3: watch[0].match.pid: 99999999999 is above the maximum"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    allocator:", "      symbol_prefix: 'je-'"})),
+               Contains("t.yaml:5: watch[0].allocator.symbol_prefix: \"je-\" is not a symbol"));
+}
+
+TEST_CASE("limits must be positive and bounded", "[config][errors]") {
+    CHECK_THAT(error_of(lines({"limits:", "  stacks: 1024", "  top_stacks: 0"})),
+               Contains("t.yaml:3: limits.top_stacks: must be at least 1"));
+    CHECK_THAT(error_of(lines({"limits:", "  top_stacks: 1001"})),
+               Contains("t.yaml:2: limits.top_stacks: 1001 is above the maximum of 1000"));
+    CHECK_THAT(error_of(lines({"limits:", "  live_allocations: 16777217"})),
+               Contains("t.yaml:2: limits.live_allocations: 16777217 is above the maximum"));
+    CHECK_THAT(error_of(lines({"limits:", "  stacks: 1048577"})),
+               Contains("t.yaml:2: limits.stacks: 1048577 is above the maximum"));
+    CHECK_THAT(error_of(lines({"limits:", "  processes: -1"})),
+               Contains("t.yaml:2: limits.processes: \"-1\" is negative"));
+    Config config = parsed(lines({"limits:", "  live_allocations: 16777216", "  stacks: 1048576"}));
+    CHECK(config.limits.live_allocations == 16777216);
+    CHECK(config.limits.stacks == 1048576);
+    CHECK(config.limits.top_stacks == 20);  // untouched keys keep their defaults
+}
+
+TEST_CASE("kernel tracking cannot be enabled yet", "[config][errors]") {
+    std::string message = error_of(lines({"interval: 5s", "kernel:", "  enabled: true"}));
+    CHECK_THAT(message, Contains("t.yaml:3: kernel.enabled: kernel allocation tracking is not "
+                                 "available in this version"));
+    CHECK_FALSE(parsed(lines({"kernel:", "  enabled: no"})).kernel_enabled);
+}
+
+TEST_CASE("load_config reads a file and names it in messages", "[config][file]") {
+    TempDir dir;
+    std::string good = dir.write("good.yaml", lines({"interval: 10s"}));
+    auto config = load_config(good);
+    REQUIRE(config.has_value());
+    CHECK(config->interval == 10s);
+    CHECK(config->source == good);
+
+    std::string bad = dir.write("bad.yaml", lines({"interval: 10s", "watch: 3"}));
+    auto error = load_config(bad);
+    REQUIRE_FALSE(error);
+    CHECK_THAT(error.error().message, Contains(bad + ":2: watch:"));
+}
+
+TEST_CASE("a missing config file is an error naming the path", "[config][file][errors]") {
+    TempDir dir;
+    std::string path = (dir.path / "absent.yaml").string();
+    auto config = load_config(path);
+    REQUIRE_FALSE(config);
+    CHECK_THAT(config.error().message, Contains(path));
+    CHECK_THAT(config.error().message, Contains("No such file or directory"));
+}
+
+TEST_CASE("an unreadable config file is an error naming the path", "[config][file][errors]") {
+    // A directory cannot be read as a file even by root, unlike a chmod 000 file.
+    TempDir dir;
+    auto config = load_config(dir.path.string());
+    REQUIRE_FALSE(config);
+    CHECK_THAT(config.error().message, Contains(dir.path.string()));
+    CHECK_THAT(config.error().message, Contains("Is a directory"));
+}
+
+TEST_CASE("the shipped config/leakwatch.yaml is valid", "[config][file]") {
+    auto config = load_config(LEAKWATCH_FIXTURES "/../../config/leakwatch.yaml");
+    if (!config) FAIL(config.error().message);
+    CHECK(config->watch.empty());
+    CHECK(config->interval == 5s);
+    CHECK(config->listen_address == ":10071");
+    CHECK_FALSE(config->kernel_enabled);
+    CHECK(config->limits.live_allocations == Limits{}.live_allocations);
+    CHECK(config->limits.stacks == Limits{}.stacks);
+    CHECK(config->limits.stack_totals == Limits{}.stack_totals);
+    CHECK(config->limits.processes == Limits{}.processes);
+    CHECK(config->limits.threads == Limits{}.threads);
+    CHECK(config->limits.top_stacks == Limits{}.top_stacks);
+}
+
+TEST_CASE("the commented-out examples in config/leakwatch.yaml are valid", "[config][file]") {
+    // An example block starts with "#key:" and runs over the following lines that are "#"
+    // or "#  ..."; keeping it parseable keeps the reference honest.
+    std::ifstream file(LEAKWATCH_FIXTURES "/../../config/leakwatch.yaml");
+    REQUIRE(file.good());
+    std::string examples;
+    bool in_block = false;
+    for (std::string line; std::getline(file, line);) {
+        bool starts_block = line.size() > 1 && line[0] == '#' &&
+                            (std::islower(static_cast<unsigned char>(line[1])) || line[1] == '_');
+        bool continues_block = line == "#" || line.starts_with("#  ");
+        in_block = starts_block || (in_block && continues_block);
+        if (in_block) examples += line.substr(1) + "\n";
+    }
+    auto config = parse_config(examples, "examples");
+    if (!config) FAIL(config.error().message << "\n" << examples);
+    REQUIRE(config->watch.size() == 5);
+    const WatchRule& redis = config->watch[0];
+    CHECK(redis.name == "redis");
+    CHECK(redis.match.comm == "redis-server");
+    CHECK(redis.allocator.library == "libjemalloc.so.2");
+    CHECK(redis.min_size == 64);
+    CHECK(redis.max_size == 1048576);
+    CHECK(redis.min_age == 30s);
+    CHECK(config->watch[1].match.exe == "/usr/local/bin/billing-api");
+    CHECK(config->watch[2].match.comm == "java");
+    REQUIRE(config->watch[2].match.cmdline_regex.has_value());
+    CHECK(std::regex_search("/usr/bin/java -Xmx2g -jar /opt/orders/orders-1.4.2.jar --port 80",
+                            *config->watch[2].match.cmdline_regex));
+    CHECK(config->watch[3].allocator.library == "exe");
+    CHECK(config->watch[4].match.pid == 4242);
+}
