@@ -34,6 +34,36 @@ void on_signal(int sig) {
         g_stop = true;
 }
 
+// What an operator can do about each kind of loss, said once when it first happens.
+const char* loss_advice(size_t reason) {
+    switch (reason) {
+        case LW_LOST_LIVE_FULL: return "raise limits.live_allocations";
+        case LW_LOST_STACK_FAILED: return "the kernel could not walk some user stacks";
+        case LW_LOST_STACKS_FULL: return "raise limits.stacks";
+        case LW_LOST_TOTALS_FULL: return "raise limits.stack_totals";
+        case LW_LOST_INFLIGHT_FULL: return "raise limits.threads";
+        case LW_LOST_STALE_INFLIGHT: return "an allocator call never returned (longjmp?)";
+        case LW_LOST_UNKNOWN_FREE:
+            return "frees of blocks allocated before attach are expected after a start";
+        case LW_LOST_MISSED_FREE: return "a free was not seen; the old record was replaced";
+        case LW_LOST_MUNMAP_TRUNCATED:
+            return "a munmap range was longer than leakwatch scans; regions in it may stay";
+        case LW_LOST_EVENTS_FULL: return "process events were dropped; /proc is rescanned";
+        default: return "";
+    }
+}
+
+void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters& reported) {
+    for (size_t i = 0; i < lost.size(); i++) {
+        if (lost[i] == 0 || reported[i] != 0) continue;
+        reported[i] = lost[i];
+        auto level = i == LW_LOST_UNKNOWN_FREE ? spdlog::level::info : spdlog::level::warn;
+        spdlog::log(level, "lost events ({}): {} so far; {} (logged once, counted in "
+                    "leakwatch_lost_events_total)",
+                    leakwatch::kLostReasonNames[i], lost[i], loss_advice(i));
+    }
+}
+
 uint64_t monotonic_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -90,9 +120,11 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                  LEAKWATCH_VERSION, listen, (*server)->port(), config.watch.size(),
                  tracker.attached());
 
+    LostCounters reported{};
     auto sample = [&] {
         auto snap = std::make_shared<Snapshot>(aggregator.sample(tracker.processes(),
                                                                  monotonic_ns()));
+        log_new_losses(snap->lost, reported);
         status.attached = tracker.attached();
         state.publish(std::move(snap), status);
     };
