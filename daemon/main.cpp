@@ -37,19 +37,28 @@ void on_signal(int sig) {
 // What an operator can do about each kind of loss, said once when it first happens.
 const char* loss_advice(size_t reason) {
     switch (reason) {
-        case LW_LOST_LIVE_FULL: return "raise limits.live_allocations";
-        case LW_LOST_STACK_FAILED: return "the kernel could not walk some user stacks";
-        case LW_LOST_STACKS_FULL: return "raise limits.stacks";
-        case LW_LOST_TOTALS_FULL: return "raise limits.stack_totals";
-        case LW_LOST_INFLIGHT_FULL: return "raise limits.threads";
-        case LW_LOST_STALE_INFLIGHT: return "an allocator call never returned (longjmp?)";
+        case LW_LOST_LIVE_FULL:
+            return "raise limits.live_allocations";
+        case LW_LOST_STACK_FAILED:
+            return "the kernel could not walk some user stacks";
+        case LW_LOST_STACKS_FULL:
+            return "raise limits.stacks";
+        case LW_LOST_TOTALS_FULL:
+            return "raise limits.stack_totals";
+        case LW_LOST_INFLIGHT_FULL:
+            return "raise limits.threads";
+        case LW_LOST_STALE_INFLIGHT:
+            return "an allocator call never returned (longjmp?)";
         case LW_LOST_UNKNOWN_FREE:
             return "frees of blocks allocated before attach are expected after a start";
-        case LW_LOST_MISSED_FREE: return "a free was not seen; the old record was replaced";
+        case LW_LOST_MISSED_FREE:
+            return "a free was not seen; the old record was replaced";
         case LW_LOST_MUNMAP_TRUNCATED:
             return "a munmap range was longer than leakwatch scans; regions in it may stay";
-        case LW_LOST_EVENTS_FULL: return "process events were dropped; /proc is rescanned";
-        default: return "";
+        case LW_LOST_EVENTS_FULL:
+            return "process events were dropped; /proc is rescanned";
+        default:
+            return "";
     }
 }
 
@@ -58,7 +67,8 @@ void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters
         if (lost[i] == 0 || reported[i] != 0) continue;
         reported[i] = lost[i];
         auto level = i == LW_LOST_UNKNOWN_FREE ? spdlog::level::info : spdlog::level::warn;
-        spdlog::log(level, "lost events ({}): {} so far; {} (logged once, counted in "
+        spdlog::log(level,
+                    "lost events ({}): {} so far; {} (logged once, counted in "
                     "leakwatch_lost_events_total)",
                     leakwatch::kLostReasonNames[i], lost[i], loss_advice(i));
     }
@@ -77,7 +87,7 @@ double unix_now() {
 
 // An explicit --config must exist; the default path may be absent (built-in config then).
 leakwatch::Result<leakwatch::Config> read_config(const std::string& path, bool explicit_path) {
-    struct stat st{};
+    struct stat st {};
     if (!explicit_path && stat(path.c_str(), &st) != 0) {
         spdlog::info("{} not found: using the built-in default configuration", path);
         return leakwatch::default_config();
@@ -96,9 +106,8 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     ProcReader proc;
     Symbolizer symbolizer(proc);
     Tracker* tracker_ptr = nullptr;
-    Aggregator aggregator(**probes, [&](uint32_t pid, uint64_t addr) {
-        return tracker_ptr->resolve(pid, addr);
-    });
+    Aggregator aggregator(
+        **probes, [&](uint32_t pid, uint64_t addr) { return tracker_ptr->resolve(pid, addr); });
     Tracker tracker(**probes, proc, symbolizer, aggregator, config.watch);
     tracker_ptr = &tracker;
     (*probes)->set_event_handler([&](const lw_event& e) { tracker.on_event(e); });
@@ -122,8 +131,8 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
 
     LostCounters reported{};
     auto sample = [&] {
-        auto snap = std::make_shared<Snapshot>(aggregator.sample(tracker.processes(),
-                                                                 monotonic_ns()));
+        auto snap =
+            std::make_shared<Snapshot>(aggregator.sample(tracker.processes(), monotonic_ns()));
         log_new_losses(snap->lost, reported);
         status.attached = tracker.attached();
         state.publish(std::move(snap), status);
@@ -181,8 +190,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
             sample();
             auto lost_events = state.read().first->lost[LW_LOST_EVENTS_FULL];
             if (lost_events != events_lost_seen) {
-                spdlog::warn("process events were lost ({} so far); rescanning /proc",
-                             lost_events);
+                spdlog::warn("process events were lost ({} so far); rescanning /proc", lost_events);
                 events_lost_seen = lost_events;
                 tracker.scan();
             }
@@ -203,8 +211,8 @@ int main(int argc, char** argv) {
     std::string log_level = "info";
     bool check_config = false;
     bool version = false;
-    auto* config_opt = app.add_option("--config", config_path, "YAML configuration file")
-                           ->capture_default_str();
+    auto* config_opt =
+        app.add_option("--config", config_path, "YAML configuration file")->capture_default_str();
     app.add_option("--web.listen-address", listen,
                    "HOST:PORT for /metrics and the API (overrides listen_address)");
     app.add_flag("--check-config", check_config,
@@ -243,7 +251,7 @@ int main(int argc, char** argv) {
         return 0;
     }
 
-    struct sigaction sa{};
+    struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);

@@ -24,7 +24,8 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
     if (it != cache_.end()) return it->second;
     Resolved r;
     auto frames = std::make_shared<std::vector<Frame>>();
-    if (auto raw = id ? source_.stack(meta.pid, id) : std::nullopt) {
+    auto raw = id ? source_.stack(meta.pid, id) : std::nullopt;
+    if (raw) {
         auto addrs = frame_addresses(*raw);
         for (size_t i = 0; i < addrs.size(); i++) {
             // Frames past the first are return addresses: look up the call instruction
@@ -33,7 +34,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
             Frame f = resolve_(meta.pid, lookup);
             if (lookup != addrs[i]) {
                 f.address = addrs[i];
-                f.offset += 1;
+                if (!f.symbol.empty()) f.offset += 1;
                 f.module_offset += 1;
             }
             frames->push_back(std::move(f));
@@ -43,6 +44,11 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
         r.site = "[unknown]";
     }
     r.frames = std::move(frames);
+    // A stack the map does not hold (yet: it was full) is looked up again next time.
+    if (id && !raw) {
+        unresolved_ = std::move(r);
+        return unresolved_;
+    }
     return cache_.emplace(key, std::move(r)).first->second;
 }
 

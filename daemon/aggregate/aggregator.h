@@ -57,7 +57,7 @@ using FrameResolver = std::function<Frame(uint32_t pid, uint64_t address)>;
 std::vector<uint64_t> frame_addresses(const RawStack& raw);
 
 class Aggregator {
-public:
+  public:
     Aggregator(AllocationSource& source, FrameResolver resolve)
         : source_(source), resolve_(std::move(resolve)) {}
 
@@ -66,7 +66,7 @@ public:
     // Drops what is cached of a process that exited or was detached.
     void forget(uint32_t pid);
 
-private:
+  private:
     struct Resolved {
         std::shared_ptr<const std::vector<Frame>> frames;
         std::string site;
@@ -76,6 +76,7 @@ private:
     AllocationSource& source_;
     FrameResolver resolve_;
     std::map<std::pair<uint32_t, uint64_t>, Resolved> cache_;
+    Resolved unresolved_;  // the last stack that could not be resolved (not cached)
 };
 
 }  // namespace leakwatch

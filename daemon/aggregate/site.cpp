@@ -7,18 +7,49 @@ namespace leakwatch {
 namespace {
 
 constexpr std::array<std::string_view, 34> kAllocatorNames = {
-    "malloc",        "calloc",          "realloc",        "reallocarray",    "free",
-    "cfree",         "posix_memalign",  "aligned_alloc",  "memalign",        "valloc",
-    "pvalloc",       "mmap",            "mmap64",         "munmap",          "mremap",
-    "__libc_malloc", "__libc_calloc",   "__libc_realloc", "__libc_free",     "__libc_memalign",
-    "__libc_valloc", "__libc_pvalloc",  "__posix_memalign", "__mmap",        "__mmap64",
-    "__munmap",      "__mremap",        "strdup",         "strndup",         "__strdup",
-    "__strndup",     "wcsdup",          "__libc_reallocarray", "__reallocarray",
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "free",
+    "cfree",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "mmap",
+    "mmap64",
+    "munmap",
+    "mremap",
+    "__libc_malloc",
+    "__libc_calloc",
+    "__libc_realloc",
+    "__libc_free",
+    "__libc_memalign",
+    "__libc_valloc",
+    "__libc_pvalloc",
+    "__posix_memalign",
+    "__mmap",
+    "__mmap64",
+    "__munmap",
+    "__mremap",
+    "strdup",
+    "strndup",
+    "__strdup",
+    "__strndup",
+    "wcsdup",
+    "__libc_reallocarray",
+    "__reallocarray",
 };
 
 constexpr std::array<std::string_view, 7> kAllocatorPrefixes = {
-    "operator new",           "operator delete",         "std::allocator<",
-    "std::allocator_traits<", "__gnu_cxx::new_allocator<", "std::__new_allocator<",
+    "operator new",
+    "operator delete",
+    "std::allocator<",
+    "std::allocator_traits<",
+    "__gnu_cxx::new_allocator<",
+    "std::__new_allocator<",
     "__gnu_cxx::__alloc_traits<",
 };
 
@@ -35,10 +66,31 @@ bool is_allocator_frame(std::string_view symbol, std::string_view prefix) {
     return false;
 }
 
+std::string function_name(std::string_view s) {
+    for (;;) {  // trailing qualifiers of member functions
+        bool stripped = false;
+        for (std::string_view q : {" const", " volatile", " &&", " &", " noexcept"}) {
+            if (s.size() > q.size() && s.substr(s.size() - q.size()) == q) {
+                s.remove_suffix(q.size());
+                stripped = true;
+            }
+        }
+        if (!stripped) break;
+    }
+    if (s.empty() || s.back() != ')') return std::string(s);
+    int depth = 0;
+    for (size_t i = s.size(); i-- > 0;) {
+        if (s[i] == ')') depth++;
+        if (s[i] == '(' && --depth == 0)
+            return i > 0 ? std::string(s.substr(0, i)) : std::string(s);
+    }
+    return std::string(s);
+}
+
 std::string site_of(const std::vector<Frame>& frames, std::string_view prefix) {
     for (const auto& f : frames) {
         if (is_allocator_frame(f.symbol, prefix)) continue;
-        if (!f.symbol.empty()) return f.symbol;
+        if (!f.symbol.empty()) return function_name(f.symbol);
         return f.display();
     }
     return "[unknown]";

@@ -14,7 +14,12 @@ namespace leakwatch {
 // (e.g. "je_" for a prefixed jemalloc).
 bool is_allocator_frame(std::string_view symbol, std::string_view prefix = {});
 
-// The first frame outside the allocator: its symbol, or module+offset when it has none.
+// A demangled function name without its parameter list and qualifiers, for a label:
+// "Session::open(int) const" -> "Session::open", "Foo::operator()(int)" -> "Foo::operator()".
+std::string function_name(std::string_view symbol);
+
+// The first frame outside the allocator: its function name (see function_name), or
+// module+offset when it has no symbol.
 // "[unknown]" when the stack has no frame outside the allocator.
 std::string site_of(const std::vector<Frame>& frames, std::string_view prefix = {});
 

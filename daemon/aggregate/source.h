@@ -12,8 +12,8 @@ namespace leakwatch {
 
 // Mirrors enum lw_lost_reason in bpf/leakwatch.h (checked by a static_assert in bpf/).
 inline constexpr std::array<const char*, 10> kLostReasonNames = {
-    "live_map_full",  "stack_capture_failed", "stack_map_full", "stack_totals_map_full",
-    "inflight_full",  "stale_inflight",       "unknown_free",   "missed_free",
+    "live_map_full",          "stack_capture_failed", "stack_map_full", "stack_totals_map_full",
+    "inflight_full",          "stale_inflight",       "unknown_free",   "missed_free",
     "munmap_range_truncated", "events_ring_full",
 };
 using LostCounters = std::array<uint64_t, kLostReasonNames.size()>;
@@ -35,8 +35,8 @@ struct StackTotals {
 };
 
 struct RawStack {
-    uint64_t caller = 0;          // return address read at the allocator's entry
-    std::vector<uint64_t> ips;    // ips[0] is the allocator entry
+    uint64_t caller = 0;        // return address read at the allocator's entry
+    std::vector<uint64_t> ips;  // ips[0] is the allocator entry
 };
 
 struct LiveAllocation {
@@ -54,7 +54,7 @@ struct MapUsage {
 };
 
 class AllocationSource {
-public:
+  public:
     virtual ~AllocationSource() = default;
     virtual std::vector<std::pair<uint32_t, ProcTotals>> process_totals() = 0;
     virtual std::vector<StackTotals> stack_totals() = 0;

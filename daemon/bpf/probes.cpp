@@ -17,10 +17,10 @@ static_assert(kLostReasonNames.size() == LW_LOST_MAX, "lost reasons out of sync 
 
 const std::vector<AllocatorFunction>& allocator_functions() {
     static const std::vector<AllocatorFunction> functions = {
-        {"malloc", true},   {"calloc", true},         {"realloc", true},
+        {"malloc", true},       {"calloc", true},         {"realloc", true},
         {"reallocarray", true}, {"posix_memalign", true}, {"aligned_alloc", true},
-        {"memalign", true}, {"valloc", true},         {"pvalloc", true},
-        {"mmap", true},     {"mremap", true},         {"free", false},
+        {"memalign", true},     {"valloc", true},         {"pvalloc", true},
+        {"mmap", true},         {"mremap", true},         {"free", false},
         {"munmap", false},
     };
     return functions;
@@ -33,9 +33,15 @@ int libbpf_log(enum libbpf_print_level level, const char* fmt, va_list args) {
     int n = vsnprintf(buf, sizeof(buf), fmt, args);
     while (n > 0 && n < static_cast<int>(sizeof(buf)) && buf[n - 1] == '\n') buf[--n] = '\0';
     switch (level) {
-        case LIBBPF_WARN: spdlog::warn("libbpf: {}", buf); break;
-        case LIBBPF_INFO: spdlog::debug("libbpf: {}", buf); break;
-        default: spdlog::trace("libbpf: {}", buf); break;
+        case LIBBPF_WARN:
+            spdlog::warn("libbpf: {}", buf);
+            break;
+        case LIBBPF_INFO:
+            spdlog::debug("libbpf: {}", buf);
+            break;
+        default:
+            spdlog::trace("libbpf: {}", buf);
+            break;
     }
     return 0;
 }
@@ -76,10 +82,11 @@ void for_each_entry(int fd, Fn&& fn) {
     LIBBPF_OPTS(bpf_map_batch_opts, opts);
     for (;;) {
         uint32_t count = kChunk;
-        int err = bpf_map_lookup_batch(fd, in, token_out, keys.data(), values.data(), &count,
-                                       &opts);
+        int err =
+            bpf_map_lookup_batch(fd, in, token_out, keys.data(), values.data(), &count, &opts);
         if (err && errno != ENOENT) {
-            if (in == nullptr && (errno == EINVAL || errno == ENOTSUP || errno == 524 /* ENOTSUPP */))
+            if (in == nullptr &&
+                (errno == EINVAL || errno == ENOTSUP || errno == 524 /* ENOTSUPP */))
                 break;  // fall back below
             spdlog::warn("reading BPF map fd {}: {}", fd, std::strerror(errno));
             return;
@@ -136,20 +143,19 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits) {
             return fail_errno(std::string("sizing BPF map ") + bpf_map__name(s.map), err);
     }
     if (int err = leakwatch_bpf__load(skel))
-        return fail_errno("loading the BPF programs (is this root with CAP_BPF and CAP_PERFMON, "
-                          "on a kernel with BTF?)",
-                          err);
+        return fail_errno(
+            "loading the BPF programs (is this root with CAP_BPF and CAP_PERFMON, "
+            "on a kernel with BTF?)",
+            err);
 
     for (bpf_program* prog :
          {skel->progs.handle_exec, skel->progs.handle_fork, skel->progs.handle_exit}) {
         bpf_link* link = bpf_program__attach(prog);
-        if (!link)
-            return fail_errno(std::string("attaching ") + bpf_program__name(prog), errno);
+        if (!link) return fail_errno(std::string("attaching ") + bpf_program__name(prog), errno);
         probes->event_links_.push_back(link);
     }
-    probes->ring_ =
-        ring_buffer__new(bpf_map__fd(skel->maps.events), &Probes::on_ring_event, probes.get(),
-                         nullptr);
+    probes->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &Probes::on_ring_event,
+                                     probes.get(), nullptr);
     if (!probes->ring_) return fail_errno("creating the event ring buffer", errno);
     return probes;
 }
@@ -166,21 +172,21 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
         bpf_program* entry = entry_program(skel_, name);
         if (!entry) return fail("no BPF program for allocator function " + name);
         LIBBPF_OPTS(bpf_uprobe_opts, entry_opts, .retprobe = false);
-        bpf_link* link = bpf_program__attach_uprobe_opts(entry, pid, target.path.c_str(),
-                                                         offset, &entry_opts);
+        bpf_link* link =
+            bpf_program__attach_uprobe_opts(entry, pid, target.path.c_str(), offset, &entry_opts);
         if (!link)
-            return fail_errno("uprobe on " + name + " in " + target.path + " for pid " +
-                                  std::to_string(pid),
-                              errno);
+            return fail_errno(
+                "uprobe on " + name + " in " + target.path + " for pid " + std::to_string(pid),
+                errno);
         att->links_.push_back(link);
         if (!has_return(name)) continue;
         LIBBPF_OPTS(bpf_uprobe_opts, ret_opts, .retprobe = true);
-        link = bpf_program__attach_uprobe_opts(skel_->progs.alloc_return, pid,
-                                               target.path.c_str(), offset, &ret_opts);
+        link = bpf_program__attach_uprobe_opts(skel_->progs.alloc_return, pid, target.path.c_str(),
+                                               offset, &ret_opts);
         if (!link)
-            return fail_errno("uretprobe on " + name + " in " + target.path + " for pid " +
-                                  std::to_string(pid),
-                              errno);
+            return fail_errno(
+                "uretprobe on " + name + " in " + target.path + " for pid " + std::to_string(pid),
+                errno);
         att->links_.push_back(link);
     }
     return att;
@@ -189,8 +195,9 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
 Result<void> Probes::watch(uint32_t tgid, uint64_t min_size, uint64_t max_size) {
     lw_proc_totals zero{};
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.procs), &tgid, &zero, BPF_ANY))
-        return fail_errno("adding pid " + std::to_string(tgid) + " to the process map "
-                          "(limits.processes reached?)",
+        return fail_errno("adding pid " + std::to_string(tgid) +
+                              " to the process map "
+                              "(limits.processes reached?)",
                           errno);
     lw_proc_cfg cfg{min_size, max_size};
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watched), &tgid, &cfg, BPF_ANY))
@@ -235,7 +242,9 @@ int Probes::on_ring_event(void* ctx, void* data, size_t size) {
     return 0;
 }
 
-int Probes::poll_events(int timeout_ms) { return ring_buffer__poll(ring_, timeout_ms); }
+int Probes::poll_events(int timeout_ms) {
+    return ring_buffer__poll(ring_, timeout_ms);
+}
 
 std::vector<std::pair<uint32_t, ProcTotals>> Probes::process_totals() {
     std::vector<std::pair<uint32_t, ProcTotals>> out;
@@ -272,12 +281,11 @@ std::optional<RawStack> Probes::stack(uint32_t tgid, uint64_t id) {
 std::vector<LiveAllocation> Probes::live_allocations(const std::set<uint32_t>& tgids) {
     std::vector<LiveAllocation> out;
     if (tgids.empty()) return out;
-    for_each_entry<lw_key, lw_alloc>(bpf_map__fd(skel_->maps.live),
-                                     [&](const lw_key& k, const lw_alloc& a) {
-                                         if (tgids.count(k.tgid))
-                                             out.push_back({k.tgid, k.id, a.size, a.ts_ns,
-                                                            a.counted ? a.stack : 0});
-                                     });
+    for_each_entry<lw_key, lw_alloc>(
+        bpf_map__fd(skel_->maps.live), [&](const lw_key& k, const lw_alloc& a) {
+            if (tgids.count(k.tgid))
+                out.push_back({k.tgid, k.id, a.size, a.ts_ns, a.counted ? a.stack : 0});
+        });
     return out;
 }
 

@@ -35,20 +35,20 @@ struct ProbeTarget {
 
 // The uprobes of one process; detached when destroyed.
 class Attachment {
-public:
+  public:
     ~Attachment();
     Attachment(const Attachment&) = delete;
     Attachment& operator=(const Attachment&) = delete;
     size_t probes() const { return links_.size(); }
 
-private:
+  private:
     friend class Probes;
     Attachment() = default;
     std::vector<bpf_link*> links_;
 };
 
 class Probes : public AllocationSource {
-public:
+  public:
     using EventHandler = std::function<void(const lw_event&)>;
 
     // Opens, sizes (from limits) and loads the BPF object, and attaches the process
@@ -74,7 +74,7 @@ public:
     LostCounters lost() override;
     std::vector<MapUsage> usage() override;
 
-private:
+  private:
     Probes() = default;
     static int on_ring_event(void* ctx, void* data, size_t size);
 

@@ -42,23 +42,22 @@ std::string hex_id(uint64_t id) {
 }  // namespace
 
 std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
-    auto outstanding = family("leakwatch_outstanding_bytes",
-                              "Bytes allocated and not yet freed, per watched process.",
-                              MetricType::Gauge);
+    auto outstanding =
+        family("leakwatch_outstanding_bytes",
+               "Bytes allocated and not yet freed, per watched process.", MetricType::Gauge);
     auto outstanding_allocs =
         family("leakwatch_outstanding_allocations",
                "Allocations not yet freed, per watched process.", MetricType::Gauge);
     auto allocated = family("leakwatch_allocated_bytes_total",
-                            "Bytes allocated since the process was attached.",
-                            MetricType::Counter);
+                            "Bytes allocated since the process was attached.", MetricType::Counter);
     auto freed = family("leakwatch_freed_bytes_total",
                         "Bytes of tracked allocations freed since the process was attached.",
                         MetricType::Counter);
     auto allocations = family("leakwatch_allocations_total",
                               "Allocations since the process was attached.", MetricType::Counter);
-    auto frees = family("leakwatch_frees_total",
-                        "Frees of tracked allocations since the process was attached.",
-                        MetricType::Counter);
+    auto frees =
+        family("leakwatch_frees_total",
+               "Frees of tracked allocations since the process was attached.", MetricType::Counter);
     auto stack_bytes = family(
         "leakwatch_stack_outstanding_bytes",
         "Outstanding bytes per allocation stack, for the top stacks of each process; site is "
@@ -83,16 +82,16 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
         }
     }
 
-    auto build = family("leakwatch_build_info", "Version of the running leakwatchd.",
-                        MetricType::Gauge);
+    auto build =
+        family("leakwatch_build_info", "Version of the running leakwatchd.", MetricType::Gauge);
     add(build, {{"version", status.version}}, 1);
-    auto reload_ok = family("leakwatch_config_last_reload_successful",
-                            "1 if the last configuration load or reload succeeded.",
-                            MetricType::Gauge);
+    auto reload_ok =
+        family("leakwatch_config_last_reload_successful",
+               "1 if the last configuration load or reload succeeded.", MetricType::Gauge);
     add(reload_ok, {}, status.last_reload_ok ? 1 : 0);
-    auto reload_time = family("leakwatch_config_last_reload_success_timestamp_seconds",
-                              "When the configuration was last loaded successfully.",
-                              MetricType::Gauge);
+    auto reload_time =
+        family("leakwatch_config_last_reload_success_timestamp_seconds",
+               "When the configuration was last loaded successfully.", MetricType::Gauge);
     add(reload_time, {}, status.last_reload_time);
     auto attached = family("leakwatch_attached_processes",
                            "Processes whose allocator is probed now.", MetricType::Gauge);
@@ -102,8 +101,8 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
                        MetricType::Counter);
     for (size_t i = 0; i < kLostReasonNames.size(); i++)
         add(lost, {{"reason", kLostReasonNames[i]}}, static_cast<double>(snap.lost[i]));
-    auto entries = family("leakwatch_bpf_map_entries", "Entries in use per BPF map.",
-                          MetricType::Gauge);
+    auto entries =
+        family("leakwatch_bpf_map_entries", "Entries in use per BPF map.", MetricType::Gauge);
     auto capacity = family("leakwatch_bpf_map_capacity", "Capacity per BPF map (from limits).",
                            MetricType::Gauge);
     for (const auto& u : snap.usage) {
@@ -112,13 +111,12 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
     }
     auto sampled = family("leakwatch_last_sample_timestamp_seconds",
                           "When the BPF maps were last read.", MetricType::Gauge);
-    add(sampled, {},
-        std::chrono::duration<double>(snap.taken.time_since_epoch()).count());
+    add(sampled, {}, std::chrono::duration<double>(snap.taken.time_since_epoch()).count());
 
-    std::vector<MetricFamily> families = {outstanding, outstanding_allocs, allocated, freed,
-                                          allocations, frees,          stack_bytes, build,
-                                          reload_ok,   reload_time,    attached,    lost,
-                                          entries,     capacity,       sampled};
+    std::vector<MetricFamily> families = {
+        outstanding, outstanding_allocs, allocated,   freed,    allocations, frees,   stack_bytes,
+        build,       reload_ok,          reload_time, attached, lost,        entries, capacity,
+        sampled};
     return prometheus::TextSerializer().Serialize(families);
 }
 

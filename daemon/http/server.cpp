@@ -25,22 +25,19 @@ void send_json(mg_connection* conn, int code, const nlohmann::json& j) {
     send(conn, code, "application/json", j.dump(2) + "\n");
 }
 
-std::optional<uint64_t> query_number(const mg_request_info* ri, const char* name) {
+// A query parameter: absent (nullopt), or its value parsed as a number no larger than
+// `max` (an inner nullopt when it is not one: too long, not digits, out of range).
+std::optional<std::optional<uint64_t>> query_number(const mg_request_info* ri, const char* name,
+                                                    uint64_t max) {
     if (!ri->query_string) return std::nullopt;
     char buf[32];
     int n = mg_get_var(ri->query_string, std::strlen(ri->query_string), name, buf, sizeof(buf));
-    if (n <= 0) return std::nullopt;
+    if (n == -1) return std::nullopt;             // absent
+    if (n < 0) return std::optional<uint64_t>();  // -2: longer than any valid number
     uint64_t v = 0;
     auto [end, ec] = std::from_chars(buf, buf + n, v);
-    if (ec != std::errc() || end != buf + n) return std::nullopt;
-    return v;
-}
-
-bool has_var(const mg_request_info* ri, const char* name) {
-    if (!ri->query_string) return false;
-    char buf[32];
-    return mg_get_var(ri->query_string, std::strlen(ri->query_string), name, buf, sizeof(buf)) >=
-           0;
+    if (n == 0 || ec != std::errc() || end != buf + n || v > max) return std::optional<uint64_t>();
+    return std::optional<uint64_t>(v);
 }
 
 int handle_metrics(mg_connection* conn, void* cb) {
@@ -57,20 +54,20 @@ int handle_processes(mg_connection* conn, void* cb) {
 
 int handle_stacks(mg_connection* conn, void* cb) {
     const mg_request_info* ri = mg_get_request_info(conn);
-    auto pid = query_number(ri, "pid");
-    if (!pid) {
-        send_json(conn, 400, {{"error", "query parameter pid=N (a number) is required"}});
+    auto pid = query_number(ri, "pid", UINT32_MAX);
+    if (!pid || !*pid) {
+        send_json(conn, 400, {{"error", "query parameter pid=N (a process id) is required"}});
         return 1;
     }
-    auto top = query_number(ri, "top");
-    if (has_var(ri, "top") && (!top || *top == 0 || *top > 10000)) {
+    auto top = query_number(ri, "top", 10000);
+    if (top && (!*top || **top == 0)) {
         send_json(conn, 400, {{"error", "top must be a number from 1 to 10000"}});
         return 1;
     }
     auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
-    auto j = stacks_json(*snap, static_cast<uint32_t>(*pid), top.value_or(10));
+    auto j = stacks_json(*snap, static_cast<uint32_t>(**pid), top ? **top : 10);
     if (!j) {
-        send_json(conn, 404, {{"error", "pid " + std::to_string(*pid) + " is not watched"}});
+        send_json(conn, 404, {{"error", "pid " + std::to_string(**pid) + " is not watched"}});
         return 1;
     }
     send_json(conn, 200, *j);
@@ -117,11 +114,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& listen_
                                                       const PublishedState& state) {
     std::unique_ptr<HttpServer> server(new HttpServer(state));
     std::string ports = civetweb_ports(listen_address);
-    const char* options[] = {"listening_ports",    ports.c_str(),
-                             "num_threads",        "4",
-                             "request_timeout_ms", "10000",
-                             "enable_keep_alive",  "no",
-                             nullptr};
+    if (!listen_address.empty() && listen_address[0] == '[' && !mg_check_feature(8))
+        return fail("cannot listen on " + listen_address +
+                    ": this build of civetweb has no IPv6 support; use an IPv4 address");
+    const char* options[] = {
+        "listening_ports", ports.c_str(),       "num_threads", "4",    "request_timeout_ms",
+        "10000",           "enable_keep_alive", "no",          nullptr};
     mg_callbacks callbacks{};
     callbacks.log_message = log_message;
     mg_init_data init{};

@@ -13,14 +13,14 @@ struct mg_context;
 namespace leakwatch {
 
 class HttpServer {
-public:
+  public:
     // listen_address is HOST:PORT, :PORT (all addresses) or [v6]:PORT.
     static Result<std::unique_ptr<HttpServer>> start(const std::string& listen_address,
                                                      const PublishedState& state);
     ~HttpServer();
     int port() const { return port_; }
 
-private:
+  private:
     HttpServer(const PublishedState& state) : state_(state) {}
     const PublishedState& state_;
     mg_context* ctx_ = nullptr;

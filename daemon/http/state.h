@@ -20,7 +20,7 @@ struct DaemonStatus {
 };
 
 class PublishedState {
-public:
+  public:
     void publish(std::shared_ptr<const Snapshot> snapshot, DaemonStatus status) {
         std::lock_guard lock(mu_);
         snapshot_ = std::move(snapshot);
@@ -31,7 +31,7 @@ public:
         return {snapshot_, status_};
     }
 
-private:
+  private:
     mutable std::mutex mu_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
     DaemonStatus status_;

@@ -14,13 +14,13 @@
 namespace leakwatch {
 
 class Reaper {
-public:
+  public:
     Reaper();
     ~Reaper();  // detaches whatever is still queued, then joins
     void dispose(std::unique_ptr<Attachment> attachment);
     size_t queued() const;
 
-private:
+  private:
     void run();
     mutable std::mutex mu_;
     std::condition_variable cv_;

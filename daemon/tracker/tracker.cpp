@@ -46,8 +46,8 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     auto mapping = find_allocator_mapping(*maps, rule.allocator, info.exe);
     if (!mapping) {
         if (log_not_yet)
-            spdlog::warn("pid {} ({}) matches rule '{}' but cannot be watched: {}", pid,
-                         info.comm, rule.name, mapping.error().message);
+            spdlog::warn("pid {} ({}) matches rule '{}' but cannot be watched: {}", pid, info.comm,
+                         rule.name, mapping.error().message);
         return Outcome::kNotYet;
     }
     auto elf = symbolizer_.file_for(pid, *mapping);
@@ -93,9 +93,8 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     }
     spdlog::info("watching pid {} ({}) for rule '{}': {} probes on {}", pid, info.comm, rule.name,
                  (*attachment)->probes(), mapping->path);
-    double now = std::chrono::duration<double>(
-                     std::chrono::system_clock::now().time_since_epoch())
-                     .count();
+    double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), now};
     tracked_[pid] = std::move(t);
     return Outcome::kAttached;
@@ -112,14 +111,17 @@ void Tracker::consider(pid_t pid, bool fresh_exec) {
     const WatchRule* rule = matching_rule(rules_, *info);
     if (!rule) return;
     switch (try_attach(*info, *rule, !fresh_exec)) {
-        case Outcome::kAttached: break;
+        case Outcome::kAttached:
+            break;
         case Outcome::kNotYet:
             if (fresh_exec) {
                 pending_[pid] = Pending{*info, *rule, 1, Clock::now() + kRetryEvery};
                 break;
             }
             [[fallthrough]];
-        case Outcome::kFailed: failed_[pid] = info->start_time; break;
+        case Outcome::kFailed:
+            failed_[pid] = info->start_time;
+            break;
     }
 }
 
@@ -148,13 +150,16 @@ void Tracker::on_event(const lw_event& e) {
             pending_.erase(pid);
             consider(pid, true);
             break;
-        case LW_EVENT_FORK: consider(pid, false); break;
+        case LW_EVENT_FORK:
+            consider(pid, false);
+            break;
         case LW_EVENT_EXIT:
             detach(pid, "exit", true);
             pending_.erase(pid);
             failed_.erase(pid);
             break;
-        default: break;
+        default:
+            break;
     }
 }
 

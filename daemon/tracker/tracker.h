@@ -22,7 +22,7 @@ struct lw_event;
 namespace leakwatch {
 
 class Tracker {
-public:
+  public:
     using Clock = std::chrono::steady_clock;
 
     Tracker(Probes& probes, const ProcReader& proc, Symbolizer& symbolizer, Aggregator& aggregator,
@@ -44,7 +44,7 @@ public:
     // Symbolizes an address of a watched process with its own maps.
     Frame resolve(uint32_t pid, uint64_t address);
 
-private:
+  private:
     struct Tracked {
         ProcessInfo info;
         WatchRule rule;

@@ -1,0 +1,613 @@
+// Aggregator tests: a plain-data AllocationSource feeds kernel-shaped totals, stacks and live
+// allocations; a resolver over a small table of fake functions stands in for the Symbolizer.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "aggregate/aggregator.h"
+#include "aggregate/site.h"
+#include "aggregate/source.h"
+
+using namespace leakwatch;
+using namespace std::chrono_literals;
+
+namespace {
+
+// What the BPF maps would hold, as plain data; counts the calls the aggregator makes.
+struct FakeSource : AllocationSource {
+    std::vector<std::pair<uint32_t, ProcTotals>> totals;
+    std::vector<StackTotals> stacks;
+    std::map<std::pair<uint32_t, uint64_t>, RawStack> raw;
+    std::vector<LiveAllocation> live;
+    LostCounters lost_counters{};
+    std::vector<MapUsage> map_usage;
+
+    int stack_calls = 0;
+    std::vector<std::set<uint32_t>> live_requests;
+
+    std::vector<std::pair<uint32_t, ProcTotals>> process_totals() override { return totals; }
+    std::vector<StackTotals> stack_totals() override { return stacks; }
+    std::optional<RawStack> stack(uint32_t tgid, uint64_t id) override {
+        stack_calls++;
+        auto it = raw.find({tgid, id});
+        if (it == raw.end()) return std::nullopt;
+        return it->second;
+    }
+    std::vector<LiveAllocation> live_allocations(const std::set<uint32_t>& tgids) override {
+        live_requests.push_back(tgids);
+        std::vector<LiveAllocation> out;
+        for (const auto& a : live)
+            if (tgids.contains(a.tgid)) out.push_back(a);
+        return out;
+    }
+    LostCounters lost() override { return lost_counters; }
+    std::vector<MapUsage> usage() override { return map_usage; }
+};
+
+// Functions laid out in one module mapped at `base`; unknown addresses come back the way the
+// Symbolizer returns them (module "[unknown]", module_offset = address).
+struct FakeFunction {
+    uint64_t start, end;
+    std::string symbol;
+};
+
+struct FakeResolver {
+    uint64_t base = 0x400000;
+    std::string module = "/usr/bin/fixture";
+    std::string build_id = "abcdef0123456789";
+    std::vector<FakeFunction> functions;
+    std::vector<std::pair<uint32_t, uint64_t>> calls;
+
+    Frame operator()(uint32_t pid, uint64_t address) {
+        calls.emplace_back(pid, address);
+        Frame f;
+        f.address = address;
+        for (const auto& fn : functions) {
+            if (address < fn.start || address >= fn.end) continue;
+            f.symbol = fn.symbol;
+            f.offset = address - fn.start;
+            f.module = module;
+            f.module_offset = address - base;
+            f.build_id = build_id;
+            return f;
+        }
+        f.module = "[unknown]";
+        f.module_offset = address;
+        return f;
+    }
+};
+
+FrameResolver resolver_of(FakeResolver& r) {
+    return [&r](uint32_t pid, uint64_t address) { return r(pid, address); };
+}
+
+ProcessMeta meta(uint32_t pid, std::string watch = "app", std::string comm = "app",
+                 Duration min_age = Duration(0), std::string prefix = "") {
+    ProcessMeta m;
+    m.pid = pid;
+    m.watch = std::move(watch);
+    m.comm = std::move(comm);
+    m.min_age = min_age;
+    m.symbol_prefix = std::move(prefix);
+    return m;
+}
+
+Frame frame_named(const std::string& symbol) {
+    Frame f;
+    f.symbol = symbol;
+    f.module = "/usr/lib/libfixture.so";
+    return f;
+}
+
+const ProcessView* find_process(const Snapshot& snap, uint32_t pid) {
+    for (const auto& p : snap.processes)
+        if (p.pid == pid) return &p;
+    return nullptr;
+}
+
+std::vector<uint64_t> stack_ids(const ProcessView& p) {
+    std::vector<uint64_t> ids;
+    for (const auto& s : p.stacks) ids.push_back(s.id);
+    return ids;
+}
+
+std::vector<std::string> symbols_of(const StackView& s) {
+    std::vector<std::string> out;
+    for (const auto& f : *s.frames) out.push_back(f.symbol);
+    return out;
+}
+
+// A fixed layout: the allocator at 0x1000.., the program's functions at 0x401000...
+FakeResolver layout() {
+    FakeResolver r;
+    r.functions = {
+        {0x1000, 0x1100, "malloc"},
+        {0x1100, 0x1200, "je_malloc"},
+        {0x1200, 0x1300, "operator new(unsigned long)"},
+        {0x1300, 0x1400, "calloc"},
+        {0x401000, 0x401100, "leak_fn"},
+        {0x401100, 0x401200, "main"},
+        {0x401200, 0x401300, "std::allocator<int>::allocate(unsigned long)"},
+        {0x401300, 0x401400, "Foo::bar"},
+        {0x401400, 0x401500, "other_fn"},
+    };
+    return r;
+}
+
+}  // namespace
+
+// --- frame_addresses -----------------------------------------------------------------------
+
+TEST_CASE("frame_addresses inserts the caller after frame 0 when frame 1 differs",
+          "[aggregate][frames]") {
+    RawStack raw{0x401010, {0x1000, 0x401120, 0x7000}};
+    CHECK(frame_addresses(raw) == std::vector<uint64_t>{0x1000, 0x401010, 0x401120, 0x7000});
+
+    RawStack only_entry{0x401010, {0x1000}};
+    CHECK(frame_addresses(only_entry) == std::vector<uint64_t>{0x1000, 0x401010});
+}
+
+TEST_CASE("frame_addresses does not duplicate a caller the kernel already captured",
+          "[aggregate][frames]") {
+    RawStack raw{0x401010, {0x1000, 0x401010, 0x401120}};
+    CHECK(frame_addresses(raw) == std::vector<uint64_t>{0x1000, 0x401010, 0x401120});
+}
+
+TEST_CASE("frame_addresses of empty stacks and caller 0", "[aggregate][frames]") {
+    CHECK(frame_addresses(RawStack{}).empty());
+    CHECK(frame_addresses(RawStack{0, {0x1000, 0x401120}}) ==
+          std::vector<uint64_t>{0x1000, 0x401120});
+    CHECK(frame_addresses(RawStack{0, {0x1000}}) == std::vector<uint64_t>{0x1000});
+}
+
+// --- site ----------------------------------------------------------------------------------
+
+TEST_CASE("is_allocator_frame knows libc, C++ and prefixed allocator functions",
+          "[aggregate][site]") {
+    for (const char* name :
+         {"malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "mmap",
+          "munmap", "strdup", "__libc_malloc", "operator new(unsigned long)",
+          "operator new[](unsigned long)", "operator new(unsigned long, std::align_val_t)",
+          "std::allocator<int>::allocate(unsigned long)",
+          "std::__new_allocator<Foo>::allocate(unsigned long, void const*)",
+          "__gnu_cxx::new_allocator<char>::allocate(unsigned long, void const*)",
+          "std::allocator_traits<std::allocator<int> >::allocate(std::allocator<int>&, "
+          "unsigned long)"}) {
+        INFO(name);
+        CHECK(is_allocator_frame(name));
+    }
+    for (const char* name : {"", "leak_fn", "main", "Foo::bar", "mallocate", "my_malloc",
+                             "std::vector<int, std::allocator<int> >::push_back(int const&)"}) {
+        INFO(name);
+        CHECK_FALSE(is_allocator_frame(name));
+    }
+    CHECK_FALSE(is_allocator_frame("je_malloc"));
+    CHECK(is_allocator_frame("je_malloc", "je_"));
+    CHECK(is_allocator_frame("je_calloc", "je_"));
+    CHECK(is_allocator_frame("malloc", "je_"));
+    CHECK_FALSE(is_allocator_frame("je_leak_fn", "je_"));
+}
+
+TEST_CASE("site_of is the first frame outside the allocator", "[aggregate][site]") {
+    CHECK(site_of({frame_named("malloc"), frame_named("leak_fn"), frame_named("main")}) ==
+          "leak_fn");
+    CHECK(site_of({frame_named("operator new(unsigned long)"),
+                   frame_named("std::allocator<int>::allocate(unsigned long)"),
+                   frame_named("Foo::bar")}) == "Foo::bar");
+    CHECK(site_of({frame_named("je_malloc"), frame_named("leak_fn")}, "je_") == "leak_fn");
+    CHECK(site_of({frame_named("je_malloc"), frame_named("leak_fn")}) == "je_malloc");
+    CHECK(site_of({}) == "[unknown]");
+    CHECK(site_of({frame_named("malloc"), frame_named("operator new(unsigned long)")}) ==
+          "[unknown]");
+
+    // No symbol: module (file name only) + offset.
+    Frame anonymous;
+    anonymous.module = "/usr/lib/x86_64-linux-gnu/libfoo.so.1";
+    anonymous.module_offset = 0x1234;
+    CHECK(site_of({frame_named("malloc"), anonymous, frame_named("main")}) == "libfoo.so.1+0x1234");
+}
+
+// --- Aggregator::sample: totals and stacks -------------------------------------------------
+
+TEST_CASE("sample copies per-process totals of the watched processes, ascending pid",
+          "[aggregate][sample]") {
+    FakeSource src;
+    ProcTotals a{1000, 10, 5000, 50, 4000, 40};
+    ProcTotals b{77, 1, 77, 1, 0, 0};
+    ProcTotals unwatched{999999, 9, 0, 0, 0, 0};
+    src.totals = {{300, b}, {100, a}, {555, unwatched}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(300, "svc", "svcd"), meta(100, "app", "appd"), meta(200)}, 0);
+
+    REQUIRE(snap.processes.size() == 3);
+    CHECK(snap.processes[0].pid == 100);
+    CHECK(snap.processes[1].pid == 200);
+    CHECK(snap.processes[2].pid == 300);
+    CHECK(find_process(snap, 555) == nullptr);
+
+    const auto& p = snap.processes[0];
+    CHECK(p.watch == "app");
+    CHECK(p.comm == "appd");
+    CHECK(p.totals.bytes == 1000);
+    CHECK(p.totals.count == 10);
+    CHECK(p.totals.alloc_bytes == 5000);
+    CHECK(p.totals.alloc_count == 50);
+    CHECK(p.totals.free_bytes == 4000);
+    CHECK(p.totals.free_count == 40);
+
+    // Watched but not (yet) in the kernel's totals: zeros.
+    CHECK(snap.processes[1].totals.bytes == 0);
+    CHECK(snap.processes[1].totals.alloc_bytes == 0);
+    CHECK(snap.processes[1].stacks.empty());
+
+    CHECK(snap.processes[2].watch == "svc");
+    CHECK(snap.processes[2].comm == "svcd");
+    CHECK(snap.processes[2].totals.bytes == 77);
+    CHECK(snap.processes[2].totals.alloc_count == 1);
+}
+
+TEST_CASE("sample sorts stacks by bytes descending, ties by id, and drops empty stacks",
+          "[aggregate][sample]") {
+    FakeSource src;
+    src.totals = {{100, ProcTotals{}}, {200, ProcTotals{}}};
+    src.stacks = {
+        {100, 5, 100, 1},   {100, 3, 500, 2},
+        {100, 9, 100, 4},   {100, 1, 0, 0},        // everything freed: dropped
+        {100, 4, 100, 1},   {200, 2, 1000000, 1},  // another process: not mixed in
+        {100, 8, 7000, 70},
+    };
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100), meta(200)}, 0);
+    const ProcessView* p = find_process(snap, 100);
+    REQUIRE(p != nullptr);
+    CHECK(stack_ids(*p) == std::vector<uint64_t>{8, 3, 4, 5, 9});
+    CHECK(p->stacks[0].bytes == 7000);
+    CHECK(p->stacks[0].count == 70);
+    CHECK(p->stacks[1].bytes == 500);
+    CHECK(p->stacks[1].count == 2);
+    CHECK(p->stacks[4].count == 4);
+
+    const ProcessView* q = find_process(snap, 200);
+    REQUIRE(q != nullptr);
+    CHECK(stack_ids(*q) == std::vector<uint64_t>{2});
+    CHECK(q->stacks[0].bytes == 1000000);
+}
+
+TEST_CASE("sample resolves the same stack id separately per process", "[aggregate][sample]") {
+    FakeSource src;
+    src.stacks = {{100, 7, 10, 1}, {200, 7, 20, 1}};
+    src.raw[{100, 7}] = RawStack{0x401010, {0x1000, 0x401110}};
+    src.raw[{200, 7}] = RawStack{0x401410, {0x1000, 0x401110}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100), meta(200)}, 0);
+    REQUIRE(find_process(snap, 100)->stacks.size() == 1);
+    REQUIRE(find_process(snap, 200)->stacks.size() == 1);
+    CHECK(find_process(snap, 100)->stacks[0].site == "leak_fn");
+    CHECK(find_process(snap, 200)->stacks[0].site == "other_fn");
+    for (const auto& [pid, address] : r.calls) CHECK((pid == 100 || pid == 200));
+}
+
+// --- Aggregator::sample: sites and frames --------------------------------------------------
+
+TEST_CASE("sample names each stack's site by its first non-allocator frame",
+          "[aggregate][sample][site]") {
+    FakeSource src;
+    src.stacks = {{100, 1, 400, 4}, {100, 2, 300, 3}, {100, 3, 200, 2}, {100, 4, 100, 1}};
+    // malloc -> leak_fn -> main, with the caller inserted by frame_addresses.
+    src.raw[{100, 1}] = RawStack{0x401010, {0x1000, 0x401110}};
+    // operator new -> std::allocator<int>::allocate -> Foo::bar
+    src.raw[{100, 2}] = RawStack{0x401210, {0x1200, 0x401310}};
+    // Only allocator frames and addresses nothing knows.
+    src.raw[{100, 3}] = RawStack{0x1310, {0x1000}};
+    src.raw[{100, 4}] = RawStack{0x9010, {0x1000, 0x9100}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100)}, 0);
+    const auto& stacks = snap.processes.at(0).stacks;
+    REQUIRE(stacks.size() == 4);
+
+    CHECK(stacks[0].site == "leak_fn");
+    CHECK(symbols_of(stacks[0]) == std::vector<std::string>{"malloc", "leak_fn", "main"});
+
+    CHECK(stacks[1].site == "Foo::bar");
+    CHECK(symbols_of(stacks[1]) ==
+          std::vector<std::string>{"operator new(unsigned long)",
+                                   "std::allocator<int>::allocate(unsigned long)", "Foo::bar"});
+
+    CHECK(stacks[2].site == "[unknown]");
+    // The first frame without a symbol names the site by module + offset.
+    CHECK(stacks[3].site == "[unknown]+0x9010");
+}
+
+TEST_CASE("sample treats prefixed allocator symbols as allocator frames",
+          "[aggregate][sample][site]") {
+    FakeSource src;
+    src.stacks = {{100, 1, 64, 1}, {200, 1, 64, 1}};
+    src.raw[{100, 1}] = RawStack{0x401010, {0x1100}};
+    src.raw[{200, 1}] = RawStack{0x401010, {0x1100}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100, "redis", "redis-server", Duration(0), "je_"), meta(200)}, 0);
+    CHECK(find_process(snap, 100)->stacks.at(0).site == "leak_fn");
+    CHECK(find_process(snap, 200)->stacks.at(0).site == "je_malloc");
+}
+
+TEST_CASE("sample looks up return addresses at address-1 but reports the real address",
+          "[aggregate][sample][frames]") {
+    FakeSource src;
+    src.stacks = {{100, 1, 64, 1}};
+    // The caller's return address is leak_fn's last byte + 1, i.e. main's first byte: the
+    // call itself is the last instruction of leak_fn.
+    src.raw[{100, 1}] = RawStack{0x401100, {0x1000, 0x401150}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100)}, 0);
+    REQUIRE(r.calls.size() == 3);
+    CHECK(r.calls[0] == std::pair<uint32_t, uint64_t>{100, 0x1000});  // entry: as is
+    CHECK(r.calls[1] == std::pair<uint32_t, uint64_t>{100, 0x4010ff});
+    CHECK(r.calls[2] == std::pair<uint32_t, uint64_t>{100, 0x40114f});
+
+    const auto& s = snap.processes.at(0).stacks.at(0);
+    REQUIRE(s.frames->size() == 3);
+    const Frame& entry = (*s.frames)[0];
+    CHECK(entry.address == 0x1000);
+    CHECK(entry.symbol == "malloc");
+    CHECK(entry.offset == 0);
+
+    const Frame& caller = (*s.frames)[1];
+    CHECK(caller.address == 0x401100);
+    CHECK(caller.symbol == "leak_fn");
+    CHECK(caller.offset == 0x100);
+    CHECK(caller.module == "/usr/bin/fixture");
+    CHECK(caller.module_offset == 0x1100);
+    CHECK(caller.build_id == "abcdef0123456789");
+
+    const Frame& outer = (*s.frames)[2];
+    CHECK(outer.address == 0x401150);
+    CHECK(outer.symbol == "main");
+    CHECK(outer.offset == 0x50);
+    CHECK(outer.module_offset == 0x1150);
+    CHECK(s.site == "leak_fn");
+}
+
+// A return address whose symbol is unknown: Frame::offset means "address - symbol start, when
+// symbol is known", so the +1 correction for the address-1 lookup must not make it 1.
+TEST_CASE("sample keeps offset 0 for return addresses without a symbol",
+          "[aggregate][sample][frames]") {
+    FakeSource src;
+    src.stacks = {{100, 1, 64, 1}};
+    src.raw[{100, 1}] = RawStack{0x9010, {0x1000}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100)}, 0);
+    const auto& frames = *snap.processes.at(0).stacks.at(0).frames;
+    REQUIRE(frames.size() == 2);
+    CHECK(frames[1].address == 0x9010);
+    CHECK(frames[1].symbol.empty());
+    CHECK(frames[1].module_offset == 0x9010);
+    CHECK(frames[1].offset == 0);
+}
+
+TEST_CASE("sample caches resolved stacks until forget(pid)", "[aggregate][sample][cache]") {
+    FakeSource src;
+    src.stacks = {{100, 1, 64, 1}, {100, 2, 32, 1}, {200, 1, 16, 1}};
+    src.raw[{100, 1}] = RawStack{0x401010, {0x1000, 0x401110}};
+    src.raw[{100, 2}] = RawStack{0x401310, {0x1200}};
+    src.raw[{200, 1}] = RawStack{0x401410, {0x1000}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+    std::vector<ProcessMeta> procs = {meta(100), meta(200)};
+
+    auto first = agg.sample(procs, 0);
+    size_t resolved = r.calls.size();
+    int stacks_read = src.stack_calls;
+    CHECK(resolved == 3 + 2 + 2);
+    CHECK(stacks_read == 3);
+
+    auto second = agg.sample(procs, 0);
+    CHECK(r.calls.size() == resolved);
+    CHECK(src.stack_calls == stacks_read);
+    // Frames are shared between snapshots, not copied.
+    CHECK(second.processes[0].stacks[0].frames == first.processes[0].stacks[0].frames);
+    CHECK(second.processes[0].stacks[0].site == "leak_fn");
+
+    agg.forget(100);
+    auto third = agg.sample(procs, 0);
+    CHECK(r.calls.size() == resolved + 3 + 2);  // pid 100's two stacks again, not pid 200's
+    CHECK(src.stack_calls == stacks_read + 2);
+    for (size_t i = resolved; i < r.calls.size(); i++) CHECK(r.calls[i].first == 100);
+    CHECK(third.processes[0].stacks[0].site == "leak_fn");
+    CHECK(third.processes[0].stacks[0].frames != first.processes[0].stacks[0].frames);
+
+    agg.forget(300);  // never seen: harmless
+    agg.sample(procs, 0);
+    CHECK(r.calls.size() == resolved + 5);
+}
+
+TEST_CASE("sample gives stack id 0 the site [unknown] and no frames", "[aggregate][sample]") {
+    FakeSource src;
+    src.stacks = {{100, 0, 4096, 3}, {100, 42, 10, 1}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100)}, 0);
+    const auto& stacks = snap.processes.at(0).stacks;
+    REQUIRE(stacks.size() == 2);
+    CHECK(stacks[0].id == 0);
+    CHECK(stacks[0].bytes == 4096);
+    CHECK(stacks[0].site == "[unknown]");
+    REQUIRE(stacks[0].frames != nullptr);
+    CHECK(stacks[0].frames->empty());
+    // A stack id the stack map no longer holds: also [unknown], no frames.
+    CHECK(stacks[1].id == 42);
+    CHECK(stacks[1].site == "[unknown]");
+    REQUIRE(stacks[1].frames != nullptr);
+    CHECK(stacks[1].frames->empty());
+    CHECK(r.calls.empty());
+    CHECK(src.stack_calls == 1);  // id 0 is not looked up
+}
+
+// A stack the map did not hold (it was full) is resolved once the map stores it.
+TEST_CASE("sample resolves a stack that appears in the stack map after a miss",
+          "[aggregate][sample][cache]") {
+    FakeSource src;
+    src.stacks = {{100, 1, 64, 1}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto first = agg.sample({meta(100)}, 0);
+    CHECK(first.processes.at(0).stacks.at(0).site == "[unknown]");
+
+    src.raw[{100, 1}] = RawStack{0x401010, {0x1000}};
+    auto second = agg.sample({meta(100)}, 0);
+    CHECK(second.processes.at(0).stacks.at(0).site == "leak_fn");
+    CHECK(second.processes.at(0).stacks.at(0).frames->size() == 2);
+}
+
+// --- Aggregator::sample: min_age -----------------------------------------------------------
+
+TEST_CASE("sample counts only allocations older than min_age for processes that set it",
+          "[aggregate][sample][min_age]") {
+    constexpr uint64_t kSec = 1000000000ull;
+    const uint64_t now = 1000 * kSec;
+    FakeSource src;
+    src.totals = {{100, ProcTotals{999999, 999, 50000, 500, 40000, 400}},
+                  {200, ProcTotals{3000, 3, 3000, 3, 0, 0}}};
+    src.stacks = {{100, 1, 999000, 900},
+                  {100, 2, 999, 99},
+                  {100, 4, 5, 5},  // only in the kernel totals: not old enough
+                  {200, 1, 2000, 2},
+                  {200, 2, 1000, 1}};
+    src.live = {
+        {100, 0xa000, 100, now - 60 * kSec, 1},  // old
+        {100, 0xa100, 300, now - 11 * kSec, 1},  // old
+        {100, 0xa200, 5000, now - 1 * kSec, 1},  // young
+        {100, 0xb000, 700, now - 5 * kSec, 2},   // young
+        {100, 0xc000, 50, now - 20 * kSec, 3},   // old, stack 3 not in the kernel's totals
+        {100, 0xc100, 50, now - 30 * kSec, 3},   // old
+        {200, 0xd000, 8, now - 60 * kSec, 1},    // process without min_age: ignored
+    };
+    src.raw[{100, 1}] = RawStack{0x401010, {0x1000}};
+    src.raw[{100, 3}] = RawStack{0x401310, {0x1200}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100, "app", "app", 10s), meta(200)}, now);
+
+    REQUIRE(src.live_requests.size() == 1);
+    CHECK(src.live_requests[0] == std::set<uint32_t>{100});
+
+    const ProcessView* aged = find_process(snap, 100);
+    REQUIRE(aged != nullptr);
+    CHECK(aged->totals.bytes == 500);
+    CHECK(aged->totals.count == 4);
+    // Cumulative counters still come from the kernel.
+    CHECK(aged->totals.alloc_bytes == 50000);
+    CHECK(aged->totals.free_bytes == 40000);
+    REQUIRE(stack_ids(*aged) == std::vector<uint64_t>{1, 3});
+    CHECK(aged->stacks[0].bytes == 400);
+    CHECK(aged->stacks[0].count == 2);
+    CHECK(aged->stacks[0].site == "leak_fn");
+    CHECK(aged->stacks[1].bytes == 100);
+    CHECK(aged->stacks[1].count == 2);
+    CHECK(aged->stacks[1].site == "Foo::bar");
+
+    const ProcessView* plain = find_process(snap, 200);
+    REQUIRE(plain != nullptr);
+    CHECK(plain->totals.bytes == 3000);
+    CHECK(plain->totals.count == 3);
+    CHECK(stack_ids(*plain) == std::vector<uint64_t>{1, 2});
+    CHECK(plain->stacks[0].bytes == 2000);
+}
+
+TEST_CASE("sample with min_age and only young allocations reports nothing outstanding",
+          "[aggregate][sample][min_age]") {
+    constexpr uint64_t kSec = 1000000000ull;
+    const uint64_t now = 500 * kSec;
+    FakeSource src;
+    src.totals = {{100, ProcTotals{640, 10, 640, 10, 0, 0}}};
+    src.stacks = {{100, 1, 640, 10}};
+    for (uint64_t i = 0; i < 10; i++) src.live.push_back({100, 0xa000 + i, 64, now - i * kSec, 1});
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto snap = agg.sample({meta(100, "app", "app", 2min)}, now);
+    CHECK(snap.processes.at(0).totals.bytes == 0);
+    CHECK(snap.processes.at(0).totals.count == 0);
+    CHECK(snap.processes.at(0).stacks.empty());
+
+    // Two minutes later all of them are old enough.
+    auto later = agg.sample({meta(100, "app", "app", 2min)}, now + 120 * kSec + 1);
+    CHECK(later.processes.at(0).totals.bytes == 640);
+    CHECK(later.processes.at(0).totals.count == 10);
+}
+
+TEST_CASE("sample without min_age does not walk live allocations", "[aggregate][sample][min_age]") {
+    FakeSource src;
+    src.totals = {{100, ProcTotals{64, 1, 64, 1, 0, 0}}};
+    src.live = {{100, 0xa000, 1 << 20, 0, 1}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+    auto snap = agg.sample({meta(100)}, 1ull << 50);
+    CHECK(src.live_requests.empty());
+    CHECK(snap.processes.at(0).totals.bytes == 64);
+}
+
+// --- Aggregator::sample: self metrics ------------------------------------------------------
+
+TEST_CASE("sample copies lost counters and map usage through", "[aggregate][sample]") {
+    FakeSource src;
+    for (size_t i = 0; i < src.lost_counters.size(); i++) src.lost_counters[i] = 1000 + i;
+    src.map_usage = {{"live", 123, 65536}, {"stacks", 45, 16384}};
+    FakeResolver r = layout();
+    Aggregator agg(src, resolver_of(r));
+
+    auto before = std::chrono::system_clock::now();
+    auto snap = agg.sample({}, 0);
+    auto after = std::chrono::system_clock::now();
+
+    CHECK(snap.processes.empty());
+    CHECK(snap.lost == src.lost_counters);
+    REQUIRE(snap.usage.size() == 2);
+    CHECK(snap.usage[0].map == "live");
+    CHECK(snap.usage[0].entries == 123);
+    CHECK(snap.usage[0].capacity == 65536);
+    CHECK(snap.usage[1].map == "stacks");
+    CHECK(snap.usage[1].entries == 45);
+    CHECK(snap.usage[1].capacity == 16384);
+    CHECK(snap.taken >= before);
+    CHECK(snap.taken <= after);
+}
+
+TEST_CASE("function_name drops parameter lists and qualifiers for site labels", "[aggregate][site]") {
+    CHECK(function_name("record_entry") == "record_entry");
+    CHECK(function_name("Session::open(int)") == "Session::open");
+    CHECK(function_name("Session::open(int) const") == "Session::open");
+    CHECK(function_name("Foo::operator()(int) const &") == "Foo::operator()");
+    CHECK(function_name("std::vector<int, std::allocator<int> >::push_back(int const&)") ==
+          "std::vector<int, std::allocator<int> >::push_back");
+    CHECK(function_name("main::{lambda()#1}::operator()() const") ==
+          "main::{lambda()#1}::operator()");
+    CHECK(function_name("void (*)(int)") == "void (*)");
+    CHECK(function_name("") == "");
+    std::vector<Frame> frames(2);
+    frames[0].symbol = "operator new(unsigned long)";
+    frames[1].symbol = "Session::open(int)";
+    CHECK(site_of(frames) == "Session::open");
+}
