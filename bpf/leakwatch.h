@@ -42,6 +42,13 @@ enum lw_lost_reason {
     LW_LOST_MISSED_FREE,       /* allocation at an address already live: its free was missed */
     LW_LOST_MUNMAP_TRUNCATED,  /* munmap range longer than the scan: regions may stay */
     LW_LOST_EVENTS_FULL,       /* process event ring buffer full */
+    /* kernel allocations (kmem.bpf.c) */
+    LW_LOST_K_LIVE_FULL,       /* kernel live-allocation map full */
+    LW_LOST_K_STACK_FAILED,    /* kernel stack not captured */
+    LW_LOST_K_STACKS_FULL,     /* kernel stack map full */
+    LW_LOST_K_TOTALS_FULL,     /* kernel (process, kind, stack) totals map full */
+    LW_LOST_K_UNKNOWN_FREE,    /* free of a kernel address not recorded (allocated before start) */
+    LW_LOST_K_MISSED_FREE,     /* kernel allocation at a live address: its free was missed */
     LW_LOST_MAX,
 };
 
@@ -119,6 +126,52 @@ struct lw_freeing {
 /* Frees of at least this many bytes leave an lw_freeing mark (glibc's smallest mmap
  * threshold is one page; the default is 128 KiB). */
 #define LW_FREEING_MIN 4096
+
+/* Kernel allocations. Kinds, and the address spaces their keys live in: kmalloc and
+ * kmem_cache objects share the slab address space (kfree frees either), pages are keyed by
+ * their struct page (one per page frame, like a pfn), percpu by the percpu pointer. */
+enum lw_kkind {
+    LW_K_KMALLOC = 0,
+    LW_K_KMEM_CACHE = 1,
+    LW_K_PAGE = 2,
+    LW_K_PERCPU = 3,
+    LW_K_KINDS = 4,
+};
+
+enum lw_kspace {
+    LW_KS_SLAB = 0,
+    LW_KS_PAGE = 1,
+    LW_KS_PERCPU = 2,
+};
+
+struct lw_kkey {
+    __u64 addr;
+    __u32 space; /* enum lw_kspace */
+    __u32 pad;
+};
+
+struct lw_kalloc {
+    __u64 size;
+    __u64 ts_ns;
+    __u64 stack;
+    __u64 start; /* the attributed process's start (boot-time ns), 0 when none */
+    __u32 tgid;  /* 0: interrupt or kernel thread */
+    __u32 kind;  /* enum lw_kkind */
+};
+
+/* Outstanding kernel bytes per (process, kind, stack). `start` tells a reused pid apart. */
+struct lw_ktotals_key {
+    __u32 tgid;
+    __u32 kind;
+    __u64 start;
+    __u64 stack;
+};
+
+struct lw_kstack {
+    __u32 nr;
+    __u32 pad;
+    __u64 ips[LW_MAX_STACK_DEPTH];
+};
 
 struct lw_event {
     __u32 type;

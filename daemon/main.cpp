@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -13,11 +14,13 @@
 #include <iostream>
 
 #include "aggregate/aggregator.h"
+#include "bpf/kernel_probes.h"
 #include "bpf/probes.h"
 #include "config/config.h"
 #include "http/server.h"
 #include "leakwatch.h"
 #include "proc/proc.h"
+#include "symbols/kallsyms.h"
 #include "symbols/symbolizer.h"
 #include "tracker/tracker.h"
 
@@ -57,6 +60,18 @@ const char* loss_advice(size_t reason) {
             return "a munmap range was longer than leakwatch scans; regions in it may stay";
         case LW_LOST_EVENTS_FULL:
             return "process events were dropped; /proc is rescanned";
+        case LW_LOST_K_LIVE_FULL:
+            return "raise limits.kernel_live_allocations";
+        case LW_LOST_K_STACK_FAILED:
+            return "the kernel could not walk some kernel stacks";
+        case LW_LOST_K_STACKS_FULL:
+            return "raise limits.kernel_stacks";
+        case LW_LOST_K_TOTALS_FULL:
+            return "raise limits.kernel_totals";
+        case LW_LOST_K_UNKNOWN_FREE:
+            return "frees of kernel memory allocated before leakwatchd started are expected";
+        case LW_LOST_K_MISSED_FREE:
+            return "a kernel free was not seen; the old record was replaced";
         default:
             return "";
     }
@@ -66,7 +81,8 @@ void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters
     for (size_t i = 0; i < lost.size(); i++) {
         if (lost[i] == 0 || reported[i] != 0) continue;
         reported[i] = lost[i];
-        auto level = i == LW_LOST_UNKNOWN_FREE ? spdlog::level::info : spdlog::level::warn;
+        bool expected = i == LW_LOST_UNKNOWN_FREE || i == LW_LOST_K_UNKNOWN_FREE;
+        auto level = expected ? spdlog::level::info : spdlog::level::warn;
         spdlog::log(level,
                     "lost events ({}): {} so far; {} (logged once, counted in "
                     "leakwatch_lost_events_total)",
@@ -112,10 +128,42 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     tracker_ptr = &tracker;
     (*probes)->set_event_handler([&](const lw_event& e) { tracker.on_event(e); });
 
+    // Kernel allocations: system-wide tracepoints, symbolized from /proc/kallsyms.
+    std::unique_ptr<KernelProbes> kernel_probes;
+    std::unique_ptr<Kallsyms> kallsyms;
+    std::unique_ptr<KernelAggregator> kernel_aggregator;
+    if (config.kernel.enabled) {
+        auto kp = KernelProbes::load(config.kernel, config.limits);
+        if (!kp) {
+            spdlog::critical("{}", kp.error().message);
+            return 1;
+        }
+        auto ks = Kallsyms::load();
+        if (!ks) {
+            spdlog::critical("{}", ks.error().message);
+            return 1;
+        }
+        kernel_probes = std::move(*kp);
+        kallsyms = std::make_unique<Kallsyms>(std::move(*ks));
+        std::string names;
+        for (const auto& n : kernel_probes->attached()) names += (names.empty() ? "" : ", ") + n;
+        spdlog::info("kernel allocations: tracing {} ({} kernel symbols)", names, kallsyms->size());
+        const auto ns_per_tick = 1000000000ull / static_cast<uint64_t>(sysconf(_SC_CLK_TCK));
+        kernel_aggregator = std::make_unique<KernelAggregator>(
+            *kernel_probes, [&](uint64_t addr) { return kallsyms->symbolize(addr); },
+            [&proc, ns_per_tick](uint32_t tgid, uint64_t start_ns) -> std::optional<std::string> {
+                // /proc/PID/stat counts the start in clock ticks since boot
+                auto info = proc.process(static_cast<int>(tgid));
+                if (!info || info->start_time != start_ns / ns_per_tick) return std::nullopt;
+                return info->comm;
+            });
+    }
+
     PublishedState state;
     DaemonStatus status;
     status.version = LEAKWATCH_VERSION;
     status.top_stacks = config.limits.top_stacks;
+    status.top_processes = config.limits.top_processes;
     status.last_reload_time = unix_now();
 
     tracker.scan();
@@ -133,6 +181,11 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     auto sample = [&] {
         auto snap =
             std::make_shared<Snapshot>(aggregator.sample(tracker.processes(), monotonic_ns()));
+        if (kernel_aggregator) {
+            snap->kernel = kernel_aggregator->sample();
+            kernel_probes->add_lost(snap->lost);
+            for (auto& u : kernel_probes->usage()) snap->usage.push_back(std::move(u));
+        }
         log_new_losses(snap->lost, reported);
         status.attached = tracker.attached();
         state.publish(std::move(snap), status);
@@ -162,6 +215,12 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                 spdlog::error("reload failed, keeping the running configuration: {}",
                               fresh.error().message);
             } else {
+                if (fresh->kernel.enabled != config.kernel.enabled ||
+                    fresh->kernel.kinds != config.kernel.kinds ||
+                    fresh->kernel.min_size != config.kernel.min_size ||
+                    fresh->kernel.max_size != config.kernel.max_size ||
+                    fresh->kernel.include_movable_pages != config.kernel.include_movable_pages)
+                    spdlog::warn("kernel settings change at restart");
                 if (fresh->listen_address != config.listen_address)
                     spdlog::warn("listen_address changes take effect at restart");
                 if (fresh->limits.live_allocations != config.limits.live_allocations ||
@@ -173,7 +232,9 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                 config.watch = fresh->watch;
                 config.interval = fresh->interval;
                 config.limits.top_stacks = fresh->limits.top_stacks;
+                config.limits.top_processes = fresh->limits.top_processes;
                 status.top_stacks = config.limits.top_stacks;
+                status.top_processes = config.limits.top_processes;
                 status.last_reload_time = unix_now();
                 tracker.set_rules(config.watch);
                 spdlog::info("reloaded: {} rules, {} processes watched", config.watch.size(),
@@ -245,6 +306,16 @@ int main(int argc, char** argv) {
             std::printf("configuration %s is valid, but the BPF programs do not load: %s\n",
                         config->source.c_str(), probes.error().message.c_str());
             return 1;
+        }
+        if (config->kernel.enabled) {
+            auto kernel = leakwatch::KernelProbes::load(config->kernel, config->limits);
+            if (!kernel) {
+                std::printf(
+                    "configuration %s is valid, but the kernel BPF programs do not load: "
+                    "%s\n",
+                    config->source.c_str(), kernel.error().message.c_str());
+                return 1;
+            }
         }
         std::printf("configuration %s is valid (%zu watch rules); BPF programs load\n",
                     config->source.c_str(), config->watch.size());

@@ -6,9 +6,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "aggregate/kernel.h"
 #include "aggregate/source.h"
 #include "config/config.h"
 #include "symbols/symbolizer.h"
@@ -47,6 +49,7 @@ struct Snapshot {
     std::vector<ProcessView> processes;  // ascending pid
     LostCounters lost{};
     std::vector<MapUsage> usage;
+    std::optional<KernelView> kernel;  // when kernel tracking is on
 };
 
 // Resolves one code address of a process to a frame (the Symbolizer in the daemon).

@@ -11,10 +11,15 @@
 namespace leakwatch {
 
 // Mirrors enum lw_lost_reason in bpf/leakwatch.h (checked by a static_assert in bpf/).
-inline constexpr std::array<const char*, 10> kLostReasonNames = {
-    "live_map_full",          "stack_capture_failed", "stack_map_full", "stack_totals_map_full",
-    "inflight_full",          "stale_inflight",       "unknown_free",   "missed_free",
+inline constexpr std::array<const char*, 16> kLostReasonNames = {
+    "live_map_full",          "stack_capture_failed",
+    "stack_map_full",         "stack_totals_map_full",
+    "inflight_full",          "stale_inflight",
+    "unknown_free",           "missed_free",
     "munmap_range_truncated", "events_ring_full",
+    "kernel_live_map_full",   "kernel_stack_capture_failed",
+    "kernel_stack_map_full",  "kernel_totals_map_full",
+    "kernel_unknown_free",    "kernel_missed_free",
 };
 using LostCounters = std::array<uint64_t, kLostReasonNames.size()>;
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "bpf/map_walk.h"
 #include "leakwatch.h"
 #include "leakwatch.skel.h"
 
@@ -68,42 +69,6 @@ bool has_return(const std::string& name) {
     for (const auto& f : allocator_functions())
         if (name == f.name) return f.has_return;
     return false;
-}
-
-// Visits every entry of a hash map with batched lookups (one syscall per chunk), falling
-// back to key-by-key iteration where the kernel lacks batch operations.
-template <class K, class V, class Fn>
-void for_each_entry(int fd, Fn&& fn) {
-    constexpr uint32_t kChunk = 1024;
-    std::vector<K> keys(kChunk);
-    std::vector<V> values(kChunk);
-    alignas(8) unsigned char token_in[64] = {}, token_out[64] = {};
-    void* in = nullptr;
-    LIBBPF_OPTS(bpf_map_batch_opts, opts);
-    for (;;) {
-        uint32_t count = kChunk;
-        int err =
-            bpf_map_lookup_batch(fd, in, token_out, keys.data(), values.data(), &count, &opts);
-        if (err && errno != ENOENT) {
-            if (in == nullptr &&
-                (errno == EINVAL || errno == ENOTSUP || errno == 524 /* ENOTSUPP */))
-                break;  // fall back below
-            spdlog::warn("reading BPF map fd {}: {}", fd, std::strerror(errno));
-            return;
-        }
-        for (uint32_t i = 0; i < count; i++) fn(keys[i], values[i]);
-        if (err) return;  // ENOENT: the last chunk
-        std::memcpy(token_in, token_out, sizeof(token_in));
-        in = token_in;
-    }
-    K key{}, next{};
-    V value{};
-    const void* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-        if (bpf_map_lookup_elem(fd, &next, &value) == 0) fn(next, value);
-        key = next;
-        prev = &key;
-    }
 }
 
 template <class K>
@@ -301,28 +266,16 @@ LostCounters Probes::lost() {
 }
 
 std::vector<MapUsage> Probes::usage() {
-    auto count = [](bpf_map* map) {
-        uint64_t n = 0;
-        int fd = bpf_map__fd(map);
-        std::vector<unsigned char> key(bpf_map__key_size(map)), next(key.size());
-        const void* prev = nullptr;
-        while (bpf_map_get_next_key(fd, prev, next.data()) == 0) {
-            n++;
-            key.swap(next);
-            prev = key.data();
-        }
-        return n;
-    };
     // The live map is too large to walk every interval; every counted record is in its
     // process's count, so the sum of those is its size (less records of uncounted stacks).
     uint64_t live = 0;
     for (const auto& [tgid, t] : process_totals()) live += static_cast<uint64_t>(t.count);
     return {
         {"live", live, limits_.live_allocations},
-        {"stacks", count(skel_->maps.stacks), limits_.stacks},
-        {"stack_totals", count(skel_->maps.stack_totals), limits_.stack_totals},
-        {"processes", count(skel_->maps.watched), limits_.processes},
-        {"inflight", count(skel_->maps.inflight), limits_.threads},
+        {"stacks", count_entries(skel_->maps.stacks), limits_.stacks},
+        {"stack_totals", count_entries(skel_->maps.stack_totals), limits_.stack_totals},
+        {"processes", count_entries(skel_->maps.watched), limits_.processes},
+        {"inflight", count_entries(skel_->maps.inflight), limits_.threads},
     };
 }
 

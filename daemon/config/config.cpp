@@ -203,13 +203,22 @@ using KnownKeys = std::span<const std::string_view>;
 
 constexpr std::array<std::string_view, 5> kTopKeys{"listen_address", "interval", "kernel", "watch",
                                                    "limits"};
-constexpr std::array<std::string_view, 1> kKernelKeys{"enabled"};
+constexpr std::array<std::string_view, 5> kKernelKeys{"enabled", "kinds", "min_size", "max_size",
+                                                      "include_movable_pages"};
 constexpr std::array<std::string_view, 6> kRuleKeys{"name",     "match",    "allocator",
                                                     "min_size", "max_size", "min_age"};
 constexpr std::array<std::string_view, 4> kMatchKeys{"comm", "exe", "pid", "cmdline"};
 constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
-constexpr std::array<std::string_view, 6> kLimitKeys{"live_allocations", "stacks",  "stack_totals",
-                                                     "processes",        "threads", "top_stacks"};
+constexpr std::array<std::string_view, 10> kLimitKeys{"live_allocations",
+                                                      "stacks",
+                                                      "stack_totals",
+                                                      "processes",
+                                                      "threads",
+                                                      "top_stacks",
+                                                      "kernel_live_allocations",
+                                                      "kernel_stacks",
+                                                      "kernel_totals",
+                                                      "top_processes"};
 
 // One key: value pair of a mapping, with where it sits, for messages.
 struct Entry {
@@ -241,7 +250,7 @@ class Parser {
             } else if (entry.key == "interval") {
                 ok = parse_interval(entry, config.interval);
             } else if (entry.key == "kernel") {
-                ok = parse_kernel(entry, config.kernel_enabled);
+                ok = parse_kernel(entry, config.kernel);
             } else if (entry.key == "watch") {
                 ok = parse_watch(entry, config.watch);
             } else if (entry.key == "limits") {
@@ -403,20 +412,52 @@ class Parser {
         return {};
     }
 
-    Result<void> parse_kernel(const Entry& entry, bool& enabled) const {
+    Result<void> parse_kernel(const Entry& entry, KernelConfig& kernel) const {
         auto entries = mapping_of(entry, kKernelKeys);
         if (!entries) return std::unexpected(entries.error());
+        const Entry* min_size = nullptr;
+        const Entry* max_size = nullptr;
         for (const Entry& field : *entries) {
-            bool value = false;
-            if (!field.value.IsScalar() || !YAML::convert<bool>::decode(field.value, value)) {
-                return wrong_type(field, "true or false");
+            Result<void> ok;
+            if (field.key == "enabled" || field.key == "include_movable_pages") {
+                bool value = false;
+                if (!field.value.IsScalar() || !YAML::convert<bool>::decode(field.value, value))
+                    return wrong_type(field, "true or false");
+                (field.key == "enabled" ? kernel.enabled : kernel.include_movable_pages) = value;
+            } else if (field.key == "kinds") {
+                ok = parse_kinds(field, kernel.kinds);
+            } else if (field.key == "min_size") {
+                min_size = &field;
+                ok = assign(size_of(field), kernel.min_size);
+            } else if (field.key == "max_size") {
+                max_size = &field;
+                ok = assign(size_of(field), kernel.max_size);
             }
-            if (value) {
-                return error(field,
-                             "kernel allocation tracking is not available in this version; "
-                             "set enabled: false or remove the kernel section");
+            if (!ok) return std::unexpected(ok.error());
+        }
+        if (min_size && max_size && kernel.min_size > kernel.max_size) {
+            return error(*min_size, "inverted range: min_size " + quoted(min_size->value.Scalar()) +
+                                        " is larger than max_size " +
+                                        quoted(max_size->value.Scalar()) + " (line " +
+                                        std::to_string(line_of(*max_size)) + ")");
+        }
+        return {};
+    }
+
+    Result<void> parse_kinds(const Entry& entry,
+                             std::array<bool, kKernelKinds.size()>& kinds) const {
+        if (!entry.value.IsSequence())
+            return wrong_type(entry, "a list of kinds (kmalloc, kmem_cache, page, percpu)");
+        kinds.fill(false);
+        for (const YAML::Node& item : entry.value) {
+            std::string name = item.IsScalar() ? item.Scalar() : std::string();
+            auto it = std::find(kKernelKinds.begin(), kKernelKinds.end(), name);
+            if (it == kKernelKinds.end()) {
+                return error(item.Mark().line + 1, entry.path,
+                             "unknown kind " + quoted(name) +
+                                 " (the kinds are kmalloc, kmem_cache, page, percpu)");
             }
-            enabled = value;
+            kinds[static_cast<size_t>(it - kKernelKinds.begin())] = true;
         }
         return {};
     }
@@ -604,6 +645,10 @@ class Parser {
             Bound{"processes", &Limits::processes, 65536},
             Bound{"threads", &Limits::threads, 4 << 20},
             Bound{"top_stacks", &Limits::top_stacks, 1000},
+            Bound{"kernel_live_allocations", &Limits::kernel_live_allocations, 16 << 20},
+            Bound{"kernel_stacks", &Limits::kernel_stacks, 1 << 20},
+            Bound{"kernel_totals", &Limits::kernel_totals, 16 << 20},
+            Bound{"top_processes", &Limits::top_processes, 1000},
         };
         for (const Entry& field : *entries) {
             for (const Bound& bound : kBounds) {

@@ -1,11 +1,13 @@
 // The daemon's configuration: the YAML schema documented in config/leakwatch.yaml.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <regex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "util/result.h"
@@ -42,18 +44,34 @@ struct WatchRule {
 };
 
 struct Limits {
-    uint32_t live_allocations = 262144;  // BPF map: outstanding allocations, all processes
-    uint32_t stacks = 16384;             // BPF map: distinct stacks
-    uint32_t stack_totals = 65536;       // BPF map: (process, stack) pairs
-    uint32_t processes = 1024;           // processes watched at once
-    uint32_t threads = 65536;            // threads with an allocator call in flight
-    uint32_t top_stacks = 20;            // stacks per process exported as metrics
+    uint32_t live_allocations = 262144;         // BPF map: outstanding allocations, all processes
+    uint32_t stacks = 16384;                    // BPF map: distinct stacks
+    uint32_t stack_totals = 65536;              // BPF map: (process, stack) pairs
+    uint32_t processes = 1024;                  // processes watched at once
+    uint32_t threads = 65536;                   // threads with an allocator call in flight
+    uint32_t top_stacks = 20;                   // stacks per process exported as metrics
+    uint32_t kernel_live_allocations = 262144;  // BPF map: outstanding kernel allocations
+    uint32_t kernel_stacks = 16384;             // BPF map: distinct kernel stacks
+    uint32_t kernel_totals = 65536;             // BPF map: (process, kind, stack) triples
+    uint32_t top_processes = 20;                // processes exported with their kernel bytes
+};
+
+// The kinds of kernel allocation leakwatch can trace, by their names in the config.
+inline constexpr std::array<std::string_view, 4> kKernelKinds = {"kmalloc", "kmem_cache", "page",
+                                                                 "percpu"};
+
+struct KernelConfig {
+    bool enabled = false;
+    std::array<bool, kKernelKinds.size()> kinds = {true, true, true, true};
+    uint64_t min_size = 0;  // applied in BPF before any map update
+    uint64_t max_size = UINT64_MAX;
+    bool include_movable_pages = false;  // user memory and page cache pages
 };
 
 struct Config {
     std::string listen_address = ":10071";
     Duration interval{std::chrono::seconds(5)};
-    bool kernel_enabled = false;
+    KernelConfig kernel;
     std::vector<WatchRule> watch;
     Limits limits;
     std::string source;  // file name it was read from, or "<built-in>"

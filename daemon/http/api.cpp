@@ -70,4 +70,38 @@ std::optional<nlohmann::json> stacks_json(const Snapshot& snap, uint32_t pid, si
     return std::nullopt;
 }
 
+std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top) {
+    if (!snap.kernel) return std::nullopt;
+    const KernelView& k = *snap.kernel;
+    nlohmann::json kinds = nlohmann::json::object();
+    for (size_t i = 0; i < kKernelKinds.size(); i++)
+        kinds[std::string(kKernelKinds[i])] = {{"outstanding_bytes", k.bytes[i]},
+                                               {"outstanding_allocations", k.count[i]}};
+    auto stacks = nlohmann::json::array();
+    for (size_t i = 0; i < k.stacks.size() && i < top; i++) {
+        const auto& s = k.stacks[i];
+        auto frames = nlohmann::json::array();
+        if (s.frames)
+            for (const auto& f : *s.frames) frames.push_back(frame_json(f));
+        stacks.push_back({{"stack_id", hex(s.id, 16).substr(2)},
+                          {"kind", std::string(kKernelKinds[s.kind])},
+                          {"outstanding_bytes", s.bytes},
+                          {"outstanding_allocations", s.count},
+                          {"site", s.site},
+                          {"frames", frames}});
+    }
+    auto procs = nlohmann::json::array();
+    for (size_t i = 0; i < k.processes.size() && i < top; i++) {
+        const auto& p = k.processes[i];
+        procs.push_back({{"pid", p.pid},
+                         {"comm", p.comm},
+                         {"outstanding_bytes", p.bytes},
+                         {"outstanding_allocations", p.count}});
+    }
+    return nlohmann::json{{"kinds", kinds},
+                          {"slab_backing_bytes", k.backing_bytes},
+                          {"stacks", stacks},
+                          {"processes", procs}};
+}
+
 }  // namespace leakwatch

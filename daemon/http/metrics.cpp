@@ -81,6 +81,46 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
             add(stack_bytes, std::move(sl), static_cast<double>(s.bytes));
         }
     }
+    std::vector<MetricFamily> kernel_families;
+    if (snap.kernel) {
+        const KernelView& k = *snap.kernel;
+        auto kbytes = family("leakwatch_kernel_outstanding_bytes",
+                             "Kernel memory allocated and not yet freed, by kind (pages that back "
+                             "slab objects or large kmallocs count once, as those objects).",
+                             MetricType::Gauge);
+        auto kcount = family("leakwatch_kernel_outstanding_allocations",
+                             "Kernel allocations not yet freed, by kind.", MetricType::Gauge);
+        for (size_t i = 0; i < kKernelKinds.size(); i++) {
+            Labels kind = {{"kind", std::string(kKernelKinds[i])}};
+            add(kbytes, kind, static_cast<double>(k.bytes[i]));
+            add(kcount, kind, static_cast<double>(k.count[i]));
+        }
+        auto backing = family("leakwatch_kernel_slab_backing_bytes",
+                              "Pages that back slab objects or large kmallocs, outstanding; not "
+                              "in leakwatch_kernel_outstanding_bytes (their objects are).",
+                              MetricType::Gauge);
+        add(backing, {}, static_cast<double>(k.backing_bytes));
+        size_t n = 0;
+        for (const auto& s : k.stacks) {
+            if (n++ >= status.top_stacks) break;
+            add(stack_bytes,
+                {{"watch", "kernel"},
+                 {"pid", ""},
+                 {"comm", ""},
+                 {"stack_id", hex_id(s.id)},
+                 {"site", s.site}},
+                static_cast<double>(s.bytes));
+        }
+        // Per process: the kernel bytes allocated in its context, for the largest ones.
+        n = 0;
+        for (const auto& p : k.processes) {
+            if (n++ >= status.top_processes) break;
+            Labels labels = {{"watch", "kernel"}, {"pid", std::to_string(p.pid)}, {"comm", p.comm}};
+            add(outstanding, labels, static_cast<double>(p.bytes));
+            add(outstanding_allocs, labels, static_cast<double>(p.count));
+        }
+        kernel_families = {kbytes, kcount, backing};
+    }
 
     auto build =
         family("leakwatch_build_info", "Version of the running leakwatchd.", MetricType::Gauge);
@@ -117,6 +157,7 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
         outstanding, outstanding_allocs, allocated,   freed,    allocations, frees,   stack_bytes,
         build,       reload_ok,          reload_time, attached, lost,        entries, capacity,
         sampled};
+    families.insert(families.end(), kernel_families.begin(), kernel_families.end());
     return prometheus::TextSerializer().Serialize(families);
 }
 

@@ -74,6 +74,22 @@ int handle_stacks(mg_connection* conn, void* cb) {
     return 1;
 }
 
+int handle_kernel(mg_connection* conn, void* cb) {
+    auto top = query_number(mg_get_request_info(conn), "top", 10000);
+    if (top && (!*top || **top == 0)) {
+        send_json(conn, 400, {{"error", "top must be a number from 1 to 10000"}});
+        return 1;
+    }
+    auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
+    auto j = kernel_json(*snap, top ? **top : 10);
+    if (!j) {
+        send_json(conn, 404, {{"error", "kernel allocation tracking is off (kernel.enabled)"}});
+        return 1;
+    }
+    send_json(conn, 200, *j);
+    return 1;
+}
+
 int handle_root(mg_connection* conn, void* cb) {
     const mg_request_info* ri = mg_get_request_info(conn);
     if (std::strcmp(ri->local_uri, "/") != 0) {
@@ -89,7 +105,8 @@ int handle_root(mg_connection* conn, void* cb) {
         "<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>"
         "<li><a href=\"/api/v1/processes\">/api/v1/processes</a>: watched processes</li>"
         "<li>/api/v1/stacks?pid=N&amp;top=K: top allocation stacks of a process, with frames"
-        "</li></ul></body></html>\n";
+        "</li><li><a href=\"/api/v1/kernel\">/api/v1/kernel</a>?top=K: kernel allocations by "
+        "kind, stack and process</li></ul></body></html>\n";
     send(conn, 200, "text/html; charset=utf-8", body);
     return 1;
 }
@@ -141,6 +158,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& listen_
     mg_set_request_handler(server->ctx_, "/metrics$", handle_metrics, cb);
     mg_set_request_handler(server->ctx_, "/api/v1/processes$", handle_processes, cb);
     mg_set_request_handler(server->ctx_, "/api/v1/stacks$", handle_stacks, cb);
+    mg_set_request_handler(server->ctx_, "/api/v1/kernel$", handle_kernel, cb);
     mg_set_request_handler(server->ctx_, "/", handle_root, cb);
 
     mg_server_port port{};

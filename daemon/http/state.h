@@ -17,6 +17,7 @@ struct DaemonStatus {
     bool last_reload_ok = true;
     double last_reload_time = 0;  // unix seconds
     uint32_t top_stacks = 20;
+    uint32_t top_processes = 20;
 };
 
 class PublishedState {

@@ -19,7 +19,7 @@ struct MapEntry {
     uint32_t dev_major = 0;
     uint32_t dev_minor = 0;
     uint64_t inode = 0;
-    std::string path;     // "" for anonymous, "[heap]", "/usr/lib/.../libc.so.6", "(deleted)" stripped
+    std::string path;  // "" for anonymous, "[heap]", "/usr/lib/.../libc.so.6", "(deleted)" stripped
     bool deleted = false;  // path had the " (deleted)" suffix
     bool executable() const { return perms.size() > 2 && perms[2] == 'x'; }
     bool contains(uint64_t addr) const { return addr >= start && addr < end; }
@@ -34,13 +34,13 @@ const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr);
 struct ProcessInfo {
     int pid = 0;
     std::string comm;
-    std::string exe;                // target of /proc/PID/exe ("" if unreadable, e.g. kernel thread)
+    std::string exe;  // target of /proc/PID/exe ("" if unreadable, e.g. kernel thread)
     std::vector<std::string> argv;  // /proc/PID/cmdline split at NUL
     uint64_t start_time = 0;        // field 22 of /proc/PID/stat (clock ticks since boot)
 };
 
 class ProcReader {
-public:
+  public:
     explicit ProcReader(std::string root = "/proc") : root_(std::move(root)) {}
 
     std::vector<int> pids() const;  // numeric entries of the root, ascending
@@ -56,7 +56,7 @@ public:
     Result<std::string> mapped_file(int pid, const MapEntry& mapping) const;
     const std::string& root() const { return root_; }
 
-private:
+  private:
     std::string root_;
 };
 

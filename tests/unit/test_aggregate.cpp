@@ -595,7 +595,8 @@ TEST_CASE("sample copies lost counters and map usage through", "[aggregate][samp
     CHECK(snap.taken <= after);
 }
 
-TEST_CASE("function_name drops parameter lists and qualifiers for site labels", "[aggregate][site]") {
+TEST_CASE("function_name drops parameter lists and qualifiers for site labels",
+          "[aggregate][site]") {
     CHECK(function_name("record_entry") == "record_entry");
     CHECK(function_name("Session::open(int)") == "Session::open");
     CHECK(function_name("Session::open(int) const") == "Session::open");

@@ -166,7 +166,7 @@ TEST_CASE("a full config parses to the values written", "[config]") {
     CHECK(config.source == "t.yaml");
     CHECK(config.listen_address == "127.0.0.1:9100");
     CHECK(config.interval == 2s);
-    CHECK_FALSE(config.kernel_enabled);
+    CHECK_FALSE(config.kernel.enabled);
     REQUIRE(config.watch.size() == 2);
 
     const WatchRule& redis = config.watch[0];
@@ -226,7 +226,7 @@ TEST_CASE("default_config is the documented default", "[config]") {
     CHECK(config.source == "<built-in>");
     CHECK(config.interval == 5s);
     CHECK(config.listen_address == ":10071");
-    CHECK_FALSE(config.kernel_enabled);
+    CHECK_FALSE(config.kernel.enabled);
     CHECK(config.watch.empty());
     CHECK(config.limits.live_allocations == 262144);
     CHECK(config.limits.stacks == 16384);
@@ -450,11 +450,25 @@ TEST_CASE("limits must be positive and bounded", "[config][errors]") {
     CHECK(config.limits.top_stacks == 20);  // untouched keys keep their defaults
 }
 
-TEST_CASE("kernel tracking cannot be enabled yet", "[config][errors]") {
-    std::string message = error_of(lines({"interval: 5s", "kernel:", "  enabled: true"}));
-    CHECK_THAT(message, Contains("t.yaml:3: kernel.enabled: kernel allocation tracking is not "
-                                 "available in this version"));
-    CHECK_FALSE(parsed(lines({"kernel:", "  enabled: no"})).kernel_enabled);
+TEST_CASE("kernel section: kinds, sizes and movable pages", "[config][kernel]") {
+    auto config =
+        parsed(lines({"kernel:", "  enabled: true", "  kinds: [kmalloc, page]", "  min_size: 1KiB",
+                      "  max_size: 4MiB", "  include_movable_pages: true"}));
+    CHECK(config.kernel.enabled);
+    CHECK(config.kernel.kinds == std::array<bool, 4>{true, false, true, false});
+    CHECK(config.kernel.min_size == 1024);
+    CHECK(config.kernel.max_size == 4 << 20);
+    CHECK(config.kernel.include_movable_pages);
+    CHECK_FALSE(parsed(lines({"kernel:", "  enabled: no"})).kernel.enabled);
+    CHECK(parsed(lines({"interval: 5s"})).kernel.kinds ==
+          std::array<bool, 4>{true, true, true, true});
+    CHECK_THAT(error_of(lines({"kernel:", "  kinds:", "    - kmalloc", "    - slab"})),
+               Contains("t.yaml:4: kernel.kinds: unknown kind \"slab\""));
+    CHECK_THAT(error_of(lines({"kernel:", "  kinds: page"})), Contains("t.yaml:2: kernel.kinds:"));
+    CHECK_THAT(error_of(lines({"kernel:", "  min_size: 2MiB", "  max_size: 1MiB"})),
+               Contains("t.yaml:2: kernel.min_size: inverted range"));
+    CHECK_THAT(error_of(lines({"limits:", "  kernel_stacks: 0"})),
+               Contains("t.yaml:2: limits.kernel_stacks"));
 }
 
 TEST_CASE("load_config reads a file and names it in messages", "[config][file]") {
@@ -495,7 +509,7 @@ TEST_CASE("the shipped config/leakwatch.yaml is valid", "[config][file]") {
     CHECK(config->watch.empty());
     CHECK(config->interval == 5s);
     CHECK(config->listen_address == ":10071");
-    CHECK_FALSE(config->kernel_enabled);
+    CHECK_FALSE(config->kernel.enabled);
     CHECK(config->limits.live_allocations == Limits{}.live_allocations);
     CHECK(config->limits.stacks == Limits{}.stacks);
     CHECK(config->limits.stack_totals == Limits{}.stack_totals);

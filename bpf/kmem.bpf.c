@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Kernel allocation tracking: kmalloc, kmem_cache, page and percpu tracepoints (raw, so no
+ * tracefs is needed), live allocations keyed by address, outstanding totals per (process,
+ * kind, stack) kept with atomic updates. Adapts to the kernel with CO-RE: the daemon switches
+ * off the programs of tracepoints a kernel lacks (the *_node ones exist only before 6.1), and
+ * argument layouts that changed are told apart by the trace event types. */
+#include "vmlinux.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "leakwatch.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile __u64 min_size = 0;
+const volatile __u64 max_size = ~0ULL;
+const volatile __u32 page_size = 4096;
+const volatile __u32 nr_cpus = 1;
+/* Pages the kernel may move (user memory, page cache) are not kernel allocations a leak
+ * hunter wants; __GFP_MOVABLE is bit 3 on every kernel since 4.x. */
+const volatile bool include_movable = false;
+#define LW_GFP_MOVABLE 0x08u
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 262144);
+    __type(key, struct lw_kkey);
+    __type(value, struct lw_kalloc);
+} klive SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct lw_ktotals_key);
+    __type(value, struct lw_totals);
+} ktotals SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u64);
+    __type(value, struct lw_kstack);
+} kstacks SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, LW_LOST_MAX);
+    __type(key, __u32);
+    __type(value, __u64);
+} klost SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct lw_kstack);
+} kstack_scratch SEC(".maps");
+
+static __always_inline void count_lost(__u32 reason)
+{
+    __u64 *n = bpf_map_lookup_elem(&klost, &reason);
+    if (n)
+        *n += 1;
+}
+
+static __always_inline __u64 mix64(__u64 x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* The whole kernel stack (up to kernel.perf_event_max_stack frames, 127 by default), stored
+ * once under a hash of its frames. */
+static __always_inline __u64 capture_kstack(void *ctx)
+{
+    __u32 zero = 0;
+    struct lw_kstack *s = bpf_map_lookup_elem(&kstack_scratch, &zero);
+    if (!s)
+        return 0;
+    long n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), 0);
+    if (n <= 0) {
+        count_lost(LW_LOST_K_STACK_FAILED);
+        return 0;
+    }
+    s->nr = n / sizeof(__u64);
+    __u64 h = 0x9e3779b97f4a7c15ULL;
+    for (int i = 0; i < LW_MAX_STACK_DEPTH; i++) {
+        if (i >= s->nr)
+            break;
+        h = mix64(h ^ s->ips[i]) + i;
+    }
+    if (h == 0)
+        h = 1;
+    if (!bpf_map_lookup_elem(&kstacks, &h)) {
+        long err = bpf_map_update_elem(&kstacks, &h, s, BPF_NOEXIST);
+        if (err && err != -17 /* EEXIST */)
+            count_lost(LW_LOST_K_STACKS_FULL);
+    }
+    return h;
+}
+
+#define LW_PF_KTHREAD 0x00200000u
+
+static __always_inline void attribution(__u32 *tgid, __u64 *start)
+{
+    /* Interrupt context is told apart by the daemon, from the stack's interrupt entry frames:
+     * the preempt count that says it is not readable from BPF on every kernel. */
+    *tgid = 0;
+    *start = 0;
+    struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+    if (BPF_CORE_READ(t, flags) & LW_PF_KTHREAD)
+        return; /* kworkers and other kernel threads act for no process */
+    *tgid = bpf_get_current_pid_tgid() >> 32;
+    *start = BPF_CORE_READ(t, group_leader, start_boottime);
+}
+
+static __always_inline void account(const struct lw_kalloc *a, __s64 sign)
+{
+    struct lw_ktotals_key tk = {.tgid = a->tgid, .kind = a->kind, .start = a->start,
+                                .stack = a->stack};
+    struct lw_totals *t = bpf_map_lookup_elem(&ktotals, &tk);
+    if (!t) {
+        if (sign < 0)
+            return;
+        struct lw_totals zero = {};
+        bpf_map_update_elem(&ktotals, &tk, &zero, BPF_NOEXIST);
+        t = bpf_map_lookup_elem(&ktotals, &tk);
+        if (!t) {
+            count_lost(LW_LOST_K_TOTALS_FULL);
+            return;
+        }
+    }
+    __sync_fetch_and_add(&t->bytes, sign * (__s64)a->size);
+    __sync_fetch_and_add(&t->count, sign);
+}
+
+static __always_inline int kfree_addr(__u32 space, __u64 addr)
+{
+    if (addr < 4096) /* NULL, ZERO_SIZE_PTR */
+        return 0;
+    struct lw_kkey key = {.addr = addr, .space = space};
+    struct lw_kalloc *found = bpf_map_lookup_elem(&klive, &key);
+    if (!found) {
+        count_lost(LW_LOST_K_UNKNOWN_FREE);
+        return 0;
+    }
+    struct lw_kalloc a = *found;
+    if (bpf_map_delete_elem(&klive, &key) == 0)
+        account(&a, -1);
+    return 0;
+}
+
+static __always_inline int kalloc(void *ctx, __u32 space, __u32 kind, __u64 addr, __u64 size)
+{
+    if (addr < 4096 || size < min_size || size > max_size)
+        return 0;
+    struct lw_kkey key = {.addr = addr, .space = space};
+    struct lw_kalloc *old = bpf_map_lookup_elem(&klive, &key);
+    if (old) {
+        /* the free of the previous object here was not seen: replace it */
+        struct lw_kalloc prev = *old;
+        count_lost(LW_LOST_K_MISSED_FREE);
+        if (bpf_map_delete_elem(&klive, &key) == 0)
+            account(&prev, -1);
+    }
+    struct lw_kalloc a = {.size = size, .ts_ns = bpf_ktime_get_ns(), .kind = kind};
+    attribution(&a.tgid, &a.start);
+    a.stack = capture_kstack(ctx);
+    if (bpf_map_update_elem(&klive, &key, &a, BPF_ANY)) {
+        count_lost(LW_LOST_K_LIVE_FULL);
+        return 0;
+    }
+    account(&a, 1);
+    return 0;
+}
+
+/* kmalloc(call_site, ptr, bytes_req, bytes_alloc, gfp[, node]): ptr and bytes_alloc sit at
+ * the same places in 5.10's kmem_alloc layout and in 6.x's. */
+SEC("raw_tp/kmalloc")
+int BPF_PROG(kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
+             size_t bytes_alloc)
+{
+    return kalloc(ctx, LW_KS_SLAB, LW_K_KMALLOC, (__u64)ptr, bytes_alloc);
+}
+
+SEC("raw_tp/kmalloc_node")
+int BPF_PROG(kmalloc_node, unsigned long call_site, const void *ptr, size_t bytes_req,
+             size_t bytes_alloc)
+{
+    return kalloc(ctx, LW_KS_SLAB, LW_K_KMALLOC, (__u64)ptr, bytes_alloc);
+}
+
+/* 6.1+: kmem_cache_alloc(call_site, ptr, struct kmem_cache *s, gfp, node), size from s;
+ * before: kmem_cache_alloc(call_site, ptr, bytes_req, bytes_alloc, gfp). */
+SEC("raw_tp/kmem_cache_alloc")
+int BPF_PROG(kmem_cache_alloc, unsigned long call_site, const void *ptr, __u64 arg2, __u64 arg3)
+{
+    __u64 size;
+    if (bpf_core_type_exists(struct trace_event_raw_kmem_cache_alloc))
+        size = BPF_CORE_READ((struct kmem_cache *)arg2, size);
+    else
+        size = arg3;
+    return kalloc(ctx, LW_KS_SLAB, LW_K_KMEM_CACHE, (__u64)ptr, size);
+}
+
+SEC("raw_tp/kmem_cache_alloc_node")
+int BPF_PROG(kmem_cache_alloc_node, unsigned long call_site, const void *ptr, size_t bytes_req,
+             size_t bytes_alloc)
+{
+    return kalloc(ctx, LW_KS_SLAB, LW_K_KMEM_CACHE, (__u64)ptr, bytes_alloc);
+}
+
+SEC("raw_tp/kfree")
+int BPF_PROG(kfree, unsigned long call_site, const void *ptr)
+{
+    return kfree_addr(LW_KS_SLAB, (__u64)ptr);
+}
+
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(kmem_cache_free, unsigned long call_site, const void *ptr)
+{
+    return kfree_addr(LW_KS_SLAB, (__u64)ptr);
+}
+
+SEC("raw_tp/mm_page_alloc")
+int BPF_PROG(mm_page_alloc, struct page *page, unsigned int order, unsigned int gfp)
+{
+    if (!include_movable && (gfp & LW_GFP_MOVABLE))
+        return 0;
+    return kalloc(ctx, LW_KS_PAGE, LW_K_PAGE, (__u64)page, (__u64)page_size << (order & 31));
+}
+
+SEC("raw_tp/mm_page_free")
+int BPF_PROG(mm_page_free, struct page *page)
+{
+    return kfree_addr(LW_KS_PAGE, (__u64)page);
+}
+
+SEC("raw_tp/mm_page_free_batched")
+int BPF_PROG(mm_page_free_batched, struct page *page)
+{
+    return kfree_addr(LW_KS_PAGE, (__u64)page);
+}
+
+/* 6.2+: (call_site, reserved, is_atomic, size, align, base_addr, off, ptr, bytes_alloc, gfp);
+ * before: (reserved, is_atomic, size, align, base_addr, off, ptr), where the memory is size
+ * bytes on every possible CPU. */
+SEC("raw_tp/percpu_alloc_percpu")
+int percpu_alloc_percpu(__u64 *ctx)
+{
+    __u64 ptr, bytes;
+    if (bpf_core_field_exists(struct trace_event_raw_percpu_alloc_percpu, bytes_alloc)) {
+        ptr = ctx[7];
+        bytes = ctx[8];
+    } else {
+        ptr = ctx[6];
+        bytes = ctx[2] * nr_cpus;
+    }
+    return kalloc(ctx, LW_KS_PERCPU, LW_K_PERCPU, ptr, bytes);
+}
+
+SEC("raw_tp/percpu_free_percpu")
+int BPF_PROG(percpu_free_percpu, void *base_addr, int off, void *ptr)
+{
+    return kfree_addr(LW_KS_PERCPU, (__u64)ptr);
+}

@@ -1,0 +1,137 @@
+#include "aggregate/kernel.h"
+
+#include <algorithm>
+#include <map>
+
+#include "aggregate/kernel_site.h"
+
+namespace leakwatch {
+
+bool in_interrupt(const std::vector<Frame>& frames) {
+    static constexpr std::string_view kExact[] = {
+        "handle_softirqs",
+        "__do_softirq",
+        "do_softirq",
+        "irq_exit_rcu",
+        "__irq_exit_rcu",
+        "irq_exit",
+        "common_interrupt",
+        "asm_common_interrupt",
+        "handle_irq_event",
+        "do_IRQ",
+        "exc_nmi",
+        "nmi_handle",
+        "gic_handle_irq",
+        "el1_interrupt",
+        "el0_interrupt",
+        "handle_domain_irq",
+        "generic_handle_domain_irq",
+        "__handle_domain_irq",
+    };
+    static constexpr std::string_view kPrefixes[] = {"sysvec_", "asm_sysvec_", "__sysvec_",
+                                                     "el1h_64_irq", "el0t_64_irq"};
+    for (const auto& f : frames) {
+        std::string_view s = f.symbol;
+        if (auto dot = s.find('.'); dot != std::string_view::npos) s = s.substr(0, dot);
+        for (auto e : kExact)
+            if (s == e) return true;
+        for (auto p : kPrefixes)
+            if (s.starts_with(p)) return true;
+    }
+    return false;
+}
+
+const KernelAggregator::Resolved& KernelAggregator::resolve(uint64_t id) {
+    if (auto it = cache_.find(id); it != cache_.end()) return it->second;
+    Resolved r;
+    auto frames = std::make_shared<std::vector<Frame>>();
+    auto raw = id ? source_.kernel_stack(id) : std::nullopt;
+    if (raw) {
+        for (size_t i = 0; i < raw->size(); i++) {
+            // Return addresses past the first frame: look up the call instruction.
+            uint64_t addr = (*raw)[i];
+            Frame f = resolve_(i == 0 ? addr : addr - 1);
+            if (i != 0) {
+                f.address = addr;
+                if (!f.symbol.empty()) f.offset += 1;
+                f.module_offset += 1;
+            }
+            frames->push_back(std::move(f));
+        }
+        r.site = kernel_site_of(*frames);
+        r.backing = backs_slab_or_kmalloc(*frames);
+        r.interrupt = in_interrupt(*frames);
+    } else {
+        r.site = "[unknown]";
+    }
+    r.frames = std::move(frames);
+    if (id && !raw) {  // not stored (yet): look again next time
+        unresolved_ = std::move(r);
+        return unresolved_;
+    }
+    return cache_.emplace(id, std::move(r)).first->second;
+}
+
+KernelView KernelAggregator::sample() {
+    KernelView view;
+    std::map<std::pair<uint32_t, uint64_t>, KernelStackView> stacks;   // (kind, stack)
+    std::map<std::pair<uint32_t, uint64_t>, KernelProcessView> procs;  // (tgid, start)
+    std::vector<KernelTotals> empty;
+    for (const auto& t : source_.kernel_totals()) {
+        if (t.count == 0 && t.bytes == 0) {
+            if (t.tgid != 0) empty.push_back(t);
+            continue;
+        }
+        if (t.kind >= view.bytes.size()) continue;
+        const Resolved& r = resolve(t.stack);
+        if (t.kind == 2 /* page */ && r.backing) {
+            view.backing_bytes += t.bytes;
+            continue;
+        }
+        view.bytes[t.kind] += t.bytes;
+        view.count[t.kind] += t.count;
+        auto& s = stacks[{t.kind, t.stack}];
+        s.id = t.stack;
+        s.kind = t.kind;
+        s.bytes += t.bytes;
+        s.count += t.count;
+        s.site = r.site;
+        s.frames = r.frames;
+        if (t.tgid != 0 && !r.interrupt) {
+            auto& p = procs[{t.tgid, t.start}];
+            p.pid = t.tgid;
+            p.bytes += t.bytes;
+            p.count += t.count;
+        }
+    }
+
+    std::map<std::pair<uint32_t, uint64_t>, std::optional<std::string>> who;
+    auto comm_of = [&](uint32_t tgid, uint64_t start) -> const std::optional<std::string>& {
+        auto key = std::make_pair(tgid, start);
+        auto it = who.find(key);
+        if (it == who.end()) it = who.emplace(key, lookup_(tgid, start)).first;
+        return it->second;
+    };
+    std::vector<KernelTotals> gone;
+    for (const auto& t : empty)
+        if (!comm_of(t.tgid, t.start)) gone.push_back(t);
+    if (!gone.empty()) source_.remove_kernel_totals(gone);
+
+    for (auto& [key, p] : procs) {
+        const auto& comm = comm_of(key.first, key.second);
+        if (!comm || p.bytes <= 0) continue;  // exited: its bytes stay in the kind and stack totals
+        p.comm = *comm;
+        view.processes.push_back(std::move(p));
+    }
+    for (auto& [key, s] : stacks)
+        if (s.bytes > 0 || s.count > 0) view.stacks.push_back(std::move(s));
+    std::sort(view.stacks.begin(), view.stacks.end(), [](const auto& a, const auto& b) {
+        return a.bytes != b.bytes ? a.bytes > b.bytes : a.id < b.id;
+    });
+    std::sort(view.processes.begin(), view.processes.end(), [](const auto& a, const auto& b) {
+        return a.bytes != b.bytes ? a.bytes > b.bytes : a.pid < b.pid;
+    });
+    return view;
+}
+
+}  // namespace leakwatch

@@ -1,0 +1,28 @@
+// What the kernel aggregator reads: the kmem BPF maps in the daemon, plain data in tests.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace leakwatch {
+
+struct KernelTotals {
+    uint32_t tgid = 0;   // 0: interrupt or kernel thread
+    uint32_t kind = 0;   // index into kKernelKinds
+    uint64_t start = 0;  // the process's start, boot-time ns (tells reused pids apart)
+    uint64_t stack = 0;
+    int64_t bytes = 0;
+    int64_t count = 0;
+};
+
+class KernelSource {
+  public:
+    virtual ~KernelSource() = default;
+    virtual std::vector<KernelTotals> kernel_totals() = 0;
+    virtual std::optional<std::vector<uint64_t>> kernel_stack(uint64_t id) = 0;
+    // Deletes totals that are zero and belong to processes that are gone.
+    virtual void remove_kernel_totals(const std::vector<KernelTotals>& keys) = 0;
+};
+
+}  // namespace leakwatch
