@@ -1,0 +1,183 @@
+// KernelAggregator on plain data: what the kmem maps would hold, and symbols by address.
+#include <catch2/catch.hpp>
+#include <map>
+#include <set>
+
+#include "aggregate/kernel.h"
+
+using namespace leakwatch;
+
+namespace {
+
+struct FakeKernel : KernelSource {
+    std::vector<KernelTotals> totals;
+    std::map<uint64_t, std::vector<uint64_t>> stacks;
+    std::vector<KernelTotals> removed;
+    std::vector<KernelTotals> kernel_totals() override { return totals; }
+    std::optional<std::vector<uint64_t>> kernel_stack(uint64_t id) override {
+        auto it = stacks.find(id);
+        if (it == stacks.end()) return std::nullopt;
+        return it->second;
+    }
+    void remove_kernel_totals(const std::vector<KernelTotals>& keys) override {
+        removed.insert(removed.end(), keys.begin(), keys.end());
+    }
+};
+
+// Addresses 0x1000 * n are function n of this table (return addresses are looked up - 1).
+const std::vector<std::string> kNames = {
+    "",
+    "bpf_prog_0123456789abcdef_kmalloc",
+    "__kmalloc_noprof",
+    "alloc_pipe_info",
+    "do_pipe2",
+    "__alloc_pages_noprof",
+    "anon_pipe_write",
+    "allocate_slab",
+    "___slab_alloc",
+    "kmem_cache_alloc_noprof",
+    "__alloc_skb",
+    "net_rx_action",
+    "handle_softirqs",
+    "do_syscall_64",
+};
+uint64_t at(const std::string& name) {
+    for (size_t i = 0; i < kNames.size(); i++)
+        if (kNames[i] == name) return 0x1000 * i + 0x10;
+    FAIL("no such function " << name);
+    return 0;
+}
+Frame resolve(uint64_t addr) {
+    Frame f;
+    f.address = addr;
+    size_t i = addr / 0x1000;
+    if (i > 0 && i < kNames.size()) {
+        f.symbol = kNames[i];
+        f.offset = addr % 0x1000;
+        f.module = "[kernel]";
+    } else {
+        f.module = "[unknown]";
+    }
+    return f;
+}
+std::vector<uint64_t> stack_of(std::initializer_list<const char*> names) {
+    std::vector<uint64_t> out;
+    for (const char* n : names) out.push_back(at(n));
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("kernel totals per kind, stack and process", "[kernel]") {
+    FakeKernel src;
+    src.stacks[1] = stack_of({"bpf_prog_0123456789abcdef_kmalloc", "__kmalloc_noprof",
+                              "alloc_pipe_info", "do_pipe2", "do_syscall_64"});
+    src.stacks[2] = stack_of({"__alloc_pages_noprof", "anon_pipe_write", "do_syscall_64"});
+    src.totals = {
+        {100, 0, 5000, 1, 1024, 4},  // kmalloc, pid 100
+        {200, 0, 6000, 1, 512, 2},   // kmalloc, same stack, pid 200
+        {100, 2, 5000, 2, 8192, 2},  // page, pid 100
+    };
+    std::set<uint32_t> alive = {100, 200};
+    KernelAggregator agg(src, resolve, [&](uint32_t pid, uint64_t) -> std::optional<std::string> {
+        if (!alive.count(pid)) return std::nullopt;
+        return "p" + std::to_string(pid);
+    });
+    KernelView v = agg.sample();
+    CHECK(v.bytes[0] == 1536);
+    CHECK(v.count[0] == 6);
+    CHECK(v.bytes[2] == 8192);
+    CHECK(v.bytes[1] == 0);
+    REQUIRE(v.stacks.size() == 2);
+    CHECK(v.stacks[0].site == "anon_pipe_write");
+    CHECK(v.stacks[0].bytes == 8192);
+    CHECK(v.stacks[1].site == "alloc_pipe_info");
+    CHECK(v.stacks[1].bytes == 1536);  // both processes together
+    CHECK(v.stacks[1].count == 6);
+    REQUIRE(v.processes.size() == 2);
+    CHECK(v.processes[0].pid == 100);
+    CHECK(v.processes[0].comm == "p100");
+    CHECK(v.processes[0].bytes == 1024 + 8192);
+    CHECK(v.processes[1].pid == 200);
+    CHECK(v.processes[1].bytes == 512);
+}
+
+TEST_CASE("pages that back slab objects are counted once, as the objects", "[kernel]") {
+    FakeKernel src;
+    src.stacks[1] = stack_of({"__alloc_pages_noprof", "allocate_slab", "___slab_alloc",
+                              "kmem_cache_alloc_noprof", "do_pipe2"});
+    src.stacks[2] = stack_of({"kmem_cache_alloc_noprof", "do_pipe2"});
+    src.totals = {{100, 2, 1, 1, 8192, 1}, {100, 1, 1, 2, 4096, 64}};
+    KernelAggregator agg(src, resolve, [](uint32_t, uint64_t) { return std::string("p"); });
+    KernelView v = agg.sample();
+    CHECK(v.bytes[2] == 0);  // the slab's page
+    CHECK(v.backing_bytes == 8192);
+    CHECK(v.bytes[1] == 4096);  // its objects
+    REQUIRE(v.stacks.size() == 1);
+    CHECK(v.stacks[0].site == "do_pipe2");
+    REQUIRE(v.processes.size() == 1);
+    CHECK(v.processes[0].bytes == 4096);
+}
+
+TEST_CASE("allocations made serving an interrupt are charged to no process", "[kernel]") {
+    FakeKernel src;
+    src.stacks[1] = stack_of(
+        {"__kmalloc_noprof", "__alloc_skb", "net_rx_action", "handle_softirqs", "do_syscall_64"});
+    src.totals = {{100, 0, 1, 1, 2048, 1}};
+    KernelAggregator agg(src, resolve, [](uint32_t, uint64_t) { return std::string("p"); });
+    KernelView v = agg.sample();
+    CHECK(v.bytes[0] == 2048);
+    REQUIRE(v.stacks.size() == 1);
+    CHECK(v.stacks[0].site == "__alloc_skb");
+    CHECK(v.processes.empty());
+}
+
+TEST_CASE("empty totals of processes that are gone are deleted, others kept", "[kernel]") {
+    FakeKernel src;
+    src.stacks[1] = stack_of({"__kmalloc_noprof", "alloc_pipe_info"});
+    src.totals = {
+        {100, 0, 5000, 1, 0, 0},   // alive, empty: kept (it may allocate again)
+        {300, 0, 7000, 1, 0, 0},   // gone, empty: deleted
+        {400, 0, 8000, 1, 64, 1},  // gone, still holding memory: kept, but no process series
+        {0, 0, 0, 1, 0, 0},        // no process: never deleted
+    };
+    KernelAggregator agg(src, resolve, [](uint32_t pid, uint64_t) -> std::optional<std::string> {
+        if (pid == 100) return std::string("alive");
+        return std::nullopt;
+    });
+    KernelView v = agg.sample();
+    REQUIRE(src.removed.size() == 1);
+    CHECK(src.removed[0].tgid == 300);
+    CHECK(src.removed[0].start == 7000);
+    CHECK(v.bytes[0] == 64);
+    CHECK(v.processes.empty());
+    REQUIRE(v.stacks.size() == 1);
+    CHECK(v.stacks[0].bytes == 64);
+}
+
+TEST_CASE("a reused pid is a different process", "[kernel]") {
+    FakeKernel src;
+    src.stacks[1] = stack_of({"__kmalloc_noprof", "alloc_pipe_info"});
+    src.totals = {{100, 0, 5000, 1, 64, 1}, {100, 0, 9000, 1, 128, 2}};
+    KernelAggregator agg(src, resolve, [](uint32_t, uint64_t start) -> std::optional<std::string> {
+        if (start == 9000) return std::string("new");
+        return std::nullopt;  // the pid now belongs to the process that started at 9000
+    });
+    KernelView v = agg.sample();
+    REQUIRE(v.processes.size() == 1);
+    CHECK(v.processes[0].comm == "new");
+    CHECK(v.processes[0].bytes == 128);
+}
+
+TEST_CASE("in_interrupt knows x86 and arm64 interrupt entries", "[kernel]") {
+    auto frames = [](std::initializer_list<const char*> names) {
+        std::vector<Frame> out;
+        for (const char* n : names) out.push_back(Frame{0, n, 0, "[kernel]", 0, ""});
+        return out;
+    };
+    CHECK(in_interrupt(frames({"__kmalloc_noprof", "handle_softirqs", "irq_exit_rcu"})));
+    CHECK(in_interrupt(frames({"__kmalloc_noprof", "asm_sysvec_apic_timer_interrupt"})));
+    CHECK(in_interrupt(frames({"__kmalloc_noprof", "__do_softirq.cold"})));
+    CHECK(in_interrupt(frames({"kmalloc", "gic_handle_irq", "el1_interrupt"})));
+    CHECK_FALSE(in_interrupt(frames({"__kmalloc_noprof", "alloc_pipe_info", "do_syscall_64"})));
+}
