@@ -1,9 +1,7 @@
 // leakwatchd: loads the BPF programs, watches the processes the config names, and serves
 // their outstanding allocations on /metrics and /api/v1.
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "aggregate/aggregator.h"
 #include "bpf/kernel_probes.h"
@@ -20,6 +19,8 @@
 #include "http/server.h"
 #include "leakwatch.h"
 #include "proc/proc.h"
+#include "service/logging.h"
+#include "service/notify.h"
 #include "symbols/kallsyms.h"
 #include "symbols/symbolizer.h"
 #include "tracker/tracker.h"
@@ -111,9 +112,16 @@ leakwatch::Result<leakwatch::Config> read_config(const std::string& path, bool e
     return leakwatch::load_config(path);
 }
 
+std::string status_line(size_t attached, size_t rules, bool kernel) {
+    return "watching " + std::to_string(attached) + " processes for " + std::to_string(rules) +
+           " rules" + (kernel ? ", and kernel allocations" : "");
+}
+
 int run(leakwatch::Config config, const std::string& config_path, bool explicit_path,
-        const std::string& listen_override) {
+        const std::string& listen_override, bool log_level_from_flag) {
     using namespace leakwatch;
+    ServiceNotifier notifier;
+    RateLimiter limiter;
     auto probes = Probes::load(config.limits);
     if (!probes) {
         spdlog::critical("{}", probes.error().message);
@@ -191,7 +199,8 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
         state.publish(std::move(snap), status);
     };
     sample();
-    sd_notifyf(0, "READY=1\nSTATUS=watching %zu processes", tracker.attached());
+    // Probes of the running processes are attached and HTTP listens: ready.
+    notifier.ready(status_line(tracker.attached(), config.watch.size(), config.kernel.enabled));
 
     using Clock = std::chrono::steady_clock;
     auto next_sample = Clock::now() + config.interval;
@@ -200,14 +209,18 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     auto next_scan = Clock::now() + rescan_every;
     uint64_t events_lost_seen = 0;
     while (!g_stop) {
-        int wait_ms = tracker.tick();
+        notifier.keepalive();
+        int wait_ms = std::min<int>(tracker.tick(), static_cast<int>(notifier.max_wait().count()));
         auto until_sample =
             std::chrono::duration_cast<std::chrono::milliseconds>(next_sample - Clock::now());
         wait_ms = static_cast<int>(std::clamp<int64_t>(until_sample.count(), 0, wait_ms));
         int n = (*probes)->poll_events(wait_ms);
-        if (n < 0 && n != -EINTR) spdlog::warn("polling process events: {}", strerror(-n));
+        if (n < 0 && n != -EINTR)
+            log_limited(limiter, "poll", spdlog::level::warn, "polling process events: {}",
+                        strerror(-n));
 
         if (g_reload.exchange(false)) {
+            notifier.reloading();
             spdlog::info("reloading {}", config_path);
             auto fresh = read_config(config_path, explicit_path);
             status.last_reload_ok = fresh.has_value();
@@ -236,11 +249,17 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                 status.top_stacks = config.limits.top_stacks;
                 status.top_processes = config.limits.top_processes;
                 status.last_reload_time = unix_now();
+                if (!log_level_from_flag && fresh->log_level != config.log_level) {
+                    config.log_level = fresh->log_level;
+                    spdlog::set_level(spdlog::level::from_str(config.log_level));
+                }
                 tracker.set_rules(config.watch);
                 spdlog::info("reloaded: {} rules, {} processes watched", config.watch.size(),
                              tracker.attached());
             }
             sample();
+            notifier.ready(
+                status_line(tracker.attached(), config.watch.size(), config.kernel.enabled));
         }
         auto now = Clock::now();
         if (now >= next_scan) {
@@ -256,10 +275,17 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                 tracker.scan();
             }
             next_sample = now + config.interval;
+            notifier.status(
+                status_line(tracker.attached(), config.watch.size(), config.kernel.enabled));
         }
     }
-    sd_notify(0, "STOPPING=1");
+    notifier.stopping();
     spdlog::info("stopping: detaching from {} processes", tracker.attached());
+    // civetweb takes up to 2 s to stop its listener; detaching uprobes takes a kernel grace
+    // period each. Both at once.
+    std::thread http_stop([&server] { server->reset(); });
+    tracker.detach_all();
+    http_stop.join();
     return 0;
 }
 
@@ -278,9 +304,12 @@ int main(int argc, char** argv) {
                    "HOST:PORT for /metrics and the API (overrides listen_address)");
     app.add_flag("--check-config", check_config,
                  "validate the configuration and that the BPF programs load, then exit 0/1");
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or critical")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical"}));
+    auto* log_opt =
+        app.add_option("--log-level", log_level,
+                       "trace, debug, info, warn, error or critical (overrides "
+                       "log_level in the config)")
+            ->capture_default_str()
+            ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical"}));
     app.add_flag("--version", version, "print the version and exit");
     CLI11_PARSE(app, argc, argv);
 
@@ -288,10 +317,7 @@ int main(int argc, char** argv) {
         std::printf("leakwatchd %s\n", LEAKWATCH_VERSION);
         return 0;
     }
-    auto logger = spdlog::stderr_color_mt("leakwatchd");
-    spdlog::set_default_logger(logger);
-    spdlog::set_level(spdlog::level::from_str(log_level));
-    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    leakwatch::setup_logging(log_level);
 
     const bool explicit_path = config_opt->count() > 0;
     auto config = read_config(config_path, explicit_path);
@@ -327,5 +353,8 @@ int main(int argc, char** argv) {
     sigemptyset(&sa.sa_mask);
     for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
-    return run(std::move(*config), config_path, explicit_path, listen);
+    // The config's log_level applies unless the flag was given.
+    const bool level_from_flag = log_opt->count() > 0;
+    if (!level_from_flag) spdlog::set_level(spdlog::level::from_str(config->log_level));
+    return run(std::move(*config), config_path, explicit_path, listen, level_from_flag);
 }

@@ -201,8 +201,10 @@ std::string type_name(const YAML::Node& node) {
 
 using KnownKeys = std::span<const std::string_view>;
 
-constexpr std::array<std::string_view, 5> kTopKeys{"listen_address", "interval", "kernel", "watch",
-                                                   "limits"};
+constexpr std::array<std::string_view, 6> kTopKeys{"listen_address", "interval", "log_level",
+                                                   "kernel",         "watch",    "limits"};
+constexpr std::array<std::string_view, 6> kLogLevels{"trace", "debug", "info",
+                                                     "warn",  "error", "critical"};
 constexpr std::array<std::string_view, 5> kKernelKeys{"enabled", "kinds", "min_size", "max_size",
                                                       "include_movable_pages"};
 constexpr std::array<std::string_view, 6> kRuleKeys{"name",     "match",    "allocator",
@@ -249,6 +251,14 @@ class Parser {
                 ok = parse_listen_address(entry, config.listen_address);
             } else if (entry.key == "interval") {
                 ok = parse_interval(entry, config.interval);
+            } else if (entry.key == "log_level") {
+                auto text = string_of(entry);
+                if (!text) return std::unexpected(text.error());
+                if (std::find(kLogLevels.begin(), kLogLevels.end(), *text) == kLogLevels.end())
+                    return error(entry, quoted(*text) +
+                                            " is not a log level (trace, debug, info, warn, "
+                                            "error, critical)");
+                config.log_level = *text;
             } else if (entry.key == "kernel") {
                 ok = parse_kernel(entry, config.kernel);
             } else if (entry.key == "watch") {

@@ -71,6 +71,7 @@ struct KernelConfig {
 struct Config {
     std::string listen_address = ":10071";
     Duration interval{std::chrono::seconds(5)};
+    std::string log_level = "info";  // --log-level overrides it
     KernelConfig kernel;
     std::vector<WatchRule> watch;
     Limits limits;

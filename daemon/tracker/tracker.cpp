@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <thread>
 
 #include "leakwatch.h"
 
@@ -221,6 +222,20 @@ void Tracker::set_rules(std::vector<WatchRule> rules) {
     failed_.clear();
     flush_purges();
     scan();
+}
+
+void Tracker::detach_all() {
+    std::vector<std::unique_ptr<Attachment>> attachments;
+    for (auto& [pid, t] : tracked_) {
+        probes_.unwatch(static_cast<uint32_t>(pid));
+        attachments.push_back(std::move(t.attachment));
+    }
+    tracked_.clear();
+    // Each uprobe link waits for a grace period on release; releasing them from several
+    // threads lets those waits overlap.
+    std::vector<std::thread> threads;
+    for (auto& a : attachments) threads.emplace_back([a = std::move(a)]() mutable { a.reset(); });
+    for (auto& t : threads) t.join();
 }
 
 std::vector<ProcessMeta> Tracker::processes() const {

@@ -39,6 +39,9 @@ class Tracker {
     // unchanged; others are detached, and newly matching ones attached.
     void set_rules(std::vector<WatchRule> rules);
 
+    // Detaches every process at once, in parallel (at shutdown).
+    void detach_all();
+
     std::vector<ProcessMeta> processes() const;
     size_t attached() const { return tracked_.size(); }
     // Symbolizes an address of a watched process with its own maps.

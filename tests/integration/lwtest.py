@@ -65,7 +65,7 @@ def parse_metrics(text):
 
 
 class Daemon:
-    def __init__(self, config_text, interval_check=True, extra_args=()):
+    def __init__(self, config_text, extra_args=(), env=None, wait=True):
         self.dir = tempfile.mkdtemp(prefix="leakwatch-test-")
         self.config = os.path.join(self.dir, "leakwatch.yaml")
         with open(self.config, "w") as f:
@@ -76,8 +76,9 @@ class Daemon:
         self.proc = subprocess.Popen(
             [LEAKWATCHD, "--config", self.config, "--web.listen-address",
              f"127.0.0.1:{self.port}", "--log-level", "debug", *extra_args],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(self._up, 20, "leakwatchd to serve /metrics")
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
+        if wait:
+            wait_until(self._up, 20, "leakwatchd to serve /metrics")
 
     def _up(self):
         check(self.proc.poll() is None, f"leakwatchd exited with {self.proc.returncode}:\n"

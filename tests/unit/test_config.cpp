@@ -550,3 +550,10 @@ TEST_CASE("the commented-out examples in config/leakwatch.yaml are valid", "[con
     CHECK(config->watch[3].allocator.library == "exe");
     CHECK(config->watch[4].match.pid == 4242);
 }
+
+TEST_CASE("log_level takes the spdlog level names", "[config]") {
+    CHECK(parsed(lines({"log_level: debug"})).log_level == "debug");
+    CHECK(parsed(lines({"interval: 5s"})).log_level == "info");
+    CHECK_THAT(error_of(lines({"interval: 5s", "log_level: loud"})),
+               Contains("t.yaml:2: log_level: \"loud\" is not a log level"));
+}

@@ -1,0 +1,365 @@
+#include "detect/detector.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+namespace leakwatch {
+
+namespace {
+
+constexpr size_t kRingCapacity = Detector::kWindowPoints * Detector::kLookbackWindows;
+
+double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Reorders b[0..n).
+double median(double* b, size_t n) {
+    if (n == 0) return 0;
+    size_t mid = n / 2;
+    std::nth_element(b, b + mid, b + n);
+    double hi = b[mid];
+    if (n % 2) return hi;
+    return (*std::max_element(b, b + mid) + hi) / 2;
+}
+
+// z such that P(Z <= z) = p for a standard normal Z.
+double normal_quantile(double p) {
+    double lo = -10, hi = 10;
+    for (int i = 0; i < 100; i++) {
+        double mid = (lo + hi) / 2;
+        (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+    }
+    return (lo + hi) / 2;
+}
+
+// Median of the slopes between points half the window apart: Theil-Sen restricted to one lag.
+// It keeps Theil-Sen's robustness (half the pairs may be outliers) and, for a line plus noise,
+// its efficiency, at O(n) instead of O(n^2): a round must judge 10,000 series.
+double paired_slope(const double* t, const double* y, size_t n, std::vector<double>& tmp) {
+    size_t h = n / 2;
+    tmp.clear();
+    for (size_t i = 0; i + h < n; i++) {
+        double dt = t[i + h] - t[i];
+        if (dt > 0) tmp.push_back((y[i + h] - y[i]) / dt);
+    }
+    return median(tmp.data(), tmp.size());
+}
+
+// Noise of one point as a Gaussian sigma, from the MAD of first differences: differences
+// cancel the trend, and the median ignores the few large ones that releases and steps make.
+double noise_sigma(const double* v, size_t n, std::vector<double>& tmp) {
+    if (n < 3) return 0;
+    tmp.resize(n - 1);
+    for (size_t i = 0; i + 1 < n; i++) tmp[i] = v[i + 1] - v[i];
+    double mid = median(tmp.data(), tmp.size());
+    for (auto& d : tmp) d = std::abs(d - mid);
+    return 1.4826 * median(tmp.data(), tmp.size()) / std::sqrt(2.0);
+}
+
+// Running median of 5, the window kept inside the series at its ends: a spike of one or two
+// points (a large temporary allocation) is not a release, a drop that lasts is.
+void median5(const double* v, size_t n, std::vector<double>& out) {
+    out.resize(n);
+    for (size_t i = 0; i < n; i++) {
+        size_t lo = std::min(i >= 2 ? i - 2 : 0, n >= 5 ? n - 5 : 0), hi = std::min(n, lo + 5);
+        double b[5];
+        size_t m = 0;
+        for (size_t j = lo; j < hi; j++) b[m++] = v[j];
+        std::sort(b, b + m);
+        out[i] = m % 2 ? b[m / 2] : (b[m / 2 - 1] + b[m / 2]) / 2;
+    }
+}
+
+// Whether the growth is spread over the window: at least 3 of its 4 quarters, the last one
+// among them, grow at kQuarterShare of `rate` or more. A one-time step grows in one or two
+// quarters; a cache that has filled no longer grows in the last one. The level at each quarter
+// boundary is the median of the points within an eighth of the window of it (the two ends use
+// the first and last eighth), so each quarter's rate rests on a quarter of the window's points
+// rather than on a noisier fit of the quarter alone.
+bool growth_spread(const double* t, const double* y, size_t n, double start, double window,
+                   double rate, bool monotone, std::vector<double>& tmp) {
+    constexpr double kEdges[5] = {1 / 8., 3 / 8., 5 / 8., 7 / 8., 0};
+    double level[5], at[5];
+    size_t i = 0;
+    for (int k = 0; k < 5; k++) {
+        double end = start + kEdges[k] * window;
+        double sum_t = 0;
+        tmp.clear();
+        for (; i < n && (k == 4 || t[i] < end); i++) {
+            tmp.push_back(y[i]);
+            sum_t += t[i];
+        }
+        if (tmp.empty()) return false;
+        at[k] = sum_t / tmp.size();
+        level[k] = median(tmp.data(), tmp.size());
+    }
+    // A running maximum has no noise left to average out, and grows in steps, once per
+    // cycle: its value at each boundary is what counts, not the median around it.
+    if (monotone) {
+        size_t j = 0;
+        for (int k = 0; k < 5; k++) {
+            double at_k = start + k * window / 4;
+            while (j + 1 < n && t[j + 1] <= at_k) j++;
+            at[k] = at_k;
+            level[k] = y[j];
+        }
+    }
+    for (int q = 0; q < 4; q++) {
+        double dt = at[q + 1] - at[q];
+        if (!(dt > 0 && (level[q + 1] - level[q]) / dt >= Detector::kQuarterShare * rate))
+            return false;
+    }
+    return true;
+}
+
+// Whether one step (two levels) fits the window better than a line, by residual sum of
+// squares: a start-up allocation seen from afar, not a steady growth.
+bool step_fits_better(const double* t, const double* y, size_t n) {
+    double tm = 0, ym = 0;
+    for (size_t i = 0; i < n; i++) tm += t[i], ym += y[i];
+    tm /= n, ym /= n;
+    double stt = 0, sty = 0;
+    for (size_t i = 0; i < n; i++) {
+        stt += (t[i] - tm) * (t[i] - tm);
+        sty += (t[i] - tm) * (y[i] - ym);
+    }
+    if (stt <= 0) return true;
+    // With y centred, the best two-level fit splitting at k explains a_k^2 * n / (k (n-k)),
+    // a_k the sum of the first k; the line explains sty^2 / stt.
+    double line = sty * sty / stt, step = 0, a = 0;
+    for (size_t k = 1; k + 2 <= n; k++) {
+        a += y[k - 1] - ym;
+        if (k >= 2) step = std::max(step, a * a * double(n) / (double(k) * double(n - k)));
+    }
+    return step > line;
+}
+
+// Mann-Kendall trend statistic as a standard normal score, ties accounted for.
+double mann_kendall_z(const double* y, size_t n, std::vector<double>& tmp) {
+    long s = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++) s += (y[j] > y[i]) - (y[j] < y[i]);
+    tmp.assign(y, y + n);
+    std::sort(tmp.begin(), tmp.end());
+    double ties = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && tmp[j] == tmp[i]) j++;
+        double g = double(j - i);
+        ties += g * (g - 1) * (2 * g + 5);
+        i = j;
+    }
+    double nn = double(n);
+    double var = (nn * (nn - 1) * (2 * nn + 5) - ties) / 18;
+    if (var <= 0 || s == 0) return 0;
+    return (s > 0 ? s - 1 : s + 1) / std::sqrt(var);
+}
+
+}  // namespace
+
+Detector::Detector(LeakDetection config) { reconfigure(std::move(config)); }
+
+double Detector::bucket_width() const { return seconds(config_.window) / kWindowPoints; }
+
+int64_t Detector::bucket_of(const Series& s, double t) const {
+    return static_cast<int64_t>(std::floor(t / bucket_width() - s.phase));
+}
+
+void Detector::observe(const std::string& key, double t, double bytes) {
+    if (!config_.enabled) return;
+    auto it = series_.find(key);
+    if (it == series_.end()) {
+        if (series_.size() >= config_.max_series) {
+            dropped_++;
+            return;
+        }
+        it = series_.emplace(key, Series{}).first;
+        Series& s = it->second;
+        s.t_base = s.first_t = t;
+        s.v_base = bytes;
+        s.phase = double(std::hash<std::string>{}(key) % 1024) / 1024;
+        s.bucket = bucket_of(s, t);
+    }
+    Series& s = it->second;
+    int64_t b = bucket_of(s, t);
+    if (b > s.bucket) {
+        if (s.count) close_bucket(s);
+        s.bucket = b;
+    }
+    s.sum_t += t - s.t_base;
+    s.sum_v += bytes - s.v_base;
+    s.count++;
+    s.last_round = round_;
+}
+
+void Detector::close_bucket(Series& s) {
+    Point p{float(s.sum_t / s.count), float(s.sum_v / s.count)};
+    if (s.ring.size() < kRingCapacity) {
+        s.ring.push_back(p);
+    } else {
+        s.ring[s.head] = p;
+        s.head = (s.head + 1) % kRingCapacity;
+    }
+    s.sum_t = s.sum_v = 0;
+    s.count = 0;
+    s.closed_new = true;
+    // Points are floats relative to the bases; moving the bases to the newest point once per
+    // ring turn keeps the offsets within the span of the history, hence their precision.
+    if (++s.pushes_since_rebase < int(kRingCapacity)) return;
+    s.pushes_since_rebase = 0;
+    double dt = p.t, dv = p.v;
+    s.t_base += dt;
+    s.v_base += dv;
+    for (auto& q : s.ring) q = Point{float(q.t - dt), float(q.v - dv)};
+}
+
+void Detector::evaluate(double t) {
+    if (!config_.enabled) return;
+    for (auto it = series_.begin(); it != series_.end();) {
+        Series& s = it->second;
+        if (round_ - s.last_round >= 2) {
+            it = series_.erase(it);
+            continue;
+        }
+        if (s.last_round == round_ && s.closed_new) {
+            judge(s, t);
+            s.closed_new = false;
+        }
+        ++it;
+    }
+    round_++;
+}
+
+void Detector::judge(Series& s, double now) {
+    const double window = seconds(config_.window);
+    const double w = bucket_width();
+    // The window ends where the open bucket starts: only closed buckets are judged.
+    const double end = (double(s.bucket) + s.phase) * w - s.t_base;
+    const double start = end - window;
+    const double lookback = end - kLookbackWindows * window;
+
+    t_.clear();
+    v_.clear();
+    for (size_t i = 0; i < s.ring.size(); i++) {
+        const Point& p = s.ring[(s.head + i) % s.ring.size()];
+        if (p.t < lookback) continue;
+        t_.push_back(p.t);
+        v_.push_back(p.v);
+    }
+    const size_t total = t_.size();
+    const size_t first = std::lower_bound(t_.begin(), t_.end(), start) - t_.begin();
+    const size_t n = total - first;
+    Verdict& verdict = s.verdict;
+    // Covered: the series was observed from the window's start (1 ms of float slack).
+    verdict.enough_history = s.first_t <= start + s.t_base + 1e-3 && n >= size_t(kMinPoints);
+
+    bool leak_like = false, released = false;
+    if (!verdict.enough_history) {
+        verdict.rate = 0;
+    } else {
+        // Releases: drops of the smoothed series, from its running peak, larger than noise
+        // and than half of min_growth, anywhere in the look-back.
+        double sigma = noise_sigma(v_.data(), total, tmp_);
+        median5(v_.data(), total, f_);
+        double drop = std::max(kDropSigmas * sigma, kDropGrowth * double(config_.min_growth));
+        // After a release, a new one counts only once the series has risen by as much again:
+        // a drop spread over several points is one release.
+        int drops = 0;
+        size_t last_drop = 0;
+        double peak = f_[0], trough = 0;
+        bool armed = true;
+        for (size_t i = 1; i < total; i++) {
+            if (armed && f_[i] <= peak - drop) {
+                drops++;
+                last_drop = i;
+                armed = false;
+                trough = f_[i];
+            } else if (armed) {
+                peak = std::max(peak, f_[i]);
+            } else if (f_[i] >= trough + drop) {
+                armed = true;
+                peak = f_[i];
+            } else {
+                trough = std::min(trough, f_[i]);
+            }
+        }
+        // A series that releases is judged on its envelopes: its peaks (running maximum from
+        // the look-back's start) and its troughs (running minimum back from the newest point,
+        // what it has kept since). A sawtooth's peaks stay level; a wandering level that has
+        // just made new highs had a trough late in the window; a leak that also frees in
+        // cycles raises both.
+        const double* t = t_.data() + first;
+        const double* y = v_.data() + first;
+        const double* smooth = f_.data() + first;  // least squares needs spikes filtered out
+        if (drops > 0) {
+            peaks_.resize(total);
+            peaks_[0] = f_[0];
+            for (size_t i = 1; i < total; i++) peaks_[i] = std::max(peaks_[i - 1], f_[i]);
+            troughs_.resize(n);
+            troughs_[n - 1] = f_[total - 1];
+            for (size_t i = n - 1; i-- > 0;) troughs_[i] = std::min(troughs_[i + 1], smooth[i]);
+            y = smooth = peaks_.data() + first;
+        }
+        double rate = paired_slope(t, y, n, tmp_);
+        verdict.rate = rate;
+        leak_like = rate > 0 && rate >= config_.min_rate &&
+                    rate * window >= double(config_.min_growth) &&
+                    (drops == 0 || rate * window >= drop) &&
+                    growth_spread(t, y, n, start, window, rate, drops > 0, tmp_) &&
+                    (drops == 0 || growth_spread(t, troughs_.data(), n, start, window, rate,
+                                                 true, tmp_)) &&
+                    !step_fits_better(t, smooth, n) && mann_kendall_z(y, n, tmp_) >= z_threshold_;
+        // Gave back all it grew over the window: cleared at once, not after kClear rounds.
+        double low = *std::min_element(f_.begin() + first, f_.end() - 2);
+        double high = *std::max_element(f_.begin() + first, f_.end());
+        double now_level = std::max(v_[total - 1], v_[total - 2]);
+        released = now_level < low && high - now_level >= drop;
+    }
+
+    if (leak_like) {
+        s.streak_off = 0;
+        if (++s.streak_on >= kConfirm && !verdict.suspected) {
+            verdict.suspected = true;
+            verdict.flagged_since = now;
+        }
+    } else {
+        s.streak_on = 0;
+        if (++s.streak_off >= kClear || released) {
+            verdict.suspected = false;
+            verdict.flagged_since = 0;
+        }
+    }
+}
+
+std::optional<Verdict> Detector::verdict(const std::string& key) const {
+    auto it = series_.find(key);
+    if (it == series_.end()) return std::nullopt;
+    return it->second.verdict;
+}
+
+void Detector::forget_prefix(const std::string& prefix) {
+    std::erase_if(series_, [&](const auto& kv) { return kv.first.starts_with(prefix); });
+}
+
+void Detector::reconfigure(LeakDetection config) {
+    config.confidence = std::clamp(config.confidence, 0.5, 0.9999);
+    config.window = std::max(config.window, Duration(1));
+    bool regrid = config.window != config_.window;
+    config_ = std::move(config);
+    z_threshold_ = normal_quantile(config_.confidence);
+    if (!config_.enabled) {
+        series_.clear();
+        return;
+    }
+    // A new window means new buckets: the open one continues on the new grid.
+    if (regrid)
+        for (auto& [key, s] : series_)
+            if (s.count) s.bucket = bucket_of(s, s.t_base + s.sum_t / s.count);
+    // A lower bound takes effect now; suspects are kept longest.
+    for (int pass = 0; pass < 2 && series_.size() > config_.max_series; pass++)
+        for (auto it = series_.begin();
+             it != series_.end() && series_.size() > config_.max_series;)
+            it = pass == 0 && it->second.verdict.suspected ? std::next(it) : series_.erase(it);
+}
+
+}  // namespace leakwatch
