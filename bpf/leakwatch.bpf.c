@@ -303,82 +303,10 @@ static __always_inline __u32 mul_overflows(__u64 a, __u64 b, __u64 *out)
     return 0;
 }
 
-SEC("uprobe")
-int BPF_KPROBE(malloc_enter, __u64 size)
+/* Every allocator's return: the in-flight record says which call returns. */
+static __always_inline int handle_return(struct pt_regs *ctx)
 {
-    return alloc_enter(ctx, LW_MALLOC, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(calloc_enter, __u64 nmemb, __u64 size)
-{
-    __u64 total = 0;
-    __u32 flags = mul_overflows(nmemb, size, &total);
-    return alloc_enter(ctx, LW_CALLOC, total, 0, flags);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(realloc_enter, __u64 ptr, __u64 size)
-{
-    return alloc_enter(ctx, LW_REALLOC, size, ptr, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(reallocarray_enter, __u64 ptr, __u64 nmemb, __u64 size)
-{
-    __u64 total = 0;
-    __u32 flags = mul_overflows(nmemb, size, &total);
-    return alloc_enter(ctx, LW_REALLOCARRAY, total, ptr, flags);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(posix_memalign_enter, __u64 memptr, __u64 alignment, __u64 size)
-{
-    return alloc_enter(ctx, LW_POSIX_MEMALIGN, size, memptr, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(aligned_alloc_enter, __u64 alignment, __u64 size)
-{
-    return alloc_enter(ctx, LW_ALIGNED_ALLOC, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(memalign_enter, __u64 alignment, __u64 size)
-{
-    return alloc_enter(ctx, LW_MEMALIGN, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(valloc_enter, __u64 size)
-{
-    return alloc_enter(ctx, LW_VALLOC, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(pvalloc_enter, __u64 size)
-{
-    /* pvalloc rounds the size up to whole pages */
-    __u64 rounded = (size + page_size - 1) & ~(page_size - 1);
-    return alloc_enter(ctx, LW_PVALLOC, rounded, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(mmap_enter, __u64 addr, __u64 len)
-{
-    return alloc_enter(ctx, LW_MMAP, len, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(mremap_enter, __u64 old_addr, __u64 old_size, __u64 new_size)
-{
-    return alloc_enter(ctx, LW_MREMAP, new_size, old_addr, 0);
-}
-
-/* One return program for every allocator: the in-flight record says which call returns. */
-SEC("uretprobe")
-int BPF_KRETPROBE(alloc_return, __u64 ret)
-{
+    __u64 ret = PT_REGS_RC(ctx);
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
     struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
@@ -430,8 +358,7 @@ int BPF_KRETPROBE(alloc_return, __u64 ret)
     return 0;
 }
 
-SEC("uprobe")
-int BPF_KPROBE(free_enter, __u64 ptr)
+static __always_inline int enter_free(struct pt_regs *ctx, __u64 ptr)
 {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;
@@ -461,8 +388,7 @@ static __always_inline bool inside_free(__u32 tid, __u64 sp, __u64 addr, __u64 l
 
 /* Removes the mmap regions recorded inside [addr, addr + len). A region that starts inside
  * and ends beyond the range keeps its tail. Scans page by page, jumping over regions. */
-SEC("uprobe")
-int BPF_KPROBE(munmap_enter, __u64 addr, __u64 len)
+static __always_inline int enter_munmap(struct pt_regs *ctx, __u64 addr, __u64 len)
 {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;
@@ -510,6 +436,84 @@ int BPF_KPROBE(munmap_enter, __u64 addr, __u64 len)
     if (cur < end)
         count_lost(LW_LOST_MUNMAP_TRUNCATED);
     return 0;
+}
+
+/* One allocator call's entry, by kind, with its arguments from the registers. */
+static __always_inline int enter_kind(struct pt_regs *ctx, __u32 kind)
+{
+    __u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a3 = PT_REGS_PARM3(ctx);
+    __u64 total = 0;
+    __u32 flags;
+    switch (kind) {
+    case LW_MALLOC:
+    case LW_VALLOC:
+        return alloc_enter(ctx, kind, a1, 0, 0);
+    case LW_CALLOC: /* (nmemb, size) */
+        flags = mul_overflows(a1, a2, &total);
+        return alloc_enter(ctx, kind, total, 0, flags);
+    case LW_REALLOC: /* (ptr, size) */
+        return alloc_enter(ctx, kind, a2, a1, 0);
+    case LW_REALLOCARRAY: /* (ptr, nmemb, size) */
+        flags = mul_overflows(a2, a3, &total);
+        return alloc_enter(ctx, kind, total, a1, flags);
+    case LW_POSIX_MEMALIGN: /* (memptr, alignment, size) */
+        return alloc_enter(ctx, kind, a3, a1, 0);
+    case LW_ALIGNED_ALLOC: /* (alignment, size) */
+    case LW_MEMALIGN:
+        return alloc_enter(ctx, kind, a2, 0, 0);
+    case LW_PVALLOC: /* rounds the size up to whole pages */
+        return alloc_enter(ctx, kind, (a1 + page_size - 1) & ~(page_size - 1), 0, 0);
+    case LW_MMAP: /* (addr, len, ...) */
+        return alloc_enter(ctx, kind, a2, 0, 0);
+    case LW_MREMAP: /* (old_addr, old_size, new_size, ...) */
+        return alloc_enter(ctx, kind, a3, a1, 0);
+    case LW_FREE:
+        return enter_free(ctx, a1);
+    case LW_MUNMAP:
+        return enter_munmap(ctx, a1, a2);
+    }
+    return 0;
+}
+
+/* Classic attachment: one uprobe link per function, each with its own program. */
+#define LW_ENTRY(name, kind)                                                                  \
+    SEC("uprobe")                                                                             \
+    int name(struct pt_regs *ctx)                                                             \
+    {                                                                                         \
+        return enter_kind(ctx, kind);                                                         \
+    }
+LW_ENTRY(malloc_enter, LW_MALLOC)
+LW_ENTRY(calloc_enter, LW_CALLOC)
+LW_ENTRY(realloc_enter, LW_REALLOC)
+LW_ENTRY(reallocarray_enter, LW_REALLOCARRAY)
+LW_ENTRY(posix_memalign_enter, LW_POSIX_MEMALIGN)
+LW_ENTRY(aligned_alloc_enter, LW_ALIGNED_ALLOC)
+LW_ENTRY(memalign_enter, LW_MEMALIGN)
+LW_ENTRY(valloc_enter, LW_VALLOC)
+LW_ENTRY(pvalloc_enter, LW_PVALLOC)
+LW_ENTRY(mmap_enter, LW_MMAP)
+LW_ENTRY(mremap_enter, LW_MREMAP)
+LW_ENTRY(free_enter, LW_FREE)
+LW_ENTRY(munmap_enter, LW_MUNMAP)
+
+SEC("uretprobe")
+int alloc_return(struct pt_regs *ctx)
+{
+    return handle_return(ctx);
+}
+
+/* Multi-uprobe attachment (6.6+): one link for every entry of a process, the function's kind
+ * in the attach cookie; one link for every return. Loaded only where the kernel has it. */
+SEC("uprobe")
+int multi_entry(struct pt_regs *ctx)
+{
+    return enter_kind(ctx, (__u32)bpf_get_attach_cookie(ctx));
+}
+
+SEC("uretprobe")
+int multi_return(struct pt_regs *ctx)
+{
+    return handle_return(ctx);
 }
 
 static __always_inline void emit_event(__u32 type, __u32 pid, __u32 ppid)

@@ -118,11 +118,12 @@ std::string status_line(size_t attached, size_t rules, bool kernel) {
 }
 
 int run(leakwatch::Config config, const std::string& config_path, bool explicit_path,
-        const std::string& listen_override, bool log_level_from_flag) {
+        const std::string& listen_override, bool log_level_from_flag,
+        leakwatch::ProbeMode probe_mode) {
     using namespace leakwatch;
     ServiceNotifier notifier;
     RateLimiter limiter;
-    auto probes = Probes::load(config.limits);
+    auto probes = Probes::load(config.limits, probe_mode);
     if (!probes) {
         spdlog::critical("{}", probes.error().message);
         return 1;
@@ -181,9 +182,10 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
         spdlog::critical("{}", server.error().message);
         return 1;
     }
-    spdlog::info("leakwatchd {} listening on {} (port {}), {} rules, {} processes watched",
-                 LEAKWATCH_VERSION, listen, (*server)->port(), config.watch.size(),
-                 tracker.attached());
+    spdlog::info(
+        "leakwatchd {} listening on {} (port {}), {} rules, {} processes watched, {} uprobes",
+        LEAKWATCH_VERSION, listen, (*server)->port(), config.watch.size(), tracker.attached(),
+        (*probes)->multi() ? "multi-link" : "classic");
 
     LostCounters reported{};
     auto sample = [&] {
@@ -311,6 +313,12 @@ int main(int argc, char** argv) {
             ->capture_default_str()
             ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical"}));
     app.add_flag("--version", version, "print the version and exit");
+    std::string probe_mode = "auto";
+    app.add_option("--probe-mode", probe_mode,
+                   "how uprobes are attached: multi (one link per process, 6.6+), classic (one "
+                   "link per probe) or auto (multi where the kernel has it)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "multi", "classic"}));
     CLI11_PARSE(app, argc, argv);
 
     if (version) {
@@ -356,5 +364,8 @@ int main(int argc, char** argv) {
     // The config's log_level applies unless the flag was given.
     const bool level_from_flag = log_opt->count() > 0;
     if (!level_from_flag) spdlog::set_level(spdlog::level::from_str(config->log_level));
-    return run(std::move(*config), config_path, explicit_path, listen, level_from_flag);
+    auto mode = probe_mode == "multi"     ? leakwatch::ProbeMode::kMulti
+                : probe_mode == "classic" ? leakwatch::ProbeMode::kClassic
+                                          : leakwatch::ProbeMode::kAuto;
+    return run(std::move(*config), config_path, explicit_path, listen, level_from_flag, mode);
 }

@@ -1,8 +1,10 @@
 #include "bpf/probes.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,11 +20,19 @@ static_assert(kLostReasonNames.size() == LW_LOST_MAX, "lost reasons out of sync 
 
 const std::vector<AllocatorFunction>& allocator_functions() {
     static const std::vector<AllocatorFunction> functions = {
-        {"malloc", true},       {"calloc", true},         {"realloc", true},
-        {"reallocarray", true}, {"posix_memalign", true}, {"aligned_alloc", true},
-        {"memalign", true},     {"valloc", true},         {"pvalloc", true},
-        {"mmap", true},         {"mremap", true},         {"free", false},
-        {"munmap", false},
+        {"malloc", true, LW_MALLOC},
+        {"calloc", true, LW_CALLOC},
+        {"realloc", true, LW_REALLOC},
+        {"reallocarray", true, LW_REALLOCARRAY},
+        {"posix_memalign", true, LW_POSIX_MEMALIGN},
+        {"aligned_alloc", true, LW_ALIGNED_ALLOC},
+        {"memalign", true, LW_MEMALIGN},
+        {"valloc", true, LW_VALLOC},
+        {"pvalloc", true, LW_PVALLOC},
+        {"mmap", true, LW_MMAP},
+        {"mremap", true, LW_MREMAP},
+        {"free", false, LW_FREE},
+        {"munmap", false, LW_MUNMAP},
     };
     return functions;
 }
@@ -65,10 +75,45 @@ bpf_program* entry_program(leakwatch_bpf* skel, const std::string& name) {
     return nullptr;
 }
 
-bool has_return(const std::string& name) {
+const AllocatorFunction* function_named(const std::string& name) {
     for (const auto& f : allocator_functions())
-        if (name == f.name) return f.has_return;
-    return false;
+        if (name == f.name) return &f;
+    return nullptr;
+}
+
+// BPF_TRACE_UPROBE_MULTI and its link_create attributes, from the 6.6 UAPI: Debian's libbpf and
+// kernel headers predate them.
+constexpr uint32_t kTraceUprobeMulti = 48;
+constexpr uint32_t kUprobeMultiReturn = 1;
+struct LinkCreateUprobeMulti {
+    uint32_t prog_fd;
+    uint32_t target_fd;
+    uint32_t attach_type;
+    uint32_t flags;
+    uint64_t path;
+    uint64_t offsets;
+    uint64_t ref_ctr_offsets;
+    uint64_t cookies;
+    uint32_t cnt;
+    uint32_t multi_flags;
+    uint32_t pid;
+};
+
+int link_uprobe_multi(int prog_fd, const std::string& path, const std::vector<uint64_t>& offsets,
+                      const std::vector<uint64_t>& cookies, bool returns, pid_t pid) {
+    union {
+        LinkCreateUprobeMulti attr;
+        unsigned char bytes[128];
+    } u{};
+    u.attr.prog_fd = static_cast<uint32_t>(prog_fd);
+    u.attr.attach_type = kTraceUprobeMulti;
+    u.attr.path = reinterpret_cast<uint64_t>(path.c_str());
+    u.attr.offsets = reinterpret_cast<uint64_t>(offsets.data());
+    u.attr.cookies = reinterpret_cast<uint64_t>(cookies.data());
+    u.attr.cnt = static_cast<uint32_t>(offsets.size());
+    u.attr.multi_flags = returns ? kUprobeMultiReturn : 0;
+    u.attr.pid = static_cast<uint32_t>(pid);
+    return static_cast<int>(syscall(__NR_bpf, 28 /* BPF_LINK_CREATE */, &u, sizeof(u)));
 }
 
 template <class K>
@@ -80,9 +125,10 @@ void delete_keys(int fd, const std::vector<K>& keys) {
 
 Attachment::~Attachment() {
     for (auto* link : links_) bpf_link__destroy(link);
+    for (int fd : fds_) close(fd);
 }
 
-Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits) {
+Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mode) {
     libbpf_set_print(libbpf_log);
     std::unique_ptr<Probes> probes(new Probes());
     probes->limits_ = limits;
@@ -107,6 +153,29 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits) {
         if (int err = bpf_map__set_max_entries(s.map, s.entries))
             return fail_errno(std::string("sizing BPF map ") + bpf_map__name(s.map), err);
     }
+    // Multi-uprobe links where the kernel has them (its BTF knows their link type).
+    bool kernel_multi = false;
+    if (btf* vmlinux = btf__load_vmlinux_btf()) {
+        kernel_multi =
+            btf__find_by_name_kind(vmlinux, "bpf_uprobe_multi_link", BTF_KIND_STRUCT) >= 0;
+        btf__free(vmlinux);
+    }
+    if (mode == ProbeMode::kMulti && !kernel_multi)
+        return fail("multi-uprobe links were asked for, but this kernel has none (6.6+)");
+    probes->multi_ = mode != ProbeMode::kClassic && kernel_multi;
+    auto* p = &skel->progs;
+    for (bpf_program* classic :
+         {p->malloc_enter, p->calloc_enter, p->realloc_enter, p->reallocarray_enter,
+          p->posix_memalign_enter, p->aligned_alloc_enter, p->memalign_enter, p->valloc_enter,
+          p->pvalloc_enter, p->mmap_enter, p->mremap_enter, p->free_enter, p->munmap_enter,
+          p->alloc_return})
+        bpf_program__set_autoload(classic, !probes->multi_);
+    for (bpf_program* multi : {p->multi_entry, p->multi_return}) {
+        bpf_program__set_autoload(multi, probes->multi_);
+        bpf_program__set_expected_attach_type(multi,
+                                              static_cast<bpf_attach_type>(kTraceUprobeMulti));
+    }
+
     if (int err = leakwatch_bpf__load(skel))
         return fail_errno(
             "loading the BPF programs (is this root with CAP_BPF and CAP_PERFMON, "
@@ -133,25 +202,42 @@ Probes::~Probes() {
 
 Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget& target) {
     std::unique_ptr<Attachment> att(new Attachment());
+    const std::string where = " in " + target.path + " for pid " + std::to_string(pid);
+    if (multi_) {
+        std::vector<uint64_t> offsets, kinds, ret_offsets, ret_kinds;
+        for (const auto& [name, offset] : target.offsets) {
+            const AllocatorFunction* f = function_named(name);
+            if (!f) return fail("no BPF program for allocator function " + name);
+            offsets.push_back(offset);
+            kinds.push_back(f->kind);
+            if (!f->has_return) continue;
+            ret_offsets.push_back(offset);
+            ret_kinds.push_back(f->kind);
+        }
+        int fd = link_uprobe_multi(bpf_program__fd(skel_->progs.multi_entry), target.path, offsets,
+                                   kinds, false, pid);
+        if (fd < 0) return fail_errno("multi-uprobe on the allocator entries" + where, errno);
+        att->fds_.push_back(fd);
+        fd = link_uprobe_multi(bpf_program__fd(skel_->progs.multi_return), target.path, ret_offsets,
+                               ret_kinds, true, pid);
+        if (fd < 0) return fail_errno("multi-uprobe on the allocator returns" + where, errno);
+        att->fds_.push_back(fd);
+        return att;
+    }
     for (const auto& [name, offset] : target.offsets) {
         bpf_program* entry = entry_program(skel_, name);
-        if (!entry) return fail("no BPF program for allocator function " + name);
+        const AllocatorFunction* f = function_named(name);
+        if (!entry || !f) return fail("no BPF program for allocator function " + name);
         LIBBPF_OPTS(bpf_uprobe_opts, entry_opts, .retprobe = false);
         bpf_link* link =
             bpf_program__attach_uprobe_opts(entry, pid, target.path.c_str(), offset, &entry_opts);
-        if (!link)
-            return fail_errno(
-                "uprobe on " + name + " in " + target.path + " for pid " + std::to_string(pid),
-                errno);
+        if (!link) return fail_errno("uprobe on " + name + where, errno);
         att->links_.push_back(link);
-        if (!has_return(name)) continue;
+        if (!f->has_return) continue;
         LIBBPF_OPTS(bpf_uprobe_opts, ret_opts, .retprobe = true);
         link = bpf_program__attach_uprobe_opts(skel_->progs.alloc_return, pid, target.path.c_str(),
                                                offset, &ret_opts);
-        if (!link)
-            return fail_errno(
-                "uretprobe on " + name + " in " + target.path + " for pid " + std::to_string(pid),
-                errno);
+        if (!link) return fail_errno("uretprobe on " + name + where, errno);
         att->links_.push_back(link);
     }
     return att;

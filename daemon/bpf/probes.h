@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <set>
@@ -24,7 +25,13 @@ namespace leakwatch {
 struct AllocatorFunction {
     const char* name;
     bool has_return;  // false: entry-only (free, munmap)
+    uint32_t kind;    // enum lw_kind
 };
+
+// How uprobes are attached: one link per probe (every kernel), or one multi-uprobe link for
+// all entries and one for all returns of a process (6.6+: one kernel grace period to detach
+// instead of one per probe). kAuto picks multi where the kernel has it.
+enum class ProbeMode { kAuto, kMulti, kClassic };
 const std::vector<AllocatorFunction>& allocator_functions();
 
 // Where each allocator function of one file is: file offsets for uprobes.
@@ -39,12 +46,13 @@ class Attachment {
     ~Attachment();
     Attachment(const Attachment&) = delete;
     Attachment& operator=(const Attachment&) = delete;
-    size_t probes() const { return links_.size(); }
+    size_t links() const { return links_.size() + fds_.size(); }
 
   private:
     friend class Probes;
     Attachment() = default;
     std::vector<bpf_link*> links_;
+    std::vector<int> fds_;  // multi-uprobe links
 };
 
 class Probes : public AllocationSource {
@@ -53,7 +61,9 @@ class Probes : public AllocationSource {
 
     // Opens, sizes (from limits) and loads the BPF object, and attaches the process
     // event tracepoints. Errors name the program or map and the errno.
-    static Result<std::unique_ptr<Probes>> load(const Limits& limits);
+    static Result<std::unique_ptr<Probes>> load(const Limits& limits,
+                                                ProbeMode mode = ProbeMode::kAuto);
+    bool multi() const { return multi_; }
     ~Probes() override;
 
     Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target);
@@ -84,6 +94,7 @@ class Probes : public AllocationSource {
     EventHandler handler_;
     Limits limits_;
     int ncpus_ = 1;
+    bool multi_ = false;
 };
 
 }  // namespace leakwatch

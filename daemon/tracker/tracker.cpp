@@ -92,8 +92,9 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
         return Outcome::kFailed;
     }
-    spdlog::info("watching pid {} ({}) for rule '{}': {} probes on {}", pid, info.comm, rule.name,
-                 (*attachment)->probes(), mapping->path);
+    spdlog::info("watching pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
+                 info.comm, rule.name, target.offsets.size(), mapping->path,
+                 (*attachment)->links());
     double now =
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), now};

@@ -73,6 +73,10 @@ class Daemon:
         self.port = free_port()
         self.log_path = os.path.join(self.dir, "leakwatchd.log")
         self.log = open(self.log_path, "w")
+        # LEAKWATCH_PROBE_MODE runs a test with classic or multi-uprobe links (default: auto)
+        mode = os.environ.get("LEAKWATCH_PROBE_MODE")
+        if mode:
+            extra_args = (*extra_args, "--probe-mode", mode)
         self.proc = subprocess.Popen(
             [LEAKWATCHD, "--config", self.config, "--web.listen-address",
              f"127.0.0.1:{self.port}", "--log-level", "debug", *extra_args],
