@@ -16,6 +16,7 @@
 #include "bpf/kernel_probes.h"
 #include "bpf/probes.h"
 #include "config/config.h"
+#include "detect/follow.h"
 #include "http/server.h"
 #include "leakwatch.h"
 #include "proc/proc.h"
@@ -187,6 +188,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
         LEAKWATCH_VERSION, listen, (*server)->port(), config.watch.size(), tracker.attached(),
         (*probes)->multi() ? "multi-link" : "classic");
 
+    Detector detector(config.leak_detection);
     LostCounters reported{};
     auto sample = [&] {
         auto snap =
@@ -196,6 +198,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
             kernel_probes->add_lost(snap->lost);
             for (auto& u : kernel_probes->usage()) snap->usage.push_back(std::move(u));
         }
+        if (config.leak_detection.enabled) follow_growth(detector, *snap, unix_now());
         log_new_losses(snap->lost, reported);
         status.attached = tracker.attached();
         state.publish(std::move(snap), status);
@@ -248,6 +251,8 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                 config.interval = fresh->interval;
                 config.limits.top_stacks = fresh->limits.top_stacks;
                 config.limits.top_processes = fresh->limits.top_processes;
+                config.leak_detection = fresh->leak_detection;
+                detector.reconfigure(config.leak_detection);
                 status.top_stacks = config.limits.top_stacks;
                 status.top_processes = config.limits.top_processes;
                 status.last_reload_time = unix_now();

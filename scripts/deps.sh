@@ -10,7 +10,7 @@ packages=(
     prometheus-cpp-dev libcivetweb-dev libspdlog-dev libyaml-cpp-dev libsystemd-dev
     nlohmann-json3-dev libcli11-dev catch2
     # tests: the fixtures' helpers, promtool, bpftool's map dumps
-    python3 prometheus curl
+    python3 prometheus prometheus-alertmanager curl
 )
 
 missing=()

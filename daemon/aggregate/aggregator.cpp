@@ -62,8 +62,7 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
     for (const auto& [tgid, t] : source_.process_totals()) totals[tgid] = t;
 
     std::unordered_map<uint32_t, std::vector<StackTotals>> stacks;
-    for (const auto& s : source_.stack_totals())
-        if (s.count > 0 || s.bytes > 0) stacks[s.tgid].push_back(s);
+    for (const auto& s : source_.stack_totals()) stacks[s.tgid].push_back(s);
 
     // Processes with min_age are counted from their live allocations instead.
     std::set<uint32_t> aged;
@@ -109,7 +108,7 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
         });
         for (const auto& s : list) {
             const Resolved& r = resolve_stack(meta, s.stack);
-            view.stacks.push_back({s.stack, s.bytes, s.count, r.site, r.frames});
+            view.stacks.push_back({s.stack, s.bytes, s.count, r.site, r.frames, {}});
         }
         snap.processes.push_back(std::move(view));
     }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "aggregate/growth.h"
 #include "aggregate/kernel.h"
 #include "aggregate/source.h"
 #include "config/config.h"
@@ -33,6 +34,7 @@ struct StackView {
     int64_t count = 0;
     std::string site;
     std::shared_ptr<const std::vector<Frame>> frames;  // shared by every snapshot
+    Growth growth;
 };
 
 struct ProcessView {
@@ -41,7 +43,10 @@ struct ProcessView {
     std::string comm;
     double attached_at = 0;
     ProcTotals totals;
-    std::vector<StackView> stacks;  // outstanding bytes descending
+    // Outstanding bytes descending; stacks that hold nothing now come last (the detector
+    // keeps following them: a release is part of a series' history).
+    std::vector<StackView> stacks;
+    Growth growth;
 };
 
 struct Snapshot {

@@ -78,11 +78,8 @@ KernelView KernelAggregator::sample() {
     std::map<std::pair<uint32_t, uint64_t>, KernelProcessView> procs;  // (tgid, start)
     std::vector<KernelTotals> empty;
     for (const auto& t : source_.kernel_totals()) {
-        if (t.count == 0 && t.bytes == 0) {
-            if (t.tgid != 0) empty.push_back(t);
-            continue;
-        }
         if (t.kind >= view.bytes.size()) continue;
+        if (t.count == 0 && t.bytes == 0 && t.tgid != 0) empty.push_back(t);
         const Resolved& r = resolve(t.stack);
         if (t.kind == 2 /* page */ && r.backing) {
             view.backing_bytes += t.bytes;
@@ -100,6 +97,7 @@ KernelView KernelAggregator::sample() {
         if (t.tgid != 0 && !r.interrupt) {
             auto& p = procs[{t.tgid, t.start}];
             p.pid = t.tgid;
+            p.start = t.start;
             p.bytes += t.bytes;
             p.count += t.count;
         }
@@ -123,8 +121,7 @@ KernelView KernelAggregator::sample() {
         p.comm = *comm;
         view.processes.push_back(std::move(p));
     }
-    for (auto& [key, s] : stacks)
-        if (s.bytes > 0 || s.count > 0) view.stacks.push_back(std::move(s));
+    for (auto& [key, s] : stacks) view.stacks.push_back(std::move(s));
     std::sort(view.stacks.begin(), view.stacks.end(), [](const auto& a, const auto& b) {
         return a.bytes != b.bytes ? a.bytes > b.bytes : a.id < b.id;
     });

@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "aggregate/growth.h"
 #include "aggregate/kernel_source.h"
 #include "symbols/symbolizer.h"
 
@@ -21,13 +22,16 @@ struct KernelStackView {
     int64_t count = 0;
     std::string site;
     std::shared_ptr<const std::vector<Frame>> frames;
+    Growth growth;
 };
 
 struct KernelProcessView {
     uint32_t pid = 0;
+    uint64_t start = 0;  // boot-time ns: pid and start name the process
     std::string comm;
     int64_t bytes = 0;
     int64_t count = 0;
+    Growth growth;
 };
 
 struct KernelView {
@@ -36,7 +40,7 @@ struct KernelView {
     // Pages that back slab objects or a large kmalloc: outstanding, but already counted as
     // kmalloc/kmem_cache objects, so in no total above.
     int64_t backing_bytes = 0;
-    std::vector<KernelStackView> stacks;       // outstanding bytes descending
+    std::vector<KernelStackView> stacks;       // outstanding bytes descending, empty stacks last
     std::vector<KernelProcessView> processes;  // live processes, outstanding bytes descending
 };
 

@@ -201,8 +201,10 @@ std::string type_name(const YAML::Node& node) {
 
 using KnownKeys = std::span<const std::string_view>;
 
-constexpr std::array<std::string_view, 6> kTopKeys{"listen_address", "interval", "log_level",
-                                                   "kernel",         "watch",    "limits"};
+constexpr std::array<std::string_view, 7> kTopKeys{
+    "listen_address", "interval", "log_level", "kernel", "watch", "limits", "leak_detection"};
+constexpr std::array<std::string_view, 6> kDetectionKeys{"enabled",    "window",     "min_rate",
+                                                         "min_growth", "confidence", "max_series"};
 constexpr std::array<std::string_view, 6> kLogLevels{"trace", "debug", "info",
                                                      "warn",  "error", "critical"};
 constexpr std::array<std::string_view, 5> kKernelKeys{"enabled", "kinds", "min_size", "max_size",
@@ -265,6 +267,8 @@ class Parser {
                 ok = parse_watch(entry, config.watch);
             } else if (entry.key == "limits") {
                 ok = parse_limits(entry, config.limits);
+            } else if (entry.key == "leak_detection") {
+                ok = parse_detection(entry, config.leak_detection);
             }
             if (!ok) return std::unexpected(ok.error());
         }
@@ -450,6 +454,45 @@ class Parser {
                                         " is larger than max_size " +
                                         quoted(max_size->value.Scalar()) + " (line " +
                                         std::to_string(line_of(*max_size)) + ")");
+        }
+        return {};
+    }
+
+    Result<void> parse_detection(const Entry& entry, LeakDetection& d) const {
+        auto entries = mapping_of(entry, kDetectionKeys);
+        if (!entries) return std::unexpected(entries.error());
+        for (const Entry& field : *entries) {
+            Result<void> ok;
+            if (field.key == "enabled") {
+                bool value = false;
+                if (!field.value.IsScalar() || !YAML::convert<bool>::decode(field.value, value))
+                    return wrong_type(field, "true or false");
+                d.enabled = value;
+            } else if (field.key == "window") {
+                ok = assign(duration_of(field), d.window);
+                if (ok && d.window < std::chrono::seconds(10))
+                    return error(field, "the window must be at least 10s");
+            } else if (field.key == "min_rate") {
+                // A size per second: "1KiB" means 1 KiB/s.
+                uint64_t rate = 0;
+                ok = assign(size_of(field), rate);
+                d.min_rate = static_cast<double>(rate);
+            } else if (field.key == "min_growth") {
+                ok = assign(size_of(field), d.min_growth);
+            } else if (field.key == "confidence") {
+                double c = 0;
+                if (!field.value.IsScalar() || !YAML::convert<double>::decode(field.value, c))
+                    return wrong_type(field, "a number between 0.5 and 0.9999");
+                if (!(c >= 0.5 && c <= 0.9999))
+                    return error(field,
+                                 quoted(field.value.Scalar()) + " is not between 0.5 and 0.9999");
+                d.confidence = c;
+            } else if (field.key == "max_series") {
+                auto n = count_of(field, 1000000);
+                if (!n) return std::unexpected(n.error());
+                d.max_series = static_cast<uint32_t>(*n);
+            }
+            if (!ok) return std::unexpected(ok.error());
         }
         return {};
     }

@@ -68,11 +68,22 @@ struct KernelConfig {
     bool include_movable_pages = false;  // user memory and page cache pages
 };
 
+// The leak detector's parameters (docs/detection.md).
+struct LeakDetection {
+    bool enabled = true;
+    Duration window{std::chrono::minutes(10)};  // growth is judged over this span
+    double min_rate = 1024;                     // bytes/s: slower growth is never a leak
+    uint64_t min_growth = 1 << 20;              // bytes the series must have grown over the window
+    double confidence = 0.99;                   // of the Mann-Kendall trend test, 0.5..0.9999
+    uint32_t max_series = 10000;  // series followed at once; beyond: not followed, counted
+};
+
 struct Config {
     std::string listen_address = ":10071";
     Duration interval{std::chrono::seconds(5)};
     std::string log_level = "info";  // --log-level overrides it
     KernelConfig kernel;
+    LeakDetection leak_detection;
     std::vector<WatchRule> watch;
     Limits limits;
     std::string source;  // file name it was read from, or "<built-in>"

@@ -56,18 +56,52 @@ double noise_sigma(const double* v, size_t n, std::vector<double>& tmp) {
     return 1.4826 * median(tmp.data(), tmp.size()) / std::sqrt(2.0);
 }
 
+double median3(double a, double b, double c) {
+    return std::max(std::min(a, b), std::min(std::max(a, b), c));
+}
+
 // Running median of 5, the window kept inside the series at its ends: a spike of one or two
 // points (a large temporary allocation) is not a release, a drop that lasts is.
 void median5(const double* v, size_t n, std::vector<double>& out) {
     out.resize(n);
-    for (size_t i = 0; i < n; i++) {
-        size_t lo = std::min(i >= 2 ? i - 2 : 0, n >= 5 ? n - 5 : 0), hi = std::min(n, lo + 5);
-        double b[5];
-        size_t m = 0;
-        for (size_t j = lo; j < hi; j++) b[m++] = v[j];
-        std::sort(b, b + m);
-        out[i] = m % 2 ? b[m / 2] : (b[m / 2 - 1] + b[m / 2]) / 2;
+    if (n < 5) {
+        std::copy(v, v + n, out.begin());
+        return;
     }
+    // Of the two pairs (w0,w1) and (w2,w3), the larger minimum and the smaller maximum are
+    // the middle two of the four; the median of five is the median of those and w4.
+    auto median_at = [](const double* w) {
+        double lo = std::max(std::min(w[0], w[1]), std::min(w[2], w[3]));
+        double hi = std::min(std::max(w[0], w[1]), std::max(w[2], w[3]));
+        return median3(lo, hi, w[4]);
+    };
+    out[0] = out[1] = median_at(v);
+    for (size_t i = 2; i + 2 < n; i++) out[i] = median_at(v + i - 2);
+    out[n - 2] = out[n - 1] = median_at(v + n - 5);
+}
+
+// Releases in a smoothed series: falls of at least `drop` from its running peak. After one, the
+// next counts only once the series has risen by as much again, so that a drop spread over
+// several points is one release.
+int count_releases(const std::vector<double>& f, double drop) {
+    int drops = 0;
+    double peak = f[0], trough = 0;
+    bool armed = true;
+    for (size_t i = 1; i < f.size(); i++) {
+        if (armed && f[i] <= peak - drop) {
+            drops++;
+            armed = false;
+            trough = f[i];
+        } else if (armed) {
+            peak = std::max(peak, f[i]);
+        } else if (f[i] >= trough + drop) {
+            armed = true;
+            peak = f[i];
+        } else {
+            trough = std::min(trough, f[i]);
+        }
+    }
+    return drops;
 }
 
 // Whether the growth is spread over the window: at least 3 of its 4 quarters, the last one
@@ -104,12 +138,31 @@ bool growth_spread(const double* t, const double* y, size_t n, double start, dou
             level[k] = y[j];
         }
     }
+    // A cache filling with ever fewer misses slows down steadily; a leak does not.
+    double first_half = (level[2] - level[0]) / (at[2] - at[0]);
+    double second_half = (level[4] - level[2]) / (at[4] - at[2]);
+    if (second_half < Detector::kHalfRatio * first_half) return false;
     for (int q = 0; q < 4; q++) {
         double dt = at[q + 1] - at[q];
         if (!(dt > 0 && (level[q + 1] - level[q]) / dt >= Detector::kQuarterShare * rate))
             return false;
     }
     return true;
+}
+
+// Whether the troughs (running minimum back from the newest point) rose over the first half
+// and over the middle half of the window. Halves, not quarters: a trough comes once per cycle,
+// so a quarter may hold none. The last quarter is left out: its troughs are not known yet.
+bool troughs_grow(const double* t, const double* low, size_t n, double start, double window,
+                  double rate) {
+    double level[4];
+    size_t j = 0;
+    for (int k = 0; k < 4; k++) {
+        while (j + 1 < n && t[j] < start + k * window / 4) j++;
+        level[k] = low[j];
+    }
+    double need = Detector::kQuarterShare * rate * window / 2;
+    return level[2] - level[0] >= need && level[3] - level[1] >= need;
 }
 
 // Whether one step (two levels) fits the window better than a line, by residual sum of
@@ -134,12 +187,21 @@ bool step_fits_better(const double* t, const double* y, size_t n) {
     return step > line;
 }
 
-// Mann-Kendall trend statistic as a standard normal score, ties accounted for.
+// Mann-Kendall trend statistic as a standard normal score, ties accounted for. A window of
+// more than 32 points is first averaged in pairs: the test keeps its power on a trend in noise
+// and costs a quarter of the comparisons.
 double mann_kendall_z(const double* y, size_t n, std::vector<double>& tmp) {
+    if (n > 32) {
+        tmp.resize(n / 2);
+        for (size_t i = 0; i < n / 2; i++) tmp[i] = (y[2 * i] + y[2 * i + 1]) / 2;
+        n /= 2;
+    } else {
+        tmp.assign(y, y + n);
+    }
+    const double* x = tmp.data();
     long s = 0;
     for (size_t i = 0; i < n; i++)
-        for (size_t j = i + 1; j < n; j++) s += (y[j] > y[i]) - (y[j] < y[i]);
-    tmp.assign(y, y + n);
+        for (size_t j = i + 1; j < n; j++) s += (x[j] > x[i]) - (x[j] < x[i]);
     std::sort(tmp.begin(), tmp.end());
     double ties = 0;
     for (size_t i = 0; i < n;) {
@@ -152,7 +214,7 @@ double mann_kendall_z(const double* y, size_t n, std::vector<double>& tmp) {
     double nn = double(n);
     double var = (nn * (nn - 1) * (2 * nn + 5) - ties) / 18;
     if (var <= 0 || s == 0) return 0;
-    return (s > 0 ? s - 1 : s + 1) / std::sqrt(var);
+    return double(s > 0 ? s - 1 : s + 1) / std::sqrt(var);
 }
 
 }  // namespace
@@ -238,84 +300,92 @@ void Detector::judge(Series& s, double now) {
     const double start = end - window;
     const double lookback = end - kLookbackWindows * window;
 
-    t_.clear();
-    v_.clear();
-    for (size_t i = 0; i < s.ring.size(); i++) {
-        const Point& p = s.ring[(s.head + i) % s.ring.size()];
-        if (p.t < lookback) continue;
-        t_.push_back(p.t);
-        v_.push_back(p.v);
+    t_.resize(s.ring.size());
+    v_.resize(s.ring.size());
+    size_t total = 0;
+    for (size_t k = 0; k < s.ring.size(); k++) {
+        size_t i = s.head + k < s.ring.size() ? s.head + k : s.head + k - s.ring.size();
+        t_[total] = s.ring[i].t;
+        v_[total] = s.ring[i].v;
+        total += s.ring[i].t >= lookback;
     }
-    const size_t total = t_.size();
+    t_.resize(total);
+    v_.resize(total);
     const size_t first = std::lower_bound(t_.begin(), t_.end(), start) - t_.begin();
     const size_t n = total - first;
     Verdict& verdict = s.verdict;
     // Covered: the series was observed from the window's start (1 ms of float slack).
     verdict.enough_history = s.first_t <= start + s.t_base + 1e-3 && n >= size_t(kMinPoints);
 
-    bool leak_like = false, released = false;
     if (!verdict.enough_history) {
         verdict.rate = 0;
-    } else {
-        // Releases: drops of the smoothed series, from its running peak, larger than noise
-        // and than half of min_growth, anywhere in the look-back.
-        double sigma = noise_sigma(v_.data(), total, tmp_);
+        update(s, false, false, now);
+        return;
+    }
+    const double* t = t_.data() + first;
+    double sigma = noise_sigma(v_.data() + first, n, tmp_);
+    double drop = std::max(kDropSigmas * sigma, kDropGrowth * double(config_.min_growth));
+
+    // Releases: drops of the smoothed series, anywhere in the look-back, larger than noise and
+    // than half of min_growth. The smoothed series stays within the raw range, so a series
+    // whose range is smaller than a release (most that do not grow) is smoothed over the
+    // window only, for the step test.
+    auto [lowest, highest] = std::minmax_element(v_.begin(), v_.end());
+    bool may_release = *highest - *lowest >= drop;
+    int drops = 0;
+    const double* smooth = f_.data();  // over the window
+    if (may_release) {
         median5(v_.data(), total, f_);
-        double drop = std::max(kDropSigmas * sigma, kDropGrowth * double(config_.min_growth));
-        // After a release, a new one counts only once the series has risen by as much again:
-        // a drop spread over several points is one release.
-        int drops = 0;
-        size_t last_drop = 0;
-        double peak = f_[0], trough = 0;
-        bool armed = true;
-        for (size_t i = 1; i < total; i++) {
-            if (armed && f_[i] <= peak - drop) {
-                drops++;
-                last_drop = i;
-                armed = false;
-                trough = f_[i];
-            } else if (armed) {
-                peak = std::max(peak, f_[i]);
-            } else if (f_[i] >= trough + drop) {
-                armed = true;
-                peak = f_[i];
-            } else {
-                trough = std::min(trough, f_[i]);
-            }
-        }
-        // A series that releases is judged on its envelopes: its peaks (running maximum from
-        // the look-back's start) and its troughs (running minimum back from the newest point,
-        // what it has kept since). A sawtooth's peaks stay level; a wandering level that has
-        // just made new highs had a trough late in the window; a leak that also frees in
-        // cycles raises both.
-        const double* t = t_.data() + first;
-        const double* y = v_.data() + first;
-        const double* smooth = f_.data() + first;  // least squares needs spikes filtered out
-        if (drops > 0) {
-            peaks_.resize(total);
-            peaks_[0] = f_[0];
-            for (size_t i = 1; i < total; i++) peaks_[i] = std::max(peaks_[i - 1], f_[i]);
-            troughs_.resize(n);
-            troughs_[n - 1] = f_[total - 1];
-            for (size_t i = n - 1; i-- > 0;) troughs_[i] = std::min(troughs_[i + 1], smooth[i]);
-            y = smooth = peaks_.data() + first;
-        }
-        double rate = paired_slope(t, y, n, tmp_);
-        verdict.rate = rate;
-        leak_like = rate > 0 && rate >= config_.min_rate &&
-                    rate * window >= double(config_.min_growth) &&
-                    (drops == 0 || rate * window >= drop) &&
-                    growth_spread(t, y, n, start, window, rate, drops > 0, tmp_) &&
-                    (drops == 0 || growth_spread(t, troughs_.data(), n, start, window, rate,
-                                                 true, tmp_)) &&
-                    !step_fits_better(t, smooth, n) && mann_kendall_z(y, n, tmp_) >= z_threshold_;
-        // Gave back all it grew over the window: cleared at once, not after kClear rounds.
-        double low = *std::min_element(f_.begin() + first, f_.end() - 2);
-        double high = *std::max_element(f_.begin() + first, f_.end());
-        double now_level = std::max(v_[total - 1], v_[total - 2]);
-        released = now_level < low && high - now_level >= drop;
+        drops = count_releases(f_, drop);
+        smooth = f_.data() + first;
+    } else {
+        median5(v_.data() + first, n, f_);
     }
 
+    // A series that releases is judged on its envelopes: its peaks (running maximum from
+    // the look-back's start) and its troughs (running minimum back from the newest point,
+    // what it has kept since). A sawtooth's peaks stay level; a wandering level that has
+    // just made new highs had a trough late in the window; a leak that also frees in
+    // cycles raises both.
+    const double* y = v_.data() + first;
+    if (drops > 0) {
+        peaks_.resize(total);
+        peaks_[0] = f_[0];
+        for (size_t i = 1; i < total; i++) peaks_[i] = std::max(peaks_[i - 1], f_[i]);
+        troughs_.resize(n);
+        troughs_[n - 1] = smooth[n - 1];
+        for (size_t i = n - 1; i-- > 0;) troughs_[i] = std::min(troughs_[i + 1], smooth[i]);
+        y = smooth = peaks_.data() + first;
+    }
+    double rate = paired_slope(t, y, n, tmp_);
+    verdict.rate = rate;
+    // Cheapest tests first: most series stop at the rate.
+    bool leak_like = rate > 0 && rate >= config_.min_rate &&
+                     rate * window >= double(config_.min_growth) &&
+                     (drops == 0 || rate * window >= drop) &&
+                     growth_spread(t, y, n, start, window, rate, drops > 0, tmp_) &&
+                     (drops == 0 || troughs_grow(t, troughs_.data(), n, start, window, rate)) &&
+                     !step_fits_better(t, smooth, n) &&
+                     mann_kendall_z(y, n, tmp_) >= z_threshold_;
+
+    // Gave back all it grew over the window, down to below where the window started:
+    // cleared at once, not after kClear judgements. The newest points are left out of the
+    // comparison so that the release stays visible for a few judgements, until it shows in
+    // the smoothed series and its envelopes.
+    bool released = false;
+    if (may_release) {
+        const double* fw = f_.data() + first;
+        size_t recent = std::min<size_t>(n - 1, kWindowPoints / 8);
+        double low = *std::min_element(fw, fw + n - recent);
+        double high = *std::max_element(fw, fw + n);
+        double level = std::max(v_[total - 1], v_[total - 2]);
+        released = level < low && high - level >= drop;
+    }
+    update(s, leak_like && !released, released, now);
+}
+
+void Detector::update(Series& s, bool leak_like, bool released, double now) {
+    Verdict& verdict = s.verdict;
     if (leak_like) {
         s.streak_off = 0;
         if (++s.streak_on >= kConfirm && !verdict.suspected) {

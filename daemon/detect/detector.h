@@ -14,14 +14,7 @@
 
 namespace leakwatch {
 
-struct LeakDetection {
-    bool enabled = true;
-    Duration window{std::chrono::minutes(10)};  // growth is judged over this span
-    double min_rate = 1024;         // bytes/s: slower growth is never a leak
-    uint64_t min_growth = 1 << 20;  // bytes the series must have grown over the window
-    double confidence = 0.99;       // of the Mann-Kendall trend test, 0.5..0.9999
-    uint32_t max_series = 10000;    // series followed at once; beyond: not followed, counted
-};
+// LeakDetection (its parameters) is part of the config: config/config.h.
 
 struct Verdict {
     double rate = 0;  // bytes/s, robust slope over the window; 0 until enough history
@@ -53,9 +46,10 @@ public:
     static constexpr int kWindowPoints = 64;     // history points per window
     static constexpr int kLookbackWindows = 4;   // history kept, in windows, for releases
     static constexpr int kMinPoints = 16;        // fewer points in a window: no verdict
-    static constexpr int kConfirm = 4;           // leak-like judgements in a row to flag
+    static constexpr int kConfirm = 8;           // leak-like judgements in a row to flag
     static constexpr int kClear = 8;             // other judgements in a row to clear
     static constexpr double kQuarterShare = 0.5;  // of the window's rate, for a quarter
+    static constexpr double kHalfRatio = 0.5;     // of the first half's rate, for the second
     static constexpr double kDropSigmas = 6;      // a release is this many noise sigmas...
     static constexpr double kDropGrowth = 0.5;    // ...and this share of min_growth
 
@@ -85,6 +79,7 @@ private:
 
     void close_bucket(Series& s);
     void judge(Series& s, double now);
+    void update(Series& s, bool leak_like, bool released, double now);
     int64_t bucket_of(const Series& s, double t) const;
     double bucket_width() const;
 

@@ -1,5 +1,6 @@
 #include "http/api.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace leakwatch {
@@ -24,7 +25,10 @@ nlohmann::json totals_json(const ProcessView& p) {
         {"freed_bytes_total", p.totals.free_bytes},
         {"allocations_total", p.totals.alloc_count},
         {"frees_total", p.totals.free_count},
-        {"stacks", p.stacks.size()},
+        {"stacks", std::count_if(p.stacks.begin(), p.stacks.end(),
+                                 [](const StackView& s) { return s.bytes > 0 || s.count > 0; })},
+        {"growth_bytes_per_second", p.growth.rate},
+        {"leak_suspected", p.growth.suspected},
     };
 }
 
@@ -55,6 +59,7 @@ std::optional<nlohmann::json> stacks_json(const Snapshot& snap, uint32_t pid, si
         auto stacks = nlohmann::json::array();
         for (size_t i = 0; i < p.stacks.size() && i < top; i++) {
             const auto& s = p.stacks[i];
+            if (s.bytes <= 0 && s.count <= 0) break;  // the rest hold nothing now
             auto frames = nlohmann::json::array();
             if (s.frames)
                 for (const auto& f : *s.frames) frames.push_back(frame_json(f));
@@ -62,12 +67,58 @@ std::optional<nlohmann::json> stacks_json(const Snapshot& snap, uint32_t pid, si
                               {"outstanding_bytes", s.bytes},
                               {"outstanding_allocations", s.count},
                               {"site", s.site},
+                              {"growth_bytes_per_second", s.growth.rate},
+                              {"leak_suspected", s.growth.suspected},
                               {"frames", frames}});
         }
         j["stacks"] = stacks;
         return j;
     }
     return std::nullopt;
+}
+
+nlohmann::json leaks_json(const Snapshot& snap, double now) {
+    auto leaks = nlohmann::json::array();
+    auto add = [&](const char* scope, const std::string& watch, const std::string& pid,
+                   const std::string& comm, const std::string& stack_id, const std::string& site,
+                   int64_t bytes, const Growth& g, const std::vector<Frame>* frames) {
+        if (!g.suspected) return;
+        nlohmann::json j = {{"scope", scope},
+                            {"watch", watch},
+                            {"pid", pid},
+                            {"comm", comm},
+                            {"stack_id", stack_id},
+                            {"site", site},
+                            {"growth_bytes_per_second", g.rate},
+                            {"flagged_since", g.flagged_since},
+                            {"flagged_for_seconds", std::max(0.0, now - g.flagged_since)},
+                            {"outstanding_bytes", bytes}};
+        auto fj = nlohmann::json::array();
+        if (frames)
+            for (const auto& f : *frames) fj.push_back(frame_json(f));
+        j["frames"] = fj;
+        leaks.push_back(std::move(j));
+    };
+    for (const auto& p : snap.processes) {
+        std::string pid = std::to_string(p.pid);
+        add("process", p.watch, pid, p.comm, "", "", p.totals.bytes, p.growth, nullptr);
+        for (const auto& s : p.stacks)
+            add("stack", p.watch, pid, p.comm, hex(s.id, 16).substr(2), s.site, s.bytes, s.growth,
+                s.frames.get());
+    }
+    if (snap.kernel) {
+        for (const auto& s : snap.kernel->stacks)
+            add("stack", "kernel", "", "", hex(s.id, 16).substr(2), s.site, s.bytes, s.growth,
+                s.frames.get());
+        for (const auto& p : snap.kernel->processes)
+            add("process", "kernel", std::to_string(p.pid), p.comm, "", "", p.bytes, p.growth,
+                nullptr);
+    }
+    std::sort(leaks.begin(), leaks.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+        return a["growth_bytes_per_second"].get<double>() >
+               b["growth_bytes_per_second"].get<double>();
+    });
+    return {{"leaks", leaks}};
 }
 
 std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top) {
@@ -80,6 +131,7 @@ std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top) {
     auto stacks = nlohmann::json::array();
     for (size_t i = 0; i < k.stacks.size() && i < top; i++) {
         const auto& s = k.stacks[i];
+        if (s.bytes <= 0 && s.count <= 0) break;
         auto frames = nlohmann::json::array();
         if (s.frames)
             for (const auto& f : *s.frames) frames.push_back(frame_json(f));

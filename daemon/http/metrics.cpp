@@ -41,7 +41,33 @@ std::string hex_id(uint64_t id) {
 
 }  // namespace
 
+template <class View>
+bool holds(const View& s) {
+    return s.bytes > 0 || s.count > 0;
+}
+
+// leakwatch_growth_bytes_per_second and leakwatch_leak_suspected share one label set, so a
+// series keeps its labels from its first sample on (Prometheus `for:` needs that).
+void add_growth(MetricFamily& growth, MetricFamily& suspected, const char* scope,
+                const Labels& owner, const std::string& stack_id, const std::string& site,
+                const Growth& g) {
+    if (!g.followed) return;
+    Labels l = {{"scope", scope}};
+    l.insert(l.end(), owner.begin(), owner.end());
+    l.push_back({"stack_id", stack_id});
+    l.push_back({"site", site});
+    add(growth, l, g.rate);
+    add(suspected, std::move(l), g.suspected ? 1 : 0);
+}
+
 std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
+    auto growth = family("leakwatch_growth_bytes_per_second",
+                         "Growth of outstanding bytes over the leak detection window (robust "
+                         "slope), per process (scope=process) and per stack (scope=stack).",
+                         MetricType::Gauge);
+    auto suspected =
+        family("leakwatch_leak_suspected",
+               "1 while the leak detector holds the series to be leaking.", MetricType::Gauge);
     auto outstanding =
         family("leakwatch_outstanding_bytes",
                "Bytes allocated and not yet freed, per watched process.", MetricType::Gauge);
@@ -72,13 +98,20 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
         add(freed, labels, static_cast<double>(p.totals.free_bytes));
         add(allocations, labels, static_cast<double>(p.totals.alloc_count));
         add(frees, labels, static_cast<double>(p.totals.free_count));
+        add_growth(growth, suspected, "process", labels, {}, {}, p.growth);
         size_t n = 0;
         for (const auto& s : p.stacks) {
-            if (n++ >= status.top_stacks) break;
-            Labels sl = labels;
-            sl.push_back({"stack_id", hex_id(s.id)});
-            sl.push_back({"site", s.site});
-            add(stack_bytes, std::move(sl), static_cast<double>(s.bytes));
+            if (!holds(s)) break;  // the rest hold nothing now
+            bool top = n++ < status.top_stacks;
+            if (top) {
+                Labels sl = labels;
+                sl.push_back({"stack_id", hex_id(s.id)});
+                sl.push_back({"site", s.site});
+                add(stack_bytes, std::move(sl), static_cast<double>(s.bytes));
+            }
+            // A suspected stack stays exported whatever its rank, so alerts keep their series.
+            if (top || s.growth.suspected)
+                add_growth(growth, suspected, "stack", labels, hex_id(s.id), s.site, s.growth);
         }
     }
     std::vector<MetricFamily> kernel_families;
@@ -100,24 +133,32 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
                               "in leakwatch_kernel_outstanding_bytes (their objects are).",
                               MetricType::Gauge);
         add(backing, {}, static_cast<double>(k.backing_bytes));
+        const Labels kernel_owner = {{"watch", "kernel"}, {"pid", ""}, {"comm", ""}};
         size_t n = 0;
         for (const auto& s : k.stacks) {
-            if (n++ >= status.top_stacks) break;
-            add(stack_bytes,
-                {{"watch", "kernel"},
-                 {"pid", ""},
-                 {"comm", ""},
-                 {"stack_id", hex_id(s.id)},
-                 {"site", s.site}},
-                static_cast<double>(s.bytes));
+            if (!holds(s)) break;
+            bool top = n++ < status.top_stacks;
+            if (top) {
+                Labels sl = kernel_owner;
+                sl.push_back({"stack_id", hex_id(s.id)});
+                sl.push_back({"site", s.site});
+                add(stack_bytes, std::move(sl), static_cast<double>(s.bytes));
+            }
+            if (top || s.growth.suspected)
+                add_growth(growth, suspected, "stack", kernel_owner, hex_id(s.id), s.site,
+                           s.growth);
         }
         // Per process: the kernel bytes allocated in its context, for the largest ones.
         n = 0;
         for (const auto& p : k.processes) {
-            if (n++ >= status.top_processes) break;
+            bool top = n++ < status.top_processes;
             Labels labels = {{"watch", "kernel"}, {"pid", std::to_string(p.pid)}, {"comm", p.comm}};
-            add(outstanding, labels, static_cast<double>(p.bytes));
-            add(outstanding_allocs, labels, static_cast<double>(p.count));
+            if (top) {
+                add(outstanding, labels, static_cast<double>(p.bytes));
+                add(outstanding_allocs, labels, static_cast<double>(p.count));
+            }
+            if (top || p.growth.suspected)
+                add_growth(growth, suspected, "process", labels, {}, {}, p.growth);
         }
         kernel_families = {kbytes, kcount, backing};
     }
@@ -154,9 +195,9 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
     add(sampled, {}, std::chrono::duration<double>(snap.taken.time_since_epoch()).count());
 
     std::vector<MetricFamily> families = {
-        outstanding, outstanding_allocs, allocated,   freed,    allocations, frees,   stack_bytes,
-        build,       reload_ok,          reload_time, attached, lost,        entries, capacity,
-        sampled};
+        outstanding, outstanding_allocs, allocated, freed,     allocations, frees,    stack_bytes,
+        growth,      suspected,          build,     reload_ok, reload_time, attached, lost,
+        entries,     capacity,           sampled};
     families.insert(families.end(), kernel_families.begin(), kernel_families.end());
     return prometheus::TextSerializer().Serialize(families);
 }

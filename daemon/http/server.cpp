@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstring>
 
 #include "http/api.h"
@@ -74,6 +75,14 @@ int handle_stacks(mg_connection* conn, void* cb) {
     return 1;
 }
 
+int handle_leaks(mg_connection* conn, void* cb) {
+    auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
+    double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    send_json(conn, 200, leaks_json(*snap, now));
+    return 1;
+}
+
 int handle_kernel(mg_connection* conn, void* cb) {
     auto top = query_number(mg_get_request_info(conn), "top", 10000);
     if (top && (!*top || **top == 0)) {
@@ -105,6 +114,8 @@ int handle_root(mg_connection* conn, void* cb) {
         "<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>"
         "<li><a href=\"/api/v1/processes\">/api/v1/processes</a>: watched processes</li>"
         "<li>/api/v1/stacks?pid=N&amp;top=K: top allocation stacks of a process, with frames"
+        "</li><li><a href=\"/api/v1/leaks\">/api/v1/leaks</a>: what the leak detector suspects, "
+        "with growth rates and stacks"
         "</li><li><a href=\"/api/v1/kernel\">/api/v1/kernel</a>?top=K: kernel allocations by "
         "kind, stack and process</li></ul></body></html>\n";
     send(conn, 200, "text/html; charset=utf-8", body);
@@ -159,6 +170,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& listen_
     mg_set_request_handler(server->ctx_, "/api/v1/processes$", handle_processes, cb);
     mg_set_request_handler(server->ctx_, "/api/v1/stacks$", handle_stacks, cb);
     mg_set_request_handler(server->ctx_, "/api/v1/kernel$", handle_kernel, cb);
+    mg_set_request_handler(server->ctx_, "/api/v1/leaks$", handle_leaks, cb);
     mg_set_request_handler(server->ctx_, "/", handle_root, cb);
 
     mg_server_port port{};

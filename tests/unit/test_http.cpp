@@ -184,16 +184,16 @@ Snapshot make_snapshot() {
     app.comm = "appd";
     app.totals = {1 << 30, 4000, 5000000000ull, 9000, 3926258176ull, 5000};
     app.stacks = {
-        {kStackA, 600000000, 3000, "record_entry", malloc_leak},
-        {kStackB, 400000000, 900, "Session::open", new_leak},
-        {kStackC, 73741824, 100, "anon+0x10", unknown},
+        {kStackA, 600000000, 3000, "record_entry", malloc_leak, {}},
+        {kStackB, 400000000, 900, "Session::open", new_leak, {}},
+        {kStackC, 73741824, 100, "anon+0x10", unknown, {}},
     };
     ProcessView svc;
     svc.pid = 4242;
     svc.watch = "svc";
     svc.comm = "svcd";
     svc.totals = {65536, 2, 131072, 4, 65536, 2};
-    svc.stacks = {{kStackD, 65536, 2, "record_entry", malloc_leak}};
+    svc.stacks = {{kStackD, 65536, 2, "record_entry", malloc_leak, {}}};
     snap.processes = {app, svc};
 
     for (size_t i = 0; i < snap.lost.size(); i++) snap.lost[i] = 100 * (i + 1) + i;
