@@ -557,3 +557,28 @@ TEST_CASE("log_level takes the spdlog level names", "[config]") {
     CHECK_THAT(error_of(lines({"interval: 5s", "log_level: loud"})),
                Contains("t.yaml:2: log_level: \"loud\" is not a log level"));
 }
+
+TEST_CASE("leak_detection section", "[config][detection]") {
+    auto config = parsed(lines({"leak_detection:", "  window: 20s", "  min_rate: 4KiB",
+                                "  min_growth: 2MiB", "  confidence: 0.95", "  max_series: 500",
+                                "  enabled: false"}));
+    CHECK(config.leak_detection.window == std::chrono::seconds(20));
+    CHECK(config.leak_detection.min_rate == 4096.0);
+    CHECK(config.leak_detection.min_growth == 2u << 20);
+    CHECK(config.leak_detection.confidence == 0.95);
+    CHECK(config.leak_detection.max_series == 500);
+    CHECK_FALSE(config.leak_detection.enabled);
+    auto defaults = parsed(lines({"interval: 5s"})).leak_detection;
+    CHECK(defaults.enabled);
+    CHECK(defaults.window == std::chrono::minutes(10));
+    CHECK_THAT(error_of(lines({"leak_detection:", "  window: 5s"})),
+               Contains("t.yaml:2: leak_detection.window: the window must be at least 10s"));
+    CHECK_THAT(error_of(lines({"leak_detection:", "  confidence: 1.5"})),
+               Contains("t.yaml:2: leak_detection.confidence:"));
+    CHECK_THAT(error_of(lines({"leak_detection:", "  confidence: high"})),
+               Contains("t.yaml:2: leak_detection.confidence:"));
+    CHECK_THAT(error_of(lines({"leak_detection:", "  min_rate: fast"})),
+               Contains("t.yaml:2: leak_detection.min_rate:"));
+    CHECK_THAT(error_of(lines({"leak_detection:", "  windw: 1m"})),
+               Contains("t.yaml:2: leak_detection.windw: unknown key"));
+}
