@@ -11,6 +11,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "leakwatch.h"
+#include "pidns.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -116,8 +117,9 @@ static __always_inline void attribution(__u32 *tgid, __u64 *start)
     struct task_struct *t = (struct task_struct *)bpf_get_current_task();
     if (BPF_CORE_READ(t, flags) & LW_PF_KTHREAD)
         return; /* kworkers and other kernel threads act for no process */
-    *tgid = bpf_get_current_pid_tgid() >> 32;
-    *start = BPF_CORE_READ(t, group_leader, start_boottime);
+    *tgid = current_pid_tgid() >> 32; /* 0 outside the daemon's pid namespace: no process */
+    if (*tgid)
+        *start = BPF_CORE_READ(t, group_leader, start_boottime);
 }
 
 static __always_inline void account(const struct lw_kalloc *a, __s64 sign)

@@ -9,6 +9,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "leakwatch.h"
+#include "pidns.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -266,7 +267,7 @@ static __always_inline bool nested_in_call(__u32 tid, __u64 sp)
 static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 arg,
                                        __u32 flags)
 {
-    __u64 id = bpf_get_current_pid_tgid();
+    __u64 id = current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
     struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watched, &tgid);
     if (!cfg)
@@ -307,7 +308,7 @@ static __always_inline __u32 mul_overflows(__u64 a, __u64 b, __u64 *out)
 static __always_inline int handle_return(struct pt_regs *ctx)
 {
     __u64 ret = PT_REGS_RC(ctx);
-    __u64 id = bpf_get_current_pid_tgid();
+    __u64 id = current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
     struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
     if (!cur)
@@ -360,7 +361,7 @@ static __always_inline int handle_return(struct pt_regs *ctx)
 
 static __always_inline int enter_free(struct pt_regs *ctx, __u64 ptr)
 {
-    __u64 id = bpf_get_current_pid_tgid();
+    __u64 id = current_pid_tgid();
     __u32 tgid = id >> 32;
     if (!ptr || !bpf_map_lookup_elem(&watched, &tgid))
         return 0;
@@ -390,7 +391,7 @@ static __always_inline bool inside_free(__u32 tid, __u64 sp, __u64 addr, __u64 l
  * and ends beyond the range keeps its tail. Scans page by page, jumping over regions. */
 static __always_inline int enter_munmap(struct pt_regs *ctx, __u64 addr, __u64 len)
 {
-    __u64 id = bpf_get_current_pid_tgid();
+    __u64 id = current_pid_tgid();
     __u32 tgid = id >> 32;
     __u32 tid = (__u32)id;
     __u64 sp = PT_REGS_SP(ctx);
@@ -537,7 +538,7 @@ static __always_inline void emit_event(__u32 type, __u32 pid, __u32 ppid)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p)
 {
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    __u32 tgid = current_pid_tgid() >> 32;
     bpf_map_delete_elem(&watched, &tgid);
     emit_event(LW_EVENT_EXEC, tgid, 0);
     return 0;
@@ -546,19 +547,22 @@ int BPF_PROG(handle_exec, struct task_struct *p)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
-    __u32 ptgid = BPF_CORE_READ(parent, tgid);
+    /* runs in the parent: its ids are the current task's */
+    __u32 ptgid = current_pid_tgid() >> 32;
     if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
         return 0; /* a new thread, not a new process */
-    if (!bpf_map_lookup_elem(&watched, &ptgid))
+    if (!ptgid || !bpf_map_lookup_elem(&watched, &ptgid))
         return 0;
-    emit_event(LW_EVENT_FORK, BPF_CORE_READ(child, tgid), ptgid);
+    __u32 ctgid = task_tgid_in_ns(child);
+    if (ctgid)
+        emit_event(LW_EVENT_FORK, ctgid, ptgid);
     return 0;
 }
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
-    __u64 id = bpf_get_current_pid_tgid();
+    __u64 id = current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
     bpf_map_delete_elem(&inflight, &tid);
     bpf_map_delete_elem(&freeing, &tid);

@@ -9,8 +9,11 @@ packages=(
     libbpf-dev libelf-dev libdw-dev zlib1g-dev
     prometheus-cpp-dev libcivetweb-dev libspdlog-dev libyaml-cpp-dev libsystemd-dev
     nlohmann-json3-dev libcli11-dev catch2
-    # tests: the fixtures' helpers, promtool, bpftool's map dumps
+    # tests: the fixtures' helpers, promtool and alertmanager, bpftool's map dumps
     python3 prometheus prometheus-alertmanager curl
+    # packaging and the service tests: systemd-analyze, dpkg-shlibdeps, rpmbuild, a Debian
+    # rootfs booted with systemd-nspawn
+    systemd dpkg-dev rpm debootstrap systemd-container
 )
 
 missing=()

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "bpf/map_walk.h"
+#include "bpf/pidns.h"
 #include "kmem.skel.h"
 #include "leakwatch.h"
 
@@ -29,6 +30,10 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
     skel->rodata->page_size = static_cast<uint32_t>(sysconf(_SC_PAGESIZE));
     skel->rodata->nr_cpus = static_cast<uint32_t>(probes->ncpus_);
     skel->rodata->include_movable = config.include_movable_pages;
+    if (auto ns = own_pid_namespace()) {
+        skel->rodata->pidns_dev = ns->dev;
+        skel->rodata->pidns_ino = ns->ino;
+    }
 
     struct Sizing {
         bpf_map* map;

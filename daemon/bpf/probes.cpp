@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "bpf/map_walk.h"
+#include "bpf/pidns.h"
 #include "leakwatch.h"
 #include "leakwatch.skel.h"
 
@@ -139,6 +140,11 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     if (!skel) return fail_errno("opening the BPF object", errno);
     probes->skel_ = skel;
     skel->rodata->page_size = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    if (auto ns = own_pid_namespace()) {
+        skel->rodata->pidns_dev = ns->dev;
+        skel->rodata->pidns_ino = ns->ino;
+        spdlog::info("running in a pid namespace (inode {}): BPF reports its pids", ns->ino);
+    }
 
     struct Sizing {
         bpf_map* map;

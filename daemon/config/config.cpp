@@ -268,9 +268,17 @@ class Parser {
             } else if (entry.key == "limits") {
                 ok = parse_limits(entry, config.limits);
             } else if (entry.key == "leak_detection") {
+                detection_line_ = line_of(entry);
                 ok = parse_detection(entry, config.leak_detection);
             }
             if (!ok) return std::unexpected(ok.error());
+        }
+        // The detector needs 16 samples in a window to judge it (docs/detection.md).
+        if (config.leak_detection.enabled && config.leak_detection.window < config.interval * 16) {
+            return error(detection_line_, "leak_detection.window",
+                         "the window (" + std::to_string(config.leak_detection.window.count()) +
+                             "ms) must cover at least 16 intervals (" +
+                             std::to_string((config.interval * 16).count()) + "ms)");
         }
         return config;
     }
@@ -715,6 +723,7 @@ class Parser {
     }
 
     std::string source_;
+    int detection_line_ = 1;
 };
 
 }  // namespace

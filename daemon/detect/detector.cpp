@@ -10,7 +10,9 @@ namespace {
 
 constexpr size_t kRingCapacity = Detector::kWindowPoints * Detector::kLookbackWindows;
 
-double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Duration d) {
+    return std::chrono::duration<double>(d).count();
+}
 
 // Reorders b[0..n).
 double median(double* b, size_t n) {
@@ -45,15 +47,14 @@ double paired_slope(const double* t, const double* y, size_t n, std::vector<doub
     return median(tmp.data(), tmp.size());
 }
 
-// Noise of one point as a Gaussian sigma, from the MAD of first differences: differences
-// cancel the trend, and the median ignores the few large ones that releases and steps make.
+// Noise of one point as a Gaussian sigma, from the median absolute second difference: second
+// differences cancel a trend, and the median ignores the few large ones that releases and
+// steps make. For independent noise they have a sigma of sqrt(6) times the points'.
 double noise_sigma(const double* v, size_t n, std::vector<double>& tmp) {
     if (n < 3) return 0;
-    tmp.resize(n - 1);
-    for (size_t i = 0; i + 1 < n; i++) tmp[i] = v[i + 1] - v[i];
-    double mid = median(tmp.data(), tmp.size());
-    for (auto& d : tmp) d = std::abs(d - mid);
-    return 1.4826 * median(tmp.data(), tmp.size()) / std::sqrt(2.0);
+    tmp.resize(n - 2);
+    for (size_t i = 0; i + 2 < n; i++) tmp[i] = std::abs(v[i + 2] - 2 * v[i + 1] + v[i]);
+    return median(tmp.data(), tmp.size()) / (0.6745 * std::sqrt(6.0));
 }
 
 double median3(double a, double b, double c) {
@@ -80,68 +81,78 @@ void median5(const double* v, size_t n, std::vector<double>& out) {
     out[n - 2] = out[n - 1] = median_at(v + n - 5);
 }
 
-// Releases in a smoothed series: falls of at least `drop` from its running peak. After one, the
-// next counts only once the series has risen by as much again, so that a drop spread over
+// Largest fall of the series from an earlier point.
+double max_drawdown(const double* v, size_t n) {
+    double peak = v[0], fall = 0;
+    for (size_t i = 1; i < n; i++) {
+        peak = std::max(peak, v[i]);
+        fall = std::max(fall, peak - v[i]);
+    }
+    return fall;
+}
+
+// Releases in a smoothed series: falls of at least `size` from its running peak. After one,
+// the next counts only once the series has risen by as much again, so that a fall spread over
 // several points is one release.
-int count_releases(const std::vector<double>& f, double drop) {
-    int drops = 0;
+int count_releases(const std::vector<double>& f, double size) {
+    int count = 0;
     double peak = f[0], trough = 0;
     bool armed = true;
     for (size_t i = 1; i < f.size(); i++) {
-        if (armed && f[i] <= peak - drop) {
-            drops++;
+        if (armed && f[i] <= peak - size) {
+            count++;
             armed = false;
             trough = f[i];
         } else if (armed) {
             peak = std::max(peak, f[i]);
-        } else if (f[i] >= trough + drop) {
+        } else if (f[i] >= trough + size) {
             armed = true;
             peak = f[i];
         } else {
             trough = std::min(trough, f[i]);
         }
     }
-    return drops;
+    return count;
 }
 
-// Whether the growth is spread over the window: at least 3 of its 4 quarters, the last one
-// among them, grow at kQuarterShare of `rate` or more. A one-time step grows in one or two
-// quarters; a cache that has filled no longer grows in the last one. The level at each quarter
-// boundary is the median of the points within an eighth of the window of it (the two ends use
-// the first and last eighth), so each quarter's rate rests on a quarter of the window's points
-// rather than on a noisier fit of the quarter alone.
+// Whether the growth is spread over the window and still going: each of its four quarters grows
+// at kQuarterShare of `rate` or more, and the second half at kHalfRatio of the first's rate or
+// more. A one-time step grows in one or two quarters; a cache that has filled no longer grows
+// in the last one; a cache filling with ever fewer misses slows down steadily.
+//
+// The level at each quarter boundary is the median of the points within an eighth of the
+// window of it (the two ends use the first and last eighth), so each quarter's rate rests on a
+// quarter of the window's points rather than on a noisier fit of the quarter alone. A running
+// maximum (`monotone`) has no noise left to average out and grows in steps, once per cycle: its
+// value at each boundary is what counts, not the median around it.
 bool growth_spread(const double* t, const double* y, size_t n, double start, double window,
                    double rate, bool monotone, std::vector<double>& tmp) {
-    constexpr double kEdges[5] = {1 / 8., 3 / 8., 5 / 8., 7 / 8., 0};
     double level[5], at[5];
-    size_t i = 0;
-    for (int k = 0; k < 5; k++) {
-        double end = start + kEdges[k] * window;
-        double sum_t = 0;
-        tmp.clear();
-        for (; i < n && (k == 4 || t[i] < end); i++) {
-            tmp.push_back(y[i]);
-            sum_t += t[i];
-        }
-        if (tmp.empty()) return false;
-        at[k] = sum_t / tmp.size();
-        level[k] = median(tmp.data(), tmp.size());
-    }
-    // A running maximum has no noise left to average out, and grows in steps, once per
-    // cycle: its value at each boundary is what counts, not the median around it.
     if (monotone) {
         size_t j = 0;
         for (int k = 0; k < 5; k++) {
-            double at_k = start + k * window / 4;
-            while (j + 1 < n && t[j + 1] <= at_k) j++;
-            at[k] = at_k;
+            at[k] = start + k * window / 4;
+            while (j + 1 < n && t[j + 1] <= at[k]) j++;
             level[k] = y[j];
         }
+    } else {
+        constexpr double kEnds[5] = {1 / 8., 3 / 8., 5 / 8., 7 / 8., 2};
+        size_t i = 0;
+        for (int k = 0; k < 5; k++) {
+            double sum_t = 0;
+            tmp.clear();
+            for (; i < n && t[i] < start + kEnds[k] * window; i++) {
+                tmp.push_back(y[i]);
+                sum_t += t[i];
+            }
+            if (tmp.empty()) return false;
+            at[k] = sum_t / tmp.size();
+            level[k] = median(tmp.data(), tmp.size());
+        }
     }
-    // A cache filling with ever fewer misses slows down steadily; a leak does not.
     double first_half = (level[2] - level[0]) / (at[2] - at[0]);
     double second_half = (level[4] - level[2]) / (at[4] - at[2]);
-    if (second_half < Detector::kHalfRatio * first_half) return false;
+    if (!(second_half >= Detector::kHalfRatio * first_half)) return false;
     for (int q = 0; q < 4; q++) {
         double dt = at[q + 1] - at[q];
         if (!(dt > 0 && (level[q + 1] - level[q]) / dt >= Detector::kQuarterShare * rate))
@@ -219,9 +230,13 @@ double mann_kendall_z(const double* y, size_t n, std::vector<double>& tmp) {
 
 }  // namespace
 
-Detector::Detector(LeakDetection config) { reconfigure(std::move(config)); }
+Detector::Detector(LeakDetection config) {
+    reconfigure(config);
+}
 
-double Detector::bucket_width() const { return seconds(config_.window) / kWindowPoints; }
+double Detector::bucket_width() const {
+    return seconds(config_.window) / kWindowPoints;
+}
 
 int64_t Detector::bucket_of(const Series& s, double t) const {
     return static_cast<int64_t>(std::floor(t / bucket_width() - s.phase));
@@ -319,28 +334,32 @@ void Detector::judge(Series& s, double now) {
 
     if (!verdict.enough_history) {
         verdict.rate = 0;
-        update(s, false, false, now);
+        update_verdict(s, false, false, now);
         return;
     }
     const double* t = t_.data() + first;
     double sigma = noise_sigma(v_.data() + first, n, tmp_);
-    double drop = std::max(kDropSigmas * sigma, kDropGrowth * double(config_.min_growth));
-
-    // Releases: drops of the smoothed series, anywhere in the look-back, larger than noise and
-    // than half of min_growth. The smoothed series stays within the raw range, so a series
-    // whose range is smaller than a release (most that do not grow) is smoothed over the
-    // window only, for the step test.
-    auto [lowest, highest] = std::minmax_element(v_.begin(), v_.end());
-    bool may_release = *highest - *lowest >= drop;
-    int drops = 0;
-    const double* smooth = f_.data();  // over the window
+    // Releases: falls of the smoothed series, anywhere in the look-back, larger than the noise
+    // and than half of min_growth. No fall of a running median of 5 exceeds the largest fall
+    // of the raw series, so a series without one that large (a steady leak, a flat series) is
+    // spared the smoothing of its whole look-back.
+    double release_size =
+        std::max(kReleaseSigmas * sigma, kReleaseGrowth * double(config_.min_growth));
+    bool may_release = max_drawdown(v_.data(), total) >= release_size;
+    int releases = 0;
+    const double* smooth = nullptr;  // the smoothed window, for least squares
     if (may_release) {
         median5(v_.data(), total, f_);
-        drops = count_releases(f_, drop);
+        releases = count_releases(f_, release_size);
         smooth = f_.data() + first;
-    } else {
-        median5(v_.data() + first, n, f_);
     }
+    auto smoothed = [&] {
+        if (!smooth) {
+            median5(v_.data() + first, n, f_);
+            smooth = f_.data();
+        }
+        return smooth;
+    };
 
     // A series that releases is judged on its envelopes: its peaks (running maximum from
     // the look-back's start) and its troughs (running minimum back from the newest point,
@@ -348,7 +367,7 @@ void Detector::judge(Series& s, double now) {
     // just made new highs had a trough late in the window; a leak that also frees in
     // cycles raises both.
     const double* y = v_.data() + first;
-    if (drops > 0) {
+    if (releases > 0) {
         peaks_.resize(total);
         peaks_[0] = f_[0];
         for (size_t i = 1; i < total; i++) peaks_[i] = std::max(peaks_[i - 1], f_[i]);
@@ -360,13 +379,12 @@ void Detector::judge(Series& s, double now) {
     double rate = paired_slope(t, y, n, tmp_);
     verdict.rate = rate;
     // Cheapest tests first: most series stop at the rate.
-    bool leak_like = rate > 0 && rate >= config_.min_rate &&
-                     rate * window >= double(config_.min_growth) &&
-                     (drops == 0 || rate * window >= drop) &&
-                     growth_spread(t, y, n, start, window, rate, drops > 0, tmp_) &&
-                     (drops == 0 || troughs_grow(t, troughs_.data(), n, start, window, rate)) &&
-                     !step_fits_better(t, smooth, n) &&
-                     mann_kendall_z(y, n, tmp_) >= z_threshold_;
+    bool leak_like =
+        rate > 0 && rate >= config_.min_rate && rate * window >= double(config_.min_growth) &&
+        (releases == 0 || rate * window >= release_size) &&
+        growth_spread(t, y, n, start, window, rate, releases > 0, tmp_) &&
+        (releases == 0 || troughs_grow(t, troughs_.data(), n, start, window, rate)) &&
+        !step_fits_better(t, smoothed(), n) && mann_kendall_z(y, n, tmp_) >= z_threshold_;
 
     // Gave back all it grew over the window, down to below where the window started:
     // cleared at once, not after kClear judgements. The newest points are left out of the
@@ -379,12 +397,12 @@ void Detector::judge(Series& s, double now) {
         double low = *std::min_element(fw, fw + n - recent);
         double high = *std::max_element(fw, fw + n);
         double level = std::max(v_[total - 1], v_[total - 2]);
-        released = level < low && high - level >= drop;
+        released = level < low && high - level >= release_size;
     }
-    update(s, leak_like && !released, released, now);
+    update_verdict(s, leak_like && !released, released, now);
 }
 
-void Detector::update(Series& s, bool leak_like, bool released, double now) {
+void Detector::update_verdict(Series& s, bool leak_like, bool released, double now) {
     Verdict& verdict = s.verdict;
     if (leak_like) {
         s.streak_off = 0;
@@ -415,7 +433,7 @@ void Detector::reconfigure(LeakDetection config) {
     config.confidence = std::clamp(config.confidence, 0.5, 0.9999);
     config.window = std::max(config.window, Duration(1));
     bool regrid = config.window != config_.window;
-    config_ = std::move(config);
+    config_ = config;
     z_threshold_ = normal_quantile(config_.confidence);
     if (!config_.enabled) {
         series_.clear();
@@ -427,8 +445,7 @@ void Detector::reconfigure(LeakDetection config) {
             if (s.count) s.bucket = bucket_of(s, s.t_base + s.sum_t / s.count);
     // A lower bound takes effect now; suspects are kept longest.
     for (int pass = 0; pass < 2 && series_.size() > config_.max_series; pass++)
-        for (auto it = series_.begin();
-             it != series_.end() && series_.size() > config_.max_series;)
+        for (auto it = series_.begin(); it != series_.end() && series_.size() > config_.max_series;)
             it = pass == 0 && it->second.verdict.suspected ? std::next(it) : series_.erase(it);
 }
 

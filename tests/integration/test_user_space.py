@@ -5,9 +5,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 
-from lwtest import (FIXTURES, Daemon, Fixture, check, parse_metrics, require_root, run,
-                    wait_until, within)
+from lwtest import (FIXTURES, LEAKWATCHD, Daemon, Fixture, check, free_port, parse_metrics,
+                    require_root, run, wait_until, within)
 
 INTERVAL = 1.0
 CONFIG = f"""
@@ -211,6 +212,53 @@ def test_container_root(cleanup):
     check(libc["symbol"] == "malloc", f"frame 0: {libc}")
 
 
+def test_pid_namespace(cleanup):
+    """leakwatchd in a pid namespace of its own (as in a container) with the process it
+    watches: BPF must report the namespace's pids, which the daemon reads in /proc."""
+    d = tempfile.mkdtemp(prefix="leakwatch-pidns-")
+    cleanup.append(type("Dir", (), {"stop": lambda self: shutil.rmtree(d)})())
+    port = free_port()
+    with open(f"{d}/leakwatch.yaml", "w") as f:
+        f.write(CONFIG)
+    binary = os.path.join(FIXTURES, "leak_steady")
+    script = (f"FIXTURE_GO={d}/go {binary} {LEAK} {TICKS} {TICK_MS} > {d}/fixture.out & "
+              f"exec {LEAKWATCHD} --config {d}/leakwatch.yaml "
+              f"--web.listen-address 127.0.0.1:{port} > {d}/daemon.log 2>&1")
+    ns = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script])
+    cleanup.append(type("Ns", (), {"stop": lambda self: (ns.kill(), ns.wait())})())
+
+    def api(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+    def fixture_line(key):
+        try:
+            for line in open(f"{d}/fixture.out"):
+                if line.startswith(key + " "):
+                    return line.split()[1]
+        except FileNotFoundError:
+            pass
+        return None
+
+    pid = int(wait_until(lambda: fixture_line("pid"), 10, "the fixture's pid"))
+    check(pid < 100, f"pid {pid} is not a pid of the new namespace")
+
+    def attached():
+        try:
+            return any(p["pid"] == pid for p in api("/api/v1/processes")["processes"])
+        except OSError:
+            return False
+
+    wait_until(attached, 20, f"pid {pid} (in the namespace) attached")
+    open(f"{d}/go", "w").close()
+    truth = int(wait_until(lambda: fixture_line("leaked"), 30, "the fixture's leak"))
+    time.sleep(2 * INTERVAL)
+    stacks = api(f"/api/v1/stacks?pid={pid}&top=100")["stacks"]
+    leaked = sum(s["outstanding_bytes"] for s in stacks if s["site"] == "leak_record_entry")
+    check(within(leaked, truth, 0.10), f"leak_record_entry holds {leaked}, truth {truth}: "
+          + open(f"{d}/daemon.log").read()[-2000:])
+
+
 if __name__ == "__main__":
     require_root()
     run({
@@ -220,4 +268,5 @@ if __name__ == "__main__":
         "exit_removes_series": test_exit_removes_series,
         "reexec_never_mixes": test_reexec_never_mixes,
         "container_root": test_container_root,
+        "pid_namespace": test_pid_namespace,
     })

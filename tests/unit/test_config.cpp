@@ -559,9 +559,9 @@ TEST_CASE("log_level takes the spdlog level names", "[config]") {
 }
 
 TEST_CASE("leak_detection section", "[config][detection]") {
-    auto config = parsed(lines({"leak_detection:", "  window: 20s", "  min_rate: 4KiB",
-                                "  min_growth: 2MiB", "  confidence: 0.95", "  max_series: 500",
-                                "  enabled: false"}));
+    auto config =
+        parsed(lines({"leak_detection:", "  window: 20s", "  min_rate: 4KiB", "  min_growth: 2MiB",
+                      "  confidence: 0.95", "  max_series: 500", "  enabled: false"}));
     CHECK(config.leak_detection.window == std::chrono::seconds(20));
     CHECK(config.leak_detection.min_rate == 4096.0);
     CHECK(config.leak_detection.min_growth == 2u << 20);
@@ -581,4 +581,13 @@ TEST_CASE("leak_detection section", "[config][detection]") {
                Contains("t.yaml:2: leak_detection.min_rate:"));
     CHECK_THAT(error_of(lines({"leak_detection:", "  windw: 1m"})),
                Contains("t.yaml:2: leak_detection.windw: unknown key"));
+}
+
+TEST_CASE("the detection window must cover 16 intervals", "[config][detection]") {
+    CHECK_THAT(error_of(lines({"interval: 5s", "leak_detection:", "  window: 60s"})),
+               Contains("t.yaml:2: leak_detection.window: the window (60000ms) must cover at "
+                        "least 16 intervals (80000ms)"));
+    CHECK(
+        parsed(lines({"interval: 1s", "leak_detection:", "  window: 20s"})).leak_detection.window ==
+        std::chrono::seconds(20));
 }
