@@ -11,6 +11,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "leakwatch.h"
+#include "stackhash.h"
 #include "pidns.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -66,16 +67,6 @@ static __always_inline void count_lost(__u32 reason)
         *n += 1;
 }
 
-static __always_inline __u64 mix64(__u64 x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 /* The whole kernel stack (up to kernel.perf_event_max_stack frames, 127 by default), stored
  * once under a hash of its frames. */
 static __always_inline __u64 capture_kstack(void *ctx)
@@ -90,14 +81,7 @@ static __always_inline __u64 capture_kstack(void *ctx)
         return 0;
     }
     s->nr = n / sizeof(__u64);
-    __u64 h = 0x9e3779b97f4a7c15ULL;
-    for (int i = 0; i < LW_MAX_STACK_DEPTH; i++) {
-        if (i >= s->nr)
-            break;
-        h = mix64(h ^ s->ips[i]) + i;
-    }
-    if (h == 0)
-        h = 1;
+    __u64 h = stack_hash(0x9e3779b97f4a7c15ULL, s->ips, s->nr);
     if (!bpf_map_lookup_elem(&kstacks, &h)) {
         long err = bpf_map_update_elem(&kstacks, &h, s, BPF_NOEXIST);
         if (err && err != -17 /* EEXIST */)

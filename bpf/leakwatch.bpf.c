@@ -9,6 +9,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "leakwatch.h"
+#include "stackhash.h"
 #include "pidns.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -111,18 +112,7 @@ static __always_inline __u64 caller_address(struct pt_regs *ctx)
 #error "unsupported architecture"
 #endif
 
-static __always_inline __u64 mix64(__u64 x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-/* Captures the user stack once and stores it under a 64-bit hash of its frames. Own hashing
- * instead of a STACK_TRACE map: there, two stacks whose ids collide lose one of them. */
+/* Captures the user stack once and stores it under a hash of its frames and the caller. */
 static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid)
 {
     __u32 zero = 0;
@@ -136,14 +126,7 @@ static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid)
     }
     s->nr = n / sizeof(__u64);
     s->caller = caller_address(ctx);
-    __u64 h = mix64(s->caller ^ 0x9e3779b97f4a7c15ULL);
-    for (int i = 0; i < LW_MAX_STACK_DEPTH; i++) {
-        if (i >= s->nr)
-            break;
-        h = mix64(h ^ s->ips[i]) + i;
-    }
-    if (h == 0)
-        h = 1;
+    __u64 h = stack_hash(mix64(s->caller ^ 0x9e3779b97f4a7c15ULL), s->ips, s->nr);
     struct lw_key key = {.tgid = tgid, .id = h};
     if (!bpf_map_lookup_elem(&stacks, &key)) {
         long err = bpf_map_update_elem(&stacks, &key, s, BPF_NOEXIST);

@@ -28,6 +28,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import lwtest  # noqa: E402
 from lwtest import (LEAKWATCHD, Daemon, Fixture, check, free_port,  # noqa: E402
                     require_root, run, wait_until)
 
@@ -142,10 +143,11 @@ class Webhook:
         self.thread.join()
 
 
-class Server:
+class BinaryServer(lwtest.Server):
     """A server run from its binary in a temporary directory, its log kept there."""
 
     name = "server"
+    stop_timeout = 30
 
     def __init__(self, argv_of, files):
         self.dir = tempfile.mkdtemp(prefix=f"leakwatch-{self.name}-")
@@ -176,24 +178,9 @@ class Server:
                 return False
         wait_until(ready, timeout, f"{self.name} to be ready", step=0.2)
 
-    def log_text(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Alertmanager(Server):
+class Alertmanager(BinaryServer):
     name = "alertmanager"
 
     def __init__(self, webhook_port):
@@ -216,7 +203,7 @@ receivers:
             {"alertmanager.yml": config})
 
 
-class Prometheus(Server):
+class Prometheus(BinaryServer):
     name = "prometheus"
 
     def __init__(self, rules, target_port, alertmanager_port):

@@ -4,6 +4,7 @@ Each test starts what it needs on 127.0.0.1 and stops it on exit, pass or fail."
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,7 +65,30 @@ def parse_metrics(text):
     return out
 
 
-class Daemon:
+class Server:
+    """A process that logs to `log_path` in its own temporary `dir`; stop() ends it (TERM,
+    then KILL) and removes the dir. Subclasses set proc, log, log_path and dir."""
+
+    stop_timeout = 60
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Daemon(Server):
     def __init__(self, config_text, extra_args=(), env=None, wait=True):
         self.dir = tempfile.mkdtemp(prefix="leakwatch-test-")
         self.config = os.path.join(self.dir, "leakwatch.yaml")
@@ -119,21 +143,6 @@ class Daemon:
             out[s["site"]] = out.get(s["site"], 0) + s["outstanding_bytes"]
         return out
 
-    def log_text(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        subprocess.run(["rm", "-rf", self.dir])
 
 
 class Fixture:

@@ -56,6 +56,10 @@ import sys
 import time
 import traceback
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from lwtest import Failure, check  # noqa: E402
+from lwtest import wait_until as _wait_until  # noqa: E402
+
 SUITE = "bookworm"
 # Bump when the way the root file system is made changes: a new cache key, a fresh rootfs.
 ROOTFS_RECIPE = 1
@@ -67,29 +71,12 @@ LEAK1 = (4096, 20)   # fixture 1: 20 leaks of 4 KiB through leak_record_entry
 LEAK2 = (8192, 20)   # fixture 2 (added by reload): 20 leaks of 8 KiB
 
 
-class Failure(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise Failure(message)
-
-
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def wait_until(predicate, timeout, what, step=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise Failure(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
+    return _wait_until(predicate, timeout, what, step)
 
 
 # ---- the cached root file system ------------------------------------------------------------

@@ -1,0 +1,28 @@
+/* Stack ids shared by the user and kernel programs: a 64-bit hash of the frames, never 0
+ * (0 means "no stack"). Own hashing rather than a STACK_TRACE map, where two stacks whose ids
+ * collide lose one of them. */
+#ifndef LEAKWATCH_STACKHASH_H
+#define LEAKWATCH_STACKHASH_H
+
+static __always_inline __u64 mix64(__u64 x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static __always_inline __u64 stack_hash(__u64 seed, const __u64 *ips, __u32 nr)
+{
+    __u64 h = seed;
+    for (int i = 0; i < LW_MAX_STACK_DEPTH; i++) {
+        if (i >= nr)
+            break;
+        h = mix64(h ^ ips[i]) + i;
+    }
+    return h ? h : 1;
+}
+
+#endif
