@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "leakwatch.h"
+#include "symbols/placement.h"
 
 namespace leakwatch {
 
@@ -58,6 +59,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     }
 
     ProbeTarget target;
+
     auto reachable = proc_.mapped_file(pid, *mapping);
     if (!reachable) {
         spdlog::warn("pid {} ({}): {}", pid, info.comm, reachable.error().message);
@@ -70,7 +72,15 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         if (!vaddr) continue;
         auto off = (*elf)->file_offset_of_vaddr(*vaddr);
         if (!off || !seen.insert(*off).second) continue;
-        target.offsets.emplace_back(fn.name, *off);
+        uint64_t at = *off;
+        if (!fn.has_return) {
+            // Only entry-only probes may move: a uretprobe must sit on the first instruction.
+            at = entry_only_probe_offset(target.path, *off);
+            if (at != *off)
+                spdlog::debug("pid {}: {} probed {} bytes in, past its NULL check", pid, fn.name,
+                              at - *off);
+        }
+        target.offsets.emplace_back(fn.name, at);
     }
     auto has = [&](const char* name) {
         return std::any_of(target.offsets.begin(), target.offsets.end(),

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "proc/proc.h"
+#include "symbols/placement.h"
 #include "symbols/symbolizer.h"
 
 // Functions with distinctive names whose addresses the tests symbolize.
@@ -601,4 +602,34 @@ TEST_CASE("concurrent symbolization shares one cache", "[symbols]") {
     for (auto& th : threads) th.join();
     for (int w : wrong) CHECK(w == 0);
     CHECK(symbolizer.cached_files() == 2);
+}
+
+TEST_CASE("entry-only probes skip a leading NULL check", "[symbols][placement]") {
+    // glibc 2.36's free: test %rdi,%rdi; je rel32; push %rbp
+    const uint8_t free_rel32[] = {0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0x00, 0x00, 0x00, 0x55};
+    const uint8_t free_rel8[] = {0x48, 0x85, 0xff, 0x74, 0x10, 0x55};
+    const uint8_t malloc_entry[] = {0x41, 0x54, 0x55, 0x53};               // push %r12 ...
+    const uint8_t test_then_jne[] = {0x48, 0x85, 0xff, 0x75, 0x10, 0x55};  // not a NULL return
+    CHECK(leakwatch::null_check_prefix(free_rel32) == 9);
+    CHECK(leakwatch::null_check_prefix(free_rel8) == 5);
+    CHECK(leakwatch::null_check_prefix(malloc_entry) == 0);
+    CHECK(leakwatch::null_check_prefix(test_then_jne) == 0);
+    CHECK(leakwatch::null_check_prefix(std::span<const uint8_t>(free_rel32, 4)) == 0);  // cut
+}
+
+TEST_CASE("entry_only_probe_offset reads the real libc's free", "[symbols][placement]") {
+    // The libc this test runs on: its free either starts with the NULL check or is left alone.
+    auto maps = leakwatch::ProcReader().maps(getpid());
+    REQUIRE(maps);
+    auto libc = leakwatch::find_allocator_mapping(*maps, leakwatch::Allocator{}, "");
+    REQUIRE(libc);
+    auto elf = leakwatch::ElfFile::open(libc->path);
+    REQUIRE(elf);
+    auto vaddr = (*elf)->function_address("free");
+    REQUIRE(vaddr);
+    auto off = (*elf)->file_offset_of_vaddr(*vaddr);
+    REQUIRE(off);
+    uint64_t at = leakwatch::entry_only_probe_offset(libc->path, *off);
+    CHECK((at == *off || at == *off + 5 || at == *off + 9));
+    CHECK(leakwatch::entry_only_probe_offset("/nonexistent", 1234) == 1234);
 }
