@@ -11,19 +11,9 @@ REPS=${REPS:-5}
 [[ $(id -u) -eq 0 ]] || { echo "kernel.sh: must run as root" >&2; exit 1; }
 cmake --build "$BUILD" --target leakwatchd pipe_bench -j"$(nproc)" >/dev/null
 
-WORK=$(mktemp -d /tmp/leakwatch-kbench.XXXXXX)
-cleanup() {
-    local pids
-    pids=$(jobs -p)
-    if [[ -n $pids ]]; then
-        # shellcheck disable=SC2086
-        kill -TERM $pids 2>/dev/null || true
-        # shellcheck disable=SC2086
-        wait $pids 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_workdir leakwatch-kbench
 
 run_bench() { "$BUILD/bin/pipe_bench" "$ITERATIONS" | sed -n 's/.*ns_per_iter=\([0-9.]*\) cpu_ns_per_iter=\([0-9.]*\)/\1 \2/p'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -46,21 +46,10 @@ FLOOR=$BUILD/bin/floor
 DAEMON=$BUILD/bin/leakwatchd
 
 # --- cleanup -------------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/leakwatch-bench.XXXXXX)
-# Everything this script starts is a background job of this shell; a job that has been
-# waited for leaves the job table, so only live children are signalled (never a reused pid).
-cleanup() {
-    local pids
-    pids=$(jobs -p)
-    if [[ -n $pids ]]; then
-        # shellcheck disable=SC2086  # one pid a word
-        kill -TERM $pids 2>/dev/null || true
-        # shellcheck disable=SC2086
-        wait $pids 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# Everything this script starts is a background job of this shell.
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_workdir leakwatch-bench
 trap 'exit 130' INT TERM
 
 # --- helpers -------------------------------------------------------------------------------

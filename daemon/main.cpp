@@ -196,7 +196,9 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
         if (kernel_aggregator) {
             snap->kernel = kernel_aggregator->sample();
             kernel_probes->add_lost(snap->lost);
-            for (auto& u : kernel_probes->usage()) snap->usage.push_back(std::move(u));
+            for (auto& u :
+                 kernel_probes->usage(snap->kernel->live_records, snap->kernel->totals_entries))
+                snap->usage.push_back(std::move(u));
         }
         if (config.leak_detection.enabled) follow_growth(detector, *snap, unix_now());
         log_new_losses(snap->lost, reported);

@@ -78,6 +78,8 @@ KernelView KernelAggregator::sample() {
     std::map<std::pair<uint32_t, uint64_t>, KernelProcessView> procs;  // (tgid, start)
     std::vector<KernelTotals> empty;
     for (const auto& t : source_.kernel_totals()) {
+        view.totals_entries++;
+        view.live_records += static_cast<uint64_t>(std::max<int64_t>(t.count, 0));
         if (t.kind >= view.bytes.size()) continue;
         if (t.count == 0 && t.bytes == 0 && t.tgid != 0) empty.push_back(t);
         const Resolved& r = resolve(t.stack);

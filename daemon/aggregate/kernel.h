@@ -42,6 +42,10 @@ struct KernelView {
     int64_t backing_bytes = 0;
     std::vector<KernelStackView> stacks;       // outstanding bytes descending, empty stacks last
     std::vector<KernelProcessView> processes;  // live processes, outstanding bytes descending
+    // Of the totals map as read: its entries, and the live records they count (every live
+    // record is counted in one entry), so map use is known without walking the maps again.
+    uint64_t totals_entries = 0;
+    uint64_t live_records = 0;
 };
 
 using KernelResolver = std::function<Frame(uint64_t address)>;

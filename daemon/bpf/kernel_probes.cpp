@@ -6,8 +6,6 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <algorithm>
-
 #include "bpf/map_walk.h"
 #include "bpf/pidns.h"
 #include "kmem.skel.h"
@@ -134,16 +132,11 @@ void KernelProbes::add_lost(LostCounters& lost) {
     }
 }
 
-std::vector<MapUsage> KernelProbes::usage() {
-    // Every live record is counted in its totals entry: their sum is the live map's size,
-    // without walking a map of hundreds of thousands of entries every interval.
-    uint64_t live = 0;
-    for (const auto& t : kernel_totals())
-        live += static_cast<uint64_t>(std::max<int64_t>(t.count, 0));
+std::vector<MapUsage> KernelProbes::usage(uint64_t live_records, uint64_t totals_entries) {
     return {
-        {"kernel_live", live, limits_.kernel_live_allocations},
+        {"kernel_live", live_records, limits_.kernel_live_allocations},
         {"kernel_stacks", count_entries(skel_->maps.kstacks), limits_.kernel_stacks},
-        {"kernel_totals", count_entries(skel_->maps.ktotals), limits_.kernel_totals},
+        {"kernel_totals", totals_entries, limits_.kernel_totals},
     };
 }
 

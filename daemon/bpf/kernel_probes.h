@@ -27,7 +27,8 @@ class KernelProbes : public KernelSource {
     void remove_kernel_totals(const std::vector<KernelTotals>& keys) override;
     // Adds this object's loss counters to `lost`.
     void add_lost(LostCounters& lost);
-    std::vector<MapUsage> usage();
+    // Use of the maps; `live_records` and `totals_entries` as KernelAggregator read them.
+    std::vector<MapUsage> usage(uint64_t live_records, uint64_t totals_entries);
     const std::vector<std::string>& attached() const { return attached_; }
 
   private:

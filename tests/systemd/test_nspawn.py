@@ -57,7 +57,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from lwtest import Failure, check  # noqa: E402
+from lwtest import Failure, check, parse_metrics  # noqa: E402
 from lwtest import wait_until as _wait_until  # noqa: E402
 
 SUITE = "bookworm"
@@ -389,18 +389,6 @@ class Container:
 
 
 # ---- leakwatch in the guest ---------------------------------------------------------------
-
-def parse_metrics(text):
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)', line)
-        check(m, f"unparsable metrics line: {line!r}")
-        labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        out.append((m.group(1), labels, float(m.group(4))))
-    return out
-
 
 def metrics(c):
     r = c.run(["curl", "-sf", "--max-time", "5", f"http://127.0.0.1:{PORT}/metrics"], check=False)

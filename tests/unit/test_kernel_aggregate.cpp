@@ -146,6 +146,8 @@ TEST_CASE("empty totals of processes that are gone are deleted, others kept", "[
         return std::nullopt;
     });
     KernelView v = agg.sample();
+    CHECK(v.totals_entries == 4);  // every entry read, empty ones too
+    CHECK(v.live_records == 1);    // the records they count: the kernel_live map's use
     REQUIRE(src.removed.size() == 1);
     CHECK(src.removed[0].tgid == 300);
     CHECK(src.removed[0].start == 7000);
