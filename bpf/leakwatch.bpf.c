@@ -11,10 +11,14 @@
 #include "leakwatch.h"
 #include "stackhash.h"
 #include "pidns.h"
+#include "sampling.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u64 page_size = 4096;
+/* exp(-k / LW_EXP_STEPS) * 2^32, for sampling probabilities; filled by the daemon. */
+const volatile __u64 exp_neg[LW_EXP_TABLE] = {};
+
 
 /* Sizes are set by the daemon from `limits` before load. */
 struct {
@@ -142,22 +146,24 @@ static __always_inline void account_free(__u32 tgid, const struct lw_alloc *a)
         struct lw_key skey = {.tgid = tgid, .id = a->stack};
         struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
         if (t) {
-            __sync_fetch_and_add(&t->bytes, -(__s64)a->size);
-            __sync_fetch_and_add(&t->count, -1);
+            __sync_fetch_and_add(&t->bytes, -(__s64)a->bytes);
+            __sync_fetch_and_add(&t->count, -(__s64)a->weight);
         }
     }
     struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     if (p) {
-        __sync_fetch_and_add(&p->bytes, -(__s64)a->size);
-        __sync_fetch_and_add(&p->count, -1);
-        __sync_fetch_and_add(&p->free_bytes, a->size);
-        __sync_fetch_and_add(&p->free_count, 1);
+        __sync_fetch_and_add(&p->bytes, -(__s64)a->bytes);
+        __sync_fetch_and_add(&p->count, -(__s64)a->weight);
+        __sync_fetch_and_add(&p->free_bytes, a->bytes);
+        __sync_fetch_and_add(&p->free_count, a->weight);
+        __sync_fetch_and_add(&p->records, -1);
         if (a->kind == LW_MMAP)
             __sync_fetch_and_add(&p->mmap_regions, -1);
     }
 }
 
-/* Part of an allocation was released (a partial munmap): fewer bytes, same allocation. */
+/* Part of an allocation was released (a partial munmap): fewer bytes, same allocation.
+ * `by` is in counted bytes (sampling weight applied). */
 static __always_inline void account_shrink(__u32 tgid, const struct lw_alloc *a, __u64 by)
 {
     if (a->counted) {
@@ -175,6 +181,15 @@ static __always_inline void account_shrink(__u32 tgid, const struct lw_alloc *a,
 
 /* Removes a live allocation. Only the CPU whose delete succeeds accounts for it, so a
  * racing double free cannot subtract twice. */
+static __always_inline __u64 forget(__u32 tgid, struct lw_key *key, struct lw_alloc *found)
+{
+    struct lw_alloc a = *found;
+    if (bpf_map_delete_elem(&live, key))
+        return 0;
+    account_free(tgid, &a);
+    return a.size;
+}
+
 static __always_inline __u64 record_free(__u32 tgid, __u64 addr)
 {
     struct lw_key key = {.tgid = tgid, .id = addr};
@@ -183,16 +198,16 @@ static __always_inline __u64 record_free(__u32 tgid, __u64 addr)
         count_lost(LW_LOST_UNKNOWN_FREE);
         return 0;
     }
-    struct lw_alloc a = *found;
-    if (bpf_map_delete_elem(&live, &key))
-        return 0;
-    account_free(tgid, &a);
-    return a.size;
+    return forget(tgid, &key, found);
 }
 
-static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size, __u64 stack,
-                                         __u32 kind, __u64 ts)
+/* `rec` is the in-flight record of the call: its stack, and the bytes and count the
+ * allocation stands for (more than its size when it was sampled). */
+static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
+                                         const struct lw_inflight *rec, __u32 kind, __u64 ts)
 {
+    __u64 stack = rec->stack, bytes = rec->bytes;
+    __u32 weight = rec->weight;
     struct lw_key key = {.tgid = tgid, .id = addr};
     struct lw_alloc *old = bpf_map_lookup_elem(&live, &key);
     if (old) {
@@ -202,7 +217,8 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size, __u
             account_free(tgid, &prev);
     }
 
-    struct lw_alloc a = {.size = size, .ts_ns = ts, .stack = stack, .kind = kind};
+    struct lw_alloc a = {
+        .size = size, .ts_ns = ts, .stack = stack, .bytes = bytes, .weight = weight, .kind = kind};
     struct lw_key skey = {.tgid = tgid, .id = stack};
     struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
     if (!t) {
@@ -217,8 +233,8 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size, __u
 
     struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     if (p) {
-        __sync_fetch_and_add(&p->alloc_bytes, size);
-        __sync_fetch_and_add(&p->alloc_count, 1);
+        __sync_fetch_and_add(&p->alloc_bytes, bytes);
+        __sync_fetch_and_add(&p->alloc_count, weight);
     }
     if (bpf_map_update_elem(&live, &key, &a, BPF_ANY)) {
         count_lost(LW_LOST_LIVE_FULL);
@@ -227,12 +243,13 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size, __u
     /* No free of this address can race with us: the program learns it only when the
      * allocator returns, after this handler. */
     if (t) {
-        __sync_fetch_and_add(&t->bytes, (__s64)size);
-        __sync_fetch_and_add(&t->count, 1);
+        __sync_fetch_and_add(&t->bytes, (__s64)bytes);
+        __sync_fetch_and_add(&t->count, weight);
     }
     if (p) {
-        __sync_fetch_and_add(&p->bytes, (__s64)size);
-        __sync_fetch_and_add(&p->count, 1);
+        __sync_fetch_and_add(&p->bytes, (__s64)bytes);
+        __sync_fetch_and_add(&p->count, weight);
+        __sync_fetch_and_add(&p->records, 1);
         if (kind == LW_MMAP)
             __sync_fetch_and_add(&p->mmap_regions, 1);
     }
@@ -247,31 +264,66 @@ static __always_inline bool nested_in_call(__u32 tid, __u64 sp)
     return cur && sp <= cur->sp;
 }
 
-static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 arg,
-                                       __u32 flags)
+/* Whether a call from `caller` comes from inside the allocator library itself (malloc
+ * mapping more heap), when the outer call may have left no in-flight record. */
+static __always_inline bool from_allocator(struct pt_regs *ctx, const struct lw_proc_cfg *cfg)
+{
+    if (!(cfg->flags & LW_CFG_PARTIAL))
+        return false;
+    __u64 caller = caller_address(ctx);
+    return caller >= cfg->lib_lo && caller < cfg->lib_hi;
+}
+
+/* Returns whether the call's return must be seen: an in-flight record was written. */
+static __always_inline bool alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 arg,
+                                        __u32 flags)
 {
     __u64 id = current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
     struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watched, &tgid);
     if (!cfg)
-        return 0;
+        return false;
 
     __u64 sp = PT_REGS_SP(ctx);
     struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
     if (cur) {
         if (sp <= cur->sp)
-            return 0; /* nested, or a tail call from the outer allocator */
+            return false; /* nested, or a tail call from the outer allocator */
         count_lost(LW_LOST_STALE_INFLIGHT);
+        bpf_map_delete_elem(&inflight, &tid);
     }
+    if ((kind == LW_MMAP || kind == LW_MREMAP) && from_allocator(ctx, cfg))
+        return false;
 
-    struct lw_inflight rec = {.sp = sp, .size = size, .arg = arg, .kind = kind, .flags = flags};
-    if (!(flags & LW_INF_OVERFLOW) && size >= cfg->min_size && size <= cfg->max_size) {
+    struct lw_inflight rec = {
+        .sp = sp, .size = size, .arg = arg, .bytes = size, .weight = 1, .kind = kind,
+        .flags = flags};
+    bool record = !(flags & LW_INF_OVERFLOW) && size >= cfg->min_size && size <= cfg->max_size;
+    if (record && cfg->sample_mean) {
+        __u64 p = lw_sample_probability(size, cfg->sample_mean, exp_neg);
+        if (p < (1ULL << 32)) {
+            if (p == 0 || bpf_get_prandom_u32() >= p)
+                record = false;
+            else {
+                rec.bytes = lw_sample_bytes(size, p);
+                rec.weight = lw_sample_weight(p);
+            }
+        }
+    }
+    if (record) {
         rec.flags |= LW_INF_RECORD;
         rec.stack = capture_stack(ctx, tgid);
+    } else if (!arg || kind == LW_POSIX_MEMALIGN) {
+        /* Nothing to do at the return: no record, so a session uprobe skips it. The
+         * allocator's own inner calls are told apart by their caller (from_allocator). */
+        if (cfg->flags & LW_CFG_PARTIAL)
+            return false;
     }
-    if (bpf_map_update_elem(&inflight, &tid, &rec, BPF_ANY))
+    if (bpf_map_update_elem(&inflight, &tid, &rec, BPF_ANY)) {
         count_lost(LW_LOST_INFLIGHT_FULL);
-    return 0;
+        return false;
+    }
+    return true;
 }
 
 static __always_inline __u32 mul_overflows(__u64 a, __u64 b, __u64 *out)
@@ -312,7 +364,7 @@ static __always_inline int handle_return(struct pt_regs *ctx)
             if (rec.arg)
                 record_free(tgid, rec.arg);
             if (record)
-                record_alloc(tgid, ret, rec.size, rec.stack, rec.kind, ts);
+                record_alloc(tgid, ret, rec.size, &rec, rec.kind, ts);
         } else if (rec.size == 0 && rec.arg && !(rec.flags & LW_INF_OVERFLOW)) {
             record_free(tgid, rec.arg); /* realloc(p, 0) frees p and returns NULL */
         } /* otherwise the call failed and the old block stays */
@@ -321,38 +373,46 @@ static __always_inline int handle_return(struct pt_regs *ctx)
         if ((int)ret == 0 && record) {
             __u64 ptr = 0;
             if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)rec.arg) == 0 && ptr)
-                record_alloc(tgid, ptr, rec.size, rec.stack, rec.kind, ts);
+                record_alloc(tgid, ptr, rec.size, &rec, rec.kind, ts);
         }
         break;
     case LW_MMAP:
         if (ret != ~0ULL && record)
-            record_alloc(tgid, ret, rec.size, rec.stack, rec.kind, ts);
+            record_alloc(tgid, ret, rec.size, &rec, rec.kind, ts);
         break;
     case LW_MREMAP:
         if (ret != ~0ULL) {
             record_free(tgid, rec.arg);
             if (record)
-                record_alloc(tgid, ret, rec.size, rec.stack, LW_MMAP, ts);
+                record_alloc(tgid, ret, rec.size, &rec, LW_MMAP, ts);
         }
         break;
     default:
         if (ret && record)
-            record_alloc(tgid, ret, rec.size, rec.stack, rec.kind, ts);
+            record_alloc(tgid, ret, rec.size, &rec, rec.kind, ts);
     }
     return 0;
 }
 
+/* A free of a block that is not recorded (not sampled, filtered by size, or allocated
+ * before the process was attached) costs one map lookup. */
 static __always_inline int enter_free(struct pt_regs *ctx, __u64 ptr)
 {
     __u64 id = current_pid_tgid();
     __u32 tgid = id >> 32;
-    if (!ptr || !bpf_map_lookup_elem(&watched, &tgid))
+    struct lw_key key = {.tgid = tgid, .id = ptr};
+    struct lw_alloc *found = bpf_map_lookup_elem(&live, &key);
+    if (!found) {
+        count_lost(LW_LOST_UNKNOWN_FREE);
+        return 0;
+    }
+    if (!bpf_map_lookup_elem(&watched, &tgid))
         return 0;
     __u32 tid = (__u32)id;
     __u64 sp = PT_REGS_SP(ctx);
     if (nested_in_call(tid, sp))
         return 0;
-    if (record_free(tgid, ptr) >= LW_FREEING_MIN) {
+    if (forget(tgid, &key, found) >= LW_FREEING_MIN) {
         struct lw_freeing mark = {.sp = sp, .addr = ptr};
         bpf_map_update_elem(&freeing, &tid, &mark, BPF_ANY);
     }
@@ -378,9 +438,12 @@ static __always_inline int enter_munmap(struct pt_regs *ctx, __u64 addr, __u64 l
     __u32 tgid = id >> 32;
     __u32 tid = (__u32)id;
     __u64 sp = PT_REGS_SP(ctx);
-    if (!len || !bpf_map_lookup_elem(&watched, &tgid))
+    struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watched, &tgid);
+    if (!len || !cfg)
         return 0;
     if (nested_in_call(tid, sp) || inside_free(tid, sp, addr, len))
+        return 0;
+    if (from_allocator(ctx, cfg))
         return 0;
     struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     if (!p || p->mmap_regions <= 0)
@@ -401,12 +464,17 @@ static __always_inline int enter_munmap(struct pt_regs *ctx, __u64 addr, __u64 l
         __u64 region_end = cur + a.size;
         if (bpf_map_delete_elem(&live, &key) == 0) {
             if (region_end > end) {
-                /* partial unmap: the tail stays mapped and outstanding */
+                /* partial unmap: the tail stays mapped and outstanding, counting for the
+                 * same share of the sampled bytes */
                 struct lw_alloc tail = a;
                 tail.size = region_end - end;
+                __u64 gone = (end - cur) * (a.size ? a.bytes / a.size : 1);
+                if (gone > a.bytes)
+                    gone = a.bytes;
+                tail.bytes = a.bytes - gone;
                 struct lw_key tkey = {.tgid = tgid, .id = end};
                 if (bpf_map_update_elem(&live, &tkey, &tail, BPF_NOEXIST) == 0) {
-                    account_shrink(tgid, &a, end - cur);
+                    account_shrink(tgid, &a, gone);
                 } else {
                     count_lost(LW_LOST_LIVE_FULL);
                     account_free(tgid, &a);
@@ -422,8 +490,9 @@ static __always_inline int enter_munmap(struct pt_regs *ctx, __u64 addr, __u64 l
     return 0;
 }
 
-/* One allocator call's entry, by kind, with its arguments from the registers. */
-static __always_inline int enter_kind(struct pt_regs *ctx, __u32 kind)
+/* One allocator call's entry, by kind, with its arguments from the registers. Returns
+ * whether its return must be seen. */
+static __always_inline bool enter_kind(struct pt_regs *ctx, __u32 kind)
 {
     __u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a3 = PT_REGS_PARM3(ctx);
     __u64 total = 0;
@@ -452,11 +521,13 @@ static __always_inline int enter_kind(struct pt_regs *ctx, __u32 kind)
     case LW_MREMAP: /* (old_addr, old_size, new_size, ...) */
         return alloc_enter(ctx, kind, a3, a1, 0);
     case LW_FREE:
-        return enter_free(ctx, a1);
+        enter_free(ctx, a1);
+        return false;
     case LW_MUNMAP:
-        return enter_munmap(ctx, a1, a2);
+        enter_munmap(ctx, a1, a2);
+        return false;
     }
-    return 0;
+    return false;
 }
 
 /* Classic attachment: one uprobe link per function, each with its own program. */
@@ -464,7 +535,8 @@ static __always_inline int enter_kind(struct pt_regs *ctx, __u32 kind)
     SEC("uprobe")                                                                             \
     int name(struct pt_regs *ctx)                                                             \
     {                                                                                         \
-        return enter_kind(ctx, kind);                                                         \
+        enter_kind(ctx, kind);                                                                \
+        return 0;                                                                             \
     }
 LW_ENTRY(malloc_enter, LW_MALLOC)
 LW_ENTRY(calloc_enter, LW_CALLOC)
@@ -491,13 +563,33 @@ int alloc_return(struct pt_regs *ctx)
 SEC("uprobe")
 int multi_entry(struct pt_regs *ctx)
 {
-    return enter_kind(ctx, (__u32)bpf_get_attach_cookie(ctx));
+    enter_kind(ctx, (__u32)bpf_get_attach_cookie(ctx));
+    return 0;
 }
 
 SEC("uretprobe")
 int multi_return(struct pt_regs *ctx)
 {
     return handle_return(ctx);
+}
+
+/* Session uprobes (6.13+): one link, one program, for every entry and return of a process.
+ * Returning 1 from an entry skips that call's return probe: calls that recorded nothing
+ * (not sampled, filtered by size; free, munmap) take one trap instead of two. */
+SEC("uprobe")
+int session_probe(struct pt_regs *ctx)
+{
+    /* Entry or return: at entry the instruction pointer is the probe's address, which the
+     * cookie holds; at return it is the caller's. (Not the bpf_session_is_return kfunc: its
+     * prototype changed between kernels, 6.13's takes no argument, 7.x's the context, and a
+     * mismatch would keep the whole object from loading.) */
+    __u64 cookie = bpf_get_attach_cookie(ctx);
+    if (PT_REGS_IP(ctx) != cookie >> LW_COOKIE_KIND_BITS) {
+        handle_return(ctx);
+        return 0;
+    }
+    __u32 kind = cookie & ((1u << LW_COOKIE_KIND_BITS) - 1);
+    return enter_kind(ctx, kind) ? 0 : 1;
 }
 
 static __always_inline void emit_event(__u32 type, __u32 pid, __u32 ppid)

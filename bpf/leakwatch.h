@@ -62,7 +62,28 @@ enum lw_event_type {
 struct lw_proc_cfg {
     __u64 min_size;
     __u64 max_size;
+    __u64 sample_mean; /* mean bytes between samples; 0: every allocation is recorded */
+    /* The allocator library's mapped range. When some calls are not recorded (sampling or a
+     * size filter), their entries leave no in-flight record, so an mmap, munmap or mremap
+     * called from inside the library (malloc growing its heap) is recognised by its caller
+     * being in this range instead. */
+    __u64 lib_lo;
+    __u64 lib_hi;
+    __u32 flags;  /* LW_CFG_* */
+    __u32 pad;
 };
+
+#define LW_CFG_PARTIAL 1u /* sampling or a size filter: not every call is recorded */
+
+/* Session-uprobe attach cookies: the probe's address in the process above the kind. */
+#define LW_COOKIE_KIND_BITS 8
+
+/* Sampling probabilities: LW_EXP_STEPS table entries per unit of size / mean, up to
+ * LW_EXP_MAX_X units (beyond which every allocation is sampled, weight 1). */
+#define LW_EXP_STEPS 64
+#define LW_EXP_MAX_X 24
+#define LW_EXP_ENTRIES (LW_EXP_STEPS * LW_EXP_MAX_X + 2)
+#define LW_EXP_TABLE 2048 /* a power of two above LW_EXP_ENTRIES: indexes are masked */
 
 /* Key of the live-allocation map, and of the stack and stack-totals maps (addr = stack id). */
 struct lw_key {
@@ -75,8 +96,11 @@ struct lw_alloc {
     __u64 size;
     __u64 ts_ns;    /* bpf_ktime_get_ns() at allocation */
     __u64 stack;    /* stack id (hash of the frames); 0 when the stack was not captured */
+    __u64 bytes;    /* bytes it counts for: size, or size / p when sampled with probability p */
+    __u32 weight;   /* allocations it counts for: 1, or about 1 / p when sampled */
     __u32 kind;     /* enum lw_kind */
     __u32 counted;  /* 1 when added to the stack totals (0: totals map was full) */
+    __u32 pad;
 };
 
 struct lw_totals {
@@ -92,6 +116,7 @@ struct lw_proc_totals {
     __u64 free_bytes;
     __u64 free_count;
     __s64 mmap_regions; /* live LW_MMAP records: munmap skips its scan when there are none */
+    __s64 records;      /* live records (with sampling, fewer than the allocations counted) */
 };
 
 /* One distinct user stack. frame 0 is the allocator's entry; `caller` is the return address
@@ -109,8 +134,11 @@ struct lw_inflight {
     __u64 size;
     __u64 arg;    /* realloc/mremap: old address; posix_memalign: the out-pointer */
     __u64 stack;
+    __u64 bytes;  /* what the allocation counts for (sampling weight applied) */
+    __u32 weight;
     __u32 kind;
     __u32 flags;  /* LW_INF_* */
+    __u32 pad;
 };
 
 #define LW_INF_RECORD 1u   /* passes the size filter: record the result */

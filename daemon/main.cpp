@@ -1,5 +1,6 @@
 // leakwatchd: loads the BPF programs, watches the processes the config names, and serves
 // their outstanding allocations on /metrics and /api/v1.
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -55,7 +56,8 @@ const char* loss_advice(size_t reason) {
         case LW_LOST_STALE_INFLIGHT:
             return "an allocator call never returned (longjmp?)";
         case LW_LOST_UNKNOWN_FREE:
-            return "frees of blocks allocated before attach are expected after a start";
+            return "frees of blocks not recorded (allocated before attach, filtered by size, or "
+                   "not sampled) are expected";
         case LW_LOST_MISSED_FREE:
             return "a free was not seen; the old record was replaced";
         case LW_LOST_MUNMAP_TRUNCATED:
@@ -130,7 +132,10 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
         return 1;
     }
     ProcReader proc;
-    Symbolizer symbolizer(proc);
+    SymbolizerOptions symbol_options;
+    symbol_options.max_files = config.limits.symbol_files;
+    symbol_options.max_source_entries = config.limits.symbol_cache_entries;
+    Symbolizer symbolizer(proc, symbol_options);
     Tracker* tracker_ptr = nullptr;
     Aggregator aggregator(
         **probes, [&](uint32_t pid, uint64_t addr) { return tracker_ptr->resolve(pid, addr); });
@@ -186,13 +191,15 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     spdlog::info(
         "leakwatchd {} listening on {} (port {}), {} rules, {} processes watched, {} uprobes",
         LEAKWATCH_VERSION, listen, (*server)->port(), config.watch.size(), tracker.attached(),
-        (*probes)->multi() ? "multi-link" : "classic");
+        leakwatch::probe_mode_name((*probes)->mode()));
 
     Detector detector(config.leak_detection);
     LostCounters reported{};
     auto sample = [&] {
         auto snap =
             std::make_shared<Snapshot>(aggregator.sample(tracker.processes(), monotonic_ns()));
+        // DWARF is held only while new stacks are symbolized; give its memory back.
+        if (symbolizer.release_debug_info()) malloc_trim(0);
         if (kernel_aggregator) {
             snap->kernel = kernel_aggregator->sample();
             kernel_probes->add_lost(snap->lost);
@@ -203,6 +210,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
         if (config.leak_detection.enabled) follow_growth(detector, *snap, unix_now());
         log_new_losses(snap->lost, reported);
         status.attached = tracker.attached();
+        status.symbol_caches = symbolizer.cache_stats();
         state.publish(std::move(snap), status);
     };
     sample();
@@ -253,6 +261,8 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                 config.interval = fresh->interval;
                 config.limits.top_stacks = fresh->limits.top_stacks;
                 config.limits.top_processes = fresh->limits.top_processes;
+                symbolizer.set_limits(fresh->limits.symbol_files,
+                                      fresh->limits.symbol_cache_entries);
                 config.leak_detection = fresh->leak_detection;
                 detector.reconfigure(config.leak_detection);
                 status.top_stacks = config.limits.top_stacks;
@@ -322,10 +332,11 @@ int main(int argc, char** argv) {
     app.add_flag("--version", version, "print the version and exit");
     std::string probe_mode = "auto";
     app.add_option("--probe-mode", probe_mode,
-                   "how uprobes are attached: multi (one link per process, 6.6+), classic (one "
-                   "link per probe) or auto (multi where the kernel has it)")
+                   "how uprobes are attached: session (one link per process, returns only "
+                   "where needed, 6.13+), multi (two links per process, 6.6+), classic (one "
+                   "link per probe) or auto (the newest the kernel has)")
         ->capture_default_str()
-        ->check(CLI::IsMember({"auto", "multi", "classic"}));
+        ->check(CLI::IsMember({"auto", "session", "multi", "classic"}));
     CLI11_PARSE(app, argc, argv);
 
     if (version) {
@@ -371,7 +382,8 @@ int main(int argc, char** argv) {
     // The config's log_level applies unless the flag was given.
     const bool level_from_flag = log_opt->count() > 0;
     if (!level_from_flag) spdlog::set_level(spdlog::level::from_str(config->log_level));
-    auto mode = probe_mode == "multi"     ? leakwatch::ProbeMode::kMulti
+    auto mode = probe_mode == "session"   ? leakwatch::ProbeMode::kSession
+                : probe_mode == "multi"   ? leakwatch::ProbeMode::kMulti
                 : probe_mode == "classic" ? leakwatch::ProbeMode::kClassic
                                           : leakwatch::ProbeMode::kAuto;
     return run(std::move(*config), config_path, explicit_path, listen, level_from_flag, mode);

@@ -3,12 +3,17 @@
 # that are missing, with one `apt-get update` before, and nothing at all when none is.
 set -euo pipefail
 
+# The kernel/architecture matrix's own: QEMU, the aarch64 cross compiler, arm64 libraries.
+"$(dirname "$0")/matrix-deps.sh"
+
 packages=(
     # build
     cmake g++ make pkg-config clang llvm bpftool
     libbpf-dev libelf-dev libdw-dev zlib1g-dev
-    prometheus-cpp-dev libcivetweb-dev libspdlog-dev libyaml-cpp-dev libsystemd-dev
-    nlohmann-json3-dev libcli11-dev catch2
+    libcivetweb-dev libspdlog-dev libyaml-cpp-dev libsystemd-dev
+    nlohmann-json3-dev libcli11-dev catch2 libcapstone-dev
+    # tests: a fixture linked against jemalloc (its own API and C++ operators)
+    libjemalloc2
     # tests: the fixtures' helpers, promtool and alertmanager, bpftool's map dumps
     python3 prometheus prometheus-alertmanager curl
     # packaging and the service tests: systemd-analyze, dpkg-shlibdeps, rpmbuild, a Debian

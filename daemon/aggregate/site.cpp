@@ -6,7 +6,7 @@ namespace leakwatch {
 
 namespace {
 
-constexpr std::array<std::string_view, 34> kAllocatorNames = {
+constexpr std::array<std::string_view, 40> kAllocatorNames = {
     "malloc",
     "calloc",
     "realloc",
@@ -41,6 +41,13 @@ constexpr std::array<std::string_view, 34> kAllocatorNames = {
     "wcsdup",
     "__libc_reallocarray",
     "__reallocarray",
+    // jemalloc's own API
+    "mallocx",
+    "rallocx",
+    "xallocx",
+    "dallocx",
+    "sdallocx",
+    "nallocx",
 };
 
 constexpr std::array<std::string_view, 7> kAllocatorPrefixes = {

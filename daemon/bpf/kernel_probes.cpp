@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include "bpf/btf_check.h"
 #include "bpf/map_walk.h"
 #include "bpf/pidns.h"
 #include "kmem.skel.h"
@@ -67,7 +68,7 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
     };
     // A tracepoint exists when the kernel's BTF has its btf_trace_<name> typedef.
     btf* vmlinux = btf__load_vmlinux_btf();
-    if (!vmlinux) return fail_errno("reading the kernel's BTF (/sys/kernel/btf/vmlinux)", errno);
+    if (!vmlinux) return fail(kernel_btf_problem().value_or("reading the kernel's BTF failed"));
     for (auto& w : wants) {
         std::string type = std::string("btf_trace_") + w.tracepoint;
         bool exists = btf__find_by_name_kind(vmlinux, type.c_str(), BTF_KIND_TYPEDEF) >= 0;

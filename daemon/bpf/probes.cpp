@@ -10,69 +10,125 @@
 #include <cerrno>
 #include <cstring>
 
+#include "bpf/btf_check.h"
 #include "bpf/map_walk.h"
 #include "bpf/pidns.h"
 #include "leakwatch.h"
+#include "sampling.h"
 #include "leakwatch.skel.h"
 
 namespace leakwatch {
 
 static_assert(kLostReasonNames.size() == LW_LOST_MAX, "lost reasons out of sync with leakwatch.h");
 
+const char* probe_mode_name(ProbeMode mode) {
+    switch (mode) {
+        case ProbeMode::kAuto:
+            return "auto";
+        case ProbeMode::kSession:
+            return "session";
+        case ProbeMode::kMulti:
+            return "multi";
+        case ProbeMode::kClassic:
+            return "classic";
+    }
+    return "?";
+}
+
 const std::vector<AllocatorFunction>& allocator_functions() {
     static const std::vector<AllocatorFunction> functions = {
-        {"malloc", true, LW_MALLOC},
-        {"calloc", true, LW_CALLOC},
-        {"realloc", true, LW_REALLOC},
-        {"reallocarray", true, LW_REALLOCARRAY},
-        {"posix_memalign", true, LW_POSIX_MEMALIGN},
-        {"aligned_alloc", true, LW_ALIGNED_ALLOC},
-        {"memalign", true, LW_MEMALIGN},
-        {"valloc", true, LW_VALLOC},
-        {"pvalloc", true, LW_PVALLOC},
-        {"mmap", true, LW_MMAP},
-        {"mremap", true, LW_MREMAP},
-        {"free", false, LW_FREE},
-        {"munmap", false, LW_MUNMAP},
+        {"malloc", true, LW_MALLOC, 1},
+        {"calloc", true, LW_CALLOC, 2},
+        {"realloc", true, LW_REALLOC, 2},
+        {"reallocarray", true, LW_REALLOCARRAY, 3},
+        {"posix_memalign", true, LW_POSIX_MEMALIGN, 3},
+        {"aligned_alloc", true, LW_ALIGNED_ALLOC, 2},
+        {"memalign", true, LW_MEMALIGN, 2},
+        {"valloc", true, LW_VALLOC, 1},
+        {"pvalloc", true, LW_PVALLOC, 1},
+        {"mmap", true, LW_MMAP, 2},
+        {"mremap", true, LW_MREMAP, 3},
+        {"free", false, LW_FREE, 1},
+        {"munmap", false, LW_MUNMAP, 2},
+        // jemalloc's own API and its C++ operators, which reach its internals without passing
+        // through malloc or free: probed where the allocator library defines them.
+        {"mallocx", true, LW_MALLOC, 1},            // (size, flags)
+        {"rallocx", true, LW_REALLOC, 2},           // (ptr, size, flags)
+        {"dallocx", false, LW_FREE, 1},             // (ptr, flags)
+        {"sdallocx", false, LW_FREE, 1},            // (ptr, size, flags)
+        {"_Znwm", true, LW_MALLOC, 1},              // operator new(size_t)
+        {"_Znam", true, LW_MALLOC, 1},              // operator new[](size_t)
+        {"_ZdlPvm", false, LW_FREE, 1},             // operator delete(void*, size_t)
+        {"_ZdaPvm", false, LW_FREE, 1},             // operator delete[](void*, size_t)
     };
     return functions;
 }
 
 namespace {
 
+// libbpf's messages, one log line per line of text (a verifier log is one message of many
+// lines, often far longer than a fixed buffer).
 int libbpf_log(enum libbpf_print_level level, const char* fmt, va_list args) {
-    char buf[1024];
-    int n = vsnprintf(buf, sizeof(buf), fmt, args);
-    while (n > 0 && n < static_cast<int>(sizeof(buf)) && buf[n - 1] == '\n') buf[--n] = '\0';
-    switch (level) {
-        case LIBBPF_WARN:
-            spdlog::warn("libbpf: {}", buf);
-            break;
-        case LIBBPF_INFO:
-            spdlog::debug("libbpf: {}", buf);
-            break;
-        default:
-            spdlog::trace("libbpf: {}", buf);
-            break;
+    va_list copy;
+    va_copy(copy, args);
+    int n = vsnprintf(nullptr, 0, fmt, copy);
+    va_end(copy);
+    if (n <= 0) return 0;
+    std::string text(static_cast<size_t>(n) + 1, '\0');
+    vsnprintf(text.data(), text.size(), fmt, args);
+    text.resize(static_cast<size_t>(n));
+    size_t start = 0;
+    while (start < text.size()) {
+        size_t end = text.find('\n', start);
+        if (end == std::string::npos) end = text.size();
+        std::string_view line(text.data() + start, end - start);
+        start = end + 1;
+        if (line.empty()) continue;
+        switch (level) {
+            case LIBBPF_WARN:
+                spdlog::warn("libbpf: {}", line);
+                break;
+            case LIBBPF_INFO:
+                spdlog::debug("libbpf: {}", line);
+                break;
+            default:
+                spdlog::trace("libbpf: {}", line);
+                break;
+        }
     }
     return 0;
 }
 
-bpf_program* entry_program(leakwatch_bpf* skel, const std::string& name) {
+bpf_program* entry_program(leakwatch_bpf* skel, uint32_t kind) {
     auto* p = &skel->progs;
-    if (name == "malloc") return p->malloc_enter;
-    if (name == "calloc") return p->calloc_enter;
-    if (name == "realloc") return p->realloc_enter;
-    if (name == "reallocarray") return p->reallocarray_enter;
-    if (name == "posix_memalign") return p->posix_memalign_enter;
-    if (name == "aligned_alloc") return p->aligned_alloc_enter;
-    if (name == "memalign") return p->memalign_enter;
-    if (name == "valloc") return p->valloc_enter;
-    if (name == "pvalloc") return p->pvalloc_enter;
-    if (name == "mmap") return p->mmap_enter;
-    if (name == "mremap") return p->mremap_enter;
-    if (name == "free") return p->free_enter;
-    if (name == "munmap") return p->munmap_enter;
+    switch (kind) {
+        case LW_MALLOC:
+            return p->malloc_enter;
+        case LW_CALLOC:
+            return p->calloc_enter;
+        case LW_REALLOC:
+            return p->realloc_enter;
+        case LW_REALLOCARRAY:
+            return p->reallocarray_enter;
+        case LW_POSIX_MEMALIGN:
+            return p->posix_memalign_enter;
+        case LW_ALIGNED_ALLOC:
+            return p->aligned_alloc_enter;
+        case LW_MEMALIGN:
+            return p->memalign_enter;
+        case LW_VALLOC:
+            return p->valloc_enter;
+        case LW_PVALLOC:
+            return p->pvalloc_enter;
+        case LW_MMAP:
+            return p->mmap_enter;
+        case LW_MREMAP:
+            return p->mremap_enter;
+        case LW_FREE:
+            return p->free_enter;
+        case LW_MUNMAP:
+            return p->munmap_enter;
+    }
     return nullptr;
 }
 
@@ -82,9 +138,10 @@ const AllocatorFunction* function_named(const std::string& name) {
     return nullptr;
 }
 
-// BPF_TRACE_UPROBE_MULTI and its link_create attributes, from the 6.6 UAPI: Debian's libbpf and
-// kernel headers predate them.
+// BPF_TRACE_UPROBE_MULTI and its link_create attributes, from the 6.6 UAPI, and
+// BPF_TRACE_UPROBE_SESSION (6.13): Debian's libbpf and kernel headers predate them.
 constexpr uint32_t kTraceUprobeMulti = 48;
+constexpr uint32_t kTraceUprobeSession = 57;
 constexpr uint32_t kUprobeMultiReturn = 1;
 struct LinkCreateUprobeMulti {
     uint32_t prog_fd;
@@ -101,13 +158,14 @@ struct LinkCreateUprobeMulti {
 };
 
 int link_uprobe_multi(int prog_fd, const std::string& path, const std::vector<uint64_t>& offsets,
-                      const std::vector<uint64_t>& cookies, bool returns, pid_t pid) {
+                      const std::vector<uint64_t>& cookies, bool returns, pid_t pid,
+                      uint32_t attach_type = kTraceUprobeMulti) {
     union {
         LinkCreateUprobeMulti attr;
         unsigned char bytes[128];
     } u{};
     u.attr.prog_fd = static_cast<uint32_t>(prog_fd);
-    u.attr.attach_type = kTraceUprobeMulti;
+    u.attr.attach_type = attach_type;
     u.attr.path = reinterpret_cast<uint64_t>(path.c_str());
     u.attr.offsets = reinterpret_cast<uint64_t>(offsets.data());
     u.attr.cookies = reinterpret_cast<uint64_t>(cookies.data());
@@ -115,6 +173,19 @@ int link_uprobe_multi(int prog_fd, const std::string& path, const std::vector<ui
     u.attr.multi_flags = returns ? kUprobeMultiReturn : 0;
     u.attr.pid = static_cast<uint32_t>(pid);
     return static_cast<int>(syscall(__NR_bpf, 28 /* BPF_LINK_CREATE */, &u, sizeof(u)));
+}
+
+// Whether the running kernel's BTF names an attach type (its enum bpf_attach_type).
+bool kernel_has_attach_type(const btf* vmlinux, const char* name) {
+    int id = btf__find_by_name_kind(vmlinux, "bpf_attach_type", BTF_KIND_ENUM);
+    if (id < 0) return false;
+    const btf_type* t = btf__type_by_id(vmlinux, static_cast<uint32_t>(id));
+    const struct btf_enum* e = btf_enum(t);
+    for (uint16_t i = 0; i < btf_vlen(t); ++i, ++e) {
+        const char* n = btf__name_by_offset(vmlinux, e->name_off);
+        if (n && std::strcmp(n, name) == 0) return true;
+    }
+    return false;
 }
 
 template <class K>
@@ -135,11 +206,13 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     probes->limits_ = limits;
     probes->ncpus_ = libbpf_num_possible_cpus();
     if (probes->ncpus_ <= 0) return fail_errno("counting possible CPUs", probes->ncpus_);
+    if (auto problem = kernel_btf_problem()) return fail(*problem);
 
     auto* skel = leakwatch_bpf__open();
     if (!skel) return fail_errno("opening the BPF object", errno);
     probes->skel_ = skel;
     skel->rodata->page_size = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    lw_fill_exp_table(skel->rodata->exp_neg);  // sampling probabilities
     if (auto ns = own_pid_namespace()) {
         skel->rodata->pidns_dev = ns->dev;
         skel->rodata->pidns_ino = ns->ino;
@@ -159,28 +232,39 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
         if (int err = bpf_map__set_max_entries(s.map, s.entries))
             return fail_errno(std::string("sizing BPF map ") + bpf_map__name(s.map), err);
     }
-    // Multi-uprobe links where the kernel has them (its BTF knows their link type).
-    bool kernel_multi = false;
+    // The newest attachment the kernel has (its BTF knows the link type / attach type).
+    bool kernel_multi = false, kernel_session = false;
     if (btf* vmlinux = btf__load_vmlinux_btf()) {
         kernel_multi =
             btf__find_by_name_kind(vmlinux, "bpf_uprobe_multi_link", BTF_KIND_STRUCT) >= 0;
+        kernel_session =
+            kernel_multi && kernel_has_attach_type(vmlinux, "BPF_TRACE_UPROBE_SESSION");
         btf__free(vmlinux);
     }
     if (mode == ProbeMode::kMulti && !kernel_multi)
         return fail("multi-uprobe links were asked for, but this kernel has none (6.6+)");
-    probes->multi_ = mode != ProbeMode::kClassic && kernel_multi;
+    if (mode == ProbeMode::kSession && !kernel_session)
+        return fail("session uprobes were asked for, but this kernel has none (6.13+)");
+    if (mode == ProbeMode::kAuto)
+        mode = kernel_session ? ProbeMode::kSession
+               : kernel_multi ? ProbeMode::kMulti
+                              : ProbeMode::kClassic;
+    probes->mode_ = mode;
     auto* p = &skel->progs;
     for (bpf_program* classic :
          {p->malloc_enter, p->calloc_enter, p->realloc_enter, p->reallocarray_enter,
           p->posix_memalign_enter, p->aligned_alloc_enter, p->memalign_enter, p->valloc_enter,
           p->pvalloc_enter, p->mmap_enter, p->mremap_enter, p->free_enter, p->munmap_enter,
           p->alloc_return})
-        bpf_program__set_autoload(classic, !probes->multi_);
+        bpf_program__set_autoload(classic, mode == ProbeMode::kClassic);
     for (bpf_program* multi : {p->multi_entry, p->multi_return}) {
-        bpf_program__set_autoload(multi, probes->multi_);
+        bpf_program__set_autoload(multi, mode == ProbeMode::kMulti);
         bpf_program__set_expected_attach_type(multi,
                                               static_cast<bpf_attach_type>(kTraceUprobeMulti));
     }
+    bpf_program__set_autoload(p->session_probe, mode == ProbeMode::kSession);
+    bpf_program__set_expected_attach_type(p->session_probe,
+                                          static_cast<bpf_attach_type>(kTraceUprobeSession));
 
     if (int err = leakwatch_bpf__load(skel))
         return fail_errno(
@@ -209,7 +293,23 @@ Probes::~Probes() {
 Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget& target) {
     std::unique_ptr<Attachment> att(new Attachment());
     const std::string where = " in " + target.path + " for pid " + std::to_string(pid);
-    if (multi_) {
+    if (mode_ == ProbeMode::kSession) {
+        // The cookie carries the kind and the probe's address in the process: the program
+        // runs at entry with the instruction pointer there, and at return elsewhere.
+        std::vector<uint64_t> offsets, kinds;
+        for (const auto& [name, offset] : target.offsets) {
+            const AllocatorFunction* f = function_named(name);
+            if (!f) return fail("no BPF program for allocator function " + name);
+            offsets.push_back(offset);
+            kinds.push_back(((target.load_bias + offset) << LW_COOKIE_KIND_BITS) | f->kind);
+        }
+        int fd = link_uprobe_multi(bpf_program__fd(skel_->progs.session_probe), target.path,
+                                   offsets, kinds, false, pid, kTraceUprobeSession);
+        if (fd < 0) return fail_errno("session uprobe on the allocator functions" + where, errno);
+        att->fds_.push_back(fd);
+        return att;
+    }
+    if (mode_ == ProbeMode::kMulti) {
         std::vector<uint64_t> offsets, kinds, ret_offsets, ret_kinds;
         for (const auto& [name, offset] : target.offsets) {
             const AllocatorFunction* f = function_named(name);
@@ -231,9 +331,9 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
         return att;
     }
     for (const auto& [name, offset] : target.offsets) {
-        bpf_program* entry = entry_program(skel_, name);
         const AllocatorFunction* f = function_named(name);
-        if (!entry || !f) return fail("no BPF program for allocator function " + name);
+        bpf_program* entry = f ? entry_program(skel_, f->kind) : nullptr;
+        if (!entry) return fail("no BPF program for allocator function " + name);
         LIBBPF_OPTS(bpf_uprobe_opts, entry_opts, .retprobe = false);
         bpf_link* link =
             bpf_program__attach_uprobe_opts(entry, pid, target.path.c_str(), offset, &entry_opts);
@@ -249,14 +349,20 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
     return att;
 }
 
-Result<void> Probes::watch(uint32_t tgid, uint64_t min_size, uint64_t max_size) {
+Result<void> Probes::watch(uint32_t tgid, const Recording& r) {
     lw_proc_totals zero{};
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.procs), &tgid, &zero, BPF_ANY))
         return fail_errno("adding pid " + std::to_string(tgid) +
                               " to the process map "
                               "(limits.processes reached?)",
                           errno);
-    lw_proc_cfg cfg{min_size, max_size};
+    lw_proc_cfg cfg{};
+    cfg.min_size = r.min_size;
+    cfg.max_size = r.max_size;
+    cfg.sample_mean = r.sample_bytes;
+    cfg.lib_lo = r.lib_lo;
+    cfg.lib_hi = r.lib_hi;
+    if (r.sample_bytes || r.min_size > 0 || r.max_size != UINT64_MAX) cfg.flags |= LW_CFG_PARTIAL;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watched), &tgid, &cfg, BPF_ANY))
         return fail_errno("adding pid " + std::to_string(tgid) + " to the watched map", errno);
     return {};
@@ -341,7 +447,7 @@ std::vector<LiveAllocation> Probes::live_allocations(const std::set<uint32_t>& t
     for_each_entry<lw_key, lw_alloc>(
         bpf_map__fd(skel_->maps.live), [&](const lw_key& k, const lw_alloc& a) {
             if (tgids.count(k.tgid))
-                out.push_back({k.tgid, k.id, a.size, a.ts_ns, a.counted ? a.stack : 0});
+                out.push_back({k.tgid, k.id, a.bytes, a.ts_ns, a.counted ? a.stack : 0});
         });
     return out;
 }
@@ -358,14 +464,20 @@ LostCounters Probes::lost() {
 }
 
 std::vector<MapUsage> Probes::usage() {
-    // The live map is too large to walk every interval; every counted record is in its
-    // process's count, so the sum of those is its size (less records of uncounted stacks).
+    // The live map is too large to walk every interval; every process counts its records
+    // (with sampling, fewer than the allocations they stand for).
     uint64_t live = 0;
-    for (const auto& [tgid, t] : process_totals()) live += static_cast<uint64_t>(t.count);
+    for_each_entry<uint32_t, lw_proc_totals>(
+        bpf_map__fd(skel_->maps.procs), [&](uint32_t, const lw_proc_totals& t) {
+            if (t.records > 0) live += static_cast<uint64_t>(t.records);
+        });
     return {
         {"live", live, limits_.live_allocations},
-        {"stacks", count_entries(skel_->maps.stacks), limits_.stacks},
-        {"stack_totals", count_entries(skel_->maps.stack_totals), limits_.stack_totals},
+        // Batched: a key-by-key walk of these two was most of the daemon's CPU with 10,000
+        // stacks (docs/performance.md, "The daemon at scale").
+        {"stacks", count_batched<lw_key, lw_stack>(skel_->maps.stacks), limits_.stacks},
+        {"stack_totals", count_batched<lw_key, lw_totals>(skel_->maps.stack_totals),
+         limits_.stack_totals},
         {"processes", count_entries(skel_->maps.watched), limits_.processes},
         {"inflight", count_entries(skel_->maps.inflight), limits_.threads},
     };

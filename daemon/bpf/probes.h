@@ -26,18 +26,24 @@ struct AllocatorFunction {
     const char* name;
     bool has_return;  // false: entry-only (free, munmap)
     uint32_t kind;    // enum lw_kind
+    int arguments;    // integer arguments the entry program reads
 };
 
-// How uprobes are attached: one link per probe (every kernel), or one multi-uprobe link for
-// all entries and one for all returns of a process (6.6+: one kernel grace period to detach
-// instead of one per probe). kAuto picks multi where the kernel has it.
-enum class ProbeMode { kAuto, kMulti, kClassic };
+// How uprobes are attached: one link per probe (every kernel); one multi-uprobe link for all
+// entries and one for all returns of a process (6.6+: one kernel grace period to detach
+// instead of one per probe); or one session-uprobe link for both (6.13+: an entry that
+// records nothing skips its return probe). kAuto picks the newest the kernel has.
+enum class ProbeMode { kAuto, kSession, kMulti, kClassic };
+const char* probe_mode_name(ProbeMode mode);
 const std::vector<AllocatorFunction>& allocator_functions();
 
 // Where each allocator function of one file is: file offsets for uprobes.
 struct ProbeTarget {
     std::string path;  // path the kernel opens (through /proc/PID/root)
     std::vector<std::pair<std::string, uint64_t>> offsets;  // function name -> file offset
+    // Where the library's file offset 0 would be in the process (start - offset of the mapping
+    // holding the probes), so that a probe's address is load_bias + file offset.
+    uint64_t load_bias = 0;
 };
 
 // The uprobes of one process; detached when destroyed.
@@ -63,12 +69,20 @@ class Probes : public AllocationSource {
     // event tracepoints. Errors name the program or map and the errno.
     static Result<std::unique_ptr<Probes>> load(const Limits& limits,
                                                 ProbeMode mode = ProbeMode::kAuto);
-    bool multi() const { return multi_; }
+    ProbeMode mode() const { return mode_; }
     ~Probes() override;
 
     Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target);
-    // Starts recording a process (after attach): its size filter and zeroed totals.
-    Result<void> watch(uint32_t tgid, uint64_t min_size, uint64_t max_size);
+    // What the BPF side records of one process.
+    struct Recording {
+        uint64_t min_size = 0;
+        uint64_t max_size = UINT64_MAX;
+        uint64_t sample_bytes = 0;  // 0: every allocation
+        uint64_t lib_lo = 0;        // the allocator library's mapped range
+        uint64_t lib_hi = 0;
+    };
+    // Starts recording a process (after attach): its filters and zeroed totals.
+    Result<void> watch(uint32_t tgid, const Recording& recording);
     void unwatch(uint32_t tgid);
     // Deletes every live allocation, stack and total of these processes (one map walk).
     void purge(const std::set<uint32_t>& tgids);
@@ -94,7 +108,7 @@ class Probes : public AllocationSource {
     EventHandler handler_;
     Limits limits_;
     int ncpus_ = 1;
-    bool multi_ = false;
+    ProbeMode mode_ = ProbeMode::kClassic;  // never kAuto once loaded
 };
 
 }  // namespace leakwatch

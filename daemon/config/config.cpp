@@ -209,11 +209,12 @@ constexpr std::array<std::string_view, 6> kLogLevels{"trace", "debug", "info",
                                                      "warn",  "error", "critical"};
 constexpr std::array<std::string_view, 5> kKernelKeys{"enabled", "kinds", "min_size", "max_size",
                                                       "include_movable_pages"};
-constexpr std::array<std::string_view, 6> kRuleKeys{"name",     "match",    "allocator",
-                                                    "min_size", "max_size", "min_age"};
+constexpr std::array<std::string_view, 7> kRuleKeys{"name",     "match",    "allocator",
+                                                    "min_size", "max_size", "min_age",
+                                                    "sample_bytes"};
 constexpr std::array<std::string_view, 4> kMatchKeys{"comm", "exe", "pid", "cmdline"};
 constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
-constexpr std::array<std::string_view, 10> kLimitKeys{"live_allocations",
+constexpr std::array<std::string_view, 12> kLimitKeys{"live_allocations",
                                                       "stacks",
                                                       "stack_totals",
                                                       "processes",
@@ -222,7 +223,9 @@ constexpr std::array<std::string_view, 10> kLimitKeys{"live_allocations",
                                                       "kernel_live_allocations",
                                                       "kernel_stacks",
                                                       "kernel_totals",
-                                                      "top_processes"};
+                                                      "top_processes",
+                                                      "symbol_files",
+                                                      "symbol_cache_entries"};
 
 // One key: value pair of a mapping, with where it sits, for messages.
 struct Entry {
@@ -580,6 +583,13 @@ class Parser {
                 ok = assign(size_of(entry), rule.max_size);
             } else if (entry.key == "min_age") {
                 ok = assign(duration_of(entry), rule.min_age);
+            } else if (entry.key == "sample_bytes") {
+                ok = assign(size_of(entry), rule.sample_bytes);
+                if (ok && rule.sample_bytes > kMaxSampleBytes) {
+                    return error(entry, "sample_bytes " + quoted(entry.value.Scalar()) +
+                                            " is larger than 64MiB; use 0 to record every "
+                                            "allocation");
+                }
             }
             if (!ok) return std::unexpected(ok.error());
         }
@@ -710,6 +720,8 @@ class Parser {
             Bound{"kernel_stacks", &Limits::kernel_stacks, 1 << 20},
             Bound{"kernel_totals", &Limits::kernel_totals, 16 << 20},
             Bound{"top_processes", &Limits::top_processes, 1000},
+            Bound{"symbol_files", &Limits::symbol_files, 65536},
+            Bound{"symbol_cache_entries", &Limits::symbol_cache_entries, 16 << 20},
         };
         for (const Entry& field : *entries) {
             for (const Bound& bound : kBounds) {

@@ -40,8 +40,15 @@ struct WatchRule {
     uint64_t min_size = 0;
     uint64_t max_size = UINT64_MAX;
     Duration min_age{0};
+    // Byte-based sampling: mean bytes between samples, 0 = every allocation is recorded. An
+    // allocation of s bytes is recorded with probability 1 - exp(-s / sample_bytes) and counts
+    // for its size divided by that probability.
+    uint64_t sample_bytes = 0;
     int line = 0;  // 1-based line of the rule in the file, for messages
 };
+
+// The largest sample_bytes: the BPF side computes with sizes below 24 times it in 31 bits.
+constexpr uint64_t kMaxSampleBytes = 64ull << 20;
 
 struct Limits {
     uint32_t live_allocations = 262144;         // BPF map: outstanding allocations, all processes
@@ -54,6 +61,8 @@ struct Limits {
     uint32_t kernel_stacks = 16384;             // BPF map: distinct kernel stacks
     uint32_t kernel_totals = 65536;             // BPF map: (process, kind, stack) triples
     uint32_t top_processes = 20;                // processes exported with their kernel bytes
+    uint32_t symbol_files = 512;            // ELF files parsed, and DWARF files opened, at once
+    uint32_t symbol_cache_entries = 65536;  // code addresses whose source line is remembered
 };
 
 // The kinds of kernel allocation leakwatch can trace, by their names in the config.

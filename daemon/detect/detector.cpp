@@ -242,16 +242,17 @@ int64_t Detector::bucket_of(const Series& s, double t) const {
     return static_cast<int64_t>(std::floor(t / bucket_width() - s.phase));
 }
 
-void Detector::observe(const std::string& key, double t, double bytes) {
-    if (!config_.enabled) return;
+const Verdict* Detector::observe(const std::string& key, double t, double bytes) {
+    if (!config_.enabled) return nullptr;
     auto it = series_.find(key);
     if (it == series_.end()) {
         if (series_.size() >= config_.max_series) {
             dropped_++;
-            return;
+            return nullptr;
         }
         it = series_.emplace(key, Series{}).first;
         Series& s = it->second;
+        s.ring.reserve(kRingCapacity);
         s.t_base = s.first_t = t;
         s.v_base = bytes;
         s.phase = double(std::hash<std::string>{}(key) % 1024) / 1024;
@@ -267,6 +268,7 @@ void Detector::observe(const std::string& key, double t, double bytes) {
     s.sum_v += bytes - s.v_base;
     s.count++;
     s.last_round = round_;
+    return &s.verdict;
 }
 
 void Detector::close_bucket(Series& s) {

@@ -28,8 +28,11 @@ class Detector {
     explicit Detector(LeakDetection config);
 
     // One sample of one series (key: any string, e.g. "pid/start/stack"). Samples come every
-    // `interval` for all series, in time order; t is unix seconds.
-    void observe(const std::string& key, double t, double bytes);
+    // `interval` for all series, in time order; t is unix seconds. Returns the series'
+    // verdict, which evaluate() updates and which stays valid until the series is forgotten
+    // (not observed for 2 rounds, forget_prefix, reconfigure); nullptr when the series is not
+    // followed (detection off, or the max_series bound reached).
+    const Verdict* observe(const std::string& key, double t, double bytes);
     // Judges the series observed in this round (call once per round, after its observes) and
     // forgets those not observed for 2 rounds (their process exited, their stack is gone).
     void evaluate(double t);
@@ -61,7 +64,9 @@ class Detector {
     };
 
     struct Series {
-        std::vector<Point> ring;  // closed buckets; the oldest at `head` once full
+        // Closed buckets; the oldest at `head` once full. Reserved whole when the series is
+        // created, so that a series costs from its first sample what it will cost.
+        std::vector<Point> ring;
         size_t head = 0;
         double t_base = 0, v_base = 0;
         int pushes_since_rebase = 0;

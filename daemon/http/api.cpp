@@ -43,6 +43,19 @@ nlohmann::json frame_json(const Frame& f) {
         {"module_offset", hex(f.module_offset)},
     };
     if (!f.build_id.empty()) j["build_id"] = f.build_id;
+    // Source lines from DWARF, when the module has debug info.
+    if (!f.file.empty()) j["file"] = f.file;
+    if (f.line != 0) j["line"] = f.line;
+    if (!f.inlined.empty()) {
+        auto inlined = nlohmann::json::array();
+        for (const auto& s : f.inlined) {
+            nlohmann::json one = {{"function", s.function}};
+            if (!s.file.empty()) one["file"] = s.file;
+            if (s.line != 0) one["line"] = s.line;
+            inlined.push_back(std::move(one));
+        }
+        j["inlined"] = std::move(inlined);
+    }
     return j;
 }
 

@@ -1,205 +1,411 @@
 #include "http/metrics.h"
 
-#include <prometheus/metric_family.h>
-#include <prometheus/text_serializer.h>
-
+#include <algorithm>
+#include <charconv>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <string_view>
 
 namespace leakwatch {
 
 namespace {
 
-using prometheus::ClientMetric;
-using prometheus::MetricFamily;
-using prometheus::MetricType;
-using Labels = std::vector<ClientMetric::Label>;
+// The exposition is written straight into text: with 10,000 stacks it has some 30,000
+// samples, and building a metric object with a vector of label strings for each of them
+// before serializing cost more than everything else a scrape does. It goes out in pieces, so
+// a scrape holds one piece, not the whole exposition (3.8 MB at 10,000 stacks).
 
-MetricFamily family(std::string name, std::string help, MetricType type) {
-    MetricFamily f;
-    f.name = std::move(name);
-    f.help = std::move(help);
-    f.type = type;
-    return f;
+// Label values escape backslash, double quote and newline (text format 0.0.4).
+void append_escaped(std::string& out, std::string_view v) {
+    size_t start = 0;
+    for (size_t i = 0; i < v.size(); i++) {
+        char c = v[i];
+        if (c != '\\' && c != '"' && c != '\n') continue;
+        out.append(v.substr(start, i - start));
+        out += '\\';
+        out += c == '\n' ? 'n' : c;
+        start = i + 1;
+    }
+    out.append(v.substr(start));
 }
 
-void add(MetricFamily& f, Labels labels, double value) {
-    ClientMetric m;
-    m.label = std::move(labels);
-    if (f.type == MetricType::Counter)
-        m.counter.value = value;
-    else
-        m.gauge.value = value;
-    f.metric.push_back(std::move(m));
+// Shortest form up to 16 significant digits, as %.16g; NaN and infinities as Prometheus
+// spells them.
+void append_value(std::string& out, double v) {
+    if (std::isnan(v)) {
+        out += "Nan";
+        return;
+    }
+    if (std::isinf(v)) {
+        out += v < 0 ? "-Inf" : "+Inf";
+        return;
+    }
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::general, 16);
+    if (ec == std::errc()) {
+        out.append(buf, static_cast<size_t>(end - buf));
+    } else {
+        int n = std::snprintf(buf, sizeof(buf), "%.16g", v);
+        out.append(buf, static_cast<size_t>(n));
+    }
 }
 
-std::string hex_id(uint64_t id) {
+void append_hex_id(std::string& out, uint64_t id) {
     char buf[17];
     std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
-    return buf;
+    out.append(buf, 16);
 }
 
-}  // namespace
+// `key="value"` pairs, escaped, comma-separated, without braces.
+class LabelSet {
+  public:
+    LabelSet& add(std::string_view key, std::string_view value) {
+        if (!text_.empty()) text_ += ',';
+        text_.append(key);
+        text_ += "=\"";
+        append_escaped(text_, value);
+        text_ += '"';
+        return *this;
+    }
+    LabelSet& add(const LabelSet& other) {
+        if (other.text_.empty()) return *this;
+        if (!text_.empty()) text_ += ',';
+        text_ += other.text_;
+        return *this;
+    }
+    LabelSet& add_hex_id(std::string_view key, uint64_t id) {
+        if (!text_.empty()) text_ += ',';
+        text_.append(key);
+        text_ += "=\"";
+        append_hex_id(text_, id);
+        text_ += '"';
+        return *this;
+    }
+    void clear() { text_.clear(); }
+    const std::string& text() const { return text_; }
+
+  private:
+    std::string text_;
+};
+
+class Writer {
+  public:
+    Writer(std::string& out, const MetricsSink* sink, size_t piece)
+        : out_(out), sink_(sink), piece_(piece) {}
+    // Hands what is written so far to the sink.
+    void flush() {
+        if (!sink_ || out_.empty()) return;
+        (*sink_)(out_);
+        out_.clear();
+    }
+
+    // Starts a family: its HELP and TYPE lines. `help` holds no backslash or newline.
+    void family(std::string_view name, std::string_view help, std::string_view type) {
+        name_ = name;
+        out_ += "# HELP ";
+        out_ += name;
+        out_ += ' ';
+        out_ += help;
+        out_ += "\n# TYPE ";
+        out_ += name;
+        out_ += ' ';
+        out_ += type;
+        out_ += '\n';
+    }
+    // One sample of the current family.
+    void sample(const LabelSet& labels, double value) {
+        out_ += name_;
+        if (!labels.text().empty()) {
+            out_ += '{';
+            out_ += labels.text();
+            out_ += '}';
+        }
+        out_ += ' ';
+        append_value(out_, value);
+        out_ += '\n';
+        if (out_.size() >= piece_) flush();
+    }
+    void sample(double value) { sample(LabelSet(), value); }
+
+  private:
+    std::string& out_;
+    const MetricsSink* sink_;
+    size_t piece_;
+    std::string_view name_;
+};
 
 template <class View>
 bool holds(const View& s) {
     return s.bytes > 0 || s.count > 0;
 }
 
+LabelSet process_owner(const ProcessView& p) {
+    LabelSet l;
+    l.add("watch", p.watch).add("pid", std::to_string(p.pid)).add("comm", p.comm);
+    return l;
+}
+
+LabelSet kernel_process_owner(const KernelProcessView& p) {
+    LabelSet l;
+    l.add("watch", "kernel").add("pid", std::to_string(p.pid)).add("comm", p.comm);
+    return l;
+}
+
+LabelSet kernel_owner() {
+    LabelSet l;
+    l.add("watch", "kernel").add("pid", "").add("comm", "");
+    return l;
+}
+
+// Which stacks of a list are exported: the top `top` that hold bytes, and (for the growth
+// families) any other that holds bytes and is suspected, so alerts keep their series.
+template <class Stack, class Fn>
+void for_exported_stacks(const std::vector<Stack>& stacks, uint32_t top, bool with_suspects,
+                         Fn&& fn) {
+    size_t n = 0;
+    for (const auto& s : stacks) {
+        if (!holds(s)) break;  // the rest hold nothing now
+        bool in_top = n++ < top;
+        if (in_top || (with_suspects && s.growth.suspected)) fn(s, in_top);
+    }
+}
+
 // leakwatch_growth_bytes_per_second and leakwatch_leak_suspected share one label set, so a
-// series keeps its labels from its first sample on (Prometheus `for:` needs that).
-void add_growth(MetricFamily& growth, MetricFamily& suspected, const char* scope,
-                const Labels& owner, const std::string& stack_id, const std::string& site,
-                const Growth& g) {
-    if (!g.followed) return;
-    Labels l = {{"scope", scope}};
-    l.insert(l.end(), owner.begin(), owner.end());
-    l.push_back({"stack_id", stack_id});
-    l.push_back({"site", site});
-    add(growth, l, g.rate);
-    add(suspected, std::move(l), g.suspected ? 1 : 0);
+// series keeps its labels from its first sample on (Prometheus `for:` needs that). Calls
+// fn(labels, growth) for every followed series, in the order of the exposition.
+template <class Fn>
+void for_growth_series(const Snapshot& snap, const DaemonStatus& status, Fn&& fn) {
+    LabelSet labels;
+    auto emit = [&](const char* scope, const LabelSet& owner, const uint64_t* stack_id,
+                    std::string_view site, const Growth& g) {
+        if (!g.followed) return;
+        labels.clear();
+        labels.add("scope", scope).add(owner);
+        if (stack_id)
+            labels.add_hex_id("stack_id", *stack_id);
+        else
+            labels.add("stack_id", "");
+        labels.add("site", site);
+        fn(labels, g);
+    };
+    for (const auto& p : snap.processes) {
+        LabelSet owner = process_owner(p);
+        emit("process", owner, nullptr, {}, p.growth);
+        for_exported_stacks(p.stacks, status.top_stacks, true, [&](const StackView& s, bool) {
+            emit("stack", owner, &s.id, s.site, s.growth);
+        });
+    }
+    if (!snap.kernel) return;
+    const KernelView& k = *snap.kernel;
+    const LabelSet owner = kernel_owner();
+    for_exported_stacks(k.stacks, status.top_stacks, true, [&](const auto& s, bool) {
+        emit("stack", owner, &s.id, s.site, s.growth);
+    });
+    size_t n = 0;
+    for (const auto& p : k.processes) {
+        bool top = n++ < status.top_processes;
+        if (top || p.growth.suspected)
+            emit("process", kernel_process_owner(p), nullptr, {}, p.growth);
+    }
+}
+
+}  // namespace
+
+namespace {
+
+// Writes the exposition into `out`, handing it to `sink` (when there is one) every `piece`
+// bytes and at the end.
+void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
+            const MetricsSink* sink, size_t piece) {
+    Writer w(out, sink, piece);
+
+    std::vector<LabelSet> owners;
+    owners.reserve(snap.processes.size());
+    for (const auto& p : snap.processes) owners.push_back(process_owner(p));
+    std::vector<LabelSet> kernel_owners;
+    if (snap.kernel) {
+        size_t n = 0;
+        for (const auto& p : snap.kernel->processes) {
+            if (n++ >= status.top_processes) break;
+            kernel_owners.push_back(kernel_process_owner(p));
+        }
+    }
+
+    // Per process: a family of one value each, then the kernel's top processes for the two
+    // outstanding families.
+    auto per_process = [&](std::string_view name, std::string_view help, std::string_view type,
+                           auto value, auto kernel_value) {
+        w.family(name, help, type);
+        for (size_t i = 0; i < snap.processes.size(); i++)
+            w.sample(owners[i], static_cast<double>(value(snap.processes[i])));
+        if (!snap.kernel) return;
+        for (size_t i = 0; i < kernel_owners.size(); i++)
+            w.sample(kernel_owners[i],
+                     static_cast<double>(kernel_value(snap.kernel->processes[i])));
+    };
+    auto no_kernel = [](const KernelProcessView&) -> double { return 0; };
+    per_process(
+        "leakwatch_outstanding_bytes", "Bytes allocated and not yet freed, per watched process.",
+        "gauge", [](const ProcessView& p) { return p.totals.bytes; },
+        [](const KernelProcessView& p) { return static_cast<double>(p.bytes); });
+    per_process(
+        "leakwatch_outstanding_allocations", "Allocations not yet freed, per watched process.",
+        "gauge", [](const ProcessView& p) { return p.totals.count; },
+        [](const KernelProcessView& p) { return static_cast<double>(p.count); });
+    kernel_owners.clear();  // only the two families above list the kernel's processes
+    per_process(
+        "leakwatch_allocated_bytes_total", "Bytes allocated since the process was attached.",
+        "counter", [](const ProcessView& p) { return p.totals.alloc_bytes; }, no_kernel);
+    per_process(
+        "leakwatch_freed_bytes_total",
+        "Bytes of tracked allocations freed since the process was attached.", "counter",
+        [](const ProcessView& p) { return p.totals.free_bytes; }, no_kernel);
+    per_process(
+        "leakwatch_allocations_total", "Allocations since the process was attached.", "counter",
+        [](const ProcessView& p) { return p.totals.alloc_count; }, no_kernel);
+    per_process(
+        "leakwatch_frees_total", "Frees of tracked allocations since the process was attached.",
+        "counter", [](const ProcessView& p) { return p.totals.free_count; }, no_kernel);
+
+    w.family("leakwatch_stack_outstanding_bytes",
+             "Outstanding bytes per allocation stack, for the top stacks of each process; site is "
+             "the first frame outside the allocator.",
+             "gauge");
+    LabelSet labels;
+    for (size_t i = 0; i < snap.processes.size(); i++) {
+        for_exported_stacks(
+            snap.processes[i].stacks, status.top_stacks, false, [&](const StackView& s, bool) {
+                labels.clear();
+                labels.add(owners[i]).add_hex_id("stack_id", s.id).add("site", s.site);
+                w.sample(labels, static_cast<double>(s.bytes));
+            });
+    }
+    if (snap.kernel) {
+        const LabelSet owner = kernel_owner();
+        for_exported_stacks(snap.kernel->stacks, status.top_stacks, false,
+                            [&](const auto& s, bool) {
+                                labels.clear();
+                                labels.add(owner).add_hex_id("stack_id", s.id).add("site", s.site);
+                                w.sample(labels, static_cast<double>(s.bytes));
+                            });
+    }
+
+    w.family("leakwatch_growth_bytes_per_second",
+             "Growth of outstanding bytes over the leak detection window (robust slope), per "
+             "process (scope=process) and per stack (scope=stack).",
+             "gauge");
+    for_growth_series(snap, status,
+                      [&](const LabelSet& l, const Growth& g) { w.sample(l, g.rate); });
+    w.family("leakwatch_leak_suspected",
+             "1 while the leak detector holds the series to be leaking.", "gauge");
+    for_growth_series(snap, status, [&](const LabelSet& l, const Growth& g) {
+        w.sample(l, g.suspected ? 1 : 0);
+    });
+
+    w.family("leakwatch_build_info", "Version of the running leakwatchd.", "gauge");
+    labels.clear();
+    w.sample(labels.add("version", status.version), 1);
+    w.family("leakwatch_config_last_reload_successful",
+             "1 if the last configuration load or reload succeeded.", "gauge");
+    w.sample(status.last_reload_ok ? 1 : 0);
+    w.family("leakwatch_config_last_reload_success_timestamp_seconds",
+             "When the configuration was last loaded successfully.", "gauge");
+    w.sample(status.last_reload_time);
+    w.family("leakwatch_attached_processes", "Processes whose allocator is probed now.", "gauge");
+    w.sample(static_cast<double>(status.attached));
+    w.family("leakwatch_lost_events_total",
+             "Allocations, frees and events leakwatch could not account for, by reason.",
+             "counter");
+    for (size_t i = 0; i < kLostReasonNames.size(); i++) {
+        labels.clear();
+        w.sample(labels.add("reason", kLostReasonNames[i]), static_cast<double>(snap.lost[i]));
+    }
+    w.family("leakwatch_bpf_map_entries", "Entries in use per BPF map.", "gauge");
+    for (const auto& u : snap.usage) {
+        labels.clear();
+        w.sample(labels.add("map", u.map), static_cast<double>(u.entries));
+    }
+    w.family("leakwatch_bpf_map_capacity", "Capacity per BPF map (from limits).", "gauge");
+    for (const auto& u : snap.usage) {
+        labels.clear();
+        w.sample(labels.add("map", u.map), static_cast<double>(u.capacity));
+    }
+    // The symbolizer's caches (symbols/symbolizer.h): ELF files, DWARF files, source lines.
+    struct SymbolCacheFamily {
+        const char* name;
+        const char* help;
+        const char* type;
+        uint64_t SymbolCacheStats::*value;
+    };
+    for (const SymbolCacheFamily& f : {
+             SymbolCacheFamily{"leakwatch_symbol_cache_hits_total",
+                               "Symbolizer cache lookups answered from the cache.", "counter",
+                               &SymbolCacheStats::hits},
+             SymbolCacheFamily{"leakwatch_symbol_cache_misses_total",
+                               "Symbolizer cache lookups that had to read files.", "counter",
+                               &SymbolCacheStats::misses},
+             SymbolCacheFamily{"leakwatch_symbol_cache_entries", "Entries in a symbolizer cache.",
+                               "gauge", &SymbolCacheStats::entries},
+             SymbolCacheFamily{"leakwatch_symbol_cache_capacity",
+                               "Entries a symbolizer cache holds at most (from limits).", "gauge",
+                               &SymbolCacheStats::capacity},
+         }) {
+        w.family(f.name, f.help, f.type);
+        for (const auto& c : status.symbol_caches) {
+            labels.clear();
+            w.sample(labels.add("cache", c.cache), static_cast<double>(c.*f.value));
+        }
+    }
+    w.family("leakwatch_last_sample_timestamp_seconds", "When the BPF maps were last read.",
+             "gauge");
+    w.sample(std::chrono::duration<double>(snap.taken.time_since_epoch()).count());
+
+    if (snap.kernel) {
+        const KernelView& k = *snap.kernel;
+        w.family("leakwatch_kernel_outstanding_bytes",
+                 "Kernel memory allocated and not yet freed, by kind (pages that back slab "
+                 "objects or large kmallocs count once, as those objects).",
+                 "gauge");
+        for (size_t i = 0; i < kKernelKinds.size(); i++) {
+            labels.clear();
+            w.sample(labels.add("kind", kKernelKinds[i]), static_cast<double>(k.bytes[i]));
+        }
+        w.family("leakwatch_kernel_outstanding_allocations",
+                 "Kernel allocations not yet freed, by kind.", "gauge");
+        for (size_t i = 0; i < kKernelKinds.size(); i++) {
+            labels.clear();
+            w.sample(labels.add("kind", kKernelKinds[i]), static_cast<double>(k.count[i]));
+        }
+        w.family("leakwatch_kernel_slab_backing_bytes",
+                 "Pages that back slab objects or large kmallocs, outstanding; not in "
+                 "leakwatch_kernel_outstanding_bytes (their objects are).",
+                 "gauge");
+        w.sample(static_cast<double>(k.backing_bytes));
+    }
+    w.flush();
+}
+
+}  // namespace
+
+void render_metrics(const Snapshot& snap, const DaemonStatus& status, const MetricsSink& sink,
+                    size_t piece) {
+    std::string out;
+    out.reserve(piece + 4096);  // a piece ends past `piece` by at most one sample
+    render(snap, status, out, &sink, piece);
 }
 
 std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
-    auto growth = family("leakwatch_growth_bytes_per_second",
-                         "Growth of outstanding bytes over the leak detection window (robust "
-                         "slope), per process (scope=process) and per stack (scope=stack).",
-                         MetricType::Gauge);
-    auto suspected =
-        family("leakwatch_leak_suspected",
-               "1 while the leak detector holds the series to be leaking.", MetricType::Gauge);
-    auto outstanding =
-        family("leakwatch_outstanding_bytes",
-               "Bytes allocated and not yet freed, per watched process.", MetricType::Gauge);
-    auto outstanding_allocs =
-        family("leakwatch_outstanding_allocations",
-               "Allocations not yet freed, per watched process.", MetricType::Gauge);
-    auto allocated = family("leakwatch_allocated_bytes_total",
-                            "Bytes allocated since the process was attached.", MetricType::Counter);
-    auto freed = family("leakwatch_freed_bytes_total",
-                        "Bytes of tracked allocations freed since the process was attached.",
-                        MetricType::Counter);
-    auto allocations = family("leakwatch_allocations_total",
-                              "Allocations since the process was attached.", MetricType::Counter);
-    auto frees =
-        family("leakwatch_frees_total",
-               "Frees of tracked allocations since the process was attached.", MetricType::Counter);
-    auto stack_bytes = family(
-        "leakwatch_stack_outstanding_bytes",
-        "Outstanding bytes per allocation stack, for the top stacks of each process; site is "
-        "the first frame outside the allocator.",
-        MetricType::Gauge);
-
-    for (const auto& p : snap.processes) {
-        Labels labels = {{"watch", p.watch}, {"pid", std::to_string(p.pid)}, {"comm", p.comm}};
-        add(outstanding, labels, static_cast<double>(p.totals.bytes));
-        add(outstanding_allocs, labels, static_cast<double>(p.totals.count));
-        add(allocated, labels, static_cast<double>(p.totals.alloc_bytes));
-        add(freed, labels, static_cast<double>(p.totals.free_bytes));
-        add(allocations, labels, static_cast<double>(p.totals.alloc_count));
-        add(frees, labels, static_cast<double>(p.totals.free_count));
-        add_growth(growth, suspected, "process", labels, {}, {}, p.growth);
-        size_t n = 0;
-        for (const auto& s : p.stacks) {
-            if (!holds(s)) break;  // the rest hold nothing now
-            bool top = n++ < status.top_stacks;
-            if (top) {
-                Labels sl = labels;
-                sl.push_back({"stack_id", hex_id(s.id)});
-                sl.push_back({"site", s.site});
-                add(stack_bytes, std::move(sl), static_cast<double>(s.bytes));
-            }
-            // A suspected stack stays exported whatever its rank, so alerts keep their series.
-            if (top || s.growth.suspected)
-                add_growth(growth, suspected, "stack", labels, hex_id(s.id), s.site, s.growth);
-        }
-    }
-    std::vector<MetricFamily> kernel_families;
-    if (snap.kernel) {
-        const KernelView& k = *snap.kernel;
-        auto kbytes = family("leakwatch_kernel_outstanding_bytes",
-                             "Kernel memory allocated and not yet freed, by kind (pages that back "
-                             "slab objects or large kmallocs count once, as those objects).",
-                             MetricType::Gauge);
-        auto kcount = family("leakwatch_kernel_outstanding_allocations",
-                             "Kernel allocations not yet freed, by kind.", MetricType::Gauge);
-        for (size_t i = 0; i < kKernelKinds.size(); i++) {
-            Labels kind = {{"kind", std::string(kKernelKinds[i])}};
-            add(kbytes, kind, static_cast<double>(k.bytes[i]));
-            add(kcount, kind, static_cast<double>(k.count[i]));
-        }
-        auto backing = family("leakwatch_kernel_slab_backing_bytes",
-                              "Pages that back slab objects or large kmallocs, outstanding; not "
-                              "in leakwatch_kernel_outstanding_bytes (their objects are).",
-                              MetricType::Gauge);
-        add(backing, {}, static_cast<double>(k.backing_bytes));
-        const Labels kernel_owner = {{"watch", "kernel"}, {"pid", ""}, {"comm", ""}};
-        size_t n = 0;
-        for (const auto& s : k.stacks) {
-            if (!holds(s)) break;
-            bool top = n++ < status.top_stacks;
-            if (top) {
-                Labels sl = kernel_owner;
-                sl.push_back({"stack_id", hex_id(s.id)});
-                sl.push_back({"site", s.site});
-                add(stack_bytes, std::move(sl), static_cast<double>(s.bytes));
-            }
-            if (top || s.growth.suspected)
-                add_growth(growth, suspected, "stack", kernel_owner, hex_id(s.id), s.site,
-                           s.growth);
-        }
-        // Per process: the kernel bytes allocated in its context, for the largest ones.
-        n = 0;
-        for (const auto& p : k.processes) {
-            bool top = n++ < status.top_processes;
-            Labels labels = {{"watch", "kernel"}, {"pid", std::to_string(p.pid)}, {"comm", p.comm}};
-            if (top) {
-                add(outstanding, labels, static_cast<double>(p.bytes));
-                add(outstanding_allocs, labels, static_cast<double>(p.count));
-            }
-            if (top || p.growth.suspected)
-                add_growth(growth, suspected, "process", labels, {}, {}, p.growth);
-        }
-        kernel_families = {kbytes, kcount, backing};
-    }
-
-    auto build =
-        family("leakwatch_build_info", "Version of the running leakwatchd.", MetricType::Gauge);
-    add(build, {{"version", status.version}}, 1);
-    auto reload_ok =
-        family("leakwatch_config_last_reload_successful",
-               "1 if the last configuration load or reload succeeded.", MetricType::Gauge);
-    add(reload_ok, {}, status.last_reload_ok ? 1 : 0);
-    auto reload_time =
-        family("leakwatch_config_last_reload_success_timestamp_seconds",
-               "When the configuration was last loaded successfully.", MetricType::Gauge);
-    add(reload_time, {}, status.last_reload_time);
-    auto attached = family("leakwatch_attached_processes",
-                           "Processes whose allocator is probed now.", MetricType::Gauge);
-    add(attached, {}, static_cast<double>(status.attached));
-    auto lost = family("leakwatch_lost_events_total",
-                       "Allocations, frees and events leakwatch could not account for, by reason.",
-                       MetricType::Counter);
-    for (size_t i = 0; i < kLostReasonNames.size(); i++)
-        add(lost, {{"reason", kLostReasonNames[i]}}, static_cast<double>(snap.lost[i]));
-    auto entries =
-        family("leakwatch_bpf_map_entries", "Entries in use per BPF map.", MetricType::Gauge);
-    auto capacity = family("leakwatch_bpf_map_capacity", "Capacity per BPF map (from limits).",
-                           MetricType::Gauge);
-    for (const auto& u : snap.usage) {
-        add(entries, {{"map", u.map}}, static_cast<double>(u.entries));
-        add(capacity, {{"map", u.map}}, static_cast<double>(u.capacity));
-    }
-    auto sampled = family("leakwatch_last_sample_timestamp_seconds",
-                          "When the BPF maps were last read.", MetricType::Gauge);
-    add(sampled, {}, std::chrono::duration<double>(snap.taken.time_since_epoch()).count());
-
-    std::vector<MetricFamily> families = {
-        outstanding, outstanding_allocs, allocated, freed,     allocations, frees,    stack_bytes,
-        growth,      suspected,          build,     reload_ok, reload_time, attached, lost,
-        entries,     capacity,           sampled};
-    families.insert(families.end(), kernel_families.begin(), kernel_families.end());
-    return prometheus::TextSerializer().Serialize(families);
+    std::string out;
+    // About 130 bytes a sample: stacks dominate, three samples each when the detector
+    // follows them.
+    size_t stacks = 0;
+    for (const auto& p : snap.processes)
+        stacks += std::min<size_t>(p.stacks.size(), status.top_stacks);
+    out.reserve(8192 + 400 * snap.processes.size() + 400 * stacks);
+    render(snap, status, out, nullptr, SIZE_MAX);
+    return out;
 }
 
 }  // namespace leakwatch

@@ -1,13 +1,21 @@
 // Prometheus text exposition of a snapshot, built at scrape time.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "aggregate/aggregator.h"
 #include "http/state.h"
 
 namespace leakwatch {
 
+// Hands the exposition to `sink` in pieces of about `piece` bytes (the last one shorter), so
+// that a scrape of tens of thousands of series holds one piece at a time.
+using MetricsSink = std::function<void(std::string_view)>;
+void render_metrics(const Snapshot& snapshot, const DaemonStatus& status, const MetricsSink& sink,
+                    size_t piece = 64 * 1024);
+// The whole exposition in one string.
 std::string render_metrics(const Snapshot& snapshot, const DaemonStatus& status);
 
 }  // namespace leakwatch

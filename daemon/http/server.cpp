@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <civetweb.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
@@ -14,7 +15,12 @@ namespace leakwatch {
 
 namespace {
 
+// Set by a handler of this worker thread whose answer was large (see end_request).
+thread_local bool t_large_answer = false;
+constexpr size_t kTrimAfter = 16 * 1024;
+
 void send(mg_connection* conn, int code, const char* type, const std::string& body) {
+    if (body.size() >= kTrimAfter) t_large_answer = true;
     mg_printf(conn,
               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
               "Connection: close\r\n\r\n",
@@ -41,9 +47,25 @@ std::optional<std::optional<uint64_t>> query_number(const mg_request_info* ri, c
     return std::optional<uint64_t>(v);
 }
 
+// The exposition is sent as it is rendered, a piece at a time: chunked to HTTP/1.1 clients
+// (Prometheus), delimited by the connection's close to HTTP/1.0 ones.
 int handle_metrics(mg_connection* conn, void* cb) {
     auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
-    send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*snap, status));
+    t_large_answer = true;
+    const mg_request_info* ri = mg_get_request_info(conn);
+    const bool chunked = ri->http_version && std::strcmp(ri->http_version, "1.0") != 0;
+    mg_printf(conn,
+              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+              "%sConnection: close\r\n\r\n",
+              chunked ? "Transfer-Encoding: chunked\r\n" : "");
+    bool failed = false;  // the client went away: render on, send nothing more
+    render_metrics(*snap, status, [&](std::string_view piece) {
+        if (failed) return;
+        int n = chunked ? mg_send_chunk(conn, piece.data(), static_cast<unsigned>(piece.size()))
+                        : mg_write(conn, piece.data(), piece.size());
+        failed = n <= 0;
+    });
+    if (chunked && !failed) mg_send_chunk(conn, "", 0);
     return 1;
 }
 
@@ -122,6 +144,16 @@ int handle_root(mg_connection* conn, void* cb) {
     return 1;
 }
 
+// After a large answer (a JSON document of thousands of frames is built of tens of thousands
+// of small allocations; /metrics renders tens of thousands of samples), the freed memory stays
+// in the worker thread's malloc arena, and each of the four threads would keep its largest
+// answer's worth. A request's locals are gone by the time civetweb calls this.
+void end_request(const mg_connection*, int) {
+    if (!t_large_answer) return;
+    t_large_answer = false;
+    malloc_trim(0);
+}
+
 int log_message(const mg_connection*, const char* message) {
     spdlog::warn("http: {}", message);
     return 1;
@@ -150,6 +182,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& listen_
         "10000",           "enable_keep_alive", "no",          nullptr};
     mg_callbacks callbacks{};
     callbacks.log_message = log_message;
+    callbacks.end_request = end_request;
     mg_init_data init{};
     init.callbacks = &callbacks;
     init.user_data = server.get();

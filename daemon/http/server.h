@@ -1,5 +1,4 @@
-// One HTTP port for /metrics, /api/v1/* and the landing page (civetweb, run directly:
-// prometheus-cpp's Exposer cannot serve anything but metrics).
+// One HTTP port for /metrics, /api/v1/* and the landing page (civetweb, run directly).
 #pragma once
 
 #include <memory>

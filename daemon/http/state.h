@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "aggregate/aggregator.h"
 
@@ -18,6 +19,7 @@ struct DaemonStatus {
     double last_reload_time = 0;  // unix seconds
     uint32_t top_stacks = 20;
     uint32_t top_processes = 20;
+    std::vector<SymbolCacheStats> symbol_caches;  // the symbolizer's caches, for self metrics
 };
 
 class PublishedState {

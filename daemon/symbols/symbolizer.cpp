@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -24,10 +25,10 @@ namespace leakwatch {
 
 namespace {
 
-// Bounds on the caches (design: bounded everything). Distinct ELF files on a host number in the
-// hundreds; reaching these means churn (e.g. many short-lived containers), and starting over
-// costs only re-parsing.
-constexpr size_t kMaxIdentities = 4096;
+// Bounds on what is not an LRU cache of its own (design: bounded everything). The identity
+// index holds one small entry per (process root, file); starting it over costs a stat and a
+// build-id read per file.
+constexpr size_t kMinIdentities = 4096;
 constexpr size_t kMaxFailures = 4096;
 // How far symbol_at looks back for an enclosing symbol when the nearest one ends before vaddr
 // (a small symbol nested inside a larger function, e.g. a local label with a size).
@@ -39,18 +40,6 @@ std::string hex(uint64_t v) {
     char buf[24];
     std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
     return buf;
-}
-
-std::string hex_bytes(const void* data, size_t n) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    const auto* p = static_cast<const unsigned char*>(data);
-    std::string out;
-    out.reserve(n * 2);
-    for (size_t i = 0; i < n; ++i) {
-        out += kDigits[p[i] >> 4];
-        out += kDigits[p[i] & 0xf];
-    }
-    return out;
 }
 
 std::string demangle(const std::string& raw) {
@@ -190,7 +179,16 @@ class ElfFileBuilder {
                                                         const std::string& path) {
         Elf* elf = h.elf();
         auto file = std::make_shared<ElfFile>();
+        static std::atomic<uint64_t> next_id{1};
+        file->id_ = next_id++;
         file->build_id_ = h.build_id();
+        GElf_Word crc = 0;
+        if (const char* link = dwelf_elf_gnu_debuglink(elf, &crc)) {
+            file->debuglink_ = link;
+            file->debuglink_crc_ = crc;
+        }
+        size_t shstrndx = 0;
+        const bool have_names = elf_getshdrstrndx(elf, &shstrndx) == 0;
 
         size_t phnum = 0;
         if (elf_getphdrnum(elf, &phnum) != 0) return fail(elf_error(path));
@@ -211,6 +209,14 @@ class ElfFileBuilder {
             if (sh.sh_type == SHT_GNU_versym) versym_of[sh.sh_link] = elf_getdata(scn, nullptr);
             if (sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM) tables.emplace_back(scn, sh);
             if (sh.sh_type == SHT_SYMTAB) file->has_symtab_ = true;
+            // A debug file split off with objcopy --only-keep-debug is the one holding DWARF;
+            // the stripped file keeps no .debug_info at all.
+            if (have_names && sh.sh_type == SHT_PROGBITS && sh.sh_size > 0) {
+                const char* name = elf_strptr(elf, shstrndx, sh.sh_name);
+                if (name != nullptr && std::strcmp(name, ".debug_info") == 0) {
+                    file->has_dwarf_ = true;
+                }
+            }
         }
         std::vector<RawSymbol> raw;
         for (auto& [table, sh] : tables) {
@@ -262,6 +268,11 @@ std::string Frame::display() const {
     return base + "+0x" + hex(module_offset);
 }
 
+std::string Frame::source() const {
+    if (file.empty() || line == 0) return {};
+    return file + ":" + std::to_string(line);
+}
+
 Result<std::shared_ptr<const ElfFile>> ElfFile::open(const std::string& path) {
     auto handle = ElfHandle::open(path);
     if (!handle) return std::unexpected(handle.error());
@@ -302,27 +313,71 @@ std::optional<uint64_t> ElfFile::function_address(const std::string& raw_name) c
     return it->second;
 }
 
+Symbolizer::Symbolizer(const ProcReader& proc, SymbolizerOptions options)
+    : proc_(proc),
+      options_(std::move(options)),
+      files_(options_.max_files),
+      debug_(options_.max_files),
+      lines_(options_.max_source_entries) {}
+
+void Symbolizer::set_limits(size_t max_files, size_t max_source_entries) {
+    std::lock_guard lock(mu_);
+    options_.max_files = max_files;
+    options_.max_source_entries = max_source_entries;
+    files_.set_capacity(max_files);
+    debug_.set_capacity(max_files);
+    lines_.set_capacity(max_source_entries);
+}
+
+bool Symbolizer::release_debug_info() {
+    std::lock_guard lock(mu_);
+    bool any = debug_.size() > 0;
+    debug_.clear();
+    return any;
+}
+
+std::vector<SymbolCacheStats> Symbolizer::cache_stats() const {
+    std::lock_guard lock(mu_);
+    auto stats = [](const char* name, const auto& c) {
+        return SymbolCacheStats{name, c.hits(), c.misses(), c.size(), c.capacity(), c.evictions()};
+    };
+    return {stats("elf_files", files_), stats("debug_files", debug_),
+            stats("source_lines", lines_)};
+}
+
 void Symbolizer::remember_failure(const std::string& key, const std::string& message) {
     std::lock_guard lock(mu_);
     if (failed_.size() >= kMaxFailures) failed_.clear();
     failed_.emplace(key, message);
 }
 
-void Symbolizer::insert_identity(const std::string& identity, std::shared_ptr<const ElfFile> file) {
+void Symbolizer::insert_file(const std::string& identity, const std::string& key,
+                             std::shared_ptr<const ElfFile> file) {
     // Caller holds mu_.
-    if (by_identity_.size() >= kMaxIdentities) {
-        if (!warned_full_) {
-            spdlog::warn("symbolizer: {} cached ELF files reached; starting the cache over",
-                         kMaxIdentities);
-            warned_full_ = true;
-        }
-        by_identity_.clear();
-        by_build_id_.clear();
+    if (identities_.size() >= std::max(kMinIdentities, 8 * files_.capacity())) {
+        identities_.clear();
     }
-    by_identity_[identity] = std::move(file);
+    identities_[identity] = key;
+    uint64_t evicted = files_.evictions();
+    files_.put(key, std::move(file));
+    if (files_.evictions() != evicted && !warned_evicting_) {
+        spdlog::info(
+            "symbolizer: {} ELF files cached (limits.symbol_files): the least recently "
+            "used are dropped and parsed again when needed",
+            files_.capacity());
+        warned_evicting_ = true;
+    }
 }
 
 Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEntry& mapping) {
+    return file_for(pid, mapping, nullptr);
+}
+
+Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEntry& mapping,
+                                                            std::string* opened_path) {
+    // Only a path that reaches the mapped file itself (same inode) is read: a file replaced
+    // on disk after the process mapped it is read through /proc/PID/map_files, never the new
+    // file at the old path.
     auto reachable = proc_.mapped_file(pid, mapping);
     std::string path = reachable ? *reachable : proc_.path_in(pid, mapping.path);
     std::string failure_key = path + '|' + std::to_string(mapping.dev_major) + ':' +
@@ -332,13 +387,11 @@ Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEn
         std::lock_guard lock(mu_);
         if (auto it = failed_.find(failure_key); it != failed_.end()) return fail(it->second);
     }
-
-    // A mapped file that was deleted (typically a library replaced by a package upgrade) may
-    // have a new file at its path; only the process's own map_files link reaches the old one.
-    if (mapping.deleted && !reachable) {
-        path = proc_.root() + '/' + std::to_string(pid) + "/map_files/" + hex(mapping.start) + '-' +
-               hex(mapping.end);
+    if (!reachable) {
+        remember_failure(failure_key, reachable.error().message);
+        return std::unexpected(reachable.error());
     }
+    if (opened_path != nullptr) *opened_path = path;
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) {
         std::string message = "stat " + path + ": " + std::strerror(errno);
@@ -350,7 +403,12 @@ Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEn
                            '.' + std::to_string(st.st_mtim.tv_nsec);
     {
         std::lock_guard lock(mu_);
-        if (auto it = by_identity_.find(identity); it != by_identity_.end()) return it->second;
+        if (auto it = identities_.find(identity); it != identities_.end()) {
+            if (auto* file = files_.peek(it->second)) {
+                files_.count_hit();
+                return *file;
+            }
+        }
     }
 
     auto handle = ElfHandle::open(path);
@@ -361,39 +419,36 @@ Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEn
     // The same build (another container's copy of libc) is shared without parsing it again,
     // unless this copy has a .symtab the cached one lacks (stripped image, unstripped host).
     std::string build_id = handle->build_id();
+    const std::string key = build_id.empty() ? "i:" + identity : "b:" + build_id;
     if (!build_id.empty()) {
         std::lock_guard lock(mu_);
-        auto it = by_build_id_.find(build_id);
-        if (it != by_build_id_.end() &&
-            (ElfFileBuilder::has_symtab(*it->second) || !handle->has_symtab())) {
-            auto file = it->second;
-            insert_identity(identity, file);
+        auto* cached = files_.peek(key);
+        if (cached != nullptr && (ElfFileBuilder::has_symtab(**cached) || !handle->has_symtab())) {
+            auto file = *cached;
+            files_.count_hit();
+            insert_file(identity, key, file);
             return file;
         }
     }
 
     // Parse without the lock: libc takes milliseconds and other threads need the cache.
     auto parsed = ElfFileBuilder::build(*handle, path);
+    {
+        std::lock_guard lock(mu_);
+        files_.count_miss();
+    }
     if (!parsed) {
         remember_failure(failure_key, parsed.error().message);
         return parsed;
     }
     std::lock_guard lock(mu_);
-    if (auto it = by_identity_.find(identity); it != by_identity_.end()) return it->second;
     std::shared_ptr<const ElfFile> file = *parsed;
-    if (!build_id.empty()) {
-        auto& slot = by_build_id_[build_id];
-        if (slot && (ElfFileBuilder::has_symtab(*slot) || !ElfFileBuilder::has_symtab(*file))) {
-            file = slot;  // another thread parsed an equal or better copy meanwhile
-        } else {
-            // Upgrade every identity that shared the poorer copy.
-            for (auto& [key, cached] : by_identity_) {
-                if (slot && cached == slot) cached = file;
-            }
-            slot = file;
-        }
+    if (auto* slot = files_.peek(key)) {
+        // Another thread parsed this build meanwhile: keep the better copy (with .symtab).
+        // Every identity of the build points at the key, so all get the better one.
+        if (ElfFileBuilder::has_symtab(**slot) || !ElfFileBuilder::has_symtab(*file)) file = *slot;
     }
-    insert_identity(identity, file);
+    insert_file(identity, key, file);
     return file;
 }
 
@@ -417,7 +472,8 @@ Frame Symbolizer::symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t
     // Pseudo-files ([heap], [stack], [vdso]) have nothing to open.
     if (m->path.front() != '/') return frame;
 
-    auto file = file_for(pid, *m);
+    std::string path;
+    auto file = file_for(pid, *m, &path);
     if (!file) return frame;
     frame.build_id = (*file)->build_id();
     auto vaddr = (*file)->vaddr_of_file_offset(frame.module_offset);
@@ -426,15 +482,63 @@ Frame Symbolizer::symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t
         frame.symbol = sym->name;
         frame.offset = *vaddr - sym->start;
     }
+    if (options_.source_lines) add_source(pid, *m, **file, path, *vaddr, frame);
     return frame;
+}
+
+std::shared_ptr<DebugInfo> Symbolizer::debug_info_for(int pid, const MapEntry& mapping,
+                                                      const ElfFile& file,
+                                                      const std::string& path) {
+    {
+        std::lock_guard lock(mu_);
+        if (auto* cached = debug_.get(file.id())) return *cached;
+    }
+    DebugSearch search;
+    search.self_path = path;
+    search.self_has_dwarf = file.has_dwarf();
+    search.build_id = file.build_id();
+    search.debuglink = file.debuglink();
+    search.debuglink_crc = file.debuglink_crc();
+    search.mapped_path = mapping.path;
+    search.debug_dirs = options_.debug_dirs;
+    search.in_root = [this, pid](const std::string& p) { return proc_.path_in(pid, p); };
+    std::shared_ptr<DebugInfo> info;
+    if (auto found = find_debug_info(search)) {
+        info = std::move(*found);
+        spdlog::debug("symbolizer: source lines for {} from {}", mapping.path, info->path());
+    } else {
+        spdlog::debug("symbolizer: {}", found.error().message);
+    }
+    // Found or not, once per parsed file: a file without debug info costs one search.
+    std::lock_guard lock(mu_);
+    if (auto* cached = debug_.peek(file.id())) return *cached;
+    return debug_.put(file.id(), std::move(info));
+}
+
+void Symbolizer::add_source(int pid, const MapEntry& mapping, const ElfFile& file,
+                            const std::string& path, uint64_t vaddr, Frame& frame) {
+    auto debug = debug_info_for(pid, mapping, file, path);
+    if (!debug) return;  // no DWARF: nothing per address is worth remembering
+    std::shared_ptr<const SourceInfo> source;
+    const auto key = std::make_pair(file.id(), vaddr);
+    {
+        std::lock_guard lock(mu_);
+        if (auto* cached = lines_.get(key)) source = *cached;
+    }
+    if (!source) {
+        source = std::make_shared<const SourceInfo>(debug->lookup(vaddr));
+        std::lock_guard lock(mu_);
+        lines_.put(key, source);
+    }
+    frame.file = source->file;
+    frame.line = source->line;
+    frame.inlined = source->inlined;
 }
 
 size_t Symbolizer::cached_files() const {
     std::lock_guard lock(mu_);
     // Distinct parsed files, not identities: copies sharing a build-id count once.
-    std::set<const ElfFile*> distinct;
-    for (const auto& [key, file] : by_identity_) distinct.insert(file.get());
-    return distinct.size();
+    return files_.size();
 }
 
 }  // namespace leakwatch

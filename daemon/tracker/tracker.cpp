@@ -23,7 +23,8 @@ bool same_rule(const WatchRule& a, const WatchRule& b) {
            a.match.pid == b.match.pid && a.match.cmdline == b.match.cmdline &&
            a.allocator.library == b.allocator.library &&
            a.allocator.symbol_prefix == b.allocator.symbol_prefix && a.min_size == b.min_size &&
-           a.max_size == b.max_size && a.min_age == b.min_age;
+           a.max_size == b.max_size && a.min_age == b.min_age &&
+           a.sample_bytes == b.sample_bytes;
 }
 
 }  // namespace
@@ -66,19 +67,29 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         return Outcome::kFailed;
     }
     target.path = *reachable;
+    // The probes are in the library's executable segment: its mapping gives their addresses.
+    target.load_bias = mapping->start - mapping->offset;
+    for (const auto& m : *maps) {
+        if (m.executable() && m.inode == mapping->inode && m.dev_major == mapping->dev_major &&
+            m.dev_minor == mapping->dev_minor) {
+            target.load_bias = m.start - m.offset;
+            break;
+        }
+    }
     std::set<uint64_t> seen;  // aliases (mmap/mmap64) share an address: probe it once
     for (const auto& fn : allocator_functions()) {
         auto vaddr = (*elf)->function_address(rule.allocator.symbol_prefix + fn.name);
         if (!vaddr) continue;
         auto off = (*elf)->file_offset_of_vaddr(*vaddr);
         if (!off || !seen.insert(*off).second) continue;
-        uint64_t at = *off;
-        if (!fn.has_return) {
-            // Only entry-only probes may move: a uretprobe must sit on the first instruction.
-            at = entry_only_probe_offset(target.path, *off);
-            if (at != *off)
-                spdlog::debug("pid {}: {} probed {} bytes in, past its NULL check", pid, fn.name,
-                              at - *off);
+        Placement where = place_probe_in_file(target.path, *off, fn.arguments, fn.kind == LW_FREE);
+        const uint64_t at = *off + where.skip;
+        if (where.emulated) {
+            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, fn.name, where.skip, where.how);
+        } else if (single_stepped_.insert(mapping->path + ":" + fn.name).second) {
+            spdlog::info("{} in {} is probed at its entry, which the kernel single-steps ({}); "
+                         "each call costs several microseconds more",
+                         fn.name, mapping->path, where.how);
         }
         target.offsets.emplace_back(fn.name, at);
     }
@@ -98,7 +109,23 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         spdlog::warn("pid {} ({}): {}", pid, info.comm, attachment.error().message);
         return Outcome::kFailed;
     }
-    if (auto ok = probes_.watch(static_cast<uint32_t>(pid), rule.min_size, rule.max_size); !ok) {
+    Probes::Recording recording;
+    recording.min_size = rule.min_size;
+    recording.max_size = rule.max_size;
+    recording.sample_bytes = rule.sample_bytes;
+    // The allocator's own mmap calls are told by their caller being in its file, unless that
+    // file is the program itself (a static binary), whose own mmap calls would vanish too.
+    recording.lib_lo = UINT64_MAX;
+    for (const auto& m : *maps) {
+        if (rule.allocator.library == "exe") break;
+        if (m.inode != mapping->inode || m.dev_major != mapping->dev_major ||
+            m.dev_minor != mapping->dev_minor)
+            continue;
+        recording.lib_lo = std::min(recording.lib_lo, m.start);
+        recording.lib_hi = std::max(recording.lib_hi, m.end);
+    }
+    if (recording.lib_lo > recording.lib_hi) recording.lib_lo = recording.lib_hi = 0;
+    if (auto ok = probes_.watch(static_cast<uint32_t>(pid), recording); !ok) {
         spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
         return Outcome::kFailed;
     }

@@ -80,6 +80,7 @@ class Tracker {
     std::map<pid_t, Tracked> tracked_;
     std::map<pid_t, Pending> pending_;
     std::map<pid_t, uint64_t> failed_;  // pid -> start_time of a process that cannot be attached
+    std::set<std::string> single_stepped_;  // "path:function" already logged as single-stepped
     std::set<uint32_t> purge_;
     Reaper reaper_;  // last: destroyed first, detaching what is still queued
 };

@@ -23,8 +23,8 @@ FILES = [
     "/usr/share/doc/leakwatch/operations.md",
 ]
 CONFIG = "/etc/leakwatch/leakwatch.yaml"
-DEB_DEPENDS = ["libbpf1", "libyaml-cpp0.7", "libdw1", "libelf1", "libprometheus-cpp-core1.0",
-               "libcivetweb1", "libsystemd0", "procps"]
+DEB_DEPENDS = ["libbpf1", "libyaml-cpp0.7", "libdw1", "libelf1", "libcapstone4", "libcivetweb1",
+               "libsystemd0", "procps"]
 RPM_REQUIRES = ["libbpf", "yaml-cpp", "elfutils-libelf", "systemd", "libbpf.so.1()(64bit)"]
 
 failures = []

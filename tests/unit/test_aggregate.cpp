@@ -172,7 +172,8 @@ TEST_CASE("is_allocator_frame knows libc, C++ and prefixed allocator functions",
           "[aggregate][site]") {
     for (const char* name :
          {"malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "mmap",
-          "munmap", "strdup", "__libc_malloc", "operator new(unsigned long)",
+          "munmap", "strdup", "__libc_malloc", "mallocx", "rallocx", "dallocx", "sdallocx",
+          "operator new(unsigned long)",
           "operator new[](unsigned long)", "operator new(unsigned long, std::align_val_t)",
           "std::allocator<int>::allocate(unsigned long)",
           "std::__new_allocator<Foo>::allocate(unsigned long, void const*)",

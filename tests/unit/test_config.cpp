@@ -345,6 +345,30 @@ TEST_CASE("a negative size is an error", "[config][errors]") {
     CHECK_THAT(message, Contains("t.yaml:4: watch[0].max_size: \"-4KiB\" is negative"));
 }
 
+TEST_CASE("sample_bytes: a size up to 64MiB, 0 or absent for every allocation", "[config]") {
+    Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                                  "    sample_bytes: 512KiB", "  - name: b",
+                                  "    match: {comm: b}", "  - name: c", "    match: {comm: c}",
+                                  "    sample_bytes: 0"}));
+    CHECK(config.watch[0].sample_bytes == 512 * 1024);
+    CHECK(config.watch[1].sample_bytes == 0);
+    CHECK(config.watch[2].sample_bytes == 0);
+    CHECK(parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                        "    sample_bytes: 64MiB"}))
+              .watch[0]
+              .sample_bytes == 64ull << 20);
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    sample_bytes: 65MiB"})),
+               Contains("t.yaml:4: watch[0].sample_bytes: sample_bytes \"65MiB\" is larger than "
+                        "64MiB"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    sample_bytes: lots"})),
+               Contains("t.yaml:4: watch[0].sample_bytes:"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    sample_bytes: [1]"})),
+               Contains("t.yaml:4: watch[0].sample_bytes:"));
+}
+
 TEST_CASE("min_size above max_size is an inverted range", "[config][errors]") {
     std::string message = error_of(lines({
         "watch:",                // 1
@@ -590,4 +614,23 @@ TEST_CASE("the detection window must cover 16 intervals", "[config][detection]")
     CHECK(
         parsed(lines({"interval: 1s", "leak_detection:", "  window: 20s"})).leak_detection.window ==
         std::chrono::seconds(20));
+}
+
+TEST_CASE("limits.symbol_files and symbol_cache_entries bound the symbolizer's caches",
+          "[config]") {
+    CHECK(default_config().limits.symbol_files == 512);
+    CHECK(default_config().limits.symbol_cache_entries == 65536);
+    Config c = parsed(lines({"limits:", "  symbol_files: 64", "  symbol_cache_entries: 1000"}));
+    CHECK(c.limits.symbol_files == 64);
+    CHECK(c.limits.symbol_cache_entries == 1000);
+    CHECK_THAT(error_of(lines({"limits:", "  symbol_files: 0"})),
+               Contains("t.yaml:2: limits.symbol_files: must be at least 1"));
+    CHECK_THAT(error_of(lines({"limits:", "  symbol_files: 65537"})),
+               Contains("t.yaml:2: limits.symbol_files: 65537 is above the maximum of 65536"));
+    CHECK_THAT(error_of(lines({"limits:", "  symbol_cache_entries: 16777217"})),
+               Contains("limits.symbol_cache_entries: 16777217 is above the maximum of 16777216"));
+    auto shipped = load_config(LEAKWATCH_FIXTURES "/../../config/leakwatch.yaml");
+    REQUIRE(shipped);
+    CHECK(shipped->limits.symbol_files == Limits{}.symbol_files);
+    CHECK(shipped->limits.symbol_cache_entries == Limits{}.symbol_cache_entries);
 }

@@ -732,3 +732,83 @@ TEST_CASE("HttpServer listens on [::1] or says IPv6 is unsupported", "[http][ser
         CHECK_THAT(server.error().message, Contains("IPv6"));
     }
 }
+
+// --- source lines and the symbolizer's caches ----------------------------------------------
+
+TEST_CASE("frame_json adds file, line and the inline chain only when known", "[http][api]") {
+    Frame f = frame(0x555500001373, "leak_nodes", 0x13, "/usr/bin/appd", 0x1373, "35f7");
+    f.file = "/src/app/nodes.c";
+    f.line = 32;
+    f.inlined = {{"grab", "/src/app/nodes.c", 20}, {"make_node", "/src/app/nodes.h", 25}};
+    CHECK(frame_json(f) ==
+          nlohmann::json{
+              {"address", "0x555500001373"},
+              {"symbol", "leak_nodes"},
+              {"offset", 0x13},
+              {"module", "/usr/bin/appd"},
+              {"module_offset", "0x1373"},
+              {"build_id", "35f7"},
+              {"file", "/src/app/nodes.c"},
+              {"line", 32},
+              {"inlined",
+               nlohmann::json::array(
+                   {{{"function", "grab"}, {"file", "/src/app/nodes.c"}, {"line", 20}},
+                    {{"function", "make_node"}, {"file", "/src/app/nodes.h"}, {"line", 25}}})}});
+    // Unresolved: module, offset and build-id to symbolize elsewhere, nothing else.
+    Frame bare = frame(0x7f0000001234, "", 0, "/usr/lib/libx.so", 0x1234, "abcd");
+    auto j = frame_json(bare);
+    CHECK(j["module"] == "/usr/lib/libx.so");
+    CHECK(j["module_offset"] == "0x1234");
+    CHECK(j["build_id"] == "abcd");
+    CHECK_FALSE(j.contains("file"));
+    CHECK_FALSE(j.contains("line"));
+    CHECK_FALSE(j.contains("inlined"));
+}
+
+TEST_CASE("render_metrics exports the symbol caches; source lines stay out of labels",
+          "[http][metrics]") {
+    auto snap = make_snapshot();
+    for (auto& p : snap.processes)
+        for (auto& s : p.stacks) {
+            if (!s.frames) continue;
+            auto frames = std::make_shared<std::vector<Frame>>(*s.frames);
+            for (auto& f : *frames) {
+                f.file = "/src/app/file.c";
+                f.line = 77;
+                f.inlined = {{"inner_fn", "/src/app/inner.h", 12}};
+            }
+            s.frames = frames;
+        }
+    auto status = make_status();
+    status.symbol_caches = {{"elf_files", 10, 2, 2, 512, 0},
+                            {"debug_files", 7, 2, 1, 512, 0},
+                            {"source_lines", 30, 5, 5, 65536, 0}};
+    const std::string text = render_metrics(snap, status);
+    auto exp = parse_exposition(text);
+    const std::map<std::string, std::string> types = {
+        {"leakwatch_symbol_cache_hits_total", "counter"},
+        {"leakwatch_symbol_cache_misses_total", "counter"},
+        {"leakwatch_symbol_cache_entries", "gauge"},
+        {"leakwatch_symbol_cache_capacity", "gauge"},
+    };
+    for (const auto& [name, type] : types) {
+        INFO(name);
+        CHECK(exp.types[name] == type);
+        CHECK(exp.named(name).size() == 3);
+        for (const auto& s : exp.named(name))
+            CHECK(label_names(s) == std::set<std::string>{"cache"});
+    }
+    auto value = [&](const std::string& name, const std::string& cache) {
+        for (const auto& s : exp.named(name))
+            if (s.labels.at("cache") == cache) return s.value;
+        return -1.0;
+    };
+    CHECK(value("leakwatch_symbol_cache_hits_total", "source_lines") == 30);
+    CHECK(value("leakwatch_symbol_cache_misses_total", "elf_files") == 2);
+    CHECK(value("leakwatch_symbol_cache_entries", "debug_files") == 1);
+    CHECK(value("leakwatch_symbol_cache_capacity", "source_lines") == 65536);
+    // The sites are the same as without source lines, and no file or line is in any label.
+    CHECK(text.find("file.c") == std::string::npos);
+    CHECK(text.find("inner") == std::string::npos);
+    CHECK(text == render_metrics(make_snapshot(), status));
+}

@@ -174,7 +174,7 @@ TEST_CASE("a reused pid is a different process", "[kernel]") {
 TEST_CASE("in_interrupt knows x86 and arm64 interrupt entries", "[kernel]") {
     auto frames = [](std::initializer_list<const char*> names) {
         std::vector<Frame> out;
-        for (const char* n : names) out.push_back(Frame{0, n, 0, "[kernel]", 0, ""});
+        for (const char* n : names) out.push_back(Frame{0, n, 0, "[kernel]", 0, "", "", 0, {}});
         return out;
     };
     CHECK(in_interrupt(frames({"__kmalloc_noprof", "handle_softirqs", "irq_exit_rcu"})));

@@ -6,9 +6,11 @@
 #include <fcntl.h>
 #include <link.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -557,7 +559,13 @@ TEST_CASE("files that are not ELF are errors, and failures are remembered", "[sy
     ProcReader proc;
     Symbolizer symbolizer(proc);
     const int pid = ::getpid();
-    auto first = symbolizer.file_for(pid, file_mapping(text, 42));
+    auto inode_of = [](const std::string& path) {
+        struct stat st {};
+        REQUIRE(::stat(path.c_str(), &st) == 0);
+        return static_cast<uint64_t>(st.st_ino);
+    };
+    const uint64_t text_inode = inode_of(text);
+    auto first = symbolizer.file_for(pid, file_mapping(text, text_inode));
     REQUIRE_FALSE(first.has_value());
     CHECK_THAT(first.error().message, Catch::Contains("not an ELF"));
 
@@ -567,10 +575,17 @@ TEST_CASE("files that are not ELF are errors, and failures are remembered", "[sy
         std::ofstream out(text, std::ios::binary | std::ios::in | std::ios::out);
         out.write(reinterpret_cast<const char*>(elf.data()), static_cast<long>(elf.size()));
     }
-    CHECK_FALSE(symbolizer.file_for(pid, file_mapping(text, 42)).has_value());
+    CHECK_FALSE(symbolizer.file_for(pid, file_mapping(text, text_inode)).has_value());
     CHECK(symbolizer.cached_files() == 0);
-    // ...while a mapping of another file (another inode) is.
-    CHECK(symbolizer.file_for(pid, file_mapping(text, 43)).has_value());
+    // ...while a mapping of another file (another inode, renamed over the path) is.
+    fs::copy_file(fixture_libs().lib, text + ".new");
+    fs::rename(text + ".new", text);
+    REQUIRE(inode_of(text) != text_inode);
+    CHECK(symbolizer.file_for(pid, file_mapping(text, inode_of(text))).has_value());
+    // A mapping of an inode no path reaches is an error, not whatever file is at its path now.
+    auto stale = symbolizer.file_for(pid, file_mapping(text, inode_of(text) + 7919));
+    REQUIRE_FALSE(stale.has_value());
+    CHECK_THAT(stale.error().message, Catch::Contains("no path reaches"));
 
     // symbolize() never fails: a mapping whose file cannot be read keeps module+offset.
     MapEntry gone = file_mapping((dir / "missing.so").string(), 7);
@@ -604,32 +619,560 @@ TEST_CASE("concurrent symbolization shares one cache", "[symbols]") {
     CHECK(symbolizer.cached_files() == 2);
 }
 
-TEST_CASE("entry-only probes skip a leading NULL check", "[symbols][placement]") {
-    // glibc 2.36's free: test %rdi,%rdi; je rel32; push %rbp
-    const uint8_t free_rel32[] = {0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0x00, 0x00, 0x00, 0x55};
-    const uint8_t free_rel8[] = {0x48, 0x85, 0xff, 0x74, 0x10, 0x55};
-    const uint8_t malloc_entry[] = {0x41, 0x54, 0x55, 0x53};               // push %r12 ...
-    const uint8_t test_then_jne[] = {0x48, 0x85, 0xff, 0x75, 0x10, 0x55};  // not a NULL return
-    CHECK(leakwatch::null_check_prefix(free_rel32) == 9);
-    CHECK(leakwatch::null_check_prefix(free_rel8) == 5);
-    CHECK(leakwatch::null_check_prefix(malloc_entry) == 0);
-    CHECK(leakwatch::null_check_prefix(test_then_jne) == 0);
-    CHECK(leakwatch::null_check_prefix(std::span<const uint8_t>(free_rel32, 4)) == 0);  // cut
+TEST_CASE("probes go on the first instruction the kernel emulates", "[symbols][placement]") {
+    using leakwatch::place_probe;
+    auto at = [](std::initializer_list<uint8_t> bytes, int args, bool null_is_noop = false) {
+        std::vector<uint8_t> code(bytes);
+        return place_probe(code, args, null_is_noop);
+    };
+#if defined(__x86_64__)
+    // glibc 2.36's prologues (objdump of Debian 12's libc.so.6)
+    auto malloc = at({0x41, 0x54, 0x55, 0x53}, 1);  // push %r12; push %rbp; push %rbx
+    CHECK(malloc.skip == 0);
+    CHECK(malloc.emulated);
+    // free: test %rdi,%rdi; je rel32; push %rbp
+    auto free_rel32 = at({0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0x00, 0x00, 0x00, 0x55}, 1, true);
+    CHECK(free_rel32.skip == 9);
+    CHECK(free_rel32.emulated);
+    CHECK(at({0x48, 0x85, 0xff, 0x74, 0x10, 0x55}, 1, true).skip == 5);
+    // Without the NULL rule the je itself is the first emulated instruction: every call,
+    // free(NULL) too, passes it.
+    auto je = at({0x48, 0x85, 0xff, 0x74, 0x10, 0x55}, 1, false);
+    CHECK(je.skip == 3);
+    CHECK(je.emulated);
+    // test then jne is not a NULL return: the jne is probed, not skipped
+    CHECK(at({0x48, 0x85, 0xff, 0x75, 0x10, 0x55}, 1, true).skip == 3);
+    // memalign: cmpb $0x0,disp32(%rip); je rel8
+    auto memalign = at({0x80, 0x3d, 0x71, 0x0e, 0x14, 0x00, 0x00, 0x74, 0x07}, 2);
+    CHECK(memalign.skip == 7);
+    CHECK(memalign.emulated);
+    // valloc: cmpb $0x0,disp32(%rip); push %rbx
+    CHECK(at({0x80, 0x3d, 0x31, 0x0e, 0x14, 0x00, 0x00, 0x53}, 1).skip == 7);
+    // mmap: mov %ecx,%r10d; test $0xfff,%r9d; jne rel8
+    auto mmap = at({0x41, 0x89, 0xca, 0x41, 0xf7, 0xc1, 0xff, 0x0f, 0x00, 0x00, 0x75, 0x14}, 2);
+    CHECK(mmap.skip == 10);
+    CHECK(mmap.emulated);
+    CHECK(mmap.how.find("past mov, test") != std::string::npos);
+
+    // jemalloc 5.3's (Debian 12's libjemalloc2) malloc: cmp $0x1000,%rdi; ja rel32
+    CHECK(at({0x48, 0x81, 0xff, 0x00, 0x10, 0x00, 0x00, 0x0f, 0x87, 0x93, 0x00, 0x00, 0x00}, 1)
+              .skip == 7);
+    // and its free: ten instructions of address arithmetic (writing %rax, %rdx, %rcx, none
+    // of them free's argument) before the first conditional jump
+    auto je_free = at({0x48, 0x89, 0xf8, 0x48, 0x8b, 0x15, 0x0e, 0x53, 0x0a, 0x00, 0x48, 0x89,
+                       0xf9, 0x48, 0xc1, 0xe8, 0x1a, 0x48, 0x81, 0xe1, 0x00, 0x00, 0x00, 0xc0,
+                       0x25, 0xf0, 0x00, 0x00, 0x00, 0x64, 0x48, 0x03, 0x04, 0x25, 0x00, 0x00,
+                       0x00, 0x00, 0x48, 0x01, 0xd0, 0x48, 0x3b, 0x88, 0xb0, 0x01, 0x00, 0x00,
+                       0x0f, 0x85, 0x8a, 0x00, 0x00, 0x00},
+                      1, true);
+    CHECK(je_free.skip == 0x30);
+    CHECK(je_free.emulated);
+    // The same code for a function that reads three arguments: the load into %rdx stops it.
+    auto three = at({0x48, 0x89, 0xf8, 0x48, 0x8b, 0x15, 0x0e, 0x53, 0x0a, 0x00, 0x0f, 0x85,
+                     0x8a, 0x00, 0x00, 0x00},
+                    3);
+    CHECK(three.skip == 0);
+    CHECK(three.how.find("writes an argument") != std::string::npos);
+
+    // What must not be skipped: the probe stays at the entry, marked single-stepped.
+    // reallocarray: mov %rsi,%rax; mul %rdx (writes %rdx, its third argument)
+    auto reallocarray = at({0x48, 0x89, 0xf0, 0x48, 0xf7, 0xe2, 0x48, 0x89, 0xc6, 0x70, 0x05}, 3);
+    CHECK(reallocarray.skip == 0);
+    CHECK_FALSE(reallocarray.emulated);
+    // mremap: sub $0x58,%rsp moves the stack pointer
+    auto mremap = at({0x48, 0x83, 0xec, 0x58, 0x4c, 0x89, 0x44, 0x24, 0x40}, 3);
+    CHECK(mremap.skip == 0);
+    CHECK(mremap.how.find("stack pointer") != std::string::npos);
+    // mov %rax,%rdi writes the first argument before the push
+    auto clobber = at({0x48, 0x89, 0xc7, 0x55}, 1);
+    CHECK(clobber.skip == 0);
+    CHECK_FALSE(clobber.emulated);
+    // mov %rsp,%rbp is fine to skip (writes neither); mov %rbp,%rsp is not
+    CHECK(at({0x48, 0x89, 0xe5, 0x55}, 1).skip == 3);
+    CHECK(at({0x48, 0x89, 0xec, 0x55}, 1).skip == 0);
+    // a store to memory stops it: mov %rdi,(%rsp)
+    CHECK(at({0x48, 0x89, 0x3c, 0x24, 0x55}, 1).skip == 0);
+    // mov $0xb,%eax; syscall (munmap): the system call is not stepped over
+    auto munmap = at({0xb8, 0x0b, 0x00, 0x00, 0x00, 0x0f, 0x05}, 2);
+    CHECK(munmap.skip == 0);
+    CHECK(munmap.how.find("syscall") != std::string::npos);
+    // an indirect jump is a branch the kernel does not emulate
+    CHECK(at({0x48, 0x89, 0xe5, 0xff, 0xe0}, 1).skip == 0);
+    // cut short: nothing is guessed from missing bytes
+    CHECK(at({0x48, 0x85, 0xff, 0x0f}, 1, true).skip == 0);
+    CHECK(at({}, 1).skip == 0);
+#else
+    auto any = at({0x41, 0x54}, 1);
+    CHECK(any.skip == 0);
+    CHECK_FALSE(any.emulated);
+#endif
 }
 
-TEST_CASE("entry_only_probe_offset reads the real libc's free", "[symbols][placement]") {
-    // The libc this test runs on: its free either starts with the NULL check or is left alone.
+TEST_CASE("place_probe_in_file reads the real libc", "[symbols][placement]") {
+    // The libc this test runs on: malloc and free land on emulated instructions, or stay at
+    // the entry; never past a branch that free(p != NULL) takes.
     auto maps = leakwatch::ProcReader().maps(getpid());
     REQUIRE(maps);
     auto libc = leakwatch::find_allocator_mapping(*maps, leakwatch::Allocator{}, "");
     REQUIRE(libc);
     auto elf = leakwatch::ElfFile::open(libc->path);
     REQUIRE(elf);
-    auto vaddr = (*elf)->function_address("free");
-    REQUIRE(vaddr);
-    auto off = (*elf)->file_offset_of_vaddr(*vaddr);
-    REQUIRE(off);
-    uint64_t at = leakwatch::entry_only_probe_offset(libc->path, *off);
-    CHECK((at == *off || at == *off + 5 || at == *off + 9));
-    CHECK(leakwatch::entry_only_probe_offset("/nonexistent", 1234) == 1234);
+    for (const char* fn : {"malloc", "free", "calloc", "realloc", "mmap"}) {
+        auto vaddr = (*elf)->function_address(fn);
+        REQUIRE(vaddr);
+        auto off = (*elf)->file_offset_of_vaddr(*vaddr);
+        REQUIRE(off);
+        auto where = leakwatch::place_probe_in_file(libc->path, *off, 2, std::string(fn) == "free");
+        INFO(fn << ": " << where.how);
+        CHECK(where.skip < 16);
+        if (where.skip > 0) CHECK(where.emulated);
+    }
+    auto none = leakwatch::place_probe_in_file("/nonexistent", 1234, 1, false);
+    CHECK(none.skip == 0);
+    CHECK_FALSE(none.emulated);
+}
+
+// --- source lines and inlined functions from DWARF -----------------------------------------
+// tests/progs/leak_inline.c built at test time with -O2 -g, and split into separate debug
+// files with objcopy. Expected lines come from marker comments in the source; addresses from
+// objdump; inline chains are what addr2line -i reports for the same addresses.
+
+namespace {
+
+using leakwatch::SymbolCacheStats;
+using leakwatch::SymbolizerOptions;
+
+std::string inline_source() {
+    return fs::canonical(fs::path(LEAKWATCH_FIXTURES) / ".." / "progs" / "leak_inline.c").string();
+}
+
+// The 1-based line holding "LINE:<name> */".
+uint32_t marker_line(const std::string& name) {
+    std::ifstream in(inline_source());
+    std::string line;
+    for (uint32_t n = 1; std::getline(in, line); ++n) {
+        if (line.find("LINE:" + name + " */") != std::string::npos) return n;
+    }
+    FAIL("no marker " << name << " in " << inline_source());
+    return 0;
+}
+
+bool sh(const std::string& cmd, const fs::path& log) {
+    return std::system((cmd + " >>'" + log.string() + "' 2>&1").c_str()) == 0;
+}
+
+// The builds: `full` (DWARF inside), and stripped copies whose DWARF is elsewhere.
+struct InlineBuilds {
+    fs::path dir;
+    std::string full;
+    std::string link_same_dir;  // debuglink, debug file beside it
+    std::string link_subdir;    // debuglink, debug file in .debug/
+    std::string by_build_id;    // no debuglink; debug file under root/usr/lib/debug/.build-id
+    std::string debug_root;     // that root's usr/lib/debug
+    std::string wrong_link;     // debuglink to the debug file of another build
+    std::string no_debug;       // no DWARF anywhere
+    std::string other;          // another build (-O1), with DWARF
+};
+
+const InlineBuilds& inline_builds() {
+    static const InlineBuilds b = [] {
+        InlineBuilds b;
+        b.dir = temp_dir().path / "inline";
+        fs::create_directories(b.dir);
+        const fs::path log = b.dir / "build.log";
+        const std::string src = inline_source();
+        const std::string cc = "cc -g -fno-omit-frame-pointer -I'" +
+                               fs::path(src).parent_path().string() + "' '" + src + "' -o ";
+        b.full = (b.dir / "leak_inline").string();
+        b.other = (b.dir / "leak_inline_o1").string();
+        bool ok = sh(cc + "'" + b.full + "' -O2", log) && sh(cc + "'" + b.other + "' -O1", log);
+        const std::string debug = (b.dir / "leak_inline.debug").string();
+        ok = ok && sh("objcopy --only-keep-debug '" + b.full + "' '" + debug + "'", log);
+        auto stripped_into = [&](const fs::path& dir, const std::string& debug_file) {
+            fs::create_directories(dir);
+            std::string out = (dir / "leak_inline").string();
+            ok = ok && sh("objcopy --strip-debug '" + b.full + "' '" + out + "'", log);
+            if (!debug_file.empty()) {
+                ok =
+                    ok && sh("objcopy --add-gnu-debuglink='" + debug_file + "' '" + out + "'", log);
+            }
+            return out;
+        };
+        // Same dir: debuglink names leak_inline.debug, which sits beside the binary.
+        fs::create_directories(b.dir / "same");
+        fs::copy_file(debug, b.dir / "same" / "leak_inline.debug");
+        b.link_same_dir =
+            stripped_into(b.dir / "same", (b.dir / "same/leak_inline.debug").string());
+        fs::create_directories(b.dir / "sub" / ".debug");
+        fs::copy_file(debug, b.dir / "sub" / ".debug" / "leak_inline.debug");
+        b.link_subdir =
+            stripped_into(b.dir / "sub", (b.dir / "sub/.debug/leak_inline.debug").string());
+        b.by_build_id = stripped_into(b.dir / "bid", "");
+        b.no_debug = stripped_into(b.dir / "none", "");
+        // The other build's debug file under the name this build's debuglink looks for.
+        fs::create_directories(b.dir / "wrong");
+        ok = ok && sh("objcopy --only-keep-debug '" + b.other + "' '" +
+                          (b.dir / "wrong" / "leak_inline.debug").string() + "'",
+                      log);
+        b.wrong_link = stripped_into(b.dir / "wrong", debug);
+        const std::string id = readelf_build_id(b.full);
+        if (!ok || id.size() < 4) FAIL("building leak_inline failed; see " << log.string());
+        b.debug_root = (b.dir / "root" / "usr" / "lib" / "debug").string();
+        fs::path by_id = fs::path(b.debug_root) / ".build-id" / id.substr(0, 2);
+        fs::create_directories(by_id);
+        fs::copy_file(debug, by_id / (id.substr(2) + ".debug"));
+        return b;
+    }();
+    return b;
+}
+
+// Addresses in an ELF file by objdump: the address after each `call <callee>` in `function`.
+std::vector<uint64_t> return_addresses(const std::string& path, const std::string& function,
+                                       const std::string& callee) {
+    std::vector<uint64_t> out;
+    std::istringstream lines(run("objdump -d --no-show-raw-insn '" + path + "'"));
+    std::string line;
+    bool inside = false, take_next = false;
+    while (std::getline(lines, line)) {
+        if (line.find(">:") != std::string::npos) {
+            inside = line.find("<" + function + ">:") != std::string::npos;
+            continue;
+        }
+        if (!inside || line.find(':') == std::string::npos) continue;
+        uint64_t at = std::stoull(line.substr(0, line.find(':')), nullptr, 16);
+        if (take_next) {
+            out.push_back(at);
+            take_next = false;
+        }
+        if (line.find("call") != std::string::npos &&
+            line.find("<" + callee + ">") != std::string::npos)
+            take_next = true;
+    }
+    return out;
+}
+
+// A mapping of the whole file at 0x400000 (file offset 0), so address = 0x400000 + offset.
+MapEntry whole_file(const std::string& path, uint64_t inode = 0) {
+    MapEntry m = file_mapping(path, inode);
+    m.start = 0x400000;
+    m.end = m.start + ((fs::file_size(path) + 0xfff) & ~uint64_t{0xfff});
+    return m;
+}
+
+// Where vaddr is when `path` is mapped as whole_file: through readelf's PT_LOAD table.
+uint64_t mapped_address(const std::string& path, uint64_t vaddr) {
+    for (const Load& l : readelf_loads(path)) {
+        if (vaddr >= l.vaddr && vaddr < l.vaddr + l.filesz)
+            return 0x400000 + vaddr - l.vaddr + l.offset;
+    }
+    FAIL("vaddr " << vaddr << " not in a PT_LOAD of " << path);
+    return 0;
+}
+
+// What the aggregator does with a return address: look up the call before it.
+Frame symbolize_return(Symbolizer& s, const std::string& path, uint64_t vaddr) {
+    MapEntry m = whole_file(path);
+    return s.symbolize(::getpid(), {m}, mapped_address(path, vaddr) - 1);
+}
+
+SymbolizerOptions no_system_debug_dirs() {
+    SymbolizerOptions o;
+    o.debug_dirs = {};
+    return o;
+}
+
+void check_leak_nodes_frame(const Frame& f) {
+    const std::string src = inline_source();
+    CHECK(f.symbol == "leak_nodes");
+    CHECK(f.file == src);
+    CHECK(f.line == marker_line("leak_nodes_make_node"));
+    CHECK(f.source() == src + ":" + std::to_string(marker_line("leak_nodes_make_node")));
+    REQUIRE(f.inlined.size() == 2);
+    CHECK(f.inlined[0].function == "grab");
+    CHECK(f.inlined[0].file == src);
+    CHECK(f.inlined[0].line == marker_line("grab_malloc"));
+    CHECK(f.inlined[1].function == "make_node");
+    CHECK(f.inlined[1].file == src);
+    CHECK(f.inlined[1].line == marker_line("make_node_grab"));
+}
+
+}  // namespace
+
+TEST_CASE("source lines and the inline chain come from the file's own DWARF", "[symbols][dwarf]") {
+    const auto& b = inline_builds();
+    auto malloc_ret = return_addresses(b.full, "leak_nodes", "malloc@plt");
+    auto memset_ret = return_addresses(b.full, "leak_nodes", "memset@plt");
+    auto main_ret = return_addresses(b.full, "main", "leak_nodes");
+    REQUIRE(malloc_ret.size() == 1);
+    REQUIRE(memset_ret.size() == 1);
+    REQUIRE(main_ret.size() == 1);
+
+    ProcReader proc;
+    Symbolizer symbolizer(proc, no_system_debug_dirs());
+    // malloc is called from grab(), inlined into make_node(), inlined into leak_nodes().
+    Frame f = symbolize_return(symbolizer, b.full, malloc_ret[0]);
+    check_leak_nodes_frame(f);
+    // The same as addr2line -i says for that address.
+    char at[32];
+    std::snprintf(at, sizeof at, "%llx", static_cast<unsigned long long>(malloc_ret[0] - 1));
+    std::string a2l = run("addr2line -f -i -e '" + b.full + "' " + at);
+    CHECK(a2l == "grab\n" + inline_source() + ":" + std::to_string(marker_line("grab_malloc")) +
+                     "\nmake_node\n" + inline_source() + ":" +
+                     std::to_string(marker_line("make_node_grab")) + "\nleak_nodes\n" +
+                     inline_source() + ":" + std::to_string(marker_line("leak_nodes_make_node")) +
+                     "\n");
+
+    // A call that is not inlined: no chain.
+    Frame m = symbolize_return(symbolizer, b.full, memset_ret[0]);
+    CHECK(m.symbol == "leak_nodes");
+    CHECK(m.line == marker_line("leak_nodes_memset"));
+    CHECK(m.inlined.empty());
+    Frame top = symbolize_return(symbolizer, b.full, main_ret[0]);
+    CHECK(top.symbol == "main");
+    CHECK(top.file == inline_source());
+    CHECK(top.line == marker_line("main_leak_nodes"));
+    CHECK(top.inlined.empty());
+
+    // The symbol and the offset are what they are without DWARF: sites do not change.
+    SymbolizerOptions off = no_system_debug_dirs();
+    off.source_lines = false;
+    Symbolizer plain(proc, off);
+    Frame p = symbolize_return(plain, b.full, malloc_ret[0]);
+    CHECK(p.symbol == f.symbol);
+    CHECK(p.offset == f.offset);
+    CHECK(p.display() == f.display());
+    CHECK(p.file.empty());
+    CHECK(p.line == 0);
+    CHECK(p.inlined.empty());
+}
+
+TEST_CASE("separate debug files: .gnu_debuglink and build-id", "[symbols][dwarf]") {
+    const auto& b = inline_builds();
+    const uint64_t ret = return_addresses(b.full, "leak_nodes", "malloc@plt").at(0);
+    ProcReader proc;
+    // The stripped copies keep the same code: their symbols still resolve.
+    for (const std::string& path : {b.link_same_dir, b.link_subdir}) {
+        INFO(path);
+        CHECK_FALSE(open_elf(path)->has_dwarf());
+        CHECK(open_elf(path)->debuglink() == "leak_inline.debug");
+        Symbolizer symbolizer(proc, no_system_debug_dirs());
+        check_leak_nodes_frame(symbolize_return(symbolizer, path, ret));
+    }
+    {
+        // By build-id, in a debug directory given as a path inside the process's root.
+        SymbolizerOptions o;
+        o.debug_dirs = {b.debug_root};
+        Symbolizer symbolizer(proc, o);
+        check_leak_nodes_frame(symbolize_return(symbolizer, b.by_build_id, ret));
+        // Without that directory there is nothing: the frame keeps symbol and module.
+        Symbolizer bare(proc, no_system_debug_dirs());
+        Frame f = symbolize_return(bare, b.by_build_id, ret);
+        CHECK(f.symbol == "leak_nodes");
+        CHECK(f.file.empty());
+        CHECK(f.line == 0);
+        CHECK(f.inlined.empty());
+        CHECK(f.build_id == readelf_build_id(b.full));
+        CHECK(bare.cache_stats()[1].entries == 1);  // the failed search is remembered
+    }
+    {
+        // A debug file of another build under the debuglink's name is refused (build-id).
+        Symbolizer symbolizer(proc, no_system_debug_dirs());
+        Frame f = symbolize_return(symbolizer, b.wrong_link, ret);
+        CHECK(f.symbol == "leak_nodes");
+        CHECK(f.line == 0);
+        CHECK(f.file.empty());
+        Frame none = symbolize_return(symbolizer, b.no_debug, ret);
+        CHECK(none.symbol == "leak_nodes");
+        CHECK(none.line == 0);
+    }
+    // The candidates, in order, for a file mapped at /opt/app/bin/app in a process root.
+    leakwatch::DebugSearch s;
+    s.build_id = "abcdef01";
+    s.debuglink = "app.debug";
+    s.mapped_path = "/opt/app/bin/app";
+    s.debug_dirs = {"/usr/lib/debug"};
+    s.in_root = [](const std::string& p) { return "/proc/42/root" + p; };
+    CHECK(leakwatch::debug_file_candidates(s) ==
+          std::vector<std::string>{"/proc/42/root/usr/lib/debug/.build-id/ab/cdef01.debug",
+                                   "/usr/lib/debug/.build-id/ab/cdef01.debug",
+                                   "/proc/42/root/opt/app/bin/app.debug",
+                                   "/proc/42/root/opt/app/bin/.debug/app.debug",
+                                   "/proc/42/root/usr/lib/debug/opt/app/bin/app.debug"});
+    // The CRC .gnu_debuglink records is the file's CRC-32 (as zlib and binutils compute it).
+    std::ofstream(temp_dir().path / "crc.txt") << "123456789";
+    CHECK(leakwatch::file_crc32((temp_dir().path / "crc.txt").string()) == 0xcbf43926u);
+}
+
+TEST_CASE("symbol caches are bounded, evict the least recently used, and count",
+          "[symbols][dwarf]") {
+    const auto& b = inline_builds();
+    auto rets = return_addresses(b.full, "leak_nodes", "malloc@plt");
+    auto more = return_addresses(b.full, "leak_nodes", "memset@plt");
+    auto main_ret = return_addresses(b.full, "main", "leak_nodes");
+    const uint64_t other_ret = return_addresses(b.other, "main", "leak_nodes").at(0);
+    REQUIRE(rets.size() == 1);
+    ProcReader proc;
+    SymbolizerOptions o = no_system_debug_dirs();
+    o.max_files = 1;
+    o.max_source_entries = 2;
+    Symbolizer s(proc, o);
+    auto stats = [&](const std::string& cache) {
+        for (const auto& c : s.cache_stats())
+            if (c.cache == cache) return c;
+        FAIL("no cache " << cache);
+        return SymbolCacheStats{};
+    };
+    auto counts = [&](const std::string& cache) {
+        auto c = stats(cache);
+        return std::vector<uint64_t>{c.hits, c.misses, c.entries};
+    };
+    CHECK(stats("elf_files").capacity == 1);
+    CHECK(stats("debug_files").capacity == 1);
+    CHECK(stats("source_lines").capacity == 2);
+
+    check_leak_nodes_frame(symbolize_return(s, b.full, rets[0]));
+    CHECK(counts("elf_files") == std::vector<uint64_t>{0, 1, 1});
+    CHECK(counts("debug_files") == std::vector<uint64_t>{0, 1, 1});
+    CHECK(counts("source_lines") == std::vector<uint64_t>{0, 1, 1});
+    check_leak_nodes_frame(symbolize_return(s, b.full, rets[0]));  // all from the caches
+    CHECK(counts("elf_files") == std::vector<uint64_t>{1, 1, 1});
+    CHECK(counts("debug_files") == std::vector<uint64_t>{1, 1, 1});
+    CHECK(counts("source_lines") == std::vector<uint64_t>{1, 1, 1});
+    symbolize_return(s, b.full, more.at(0));
+    symbolize_return(s, b.full, main_ret.at(0));  // a third address: the first is evicted
+    CHECK(counts("source_lines") == std::vector<uint64_t>{1, 3, 2});
+    CHECK(stats("source_lines").evictions == 1);
+    check_leak_nodes_frame(symbolize_return(s, b.full, rets[0]));  // looked up again, right
+    CHECK(counts("source_lines") == std::vector<uint64_t>{1, 4, 2});
+
+    // Another file: the one-file caches drop the first.
+    Frame o1 = symbolize_return(s, b.other, other_ret);
+    CHECK(o1.symbol == "main");
+    CHECK(o1.line == marker_line("main_leak_nodes"));
+    CHECK(counts("elf_files") == std::vector<uint64_t>{4, 2, 1});
+    CHECK(counts("debug_files") == std::vector<uint64_t>{4, 2, 1});
+    CHECK(s.cached_files() == 1);
+    // ...and the first is parsed again when needed, with the same answer.
+    check_leak_nodes_frame(symbolize_return(s, b.full, rets[0]));
+    CHECK(counts("elf_files") == std::vector<uint64_t>{4, 3, 1});
+    CHECK(stats("elf_files").evictions == 2);
+
+    // Shrinking the limits evicts at once.
+    s.set_limits(1, 1);
+    CHECK(stats("source_lines").entries == 1);
+    CHECK(stats("source_lines").capacity == 1);
+}
+
+TEST_CASE("libc's lines come from its separate debug file when installed", "[symbols][dwarf]") {
+    const Loaded& c = libc();
+    const std::string id = readelf_build_id(c.path);
+    const std::string debug =
+        "/usr/lib/debug/.build-id/" + id.substr(0, 2) + "/" + id.substr(2) + ".debug";
+    if (!fs::exists(debug)) {
+        WARN("no debug file for libc (" << debug << "): libc6-dbg is not installed");
+        return;
+    }
+    ProcReader proc;
+    Symbolizer symbolizer(proc);
+    Frame f = symbolizer.symbolize(::getpid(), self_maps(), c.address("malloc") + 4);
+    CHECK(f.symbol == "malloc");
+    CHECK(f.line > 0);
+    CHECK_THAT(f.file, Catch::EndsWith("malloc.c"));
+}
+
+TEST_CASE("a binary replaced on disk is read only through the process's mapping", "[symbols]") {
+    // Two builds of one shape: the same code at the same addresses under different names.
+    const fs::path dir = temp_dir().path / "replaced";
+    fs::create_directories(dir);
+    const fs::path log = dir / "build.log";
+    for (const char* name : {"alpha", "beta"}) {
+        std::ofstream(dir / (std::string(name) + ".c"))
+            << "int " << name
+            << "_fn(int x) { volatile int a = x; for (int i = 0; i < 9; i++) a = a * 3 + i; return "
+               "a; }\n";
+        REQUIRE(sh("cc -shared -fPIC -O1 -o '" +
+                       (dir / (std::string("lib") + name + ".so")).string() + "' '" +
+                       (dir / (std::string(name) + ".c")).string() + "'",
+                   log));
+    }
+    const std::string path = (dir / "libapp.so").string();
+    fs::copy_file(dir / "libalpha.so", path, fs::copy_options::overwrite_existing);
+    auto alpha = open_elf(path);
+    const uint64_t fn = *alpha->function_address("alpha_fn");
+    REQUIRE(open_elf((dir / "libbeta.so").string())->function_address("beta_fn") == fn);
+
+    // The process mapped libapp.so (alpha) and the maps were read then (as at attach time).
+    Loaded l = loaded(path);
+    const auto maps = self_maps();
+    const uint64_t at = l.address("alpha_fn") + 2;
+    const MapEntry* m = leakwatch::find_mapping(maps, at);
+    REQUIRE(m != nullptr);
+    REQUIRE_FALSE(m->deleted);
+    // Then the package manager renames a new build over it.
+    fs::copy_file(dir / "libbeta.so", dir / "libapp.so.new");
+    fs::rename(dir / "libapp.so.new", path);
+
+    // A /proc without map_files (e.g. no CAP_CHECKPOINT_RESTORE): its root shows the new file,
+    // whose inode is not the mapping's. Nothing is read rather than the wrong file.
+    const fs::path fake = temp_dir().path / "fake-proc";
+    fs::create_directories(fake / std::to_string(::getpid()));
+    fs::create_directory_symlink("/", fake / std::to_string(::getpid()) / "root");
+    ProcReader no_map_files(fake.string());
+    Symbolizer blind(no_map_files);
+    Frame f = blind.symbolize(::getpid(), maps, at);
+    CHECK(f.symbol.empty());
+    CHECK(f.module == path);
+    CHECK(f.display().starts_with("libapp.so+0x"));
+
+    // The real /proc: map_files reaches the mapped (old) file.
+    ProcReader proc;
+    Symbolizer symbolizer(proc);
+    Frame g = symbolizer.symbolize(::getpid(), maps, at);
+    if (::geteuid() == 0) {
+        CHECK(g.symbol == "alpha_fn");
+        CHECK(g.offset == 2);
+    } else {
+        CHECK(g.symbol != "beta_fn");
+    }
+}
+
+TEST_CASE("cost of source lines: first lookup and cached", "[symbols][dwarf][.][perf]") {
+    // Run by hand: unit_symbols "[perf]". A stack of this test binary (C++, -O2 -g) and libc.
+    ProcReader proc;
+    const auto maps = self_maps();
+    std::vector<uint64_t> stack = {
+        libc().address("malloc") + 4,
+        addr_of(reinterpret_cast<const void*>(&leakwatch_test::Widget::make)) + 8,
+        addr_of(reinterpret_cast<const void*>(&leakwatch_test_marker_fn)) + 5,
+        libc().address("free") + 3,
+        libc().address("printf") + 3,
+        libc().address("calloc") + 6,
+    };
+    auto time_stack = [&](Symbolizer& s) {
+        auto t0 = std::chrono::steady_clock::now();
+        size_t lines = 0;
+        for (uint64_t a : stack) lines += s.symbolize(::getpid(), maps, a).line != 0;
+        auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0);
+        return std::make_pair(us.count(), lines);
+    };
+    for (bool source : {false, true}) {
+        SymbolizerOptions o;
+        o.source_lines = source;
+        Symbolizer s(proc, o);
+        auto first = time_stack(s);
+        auto second = time_stack(s);
+        std::printf("source_lines=%d: %zu frames, first %.0f us (%zu with lines), cached %.1f us\n",
+                    source, stack.size(), first.first, first.second, second.first);
+        if (!source) continue;
+        // Per frame, from a cold symbolizer: the first frame of each file pays for its DWARF.
+        Symbolizer cold(proc, o);
+        for (uint64_t a : stack) {
+            auto t0 = std::chrono::steady_clock::now();
+            Frame f = cold.symbolize(::getpid(), maps, a);
+            auto us =
+                std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0);
+            std::printf("  %8.0f us  %s at %s, %zu inlined\n", us.count(), f.display().c_str(),
+                        f.source().c_str(), f.inlined.size());
+        }
+    }
 }

@@ -1,0 +1,128 @@
+# Runs in a matrix guest (busybox sh): leakwatchd and the fixture programs from the host's root
+# (chroot /host), driven over HTTP on 127.0.0.1; what it sees goes to /out, where
+# tests/matrix/run_matrix.py checks it after the guest has powered off. Variables from
+# /matrix.env: LEAKWATCHD, FIXTURES (paths inside the host root).
+. /matrix.env
+PORT=10071
+URL=http://127.0.0.1:$PORT
+t() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "$(t) $*"; }
+mark() { echo "$1 $(t)" >>/out/times; }
+# (busybox 1.35's wget -T crashes: timeout(1) bounds it instead)
+get() { timeout 60 wget -q -O "/out/$2" "$URL$1"; }
+# wait_line FILE KEY SECONDS: until FILE has a line starting with KEY
+wait_line() {
+    n=0
+    while ! grep -q "^$2" "$1" 2>/dev/null; do
+        n=$((n + 1))
+        [ $n -gt $(($3 * 5)) ] && { say "no '$2' in $1 after $3 s"; return 1; }
+        sleep 0.2
+    done
+    grep -m1 "^$2" "$1" | cut -d' ' -f2
+}
+
+uname -r >/out/uname
+getconf PAGESIZE >/out/pagesize 2>/dev/null || echo 4096 >/out/pagesize
+ls /sys/kernel/btf/vmlinux >/out/btf 2>&1
+# x86 uprobes: which instruction classes the kernel emulates instead of single-stepping them
+# out of line (its *_xol_ops tables, in kallsyms as read-only data)
+grep -oE ' (branch|push)_xol_ops$' /proc/kallsyms | tr -d ' ' | sort -u | tr '\n' ' ' >/out/xol_ops
+mark boot
+cat >/host/run/matrix/leakwatch.yaml <<YAML
+interval: 1000ms
+kernel:
+  enabled: true
+watch:
+  - name: steady
+    match:
+      comm: leak_steady
+YAML
+chroot /host "$LEAKWATCHD" --config /run/matrix/leakwatch.yaml --web.listen-address 127.0.0.1:$PORT \
+    --log-level debug >/out/leakwatchd.log 2>&1 &
+LW=$!
+n=0
+until timeout 20 wget -q -O /out/metrics_start.txt "$URL/metrics" 2>/dev/null; do
+    kill -0 "$LW" 2>/dev/null || { say "leakwatchd exited"; echo exited >/out/daemon_failed; exit 1; }
+    n=$((n + 1))
+    [ $n -gt 600 ] && { say "leakwatchd serves no /metrics after 300 s"; exit 1; }
+    sleep 0.5
+done
+mark daemon_up
+say "leakwatchd up"
+
+# User space: leak_steady leaks 64 KiB x 40 from leak_record_entry().
+FIXTURE_GO=/run/matrix/go_steady chroot /host "$FIXTURES/leak_steady" 65536 40 50 >/out/steady.out 2>&1 &
+STEADY=$(wait_line /out/steady.out pid 60)
+n=0
+until get /api/v1/processes processes.json && grep -q "\"pid\": *${STEADY}[,}]" /out/processes.json; do
+    n=$((n + 1))
+    [ $n -gt 120 ] && { say "leak_steady ($STEADY) never attached"; break; }
+    sleep 0.5
+done
+mark steady_attached
+touch /host/run/matrix/go_steady
+wait_line /out/steady.out leaked 180 >/dev/null
+sleep 3
+get "/api/v1/stacks?pid=$STEADY&top=1000" steady_stacks.json
+get /metrics metrics_steady.txt
+mark steady_done
+kill "$STEADY"
+wait "$STEADY" 2>/dev/null
+say "user-space leak measured"
+
+# Kernel: kleak_pipes holds 300 pipes with 16 KiB each, then exits and frees them.
+sleep 3
+get "/api/v1/kernel?top=10000" kernel_base.json
+FIXTURE_GO=/run/matrix/go_pipes chroot /host "$FIXTURES/kleak_pipes" 300 16384 >/out/pipes.out 2>&1 &
+PIPES=$(wait_line /out/pipes.out pid 60)
+touch /host/run/matrix/go_pipes
+wait_line /out/pipes.out pipe_pages 120 >/dev/null
+sleep 4
+get "/api/v1/kernel?top=10000" kernel_held.json
+get /metrics metrics_held.txt
+echo "$PIPES" >/out/pipes.pid
+mark pipes_held
+kill -9 "$PIPES"
+wait "$PIPES" 2>/dev/null  # reaped: no zombie left in /proc
+sleep 4
+get "/api/v1/kernel?top=10000" kernel_freed.json
+mark pipes_freed
+say "kernel leak measured"
+
+kill -TERM "$LW"
+n=0
+while kill -0 "$LW" 2>/dev/null; do
+    n=$((n + 1))
+    [ $n -gt 100 ] && { say "leakwatchd did not stop on TERM in 20 s"; kill -9 $LW; break; }
+    sleep 0.2
+done
+wait "$LW"
+echo $? >/out/daemon_exit
+mark stopped
+
+# A kernel without BTF: /sys/kernel/btf hidden, leakwatchd must refuse to start and say why;
+# then the same BTF as a file where libbpf looks for one (/boot/vmlinux-RELEASE) lets it run.
+printf 'interval: 1000ms\nkernel:\n  enabled: true\n' >/host/run/matrix/nobtf.yaml
+cp /sys/kernel/btf/vmlinux /host/run/matrix/vmlinux.btf
+mount -t tmpfs tmpfs /host/sys/kernel/btf
+timeout 120 chroot /host "$LEAKWATCHD" --config /run/matrix/nobtf.yaml \
+    --web.listen-address 127.0.0.1:$PORT >/out/nobtf.log 2>&1
+echo $? >/out/nobtf_exit
+mount -t tmpfs tmpfs /host/boot
+cp /host/run/matrix/vmlinux.btf "/host/boot/vmlinux-$(uname -r)"
+chroot /host "$LEAKWATCHD" --config /run/matrix/nobtf.yaml --web.listen-address 127.0.0.1:$PORT \
+    >/out/extbtf.log 2>&1 &
+LW=$!
+n=0
+until timeout 20 wget -q -O /out/metrics_extbtf.txt "$URL/metrics" 2>/dev/null; do
+    kill -0 "$LW" 2>/dev/null || { say "leakwatchd with /boot/vmlinux-$(uname -r) exited"; break; }
+    n=$((n + 1))
+    [ $n -gt 240 ] && { say "leakwatchd with an external BTF serves no /metrics"; break; }
+    sleep 0.5
+done
+sleep 3  # a sample or two of the kernel allocations
+get /metrics metrics_extbtf.txt
+kill -TERM "$LW" 2>/dev/null
+wait "$LW"
+umount /host/boot /host/sys/kernel/btf
+mark finished

@@ -1,0 +1,440 @@
+"""Kernel and architecture matrix: boots each kernel of MATRIX under QEMU (software emulation)
+and runs leakwatchd in it against the real fixture programs, then checks what it reported.
+
+Each guest: a busybox initramfs with the kernel's virtio/9p modules, the host's root over 9p
+read-only (leakwatchd and the fixtures run from it in a chroot: the x86_64 build for x86_64
+guests, the aarch64 cross build for aarch64 guests), and a writable 9p share where
+guest/checks.sh leaves the daemon's answers. Checks, per kernel:
+  user_leak    leak_steady's leak is attributed to leak_record_entry within 10%
+  kernel_held  the pages of kleak_pipes' pipes show at the pipe write sites within 10%, in
+               kernel stacks naming the pipe functions, attributed to the fixture
+  kernel_freed after the fixture exits, less than 10% is left and its series is gone
+Prints one table, kernel by kernel; each failure names the kernel and the check. Exit 0 when
+all pass, 1 when any fails, 77 (skipped) when kernels could not be fetched and the matrix is
+optional (--optional or LEAKWATCH_MATRIX_OPTIONAL=1)."""
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kernels  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# arch, series (None: whatever the suite's newest is), suites searched, newest first wins
+MATRIX = [
+    ("aarch64", "5.10", ["bullseye", "bullseye-security"]),
+    ("aarch64", "6.1", ["bookworm", "bookworm-security"]),
+    ("x86_64", "5.10", ["bullseye", "bullseye-security"]),
+    ("x86_64", "6.1", ["bookworm", "bookworm-security"]),
+    ("x86_64", "6.12", ["trixie", "trixie-security"]),
+    ("x86_64", None, ["sid"]),
+]
+GUEST_TIMEOUT = 600
+PIPE_SITES = ("anon_pipe_write", "pipe_write")
+PIPE_FRAMES = ("pipe_write", "anon_pipe_write", "vfs_write")
+LOCK = threading.Lock()
+
+
+def log(msg):
+    with LOCK:
+        print(f"[matrix {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Skip(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- initramfs (cpio newc)
+
+def cpio_entry(name, mode, data=b"", rdev=(0, 0)):
+    name_b = name.encode() + b"\0"
+    hdr = "070701" + "".join(f"{v:08x}" for v in (
+        0, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0))
+    out = hdr.encode() + name_b
+    out += b"\0" * (-len(out) % 4)
+    out += data + b"\0" * (-len(data) % 4)
+    return out
+
+
+def make_initramfs(path, busybox, kdir, kmeta, env):
+    parts = []
+    for d in ("bin", "dev", "proc", "sys", "host", "out", "tmp", "modules"):
+        parts.append(cpio_entry(d, stat.S_IFDIR | 0o755))
+    parts.append(cpio_entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
+    with open(busybox, "rb") as f:
+        parts.append(cpio_entry("bin/busybox", stat.S_IFREG | 0o755, f.read()))
+    for name in ("init", "checks.sh"):
+        with open(os.path.join(HERE, "guest", name), "rb") as f:
+            parts.append(cpio_entry(name, stat.S_IFREG | 0o755, f.read()))
+    for m in kmeta["modules"]:
+        with open(os.path.join(kdir, "modules", m + ".ko"), "rb") as f:
+            parts.append(cpio_entry(f"modules/{m}.ko", stat.S_IFREG | 0o644, f.read()))
+    env_text = "".join(f"{k}='{v}'\n" for k, v in env.items())
+    parts.append(cpio_entry("matrix.env", stat.S_IFREG | 0o644, env_text.encode()))
+    parts.append(cpio_entry("TRAILER!!!", 0))
+    with open(path, "wb") as f:
+        f.write(b"".join(parts))
+
+
+# ---------------------------------------------------------------- builds
+
+def cross_build(args, fetcher):
+    """The aarch64 build of leakwatchd and the fixtures, its BPF against an arm64 BTF."""
+    build = args.aarch64_build
+    os.makedirs(build, exist_ok=True)
+    btf = os.path.join(build, "vmlinux-arm64.btf")
+    pkg, kdir, kmeta = fetcher.kernel("aarch64", "6.1", ["bookworm", "bookworm-security"])
+    if not kmeta["btf"]:
+        raise RuntimeError(f"no BTF found in {pkg['package']} {pkg['version']}")
+    src_btf = os.path.join(kdir, kmeta["btf"])
+    if not os.path.exists(btf) or kernels.sha256_file(btf) != kernels.sha256_file(src_btf):
+        shutil.copy(src_btf, btf)
+    cmd = ["cmake", "-S", args.source, "-B", build,
+           f"-DCMAKE_TOOLCHAIN_FILE={args.source}/cmake/aarch64-linux-gnu.cmake",
+           f"-DVMLINUX_BTF={btf}", "-DBUILD_TESTING=OFF", "-DLEAKWATCH_FIXTURES=ON",
+           *os.environ.get("LEAKWATCH_CROSS_CMAKE_ARGS", "").split()]
+    start = time.monotonic()
+    for c in (cmd, ["cmake", "--build", build, f"-j{os.cpu_count()}", "--target", "leakwatchd",
+                    "leak_steady", "kleak_pipes"]):
+        r = subprocess.run(["nice", "-n", "10", *c], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"aarch64 build failed ({' '.join(c[:3])}):\n"
+                               + (r.stdout + r.stderr)[-4000:])
+    log(f"aarch64 build ready in {time.monotonic() - start:.0f}s ({build})")
+    return os.path.join(build, "bin/leakwatchd"), os.path.join(build, "tests/bin")
+
+
+# ---------------------------------------------------------------- guests
+
+def qemu_command(arch, kdir, initrd, out, jobs):
+    common = ["-m", "1024", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
+              "-serial", "stdio", "-no-reboot",
+              "-kernel", os.path.join(kdir, "vmlinuz"), "-initrd", initrd,
+              "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+              "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+              "-fsdev", f"local,id=out,path={out},security_model=none",
+              "-device", "virtio-9p-pci,fsdev=out,mount_tag=out"]
+    append = "panic=-1 loglevel=4 rdinit=/init"
+    if arch == "x86_64":
+        return ["qemu-system-x86_64", "-M", "pc", "-cpu", "max", *common,
+                "-append", f"console=ttyS0 {append}"]
+    return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", *common,
+            "-append", f"console=ttyAMA0 {append}"]
+
+
+def run_guest(entry, kdir, kmeta, busybox, binaries, workdir, jobs):
+    arch = entry["arch"]
+    name = f"{arch}-{kmeta['release']}"
+    out = os.path.join(workdir, name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    leakwatchd, fixtures = binaries[arch]
+    initrd = os.path.join(workdir, name + ".cpio")
+    make_initramfs(initrd, busybox, kdir, kmeta, {
+        "MODULES": " ".join(kmeta["modules"]), "LEAKWATCHD": leakwatchd, "FIXTURES": fixtures})
+    cmd = qemu_command(arch, kdir, initrd, out, jobs)
+    log(f"{name}: booting")
+    start = time.monotonic()
+    with open(os.path.join(out, "console.log"), "wb") as console:
+        p = subprocess.Popen(["nice", "-n", "10", *cmd], stdout=console,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            p.wait(timeout=GUEST_TIMEOUT)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            timed_out = True
+    elapsed = time.monotonic() - start
+    result = evaluate(out, entry, kmeta, elapsed, timed_out)
+    log(f"{name}: {'PASS' if not result['failures'] else 'FAIL'} in {elapsed:.0f}s")
+    return result
+
+
+# ---------------------------------------------------------------- checks
+
+def read(out, name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_json(out, name):
+    text = read(out, name)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def fixture_value(text, key):
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if parts and parts[0] == key and len(parts) > 1:
+            return int(parts[1])
+    return None
+
+
+def within(actual, expected, tolerance):
+    return abs(actual - expected) <= tolerance * expected
+
+
+def evaluate(out, entry, kmeta, elapsed, timed_out):
+    r = {"arch": entry["arch"], "release": kmeta["release"], "version": entry["version"],
+         "seconds": elapsed, "failures": [], "out": out}
+    fail = r["failures"].append
+    times = {}
+    for line in (read(out, "times") or "").splitlines():
+        k, v = line.split()
+        times[k] = float(v)
+    r["boot"] = times.get("boot")
+    ops = (read(out, "xol_ops") or "").split()
+    r["push"] = "-" if entry["arch"] != "x86_64" else (
+        "emulated" if "push_xol_ops" in ops else "single-step")
+    uname = (read(out, "uname") or "").strip()
+    if timed_out:
+        fail(("guest", f"did not power off within {GUEST_TIMEOUT}s"))
+    if uname != kmeta["release"]:
+        console = (read(out, "console.log") or "")[-1500:]
+        fail(("boot", f"guest did not reach the checks (uname {uname!r}); console:\n{console}"))
+        return r
+    daemon_log = read(out, "leakwatchd.log") or ""
+    m = re.search(r"processes watched, (\S+) uprobes", daemon_log)
+    r["uprobes"] = m.group(1) if m else "?"
+    m = re.search(r"kernel allocations: tracing (.*?) \(", daemon_log)
+    r["tracepoints"] = m.group(1) if m else "?"
+    if "daemon_up" not in times:
+        fail(("daemon_start", "leakwatchd did not serve /metrics: "
+              + daemon_log[-1500:].replace("\n", "\n    ")))
+        return r
+
+    # user-space leak
+    truth = fixture_value(read(out, "steady.out"), "leaked")
+    stacks = read_json(out, "steady_stacks.json")
+    if truth is None or stacks is None:
+        fail(("user_leak", f"no measurement (fixture said leaked={truth}, stacks "
+              f"{'read' if stacks else 'missing'})"))
+    else:
+        sites = {}
+        for s in stacks["stacks"]:
+            sites[s["site"]] = sites.get(s["site"], 0) + s["outstanding_bytes"]
+        got = sites.get("leak_record_entry", 0)
+        r["user"] = (got, truth)
+        if not within(got, truth, 0.10):
+            fail(("user_leak", f"leak_record_entry holds {got} bytes, truth {truth} (10%): "
+                  f"{sites}"))
+        frames = [f.get("symbol") for s in stacks["stacks"] if s["site"] == "leak_record_entry"
+                  for f in s["frames"]]
+        if "leak_record_entry" not in frames:
+            fail(("user_leak", f"no stack frame names leak_record_entry: {frames[:8]}"))
+
+    # kernel leak from user space
+    page = int((read(out, "pagesize") or "4096").strip())
+    pages = fixture_value(read(out, "pipes.out"), "pipe_pages")
+    pid = int((read(out, "pipes.pid") or "0").strip() or 0)
+    base, held, freed = (read_json(out, n) for n in
+                         ("kernel_base.json", "kernel_held.json", "kernel_freed.json"))
+
+    def pipe_bytes(k):
+        return sum(s["outstanding_bytes"] for s in k["stacks"]
+                   if s["kind"] == "page" and s["site"] in PIPE_SITES)
+
+    if pages is None or base is None or held is None:
+        fail(("kernel_held", f"no measurement (pipe_pages={pages}, base "
+              f"{'read' if base else 'missing'}, held {'read' if held else 'missing'})"))
+    else:
+        truth = pages * page
+        grown = pipe_bytes(held) - pipe_bytes(base)
+        r["kernel"] = (grown, truth)
+        if not within(grown, truth, 0.10):
+            sites = sorted({(s["kind"], s["site"]) for s in held["stacks"]})[:40]
+            fail(("kernel_held", f"pipe page stacks grew by {grown} bytes, truth {truth} "
+                  f"(10%); sites: {sites}"))
+        pipe_stacks = [s for s in held["stacks"]
+                       if s["kind"] == "page" and s["site"] in PIPE_SITES]
+        symbols = {f.get("symbol") for s in pipe_stacks for f in s["frames"]}
+        if not symbols & set(PIPE_FRAMES):
+            fail(("kernel_held", f"no pipe function in the pipe page stacks: {sorted(symbols)[:20]}"))
+        mine = [p for p in held["processes"] if p["pid"] == pid]
+        if not mine or mine[0]["outstanding_bytes"] < 0.9 * truth:
+            fail(("kernel_held", f"kernel bytes attributed to kleak_pipes ({pid}): {mine}, "
+                  f"truth {truth}"))
+        if freed is None:
+            fail(("kernel_freed", "no measurement after the fixture exited"))
+        else:
+            left = pipe_bytes(freed) - pipe_bytes(base)
+            r["left"] = left
+            if left >= 0.10 * truth:
+                fail(("kernel_freed", f"{left} bytes of pipe pages still outstanding after "
+                      f"exit (truth {truth})"))
+            if any(p["pid"] == pid for p in freed["processes"]):
+                fail(("kernel_freed", f"the exited kleak_pipes ({pid}) still has a kernel series"))
+    code = (read(out, "daemon_exit") or "").strip()
+    if code != "0":
+        fail(("daemon_stop", f"leakwatchd exit status on SIGTERM: {code or 'none'}"))
+
+    # without BTF: a clear refusal; with the BTF as /boot/vmlinux-RELEASE: running again
+    code = (read(out, "nobtf_exit") or "").strip()
+    text = read(out, "nobtf.log") or ""
+    if code in ("", "0") or "exposes no BTF" not in text or f"/boot/vmlinux-{uname}" not in text:
+        fail(("no_btf", f"without /sys/kernel/btf/vmlinux leakwatchd exited {code or '?'} "
+              f"and said: {text[-600:]!r}"))
+    metrics = read(out, "metrics_extbtf.txt") or ""
+    kinds = re.findall(r'^leakwatch_kernel_outstanding_bytes\{kind="(\w+)"\} (\S+)', metrics,
+                       re.M)
+    if len({k for k, _ in kinds}) != 4 or not any(float(v) > 0 for _, v in kinds):
+        fail(("external_btf", f"with the BTF at /boot/vmlinux-{uname} leakwatchd reported "
+              f"kernel kinds {kinds}: {(read(out, 'extbtf.log') or '')[-600:]!r}"))
+    r["btf"] = "error+file" if not any(c in ("no_btf", "external_btf")
+                                       for c, _ in r["failures"]) else "FAIL"
+    return r
+
+
+# ---------------------------------------------------------------- table
+
+def table(results, wall):
+    rows = [("arch", "kernel", "uprobes", "x86 push", "kmem tracepoints", "user leak (got/truth)",
+             "kernel held (got/truth)", "left after exit", "no BTF", "guest s", "result")]
+
+    def pct(pair):
+        return f"{pair[0]}/{pair[1]} ({100.0 * pair[0] / pair[1]:.1f}%)" if pair else "-"
+
+    for r in results:
+        tps = r.get("tracepoints")
+        node = "with *_node" if tps and "kmalloc_node" in tps else (
+            "no *_node" if tps and tps != "?" else (tps or "-"))
+        rows.append((r["arch"], r["release"], r.get("uprobes", "-"), r.get("push", "-"), node, pct(r.get("user")),
+                     pct(r.get("kernel")), str(r.get("left", "-")), r.get("btf", "-"),
+                     f"{r['seconds']:.0f}",
+                     "PASS" if not r["failures"] else
+                     "FAIL: " + ",".join(sorted({c for c, _ in r["failures"]}))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    print("\n".join(lines))
+    print(f"matrix wall time: {wall:.0f}s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", required=True, help="the source tree")
+    ap.add_argument("--leakwatchd", required=True, help="the x86_64 leakwatchd")
+    ap.add_argument("--fixtures", required=True, help="the x86_64 fixture programs' folder")
+    ap.add_argument("--aarch64-build", required=True, help="where to cross-build for aarch64")
+    ap.add_argument("--workdir", help="where guests' results go (default: a temporary folder)")
+    ap.add_argument("--only", default="", help="comma-separated filters, e.g. x86_64-5.10")
+    ap.add_argument("--jobs", type=int, default=2, help="guests at once")
+    ap.add_argument("--optional", action="store_true",
+                    default=os.environ.get("LEAKWATCH_MATRIX_OPTIONAL") == "1",
+                    help="kernels that cannot be fetched skip the matrix instead of failing it")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("the matrix must run as root (it reads the whole host root into the guests)")
+        return 1
+    wall0 = time.monotonic()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="leakwatch-matrix-")
+    os.makedirs(workdir, exist_ok=True)
+    entries = []
+    for arch, series, suites in MATRIX:
+        key = f"{arch}-{series or suites[0]}"
+        if args.only and not any(f in key for f in args.only.split(",")):
+            continue
+        entries.append({"arch": arch, "series": series, "suites": suites, "key": key})
+
+    # Fetch: every kernel of the matrix, and busybox for each architecture.
+    fetcher = kernels.Fetcher()
+    fetch_errors = []
+    busyboxes = {}
+    t0 = time.monotonic()
+    for e in entries:
+        try:
+            pkg, kdir, kmeta = fetcher.kernel(e["arch"], e["series"], e["suites"])
+            e.update(pkg=pkg, kdir=kdir, kmeta=kmeta, version=pkg["version"])
+            log(f"{e['key']}: {pkg['package']} {pkg['version']} from {pkg['suite']} "
+                f"({'cached' if pkg.get('cached') else 'downloaded'}, sha256 {pkg['sha256'][:12]})")
+            if e["arch"] not in busyboxes:
+                busyboxes[e["arch"]] = fetcher.busybox(e["arch"])
+        except kernels.FetchError as err:
+            fetch_errors.append((e["key"], str(err)))
+            log(f"{e['key']}: COULD NOT FETCH: {err}")
+    for note in fetcher.notes:
+        log(note)
+    if not args.only and not fetch_errors:
+        fetcher.prune()
+    log(f"kernels ready in {time.monotonic() - t0:.0f}s")
+    if fetch_errors:
+        what = "; ".join(f"{k}: {m.splitlines()[0]}" for k, m in fetch_errors)
+        if args.optional:
+            print(f"matrix SKIPPED (optional): kernels could not be fetched: {what}")
+            return 77
+        print(f"matrix FAILED: kernels could not be fetched (set LEAKWATCH_MATRIX_OPTIONAL=1 on a "
+              f"machine without access to the archive): {what}")
+        return 1
+
+    tools = {"x86_64": ["qemu-system-x86_64"],
+             "aarch64": ["qemu-system-aarch64", "aarch64-linux-gnu-g++"]}
+    missing = sorted({t for e in entries for t in tools[e["arch"]] if not shutil.which(t)})
+    if missing:
+        print(f"matrix FAILED: {', '.join(missing)} missing: run scripts/matrix-deps.sh "
+              f"(scripts/deps.sh does)")
+        return 1
+    binaries = {"x86_64": (os.path.abspath(args.leakwatchd), os.path.abspath(args.fixtures))}
+    unbuilt = {}  # arch -> why its guests cannot run
+    if any(e["arch"] == "aarch64" for e in entries):
+        try:
+            binaries["aarch64"] = cross_build(args, fetcher)
+        except (RuntimeError, kernels.FetchError) as err:
+            unbuilt["aarch64"] = str(err)
+            log(f"aarch64: {err}")
+    for arch, (lw, fx) in binaries.items():
+        for p in (lw, os.path.join(fx, "leak_steady"), os.path.join(fx, "kleak_pipes")):
+            if not os.access(p, os.X_OK):
+                unbuilt[arch] = f"{p} is missing: build it first"
+            elif p.startswith(("/run/", "/proc/", "/sys/", "/dev/")):
+                unbuilt[arch] = (f"{p}: the guests mount their own /run, /proc, /sys and /dev "
+                                 f"over the host's, so binaries there cannot run in them")
+
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_guest, e, e["kdir"], e["kmeta"], busyboxes[e["arch"]],
+                               binaries, workdir, args.jobs)
+                   for e in entries if e["arch"] not in unbuilt]
+        for e in entries:  # a guest without binaries fails as "build", the others still run
+            if e["arch"] in unbuilt:
+                results.append({"arch": e["arch"], "release": e["kmeta"]["release"],
+                                "seconds": 0, "failures": [("build", unbuilt[e["arch"]])]})
+        for f in futures:
+            results.append(f.result())
+    wall = time.monotonic() - wall0
+    print()
+    table(results, wall)
+    failed = 0
+    for r in results:
+        for check, message in r["failures"]:
+            failed += 1
+            print(f"FAIL {r['arch']} {r['release']} {check}: {message}")
+    if args.workdir or failed:
+        print(f"guest outputs (console, leakwatchd log, JSON answers): {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ok = sum(1 for r in results if not r["failures"])
+    print(f"{ok} passed, {len(results) - ok} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
