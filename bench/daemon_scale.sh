@@ -175,16 +175,7 @@ echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$DAEMON" --config "$WORK/leakwatch.yaml" --web.listen-address "127.0.0.1:$PORT" \
           --log-level warn ${DAEMON_FLAGS[@]+"${DAEMON_FLAGS[@]}"} >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
-for ((i = 0; i < 300; i++)); do
-    curl -sf --max-time 1 "http://127.0.0.1:$PORT/api/v1/processes" >/dev/null && break
-    kill -0 "$DAEMON_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if ! curl -sf --max-time 1 "http://127.0.0.1:$PORT/api/v1/processes" >/dev/null; then
-    echo "daemon_scale.sh: leakwatchd did not come up; its log:" >&2
-    cat "$WORK/daemon.log" >&2
-    exit 1
-fi
+wait_for_daemon daemon_scale.sh
 IDLE_RSS=$(status_kib "$DAEMON_PID" VmRSS)
 
 # --- the watched processes -----------------------------------------------------------------

@@ -18,3 +18,19 @@ bench_cleanup() {
     fi
     rm -rf "$WORK"
 }
+
+# Waits up to 30 s for leakwatchd (pid $DAEMON_PID) to answer on 127.0.0.1:$PORT; on failure
+# prints its log ($WORK/daemon.log) and exits. Usage: wait_for_daemon SCRIPT_NAME
+wait_for_daemon() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        curl -sf --max-time 1 "http://127.0.0.1:$PORT/api/v1/processes" >/dev/null && return 0
+        kill -0 "$DAEMON_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! curl -sf --max-time 1 "http://127.0.0.1:$PORT/api/v1/processes" >/dev/null; then
+        echo "$1: leakwatchd did not come up; its log:" >&2
+        cat "$WORK/daemon.log" >&2
+        exit 1
+    fi
+}

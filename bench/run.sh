@@ -180,17 +180,7 @@ EOF
     "$DAEMON" --config "$WORK/leakwatch.yaml" --web.listen-address "127.0.0.1:$PORT" \
               --probe-mode "$1" --log-level warn >"$WORK/daemon.log" 2>&1 &
     DAEMON_PID=$!
-    local i
-    for ((i = 0; i < 300; i++)); do
-        curl -sf --max-time 1 "http://127.0.0.1:$PORT/api/v1/processes" >/dev/null && break
-        kill -0 "$DAEMON_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if ! curl -sf --max-time 1 "http://127.0.0.1:$PORT/api/v1/processes" >/dev/null; then
-        echo "run.sh: leakwatchd did not come up; its log:" >&2
-        cat "$WORK/daemon.log" >&2
-        exit 1
-    fi
+    wait_for_daemon run.sh
     DAEMON_IDLE_RSS=$(rss_kib "$DAEMON_PID")
 }
 
