@@ -39,12 +39,12 @@ nlohmann::json frame_json(const Frame& f) {
         {"address", hex(f.address)},
         {"symbol", f.symbol},
         {"offset", f.offset},
-        {"module", f.module},
+        {"module", f.module.str()},
         {"module_offset", hex(f.module_offset)},
     };
-    if (!f.build_id.empty()) j["build_id"] = f.build_id;
+    if (!f.build_id.empty()) j["build_id"] = f.build_id.str();
     // Source lines from DWARF, when the module has debug info.
-    if (!f.file.empty()) j["file"] = f.file;
+    if (!f.file.empty()) j["file"] = f.file.str();
     if (f.line != 0) j["line"] = f.line;
     if (!f.inlined.empty()) {
         auto inlined = nlohmann::json::array();

@@ -261,7 +261,7 @@ class ElfFileBuilder {
 
 std::string Frame::display() const {
     if (!symbol.empty()) return symbol + "+0x" + hex(offset);
-    std::string base = module.empty() ? std::string("[unknown]") : module;
+    std::string base = module.empty() ? std::string("[unknown]") : module.str();
     if (size_t slash = base.rfind('/'); slash != std::string::npos && slash + 1 < base.size()) {
         base = base.substr(slash + 1);
     }

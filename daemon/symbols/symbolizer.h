@@ -13,6 +13,7 @@
 #include "proc/proc.h"
 #include "symbols/debuginfo.h"
 #include "symbols/lru.h"
+#include "symbols/shared_string.h"
 #include "util/result.h"
 
 namespace leakwatch {
@@ -21,13 +22,13 @@ struct Frame {
     uint64_t address = 0;        // absolute address in the process
     std::string symbol;          // demangled; "" when unknown
     uint64_t offset = 0;         // address - symbol start, when symbol is known
-    std::string module;          // path of the mapped file, or "[anon]" / "[unknown]"
+    SharedString module;         // path of the mapped file, or "[anon]" / "[unknown]"
     uint64_t module_offset = 0;  // file offset of the address within `module`
-    std::string build_id;        // hex, "" when the file has none
+    SharedString build_id;       // hex, "" when the file has none
     // From DWARF, when the file or a separate debug file has it: the source line in the frame's
     // own function, and the functions inlined at the address (innermost first, each with its
     // line). Never part of a metric label.
-    std::string file;
+    SharedString file;
     uint32_t line = 0;
     std::vector<SourceLine> inlined;
     // "symbol+0x1f", or "module+0x1234" when no symbol is known.

@@ -311,8 +311,8 @@ TEST_CASE("an address inside libc's malloc resolves to malloc", "[symbols]") {
     // chosen, every time.
     CHECK(f.symbol == "malloc");
     CHECK(f.offset == 4);
-    CHECK(fs::path(f.module).filename() == "libc.so.6");
-    CHECK(fs::equivalent(f.module, c.path));
+    CHECK(fs::path(f.module.str()).filename() == "libc.so.6");
+    CHECK(fs::equivalent(f.module.str(), c.path));
     CHECK_FALSE(f.build_id.empty());
     CHECK(f.build_id == open_elf(c.path)->build_id());
     CHECK(f.build_id == readelf_build_id(c.path));
@@ -1077,7 +1077,7 @@ TEST_CASE("libc's lines come from its separate debug file when installed", "[sym
     Frame f = symbolizer.symbolize(::getpid(), self_maps(), c.address("malloc") + 4);
     CHECK(f.symbol == "malloc");
     CHECK(f.line > 0);
-    CHECK_THAT(f.file, Catch::EndsWith("malloc.c"));
+    CHECK_THAT(f.file.str(), Catch::EndsWith("malloc.c"));
 }
 
 TEST_CASE("a binary replaced on disk is read only through the process's mapping", "[symbols]") {
