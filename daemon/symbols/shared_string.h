@@ -3,7 +3,6 @@
 // 10,000 stacks), and a std::string per frame cost about 130 bytes each there.
 #pragma once
 
-#include <cstring>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -22,14 +21,7 @@ class SharedString {
     operator const std::string&() const { return str(); }  // NOLINT
     operator std::string_view() const { return str(); }    // NOLINT
     bool empty() const { return str().empty(); }
-    size_t size() const { return str().size(); }
-    const char* c_str() const { return str().c_str(); }
     bool ends_with(std::string_view s) const { return str().ends_with(s); }
-    bool starts_with(std::string_view s) const { return str().starts_with(s); }
-    size_t find(std::string_view s, size_t pos = 0) const { return str().find(s, pos); }
-    std::string substr(size_t pos, size_t n = std::string::npos) const {
-        return str().substr(pos, n);
-    }
 
     friend bool operator==(const SharedString& a, const SharedString& b) {
         return a.p_ == b.p_ || a.str() == b.str();
@@ -37,15 +29,6 @@ class SharedString {
     friend bool operator==(const SharedString& a, std::string_view b) { return a.str() == b; }
     friend bool operator==(const SharedString& a, const char* b) { return a.str() == b; }
     friend bool operator==(const SharedString& a, const std::string& b) { return a.str() == b; }
-    friend bool operator<(const SharedString& a, const SharedString& b) {
-        return a.str() < b.str();
-    }
-    friend std::string operator+(const SharedString& a, std::string_view b) {
-        return a.str() + std::string(b);
-    }
-    friend std::string operator+(std::string_view a, const SharedString& b) {
-        return std::string(a) + b.str();
-    }
     friend std::ostream& operator<<(std::ostream& os, const SharedString& s) {
         return os << s.str();
     }

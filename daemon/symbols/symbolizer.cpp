@@ -270,7 +270,7 @@ std::string Frame::display() const {
 
 std::string Frame::source() const {
     if (file.empty() || line == 0) return {};
-    return file + ":" + std::to_string(line);
+    return file.str() + ":" + std::to_string(line);
 }
 
 Result<std::shared_ptr<const ElfFile>> ElfFile::open(const std::string& path) {

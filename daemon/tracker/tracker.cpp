@@ -68,13 +68,21 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     }
     target.path = *reachable;
     // The probes are in the library's executable segment: its mapping gives their addresses.
+    // One pass over the mappings of the allocator's file: its executable segment (where the
+    // probes are: their addresses are load_bias + file offset) and its whole range.
     target.load_bias = mapping->start - mapping->offset;
+    uint64_t lib_lo = UINT64_MAX, lib_hi = 0;
+    bool found_text = false;
     for (const auto& m : *maps) {
-        if (m.executable() && m.inode == mapping->inode && m.dev_major == mapping->dev_major &&
-            m.dev_minor == mapping->dev_minor) {
+        if (m.inode != mapping->inode || m.dev_major != mapping->dev_major ||
+            m.dev_minor != mapping->dev_minor)
+            continue;
+        if (m.executable() && !found_text) {
             target.load_bias = m.start - m.offset;
-            break;
+            found_text = true;
         }
+        lib_lo = std::min(lib_lo, m.start);
+        lib_hi = std::max(lib_hi, m.end);
     }
     std::set<uint64_t> seen;  // aliases (mmap/mmap64) share an address: probe it once
     for (const auto& fn : allocator_functions()) {
@@ -115,16 +123,10 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     recording.sample_bytes = rule.sample_bytes;
     // The allocator's own mmap calls are told by their caller being in its file, unless that
     // file is the program itself (a static binary), whose own mmap calls would vanish too.
-    recording.lib_lo = UINT64_MAX;
-    for (const auto& m : *maps) {
-        if (rule.allocator.library == "exe") break;
-        if (m.inode != mapping->inode || m.dev_major != mapping->dev_major ||
-            m.dev_minor != mapping->dev_minor)
-            continue;
-        recording.lib_lo = std::min(recording.lib_lo, m.start);
-        recording.lib_hi = std::max(recording.lib_hi, m.end);
+    if (rule.allocator.library != "exe" && lib_lo < lib_hi) {
+        recording.lib_lo = lib_lo;
+        recording.lib_hi = lib_hi;
     }
-    if (recording.lib_lo > recording.lib_hi) recording.lib_lo = recording.lib_hi = 0;
     if (auto ok = probes_.watch(static_cast<uint32_t>(pid), recording); !ok) {
         spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
         return Outcome::kFailed;
