@@ -184,6 +184,13 @@ def within(actual, expected, tolerance):
     return abs(actual - expected) <= tolerance * expected
 
 
+def check_nothing_lost(daemon, reasons):
+    """leakwatch_lost_events_total is 0 for each of these reasons."""
+    lost = {l["reason"]: v for n, l, v in daemon.metrics() if n == "leakwatch_lost_events_total"}
+    for reason in reasons:
+        check(lost[reason] == 0, f"lost events {reason} = {lost[reason]}")
+
+
 def run(tests):
     """Runs the test named on the command line (or all), cleaning up after each."""
     names = sys.argv[1:] or list(tests)

@@ -2,7 +2,7 @@
 stacks that name the pipe functions, attributed to the process, and go when it exits."""
 import time
 
-from lwtest import Daemon, Fixture, check, require_root, run, wait_until, within
+from lwtest import Daemon, Fixture, check, check_nothing_lost, require_root, run, within
 
 INTERVAL = 1.0
 CONFIG = f"""
@@ -89,9 +89,8 @@ def test_pipes_held_and_freed(cleanup):
     check(infos_left < NPIPES * 0.10, f"{infos_left} alloc_pipe_info allocations left")
     check(all(p["pid"] != fixture.pid for p in freed["processes"]),
           "the exited fixture still has a kernel series")
-    lost = {l["reason"]: v for n, l, v in daemon.metrics() if n == "leakwatch_lost_events_total"}
-    for reason in ("kernel_live_map_full", "kernel_stack_map_full", "kernel_totals_map_full"):
-        check(lost[reason] == 0, f"{reason} = {lost[reason]}")
+    check_nothing_lost(daemon, ("kernel_live_map_full", "kernel_stack_map_full",
+                                "kernel_totals_map_full"))
 
 
 def test_kinds_switch(cleanup):

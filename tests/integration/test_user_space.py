@@ -7,7 +7,7 @@ import tempfile
 import time
 import urllib.request
 
-from lwtest import (FIXTURES, LEAKWATCHD, Daemon, Fixture, check, free_port, parse_metrics,
+from lwtest import (FIXTURES, LEAKWATCHD, Daemon, Fixture, check, check_nothing_lost, free_port,
                     require_root, run, wait_until, within)
 
 INTERVAL = 1.0
@@ -50,6 +50,28 @@ def leaked(fixture, field=2):
     lines (field 2: the bytes)."""
     return {p[1]: int(p[field]) for p in (line.split() for line in fixture.lines)
             if p and p[0] == "leak"}
+
+
+# Losses that must not happen to a fixture the limits have room for.
+USER_LOSSES = ("live_map_full", "stack_map_full", "stack_totals_map_full", "inflight_full",
+               "missed_free", "stale_inflight")
+
+
+def check_attributed(daemon, pid, truths, tolerance, total_tolerance, show=False):
+    """Each leaking function (its site) holds what the fixture said it leaked, within
+    `tolerance`, and the process the sum of them, within `total_tolerance`. Returns the bytes
+    per site."""
+    sites = daemon.site_bytes(pid)
+    for fn, truth in truths.items():
+        got = sites.get(fn, 0)
+        if show:
+            print(f"{fn}: estimated {got} bytes, truth {truth} ({(got - truth) / truth:+.2%})")
+        check(within(got, truth, tolerance),
+              f"{fn}: {got} bytes attributed, truth {truth} ({tolerance:.0%}): {sites}")
+    total = daemon.process(pid)["outstanding_bytes"]
+    check(within(total, sum(truths.values()), total_tolerance),
+          f"process outstanding {total}, truth {sum(truths.values())}")
+    return sites
 
 
 def check_steady(daemon, fixture):
@@ -109,25 +131,16 @@ def test_every_entry_point(cleanup):
             check(parts[1] == "4", f"glibc served {parts[1]}/4 big blocks with mmap")
     check(len(truths) == 14, f"fixture reported {len(truths)} leaks: {truths}")
     time.sleep(2 * INTERVAL)
-    sites = daemon.site_bytes(fixture.pid)
-    for fn, truth in truths.items():
-        got = sites.get(fn, 0)
-        check(within(got, truth, 0.10), f"{fn}: {got} bytes attributed, truth {truth}: {sites}")
+    sites = check_attributed(daemon, fixture.pid, truths, 0.10, 0.01)
     # The balanced calls and the allocator's own mmaps leave nothing anywhere else.
     extra = {s: b for s, b in sites.items() if s not in truths and b != 0}
     check(sum(extra.values()) < 64 * 1024, f"bytes outside the leaking functions: {extra}")
-    total = daemon.process(fixture.pid)["outstanding_bytes"]
-    check(within(total, sum(truths.values()), 0.01),
-          f"process outstanding {total}, truth {sum(truths.values())}")
     # Every frame of the leak_malloc stack is symbolized, with the caller of malloc in it.
     stack = next(s for s in daemon.stacks(fixture.pid) if s["site"] == "leak_malloc")
     symbols = [f["symbol"] for f in stack["frames"]]
     check(symbols[:3] == ["malloc", "leak_malloc", "main"], f"leak_malloc frames: {symbols}")
     check(stack["frames"][1]["module"].endswith("/leak_all"), f"module: {stack['frames'][1]}")
-    lost = {l["reason"]: v for n, l, v in daemon.metrics() if n == "leakwatch_lost_events_total"}
-    for reason in ("live_map_full", "stack_map_full", "stack_totals_map_full", "inflight_full",
-                   "munmap_range_truncated", "missed_free", "stale_inflight"):
-        check(lost[reason] == 0, f"lost events {reason} = {lost[reason]}")
+    check_nothing_lost(daemon, USER_LOSSES + ("munmap_range_truncated",))
     # promtool's own linter on the real exposition.
     text = daemon.get("/metrics")
     promtool = shutil.which("promtool")
@@ -153,25 +166,15 @@ def test_sampling_estimates(cleanup):
     counts = leaked(fixture, field=3)
     check(set(truths) == {"leak_small", "leak_mixed_sizes"}, f"fixture printed {fixture.lines}")
     time.sleep(2 * INTERVAL)
-    sites = daemon.site_bytes(fixture.pid)
-    for fn, truth in truths.items():
-        got = sites.get(fn, 0)
-        print(f"{fn}: estimated {got} bytes, truth {truth} ({(got - truth) / truth:+.2%})")
-        check(within(got, truth, 0.10), f"{fn}: estimated {got}, truth {truth} (10%): {sites}")
+    sites = check_attributed(daemon, fixture.pid, truths, 0.10, 0.10, show=True)
     check(sites.get("churn_mixed", 0) == 0,
           f"churn_mixed freed everything, yet holds {sites.get('churn_mixed')}: {sites}")
-    total = daemon.process(fixture.pid)["outstanding_bytes"]
-    check(within(total, sum(truths.values()), 0.10),
-          f"process outstanding {total}, truth {sum(truths.values())}")
     records = map_entries(daemon).get("live", 0) - before
     allocations = sum(counts.values())
     print(f"{records} live records stand for {allocations} leaked allocations")
     check(0 < records < allocations * 0.2,
           f"{records} live records for {allocations} allocations: not sampled?")
-    lost = {l["reason"]: v for n, l, v in daemon.metrics() if n == "leakwatch_lost_events_total"}
-    for reason in ("live_map_full", "stack_map_full", "stack_totals_map_full", "inflight_full",
-                   "missed_free", "stale_inflight"):
-        check(lost[reason] == 0, f"lost events {reason} = {lost[reason]}")
+    check_nothing_lost(daemon, USER_LOSSES)
 
 
 def test_jemalloc_api(cleanup):
@@ -186,15 +189,9 @@ def test_jemalloc_api(cleanup):
     truths = leaked(fixture)
     check(len(truths) == 3, f"fixture printed {fixture.lines}")
     time.sleep(2 * INTERVAL)
-    sites = daemon.site_bytes(fixture.pid)
-    for fn, truth in truths.items():
-        got = sites.get(fn, 0)
-        check(within(got, truth, 0.01), f"{fn}: {got} bytes attributed, truth {truth}: {sites}")
+    sites = check_attributed(daemon, fixture.pid, truths, 0.01, 0.01)
     check(sites.get("balanced_pairs", 0) == 0,
           f"balanced_pairs freed everything, yet holds {sites.get('balanced_pairs')}: {sites}")
-    total = daemon.process(fixture.pid)["outstanding_bytes"]
-    check(within(total, sum(truths.values()), 0.01),
-          f"process outstanding {total}, truth {sum(truths.values())}")
 
 
 def map_entries(daemon):
