@@ -13,7 +13,8 @@
  * cpu_ns_per_pair is the process CPU time (user + system, so uprobe handling counts) over N.
  *
  * With BENCH_GO=PATH in the environment it prints its pid and waits until PATH exists before
- * the timed loop, so a tracer can attach first.
+ * the timed loop, so a tracer can attach first. With BENCH_DEPTH=D the fixed loop runs D calls
+ * deeper (D frames more on every allocation's stack, for the cost of walking them).
  *
  * Built -O2 -fno-omit-frame-pointer -fno-builtin-malloc -fno-builtin-free; every block is
  * written to, so the compiler cannot drop a malloc/free pair.
@@ -82,6 +83,18 @@ static void run_fixed(long pairs)
     }
 }
 
+/* Runs the fixed loop under `depth` more frames; the work after each call keeps it a call. */
+static __attribute__((noinline)) long nested(int depth, long pairs)
+{
+    if (depth <= 0) {
+        run_fixed(pairs);
+        return 0;
+    }
+    long r = nested(depth - 1, pairs);
+    *(volatile long *)&r += 1;
+    return r;
+}
+
 struct worker {
     pthread_t thread;
     long pairs;
@@ -147,7 +160,8 @@ int main(int argc, char **argv)
     if (!random_mode) {
         cpu_start = now_ns(CLOCK_PROCESS_CPUTIME_ID);
         start = now_ns(CLOCK_MONOTONIC);
-        run_fixed(pairs);
+        const char *depth = getenv("BENCH_DEPTH");
+        nested(depth ? atoi(depth) : 0, pairs);
         end = now_ns(CLOCK_MONOTONIC);
         cpu_end = now_ns(CLOCK_PROCESS_CPUTIME_ID);
     } else {

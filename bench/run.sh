@@ -16,13 +16,16 @@
 #                   full tracking, session uprobes where the kernel has them (auto)
 #   leakwatchd-multi        the same with --probe-mode multi (entry and return links, 6.6+)
 #   sampled / sampled-multi the same two with sample_bytes: $SAMPLE (default 512KiB)
+#   dwarf           leakwatchd, full tracking, session uprobes, `unwind: dwarf`: stacks walked
+#                   in BPF with the rules read from CFI instead of by frame pointers
 # ns/pair is wall time over the whole loop (all threads) divided by the pairs; cpu ns/pair is
 # the bench's CPU time (user + system, where uprobe handling is charged) over the pairs.
 #
 # Environment: BUILD (default ./build), PAIRS (untraced, default 10000000), TRACED_PAIRS
 # (probed cases, default 1000000), REPS (default 3), MODES (default "fixed random"),
 # SKIP_BUILD=1 to use the binaries already in $BUILD/bin, SAMPLE (sample_bytes of the sampled
-# cases, default 512KiB), CASES (default: all of the above).
+# cases, default 512KiB), CASES (default: all of the above), DEPTH (frames added above the
+# fixed mode's loop, default 0: the cost of walking deeper stacks).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +35,8 @@ TRACED_PAIRS=${TRACED_PAIRS:-1000000}
 REPS=${REPS:-3}
 MODES=${MODES:-fixed random}
 SAMPLE=${SAMPLE:-512KiB}
-CASES=${CASES:-untraced floor floor-free floor-entries leakwatchd leakwatchd-multi sampled sampled-multi}
+DEPTH=${DEPTH:-0}
+CASES=${CASES:-untraced floor floor-free floor-entries leakwatchd leakwatchd-multi sampled sampled-multi dwarf}
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "run.sh: must run as root (uprobes and BPF)" >&2
@@ -82,7 +86,7 @@ wait_for_line() {  # wait_for_line FILE PATTERN SECONDS
 # Starts alloc_bench MODE N waiting for a go file; sets BENCH_PID. Output goes to $WORK/bench.out.
 start_bench() {
     rm -f "$WORK/go" "$WORK/bench.out"
-    BENCH_GO=$WORK/go "$BENCH" "$1" "$2" >"$WORK/bench.out" &
+    BENCH_GO=$WORK/go BENCH_DEPTH=$DEPTH "$BENCH" "$1" "$2" >"$WORK/bench.out" &
     BENCH_PID=$!
     wait_for_line "$WORK/bench.out" '^pid ' 10 || { echo "run.sh: alloc_bench did not start" >&2; exit 1; }
 }
@@ -167,7 +171,7 @@ run_floor() {  # MODE PROBES
     wait "$floor_pid"  # it exits when the bench is gone, after detaching
 }
 
-start_daemon() {  # PROBE_MODE SAMPLE_BYTES
+start_daemon() {  # PROBE_MODE SAMPLE_BYTES [UNWIND]
     PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     cat >"$WORK/leakwatch.yaml" <<EOF
 interval: 1s
@@ -176,6 +180,7 @@ watch:
     match:
       comm: alloc_bench
     sample_bytes: $2
+    unwind: ${3:-frame-pointer}
 EOF
     "$DAEMON" --config "$WORK/leakwatch.yaml" --web.listen-address "127.0.0.1:$PORT" \
               --probe-mode "$1" --log-level warn >"$WORK/daemon.log" 2>&1 &
@@ -235,7 +240,7 @@ FREE_SKIP=$(free_skip_offset)
 echo "# leakwatch overhead benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "# $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)"
 echo "# untraced N=$PAIRS pairs, probed cases N=$TRACED_PAIRS pairs, median of $REPS runs"
-echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg); fixed-mode stack depth +$DEPTH"
 
 declare -A WALL CPU NOISE
 DAEMON_NOTES=() ANOMALIES=()
@@ -255,6 +260,7 @@ for mode in $MODES; do
             leakwatchd-multi) start_daemon multi 0 ;;
             sampled) start_daemon auto "$SAMPLE" ;;
             sampled-multi) start_daemon multi "$SAMPLE" ;;
+            dwarf) start_daemon auto 0 dwarf ;;
         esac
         walls=() cpus=() others=() misses=0
         for ((rep = 1; rep <= REPS; rep++)); do
@@ -263,7 +269,7 @@ for mode in $MODES; do
                 floor) run_floor "$mode" malloc,free,malloc_ret ;;
                 floor-free+*) run_floor "$mode" "malloc,free+$FREE_SKIP,malloc_ret" ;;
                 floor-entries+*) run_floor "$mode" "malloc,free+$FREE_SKIP" ;;
-                leakwatchd* | sampled*) run_daemon "$mode" ;;
+                leakwatchd* | sampled* | dwarf) run_daemon "$mode" ;;
             esac
             echo "# $mode $c run $rep: $RESULT others_busy_cpus=$OTHERS" >&2
             # A probed run as fast as an untraced one had no probe in effect, though the
@@ -283,12 +289,12 @@ for mode in $MODES; do
             walls+=("$(field ns_per_pair "$RESULT")")
             cpus+=("$(field cpu_ns_per_pair "$RESULT")")
             others+=("$OTHERS")
-            if [[ $c == leakwatchd* || $c == sampled* ]]; then
+            if [[ $c == leakwatchd* || $c == sampled* || $c == dwarf ]]; then
                 wall_s=$(awk -v ns="$(field elapsed_ns "$RESULT")" 'BEGIN { printf "%.1f", ns / 1e9 }')
                 DAEMON_NOTES+=("$mode $c run $rep: bench loop ${wall_s} s; leakwatchd CPU ${DAEMON_CPU_S} s, max RSS $((DAEMON_MAX_RSS / 1024)) MiB (idle $((DAEMON_IDLE_RSS / 1024)) MiB); API showed $SEEN_ALLOCS allocations")
             fi
         done
-        [[ $c == leakwatchd* || $c == sampled* ]] && stop_daemon
+        [[ $c == leakwatchd* || $c == sampled* || $c == dwarf ]] && stop_daemon
         WALL[$mode,$c]=$(printf '%s\n' "${walls[@]}" | median)
         CPU[$mode,$c]=$(printf '%s\n' "${cpus[@]}" | median)
         NOISE[$mode,$c]=$(printf '%s\n' "${others[@]}" | sort -g | tail -1)

@@ -89,6 +89,30 @@ struct {
     __uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
+/* Unwind rules per (tgid, return address), written by the daemon (leakwatch.h). Least
+ * recently used out first: an evicted rule costs one more snapshot. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct lw_key);
+    __type(value, struct lw_unwind_rule);
+} unwind_rules SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1024 * 1024);
+} snapshots SEC(".maps");
+
+/* Snapshots being unwound, by (tgid, key of lw_snapshot): the first walk to miss a rule at
+ * given frames and depth sends one; the walks that miss there before the daemon has unwound
+ * it (and deleted the mark) keep their frames so far, without a snapshot of their own. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, struct lw_key);
+    __type(value, __u8);
+} snapshots_sent SEC(".maps");
+
 static __always_inline void count_lost(__u32 reason)
 {
     __u64 *n = bpf_map_lookup_elem(&lost, &reason);
@@ -116,27 +140,141 @@ static __always_inline __u64 caller_address(struct pt_regs *ctx)
 #error "unsupported architecture"
 #endif
 
+/* Stores a stack under `key` unless it is there already. */
+static __always_inline void store_stack(struct lw_key *key, struct lw_stack *s)
+{
+    if (!bpf_map_lookup_elem(&stacks, key)) {
+        long err = bpf_map_update_elem(&stacks, key, s, BPF_NOEXIST);
+        if (err && err != -17 /* EEXIST: another CPU stored it */)
+            count_lost(LW_LOST_STACKS_FULL);
+    }
+}
+
+#if defined(__TARGET_ARCH_x86)
+/* Copies the frame's registers and the stack above it for the daemon to unwind. The largest
+ * readable slice: the stack's top may be closer than LW_SNAPSHOT_BYTES. */
+static __always_inline bool send_snapshot(__u32 tgid, __u64 id, __u64 key, __u64 ip, __u64 sp,
+                                          __u64 bp, struct lw_stack *s)
+{
+    struct lw_snapshot *e = bpf_ringbuf_reserve(&snapshots, sizeof(*e), 0);
+    if (!e) {
+        count_lost(LW_LOST_SNAPSHOTS_FULL);
+        return false;
+    }
+    e->tgid = tgid;
+    e->id = id;
+    e->key = key;
+    e->ts_ns = bpf_ktime_get_ns();
+    e->ip = ip;
+    e->sp = sp;
+    e->bp = bp;
+    bpf_probe_read_kernel(&e->frames, sizeof(e->frames), s);
+    __u32 len = LW_SNAPSHOT_BYTES;
+    for (int i = 0; i < 6; i++) { /* 8 KiB down to 256 bytes */
+        if (len > LW_SNAPSHOT_BYTES)
+            break;
+        if (bpf_probe_read_user(e->stack, len, (void *)sp) == 0)
+            break;
+        len >>= 1;
+    }
+    if (len < (LW_SNAPSHOT_BYTES >> 5))
+        len = 0;
+    e->len = len;
+    bpf_ringbuf_submit(e, 0);
+    return true;
+}
+
+/* Walks the stack with the daemon's CFI rules (LW_CFG_DWARF). The probe sits on or before
+ * the allocator's first stack push, so the entry frame's CFA is sp + 8 and rbp is the
+ * caller's. */
+static __always_inline __u64 capture_dwarf(struct pt_regs *ctx, __u32 tgid, struct lw_stack *s)
+{
+    __u64 ip = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), bp = PT_REGS_FP(ctx);
+    __u64 pc = 0;
+    if (bpf_probe_read_user(&pc, sizeof(pc), (void *)sp)) {
+        count_lost(LW_LOST_STACK_FAILED);
+        return 0;
+    }
+    sp += 8;
+    s->ips[0] = ip;
+    s->ips[1] = pc;
+    s->caller = pc;
+    __u32 n = 2;
+    bool missing = false;
+    for (int i = 0; i < LW_UNWIND_DEPTH; i++) {
+        if (!pc)
+            break;
+        struct lw_key rkey = {.tgid = tgid, .id = pc};
+        struct lw_unwind_rule *r = bpf_map_lookup_elem(&unwind_rules, &rkey);
+        if (!r) {
+            missing = true;
+            break;
+        }
+        if (r->kind != LW_UW_CFA_SP && r->kind != LW_UW_CFA_BP)
+            break;
+        __u64 cfa = (r->kind == LW_UW_CFA_BP ? bp : sp) + (__s64)r->cfa_off;
+        __u64 ra = 0;
+        if (r->bp_saved && bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)r->bp_off)))
+            break;
+        if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) || cfa <= sp)
+            break;
+        sp = cfa;
+        pc = ra;
+        if (!pc || n >= LW_DWARF_FRAMES)
+            break;
+        s->ips[n++] = pc;
+    }
+    s->nr = n;
+    s->flags = 0;
+    __u64 h = stack_hash(mix64(s->caller ^ 0x9e3779b97f4a7c15ULL), s->ips, n);
+    if (missing) {
+        /* One snapshot per frames-so-far and depth of the frame without a rule, under an id
+         * of its own; the walks that miss there meanwhile keep their frames so far. */
+        struct lw_key mark = {.tgid = tgid, .id = mix64(h ^ mix64(sp - PT_REGS_SP(ctx))) | 1};
+        __u8 one = 1;
+        if (bpf_map_update_elem(&snapshots_sent, &mark, &one, BPF_NOEXIST) == 0) {
+            __u64 id = ((__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32()) | 1;
+            s->flags = LW_STACK_PARTIAL;
+            if (send_snapshot(tgid, id, mark.id, pc, sp, bp, s)) {
+                struct lw_key key = {.tgid = tgid, .id = id};
+                store_stack(&key, s);
+                return id;
+            }
+            bpf_map_delete_elem(&snapshots_sent, &mark); /* the next walk sends it */
+            s->flags = 0;
+        } else {
+            count_lost(LW_LOST_UNWIND_PENDING);
+        }
+    }
+    struct lw_key key = {.tgid = tgid, .id = h};
+    store_stack(&key, s);
+    return h;
+}
+#endif
+
 /* Captures the user stack once and stores it under a hash of its frames and the caller. */
-static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid)
+static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
+                                           const struct lw_proc_cfg *cfg)
 {
     __u32 zero = 0;
     struct lw_stack *s = bpf_map_lookup_elem(&stack_scratch, &zero);
     if (!s)
         return 0;
+#if defined(__TARGET_ARCH_x86)
+    if (cfg->flags & LW_CFG_DWARF)
+        return capture_dwarf(ctx, tgid, s);
+#endif
     long n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), BPF_F_USER_STACK);
     if (n <= 0) {
         count_lost(LW_LOST_STACK_FAILED);
         return 0;
     }
     s->nr = n / sizeof(__u64);
+    s->flags = 0;
     s->caller = caller_address(ctx);
     __u64 h = stack_hash(mix64(s->caller ^ 0x9e3779b97f4a7c15ULL), s->ips, s->nr);
     struct lw_key key = {.tgid = tgid, .id = h};
-    if (!bpf_map_lookup_elem(&stacks, &key)) {
-        long err = bpf_map_update_elem(&stacks, &key, s, BPF_NOEXIST);
-        if (err && err != -17 /* EEXIST: another CPU stored it */)
-            count_lost(LW_LOST_STACKS_FULL);
-    }
+    store_stack(&key, s);
     return h;
 }
 
@@ -312,7 +450,7 @@ static __always_inline bool alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 s
     }
     if (record) {
         rec.flags |= LW_INF_RECORD;
-        rec.stack = capture_stack(ctx, tgid);
+        rec.stack = capture_stack(ctx, tgid, cfg);
     } else if (!arg || kind == LW_POSIX_MEMALIGN) {
         /* Nothing to do at the return: no record, so a session uprobe skips it. The
          * allocator's own inner calls are told apart by their caller (from_allocator). */
@@ -495,39 +633,54 @@ static __always_inline int enter_munmap(struct pt_regs *ctx, __u64 addr, __u64 l
 static __always_inline bool enter_kind(struct pt_regs *ctx, __u32 kind)
 {
     __u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a3 = PT_REGS_PARM3(ctx);
-    __u64 total = 0;
-    __u32 flags;
+    __u64 size = 0, arg = 0;
+    __u32 flags = 0;
+    /* One alloc_enter for every kind: it (and the stack walk in it) is then verified once per
+     * program, not once per kind. */
     switch (kind) {
     case LW_MALLOC:
     case LW_VALLOC:
-        return alloc_enter(ctx, kind, a1, 0, 0);
+        size = a1;
+        break;
     case LW_CALLOC: /* (nmemb, size) */
-        flags = mul_overflows(a1, a2, &total);
-        return alloc_enter(ctx, kind, total, 0, flags);
+        flags = mul_overflows(a1, a2, &size);
+        break;
     case LW_REALLOC: /* (ptr, size) */
-        return alloc_enter(ctx, kind, a2, a1, 0);
+        size = a2;
+        arg = a1;
+        break;
     case LW_REALLOCARRAY: /* (ptr, nmemb, size) */
-        flags = mul_overflows(a2, a3, &total);
-        return alloc_enter(ctx, kind, total, a1, flags);
+        flags = mul_overflows(a2, a3, &size);
+        arg = a1;
+        break;
     case LW_POSIX_MEMALIGN: /* (memptr, alignment, size) */
-        return alloc_enter(ctx, kind, a3, a1, 0);
+        size = a3;
+        arg = a1;
+        break;
     case LW_ALIGNED_ALLOC: /* (alignment, size) */
     case LW_MEMALIGN:
-        return alloc_enter(ctx, kind, a2, 0, 0);
+        size = a2;
+        break;
     case LW_PVALLOC: /* rounds the size up to whole pages */
-        return alloc_enter(ctx, kind, (a1 + page_size - 1) & ~(page_size - 1), 0, 0);
+        size = (a1 + page_size - 1) & ~(page_size - 1);
+        break;
     case LW_MMAP: /* (addr, len, ...) */
-        return alloc_enter(ctx, kind, a2, 0, 0);
+        size = a2;
+        break;
     case LW_MREMAP: /* (old_addr, old_size, new_size, ...) */
-        return alloc_enter(ctx, kind, a3, a1, 0);
+        size = a3;
+        arg = a1;
+        break;
     case LW_FREE:
         enter_free(ctx, a1);
         return false;
     case LW_MUNMAP:
         enter_munmap(ctx, a1, a2);
         return false;
+    default:
+        return false;
     }
-    return false;
+    return alloc_enter(ctx, kind, size, arg, flags);
 }
 
 /* Classic attachment: one uprobe link per function, each with its own program. */

@@ -49,6 +49,10 @@ enum lw_lost_reason {
     LW_LOST_K_TOTALS_FULL,     /* kernel (process, kind, stack) totals map full */
     LW_LOST_K_UNKNOWN_FREE,    /* free of a kernel address not recorded (allocated before start) */
     LW_LOST_K_MISSED_FREE,     /* kernel allocation at a live address: its free was missed */
+    LW_LOST_SNAPSHOTS_FULL,    /* unwind snapshot ring buffer full: a stack kept only its
+                                  frames up to the first one without an unwind rule */
+    LW_LOST_UNWIND_PENDING,    /* a walk met a frame whose snapshot was still being unwound:
+                                  the stack kept its frames up to there */
     LW_LOST_MAX,
 };
 
@@ -74,6 +78,7 @@ struct lw_proc_cfg {
 };
 
 #define LW_CFG_PARTIAL 1u /* sampling or a size filter: not every call is recorded */
+#define LW_CFG_DWARF 2u   /* unwind with the CFI rules of `unwind_rules` (x86-64) */
 
 /* Session-uprobe attach cookies: the probe's address in the process above the kind. */
 #define LW_COOKIE_KIND_BITS 8
@@ -123,9 +128,55 @@ struct lw_proc_totals {
  * read at entry, which frame-pointer walking from a function's first instruction misses. */
 struct lw_stack {
     __u32 nr;
-    __u32 pad;
+    __u32 flags; /* LW_STACK_PARTIAL: a snapshot's frames, until the daemon completes them */
     __u64 caller;
     __u64 ips[LW_MAX_STACK_DEPTH];
+};
+
+#define LW_STACK_PARTIAL 1u
+
+/* Unwinding through code without frame pointers (x86-64). The daemon derives one rule per
+ * return address from the code's CFI (.eh_frame) and stores it under (tgid, address); the
+ * BPF side walks a stack with them, one map lookup per frame. At the first address without a
+ * rule it sends a snapshot of that frame's registers and of the stack above it, from which the
+ * daemon unwinds the rest and stores the rules it used: the CFI is read once per distinct
+ * return address, the snapshot copied once per stack part not seen before. */
+#define LW_UNWIND_DEPTH 64       /* frames unwound with rules, at most */
+#define LW_DWARF_FRAMES (LW_UNWIND_DEPTH + 2) /* and with the allocator and its caller */
+#define LW_SNAPSHOT_BYTES 8192   /* stack bytes a snapshot copies, at most */
+
+enum lw_unwind_kind {
+    LW_UW_CFA_SP = 1, /* CFA = the frame's sp + cfa_off */
+    LW_UW_CFA_BP = 2, /* CFA = the frame's rbp + cfa_off */
+    LW_UW_END = 3,    /* outermost frame, or nothing known: the walk stops here */
+};
+
+/* The caller's frame is: sp = CFA, return address at CFA - 8, and rbp read at CFA + bp_off
+ * when bp_saved (else unchanged). */
+struct lw_unwind_rule {
+    __u32 kind; /* enum lw_unwind_kind */
+    __s32 cfa_off;
+    __s32 bp_off;
+    __u32 bp_saved;
+};
+
+/* Sent when a walk meets a return address without a rule. `frames` is what was unwound so
+ * far (ips[0] the allocator, caller its return address, as in `stacks`); ip, sp and bp are
+ * the frame whose rule is missing (ip is a return address); stack[0, len) is the memory
+ * from sp up. The allocation is recorded under stack id `id`, unique to this snapshot.
+ * `key` (the frames so far and the depth of the missing one) marks the snapshot as sent in
+ * `snapshots_sent` until the daemon has unwound it. */
+struct lw_snapshot {
+    __u32 tgid;
+    __u32 len;
+    __u64 id;
+    __u64 key;
+    __u64 ts_ns; /* bpf_ktime_get_ns() when taken */
+    __u64 ip;
+    __u64 sp;
+    __u64 bp;
+    struct lw_stack frames;
+    __u8 stack[LW_SNAPSHOT_BYTES];
 };
 
 /* An allocator call between its entry and its return, per thread. */

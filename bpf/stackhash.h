@@ -4,6 +4,10 @@
 #ifndef LEAKWATCH_STACKHASH_H
 #define LEAKWATCH_STACKHASH_H
 
+#ifndef __always_inline /* user space: the daemon computes the same ids */
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
 static __always_inline __u64 mix64(__u64 x)
 {
     x ^= x >> 33;
@@ -18,7 +22,7 @@ static __always_inline __u64 stack_hash(__u64 seed, const __u64 *ips, __u32 nr)
 {
     __u64 h = seed;
     for (int i = 0; i < LW_MAX_STACK_DEPTH; i++) {
-        if (i >= nr)
+        if ((__u32)i >= nr)
             break;
         h = mix64(h ^ ips[i]) + i;
     }

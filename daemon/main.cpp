@@ -16,6 +16,7 @@
 #include "aggregate/aggregator.h"
 #include "bpf/kernel_probes.h"
 #include "bpf/probes.h"
+#include "bpf/snapshots.h"
 #include "config/config.h"
 #include "detect/follow.h"
 #include "http/server.h"
@@ -25,6 +26,7 @@
 #include "service/notify.h"
 #include "symbols/kallsyms.h"
 #include "symbols/symbolizer.h"
+#include "symbols/unwind.h"
 #include "tracker/tracker.h"
 
 namespace {
@@ -76,6 +78,12 @@ const char* loss_advice(size_t reason) {
             return "frees of kernel memory allocated before leakwatchd started are expected";
         case LW_LOST_K_MISSED_FREE:
             return "a kernel free was not seen; the old record was replaced";
+        case LW_LOST_UNWIND_PENDING:
+            return "expected when new stacks appear: allocations made while a stack's first "
+                   "snapshot was unwound (well under a millisecond) keep the frames walked so far";
+        case LW_LOST_SNAPSHOTS_FULL:
+            return "new stacks came faster than the daemon unwound them; some stacks end early "
+                   "until their unwind rules are known";
         default:
             return "";
     }
@@ -85,7 +93,8 @@ void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters
     for (size_t i = 0; i < lost.size(); i++) {
         if (lost[i] == 0 || reported[i] != 0) continue;
         reported[i] = lost[i];
-        bool expected = i == LW_LOST_UNKNOWN_FREE || i == LW_LOST_K_UNKNOWN_FREE;
+        bool expected = i == LW_LOST_UNKNOWN_FREE || i == LW_LOST_K_UNKNOWN_FREE ||
+                        i == LW_LOST_UNWIND_PENDING;
         auto level = expected ? spdlog::level::info : spdlog::level::warn;
         spdlog::log(level,
                     "lost events ({}): {} so far; {} (logged once, counted in "
@@ -138,10 +147,39 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     Symbolizer symbolizer(proc, symbol_options);
     Tracker* tracker_ptr = nullptr;
     Aggregator aggregator(
-        **probes, [&](uint32_t pid, uint64_t addr) { return tracker_ptr->resolve(pid, addr); });
+        **probes, [&](uint32_t pid, uint64_t addr) { return tracker_ptr->resolve(pid, addr); },
+        [&](uint32_t pid) { return symbolizer.perf_map_generation(static_cast<int>(pid)); });
     Tracker tracker(**probes, proc, symbolizer, aggregator, config.watch);
     tracker_ptr = &tracker;
     (*probes)->set_event_handler([&](const lw_event& e) { tracker.on_event(e); });
+    Unwinder unwinder(proc);
+    (*probes)->set_snapshot_handler(
+        [&](const lw_snapshot& s) { complete_snapshot(**probes, unwinder, s); });
+    std::atomic<bool> stop_unwinding{false};
+    std::thread unwinding([&] {
+        while (!stop_unwinding) {
+            int n = (*probes)->poll_snapshots(200);
+            if (n < 0 && n != -EINTR) {
+                spdlog::error("polling unwind snapshots: {}", strerror(-n));
+                break;
+            }
+        }
+    });
+    struct Joiner {
+        std::atomic<bool>& stop;
+        std::thread& thread;
+        ~Joiner() {
+            stop = true;
+            thread.join();
+        }
+    } join_unwinding{stop_unwinding, unwinding};
+#if !defined(__x86_64__)
+    for (const auto& rule : config.watch)
+        if (rule.unwind == WatchRule::Unwind::kDwarf)
+            spdlog::warn("rule {}: unwind: dwarf is implemented on x86-64 only; stacks are walked "
+                         "by frame pointers",
+                         rule.name);
+#endif
 
     // Kernel allocations: system-wide tracepoints, symbolized from /proc/kallsyms.
     std::unique_ptr<KernelProbes> kernel_probes;
@@ -211,6 +249,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
         log_new_losses(snap->lost, reported);
         status.attached = tracker.attached();
         status.symbol_caches = symbolizer.cache_stats();
+        status.unwind = unwinder.stats();
         state.publish(std::move(snap), status);
     };
     sample();

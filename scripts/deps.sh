@@ -12,8 +12,9 @@ packages=(
     libbpf-dev libelf-dev libdw-dev zlib1g-dev
     libcivetweb-dev libspdlog-dev libyaml-cpp-dev libsystemd-dev
     nlohmann-json3-dev libcli11-dev catch2 libcapstone-dev
-    # tests: a fixture linked against jemalloc (its own API and C++ operators)
-    libjemalloc2
+    # tests: a fixture linked against jemalloc (its own API and C++ operators); a JVM leaking
+    # direct buffers (java, jcmd)
+    libjemalloc2 openjdk-17-jdk-headless
     # tests: the fixtures' helpers, promtool and alertmanager, bpftool's map dumps
     python3 prometheus prometheus-alertmanager curl
     # packaging and the service tests: systemd-analyze, dpkg-shlibdeps, rpmbuild, a Debian

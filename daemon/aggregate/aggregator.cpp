@@ -21,11 +21,17 @@ std::vector<uint64_t> frame_addresses(const RawStack& raw) {
 const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, uint64_t id) {
     auto key = std::make_pair(meta.pid, id);
     auto it = cache_.find(key);
-    if (it != cache_.end()) return it->second;
+    if (it != cache_.end()) {
+        if (!it->second.unnamed_jit || !jit_ || jit_(meta.pid) == it->second.jit_generation)
+            return it->second;
+        cache_.erase(it);  // the perf map changed: its JIT frames may be named now
+    }
     Resolved r;
+    r.id = id;
     auto frames = std::make_shared<std::vector<Frame>>();
     auto raw = id ? source_.stack(meta.pid, id) : std::nullopt;
     if (raw) {
+        if (raw->content_id != 0) r.id = raw->content_id;
         auto addrs = frame_addresses(*raw);
         for (size_t i = 0; i < addrs.size(); i++) {
             // Frames past the first are return addresses: look up the call instruction
@@ -37,6 +43,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
                 if (!f.symbol.empty()) f.offset += 1;
                 f.module_offset += 1;
             }
+            if (f.symbol.empty() && f.module == "[anon]") r.unnamed_jit = true;
             frames->push_back(std::move(f));
         }
         r.site = site_of(*frames, meta.symbol_prefix);
@@ -44,8 +51,11 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
         r.site = "[unknown]";
     }
     r.frames = std::move(frames);
-    // A stack the map does not hold (yet: it was full) is looked up again next time.
-    if (id && !raw) {
+    // Only processes with unnamed JIT frames have their perf map looked at.
+    if (r.unnamed_jit && jit_) r.jit_generation = jit_(meta.pid);
+    // A stack the map does not hold (yet: it was full), or whose snapshot is still being
+    // unwound, is looked up again next time.
+    if (id && (!raw || raw->partial)) {
         unresolved_ = std::move(r);
         return unresolved_;
     }
@@ -106,10 +116,21 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
         std::sort(list.begin(), list.end(), [](const StackTotals& a, const StackTotals& b) {
             return a.bytes != b.bytes ? a.bytes > b.bytes : a.stack < b.stack;
         });
+        // Stacks with the same frames are one: a stack completed from an unwind snapshot is
+        // stored under the snapshot's id, the walks after it under the frames' own.
+        std::unordered_map<uint64_t, size_t> by_id;
         for (const auto& s : list) {
             const Resolved& r = resolve_stack(meta, s.stack);
-            view.stacks.push_back({s.stack, s.bytes, s.count, r.site, r.frames, {}});
+            auto [at, fresh] = by_id.try_emplace(r.id, view.stacks.size());
+            if (fresh) {
+                view.stacks.push_back({r.id, s.bytes, s.count, r.site, r.frames, {}});
+            } else {
+                view.stacks[at->second].bytes += s.bytes;
+                view.stacks[at->second].count += s.count;
+            }
         }
+        std::stable_sort(view.stacks.begin(), view.stacks.end(),
+                         [](const StackView& a, const StackView& b) { return a.bytes > b.bytes; });
         snap.processes.push_back(std::move(view));
     }
     std::sort(snap.processes.begin(), snap.processes.end(),

@@ -59,6 +59,9 @@ struct Snapshot {
 
 // Resolves one code address of a process to a frame (the Symbolizer in the daemon).
 using FrameResolver = std::function<Frame(uint32_t pid, uint64_t address)>;
+// A number that changes when more of a process's JIT-compiled code can be named (its perf map
+// was read anew): stacks with unnamed JIT frames are then resolved again.
+using JitGeneration = std::function<uint64_t(uint32_t pid)>;
 
 // The frame addresses of a raw stack, caller included once: frame-pointer walking from an
 // allocator's first instruction skips the direct caller unless the kernel adds it itself.
@@ -66,8 +69,8 @@ std::vector<uint64_t> frame_addresses(const RawStack& raw);
 
 class Aggregator {
   public:
-    Aggregator(AllocationSource& source, FrameResolver resolve)
-        : source_(source), resolve_(std::move(resolve)) {}
+    Aggregator(AllocationSource& source, FrameResolver resolve, JitGeneration jit = {})
+        : source_(source), resolve_(std::move(resolve)), jit_(std::move(jit)) {}
 
     // Reads the source once; `now_ns` is CLOCK_MONOTONIC, for min_age.
     Snapshot sample(const std::vector<ProcessMeta>& processes, uint64_t now_ns);
@@ -78,11 +81,15 @@ class Aggregator {
     struct Resolved {
         std::shared_ptr<const std::vector<Frame>> frames;
         std::string site;
+        uint64_t id = 0;  // the stack's id by its frames (RawStack::content_id, else its own)
+        bool unnamed_jit = false;  // has frames in anonymous memory without a name
+        uint64_t jit_generation = 0;
     };
     const Resolved& resolve_stack(const ProcessMeta& meta, uint64_t id);
 
     AllocationSource& source_;
     FrameResolver resolve_;
+    JitGeneration jit_;
     std::map<std::pair<uint32_t, uint64_t>, Resolved> cache_;
     Resolved unresolved_;  // the last stack that could not be resolved (not cached)
 };

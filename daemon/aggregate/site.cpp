@@ -50,7 +50,7 @@ constexpr std::array<std::string_view, 40> kAllocatorNames = {
     "nallocx",
 };
 
-constexpr std::array<std::string_view, 7> kAllocatorPrefixes = {
+constexpr std::array<std::string_view, 24> kAllocatorPrefixes = {
     "operator new",
     "operator delete",
     "std::allocator<",
@@ -58,6 +58,26 @@ constexpr std::array<std::string_view, 7> kAllocatorPrefixes = {
     "__gnu_cxx::new_allocator<",
     "std::__new_allocator<",
     "__gnu_cxx::__alloc_traits<",
+    // HotSpot's C heap (libjvm) and its native-memory entry for Java code
+    "os::malloc(",
+    "os::realloc(",
+    "AllocateHeap(",
+    "Unsafe_AllocateMemory0",
+    "Unsafe_ReallocateMemory0",
+    // Java's own direct-memory allocation, named through the JVM's perf map
+    "jdk.internal.misc.Unsafe.allocateMemory",
+    "java.nio.DirectByteBuffer.<init>(",
+    "java.nio.ByteBuffer.allocateDirect(",
+    // CPython's allocators (pymalloc, the PyMem and PyObject families)
+    "_PyObject_Malloc",
+    "_PyObject_Calloc",
+    "_PyObject_Realloc",
+    "PyObject_Malloc",
+    "PyObject_Calloc",
+    "PyObject_Realloc",
+    "_PyMem_Raw",
+    "PyMem_",
+    "_PyMem_",
 };
 
 }  // namespace
@@ -95,6 +115,11 @@ std::string function_name(std::string_view s) {
 }
 
 std::string site_of(const std::vector<Frame>& frames, std::string_view prefix) {
+    // Interpreted Python (3.12+ with -X perf): the innermost Python function, named by the
+    // interpreter's perf map, is the site; the C frames between it and the allocator are the
+    // interpreter running it.
+    for (const auto& f : frames)
+        if (f.symbol.starts_with("py::")) return f.symbol;
     for (const auto& f : frames) {
         if (is_allocator_frame(f.symbol, prefix)) continue;
         if (!f.symbol.empty()) return function_name(f.symbol);

@@ -19,7 +19,8 @@ bool is_allocator_frame(std::string_view symbol, std::string_view prefix = {});
 std::string function_name(std::string_view symbol);
 
 // The first frame outside the allocator: its function name (see function_name), or
-// module+offset when it has no symbol.
+// module+offset when it has no symbol. With a Python function named by the interpreter's perf
+// map ("py::name:file"), the innermost of those.
 // "[unknown]" when the stack has no frame outside the allocator.
 std::string site_of(const std::vector<Frame>& frames, std::string_view prefix = {});
 

@@ -11,7 +11,7 @@
 namespace leakwatch {
 
 // Mirrors enum lw_lost_reason in bpf/leakwatch.h (checked by a static_assert in bpf/).
-inline constexpr std::array<const char*, 16> kLostReasonNames = {
+inline constexpr std::array<const char*, 18> kLostReasonNames = {
     "live_map_full",          "stack_capture_failed",
     "stack_map_full",         "stack_totals_map_full",
     "inflight_full",          "stale_inflight",
@@ -20,6 +20,7 @@ inline constexpr std::array<const char*, 16> kLostReasonNames = {
     "kernel_live_map_full",   "kernel_stack_capture_failed",
     "kernel_stack_map_full",  "kernel_totals_map_full",
     "kernel_unknown_free",    "kernel_missed_free",
+    "unwind_snapshots_full",  "unwind_pending",
 };
 using LostCounters = std::array<uint64_t, kLostReasonNames.size()>;
 
@@ -42,6 +43,10 @@ struct StackTotals {
 struct RawStack {
     uint64_t caller = 0;        // return address read at the allocator's entry
     std::vector<uint64_t> ips;  // ips[0] is the allocator entry
+    // The id these frames have when walked in one go; differs from the id they are stored
+    // under for a stack completed from an unwind snapshot. 0: same as the stored id.
+    uint64_t content_id = 0;
+    bool partial = false;  // a snapshot's frames so far, not yet completed by the daemon
 };
 
 struct LiveAllocation {

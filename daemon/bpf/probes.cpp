@@ -15,6 +15,7 @@
 #include "bpf/pidns.h"
 #include "leakwatch.h"
 #include "sampling.h"
+#include "stackhash.h"
 #include "leakwatch.skel.h"
 
 namespace leakwatch {
@@ -281,11 +282,15 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     probes->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &Probes::on_ring_event,
                                      probes.get(), nullptr);
     if (!probes->ring_) return fail_errno("creating the event ring buffer", errno);
+    probes->snapshot_ring_ = ring_buffer__new(bpf_map__fd(skel->maps.snapshots),
+                                              &Probes::on_snapshot, probes.get(), nullptr);
+    if (!probes->snapshot_ring_) return fail_errno("creating the unwind snapshot ring buffer", errno);
     return probes;
 }
 
 Probes::~Probes() {
     if (ring_) ring_buffer__free(ring_);
+    if (snapshot_ring_) ring_buffer__free(snapshot_ring_);
     for (auto* link : event_links_) bpf_link__destroy(link);
     if (skel_) leakwatch_bpf__destroy(skel_);
 }
@@ -363,6 +368,7 @@ Result<void> Probes::watch(uint32_t tgid, const Recording& r) {
     cfg.lib_lo = r.lib_lo;
     cfg.lib_hi = r.lib_hi;
     if (r.sample_bytes || r.min_size > 0 || r.max_size != UINT64_MAX) cfg.flags |= LW_CFG_PARTIAL;
+    if (r.dwarf_unwind) cfg.flags |= LW_CFG_DWARF;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watched), &tgid, &cfg, BPF_ANY))
         return fail_errno("adding pid " + std::to_string(tgid) + " to the watched map", errno);
     return {};
@@ -374,7 +380,8 @@ void Probes::unwatch(uint32_t tgid) {
 
 void Probes::purge(const std::set<uint32_t>& tgids) {
     if (tgids.empty()) return;
-    for (bpf_map* map : {skel_->maps.live, skel_->maps.stack_totals, skel_->maps.stacks}) {
+    for (bpf_map* map : {skel_->maps.live, skel_->maps.stack_totals, skel_->maps.stacks,
+                         skel_->maps.unwind_rules, skel_->maps.snapshots_sent}) {
         std::vector<lw_key> doomed;
         int fd = bpf_map__fd(map);
         if (map == skel_->maps.live) {
@@ -383,6 +390,14 @@ void Probes::purge(const std::set<uint32_t>& tgids) {
             });
         } else if (map == skel_->maps.stacks) {
             for_each_entry<lw_key, lw_stack>(fd, [&](const lw_key& k, const lw_stack&) {
+                if (tgids.count(k.tgid)) doomed.push_back(k);
+            });
+        } else if (map == skel_->maps.snapshots_sent) {
+            for_each_entry<lw_key, uint8_t>(fd, [&](const lw_key& k, const uint8_t&) {
+                if (tgids.count(k.tgid)) doomed.push_back(k);
+            });
+        } else if (map == skel_->maps.unwind_rules) {
+            for_each_entry<lw_key, lw_unwind_rule>(fd, [&](const lw_key& k, const lw_unwind_rule&) {
                 if (tgids.count(k.tgid)) doomed.push_back(k);
             });
         } else {
@@ -403,6 +418,43 @@ int Probes::on_ring_event(void* ctx, void* data, size_t size) {
     if (size < sizeof(lw_event) || !self->handler_) return 0;
     self->handler_(*static_cast<const lw_event*>(data));
     return 0;
+}
+
+int Probes::on_snapshot(void* ctx, void* data, size_t size) {
+    auto* self = static_cast<Probes*>(ctx);
+    if (size < sizeof(lw_snapshot) || !self->snapshot_handler_) return 0;
+    self->snapshot_handler_(*static_cast<const lw_snapshot*>(data));
+    return 0;
+}
+
+void Probes::set_unwind_rule(uint32_t tgid, uint64_t pc, const lw_unwind_rule& rule) {
+    lw_key key{};
+    key.tgid = tgid;
+    key.id = pc;
+    bpf_map_update_elem(bpf_map__fd(skel_->maps.unwind_rules), &key, &rule, BPF_ANY);
+}
+
+void Probes::set_stack(uint32_t tgid, uint64_t id, const lw_stack& stack) {
+    lw_key key{};
+    key.tgid = tgid;
+    key.id = id;
+    bpf_map_update_elem(bpf_map__fd(skel_->maps.stacks), &key, &stack, BPF_ANY);
+}
+
+void Probes::snapshot_done(uint32_t tgid, uint64_t mark) {
+    lw_key key{};
+    key.tgid = tgid;
+    key.id = mark;
+    bpf_map_delete_elem(bpf_map__fd(skel_->maps.snapshots_sent), &key);
+}
+
+bool Probes::watching(uint32_t tgid) const {
+    lw_proc_cfg cfg{};
+    return bpf_map_lookup_elem(bpf_map__fd(skel_->maps.watched), &tgid, &cfg) == 0;
+}
+
+int Probes::poll_snapshots(int timeout_ms) {
+    return ring_buffer__poll(snapshot_ring_, timeout_ms);
 }
 
 int Probes::poll_events(int timeout_ms) {
@@ -438,6 +490,10 @@ std::optional<RawStack> Probes::stack(uint32_t tgid, uint64_t id) {
     out.caller = s.caller;
     uint32_t nr = std::min<uint32_t>(s.nr, LW_MAX_STACK_DEPTH);
     out.ips.assign(s.ips, s.ips + nr);
+    // The id the BPF side gives these frames: the same for a snapshot's stack once completed
+    // (stored under the snapshot's id) and for the walks after it.
+    out.content_id = stack_hash(mix64(s.caller ^ 0x9e3779b97f4a7c15ULL), s.ips, nr);
+    out.partial = s.flags & LW_STACK_PARTIAL;
     return out;
 }
 
@@ -480,6 +536,8 @@ std::vector<MapUsage> Probes::usage() {
          limits_.stack_totals},
         {"processes", count_entries(skel_->maps.watched), limits_.processes},
         {"inflight", count_entries(skel_->maps.inflight), limits_.threads},
+        {"unwind_rules", count_batched<lw_key, lw_unwind_rule>(skel_->maps.unwind_rules),
+         bpf_map__max_entries(skel_->maps.unwind_rules)},
     };
 }
 

@@ -18,6 +18,9 @@ struct leakwatch_bpf;
 struct bpf_link;
 struct ring_buffer;
 struct lw_event;
+struct lw_snapshot;
+struct lw_stack;
+struct lw_unwind_rule;
 
 namespace leakwatch {
 
@@ -80,6 +83,7 @@ class Probes : public AllocationSource {
         uint64_t sample_bytes = 0;  // 0: every allocation
         uint64_t lib_lo = 0;        // the allocator library's mapped range
         uint64_t lib_hi = 0;
+        bool dwarf_unwind = false;  // walk stacks with unwind rules (x86-64)
     };
     // Starts recording a process (after attach): its filters and zeroed totals.
     Result<void> watch(uint32_t tgid, const Recording& recording);
@@ -89,6 +93,20 @@ class Probes : public AllocationSource {
 
     // Waits up to timeout_ms for process events and hands each to the handler.
     void set_event_handler(EventHandler handler) { handler_ = std::move(handler); }
+    // Unwind snapshots (walks that met a return address without a rule) go to this handler,
+    // from poll_snapshots; it answers with set_unwind_rule and set_stack. A thread of its own
+    // polls them, so that the first allocations of a new stack wait for their rules as little
+    // as possible (the main loop may be symbolizing for tens of milliseconds).
+    using SnapshotHandler = std::function<void(const lw_snapshot&)>;
+    void set_snapshot_handler(SnapshotHandler handler) { snapshot_handler_ = std::move(handler); }
+    int poll_snapshots(int timeout_ms);
+    void set_unwind_rule(uint32_t tgid, uint64_t pc, const lw_unwind_rule& rule);
+    // Replaces the frames stored under a stack id (a snapshot's, once unwound).
+    void set_stack(uint32_t tgid, uint64_t id, const lw_stack& stack);
+    // Clears a snapshot's mark in snapshots_sent (lw_snapshot::key) once it is unwound.
+    void snapshot_done(uint32_t tgid, uint64_t key);
+    // Whether the BPF side records this process now.
+    bool watching(uint32_t tgid) const;
     int poll_events(int timeout_ms);
 
     std::vector<std::pair<uint32_t, ProcTotals>> process_totals() override;
@@ -101,11 +119,14 @@ class Probes : public AllocationSource {
   private:
     Probes() = default;
     static int on_ring_event(void* ctx, void* data, size_t size);
+    static int on_snapshot(void* ctx, void* data, size_t size);
 
     leakwatch_bpf* skel_ = nullptr;
     ring_buffer* ring_ = nullptr;
+    ring_buffer* snapshot_ring_ = nullptr;
     std::vector<bpf_link*> event_links_;
     EventHandler handler_;
+    SnapshotHandler snapshot_handler_;
     Limits limits_;
     int ncpus_ = 1;
     ProbeMode mode_ = ProbeMode::kClassic;  // never kAuto once loaded

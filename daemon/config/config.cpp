@@ -209,9 +209,9 @@ constexpr std::array<std::string_view, 6> kLogLevels{"trace", "debug", "info",
                                                      "warn",  "error", "critical"};
 constexpr std::array<std::string_view, 5> kKernelKeys{"enabled", "kinds", "min_size", "max_size",
                                                       "include_movable_pages"};
-constexpr std::array<std::string_view, 7> kRuleKeys{"name",     "match",    "allocator",
+constexpr std::array<std::string_view, 8> kRuleKeys{"name",     "match",    "allocator",
                                                     "min_size", "max_size", "min_age",
-                                                    "sample_bytes"};
+                                                    "sample_bytes", "unwind"};
 constexpr std::array<std::string_view, 4> kMatchKeys{"comm", "exe", "pid", "cmdline"};
 constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
 constexpr std::array<std::string_view, 12> kLimitKeys{"live_allocations",
@@ -589,6 +589,16 @@ class Parser {
                     return error(entry, "sample_bytes " + quoted(entry.value.Scalar()) +
                                             " is larger than 64MiB; use 0 to record every "
                                             "allocation");
+                }
+            } else if (entry.key == "unwind") {
+                const std::string value = entry.value.IsScalar() ? entry.value.Scalar() : "";
+                if (value == "frame-pointer") {
+                    rule.unwind = WatchRule::Unwind::kFramePointer;
+                } else if (value == "dwarf") {
+                    rule.unwind = WatchRule::Unwind::kDwarf;
+                } else {
+                    return error(entry, "unwind must be frame-pointer or dwarf, not " +
+                                            quoted(value));
                 }
             }
             if (!ok) return std::unexpected(ok.error());

@@ -44,6 +44,11 @@ struct WatchRule {
     // allocation of s bytes is recorded with probability 1 - exp(-s / sample_bytes) and counts
     // for its size divided by that probability.
     uint64_t sample_bytes = 0;
+    // How stacks are walked: by frame pointers (the kernel's walk), or with the CFI
+    // (.eh_frame) of the mapped files, which also recovers callers in code built without
+    // frame pointers (x86-64; elsewhere frame pointers are used and a warning says so).
+    enum class Unwind { kFramePointer, kDwarf };
+    Unwind unwind = Unwind::kFramePointer;
     int line = 0;  // 1-based line of the rule in the file, for messages
 };
 

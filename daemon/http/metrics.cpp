@@ -358,6 +358,16 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
             w.sample(labels.add("cache", c.cache), static_cast<double>(c.*f.value));
         }
     }
+    w.family("leakwatch_unwind_snapshots_total",
+             "Stack snapshots unwound with CFI (unwind: dwarf): walks that met a return address "
+             "without an unwind rule.",
+             "counter");
+    w.sample(static_cast<double>(status.unwind.snapshots));
+    w.family("leakwatch_unwind_rules_total", "Unwind rules read from CFI.", "counter");
+    w.sample(static_cast<double>(status.unwind.rules));
+    w.family("leakwatch_unwind_seconds_total",
+             "Time spent unwinding snapshots, reading CFI included.", "counter");
+    w.sample(static_cast<double>(status.unwind.nanoseconds) / 1e9);
     w.family("leakwatch_last_sample_timestamp_seconds", "When the BPF maps were last read.",
              "gauge");
     w.sample(std::chrono::duration<double>(snap.taken.time_since_epoch()).count());

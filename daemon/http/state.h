@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "aggregate/aggregator.h"
+#include "symbols/unwind.h"
 
 namespace leakwatch {
 
@@ -20,6 +21,7 @@ struct DaemonStatus {
     uint32_t top_stacks = 20;
     uint32_t top_processes = 20;
     std::vector<SymbolCacheStats> symbol_caches;  // the symbolizer's caches, for self metrics
+    UnwindStats unwind;  // stack snapshots unwound from CFI (`unwind: dwarf`)
 };
 
 class PublishedState {

@@ -45,6 +45,12 @@ class LruCache {
         trim();
         return order_.front().second;
     }
+    void erase(const Key& key) {
+        auto it = index_.find(key);
+        if (it == index_.end()) return;
+        order_.erase(it->second);
+        index_.erase(it);
+    }
     void set_capacity(size_t capacity) {
         capacity_ = std::max<size_t>(1, capacity);
         trim();

@@ -318,7 +318,8 @@ Symbolizer::Symbolizer(const ProcReader& proc, SymbolizerOptions options)
       options_(std::move(options)),
       files_(options_.max_files),
       debug_(options_.max_files),
-      lines_(options_.max_source_entries) {}
+      lines_(options_.max_source_entries),
+      perf_maps_(proc) {}
 
 void Symbolizer::set_limits(size_t max_files, size_t max_source_entries) {
     std::lock_guard lock(mu_);
@@ -465,6 +466,14 @@ Frame Symbolizer::symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t
     if (m->path.empty()) {
         frame.module = "[anon]";
         frame.module_offset = address - m->start;
+        // JIT-compiled code: named by the runtime's perf map, if it writes one.
+        if (m->executable()) {
+            std::lock_guard lock(mu_);
+            if (const PerfMap::Symbol* s = perf_maps_.find(pid, address)) {
+                frame.symbol = perf_map_symbol(s->name);
+                frame.offset = address - s->start;
+            }
+        }
         return frame;
     }
     frame.module = m->path;
@@ -533,6 +542,16 @@ void Symbolizer::add_source(int pid, const MapEntry& mapping, const ElfFile& fil
     frame.file = source->file;
     frame.line = source->line;
     frame.inlined = source->inlined;
+}
+
+uint64_t Symbolizer::perf_map_generation(int pid) {
+    std::lock_guard lock(mu_);
+    return perf_maps_.generation(pid);
+}
+
+void Symbolizer::forget_process(int pid) {
+    std::lock_guard lock(mu_);
+    perf_maps_.forget(pid);
 }
 
 size_t Symbolizer::cached_files() const {

@@ -13,6 +13,7 @@
 #include "proc/proc.h"
 #include "symbols/debuginfo.h"
 #include "symbols/lru.h"
+#include "symbols/perf_map.h"
 #include "symbols/shared_string.h"
 #include "util/result.h"
 
@@ -115,6 +116,10 @@ class Symbolizer {
     // also gets its source line and inlined functions.
     Frame symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t address);
     size_t cached_files() const;
+    // Changes whenever the perf map of pid (JIT-compiled code's names) is read anew.
+    uint64_t perf_map_generation(int pid);
+    // Drops the perf map held for a process that is no longer watched.
+    void forget_process(int pid);
     // New bounds (a config reload); shrinking evicts at once.
     void set_limits(size_t max_files, size_t max_source_entries);
     // Closes the DWARF files opened since the last call; the source lines found stay cached.
@@ -150,6 +155,7 @@ class Symbolizer {
     // Files that could not be opened or parsed (key: opened path + mapped dev/inode), so a
     // missing or non-ELF file costs one attempt, not one per frame.
     std::map<std::string, std::string> failed_;
+    PerfMaps perf_maps_;
     bool warned_evicting_ = false;
     void remember_failure(const std::string& key, const std::string& message);
     void insert_file(const std::string& identity, const std::string& key,

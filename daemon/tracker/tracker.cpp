@@ -24,7 +24,7 @@ bool same_rule(const WatchRule& a, const WatchRule& b) {
            a.allocator.library == b.allocator.library &&
            a.allocator.symbol_prefix == b.allocator.symbol_prefix && a.min_size == b.min_size &&
            a.max_size == b.max_size && a.min_age == b.min_age &&
-           a.sample_bytes == b.sample_bytes;
+           a.sample_bytes == b.sample_bytes && a.unwind == b.unwind;
 }
 
 }  // namespace
@@ -121,6 +121,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     recording.min_size = rule.min_size;
     recording.max_size = rule.max_size;
     recording.sample_bytes = rule.sample_bytes;
+    recording.dwarf_unwind = rule.unwind == WatchRule::Unwind::kDwarf;
     // The allocator's own mmap calls are told by their caller being in its file, unless that
     // file is the program itself (a static binary), whose own mmap calls would vanish too.
     if (rule.allocator.library != "exe" && lib_lo < lib_hi) {
@@ -174,6 +175,7 @@ void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     if (in_background) reaper_.dispose(std::move(it->second.attachment));
     tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
     aggregator_.forget(static_cast<uint32_t>(pid));
+    symbolizer_.forget_process(pid);
     purge_.insert(static_cast<uint32_t>(pid));
 }
 

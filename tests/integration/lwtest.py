@@ -92,6 +92,12 @@ class Daemon(Server):
     def __init__(self, config_text, extra_args=(), env=None, wait=True):
         self.dir = tempfile.mkdtemp(prefix="leakwatch-test-")
         self.config = os.path.join(self.dir, "leakwatch.yaml")
+        # LEAKWATCH_UNWIND runs a test's rules with that stack walk (frame-pointer or dwarf)
+        unwind = os.environ.get("LEAKWATCH_UNWIND")
+        if unwind:
+            config_text = re.sub(r"^(\s*)- name: (.*)$",
+                                 lambda m: f"{m.group(0)}\n{m.group(1)}  unwind: {unwind}",
+                                 config_text, flags=re.M)
         with open(self.config, "w") as f:
             f.write(config_text)
         self.port = free_port()
@@ -178,6 +184,34 @@ class Fixture:
             self.proc.kill()
             self.proc.wait()
         subprocess.run(["rm", "-rf", self.dir])
+
+
+def start(cleanup, thing):
+    """Registers a Daemon, Fixture or anything with stop() for cleanup; returns it."""
+    cleanup.append(thing)
+    return thing
+
+
+def pid_rules(rules, interval_ms=1000):
+    """A config with one rule per (name, pid, unwind)."""
+    text = f"interval: {interval_ms}ms\nwatch:\n"
+    for name, pid, unwind in rules:
+        text += f"  - name: {name}\n    match:\n      pid: {pid}\n    unwind: {unwind}\n"
+    return text
+
+
+def symbols(stack):
+    """The symbols of a stack's frames, innermost first ("" where unknown)."""
+    return [f.get("symbol", "") for f in stack["frames"]]
+
+
+def in_order(have, want):
+    """`want` appear in `have` in this order (not necessarily adjacent)."""
+    i = 0
+    for s in have:
+        if i < len(want) and s == want[i]:
+            i += 1
+    return i == len(want)
 
 
 def within(actual, expected, tolerance):

@@ -7,7 +7,7 @@ import os
 import re
 import time
 
-from lwtest import Daemon, Fixture, check, require_root, run, wait_until, within
+from lwtest import Daemon, Fixture, check, require_root, run, start, wait_until, within
 
 INTERVAL = 1.0
 CONFIG = f"""
@@ -27,11 +27,6 @@ def marker(name):
             if f"LINE:{name} */" in line:
                 return n
     raise AssertionError(f"no marker {name} in {SOURCE}")
-
-
-def start(cleanup, thing):
-    cleanup.append(thing)
-    return thing
 
 
 def test_source_lines(cleanup):

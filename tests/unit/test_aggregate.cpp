@@ -179,11 +179,20 @@ TEST_CASE("is_allocator_frame knows libc, C++ and prefixed allocator functions",
           "std::__new_allocator<Foo>::allocate(unsigned long, void const*)",
           "__gnu_cxx::new_allocator<char>::allocate(unsigned long, void const*)",
           "std::allocator_traits<std::allocator<int> >::allocate(std::allocator<int>&, "
-          "unsigned long)"}) {
+          "unsigned long)",
+          // HotSpot's C heap and Java's direct buffers (names from the JVM's perf map)
+          "os::malloc(unsigned long, MEMFLAGS)", "Unsafe_AllocateMemory0",
+          "AllocateHeap(unsigned long, MEMFLAGS, AllocFailStrategy::AllocFailEnum)",
+          "jdk.internal.misc.Unsafe.allocateMemory(long)", "java.nio.DirectByteBuffer.<init>(int)",
+          "java.nio.ByteBuffer.allocateDirect(int)",
+          // CPython
+          "_PyObject_Malloc", "PyObject_Realloc", "PyMem_RawMalloc", "_PyMem_RawRealloc",
+          "PyMem_Calloc"}) {
         INFO(name);
         CHECK(is_allocator_frame(name));
     }
     for (const char* name : {"", "leak_fn", "main", "Foo::bar", "mallocate", "my_malloc",
+                             "os::malloc_info()", "LeakDirect.leakBuffer(int)", "Interpreter",
                              "std::vector<int, std::allocator<int> >::push_back(int const&)"}) {
         INFO(name);
         CHECK_FALSE(is_allocator_frame(name));
@@ -193,6 +202,18 @@ TEST_CASE("is_allocator_frame knows libc, C++ and prefixed allocator functions",
     CHECK(is_allocator_frame("je_calloc", "je_"));
     CHECK(is_allocator_frame("malloc", "je_"));
     CHECK_FALSE(is_allocator_frame("je_leak_fn", "je_"));
+}
+
+TEST_CASE("site_of: the innermost Python function named by the perf map", "[aggregate][site]") {
+    CHECK(site_of({frame_named("malloc"), frame_named("_PyObject_Malloc"),
+                   frame_named("PyByteArray_Resize"), frame_named("_PyEval_EvalFrameDefault"),
+                   frame_named("py::leak_buffers:/srv/app.py"),
+                   frame_named("_PyEval_EvalFrameDefault"), frame_named("py::main:/srv/app.py")}) ==
+          "py::leak_buffers:/srv/app.py");
+    // Without the perf map, the interpreter's own C function.
+    CHECK(site_of({frame_named("malloc"), frame_named("_PyObject_Malloc"),
+                   frame_named("PyByteArray_Resize"), frame_named("_PyEval_EvalFrameDefault")}) ==
+          "PyByteArray_Resize");
 }
 
 TEST_CASE("site_of is the first frame outside the allocator", "[aggregate][site]") {

@@ -345,6 +345,20 @@ TEST_CASE("a negative size is an error", "[config][errors]") {
     CHECK_THAT(message, Contains("t.yaml:4: watch[0].max_size: \"-4KiB\" is negative"));
 }
 
+TEST_CASE("unwind: frame-pointer by default, or dwarf", "[config]") {
+    Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                                  "    unwind: dwarf", "  - name: b", "    match: {comm: b}",
+                                  "  - name: c", "    match: {comm: c}",
+                                  "    unwind: frame-pointer"}));
+    CHECK(config.watch[0].unwind == WatchRule::Unwind::kDwarf);
+    CHECK(config.watch[1].unwind == WatchRule::Unwind::kFramePointer);
+    CHECK(config.watch[2].unwind == WatchRule::Unwind::kFramePointer);
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    unwind: cfi"})),
+               Contains("t.yaml:4: watch[0].unwind: unwind must be frame-pointer or dwarf, not "
+                        "\"cfi\""));
+}
+
 TEST_CASE("sample_bytes: a size up to 64MiB, 0 or absent for every allocation", "[config]") {
     Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
                                   "    sample_bytes: 512KiB", "  - name: b",
@@ -567,6 +581,7 @@ TEST_CASE("the commented-out examples in config/leakwatch.yaml are valid", "[con
     CHECK(redis.max_size == 1048576);
     CHECK(redis.min_age == 30s);
     CHECK(config->watch[1].match.exe == "/usr/local/bin/billing-api");
+    CHECK(config->watch[1].unwind == WatchRule::Unwind::kDwarf);
     CHECK(config->watch[2].match.comm == "java");
     REQUIRE(config->watch[2].match.cmdline_regex.has_value());
     CHECK(std::regex_search("/usr/bin/java -Xmx2g -jar /opt/orders/orders-1.4.2.jar --port 80",

@@ -1,0 +1,54 @@
+#include "bpf/snapshots.h"
+
+#include <spdlog/spdlog.h>
+#include <time.h>
+
+#include <algorithm>
+
+#include "leakwatch.h"
+
+namespace leakwatch {
+
+void complete_snapshot(Probes& probes, Unwinder& unwinder, const lw_snapshot& snapshot) {
+    // A process no longer watched (it exited, or was purged meanwhile): nothing of it is
+    // written back, so nothing is left behind in the maps.
+    if (!probes.watching(snapshot.tgid)) return;
+    lw_stack stack = snapshot.frames;
+    stack.flags = 0;
+    // As deep as the BPF walk goes, so that a stack completed here and the same stack walked
+    // in one go later have the same frames (and the same id, by which the aggregator merges).
+    stack.nr = std::min<uint32_t>(stack.nr, LW_DWARF_FRAMES);
+    UnwindStart start;
+    start.ip = snapshot.ip;
+    start.sp = snapshot.sp;
+    start.bp = snapshot.bp;
+    start.stack =
+        std::span<const uint8_t>(snapshot.stack, std::min<size_t>(snapshot.len, LW_SNAPSHOT_BYTES));
+    // The walk's first frame is the snapshot's own ip, the stack's last frame so far.
+    auto steps =
+        unwinder.unwind_snapshot(static_cast<int>(snapshot.tgid), start, LW_MAX_STACK_DEPTH);
+    for (size_t i = 0; i < steps.size(); i++) {
+        const auto& [pc, rule] = steps[i];
+        lw_unwind_rule r{};
+        r.kind = rule.kind;
+        r.cfa_off = rule.cfa_offset;
+        r.bp_off = rule.bp_offset;
+        r.bp_saved = rule.bp_saved ? 1 : 0;
+        probes.set_unwind_rule(snapshot.tgid, pc, r);
+        if (i > 0 && stack.nr < LW_DWARF_FRAMES) stack.ips[stack.nr++] = pc;
+    }
+    probes.set_stack(snapshot.tgid, snapshot.id, stack);
+    // The rules are in: walks through these frames go on in BPF, and a walk that misses
+    // here again (a rule evicted) sends a new snapshot.
+    probes.snapshot_done(snapshot.tgid, snapshot.key);
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1000000000ull +
+                      static_cast<uint64_t>(now.tv_nsec);
+    spdlog::debug("pid {}: stack snapshot unwound {:.3f} ms after it was taken: {} frames, {} "
+                  "rules",
+                  snapshot.tgid, static_cast<double>(now_ns - snapshot.ts_ns) / 1e6, stack.nr,
+                  steps.size());
+}
+
+}  // namespace leakwatch

@@ -1,0 +1,318 @@
+#include "symbols/unwind.h"
+
+#include <dwarf.h>
+#include <elfutils/libdw.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <unistd.h>
+
+#if LEAKWATCH_DECODE_X86
+#include <capstone/capstone.h>
+#endif
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+namespace leakwatch {
+
+namespace {
+
+constexpr int kRegBp = 6;  // DWARF register numbers, x86-64
+constexpr int kRegSp = 7;
+constexpr int kRegRa = 16;
+
+// A register's saved place as "CFA + n" (DW_OP_call_frame_cfa; DW_OP_plus_uconst n, which
+// libdw also uses for negative n), if the ops are that.
+std::optional<int64_t> cfa_plus(const Dwarf_Op* ops, size_t n) {
+    if (ops == nullptr || n == 0 || ops[0].atom != DW_OP_call_frame_cfa) return std::nullopt;
+    if (n == 1) return 0;
+    if (n == 2 && ops[1].atom == DW_OP_plus_uconst) return static_cast<int64_t>(ops[1].number);
+    return std::nullopt;
+}
+
+std::optional<UnwindRule> rule_of(Dwarf_Frame* frame) {
+    if (dwarf_frame_info(frame, nullptr, nullptr, nullptr) != kRegRa) return UnwindRule::end();
+    UnwindRule rule;
+    Dwarf_Op* ops = nullptr;
+    size_t nops = 0;
+    if (dwarf_frame_cfa(frame, &ops, &nops) != 0 || nops != 1) return UnwindRule::end();
+    int reg = -1;
+    int64_t offset = 0;
+    if (ops[0].atom == DW_OP_bregx) {
+        reg = static_cast<int>(ops[0].number);
+        offset = static_cast<int64_t>(ops[0].number2);
+    } else if (ops[0].atom >= DW_OP_breg0 && ops[0].atom <= DW_OP_breg31) {
+        reg = ops[0].atom - DW_OP_breg0;
+        offset = static_cast<int64_t>(ops[0].number);
+    }
+    if (reg == kRegSp) {
+        rule.kind = UnwindRule::kCfaSp;
+    } else if (reg == kRegBp) {
+        rule.kind = UnwindRule::kCfaBp;
+    } else {
+        return UnwindRule::end();
+    }
+    if (offset < INT32_MIN || offset > INT32_MAX) return UnwindRule::end();
+    rule.cfa_offset = static_cast<int32_t>(offset);
+
+    Dwarf_Op mem[3];
+    // The return address: undefined in the outermost frame (_start, clone's child).
+    if (dwarf_frame_register(frame, kRegRa, mem, &ops, &nops) != 0) return UnwindRule::end();
+    auto ra = cfa_plus(ops, nops);
+    if (!ra || *ra != -8) return UnwindRule::end();
+    if (dwarf_frame_register(frame, kRegBp, mem, &ops, &nops) != 0) return UnwindRule::end();
+    if (nops == 0) {
+        rule.bp_saved = false;  // same value, or undefined (then no frame after uses it)
+    } else if (auto at = cfa_plus(ops, nops); at && *at >= INT32_MIN && *at <= INT32_MAX) {
+        rule.bp_saved = true;
+        rule.bp_offset = static_cast<int32_t>(*at);
+    } else {
+        return UnwindRule::end();
+    }
+    return rule;
+}
+
+}  // namespace
+
+struct CfiFile::Impl {
+    int fd = -1;
+    Elf* elf = nullptr;
+    Dwarf_CFI* eh = nullptr;     // .eh_frame: owned by nobody (freed with dwarf_cfi_end)
+    Dwarf* dwarf = nullptr;      // for .debug_frame, opened when .eh_frame lacks an address
+    Dwarf_CFI* debug = nullptr;  // owned by `dwarf`
+    bool debug_tried = false;
+    struct Segment {
+        uint64_t vaddr, offset, filesz;
+    };
+    std::vector<Segment> segments;
+
+    ~Impl() {
+        if (eh != nullptr) dwarf_cfi_end(eh);
+        if (dwarf != nullptr) dwarf_end(dwarf);
+        if (elf != nullptr) elf_end(elf);
+        if (fd >= 0) ::close(fd);
+    }
+    std::optional<UnwindRule> lookup(Dwarf_CFI* cfi, uint64_t vaddr) {
+        if (cfi == nullptr) return std::nullopt;
+        Dwarf_Frame* frame = nullptr;
+        if (dwarf_cfi_addrframe(cfi, vaddr, &frame) != 0) return std::nullopt;
+        auto rule = rule_of(frame);
+        std::free(frame);
+        return rule;
+    }
+};
+
+Result<std::unique_ptr<CfiFile>> CfiFile::open(const std::string& path) {
+    elf_version(EV_CURRENT);
+    auto file = std::unique_ptr<CfiFile>(new CfiFile());
+    file->impl_ = std::make_unique<Impl>();
+    Impl& impl = *file->impl_;
+    impl.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (impl.fd < 0) return fail_errno("opening " + path, errno);
+    impl.elf = elf_begin(impl.fd, ELF_C_READ_MMAP, nullptr);
+    if (impl.elf == nullptr || elf_kind(impl.elf) != ELF_K_ELF)
+        return fail("reading " + path + ": not an ELF file");
+    size_t n = 0;
+    if (elf_getphdrnum(impl.elf, &n) != 0) return fail("reading " + path + ": no program headers");
+    for (size_t i = 0; i < n; i++) {
+        GElf_Phdr ph;
+        if (gelf_getphdr(impl.elf, static_cast<int>(i), &ph) != nullptr && ph.p_type == PT_LOAD)
+            impl.segments.push_back({ph.p_vaddr, ph.p_offset, ph.p_filesz});
+    }
+    impl.eh = dwarf_getcfi_elf(impl.elf);  // nullptr: no .eh_frame
+    return file;
+}
+
+CfiFile::~CfiFile() = default;
+
+std::optional<uint64_t> CfiFile::vaddr_of_file_offset(uint64_t off) const {
+    for (const auto& s : impl_->segments)
+        if (off >= s.offset && off < s.offset + s.filesz) return s.vaddr + (off - s.offset);
+    return std::nullopt;
+}
+
+std::optional<UnwindRule> CfiFile::rule_at(uint64_t vaddr) {
+    if (auto rule = impl_->lookup(impl_->eh, vaddr)) return rule;
+    if (!impl_->debug_tried) {
+        impl_->debug_tried = true;
+        impl_->dwarf = dwarf_begin_elf(impl_->elf, DWARF_C_READ, nullptr);
+        if (impl_->dwarf != nullptr) impl_->debug = dwarf_getcfi(impl_->dwarf);
+    }
+    return impl_->lookup(impl_->debug, vaddr);
+}
+
+std::vector<UnwindStep> unwind(const UnwindStart& start,
+                               const std::function<UnwindRule(uint64_t pc)>& rule_for,
+                               size_t max_frames) {
+    std::vector<UnwindStep> steps;
+    auto read = [&](uint64_t addr, uint64_t& value) {
+        if (addr < start.sp || addr - start.sp > start.stack.size() ||
+            start.stack.size() - (addr - start.sp) < sizeof(value))
+            return false;
+        std::memcpy(&value, start.stack.data() + (addr - start.sp), sizeof(value));
+        return true;
+    };
+    uint64_t pc = start.ip, sp = start.sp, bp = start.bp;
+    while (pc != 0 && steps.size() < max_frames) {
+        UnwindRule rule = rule_for(pc);
+        steps.push_back({pc, rule});
+        if (rule.kind != UnwindRule::kCfaSp && rule.kind != UnwindRule::kCfaBp) break;
+        uint64_t cfa = (rule.kind == UnwindRule::kCfaBp ? bp : sp) +
+                       static_cast<uint64_t>(static_cast<int64_t>(rule.cfa_offset));
+        uint64_t ra = 0;
+        if (rule.bp_saved &&
+            !read(cfa + static_cast<uint64_t>(static_cast<int64_t>(rule.bp_offset)), bp))
+            break;
+        // The stack grows down: a caller's frame is above its callee's.
+        if (!read(cfa - 8, ra) || cfa <= sp) break;
+        sp = cfa;
+        pc = ra;
+    }
+    return steps;
+}
+
+#if LEAKWATCH_DECODE_X86
+
+std::optional<UnwindRule> rule_from_code(std::span<const uint8_t> code, uint64_t ra) {
+    if (ra == 0 || ra > code.size()) return std::nullopt;
+    csh handle;
+    if (cs_open(CS_ARCH_X86, CS_MODE_64, &handle) != CS_ERR_OK) return std::nullopt;
+    cs_option(handle, CS_OPT_DETAIL, CS_OPT_ON);
+    cs_insn* insn = cs_malloc(handle);
+    const uint8_t* p = code.data();
+    size_t left = static_cast<size_t>(ra);
+    uint64_t at = 0;
+    int64_t pushed = 0;            // bytes below the return address of the blob's entry
+    std::optional<int64_t> bp_at;  // where %rbp was pushed, relative to the CFA
+    std::optional<UnwindRule> out;
+    while (at < ra && cs_disasm_iter(handle, &p, &left, &at, insn)) {
+        const cs_x86& x86 = insn->detail->x86;
+        auto reg_op = [&](int i, x86_reg reg) {
+            return x86.op_count > i && x86.operands[i].type == X86_OP_REG &&
+                   x86.operands[i].reg == reg;
+        };
+        auto imm_op = [&](int i) { return x86.op_count > i && x86.operands[i].type == X86_OP_IMM; };
+        if (insn->id == X86_INS_PUSH && reg_op(0, X86_REG_RBP)) {
+            pushed += 8;
+            bp_at = -8 - pushed;
+            continue;
+        }
+        if (insn->id == X86_INS_MOV && reg_op(0, X86_REG_RBP) && reg_op(1, X86_REG_RSP)) {
+            // the frame pointer: CFA = rbp + what lies between them
+            if (bp_at && *bp_at == -8 - pushed)
+                out = UnwindRule{UnwindRule::kCfaBp, static_cast<int32_t>(8 + pushed),
+                                 static_cast<int32_t>(*bp_at), true};
+            break;
+        }
+        if (insn->id == X86_INS_PUSH && x86.op_count == 1) {
+            pushed += 8;
+            continue;
+        }
+        if ((insn->id == X86_INS_SUB || insn->id == X86_INS_ADD) && reg_op(0, X86_REG_RSP) &&
+            imm_op(1)) {
+            pushed += (insn->id == X86_INS_SUB ? 1 : -1) * x86.operands[1].imm;
+            continue;
+        }
+        if (insn->id == X86_INS_CALL) {
+            if (at == ra)
+                out = UnwindRule{UnwindRule::kCfaSp, static_cast<int32_t>(8 + pushed),
+                                 static_cast<int32_t>(bp_at.value_or(0)), bp_at.has_value()};
+            continue;  // a call returns with rsp where it was
+        }
+        if (cs_insn_group(handle, insn, CS_GRP_JUMP) || cs_insn_group(handle, insn, CS_GRP_RET))
+            break;  // the path to ra is not this straight line
+        cs_regs read, written;
+        uint8_t nread = 0, nwritten = 0;
+        if (cs_regs_access(handle, insn, read, &nread, written, &nwritten) != CS_ERR_OK) break;
+        bool moves = false;
+        for (uint8_t i = 0; i < nwritten; i++)
+            moves |= written[i] == X86_REG_RSP || written[i] == X86_REG_RBP ||
+                     written[i] == X86_REG_ESP || written[i] == X86_REG_EBP;
+        if (moves) break;
+    }
+    cs_free(insn, 1);
+    cs_close(&handle);
+    if (out && out->kind == UnwindRule::kCfaSp && at != ra) return std::nullopt;
+    return out;
+}
+
+#else
+
+std::optional<UnwindRule> rule_from_code(std::span<const uint8_t>, uint64_t) {
+    return std::nullopt;
+}
+
+#endif
+
+Unwinder::Unwinder(const ProcReader& proc, size_t max_files)
+    : proc_(proc), files_(max_files), perf_maps_(proc) {}
+
+UnwindRule Unwinder::jit_rule(int pid, uint64_t pc) {
+    // The blob's start from the runtime's perf map, its code from the process's memory.
+    constexpr uint64_t kMaxDecoded = 4096;
+    const PerfMap::Symbol* blob = perf_maps_.find(pid, pc - 1, true);
+    if (blob != nullptr && pc - blob->start <= kMaxDecoded) {
+        std::vector<uint8_t> code(pc - blob->start);
+        std::string mem = proc_.root() + "/" + std::to_string(pid) + "/mem";
+        int fd = ::open(mem.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = ::pread(fd, code.data(), code.size(), static_cast<off_t>(blob->start));
+            ::close(fd);
+            if (n == static_cast<ssize_t>(code.size())) {
+                if (auto rule = rule_from_code(code, code.size())) return *rule;
+            }
+        }
+    }
+    // JVMs keep frame pointers in JIT-compiled code (HotSpot's compiled frames with
+    // -XX:+PreserveFramePointer, its interpreter always).
+    return UnwindRule::frame_pointer();
+}
+
+CfiFile* Unwinder::file_for(int pid, const MapEntry& mapping) {
+    std::string key = mapping.path + '|' + std::to_string(mapping.dev_major) + ':' +
+                      std::to_string(mapping.dev_minor) + ':' + std::to_string(mapping.inode);
+    if (auto* cached = files_.get(key)) return cached->get();
+    // The mapped file itself (checked by inode), never a replacement at the same path. A
+    // failure is not remembered: it may be this process's alone (it exited meanwhile).
+    auto path = proc_.mapped_file(pid, mapping);
+    if (!path) return nullptr;
+    auto opened = CfiFile::open(*path);
+    if (!opened) return nullptr;
+    return files_.put(key, std::shared_ptr<CfiFile>(std::move(*opened))).get();
+}
+
+UnwindRule Unwinder::rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc) {
+    if (pc == 0) return UnwindRule::end();
+    const MapEntry* m = find_mapping(maps, pc - 1);
+    if (m == nullptr || !m->executable()) return UnwindRule::end();
+    if (m->path.empty() || m->path.front() != '/') {
+        // Anonymous executable memory is JIT-compiled code, which has no CFI in a file.
+        return m->path.empty() ? jit_rule(pid, pc) : UnwindRule::end();
+    }
+    CfiFile* file = file_for(pid, *m);
+    if (file == nullptr) return UnwindRule::end();
+    auto vaddr = file->vaddr_of_file_offset(pc - 1 - m->start + m->offset);
+    if (!vaddr) return UnwindRule::end();
+    rules_++;
+    return file->rule_at(*vaddr).value_or(UnwindRule::end());
+}
+
+std::vector<UnwindStep> Unwinder::unwind_snapshot(int pid, const UnwindStart& start,
+                                                  size_t max_frames) {
+    auto begin = std::chrono::steady_clock::now();
+    std::vector<UnwindStep> steps;
+    if (auto maps = proc_.maps(pid)) {
+        steps = unwind(
+            start, [&](uint64_t pc) { return rule_for(pid, *maps, pc); }, max_frames);
+    }
+    snapshots_++;
+    nanoseconds_ += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                              std::chrono::steady_clock::now() - begin)
+                                              .count());
+    return steps;
+}
+
+}  // namespace leakwatch

@@ -1,0 +1,128 @@
+// Stack unwinding through code built without frame pointers (x86-64), from the call frame
+// information (.eh_frame) of the mapped files, read with elfutils libdw's CFI interpreter.
+//
+// The BPF side walks stacks with one rule per return address (bpf/leakwatch.h, struct
+// lw_unwind_rule). When it meets an address without a rule it sends a snapshot of that frame's
+// registers and the stack above it; the daemon unwinds the snapshot here, with the same steps,
+// and hands back the rules it used so later walks through those frames stay in BPF.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "proc/proc.h"
+#include "symbols/lru.h"
+#include "symbols/perf_map.h"
+#include "util/result.h"
+
+namespace leakwatch {
+
+// How to find the caller's frame from a frame (mirrors struct lw_unwind_rule): its stack
+// pointer is the CFA, its return address is at CFA - 8, its rbp at CFA + bp_offset when
+// bp_saved, else unchanged.
+struct UnwindRule {
+    enum Kind : uint32_t { kCfaSp = 1, kCfaBp = 2, kEnd = 3 };  // LW_UW_*
+    Kind kind = kEnd;
+    int32_t cfa_offset = 0;
+    int32_t bp_offset = 0;
+    bool bp_saved = false;
+    bool operator==(const UnwindRule&) const = default;
+
+    static UnwindRule end() { return {}; }
+    // Code with a frame pointer and no CFI (JIT-compiled code): push %rbp; mov %rsp,%rbp.
+    static UnwindRule frame_pointer() { return {kCfaBp, 16, -16, true}; }
+};
+
+// The CFI of one ELF file (.eh_frame, else .debug_frame), opened once.
+class CfiFile {
+  public:
+    static Result<std::unique_ptr<CfiFile>> open(const std::string& path);
+    ~CfiFile();
+    CfiFile(const CfiFile&) = delete;
+    CfiFile& operator=(const CfiFile&) = delete;
+
+    // The rule in effect at an ELF virtual address. nullopt: no CFI covers it. kEnd: the CFI
+    // marks the outermost frame (return address undefined), or uses a form the BPF side does
+    // not apply (a CFA expression, a register other than rsp/rbp).
+    std::optional<UnwindRule> rule_at(uint64_t vaddr);
+    // The ELF virtual address that file offset `off` is loaded at (via PT_LOAD), if any.
+    std::optional<uint64_t> vaddr_of_file_offset(uint64_t off) const;
+
+  private:
+    CfiFile() = default;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// Where a walk starts: a frame's return address and registers, and a copy of the stack from
+// its stack pointer up.
+struct UnwindStart {
+    uint64_t ip = 0;  // a return address
+    uint64_t sp = 0;
+    uint64_t bp = 0;
+    std::span<const uint8_t> stack;  // memory at [sp, sp + stack.size())
+};
+
+struct UnwindStep {
+    uint64_t pc = 0;  // a frame's return address
+    UnwindRule rule;  // the rule found for it
+};
+
+// Walks from `start`: looks up each return address's rule and applies it, exactly as the BPF
+// side does, until a rule ends the walk, memory outside the copy is needed, or max_frames.
+// Returns every frame met, start.ip first, each with its rule.
+std::vector<UnwindStep> unwind(const UnwindStart& start,
+                               const std::function<UnwindRule(uint64_t pc)>& rule_for,
+                               size_t max_frames);
+
+// The rule at return address `ra` of a code blob without CFI (JIT-compiled code), from its
+// instructions `code` (the blob from its start; ra is code-relative): decoded from the start
+// up to ra, following pushes and stack adjustments, until a frame pointer is set up
+// (push %rbp; mov %rsp,%rbp: the frame-pointer rule) or ra is reached (a CFA from rsp: e.g.
+// CPython 3.12's perf trampoline, `sub $8,%rsp; call *%rcx`). nullopt when an instruction on
+// the way moves rsp or rbp otherwise, or branches before a frame pointer is set up. x86-64.
+std::optional<UnwindRule> rule_from_code(std::span<const uint8_t> code, uint64_t ra);
+
+struct UnwindStats {
+    uint64_t snapshots = 0;    // snapshots unwound
+    uint64_t rules = 0;        // rules looked up in CFI
+    uint64_t nanoseconds = 0;  // spent unwinding snapshots, CFI reading included
+};
+
+// Rules for the return addresses of processes, from the CFI of the files they map, with
+// the files' CFI cached (bounded, least recently used out first). One thread unwinds;
+// stats() may be read from any.
+class Unwinder {
+  public:
+    explicit Unwinder(const ProcReader& proc, size_t max_files = 128);
+
+    // The rule for return address `pc` of process `pid` (its CFI at pc - 1, inside the call).
+    // Addresses in anonymous executable memory (JIT-compiled code) get the frame-pointer
+    // rule; addresses outside any executable mapping, or in a file without CFI there, end the
+    // walk.
+    UnwindRule rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc);
+    // Unwinds one snapshot of process `pid`.
+    std::vector<UnwindStep> unwind_snapshot(int pid, const UnwindStart& start, size_t max_frames);
+    UnwindStats stats() const { return {snapshots_.load(), rules_.load(), nanoseconds_.load()}; }
+    // Drops every cached file's CFI (they are reopened when needed).
+    void clear() { files_.clear(); }
+
+  private:
+    CfiFile* file_for(int pid, const MapEntry& mapping);
+    UnwindRule jit_rule(int pid, uint64_t pc);
+
+    const ProcReader& proc_;
+    // by path + device + inode
+    LruCache<std::string, std::shared_ptr<CfiFile>> files_;
+    PerfMaps perf_maps_;  // where JIT code blobs start
+    std::atomic<uint64_t> snapshots_{0}, rules_{0}, nanoseconds_{0};
+};
+
+}  // namespace leakwatch
