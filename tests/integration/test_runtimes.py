@@ -79,7 +79,20 @@ def test_java_direct_buffers(cleanup):
           f"stacks through Unsafe_AllocateMemory0 hold {native}, truth {truth + WARMUP}")
     leak = [s for s in stacks if s["site"] == "LeakDirect.leakBuffer"]
     held = sum(s["outstanding_bytes"] for s in leak)
-    check(within(held, truth, 0.10), f"site LeakDirect.leakBuffer holds {held}, truth {truth}")
+    # The JIT keeps compiling new code (C1, then C2) while the loop runs: each new return
+    # address sends a snapshot, and the allocations made until its rules are in keep the
+    # frames walked so far (unwind_pending), here ending inside the JVM's allocation path.
+    partial = sum(s["outstanding_bytes"] for s in stacks
+                  if "Unsafe_AllocateMemory0" in symbols(s) and s["site"] == "[unknown]")
+    pending = sum(v for n, l, v in daemon.metrics()
+                  if n == "leakwatch_lost_events_total" and l.get("reason") == "unwind_pending")
+    print(f"site LeakDirect.leakBuffer {held} bytes, partial stacks {partial} bytes, "
+          f"unwind_pending {pending:.0f} allocations")
+    check(within(held + partial, truth, 0.10),
+          f"site LeakDirect.leakBuffer holds {held}, partial stacks {partial}, truth {truth}")
+    check(partial <= pending * SIZE, f"{partial} bytes in partial stacks, only {pending:.0f} "
+          "allocations counted unwind_pending")
+    check(held >= truth / 2, f"site LeakDirect.leakBuffer holds only {held} of {truth}")
     top = max(leak, key=lambda s: s["outstanding_bytes"])
     names = symbols(top)
     check(in_order(names, ["malloc", "Unsafe_AllocateMemory0",
@@ -108,9 +121,11 @@ def python_leak(cleanup, interpreter, *flags):
     start(cleanup, Removed(f"/tmp/perf-{fixture.pid}.map"))
     daemon = start(cleanup, Daemon(pid_rules([("python", fixture.pid, "dwarf")])))
     wait_until(lambda: daemon.process(fixture.pid), 20, "the interpreter to be attached")
+    fixture.go()
+    fixture.expect("warm")
     time.sleep(2 * INTERVAL)
     before = daemon.process(fixture.pid)["outstanding_bytes"]
-    fixture.go()
+    fixture.go("go.leak")
     truth = int(fixture.expect("leaked"))
     time.sleep(2 * INTERVAL)
     grew = daemon.process(fixture.pid)["outstanding_bytes"] - before
