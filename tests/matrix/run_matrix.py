@@ -6,6 +6,8 @@ read-only (leakwatchd and the fixtures run from it in a chroot: the x86_64 build
 guests, the aarch64 cross build for aarch64 guests), and a writable 9p share where
 guest/checks.sh leaves the daemon's answers. Checks, per kernel:
   user_leak    leak_steady's leak is attributed to leak_record_entry within 10%
+  dwarf        (x86_64) with unwind: dwarf, leak_nofp (-O2, no frame pointers) holds its leak
+               under leak_records to the byte, in a stack naming middle_layer, outer_layer, main
   kernel_held  the pages of kleak_pipes' pipes show at the pipe write sites within 10%, in
                kernel stacks naming the pipe functions, attributed to the fixture
   kernel_freed after the fixture exits, less than 10% is left and its series is gone
@@ -241,6 +243,25 @@ def evaluate(out, entry, kmeta, elapsed, timed_out):
         if "leak_record_entry" not in frames:
             fail(("user_leak", f"no stack frame names leak_record_entry: {frames[:8]}"))
 
+    # unwind: dwarf, x86_64 only
+    if entry["arch"] == "x86_64":
+        truth = fixture_value(read(out, "nofp.out"), "leaked")
+        stacks = read_json(out, "nofp_stacks.json")
+        if truth is None or stacks is None:
+            fail(("dwarf", f"no measurement (fixture said leaked={truth}, stacks "
+                  f"{'read' if stacks else 'missing'})"))
+        else:
+            leak = [s for s in stacks["stacks"] if s["site"] == "leak_records"]
+            got = sum(s["outstanding_bytes"] for s in leak)
+            whole = [s for s in leak if [f.get("symbol") for f in s["frames"]][:5] ==
+                     ["malloc", "leak_records", "middle_layer", "outer_layer", "main"]]
+            r["dwarf"] = (sum(s["outstanding_bytes"] for s in whole), truth)
+            if got != truth:
+                fail(("dwarf", f"leak_records holds {got} bytes, truth {truth}"))
+            if not whole:
+                fail(("dwarf", "no stack malloc <- leak_records <- middle_layer <- outer_layer "
+                      f"<- main: {[[f.get('symbol') for f in s['frames']] for s in leak]}"))
+
     # kernel leak from user space
     page = int((read(out, "pagesize") or "4096").strip())
     pages = fixture_value(read(out, "pipes.out"), "pipe_pages")
@@ -307,7 +328,8 @@ def evaluate(out, entry, kmeta, elapsed, timed_out):
 
 def table(results, wall):
     rows = [("arch", "kernel", "uprobes", "x86 push", "kmem tracepoints", "user leak (got/truth)",
-             "kernel held (got/truth)", "left after exit", "no BTF", "guest s", "result")]
+             "dwarf: whole stacks (bytes/truth)", "kernel held (got/truth)", "left after exit",
+             "no BTF", "guest s", "result")]
 
     def pct(pair):
         return f"{pair[0]}/{pair[1]} ({100.0 * pair[0] / pair[1]:.1f}%)" if pair else "-"
@@ -317,7 +339,7 @@ def table(results, wall):
         node = "with *_node" if tps and "kmalloc_node" in tps else (
             "no *_node" if tps and tps != "?" else (tps or "-"))
         rows.append((r["arch"], r["release"], r.get("uprobes", "-"), r.get("push", "-"), node, pct(r.get("user")),
-                     pct(r.get("kernel")), str(r.get("left", "-")), r.get("btf", "-"),
+                     pct(r.get("dwarf")), pct(r.get("kernel")), str(r.get("left", "-")), r.get("btf", "-"),
                      f"{r['seconds']:.0f}",
                      "PASS" if not r["failures"] else
                      "FAIL: " + ",".join(sorted({c for c, _ in r["failures"]}))))

@@ -36,6 +36,10 @@ watch:
   - name: steady
     match:
       comm: leak_steady
+  - name: nofp
+    match:
+      comm: leak_nofp
+    unwind: dwarf
 YAML
 chroot /host "$LEAKWATCHD" --config /run/matrix/leakwatch.yaml --web.listen-address 127.0.0.1:$PORT \
     --log-level debug >/out/leakwatchd.log 2>&1 &
@@ -69,6 +73,28 @@ mark steady_done
 kill "$STEADY"
 wait "$STEADY" 2>/dev/null
 say "user-space leak measured"
+
+# unwind: dwarf (x86_64; the aarch64 fixtures do not include it): leak_nofp, built -O2 without
+# frame pointers, leaks 1000 B x 4000 from leak_records <- middle_layer <- outer_layer <- main.
+if [ -x "/host$FIXTURES/leak_nofp" ]; then
+    FIXTURE_GO=/run/matrix/go_nofp chroot /host "$FIXTURES/leak_nofp" 1000 4000 >/out/nofp.out 2>&1 &
+    NOFP=$(wait_line /out/nofp.out pid 60)
+    n=0
+    until get /api/v1/processes processes.json && grep -q "\"pid\": *${NOFP}[,}]" /out/processes.json; do
+        n=$((n + 1))
+        [ $n -gt 120 ] && { say "leak_nofp ($NOFP) never attached"; break; }
+        sleep 0.5
+    done
+    touch /host/run/matrix/go_nofp
+    wait_line /out/nofp.out leaked 180 >/dev/null
+    sleep 3
+    get "/api/v1/stacks?pid=$NOFP&top=1000" nofp_stacks.json
+    get /metrics metrics_nofp.txt
+    kill "$NOFP"
+    wait "$NOFP" 2>/dev/null
+    mark nofp_done
+    say "unwind: dwarf measured"
+fi
 
 # Kernel: kleak_pipes holds 300 pipes with 16 KiB each, then exits and frees them.
 sleep 3
