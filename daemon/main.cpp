@@ -28,6 +28,7 @@
 #include "symbols/symbolizer.h"
 #include "symbols/unwind.h"
 #include "tracker/tracker.h"
+#include "util/clock.h"
 
 namespace {
 
@@ -101,12 +102,6 @@ void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters
                     "leakwatch_lost_events_total)",
                     leakwatch::kLostReasonNames[i], lost[i], loss_advice(i));
     }
-}
-
-uint64_t monotonic_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 double unix_now() {
@@ -235,7 +230,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     LostCounters reported{};
     auto sample = [&] {
         auto snap =
-            std::make_shared<Snapshot>(aggregator.sample(tracker.processes(), monotonic_ns()));
+            std::make_shared<Snapshot>(aggregator.sample(tracker.processes(), leakwatch::monotonic_ns()));
         // DWARF is held only while new stacks are symbolized; give its memory back.
         if (symbolizer.release_debug_info()) malloc_trim(0);
         if (kernel_aggregator) {

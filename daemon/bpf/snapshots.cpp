@@ -1,11 +1,11 @@
 #include "bpf/snapshots.h"
 
 #include <spdlog/spdlog.h>
-#include <time.h>
 
 #include <algorithm>
 
 #include "leakwatch.h"
+#include "util/clock.h"
 
 namespace leakwatch {
 
@@ -24,9 +24,10 @@ void complete_snapshot(Probes& probes, Unwinder& unwinder, const lw_snapshot& sn
     start.bp = snapshot.bp;
     start.stack =
         std::span<const uint8_t>(snapshot.stack, std::min<size_t>(snapshot.len, LW_SNAPSHOT_BYTES));
-    // The walk's first frame is the snapshot's own ip, the stack's last frame so far.
-    auto steps =
-        unwinder.unwind_snapshot(static_cast<int>(snapshot.tgid), start, LW_MAX_STACK_DEPTH);
+    // The walk's first frame is the snapshot's own ip, the stack's last frame so far; it goes
+    // no deeper than the stack holds (rules past that would never be used).
+    auto steps = unwinder.unwind_snapshot(static_cast<int>(snapshot.tgid), start,
+                                          LW_DWARF_FRAMES - stack.nr + 1);
     for (size_t i = 0; i < steps.size(); i++) {
         const auto& [pc, rule] = steps[i];
         lw_unwind_rule r{};
@@ -35,19 +36,15 @@ void complete_snapshot(Probes& probes, Unwinder& unwinder, const lw_snapshot& sn
         r.bp_off = rule.bp_offset;
         r.bp_saved = rule.bp_saved ? 1 : 0;
         probes.set_unwind_rule(snapshot.tgid, pc, r);
-        if (i > 0 && stack.nr < LW_DWARF_FRAMES) stack.ips[stack.nr++] = pc;
+        if (i > 0) stack.ips[stack.nr++] = pc;
     }
     probes.set_stack(snapshot.tgid, snapshot.id, stack);
     // The rules are in: walks through these frames go on in BPF, and a walk that misses
     // here again (a rule evicted) sends a new snapshot.
     probes.snapshot_done(snapshot.tgid, snapshot.key);
-    timespec now{};
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1000000000ull +
-                      static_cast<uint64_t>(now.tv_nsec);
     spdlog::debug("pid {}: stack snapshot unwound {:.3f} ms after it was taken: {} frames, {} "
                   "rules",
-                  snapshot.tgid, static_cast<double>(now_ns - snapshot.ts_ns) / 1e6, stack.nr,
+                  snapshot.tgid, static_cast<double>(monotonic_ns() - snapshot.ts_ns) / 1e6, stack.nr,
                   steps.size());
 }
 

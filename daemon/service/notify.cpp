@@ -1,7 +1,8 @@
 #include "service/notify.h"
 
 #include <systemd/sd-daemon.h>
-#include <time.h>
+
+#include "util/clock.h"
 
 namespace leakwatch {
 
@@ -15,10 +16,7 @@ void ServiceNotifier::ready(const std::string& status) {
 }
 
 void ServiceNotifier::reloading() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    unsigned long long usec = static_cast<unsigned long long>(ts.tv_sec) * 1000000ull +
-                              static_cast<unsigned long long>(ts.tv_nsec) / 1000ull;
+    auto usec = static_cast<unsigned long long>(monotonic_ns() / 1000ull);
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the configuration", usec);
 }
 
