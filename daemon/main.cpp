@@ -147,7 +147,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     Tracker tracker(**probes, proc, symbolizer, aggregator, config.watch);
     tracker_ptr = &tracker;
     (*probes)->set_event_handler([&](const lw_event& e) { tracker.on_event(e); });
-    Unwinder unwinder(proc);
+    Unwinder unwinder(proc, symbolizer);
     (*probes)->set_snapshot_handler(
         [&](const lw_snapshot& s) { complete_snapshot(**probes, unwinder, s); });
     std::atomic<bool> stop_unwinding{false};

@@ -549,6 +549,13 @@ uint64_t Symbolizer::perf_map_generation(int pid) {
     return perf_maps_.generation(pid);
 }
 
+std::optional<PerfMap::Symbol> Symbolizer::jit_blob(int pid, uint64_t addr) {
+    std::lock_guard lock(mu_);
+    const PerfMap::Symbol* blob = perf_maps_.find(pid, addr, true);
+    if (blob == nullptr) return std::nullopt;
+    return *blob;
+}
+
 void Symbolizer::forget_process(int pid) {
     std::lock_guard lock(mu_);
     perf_maps_.forget(pid);

@@ -118,6 +118,10 @@ class Symbolizer {
     size_t cached_files() const;
     // Changes whenever the perf map of pid (JIT-compiled code's names) is read anew.
     uint64_t perf_map_generation(int pid);
+    // The JIT code blob of pid's perf map that holds addr. When the map does not name it, the
+    // file is checked for changes at once rather than after a second (the unwinder's rules,
+    // made from the blob, stay).
+    std::optional<PerfMap::Symbol> jit_blob(int pid, uint64_t addr);
     // Drops the perf map held for a process that is no longer watched.
     void forget_process(int pid);
     // New bounds (a config reload); shrinking evicts at once.

@@ -247,14 +247,14 @@ std::optional<UnwindRule> rule_from_code(std::span<const uint8_t>, uint64_t) {
 
 #endif
 
-Unwinder::Unwinder(const ProcReader& proc, size_t max_files)
-    : proc_(proc), files_(max_files), perf_maps_(proc) {}
+Unwinder::Unwinder(const ProcReader& proc, Symbolizer& symbolizer, size_t max_files)
+    : proc_(proc), files_(max_files), symbolizer_(symbolizer) {}
 
 UnwindRule Unwinder::jit_rule(int pid, uint64_t pc) {
     // The blob's start from the runtime's perf map, its code from the process's memory.
     constexpr uint64_t kMaxDecoded = 4096;
-    const PerfMap::Symbol* blob = perf_maps_.find(pid, pc - 1, true);
-    if (blob != nullptr && pc - blob->start <= kMaxDecoded) {
+    auto blob = symbolizer_.jit_blob(pid, pc - 1);
+    if (blob && pc - blob->start <= kMaxDecoded) {
         std::vector<uint8_t> code(pc - blob->start);
         std::string mem = proc_.root() + "/" + std::to_string(pid) + "/mem";
         int fd = ::open(mem.c_str(), O_RDONLY | O_CLOEXEC);

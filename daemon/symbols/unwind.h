@@ -19,7 +19,7 @@
 
 #include "proc/proc.h"
 #include "symbols/lru.h"
-#include "symbols/perf_map.h"
+#include "symbols/symbolizer.h"
 #include "util/result.h"
 
 namespace leakwatch {
@@ -101,7 +101,8 @@ struct UnwindStats {
 // stats() may be read from any.
 class Unwinder {
   public:
-    explicit Unwinder(const ProcReader& proc, size_t max_files = 128);
+    // JIT code blobs are looked up in the symbolizer's perf maps.
+    Unwinder(const ProcReader& proc, Symbolizer& symbolizer, size_t max_files = 128);
 
     // The rule for return address `pc` of process `pid` (its CFI at pc - 1, inside the call).
     // Addresses in anonymous executable memory (JIT-compiled code) get the frame-pointer
@@ -111,8 +112,6 @@ class Unwinder {
     // Unwinds one snapshot of process `pid`.
     std::vector<UnwindStep> unwind_snapshot(int pid, const UnwindStart& start, size_t max_frames);
     UnwindStats stats() const { return {snapshots_.load(), rules_.load(), nanoseconds_.load()}; }
-    // Drops every cached file's CFI (they are reopened when needed).
-    void clear() { files_.clear(); }
 
   private:
     CfiFile* file_for(int pid, const MapEntry& mapping);
@@ -121,7 +120,7 @@ class Unwinder {
     const ProcReader& proc_;
     // by path + device + inode
     LruCache<std::string, std::shared_ptr<CfiFile>> files_;
-    PerfMaps perf_maps_;  // where JIT code blobs start
+    Symbolizer& symbolizer_;  // where JIT code blobs start
     std::atomic<uint64_t> snapshots_{0}, rules_{0}, nanoseconds_{0};
 };
 

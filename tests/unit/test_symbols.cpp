@@ -1290,7 +1290,8 @@ TEST_CASE("unwinding this process's own stack agrees with glibc's backtrace()",
     int n = backtrace(expected, 64);
     own.start.stack = own.copy;
 
-    Unwinder unwinder(proc);
+    Symbolizer symbolizer(proc);
+    Unwinder unwinder(proc, symbolizer);
     auto steps = unwinder.unwind_snapshot(getpid(), own.start, 64);
     // expected[0] is inside backtrace's caller (this function), like own.start.ip: compare the
     // callers above it.
