@@ -200,6 +200,12 @@ def pid_rules(rules, interval_ms=1000):
     return text
 
 
+def metric(daemon, name, **labels):
+    """The sum of a metric's samples whose labels include these."""
+    return sum(v for n, l, v in daemon.metrics()
+               if n == name and all(l.get(k) == w for k, w in labels.items()))
+
+
 def symbols(stack):
     """The symbols of a stack's frames, innermost first ("" where unknown)."""
     return [f.get("symbol", "") for f in stack["frames"]]

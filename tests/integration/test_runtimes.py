@@ -15,8 +15,8 @@ import shutil
 import subprocess
 import time
 
-from lwtest import (Daemon, Fixture, check, in_order, pid_rules, require_root, run, start,
-                    symbols, wait_until, within)
+from lwtest import (Daemon, Fixture, check, in_order, metric, pid_rules, require_root, run,
+                    start, symbols, wait_until, within)
 
 INTERVAL = 1.0
 PROGS = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "progs"))
@@ -40,26 +40,32 @@ def tool(name):
     return path
 
 
-def test_java_direct_buffers(cleanup):
-    java, jcmd = tool("java"), tool("jcmd")
-    fixture = start(cleanup, Fixture(
-        java, "-XX:+PreserveFramePointer",
-        # a frame of its own for the leaking method, whatever the JIT would inline
-        "-XX:CompileCommand=quiet", "-XX:CompileCommand=dontinline,LeakDirect::leakBuffer",
-        os.path.join(PROGS, "java", "LeakDirect.java"), str(SIZE), str(COUNT), str(WARMUP),
-        prefix=("/usr/bin/env",)))
-    daemon = start(cleanup, Daemon(pid_rules([("java", fixture.pid, "dwarf")])))
-    wait_until(lambda: daemon.process(fixture.pid), 20, "the JVM to be attached")
+def warm_leak(cleanup, name, *argv):
+    """Starts a runtime fixture (argv, through env), watches it with unwind: dwarf, lets it
+    warm its path up ("warm"), then leak ("leaked"). Returns the fixture, the daemon, the
+    process's outstanding bytes before the leak, and what it says it leaked."""
+    fixture = start(cleanup, Fixture(*argv, prefix=("/usr/bin/env",)))
+    start(cleanup, Removed(f"/tmp/perf-{fixture.pid}.map"))
+    daemon = start(cleanup, Daemon(pid_rules([(name, fixture.pid, "dwarf")])))
+    wait_until(lambda: daemon.process(fixture.pid), 20, f"the {name} fixture to be attached")
     fixture.go()
     fixture.expect("warm")
     time.sleep(2 * INTERVAL)
     before = daemon.process(fixture.pid)["outstanding_bytes"]
     fixture.go("go.leak")
-    truth = int(fixture.expect("leaked"))
+    return fixture, daemon, before, int(fixture.expect("leaked"))
+
+
+def test_java_direct_buffers(cleanup):
+    java, jcmd = tool("java"), tool("jcmd")
+    fixture, daemon, before, truth = warm_leak(
+        cleanup, "java", java, "-XX:+PreserveFramePointer",
+        # a frame of its own for the leaking method, whatever the JIT would inline
+        "-XX:CompileCommand=quiet", "-XX:CompileCommand=dontinline,LeakDirect::leakBuffer",
+        os.path.join(PROGS, "java", "LeakDirect.java"), str(SIZE), str(COUNT), str(WARMUP))
     out = subprocess.run([jcmd, str(fixture.pid), "Compiler.perfmap"], capture_output=True,
                          text=True, timeout=60)
     check(out.returncode == 0, f"jcmd Compiler.perfmap: {out.stdout} {out.stderr}")
-    start(cleanup, Removed(f"/tmp/perf-{fixture.pid}.map"))
 
     def named():
         return [s for s in daemon.stacks(fixture.pid, 1000)
@@ -84,8 +90,7 @@ def test_java_direct_buffers(cleanup):
     # frames walked so far (unwind_pending), here ending inside the JVM's allocation path.
     partial = sum(s["outstanding_bytes"] for s in stacks
                   if "Unsafe_AllocateMemory0" in symbols(s) and s["site"] == "[unknown]")
-    pending = sum(v for n, l, v in daemon.metrics()
-                  if n == "leakwatch_lost_events_total" and l.get("reason") == "unwind_pending")
+    pending = metric(daemon, "leakwatch_lost_events_total", reason="unwind_pending")
     print(f"site LeakDirect.leakBuffer {held} bytes, partial stacks {partial} bytes, "
           f"unwind_pending {pending:.0f} allocations")
     check(within(held + partial, truth, 0.10),
@@ -114,19 +119,11 @@ def python312():
 
 
 def python_leak(cleanup, interpreter, *flags):
-    """Runs the bytearray leak under `interpreter`; returns (truth, process growth, stacks)."""
+    """Runs the bytearray leak under `interpreter`, checks the process's growth; returns
+    (truth, stacks)."""
     script = os.path.join(PROGS, "python", "leak_bytearray.py")
-    fixture = start(cleanup, Fixture(interpreter, *flags, script, str(SIZE), str(COUNT),
-                                     prefix=("/usr/bin/env",)))
-    start(cleanup, Removed(f"/tmp/perf-{fixture.pid}.map"))
-    daemon = start(cleanup, Daemon(pid_rules([("python", fixture.pid, "dwarf")])))
-    wait_until(lambda: daemon.process(fixture.pid), 20, "the interpreter to be attached")
-    fixture.go()
-    fixture.expect("warm")
-    time.sleep(2 * INTERVAL)
-    before = daemon.process(fixture.pid)["outstanding_bytes"]
-    fixture.go("go.leak")
-    truth = int(fixture.expect("leaked"))
+    fixture, daemon, before, truth = warm_leak(cleanup, "python", interpreter, *flags, script,
+                                               str(SIZE), str(COUNT))
     time.sleep(2 * INTERVAL)
     grew = daemon.process(fixture.pid)["outstanding_bytes"] - before
     stacks = daemon.stacks(fixture.pid, 1000)

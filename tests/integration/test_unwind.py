@@ -6,17 +6,12 @@ middle_layer, called by outer_layer, called by main. tests/progs/leak_cxx.cpp (C
 with `new` in SessionCache::remember, called by serve_clients, called by main."""
 import time
 
-from lwtest import (Daemon, Fixture, check, check_nothing_lost, in_order, pid_rules, require_root,
-                    run, start, symbols, wait_until)
+from lwtest import (Daemon, Fixture, check, check_nothing_lost, in_order, metric, pid_rules,
+                    require_root, run, start, symbols, wait_until)
 
 INTERVAL = 1.0
 BLOCK, BLOCKS = 1000, 20000
 SESSIONS = 20000
-
-
-def metric(daemon, name, **labels):
-    return sum(v for n, l, v in daemon.metrics()
-               if n == name and all(l.get(k) == w for k, w in labels.items()))
 
 
 def check_pending(daemon, full, partial, unit, truth):

@@ -223,13 +223,19 @@ def evaluate(out, entry, kmeta, elapsed, timed_out):
               + daemon_log[-1500:].replace("\n", "\n    ")))
         return r
 
+    def user_leak(label, check):
+        """What checks.sh's user_leak LABEL left: the fixture's "leaked" and its stacks."""
+        truth = fixture_value(read(out, f"{label}.out"), "leaked")
+        stacks = read_json(out, f"{label}_stacks.json")
+        if truth is None or stacks is None:
+            fail((check, f"no measurement (fixture said leaked={truth}, stacks "
+                  f"{'read' if stacks else 'missing'})"))
+            return None, None
+        return truth, stacks
+
     # user-space leak
-    truth = fixture_value(read(out, "steady.out"), "leaked")
-    stacks = read_json(out, "steady_stacks.json")
-    if truth is None or stacks is None:
-        fail(("user_leak", f"no measurement (fixture said leaked={truth}, stacks "
-              f"{'read' if stacks else 'missing'})"))
-    else:
+    truth, stacks = user_leak("steady", "user_leak")
+    if stacks is not None:
         sites = {}
         for s in stacks["stacks"]:
             sites[s["site"]] = sites.get(s["site"], 0) + s["outstanding_bytes"]
@@ -245,12 +251,8 @@ def evaluate(out, entry, kmeta, elapsed, timed_out):
 
     # unwind: dwarf, x86_64 only
     if entry["arch"] == "x86_64":
-        truth = fixture_value(read(out, "nofp.out"), "leaked")
-        stacks = read_json(out, "nofp_stacks.json")
-        if truth is None or stacks is None:
-            fail(("dwarf", f"no measurement (fixture said leaked={truth}, stacks "
-                  f"{'read' if stacks else 'missing'})"))
-        else:
+        truth, stacks = user_leak("nofp", "dwarf")
+        if stacks is not None:
             leak = [s for s in stacks["stacks"] if s["site"] == "leak_records"]
             got = sum(s["outstanding_bytes"] for s in leak)
             whole = [s for s in leak if [f.get("symbol") for f in s["frames"]][:5] ==

@@ -54,45 +54,40 @@ done
 mark daemon_up
 say "leakwatchd up"
 
+# user_leak LABEL PROGRAM ARGS...: runs a fixture once the daemon has attached to it, until it
+# has leaked; leaves /out/LABEL.out, LABEL_stacks.json and metrics_LABEL.txt, and the marks
+# LABEL_attached and LABEL_done.
+user_leak() {
+    label=$1
+    prog=$2
+    shift 2
+    FIXTURE_GO=/run/matrix/go_$label chroot /host "$FIXTURES/$prog" "$@" >"/out/$label.out" 2>&1 &
+    pid=$(wait_line "/out/$label.out" pid 60)
+    n=0
+    until get /api/v1/processes processes.json && grep -q "\"pid\": *${pid}[,}]" /out/processes.json; do
+        n=$((n + 1))
+        [ $n -gt 120 ] && { say "$prog ($pid) never attached"; break; }
+        sleep 0.5
+    done
+    mark "${label}_attached"
+    touch "/host/run/matrix/go_$label"
+    wait_line "/out/$label.out" leaked 180 >/dev/null
+    sleep 3
+    get "/api/v1/stacks?pid=$pid&top=1000" "${label}_stacks.json"
+    get /metrics "metrics_$label.txt"
+    mark "${label}_done"
+    kill "$pid"
+    wait "$pid" 2>/dev/null
+}
+
 # User space: leak_steady leaks 64 KiB x 40 from leak_record_entry().
-FIXTURE_GO=/run/matrix/go_steady chroot /host "$FIXTURES/leak_steady" 65536 40 50 >/out/steady.out 2>&1 &
-STEADY=$(wait_line /out/steady.out pid 60)
-n=0
-until get /api/v1/processes processes.json && grep -q "\"pid\": *${STEADY}[,}]" /out/processes.json; do
-    n=$((n + 1))
-    [ $n -gt 120 ] && { say "leak_steady ($STEADY) never attached"; break; }
-    sleep 0.5
-done
-mark steady_attached
-touch /host/run/matrix/go_steady
-wait_line /out/steady.out leaked 180 >/dev/null
-sleep 3
-get "/api/v1/stacks?pid=$STEADY&top=1000" steady_stacks.json
-get /metrics metrics_steady.txt
-mark steady_done
-kill "$STEADY"
-wait "$STEADY" 2>/dev/null
+user_leak steady leak_steady 65536 40 50
 say "user-space leak measured"
 
 # unwind: dwarf (x86_64; the aarch64 fixtures do not include it): leak_nofp, built -O2 without
 # frame pointers, leaks 1000 B x 4000 from leak_records <- middle_layer <- outer_layer <- main.
 if [ -x "/host$FIXTURES/leak_nofp" ]; then
-    FIXTURE_GO=/run/matrix/go_nofp chroot /host "$FIXTURES/leak_nofp" 1000 4000 >/out/nofp.out 2>&1 &
-    NOFP=$(wait_line /out/nofp.out pid 60)
-    n=0
-    until get /api/v1/processes processes.json && grep -q "\"pid\": *${NOFP}[,}]" /out/processes.json; do
-        n=$((n + 1))
-        [ $n -gt 120 ] && { say "leak_nofp ($NOFP) never attached"; break; }
-        sleep 0.5
-    done
-    touch /host/run/matrix/go_nofp
-    wait_line /out/nofp.out leaked 180 >/dev/null
-    sleep 3
-    get "/api/v1/stacks?pid=$NOFP&top=1000" nofp_stacks.json
-    get /metrics metrics_nofp.txt
-    kill "$NOFP"
-    wait "$NOFP" 2>/dev/null
-    mark nofp_done
+    user_leak nofp leak_nofp 1000 4000
     say "unwind: dwarf measured"
 fi
 
