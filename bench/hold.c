@@ -52,6 +52,9 @@ static void on_signal(int sig)
 typedef void *(*level_fn)(size_t size, unsigned a, unsigned b, unsigned c);
 
 /* Innermost level: the one that calls malloc. The constant makes each body distinct. */
+/* M(0) ... M(9): ten distinct functions of one level. */
+#define TEN(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9)
+
 #define INNER(N)                                                                              \
     __attribute__((noinline)) static void *inner_##N(size_t size, unsigned a, unsigned b,     \
                                                      unsigned c)                              \
@@ -65,16 +68,7 @@ typedef void *(*level_fn)(size_t size, unsigned a, unsigned b, unsigned c);
             p[0] = (unsigned char)(N);                                                        \
         return p;                                                                             \
     }
-INNER(0)
-INNER(1)
-INNER(2)
-INNER(3)
-INNER(4)
-INNER(5)
-INNER(6)
-INNER(7)
-INNER(8)
-INNER(9)
+TEN(INNER)
 static const level_fn inner_fns[FANOUT] = {inner_0, inner_1, inner_2, inner_3, inner_4,
                                            inner_5, inner_6, inner_7, inner_8, inner_9};
 
@@ -88,16 +82,7 @@ static const level_fn inner_fns[FANOUT] = {inner_0, inner_1, inner_2, inner_3, i
             ((unsigned char *)p)[size > 1 ? 1 : 0] = (unsigned char)(0x10 + (N));             \
         return p;                                                                             \
     }
-MIDDLE(0)
-MIDDLE(1)
-MIDDLE(2)
-MIDDLE(3)
-MIDDLE(4)
-MIDDLE(5)
-MIDDLE(6)
-MIDDLE(7)
-MIDDLE(8)
-MIDDLE(9)
+TEN(MIDDLE)
 static const level_fn middle_fns[FANOUT] = {middle_0, middle_1, middle_2, middle_3, middle_4,
                                             middle_5, middle_6, middle_7, middle_8, middle_9};
 
@@ -111,16 +96,7 @@ static const level_fn middle_fns[FANOUT] = {middle_0, middle_1, middle_2, middle
             ((unsigned char *)p)[size > 2 ? 2 : 0] = (unsigned char)(0x20 + (N));             \
         return p;                                                                             \
     }
-OUTER(0)
-OUTER(1)
-OUTER(2)
-OUTER(3)
-OUTER(4)
-OUTER(5)
-OUTER(6)
-OUTER(7)
-OUTER(8)
-OUTER(9)
+TEN(OUTER)
 static const level_fn outer_fns[FANOUT] = {outer_0, outer_1, outer_2, outer_3, outer_4,
                                            outer_5, outer_6, outer_7, outer_8, outer_9};
 
