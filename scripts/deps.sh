@@ -1,41 +1,52 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages leakwatch needs to build, run and test it: only the ones
-# that are missing, with one `apt-get update` before, and nothing at all when none is.
+# Installs the Debian 12 packages leakwatch needs, only the ones that are missing (one
+# `apt-get update` before, nothing at all when none is):
+#   scripts/deps.sh daemon   what building and running leakwatchd needs (scripts/run.sh)
+#   scripts/deps.sh all      that, the test suite's, the benchmarks' and the kernel matrix's
+#                            (scripts/test.sh); the default
 set -euo pipefail
+here=$(dirname "$0")
+# shellcheck source=apt.sh
+source "$here/apt.sh"
 
-# The kernel/architecture matrix's own: QEMU, the aarch64 cross compiler, arm64 libraries.
-"$(dirname "$0")/matrix-deps.sh"
+set_name=${1:-all}
+case "$set_name" in
+    daemon | all) ;;
+    *)
+        echo "usage: scripts/deps.sh [daemon|all]" >&2
+        exit 2
+        ;;
+esac
 
-packages=(
-    # build
+daemon_packages=(
     cmake g++ make pkg-config clang llvm bpftool
     libbpf-dev libelf-dev libdw-dev zlib1g-dev
     libcivetweb-dev libspdlog-dev libyaml-cpp-dev libsystemd-dev
-    nlohmann-json3-dev libcli11-dev catch2 libcapstone-dev
-    # tests: a fixture linked against jemalloc (its own API and C++ operators); a JVM leaking
-    # direct buffers (java, jcmd)
+    nlohmann-json3-dev libcli11-dev libcapstone-dev
+    # civetweb's CMake config (civetweb-targets.cmake) names /usr/bin/civetweb, which only this
+    # package holds; libcivetweb-dev merely recommends it
+    civetweb
+)
+test_packages=(
+    catch2
+    # a fixture linked against jemalloc (its own API and C++ operators); a JVM leaking direct
+    # buffers (java, jcmd)
     libjemalloc2 openjdk-17-jdk-headless
-    # tests: the fixtures' helpers, promtool and alertmanager, bpftool's map dumps
+    # the fixtures' helpers, promtool and alertmanager, bpftool's map dumps
     python3 prometheus prometheus-alertmanager curl
-    # packaging and the service tests: systemd-analyze, dpkg-shlibdeps, rpmbuild, a Debian
-    # rootfs booted with systemd-nspawn
+    # packaging and the service tests: systemd-analyze, dpkg-shlibdeps, rpmbuild, Debian root
+    # file systems (the unit under systemd-nspawn, the install from nothing)
     systemd dpkg-dev rpm debootstrap systemd-container
 )
 
-missing=()
-for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
-if ((${#missing[@]} == 0)); then
-    exit 0
+packages=("${daemon_packages[@]}")
+if [[ "$set_name" == all ]]; then
+    packages+=("${test_packages[@]}")
 fi
+lw_install_missing deps.sh "$lw_native_arch" "${packages[@]}"
 
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-    sudo="sudo"
+if [[ "$set_name" == all ]]; then
+    # The kernel/architecture matrix's own, after the native packages: QEMU, the aarch64 cross
+    # compiler, arm64 libraries.
+    "$here/matrix-deps.sh"
 fi
-echo "deps.sh: installing ${missing[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -24,42 +24,16 @@ arm64_packages=(
 overlay_packages=(libyaml-cpp-dev)
 overlay=${LEAKWATCH_ARM64_OVERLAY:-/var/cache/leakwatch-matrix/arm64-overlay}
 
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-    sudo="sudo"
-fi
-
-updated=0
-apt_update() {
-    if ((!updated)); then
-        $sudo apt-get update -qq
-        updated=1
-    fi
-}
+# shellcheck source=apt.sh
+source "$(dirname "$0")/apt.sh"
 
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     echo "matrix-deps.sh: adding arm64 as a dpkg foreign architecture"
-    $sudo dpkg --add-architecture arm64
-    apt_update
+    $lw_sudo dpkg --add-architecture arm64
+    lw_apt_updated=0
 fi
-
-missing=()
-for p in "${host_packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
-for p in "${arm64_packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p:arm64" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p:arm64")
-    fi
-done
-if ((${#missing[@]} > 0)); then
-    echo "matrix-deps.sh: installing ${missing[*]}"
-    apt_update
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        --no-remove "${missing[@]}"
-fi
+lw_install_missing matrix-deps.sh "$lw_native_arch" "${host_packages[@]}"
+lw_install_missing matrix-deps.sh arm64 "${arm64_packages[@]}"
 
 # The overlay: the arm64 -dev packages that are not Multi-Arch: same, unpacked, with their
 # library links pointing at the runtime libraries installed above.
@@ -67,7 +41,7 @@ want=()
 for p in "${overlay_packages[@]}"; do
     v=$(apt-cache policy "$p:arm64" | awk '/Candidate:/ {print $2}')
     if [[ -z "$v" || "$v" == "(none)" ]]; then
-        apt_update
+        lw_apt_update
         v=$(apt-cache policy "$p:arm64" | awk '/Candidate:/ {print $2}')
     fi
     want+=("$p:arm64=$v")
@@ -77,14 +51,14 @@ if [[ "$(cat "$overlay/.packages" 2>/dev/null)" != "${want[*]}" ]]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "${want[@]}")
-    $sudo rm -rf "$overlay"
-    $sudo mkdir -p "$overlay"
+    $lw_sudo rm -rf "$overlay"
+    $lw_sudo mkdir -p "$overlay"
     for deb in "$tmp"/*.deb; do
-        $sudo dpkg-deb -x "$deb" "$overlay"
+        $lw_sudo dpkg-deb -x "$deb" "$overlay"
     done
     # their CMake files name the versioned libraries: link those of the installed runtime
     for lib in /usr/lib/aarch64-linux-gnu/libyaml-cpp.so.*; do
-        $sudo ln -sfn "$lib" "$overlay/usr/lib/aarch64-linux-gnu/$(basename "$lib")"
+        $lw_sudo ln -sfn "$lib" "$overlay/usr/lib/aarch64-linux-gnu/$(basename "$lib")"
     done
-    echo "${want[*]}" | $sudo tee "$overlay/.packages" >/dev/null
+    echo "${want[*]}" | $lw_sudo tee "$overlay/.packages" >/dev/null
 fi

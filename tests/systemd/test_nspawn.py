@@ -2,15 +2,12 @@
 """End-to-end test of the leakwatch .deb under a real systemd, PID 1 of a systemd-nspawn
 container (ctest: systemd.nspawn_service; labels systemd, root, slow).
 
-  1. A Debian 12 root file system, made with debootstrap and cached under the build tree
-     (BUILD/nspawn/rootfs-KEY, KEY a hash of the package list: systemd, dbus, curl, bpftool and
-     the .deb's own Depends). Each run boots a copy-on-write overlay of it, so the cache stays
-     clean and a run leaves nothing in it.
-  2. Boot: systemd-nspawn -b with --register=no --keep-unit (no systemd/machined on the host),
-     --capability=all and --system-call-filter='bpf perf_event_open' (BPF inside the
-     container), --private-network (the guest's port 10071 is its own). Commands run in the
-     guest through nsenter into the namespaces of the container's PID 1 (machinectl and
-     systemd-run -M need a registered machine).
+  1. A Debian 12 root file system with systemd, dbus, curl, bpftool and the .deb's own
+     Depends, made with debootstrap and cached outside the build tree
+     (tests/harness/debian_rootfs.py: /var/cache/leakwatch/rootfs/nspawn-KEY, KEY a hash of the
+     package list). Each run boots a copy-on-write overlay of it, so the cache stays clean.
+  2. Boot systemd in it under systemd-nspawn (the harness: tests/systemd/nspawn.py); the
+     guest's port 10071 is its own (--private-network).
   3. dpkg -i the .deb: enabled, started, conffile registered, the unit installed once.
   4. A rule for the fixture (/root/leak_steady, the program in tests/progs that leaks through
      leak_record_entry) and `systemctl start leakwatch`: active, /metrics shows the leak at
@@ -43,349 +40,26 @@ LEAKWATCH_NSPAWN_KEEP=1 (on failure, leave the container running to look into it
 run removes it).
 Needs root, debootstrap, systemd-nspawn (systemd-container), nsenter and bpftool on the host.
 """
+
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nspawn import Container, cleanup_stale_runs, log, rootfs_for  # noqa: E402
+from nspawn import wait_until  # noqa: E402
 from lwtest import Failure, check, parse_metrics  # noqa: E402
-from lwtest import wait_until as _wait_until  # noqa: E402
 
-SUITE = "bookworm"
-# Bump when the way the root file system is made changes: a new cache key, a fresh rootfs.
-ROOTFS_RECIPE = 1
-BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "curl", "bpftool"]
-GUEST_ENV = ["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
-             "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"]
 PORT = 10071
 LEAK1 = (4096, 20)   # fixture 1: 20 leaks of 4 KiB through leak_record_entry
 LEAK2 = (8192, 20)   # fixture 2 (added by reload): 20 leaks of 8 KiB
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def wait_until(predicate, timeout, what, step=0.2):
-    return _wait_until(predicate, timeout, what, step)
-
-
-# ---- the cached root file system ------------------------------------------------------------
-
-def deb_depends(deb):
-    """Package names in the .deb's Depends (first of each alternative, no versions), virtual
-    packages (libspdlog1.10-fmt9) replaced by the host's installed package that provides them:
-    debootstrap resolves only real names, and the build host has every library installed."""
-    out = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], check=True, capture_output=True,
-                         text=True).stdout
-    installed = subprocess.run(["dpkg-query", "-W", "-f=${Package}\t${Provides}\n"],
-                               check=True, capture_output=True, text=True).stdout
-    real, provider = set(), {}
-    for line in installed.splitlines():
-        package, _, provides = line.partition("\t")
-        real.add(package)
-        for p in provides.split(","):
-            if p.strip():
-                provider.setdefault(p.split()[0], package)
-    names = []
-    for dep in out.split(","):
-        dep = dep.split("|")[0].strip()
-        if dep:
-            name = re.split(r"[\s(:]", dep, maxsplit=1)[0]
-            names.append(name if name in real else provider.get(name, name))
-    return names
-
-
-def host_debian_mirror():
-    """The URI the host's apt uses for Debian 12's main archive (None: debootstrap's default)."""
-    if os.environ.get("LEAKWATCH_DEBIAN_MIRROR"):
-        return os.environ["LEAKWATCH_DEBIAN_MIRROR"]
-    files = glob.glob("/etc/apt/sources.list") + sorted(glob.glob("/etc/apt/sources.list.d/*"))
-    for path in files:
-        try:
-            text = open(path).read()
-        except OSError:
-            continue
-        if path.endswith(".sources"):  # deb822 stanzas
-            for stanza in re.split(r"\n\s*\n", text):
-                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.M))
-                if (SUITE in fields.get("Suites", "").split()
-                        and "main" in fields.get("Components", "").split()
-                        and "deb" in fields.get("Types", "").split()):
-                    return fields["URIs"].split()[0]
-        else:
-            for line in text.splitlines():
-                m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+(.*)$", line)
-                if m and m.group(2) == SUITE and "main" in m.group(3).split():
-                    return m.group(1)
-    return None
-
-
-def ensure_rootfs(nspawn_dir, deb):
-    packages = sorted(set(BASE_PACKAGES + deb_depends(deb)))
-    key = hashlib.sha256(json.dumps({"recipe": ROOTFS_RECIPE, "suite": SUITE,
-                                     "packages": packages}).encode()).hexdigest()[:16]
-    rootfs = os.path.join(nspawn_dir, f"rootfs-{key}")
-    # Old caches (another package list) go: each is ~260 MB.
-    for old in glob.glob(os.path.join(nspawn_dir, "rootfs-*")):
-        if old != rootfs:
-            log(f"removing stale root file system {old}")
-            shutil.rmtree(old, ignore_errors=True)
-    if os.path.isfile(os.path.join(rootfs, "usr/lib/os-release")):
-        log(f"cached root file system {rootfs}")
-        return rootfs
-    check(shutil.which("debootstrap"), "debootstrap is not installed (scripts/deps.sh)")
-    tmp = rootfs + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    mirror = host_debian_mirror()
-    cmd = ["debootstrap", "--variant=minbase", "--include=" + ",".join(packages), SUITE, tmp]
-    if mirror:
-        cmd.append(mirror)
-    log(f"building the root file system ({len(packages)} packages): {' '.join(cmd)}")
-    start = time.monotonic()
-    debootstrap_log = os.path.join(nspawn_dir, "debootstrap.log")
-    with open(debootstrap_log, "w") as f:
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        tail = open(debootstrap_log).read()[-3000:]
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise Failure(f"debootstrap failed ({r.returncode}):\n{tail}")
-    # Smaller cache; a container needs no downloaded .debs.
-    for deb_file in glob.glob(os.path.join(tmp, "var/cache/apt/archives/*.deb")):
-        os.unlink(deb_file)
-    os.rename(tmp, rootfs)
-    log(f"root file system built in {time.monotonic() - start:.0f}s")
-    return rootfs
-
-
-# ---- mounts, cgroups and processes a run leaves --------------------------------------------
-
-def mounts_under(path):
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mnt = line.split()[4].replace("\\040", " ")
-            if mnt == path or mnt.startswith(path.rstrip("/") + "/"):
-                out.append(mnt)
-    return sorted(out, key=len, reverse=True)
-
-
-def nspawn_pids_for(nspawn_dir):
-    """systemd-nspawn processes (started by earlier runs of this test) booting a run dir here."""
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            argv = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if argv and os.path.basename(argv[0]) == b"systemd-nspawn" and any(
-                a.startswith(os.path.join(nspawn_dir, "run-").encode()) for a in argv):
-            pids.append(int(d))
-    return pids
-
-
-def container_leader(nspawn_pid):
-    """The container's PID 1 (systemd, in another pid namespace): a descendant of nspawn."""
-    own_ns = os.readlink("/proc/self/ns/pid")
-    todo = [nspawn_pid]
-    while todo:
-        pid = todo.pop(0)
-        try:
-            children = []
-            for task in os.listdir(f"/proc/{pid}/task"):
-                children += open(f"/proc/{pid}/task/{task}/children").read().split()
-            for c in map(int, children):
-                if os.readlink(f"/proc/{c}/ns/pid") != own_ns:
-                    return c
-                todo.append(c)
-        except OSError:
-            continue
-    return None
-
-
-def kill_container(nspawn_pid, leader):
-    """SIGKILL to the container's PID 1 ends every process of its pid namespace; nspawn then
-    exits (or is killed too)."""
-    for pid in (leader, nspawn_pid):
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(
-            p and os.path.exists(f"/proc/{p}") and _not_zombie(p) for p in (leader, nspawn_pid)):
-        time.sleep(0.1)
-
-
-def _not_zombie(pid):
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def own_cgroup_dirs():
-    """The cgroup directories of this process (unified and name=systemd), where nspawn
-    --keep-unit makes its "payload" and "supervisor" children."""
-    dirs = []
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controllers == "":
-                for base in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-                    if os.path.exists(os.path.join(base, "cgroup.controllers")):
-                        dirs.append(base + path)
-                        break
-            elif controllers == "name=systemd":
-                dirs.append("/sys/fs/cgroup/systemd" + path)
-    return dirs
-
-
-def remove_cgroup_tree(path):
-    """Removes a cgroup and its children, deepest first (a cgroup empties a moment after its
-    last process has died, hence the retries)."""
-    if not os.path.isdir(path):
-        return
-    for root, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
-        for attempt in range(50):
-            try:
-                os.rmdir(root)
-                break
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                if attempt == 49:
-                    log(f"could not remove cgroup {root}: {e}")
-                time.sleep(0.1)
-
-
-def cleanup_run(run_dir, proc=None, leader=None):
-    if proc is not None and proc.poll() is None:
-        # SIGTERM to nspawn powers the container off (SIGRTMIN+3 to its systemd).
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            log("the container did not power off in 30 s: killing it")
-            kill_container(proc.pid, leader)
-            proc.wait()
-    for mnt in mounts_under(run_dir):
-        r = subprocess.run(["umount", mnt], capture_output=True, text=True)
-        if r.returncode != 0:
-            subprocess.run(["umount", "-l", mnt])
-    for cg in own_cgroup_dirs():
-        for child in ("payload", "supervisor"):
-            remove_cgroup_tree(os.path.join(cg, child))
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def cleanup_stale_runs(nspawn_dir):
-    """What a run killed by a ctest timeout left: its container, overlay and directory."""
-    for pid in nspawn_pids_for(nspawn_dir):
-        log(f"killing the container of an earlier run (systemd-nspawn pid {pid})")
-        kill_container(pid, container_leader(pid))
-    for run_dir in glob.glob(os.path.join(nspawn_dir, "run-*")):
-        log(f"removing an earlier run's {run_dir}")
-        cleanup_run(run_dir)
-
-
-# ---- the container -----------------------------------------------------------------------
-
-class Container:
-    def __init__(self, nspawn_dir, rootfs):
-        self.name = f"lwtest-{os.getpid()}-{int(time.time()) % 100000}"
-        self.run_dir = os.path.join(nspawn_dir, "run-" + self.name)
-        self.root = os.path.join(self.run_dir, "merged")
-        self.proc = None
-        self.leader = None
-        for d in ("upper", "work", "merged"):
-            os.makedirs(os.path.join(self.run_dir, d))
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                        f"lowerdir={rootfs},upperdir={self.run_dir}/upper,"
-                        f"workdir={self.run_dir}/work", self.root], check=True)
-        self.console_path = os.path.join(self.run_dir, "console.log")
-
-    def boot(self):
-        self.console = open(self.console_path, "w")
-        self.proc = subprocess.Popen(
-            ["systemd-nspawn", "--register=no", "--keep-unit", "--capability=all",
-             "--system-call-filter=bpf perf_event_open", "--private-network",
-             "--console=read-only", "-b", "-D", self.root, "-M", self.name],
-            stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        self.leader = wait_until(self._find_leader, 30, "the container's systemd to start")
-        state = wait_until(self._system_state, 60, "systemd in the container to finish booting")
-        if state == "degraded":
-            log("the container booted degraded:\n" +
-                self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout)
-
-    def _find_leader(self):
-        check(self.proc.poll() is None,
-              f"systemd-nspawn exited with {self.proc.returncode}:\n{self.console_text()}")
-        leader = container_leader(self.proc.pid)
-        try:
-            if leader and open(f"/proc/{leader}/comm").read().strip() == "systemd":
-                return leader
-        except OSError:
-            pass
-        return None
-
-    def _system_state(self):
-        r = self.run(["systemctl", "is-system-running"], check=False)
-        state = r.stdout.strip()
-        return state if state in ("running", "degraded") else None
-
-    def run(self, argv, check=True, timeout=60):
-        cmd = ["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w",
-               *GUEST_ENV, *argv]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise Failure(f"in the container, {' '.join(argv)} exited {r.returncode}:\n"
-                          f"{r.stdout}{r.stderr}")
-        return r
-
-    def path(self, guest_path):
-        return os.path.join(self.root, guest_path.lstrip("/"))
-
-    def write(self, guest_path, text, mode=0o644):
-        with open(self.path(guest_path), "w") as f:
-            f.write(text)
-        os.chmod(self.path(guest_path), mode)
-
-    def is_active(self, unit):
-        return self.run(["systemctl", "is-active", unit], check=False).stdout.strip()
-
-    def console_text(self):
-        try:
-            return open(self.console_path, errors="replace").read()[-4000:]
-        except OSError:
-            return ""
-
-    def journal(self, unit, lines=60):
-        return self.run(["journalctl", "--no-pager", "-o", "short-monotonic", "-n", str(lines),
-                         "-u", unit], check=False).stdout
-
-    def pid_ns(self):
-        return os.readlink(f"/proc/{self.leader}/ns/pid")
-
-    def cleanup(self):
-        try:
-            self.console.close()
-        except Exception:  # noqa: BLE001 - cleanup goes on
-            pass
-        cleanup_run(self.run_dir, self.proc, self.leader)
 
 
 # ---- leakwatch in the guest ---------------------------------------------------------------
@@ -640,7 +314,7 @@ def main():
 
     timings = []
     start = time.monotonic()
-    rootfs = ensure_rootfs(nspawn_dir, deb)
+    rootfs = rootfs_for(deb)
     timings.append(("root file system (debootstrap or cache)", time.monotonic() - start))
     c = Container(nspawn_dir, rootfs)
     failed = False
@@ -666,9 +340,9 @@ def main():
             sys.exit(1)
         c.cleanup()
         timings.append(("power off and clean up", time.monotonic() - t))
-    left = mounts_under(c.run_dir)
-    if left or os.path.exists(c.run_dir):
-        print(f"FAIL cleanup: left behind {left or c.run_dir}")
+    left = c.overlay.left_behind()
+    if left:
+        print(f"FAIL cleanup: left behind {left}")
         failed = True
     print("timings:")
     for name, s in timings:
