@@ -13,7 +13,7 @@ same pristine state:
   2. The run command's set-up, in a chroot: `scripts/run.sh --check-config` installs what the
      daemon needs, builds it alone, and checks the shipped config and that the BPF programs
      load. Checked: the verdict; that no test-only package was installed (a JDK, QEMU,
-     Catch2, Prometheus) and no test, fixture or benchmark built.
+     Prometheus, jemalloc, a cross compiler) and no test, fixture or benchmark built.
   3. The run command itself: `scripts/run.sh --web.listen-address 127.0.0.1:PORT` serves
      /metrics (leakwatch_build_info) until SIGTERM, and exits 0.
   4. The test command's install and build steps: `BUILD_TYPE=Release scripts/test.sh
@@ -50,9 +50,10 @@ APT_ARCHIVES = os.environ.get("LEAKWATCH_APT_ARCHIVES", "/var/cache/leakwatch/ap
 GUEST_ENV = ["/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
              "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"]
 TREE = "/root/leakwatch"
-# Packages only the tests need: the run command must not install them.
-TEST_ONLY = ["openjdk-17-jdk-headless", "qemu-system-x86", "catch2", "prometheus",
-             "gcc-aarch64-linux-gnu", "debootstrap"]
+# Packages only the tests need: the run command must not install them. (Not catch2: Debian's
+# libspdlog-dev depends on it.)
+TEST_ONLY = ["openjdk-17-jdk-headless", "qemu-system-x86", "prometheus", "libjemalloc2",
+             "gcc-aarch64-linux-gnu", "debootstrap", "rpm"]
 
 
 def source_files(src):

@@ -81,7 +81,7 @@ TEST_CASE("kernel totals per kind, stack and process", "[kernel]") {
     std::set<uint32_t> alive = {100, 200};
     KernelAggregator agg(src, resolve, [&](uint32_t pid, uint64_t) -> std::optional<std::string> {
         if (!alive.count(pid)) return std::nullopt;
-        return "p" + std::to_string(pid);
+        return std::string("p").append(std::to_string(pid));
     });
     KernelView v = agg.sample();
     CHECK(v.bytes[0] == 1536);
