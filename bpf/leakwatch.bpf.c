@@ -184,10 +184,26 @@ static __always_inline bool send_snapshot(__u32 tgid, __u64 id, __u64 key, __u64
     return true;
 }
 
-/* Walks the stack with the daemon's CFI rules (LW_CFG_DWARF). The probe sits on or before
- * the allocator's first stack push, so the entry frame's CFA is sp + 8 and rbp is the
- * caller's. */
-static __always_inline __u64 capture_dwarf(struct pt_regs *ctx, __u32 tgid, struct lw_stack *s)
+/* How the frame of return address pc is walked: LW_RANGE_FP or LW_RANGE_RULES (both bits
+ * when a rules range lies inside a frame-pointer one: rules win), 0 (rules) outside them. */
+static __always_inline __u32 range_kind(const struct lw_proc_cfg *cfg, __u64 pc)
+{
+    __u32 kind = 0;
+    for (int i = 0; i < LW_MAX_RANGES; i++) {
+        if ((__u32)i >= cfg->nranges)
+            break;
+        /* the call is at pc - 1 */
+        if (pc > cfg->ranges[i].lo && pc <= cfg->ranges[i].hi)
+            kind |= cfg->ranges[i].kind;
+    }
+    return kind;
+}
+
+/* Walks the stack with the daemon's CFI rules (LW_CFG_DWARF), and by the frame pointer in the
+ * code ranges whose functions keep one. The probe sits on or before the allocator's first
+ * stack push, so the entry frame's CFA is sp + 8 and rbp is the caller's. */
+static __always_inline __u64 capture_dwarf(struct pt_regs *ctx, __u32 tgid, struct lw_stack *s,
+                                           const struct lw_proc_cfg *cfg)
 {
     __u64 ip = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), bp = PT_REGS_FP(ctx);
     __u64 pc = 0;
@@ -200,32 +216,56 @@ static __always_inline __u64 capture_dwarf(struct pt_regs *ctx, __u32 tgid, stru
     s->ips[1] = pc;
     s->caller = pc;
     __u32 n = 2;
-    bool missing = false;
+    bool missing = false, truncated = false;
     for (int i = 0; i < LW_UNWIND_DEPTH; i++) {
         if (!pc)
             break;
-        struct lw_key rkey = {.tgid = tgid, .id = pc};
-        struct lw_unwind_rule *r = bpf_map_lookup_elem(&unwind_rules, &rkey);
-        if (!r) {
-            missing = true;
+        if (range_kind(cfg, pc) == LW_RANGE_FP) {
+            /* A frame record: the caller's rbp at rbp, the return address above it. rbp 0 is
+             * the outermost frame's (the ABI's end of the chain). */
+            __u64 frame[2];
+            if (bp <= sp || (bp & 7) ||
+                bpf_probe_read_user(frame, sizeof(frame), (void *)bp)) {
+                truncated = bp != 0;
+                break;
+            }
+            sp = bp + 16;
+            bp = frame[0];
+            pc = frame[1];
+        } else {
+            struct lw_key rkey = {.tgid = tgid, .id = pc};
+            struct lw_unwind_rule *r = bpf_map_lookup_elem(&unwind_rules, &rkey);
+            if (!r) {
+                missing = true;
+                break;
+            }
+            if (r->kind != LW_UW_CFA_SP && r->kind != LW_UW_CFA_BP)
+                break;
+            __u64 cfa = (r->kind == LW_UW_CFA_BP ? bp : sp) + (__s64)r->cfa_off;
+            __u64 ra = 0;
+            if ((r->bp_saved &&
+                 bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)r->bp_off))) ||
+                bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) || cfa <= sp) {
+                truncated = true;
+                break;
+            }
+            sp = cfa;
+            pc = ra;
+        }
+        if (!pc)
+            break;
+        if (n >= LW_DWARF_FRAMES) {
+            truncated = true;
             break;
         }
-        if (r->kind != LW_UW_CFA_SP && r->kind != LW_UW_CFA_BP)
-            break;
-        __u64 cfa = (r->kind == LW_UW_CFA_BP ? bp : sp) + (__s64)r->cfa_off;
-        __u64 ra = 0;
-        if (r->bp_saved && bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)r->bp_off)))
-            break;
-        if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) || cfa <= sp)
-            break;
-        sp = cfa;
-        pc = ra;
-        if (!pc || n >= LW_DWARF_FRAMES)
-            break;
         s->ips[n++] = pc;
     }
     s->nr = n;
     s->flags = 0;
+    if (truncated) {
+        s->flags = LW_STACK_TRUNCATED;
+        count_lost(LW_LOST_STACK_TRUNCATED);
+    }
     __u64 h = stack_hash(mix64(s->caller ^ 0x9e3779b97f4a7c15ULL), s->ips, n);
     if (missing) {
         /* One snapshot per frames-so-far and depth of the frame without a rule, under an id
@@ -234,15 +274,16 @@ static __always_inline __u64 capture_dwarf(struct pt_regs *ctx, __u32 tgid, stru
         __u8 one = 1;
         if (bpf_map_update_elem(&snapshots_sent, &mark, &one, BPF_NOEXIST) == 0) {
             __u64 id = ((__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32()) | 1;
-            s->flags = LW_STACK_PARTIAL;
+            s->flags |= LW_STACK_PARTIAL;
             if (send_snapshot(tgid, id, mark.id, pc, sp, bp, s)) {
                 struct lw_key key = {.tgid = tgid, .id = id};
                 store_stack(&key, s);
                 return id;
             }
             bpf_map_delete_elem(&snapshots_sent, &mark); /* the next walk sends it */
-            s->flags = 0;
+            s->flags &= ~LW_STACK_PARTIAL;
         } else {
+            s->flags |= LW_STACK_PENDING;
             count_lost(LW_LOST_UNWIND_PENDING);
         }
     }
@@ -262,7 +303,7 @@ static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
         return 0;
 #if defined(__TARGET_ARCH_x86)
     if (cfg->flags & LW_CFG_DWARF)
-        return capture_dwarf(ctx, tgid, s);
+        return capture_dwarf(ctx, tgid, s, cfg);
 #endif
     long n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), BPF_F_USER_STACK);
     if (n <= 0) {

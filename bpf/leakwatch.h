@@ -53,6 +53,8 @@ enum lw_lost_reason {
                                   frames up to the first one without an unwind rule */
     LW_LOST_UNWIND_PENDING,    /* a walk met a frame whose snapshot was still being unwound:
                                   the stack kept its frames up to there */
+    LW_LOST_STACK_TRUNCATED,   /* a walk stopped before the outermost frame: a frame pointer or
+                                  a rule led to memory it could not read, or too deep */
     LW_LOST_MAX,
 };
 
@@ -60,6 +62,22 @@ enum lw_event_type {
     LW_EVENT_EXEC = 1,
     LW_EVENT_EXIT = 2,
     LW_EVENT_FORK = 3,
+};
+
+/* A range of a process's code [lo, hi) and how frames whose return address falls in it are
+ * walked when stacks are walked with rules: LW_RANGE_FP, by the frame pointer (a file whose
+ * functions keep one: CFA = rbp + 16, the caller's rbp at rbp), one read per frame and no
+ * rule lookup; LW_RANGE_RULES, by rule even inside an LW_RANGE_FP range (such a file's
+ * functions that do not keep a frame pointer). Elsewhere rules. */
+#define LW_MAX_RANGES 8
+#define LW_RANGE_FP 1u
+#define LW_RANGE_RULES 2u
+
+struct lw_code_range {
+    __u64 lo;
+    __u64 hi;
+    __u32 kind; /* LW_RANGE_* */
+    __u32 pad;
 };
 
 /* Per watched process, written by the daemon when it attaches. */
@@ -74,7 +92,10 @@ struct lw_proc_cfg {
     __u64 lib_lo;
     __u64 lib_hi;
     __u32 flags;  /* LW_CFG_* */
-    __u32 pad;
+    __u32 nranges;
+    /* Walks with rules (LW_CFG_DWARF): code walked by frame pointers instead, where the
+     * daemon found that the functions keep them (see lw_code_range). */
+    struct lw_code_range ranges[LW_MAX_RANGES];
 };
 
 #define LW_CFG_PARTIAL 1u /* sampling or a size filter: not every call is recorded */
@@ -134,6 +155,9 @@ struct lw_stack {
 };
 
 #define LW_STACK_PARTIAL 1u
+#define LW_STACK_PENDING 4u   /* the frames up to one whose rule was being found meanwhile */
+#define LW_STACK_TRUNCATED 2u /* the walk stopped before the outermost frame (a frame it could
+                                 not read, or the depth limit): callers are missing */
 
 /* Unwinding through code without frame pointers (x86-64). The daemon derives one rule per
  * return address from the code's CFI (.eh_frame) and stores it under (tgid, address); the

@@ -85,6 +85,9 @@ const char* loss_advice(size_t reason) {
         case LW_LOST_SNAPSHOTS_FULL:
             return "new stacks came faster than the daemon unwound them; some stacks end early "
                    "until their unwind rules are known";
+        case LW_LOST_STACK_TRUNCATED:
+            return "some stacks end before their outermost frame (a frame that could not be "
+                   "read, or deeper than the walk goes); their callers are missing";
         default:
             return "";
     }

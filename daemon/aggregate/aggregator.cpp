@@ -32,6 +32,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
     auto raw = id ? source_.stack(meta.pid, id) : std::nullopt;
     if (raw) {
         if (raw->content_id != 0) r.id = raw->content_id;
+        r.incomplete = raw->partial || raw->truncated || raw->pending;
         auto addrs = frame_addresses(*raw);
         for (size_t i = 0; i < addrs.size(); i++) {
             // Frames past the first are return addresses: look up the call instruction
@@ -123,7 +124,7 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
             const Resolved& r = resolve_stack(meta, s.stack);
             auto [at, fresh] = by_id.try_emplace(r.id, view.stacks.size());
             if (fresh) {
-                view.stacks.push_back({r.id, s.bytes, s.count, r.site, r.frames, {}});
+                view.stacks.push_back({r.id, s.bytes, s.count, r.site, r.frames, {}, r.incomplete});
             } else {
                 view.stacks[at->second].bytes += s.bytes;
                 view.stacks[at->second].count += s.count;

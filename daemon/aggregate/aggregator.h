@@ -35,6 +35,9 @@ struct StackView {
     std::string site;
     std::shared_ptr<const std::vector<Frame>> frames;  // shared by every snapshot
     Growth growth;
+    // Callers are missing: the walk stopped early, or (unwind rules) the stack was recorded
+    // while its first snapshot was being unwound and kept the frames walked so far.
+    bool incomplete = false;
 };
 
 struct ProcessView {
@@ -83,6 +86,7 @@ class Aggregator {
         std::string site;
         uint64_t id = 0;  // the stack's id by its frames (RawStack::content_id, else its own)
         bool unnamed_jit = false;  // has frames in anonymous memory without a name
+        bool incomplete = false;   // StackView::incomplete
         uint64_t jit_generation = 0;
     };
     const Resolved& resolve_stack(const ProcessMeta& meta, uint64_t id);

@@ -11,7 +11,7 @@
 namespace leakwatch {
 
 // Mirrors enum lw_lost_reason in bpf/leakwatch.h (checked by a static_assert in bpf/).
-inline constexpr std::array<const char*, 18> kLostReasonNames = {
+inline constexpr std::array<const char*, 19> kLostReasonNames = {
     "live_map_full",          "stack_capture_failed",
     "stack_map_full",         "stack_totals_map_full",
     "inflight_full",          "stale_inflight",
@@ -21,6 +21,7 @@ inline constexpr std::array<const char*, 18> kLostReasonNames = {
     "kernel_stack_map_full",  "kernel_totals_map_full",
     "kernel_unknown_free",    "kernel_missed_free",
     "unwind_snapshots_full",  "unwind_pending",
+    "stack_truncated",
 };
 using LostCounters = std::array<uint64_t, kLostReasonNames.size()>;
 
@@ -47,6 +48,8 @@ struct RawStack {
     // under for a stack completed from an unwind snapshot. 0: same as the stored id.
     uint64_t content_id = 0;
     bool partial = false;  // a snapshot's frames so far, not yet completed by the daemon
+    bool truncated = false;  // the walk stopped before the outermost frame
+    bool pending = false;    // frames up to one whose snapshot was in flight (callers missing)
 };
 
 struct LiveAllocation {

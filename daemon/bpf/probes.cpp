@@ -369,6 +369,15 @@ Result<void> Probes::watch(uint32_t tgid, const Recording& r) {
     cfg.lib_hi = r.lib_hi;
     if (r.sample_bytes || r.min_size > 0 || r.max_size != UINT64_MAX) cfg.flags |= LW_CFG_PARTIAL;
     if (r.dwarf_unwind) cfg.flags |= LW_CFG_DWARF;
+    auto add_ranges = [&](const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                          uint32_t kind) {
+        for (const auto& [lo, hi] : ranges) {
+            if (cfg.nranges >= LW_MAX_RANGES) break;
+            cfg.ranges[cfg.nranges++] = lw_code_range{lo, hi, kind, 0};
+        }
+    };
+    add_ranges(r.rules_code, LW_RANGE_RULES);
+    add_ranges(r.frame_pointer_code, LW_RANGE_FP);
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watched), &tgid, &cfg, BPF_ANY))
         return fail_errno("adding pid " + std::to_string(tgid) + " to the watched map", errno);
     return {};
@@ -494,6 +503,8 @@ std::optional<RawStack> Probes::stack(uint32_t tgid, uint64_t id) {
     // (stored under the snapshot's id) and for the walks after it.
     out.content_id = stack_hash(mix64(s.caller ^ 0x9e3779b97f4a7c15ULL), s.ips, nr);
     out.partial = s.flags & LW_STACK_PARTIAL;
+    out.truncated = s.flags & LW_STACK_TRUNCATED;
+    out.pending = s.flags & LW_STACK_PENDING;
     return out;
 }
 

@@ -84,6 +84,10 @@ class Probes : public AllocationSource {
         uint64_t lib_lo = 0;        // the allocator library's mapped range
         uint64_t lib_hi = 0;
         bool dwarf_unwind = false;  // walk stacks with unwind rules (x86-64)
+        // With dwarf_unwind: code walked by the frame pointer (its functions keep one),
+        // process addresses [first, second), and inside them code walked by rules anyway.
+        std::vector<std::pair<uint64_t, uint64_t>> frame_pointer_code;
+        std::vector<std::pair<uint64_t, uint64_t>> rules_code;
     };
     // Starts recording a process (after attach): its filters and zeroed totals.
     Result<void> watch(uint32_t tgid, const Recording& recording);

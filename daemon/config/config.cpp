@@ -592,12 +592,14 @@ class Parser {
                 }
             } else if (entry.key == "unwind") {
                 const std::string value = entry.value.IsScalar() ? entry.value.Scalar() : "";
-                if (value == "frame-pointer") {
+                if (value == "auto") {
+                    rule.unwind = WatchRule::Unwind::kAuto;
+                } else if (value == "frame-pointer") {
                     rule.unwind = WatchRule::Unwind::kFramePointer;
                 } else if (value == "dwarf") {
                     rule.unwind = WatchRule::Unwind::kDwarf;
                 } else {
-                    return error(entry, "unwind must be frame-pointer or dwarf, not " +
+                    return error(entry, "unwind must be auto, frame-pointer or dwarf, not " +
                                             quoted(value));
                 }
             }

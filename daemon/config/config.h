@@ -44,11 +44,12 @@ struct WatchRule {
     // allocation of s bytes is recorded with probability 1 - exp(-s / sample_bytes) and counts
     // for its size divided by that probability.
     uint64_t sample_bytes = 0;
-    // How stacks are walked: by frame pointers (the kernel's walk), or with the CFI
-    // (.eh_frame) of the mapped files, which also recovers callers in code built without
-    // frame pointers (x86-64; elsewhere frame pointers are used and a warning says so).
-    enum class Unwind { kFramePointer, kDwarf };
-    Unwind unwind = Unwind::kFramePointer;
+    // How stacks are walked (x86-64; elsewhere always by frame pointers): kAuto, by the frame
+    // pointer through the files whose functions keep one and with the CFI (.eh_frame) of the
+    // others, frame by frame; kFramePointer, the kernel's frame-pointer walk alone (callers in
+    // code without frame pointers are missed); kDwarf, the CFI for every frame.
+    enum class Unwind { kAuto, kFramePointer, kDwarf };
+    Unwind unwind = Unwind::kAuto;
     int line = 0;  // 1-based line of the rule in the file, for messages
 };
 

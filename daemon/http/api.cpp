@@ -82,6 +82,7 @@ std::optional<nlohmann::json> stacks_json(const Snapshot& snap, uint32_t pid, si
                               {"site", s.site},
                               {"growth_bytes_per_second", s.growth.rate},
                               {"leak_suspected", s.growth.suspected},
+                              {"complete", !s.incomplete},
                               {"frames", frames}});
         }
         j["stacks"] = stacks;

@@ -144,6 +144,70 @@ std::optional<UnwindRule> CfiFile::rule_at(uint64_t vaddr) {
     return impl_->lookup(impl_->debug, vaddr);
 }
 
+FramePointerUse CfiFile::frame_pointer_use() {
+    FramePointerUse use;
+    // .eh_frame_hdr: version 1, three pointer encodings, the .eh_frame pointer, the FDE count
+    // and a table of (function start, FDE) sorted by start, both relative to the header
+    // (DW_EH_PE_datarel | DW_EH_PE_sdata4), as every linker writes it.
+    size_t shstrndx = 0;
+    if (elf_getshdrstrndx(impl_->elf, &shstrndx) != 0) return use;
+    Elf_Scn* scn = nullptr;
+    GElf_Shdr hdr{};
+    Elf_Data* data = nullptr;
+    while ((scn = elf_nextscn(impl_->elf, scn)) != nullptr) {
+        GElf_Shdr sh;
+        if (gelf_getshdr(scn, &sh) == nullptr) continue;
+        const char* name = elf_strptr(impl_->elf, shstrndx, sh.sh_name);
+        if (name != nullptr && std::strcmp(name, ".eh_frame_hdr") == 0 &&
+            sh.sh_type == SHT_PROGBITS) {
+            hdr = sh;
+            data = elf_getdata(scn, nullptr);
+            break;
+        }
+    }
+    if (data == nullptr || data->d_buf == nullptr || data->d_size < 12) return use;
+    const auto* p = static_cast<const uint8_t*>(data->d_buf);
+    const size_t size = data->d_size;
+    constexpr uint8_t kUdata4 = 0x03, kDatarelSdata4 = 0x3b;
+    size_t eh_frame_ptr_size = (p[1] & 0x0f) == 0x0b || (p[1] & 0x0f) == 0x03 ? 4 : 0;
+    if (p[0] != 1 || eh_frame_ptr_size == 0 || p[2] != kUdata4 || p[3] != kDatarelSdata4)
+        return use;
+    uint32_t count = 0;
+    std::memcpy(&count, p + 4 + eh_frame_ptr_size, sizeof(count));
+    const size_t table = 8 + eh_frame_ptr_size;
+    if (count == 0 || (size - table) / 8 < count) return use;
+    auto start_of = [&](size_t i) {
+        int32_t rel = 0;
+        std::memcpy(&rel, p + table + 8 * i, sizeof(rel));
+        return hdr.sh_addr + static_cast<uint64_t>(static_cast<int64_t>(rel));
+    };
+    // A function ends where the next one starts; the last one where its section ends.
+    uint64_t last_end = 0;
+    for (Elf_Scn* s = elf_nextscn(impl_->elf, nullptr); s != nullptr;
+         s = elf_nextscn(impl_->elf, s)) {
+        GElf_Shdr sh;
+        const uint64_t last = start_of(count - 1);
+        if (gelf_getshdr(s, &sh) != nullptr && (sh.sh_flags & SHF_EXECINSTR) &&
+            last >= sh.sh_addr && last < sh.sh_addr + sh.sh_size)
+            last_end = sh.sh_addr + sh.sh_size;
+    }
+    constexpr UnwindRule kRecord{UnwindRule::kCfaBp, 16, -16, true};
+    for (size_t i = 0; i < count; i++) {
+        uint64_t start = start_of(i), end = i + 1 < count ? start_of(i + 1) : last_end;
+        if (end <= start) continue;
+        use.functions++;
+        auto rule = rule_at(start + (end - start) / 2);
+        if (rule && *rule == kRecord) {
+            use.with_frame_pointer++;
+        } else if (!use.without.empty() && use.without.back().second == start) {
+            use.without.back().second = end;
+        } else {
+            use.without.emplace_back(start, end);
+        }
+    }
+    return use;
+}
+
 std::vector<UnwindStep> unwind(const UnwindStart& start,
                                const std::function<UnwindRule(uint64_t pc)>& rule_for,
                                size_t max_frames) {

@@ -40,6 +40,24 @@ struct UnwindRule {
     static UnwindRule frame_pointer() { return {kCfaBp, 16, -16, true}; }
 };
 
+// How the functions of one file use the frame pointer, by the CFI in the middle of each
+// function (each entry of .eh_frame_hdr's table): a standard frame record there (CFA =
+// rbp + 16, the caller's rbp saved at CFA - 16) means a caller's frame can be found from
+// rbp alone. Virtual addresses are the file's (ELF) ones.
+struct FramePointerUse {
+    size_t functions = 0;           // functions looked at
+    size_t with_frame_pointer = 0;  // of them, with a standard frame record mid-function
+    // The others, adjacent ones merged: [start, end) ELF virtual addresses.
+    std::vector<std::pair<uint64_t, uint64_t>> without;
+    // Whether the file's frames may be walked by the frame pointer, with `without` walked by
+    // rules: some functions keep one, and the others fit in `max_without` ranges (in a file
+    // built without frame pointers, the few functions that set one up anyway are scattered,
+    // and the ranges between them are many).
+    bool walkable(size_t max_without) const {
+        return with_frame_pointer > 0 && without.size() <= max_without;
+    }
+};
+
 // The CFI of one ELF file (.eh_frame, else .debug_frame), opened once.
 class CfiFile {
   public:
@@ -54,6 +72,9 @@ class CfiFile {
     std::optional<UnwindRule> rule_at(uint64_t vaddr);
     // The ELF virtual address that file offset `off` is loaded at (via PT_LOAD), if any.
     std::optional<uint64_t> vaddr_of_file_offset(uint64_t off) const;
+    // How its functions use the frame pointer (empty without an .eh_frame_hdr table in the
+    // usual encoding: then nothing is walked by the frame pointer).
+    FramePointerUse frame_pointer_use();
 
   private:
     CfiFile() = default;

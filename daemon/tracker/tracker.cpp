@@ -121,7 +121,11 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     recording.min_size = rule.min_size;
     recording.max_size = rule.max_size;
     recording.sample_bytes = rule.sample_bytes;
-    recording.dwarf_unwind = rule.unwind == WatchRule::Unwind::kDwarf;
+#if defined(__x86_64__)
+    recording.dwarf_unwind = rule.unwind != WatchRule::Unwind::kFramePointer;
+    if (rule.unwind == WatchRule::Unwind::kAuto)
+        add_frame_pointer_code(pid, *maps, info.exe, recording);
+#endif
     // The allocator's own mmap calls are told by their caller being in its file, unless that
     // file is the program itself (a static binary), whose own mmap calls would vanish too.
     if (rule.allocator.library != "exe" && lib_lo < lib_hi) {
@@ -140,6 +144,53 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), now};
     tracked_[pid] = std::move(t);
     return Outcome::kAttached;
+}
+
+void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
+                                     const std::string& exe, Probes::Recording& recording) {
+    // The program first: its own code is where the callers that name a leak are.
+    std::vector<const MapEntry*> code;
+    for (const auto& m : maps)
+        if (m.executable() && !m.path.empty() && m.path.front() == '/')
+            code.insert(m.path == exe ? code.begin() : code.end(), &m);
+    size_t used = 0;
+    for (const MapEntry* m : code) {
+        std::string key = m->path + '|' + std::to_string(m->dev_major) + ':' +
+                          std::to_string(m->dev_minor) + ':' + std::to_string(m->inode) + '@' +
+                          std::to_string(m->offset);
+        FramePointerFile* file = frame_pointer_files_.get(key);
+        if (file == nullptr) {
+            FramePointerFile fresh;
+            auto path = proc_.mapped_file(pid, *m);
+            auto cfi = path ? CfiFile::open(*path) : Result<std::unique_ptr<CfiFile>>(
+                                                         std::unexpected(path.error()));
+            if (cfi) {
+                if (auto vaddr = (*cfi)->vaddr_of_file_offset(m->offset)) {
+                    fresh.use = (*cfi)->frame_pointer_use();
+                    fresh.vaddr = *vaddr;
+                    fresh.readable = true;
+                    spdlog::debug("{}: {} of {} functions keep a frame pointer; {} walked by "
+                                  "the frame pointer",
+                                  m->path, fresh.use.with_frame_pointer, fresh.use.functions,
+                                  fresh.use.walkable(LW_MAX_RANGES / 2) ? "frames" : "no frame");
+                }
+            }
+            file = &frame_pointer_files_.put(key, std::move(fresh));
+        }
+        const auto& use = file->use;
+        if (!file->readable || !use.walkable(LW_MAX_RANGES / 2) ||
+            used + 1 + use.without.size() > LW_MAX_RANGES)
+            continue;
+        const uint64_t base = file->vaddr, len = m->end - m->start;
+        for (const auto& [lo, hi] : use.without) {
+            if (hi <= base || (lo >= base && lo - base >= len)) continue;  // not in this mapping
+            recording.rules_code.emplace_back(m->start + (lo > base ? lo - base : 0),
+                                              m->start + std::min(hi - base, len));
+            used++;
+        }
+        recording.frame_pointer_code.emplace_back(m->start, m->end);
+        used++;
+    }
 }
 
 void Tracker::consider(pid_t pid, bool fresh_exec) {

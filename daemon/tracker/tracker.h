@@ -14,7 +14,9 @@
 #include "bpf/probes.h"
 #include "config/config.h"
 #include "proc/proc.h"
+#include "symbols/lru.h"
 #include "symbols/symbolizer.h"
+#include "symbols/unwind.h"
 #include "tracker/reaper.h"
 
 struct lw_event;
@@ -69,6 +71,10 @@ class Tracker {
     // `in_background`: only when the process is gone for good (exit). Otherwise the old
     // probes must be gone before new ones attach, or the new image would be counted twice.
     void detach(pid_t pid, const char* why, bool in_background = false);
+    // The code of a process that stacks may cross by the frame pointer (files whose
+    // functions keep one), and inside it what must be walked by rules: `unwind: auto`.
+    void add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
+                                const std::string& exe, Probes::Recording& recording);
     void flush_purges();
 
     Probes& probes_;
@@ -82,6 +88,14 @@ class Tracker {
     std::map<pid_t, uint64_t> failed_;  // pid -> start_time of a process that cannot be attached
     std::set<std::string> single_stepped_;  // "path:function" already logged as single-stepped
     std::set<uint32_t> purge_;
+    // Per mapped file (path, device, inode, offset of its executable mapping): how its
+    // functions use the frame pointer, and the ELF address that offset is loaded at.
+    struct FramePointerFile {
+        FramePointerUse use;
+        uint64_t vaddr = 0;  // ELF address of the mapping's file offset
+        bool readable = false;
+    };
+    LruCache<std::string, FramePointerFile> frame_pointer_files_{256};
     Reaper reaper_;  // last: destroyed first, detaching what is still queued
 };
 
