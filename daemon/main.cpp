@@ -14,13 +14,13 @@
 #include <thread>
 
 #include "aggregate/aggregator.h"
-#include "bpf/kernel_probes.h"
-#include "bpf/probes.h"
-#include "bpf/snapshots.h"
 #include "config/config.h"
 #include "detect/follow.h"
 #include "http/server.h"
 #include "leakwatch.h"
+#include "loader/kernel_probes.h"
+#include "loader/probes.h"
+#include "loader/snapshots.h"
 #include "proc/proc.h"
 #include "service/logging.h"
 #include "service/notify.h"
@@ -94,8 +94,8 @@ void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters
     for (size_t i = 0; i < lost.size(); i++) {
         if (lost[i] == 0 || reported[i] != 0) continue;
         reported[i] = lost[i];
-        bool expected = i == LW_LOST_UNKNOWN_FREE || i == LW_LOST_K_UNKNOWN_FREE ||
-                        i == LW_LOST_UNWIND_PENDING;
+        bool expected =
+            i == LW_LOST_UNKNOWN_FREE || i == LW_LOST_K_UNKNOWN_FREE || i == LW_LOST_UNWIND_PENDING;
         auto level = expected ? spdlog::level::info : spdlog::level::warn;
         spdlog::log(level,
                     "lost events ({}): {} so far; {} (logged once, counted in "
@@ -171,9 +171,10 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
 #if !defined(__x86_64__)
     for (const auto& rule : config.watch)
         if (rule.unwind == WatchRule::Unwind::kDwarf)
-            spdlog::warn("rule {}: unwind: dwarf is implemented on x86-64 only; stacks are walked "
-                         "by frame pointers",
-                         rule.name);
+            spdlog::warn(
+                "rule {}: unwind: dwarf is implemented on x86-64 only; stacks are walked "
+                "by frame pointers",
+                rule.name);
 #endif
 
     // Kernel allocations: system-wide tracepoints, symbolized from /proc/kallsyms.
@@ -229,8 +230,8 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     Detector detector(config.leak_detection);
     LostCounters reported{};
     auto sample = [&] {
-        auto snap =
-            std::make_shared<Snapshot>(aggregator.sample(tracker.processes(), leakwatch::monotonic_ns()));
+        auto snap = std::make_shared<Snapshot>(
+            aggregator.sample(tracker.processes(), leakwatch::monotonic_ns()));
         // DWARF is held only while new stacks are symbolized; give its memory back.
         if (symbolizer.release_debug_info()) malloc_trim(0);
         if (kernel_aggregator) {

@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "bpf/probes.h"
+#include "loader/probes.h"
 
 namespace leakwatch {
 

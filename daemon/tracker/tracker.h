@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "aggregate/aggregator.h"
-#include "bpf/probes.h"
 #include "config/config.h"
+#include "loader/probes.h"
 #include "proc/proc.h"
 #include "symbols/symbolizer.h"
 #include "tracker/reaper.h"

@@ -1,7 +1,7 @@
 // Completes the stacks whose BPF walk met a return address without an unwind rule.
 #pragma once
 
-#include "bpf/probes.h"
+#include "loader/probes.h"
 #include "symbols/unwind.h"
 
 namespace leakwatch {

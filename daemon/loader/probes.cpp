@@ -1,4 +1,4 @@
-#include "bpf/probes.h"
+#include "loader/probes.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -10,13 +10,13 @@
 #include <cerrno>
 #include <cstring>
 
-#include "bpf/btf_check.h"
-#include "bpf/map_walk.h"
-#include "bpf/pidns.h"
 #include "leakwatch.h"
+#include "leakwatch.skel.h"
+#include "loader/btf_check.h"
+#include "loader/map_walk.h"
+#include "loader/pidns.h"
 #include "sampling.h"
 #include "stackhash.h"
-#include "leakwatch.skel.h"
 
 namespace leakwatch {
 
@@ -53,14 +53,14 @@ const std::vector<AllocatorFunction>& allocator_functions() {
         {"munmap", false, LW_MUNMAP, 2},
         // jemalloc's own API and its C++ operators, which reach its internals without passing
         // through malloc or free: probed where the allocator library defines them.
-        {"mallocx", true, LW_MALLOC, 1},            // (size, flags)
-        {"rallocx", true, LW_REALLOC, 2},           // (ptr, size, flags)
-        {"dallocx", false, LW_FREE, 1},             // (ptr, flags)
-        {"sdallocx", false, LW_FREE, 1},            // (ptr, size, flags)
-        {"_Znwm", true, LW_MALLOC, 1},              // operator new(size_t)
-        {"_Znam", true, LW_MALLOC, 1},              // operator new[](size_t)
-        {"_ZdlPvm", false, LW_FREE, 1},             // operator delete(void*, size_t)
-        {"_ZdaPvm", false, LW_FREE, 1},             // operator delete[](void*, size_t)
+        {"mallocx", true, LW_MALLOC, 1},   // (size, flags)
+        {"rallocx", true, LW_REALLOC, 2},  // (ptr, size, flags)
+        {"dallocx", false, LW_FREE, 1},    // (ptr, flags)
+        {"sdallocx", false, LW_FREE, 1},   // (ptr, size, flags)
+        {"_Znwm", true, LW_MALLOC, 1},     // operator new(size_t)
+        {"_Znam", true, LW_MALLOC, 1},     // operator new[](size_t)
+        {"_ZdlPvm", false, LW_FREE, 1},    // operator delete(void*, size_t)
+        {"_ZdaPvm", false, LW_FREE, 1},    // operator delete[](void*, size_t)
     };
     return functions;
 }
@@ -284,7 +284,8 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     if (!probes->ring_) return fail_errno("creating the event ring buffer", errno);
     probes->snapshot_ring_ = ring_buffer__new(bpf_map__fd(skel->maps.snapshots),
                                               &Probes::on_snapshot, probes.get(), nullptr);
-    if (!probes->snapshot_ring_) return fail_errno("creating the unwind snapshot ring buffer", errno);
+    if (!probes->snapshot_ring_)
+        return fail_errno("creating the unwind snapshot ring buffer", errno);
     return probes;
 }
 
@@ -523,10 +524,11 @@ std::vector<MapUsage> Probes::usage() {
     // The live map is too large to walk every interval; every process counts its records
     // (with sampling, fewer than the allocations they stand for).
     uint64_t live = 0;
-    for_each_entry<uint32_t, lw_proc_totals>(
-        bpf_map__fd(skel_->maps.procs), [&](uint32_t, const lw_proc_totals& t) {
-            if (t.records > 0) live += static_cast<uint64_t>(t.records);
-        });
+    for_each_entry<uint32_t, lw_proc_totals>(bpf_map__fd(skel_->maps.procs),
+                                             [&](uint32_t, const lw_proc_totals& t) {
+                                                 if (t.records > 0)
+                                                     live += static_cast<uint64_t>(t.records);
+                                             });
     return {
         {"live", live, limits_.live_allocations},
         // Batched: a key-by-key walk of these two was most of the daemon's CPU with 10,000

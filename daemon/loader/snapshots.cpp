@@ -1,4 +1,4 @@
-#include "bpf/snapshots.h"
+#include "loader/snapshots.h"
 
 #include <spdlog/spdlog.h>
 
@@ -42,10 +42,11 @@ void complete_snapshot(Probes& probes, Unwinder& unwinder, const lw_snapshot& sn
     // The rules are in: walks through these frames go on in BPF, and a walk that misses
     // here again (a rule evicted) sends a new snapshot.
     probes.snapshot_done(snapshot.tgid, snapshot.key);
-    spdlog::debug("pid {}: stack snapshot unwound {:.3f} ms after it was taken: {} frames, {} "
-                  "rules",
-                  snapshot.tgid, static_cast<double>(monotonic_ns() - snapshot.ts_ns) / 1e6, stack.nr,
-                  steps.size());
+    spdlog::debug(
+        "pid {}: stack snapshot unwound {:.3f} ms after it was taken: {} frames, {} "
+        "rules",
+        snapshot.tgid, static_cast<double>(monotonic_ns() - snapshot.ts_ns) / 1e6, stack.nr,
+        steps.size());
 }
 
 }  // namespace leakwatch

@@ -1,4 +1,4 @@
-#include "bpf/kernel_probes.h"
+#include "loader/kernel_probes.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -6,11 +6,11 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include "bpf/btf_check.h"
-#include "bpf/map_walk.h"
-#include "bpf/pidns.h"
 #include "kmem.skel.h"
 #include "leakwatch.h"
+#include "loader/btf_check.h"
+#include "loader/map_walk.h"
+#include "loader/pidns.h"
 
 namespace leakwatch {
 
