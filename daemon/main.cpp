@@ -104,11 +104,6 @@ void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters
     }
 }
 
-double unix_now() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 // An explicit --config must exist; the default path may be absent (built-in config then).
 leakwatch::Result<leakwatch::Config> read_config(const std::string& path, bool explicit_path) {
     struct stat st {};
@@ -213,7 +208,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     status.version = LEAKWATCH_VERSION;
     status.top_stacks = config.limits.top_stacks;
     status.top_processes = config.limits.top_processes;
-    status.last_reload_time = unix_now();
+    status.last_reload_time = unix_seconds();
 
     tracker.scan();
     const std::string listen = listen_override.empty() ? config.listen_address : listen_override;
@@ -241,7 +236,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                  kernel_probes->usage(snap->kernel->live_records, snap->kernel->totals_entries))
                 snap->usage.push_back(std::move(u));
         }
-        if (config.leak_detection.enabled) follow_growth(detector, *snap, unix_now());
+        if (config.leak_detection.enabled) follow_growth(detector, *snap, unix_seconds());
         log_new_losses(snap->lost, reported);
         status.attached = tracker.attached();
         status.symbol_caches = symbolizer.cache_stats();
@@ -302,7 +297,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                 detector.reconfigure(config.leak_detection);
                 status.top_stacks = config.limits.top_stacks;
                 status.top_processes = config.limits.top_processes;
-                status.last_reload_time = unix_now();
+                status.last_reload_time = unix_seconds();
                 if (!log_level_from_flag && fresh->log_level != config.log_level) {
                     config.log_level = fresh->log_level;
                     spdlog::set_level(spdlog::level::from_str(config.log_level));

@@ -8,6 +8,7 @@
 
 #include "leakwatch.h"
 #include "symbols/placement.h"
+#include "util/clock.h"
 
 namespace leakwatch {
 
@@ -23,8 +24,8 @@ bool same_rule(const WatchRule& a, const WatchRule& b) {
            a.match.pid == b.match.pid && a.match.cmdline == b.match.cmdline &&
            a.allocator.library == b.allocator.library &&
            a.allocator.symbol_prefix == b.allocator.symbol_prefix && a.min_size == b.min_size &&
-           a.max_size == b.max_size && a.min_age == b.min_age &&
-           a.sample_bytes == b.sample_bytes && a.unwind == b.unwind;
+           a.max_size == b.max_size && a.min_age == b.min_age && a.sample_bytes == b.sample_bytes &&
+           a.unwind == b.unwind;
 }
 
 }  // namespace
@@ -93,11 +94,13 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         Placement where = place_probe_in_file(target.path, *off, fn.arguments, fn.kind == LW_FREE);
         const uint64_t at = *off + where.skip;
         if (where.emulated) {
-            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, fn.name, where.skip, where.how);
+            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, fn.name, where.skip,
+                          where.how);
         } else if (single_stepped_.insert(mapping->path + ":" + fn.name).second) {
-            spdlog::info("{} in {} is probed at its entry, which the kernel single-steps ({}); "
-                         "each call costs several microseconds more",
-                         fn.name, mapping->path, where.how);
+            spdlog::info(
+                "{} in {} is probed at its entry, which the kernel single-steps ({}); "
+                "each call costs several microseconds more",
+                fn.name, mapping->path, where.how);
         }
         target.offsets.emplace_back(fn.name, at);
     }
@@ -135,9 +138,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     spdlog::info("watching pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
                  info.comm, rule.name, target.offsets.size(), mapping->path,
                  (*attachment)->links());
-    double now =
-        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), now};
+    Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), unix_seconds()};
     tracked_[pid] = std::move(t);
     return Outcome::kAttached;
 }
