@@ -20,14 +20,14 @@
 #include "leakwatch.h"
 #include "loader/kernel_probes.h"
 #include "loader/probes.h"
-#include "loader/snapshots.h"
 #include "proc/proc.h"
 #include "service/logging.h"
 #include "service/notify.h"
 #include "symbols/kallsyms.h"
 #include "symbols/symbolizer.h"
-#include "symbols/unwind.h"
 #include "tracker/tracker.h"
+#include "unwind/snapshots.h"
+#include "unwind/unwinder.h"
 #include "util/clock.h"
 
 namespace {

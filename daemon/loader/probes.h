@@ -12,6 +12,7 @@
 
 #include "aggregate/source.h"
 #include "config/config.h"
+#include "unwind/snapshots.h"
 #include "util/result.h"
 
 struct leakwatch_bpf;
@@ -19,8 +20,6 @@ struct bpf_link;
 struct ring_buffer;
 struct lw_event;
 struct lw_snapshot;
-struct lw_stack;
-struct lw_unwind_rule;
 
 namespace leakwatch {
 
@@ -64,7 +63,8 @@ class Attachment {
     std::vector<int> fds_;  // multi-uprobe links
 };
 
-class Probes : public AllocationSource {
+// The aggregator reads it, the unwinder writes to it.
+class Probes : public AllocationSource, public SnapshotMaps {
   public:
     using EventHandler = std::function<void(const lw_event&)>;
 
@@ -94,19 +94,15 @@ class Probes : public AllocationSource {
     // Waits up to timeout_ms for process events and hands each to the handler.
     void set_event_handler(EventHandler handler) { handler_ = std::move(handler); }
     // Unwind snapshots (walks that met a return address without a rule) go to this handler,
-    // from poll_snapshots; it answers with set_unwind_rule and set_stack. A thread of its own
-    // polls them, so that the first allocations of a new stack wait for their rules as little
-    // as possible (the main loop may be symbolizing for tens of milliseconds).
+    // from poll_snapshots; it answers through the SnapshotMaps methods. A thread of its own
+    // polls them.
     using SnapshotHandler = std::function<void(const lw_snapshot&)>;
     void set_snapshot_handler(SnapshotHandler handler) { snapshot_handler_ = std::move(handler); }
     int poll_snapshots(int timeout_ms);
-    void set_unwind_rule(uint32_t tgid, uint64_t pc, const lw_unwind_rule& rule);
-    // Replaces the frames stored under a stack id (a snapshot's, once unwound).
-    void set_stack(uint32_t tgid, uint64_t id, const lw_stack& stack);
-    // Clears a snapshot's mark in snapshots_sent (lw_snapshot::key) once it is unwound.
-    void snapshot_done(uint32_t tgid, uint64_t key);
-    // Whether the BPF side records this process now.
-    bool watching(uint32_t tgid) const;
+    void set_unwind_rule(uint32_t tgid, uint64_t pc, const lw_unwind_rule& rule) override;
+    void set_stack(uint32_t tgid, uint64_t id, const lw_stack& stack) override;
+    void snapshot_done(uint32_t tgid, uint64_t key) override;
+    bool watching(uint32_t tgid) const override;
     int poll_events(int timeout_ms);
 
     std::vector<std::pair<uint32_t, ProcTotals>> process_totals() override;
