@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "aggregate/aggregator.h"
+#include "aggregate/loss.h"
 #include "config/config.h"
 #include "detect/follow.h"
 #include "http/server.h"
@@ -43,64 +44,14 @@ void on_signal(int sig) {
         g_stop = true;
 }
 
-// What an operator can do about each kind of loss, said once when it first happens.
-const char* loss_advice(size_t reason) {
-    switch (reason) {
-        case LW_LOST_LIVE_FULL:
-            return "raise limits.live_allocations";
-        case LW_LOST_STACK_FAILED:
-            return "the kernel could not walk some user stacks";
-        case LW_LOST_STACKS_FULL:
-            return "raise limits.stacks";
-        case LW_LOST_TOTALS_FULL:
-            return "raise limits.stack_totals";
-        case LW_LOST_INFLIGHT_FULL:
-            return "raise limits.threads";
-        case LW_LOST_STALE_INFLIGHT:
-            return "an allocator call never returned (longjmp?)";
-        case LW_LOST_UNKNOWN_FREE:
-            return "frees of blocks not recorded (allocated before attach, filtered by size, or "
-                   "not sampled) are expected";
-        case LW_LOST_MISSED_FREE:
-            return "a free was not seen; the old record was replaced";
-        case LW_LOST_MUNMAP_TRUNCATED:
-            return "a munmap range was longer than leakwatch scans; regions in it may stay";
-        case LW_LOST_EVENTS_FULL:
-            return "process events were dropped; /proc is rescanned";
-        case LW_LOST_K_LIVE_FULL:
-            return "raise limits.kernel_live_allocations";
-        case LW_LOST_K_STACK_FAILED:
-            return "the kernel could not walk some kernel stacks";
-        case LW_LOST_K_STACKS_FULL:
-            return "raise limits.kernel_stacks";
-        case LW_LOST_K_TOTALS_FULL:
-            return "raise limits.kernel_totals";
-        case LW_LOST_K_UNKNOWN_FREE:
-            return "frees of kernel memory allocated before leakwatchd started are expected";
-        case LW_LOST_K_MISSED_FREE:
-            return "a kernel free was not seen; the old record was replaced";
-        case LW_LOST_UNWIND_PENDING:
-            return "expected when new stacks appear: allocations made while a stack's first "
-                   "snapshot was unwound (well under a millisecond) keep the frames walked so far";
-        case LW_LOST_SNAPSHOTS_FULL:
-            return "new stacks came faster than the daemon unwound them; some stacks end early "
-                   "until their unwind rules are known";
-        default:
-            return "";
-    }
-}
-
 void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters& reported) {
-    for (size_t i = 0; i < lost.size(); i++) {
-        if (lost[i] == 0 || reported[i] != 0) continue;
-        reported[i] = lost[i];
-        bool expected =
-            i == LW_LOST_UNKNOWN_FREE || i == LW_LOST_K_UNKNOWN_FREE || i == LW_LOST_UNWIND_PENDING;
-        auto level = expected ? spdlog::level::info : spdlog::level::warn;
-        spdlog::log(level,
+    for (const leakwatch::LossReason& reason : leakwatch::kLossReasons) {
+        if (lost[reason.id] == 0 || reported[reason.id] != 0) continue;
+        reported[reason.id] = lost[reason.id];
+        spdlog::log(reason.expected ? spdlog::level::info : spdlog::level::warn,
                     "lost events ({}): {} so far; {} (logged once, counted in "
                     "leakwatch_lost_events_total)",
-                    leakwatch::kLostReasonNames[i], lost[i], loss_advice(i));
+                    reason.name, lost[reason.id], reason.advice);
     }
 }
 
@@ -231,7 +182,7 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
         if (symbolizer.release_debug_info()) malloc_trim(0);
         if (kernel_aggregator) {
             snap->kernel = kernel_aggregator->sample();
-            kernel_probes->add_lost(snap->lost);
+            add_lost(snap->lost, kernel_probes->lost());
             for (auto& u :
                  kernel_probes->usage(snap->kernel->live_records, snap->kernel->totals_entries))
                 snap->usage.push_back(std::move(u));

@@ -124,13 +124,8 @@ void KernelProbes::remove_kernel_totals(const std::vector<KernelTotals>& keys) {
     }
 }
 
-void KernelProbes::add_lost(LostCounters& lost) {
-    std::vector<uint64_t> percpu(static_cast<size_t>(ncpus_));
-    int fd = bpf_map__fd(skel_->maps.klost);
-    for (uint32_t i = 0; i < LW_LOST_MAX; i++) {
-        if (bpf_map_lookup_elem(fd, &i, percpu.data())) continue;
-        for (uint64_t v : percpu) lost[i] += v;
-    }
+LostCounters KernelProbes::lost() {
+    return read_lost(skel_->maps.klost, ncpus_);
 }
 
 std::vector<MapUsage> KernelProbes::usage(uint64_t live_records, uint64_t totals_entries) {

@@ -20,8 +20,6 @@
 
 namespace leakwatch {
 
-static_assert(kLostReasonNames.size() == LW_LOST_MAX, "lost reasons out of sync with leakwatch.h");
-
 const char* probe_mode_name(ProbeMode mode) {
     switch (mode) {
         case ProbeMode::kAuto:
@@ -510,14 +508,7 @@ std::vector<LiveAllocation> Probes::live_allocations(const std::set<uint32_t>& t
 }
 
 LostCounters Probes::lost() {
-    LostCounters out{};
-    std::vector<uint64_t> percpu(static_cast<size_t>(ncpus_));
-    int fd = bpf_map__fd(skel_->maps.lost);
-    for (uint32_t i = 0; i < LW_LOST_MAX; i++) {
-        if (bpf_map_lookup_elem(fd, &i, percpu.data())) continue;
-        for (uint64_t v : percpu) out[i] += v;
-    }
-    return out;
+    return read_lost(skel_->maps.lost, ncpus_);
 }
 
 std::vector<MapUsage> Probes::usage() {

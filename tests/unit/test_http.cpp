@@ -414,11 +414,13 @@ TEST_CASE("render_metrics reports the snapshot's numbers", "[http][metrics]") {
     CHECK(exp.one("leakwatch_attached_processes", {}).value == 2);
 
     auto lost = exp.named("leakwatch_lost_events_total");
-    CHECK(lost.size() == kLostReasonNames.size());
-    for (size_t i = 0; i < kLostReasonNames.size(); i++) {
-        INFO(kLostReasonNames[i]);
-        CHECK(exp.one("leakwatch_lost_events_total", {{"reason", kLostReasonNames[i]}}).value ==
-              static_cast<double>(100 * (i + 1) + i));
+    CHECK(lost.size() == kLossReasons.size());
+    for (const auto& reason : kLossReasons) {
+        INFO(reason.name);
+        const size_t i = reason.id;
+        CHECK(
+            exp.one("leakwatch_lost_events_total", {{"reason", std::string(reason.name)}}).value ==
+            static_cast<double>(100 * (i + 1) + i));
     }
 
     CHECK(exp.named("leakwatch_bpf_map_entries").size() == 3);
@@ -480,7 +482,7 @@ TEST_CASE("render_metrics of an empty snapshot still has the daemon's own metric
     CHECK(exp.one("leakwatch_build_info", {{"version", "0.1.0"}}).value == 1);
     CHECK(exp.one("leakwatch_config_last_reload_successful", {}).value == 1);
     CHECK(exp.one("leakwatch_attached_processes", {}).value == 0);
-    CHECK(exp.named("leakwatch_lost_events_total").size() == kLostReasonNames.size());
+    CHECK(exp.named("leakwatch_lost_events_total").size() == kLossReasons.size());
     for (const auto& s : exp.named("leakwatch_lost_events_total")) CHECK(s.value == 0);
 }
 

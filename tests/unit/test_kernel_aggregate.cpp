@@ -22,6 +22,8 @@ struct FakeKernel : KernelSource {
     void remove_kernel_totals(const std::vector<KernelTotals>& keys) override {
         removed.insert(removed.end(), keys.begin(), keys.end());
     }
+    LostCounters lost() override { return {}; }
+    std::vector<MapUsage> usage(uint64_t, uint64_t) override { return {}; }
 };
 
 // Addresses 0x1000 * n are function n of this table (return addresses are looked up - 1).
