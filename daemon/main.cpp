@@ -2,7 +2,6 @@
 // their outstanding allocations on /metrics and /api/v1.
 #include <malloc.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include "aggregate/aggregator.h"
 #include "aggregate/loss.h"
 #include "config/config.h"
+#include "config/reload.h"
 #include "detect/follow.h"
 #include "http/server.h"
 #include "leakwatch.h"
@@ -53,16 +53,6 @@ void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters
                     "leakwatch_lost_events_total)",
                     reason.name, lost[reason.id], reason.advice);
     }
-}
-
-// An explicit --config must exist; the default path may be absent (built-in config then).
-leakwatch::Result<leakwatch::Config> read_config(const std::string& path, bool explicit_path) {
-    struct stat st {};
-    if (!explicit_path && stat(path.c_str(), &st) != 0) {
-        spdlog::info("{} not found: using the built-in default configuration", path);
-        return leakwatch::default_config();
-    }
-    return leakwatch::load_config(path);
 }
 
 std::string status_line(size_t attached, size_t rules, bool kernel) {
@@ -224,35 +214,17 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
                 spdlog::error("reload failed, keeping the running configuration: {}",
                               fresh.error().message);
             } else {
-                if (fresh->kernel.enabled != config.kernel.enabled ||
-                    fresh->kernel.kinds != config.kernel.kinds ||
-                    fresh->kernel.min_size != config.kernel.min_size ||
-                    fresh->kernel.max_size != config.kernel.max_size ||
-                    fresh->kernel.include_movable_pages != config.kernel.include_movable_pages)
-                    spdlog::warn("kernel settings change at restart");
-                if (fresh->listen_address != config.listen_address)
-                    spdlog::warn("listen_address changes take effect at restart");
-                if (fresh->limits.live_allocations != config.limits.live_allocations ||
-                    fresh->limits.stacks != config.limits.stacks ||
-                    fresh->limits.stack_totals != config.limits.stack_totals ||
-                    fresh->limits.processes != config.limits.processes ||
-                    fresh->limits.threads != config.limits.threads)
-                    spdlog::warn("BPF map limits change at restart; keeping the current sizes");
-                config.watch = fresh->watch;
-                config.interval = fresh->interval;
-                config.limits.top_stacks = fresh->limits.top_stacks;
-                config.limits.top_processes = fresh->limits.top_processes;
-                symbolizer.set_limits(fresh->limits.symbol_files,
-                                      fresh->limits.symbol_cache_entries);
-                config.leak_detection = fresh->leak_detection;
+                auto reload = reload_config(config, *fresh);
+                for (auto warning : reload.warnings) spdlog::warn("{}", warning);
+                config = std::move(reload.config);
+                symbolizer.set_limits(config.limits.symbol_files,
+                                      config.limits.symbol_cache_entries);
                 detector.reconfigure(config.leak_detection);
                 status.top_stacks = config.limits.top_stacks;
                 status.top_processes = config.limits.top_processes;
                 status.last_reload_time = unix_seconds();
-                if (!log_level_from_flag && fresh->log_level != config.log_level) {
-                    config.log_level = fresh->log_level;
+                if (!log_level_from_flag && reload.changed_key("log_level"))
                     spdlog::set_level(spdlog::level::from_str(config.log_level));
-                }
                 tracker.set_rules(config.watch);
                 spdlog::info("reloaded: {} rules, {} processes watched", config.watch.size(),
                              tracker.attached());
@@ -327,7 +299,7 @@ int main(int argc, char** argv) {
     leakwatch::setup_logging(log_level);
 
     const bool explicit_path = config_opt->count() > 0;
-    auto config = read_config(config_path, explicit_path);
+    auto config = leakwatch::read_config(config_path, explicit_path);
     if (!config) {
         std::fprintf(stderr, "leakwatchd: invalid configuration: %s\n",
                      config.error().message.c_str());

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "config/reload.h"
 #include "leakwatch.h"
 #include "symbols/placement.h"
 #include "util/clock.h"
@@ -18,15 +19,6 @@ namespace {
 // exec event is retried this often until its allocator is mapped.
 constexpr std::chrono::milliseconds kRetryEvery{5};
 constexpr int kMaxAttempts = 400;  // 2 s
-
-bool same_rule(const WatchRule& a, const WatchRule& b) {
-    return a.name == b.name && a.match.comm == b.match.comm && a.match.exe == b.match.exe &&
-           a.match.pid == b.match.pid && a.match.cmdline == b.match.cmdline &&
-           a.allocator.library == b.allocator.library &&
-           a.allocator.symbol_prefix == b.allocator.symbol_prefix && a.min_size == b.min_size &&
-           a.max_size == b.max_size && a.min_age == b.min_age && a.sample_bytes == b.sample_bytes &&
-           a.unwind == b.unwind;
-}
 
 }  // namespace
 
