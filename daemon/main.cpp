@@ -76,12 +76,8 @@ int run(leakwatch::Config config, const std::string& config_path, bool explicit_
     symbol_options.max_files = config.limits.symbol_files;
     symbol_options.max_source_entries = config.limits.symbol_cache_entries;
     Symbolizer symbolizer(proc, symbol_options);
-    Tracker* tracker_ptr = nullptr;
-    Aggregator aggregator(
-        **probes, [&](uint32_t pid, uint64_t addr) { return tracker_ptr->resolve(pid, addr); },
-        [&](uint32_t pid) { return symbolizer.perf_map_generation(static_cast<int>(pid)); });
-    Tracker tracker(**probes, proc, symbolizer, aggregator, config.watch);
-    tracker_ptr = &tracker;
+    Tracker tracker(**probes, proc, symbolizer, config.watch);
+    Aggregator aggregator(**probes, tracker);
     (*probes)->set_event_handler([&](const lw_event& e) { tracker.on_event(e); });
     Unwinder unwinder(proc, symbolizer);
     (*probes)->set_snapshot_handler(

@@ -12,6 +12,7 @@
 
 #include "aggregate/source.h"
 #include "config/config.h"
+#include "tracker/attacher.h"
 #include "unwind/snapshots.h"
 #include "util/result.h"
 
@@ -23,48 +24,15 @@ struct lw_snapshot;
 
 namespace leakwatch {
 
-// The allocator functions leakwatch probes, in the order they are attached.
-struct AllocatorFunction {
-    const char* name;
-    bool has_return;  // false: entry-only (free, munmap)
-    uint32_t kind;    // enum lw_kind
-    int arguments;    // integer arguments the entry program reads
-};
-
 // How uprobes are attached: one link per probe (every kernel); one multi-uprobe link for all
 // entries and one for all returns of a process (6.6+: one kernel grace period to detach
 // instead of one per probe); or one session-uprobe link for both (6.13+: an entry that
 // records nothing skips its return probe). kAuto picks the newest the kernel has.
 enum class ProbeMode { kAuto, kSession, kMulti, kClassic };
 const char* probe_mode_name(ProbeMode mode);
-const std::vector<AllocatorFunction>& allocator_functions();
 
-// Where each allocator function of one file is: file offsets for uprobes.
-struct ProbeTarget {
-    std::string path;  // path the kernel opens (through /proc/PID/root)
-    std::vector<std::pair<std::string, uint64_t>> offsets;  // function name -> file offset
-    // Where the library's file offset 0 would be in the process (start - offset of the mapping
-    // holding the probes), so that a probe's address is load_bias + file offset.
-    uint64_t load_bias = 0;
-};
-
-// The uprobes of one process; detached when destroyed.
-class Attachment {
-  public:
-    ~Attachment();
-    Attachment(const Attachment&) = delete;
-    Attachment& operator=(const Attachment&) = delete;
-    size_t links() const { return links_.size() + fds_.size(); }
-
-  private:
-    friend class Probes;
-    Attachment() = default;
-    std::vector<bpf_link*> links_;
-    std::vector<int> fds_;  // multi-uprobe links
-};
-
-// The aggregator reads it, the unwinder writes to it.
-class Probes : public AllocationSource, public SnapshotMaps {
+// The aggregator reads it, the tracker attaches through it, the unwinder writes to it.
+class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
   public:
     using EventHandler = std::function<void(const lw_event&)>;
 
@@ -75,21 +43,11 @@ class Probes : public AllocationSource, public SnapshotMaps {
     ProbeMode mode() const { return mode_; }
     ~Probes() override;
 
-    Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target);
-    // What the BPF side records of one process.
-    struct Recording {
-        uint64_t min_size = 0;
-        uint64_t max_size = UINT64_MAX;
-        uint64_t sample_bytes = 0;  // 0: every allocation
-        uint64_t lib_lo = 0;        // the allocator library's mapped range
-        uint64_t lib_hi = 0;
-        bool dwarf_unwind = false;  // walk stacks with unwind rules (x86-64)
-    };
-    // Starts recording a process (after attach): its filters and zeroed totals.
-    Result<void> watch(uint32_t tgid, const Recording& recording);
-    void unwatch(uint32_t tgid);
-    // Deletes every live allocation, stack and total of these processes (one map walk).
-    void purge(const std::set<uint32_t>& tgids);
+    Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target) override;
+    Result<void> watch(uint32_t tgid, const Recording& recording) override;
+    void unwatch(uint32_t tgid) override;
+    // One walk of each map.
+    void purge(const std::set<uint32_t>& tgids) override;
 
     // Waits up to timeout_ms for process events and hands each to the handler.
     void set_event_handler(EventHandler handler) { handler_ = std::move(handler); }

@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "loader/probes.h"
+#include "tracker/attacher.h"
 
 namespace leakwatch {
 

@@ -8,7 +8,7 @@
 
 #include "config/reload.h"
 #include "leakwatch.h"
-#include "symbols/placement.h"
+#include "tracker/placement.h"
 #include "util/clock.h"
 
 namespace leakwatch {
@@ -22,12 +22,11 @@ constexpr int kMaxAttempts = 400;  // 2 s
 
 }  // namespace
 
-Tracker::Tracker(Probes& probes, const ProcReader& proc, Symbolizer& symbolizer,
-                 Aggregator& aggregator, std::vector<WatchRule> rules)
-    : probes_(probes),
+Tracker::Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symbolizer,
+                 std::vector<WatchRule> rules)
+    : attacher_(attacher),
       proc_(proc),
       symbolizer_(symbolizer),
-      aggregator_(aggregator),
       rules_(std::move(rules)),
       self_(getpid()) {}
 
@@ -107,12 +106,12 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     }
 
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
-    auto attachment = probes_.attach(pid, target);
+    auto attachment = attacher_.attach(pid, target);
     if (!attachment) {
         spdlog::warn("pid {} ({}): {}", pid, info.comm, attachment.error().message);
         return Outcome::kFailed;
     }
-    Probes::Recording recording;
+    Recording recording;
     recording.min_size = rule.min_size;
     recording.max_size = rule.max_size;
     recording.sample_bytes = rule.sample_bytes;
@@ -123,7 +122,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         recording.lib_lo = lib_lo;
         recording.lib_hi = lib_hi;
     }
-    if (auto ok = probes_.watch(static_cast<uint32_t>(pid), recording); !ok) {
+    if (auto ok = attacher_.watch(static_cast<uint32_t>(pid), recording); !ok) {
         spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
         return Outcome::kFailed;
     }
@@ -163,18 +162,17 @@ void Tracker::consider(pid_t pid, bool fresh_exec) {
 void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     auto it = tracked_.find(pid);
     if (it == tracked_.end()) return;
-    probes_.unwatch(static_cast<uint32_t>(pid));
+    attacher_.unwatch(static_cast<uint32_t>(pid));
     spdlog::info("stopped watching pid {} ({}): {}", pid, it->second.info.comm, why);
     if (in_background) reaper_.dispose(std::move(it->second.attachment));
     tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
-    aggregator_.forget(static_cast<uint32_t>(pid));
     symbolizer_.forget_process(pid);
     purge_.insert(static_cast<uint32_t>(pid));
 }
 
 void Tracker::flush_purges() {
     if (purge_.empty()) return;
-    probes_.purge(purge_);
+    attacher_.purge(purge_);
     purge_.clear();
 }
 
@@ -262,7 +260,7 @@ void Tracker::set_rules(std::vector<WatchRule> rules) {
 void Tracker::detach_all() {
     std::vector<std::unique_ptr<Attachment>> attachments;
     for (auto& [pid, t] : tracked_) {
-        probes_.unwatch(static_cast<uint32_t>(pid));
+        attacher_.unwatch(static_cast<uint32_t>(pid));
         attachments.push_back(std::move(t.attachment));
     }
     tracked_.clear();
@@ -298,6 +296,10 @@ Frame Tracker::resolve(uint32_t pid, uint64_t address) {
         t.maps_read = Clock::now();
     }
     return symbolizer_.symbolize(static_cast<int>(pid), t.maps, address);
+}
+
+uint64_t Tracker::jit_generation(uint32_t pid) {
+    return symbolizer_.perf_map_generation(static_cast<int>(pid));
 }
 
 }  // namespace leakwatch
