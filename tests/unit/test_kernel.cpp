@@ -1,4 +1,5 @@
-// KernelAggregator on plain data: what the kmem maps would hold, and symbols by address.
+// KernelAggregator (aggregate/kernel.cpp) on plain data: what the kmem maps would hold, and
+// symbols by address.
 #include <catch2/catch.hpp>
 #include <map>
 #include <set>
