@@ -11,21 +11,22 @@
 #include <vector>
 
 #include "aggregate/aggregator.h"
-#include "bpf/probes.h"
 #include "config/config.h"
 #include "proc/proc.h"
 #include "symbols/symbolizer.h"
+#include "tracker/attacher.h"
 #include "tracker/reaper.h"
 
 struct lw_event;
 
 namespace leakwatch {
 
-class Tracker {
+// Also the aggregator's FrameResolver: it names addresses with each process's own maps.
+class Tracker : public FrameResolver {
   public:
     using Clock = std::chrono::steady_clock;
 
-    Tracker(Probes& probes, const ProcReader& proc, Symbolizer& symbolizer, Aggregator& aggregator,
+    Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symbolizer,
             std::vector<WatchRule> rules);
 
     // Attaches every running process a rule matches that is not attached yet, and drops
@@ -36,7 +37,8 @@ class Tracker {
     // that went away. Returns how long until it wants to run again (ms).
     int tick();
     // Replaces the rules: processes keep their probes and data when the rule they match is
-    // unchanged; others are detached, and newly matching ones attached.
+    // the same (config/reload.h, same_rule); others are detached, and newly matching ones
+    // attached.
     void set_rules(std::vector<WatchRule> rules);
 
     // Detaches every process at once, in parallel (at shutdown).
@@ -45,7 +47,8 @@ class Tracker {
     std::vector<ProcessMeta> processes() const;
     size_t attached() const { return tracked_.size(); }
     // Symbolizes an address of a watched process with its own maps.
-    Frame resolve(uint32_t pid, uint64_t address);
+    Frame resolve(uint32_t pid, uint64_t address) override;
+    uint64_t jit_generation(uint32_t pid) override;
 
   private:
     struct Tracked {
@@ -71,10 +74,9 @@ class Tracker {
     void detach(pid_t pid, const char* why, bool in_background = false);
     void flush_purges();
 
-    Probes& probes_;
+    Attacher& attacher_;
     const ProcReader& proc_;
     Symbolizer& symbolizer_;
-    Aggregator& aggregator_;
     std::vector<WatchRule> rules_;
     pid_t self_;
     std::map<pid_t, Tracked> tracked_;

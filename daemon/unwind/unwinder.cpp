@@ -1,4 +1,4 @@
-#include "symbols/unwind.h"
+#include "unwind/unwinder.h"
 
 #include <dwarf.h>
 #include <elfutils/libdw.h>

@@ -4,7 +4,8 @@
 // The BPF side walks stacks with one rule per return address (bpf/leakwatch.h, struct
 // lw_unwind_rule). When it meets an address without a rule it sends a snapshot of that frame's
 // registers and the stack above it; the daemon unwinds the snapshot here, with the same steps,
-// and hands back the rules it used so later walks through those frames stay in BPF.
+// and hands back the rules it used (unwind/snapshots.h) so later walks through those frames
+// stay in BPF.
 #pragma once
 
 #include <atomic>
