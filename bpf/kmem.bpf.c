@@ -12,7 +12,7 @@
 
 #include "leakwatch.h"
 #include "stackhash.h"
-#include "pidns.h"
+#include "pidns.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

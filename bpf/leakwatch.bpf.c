@@ -10,7 +10,7 @@
 
 #include "leakwatch.h"
 #include "stackhash.h"
-#include "pidns.h"
+#include "pidns.bpf.h"
 #include "sampling.h"
 
 char LICENSE[] SEC("license") = "GPL";

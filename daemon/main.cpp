@@ -1,347 +1,34 @@
 // leakwatchd: loads the BPF programs, watches the processes the config names, and serves
-// their outstanding allocations on /metrics and /api/v1.
-#include <malloc.h>
+// their outstanding allocations on /metrics and /api/v1. The work is the Daemon's
+// (service/daemon.h); here are the flags and the exit codes.
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <iostream>
-#include <thread>
 
-#include "aggregate/aggregator.h"
-#include "bpf/kernel_probes.h"
-#include "bpf/probes.h"
-#include "bpf/snapshots.h"
 #include "config/config.h"
-#include "detect/follow.h"
-#include "http/server.h"
-#include "leakwatch.h"
-#include "proc/proc.h"
+#include "loader/probes.h"
+#include "service/daemon.h"
 #include "service/logging.h"
-#include "service/notify.h"
-#include "symbols/kallsyms.h"
-#include "symbols/symbolizer.h"
-#include "symbols/unwind.h"
-#include "tracker/tracker.h"
-#include "util/clock.h"
 
 namespace {
 
 constexpr const char* kDefaultConfig = "/etc/leakwatch/leakwatch.yaml";
-std::atomic<bool> g_stop{false};
-std::atomic<bool> g_reload{false};
+leakwatch::Requests g_requests;
 
 void on_signal(int sig) {
-    if (sig == SIGHUP)
-        g_reload = true;
-    else
-        g_stop = true;
+    (sig == SIGHUP ? g_requests.reload : g_requests.stop) = true;
 }
 
-// What an operator can do about each kind of loss, said once when it first happens.
-const char* loss_advice(size_t reason) {
-    switch (reason) {
-        case LW_LOST_LIVE_FULL:
-            return "raise limits.live_allocations";
-        case LW_LOST_STACK_FAILED:
-            return "the kernel could not walk some user stacks";
-        case LW_LOST_STACKS_FULL:
-            return "raise limits.stacks";
-        case LW_LOST_TOTALS_FULL:
-            return "raise limits.stack_totals";
-        case LW_LOST_INFLIGHT_FULL:
-            return "raise limits.threads";
-        case LW_LOST_STALE_INFLIGHT:
-            return "an allocator call never returned (longjmp?)";
-        case LW_LOST_UNKNOWN_FREE:
-            return "frees of blocks not recorded (allocated before attach, filtered by size, or "
-                   "not sampled) are expected";
-        case LW_LOST_MISSED_FREE:
-            return "a free was not seen; the old record was replaced";
-        case LW_LOST_MUNMAP_TRUNCATED:
-            return "a munmap range was longer than leakwatch scans; regions in it may stay";
-        case LW_LOST_EVENTS_FULL:
-            return "process events were dropped; /proc is rescanned";
-        case LW_LOST_K_LIVE_FULL:
-            return "raise limits.kernel_live_allocations";
-        case LW_LOST_K_STACK_FAILED:
-            return "the kernel could not walk some kernel stacks";
-        case LW_LOST_K_STACKS_FULL:
-            return "raise limits.kernel_stacks";
-        case LW_LOST_K_TOTALS_FULL:
-            return "raise limits.kernel_totals";
-        case LW_LOST_K_UNKNOWN_FREE:
-            return "frees of kernel memory allocated before leakwatchd started are expected";
-        case LW_LOST_K_MISSED_FREE:
-            return "a kernel free was not seen; the old record was replaced";
-        case LW_LOST_UNWIND_PENDING:
-            return "expected when new stacks appear: allocations made while a stack's first "
-                   "snapshot was unwound (well under a millisecond) keep the frames walked so far";
-        case LW_LOST_SNAPSHOTS_FULL:
-            return "new stacks came faster than the daemon unwound them; some stacks end early "
-                   "until their unwind rules are known";
-        case LW_LOST_STACK_TRUNCATED:
-            return "some stacks end before their outermost frame (a frame that could not be "
-                   "read, or deeper than the walk goes); their callers are missing";
-        default:
-            return "";
-    }
-}
-
-void log_new_losses(const leakwatch::LostCounters& lost, leakwatch::LostCounters& reported) {
-    for (size_t i = 0; i < lost.size(); i++) {
-        if (lost[i] == 0 || reported[i] != 0) continue;
-        reported[i] = lost[i];
-        bool expected = i == LW_LOST_UNKNOWN_FREE || i == LW_LOST_K_UNKNOWN_FREE ||
-                        i == LW_LOST_UNWIND_PENDING;
-        auto level = expected ? spdlog::level::info : spdlog::level::warn;
-        spdlog::log(level,
-                    "lost events ({}): {} so far; {} (logged once, counted in "
-                    "leakwatch_lost_events_total)",
-                    leakwatch::kLostReasonNames[i], lost[i], loss_advice(i));
-    }
-}
-
-double unix_now() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
-// An explicit --config must exist; the default path may be absent (built-in config then).
-leakwatch::Result<leakwatch::Config> read_config(const std::string& path, bool explicit_path) {
-    struct stat st {};
-    if (!explicit_path && stat(path.c_str(), &st) != 0) {
-        spdlog::info("{} not found: using the built-in default configuration", path);
-        return leakwatch::default_config();
-    }
-    return leakwatch::load_config(path);
-}
-
-std::string status_line(size_t attached, size_t rules, bool kernel) {
-    return "watching " + std::to_string(attached) + " processes for " + std::to_string(rules) +
-           " rules" + (kernel ? ", and kernel allocations" : "");
-}
-
-int run(leakwatch::Config config, const std::string& config_path, bool explicit_path,
-        const std::string& listen_override, bool log_level_from_flag,
-        leakwatch::ProbeMode probe_mode) {
-    using namespace leakwatch;
-    ServiceNotifier notifier;
-    RateLimiter limiter;
-    auto probes = Probes::load(config.limits, probe_mode);
-    if (!probes) {
-        spdlog::critical("{}", probes.error().message);
+// --check-config: the config is valid; do the BPF programs load with it?
+int check_config(const leakwatch::Config& config) {
+    if (auto problem = leakwatch::programs_load_problem(config)) {
+        std::printf("configuration %s is valid, but %s\n", config.source.c_str(), problem->c_str());
         return 1;
     }
-    ProcReader proc;
-    SymbolizerOptions symbol_options;
-    symbol_options.max_files = config.limits.symbol_files;
-    symbol_options.max_source_entries = config.limits.symbol_cache_entries;
-    Symbolizer symbolizer(proc, symbol_options);
-    Tracker* tracker_ptr = nullptr;
-    Aggregator aggregator(
-        **probes, [&](uint32_t pid, uint64_t addr) { return tracker_ptr->resolve(pid, addr); },
-        [&](uint32_t pid) { return symbolizer.perf_map_generation(static_cast<int>(pid)); });
-    Tracker tracker(**probes, proc, symbolizer, aggregator, config.watch);
-    tracker_ptr = &tracker;
-    (*probes)->set_event_handler([&](const lw_event& e) { tracker.on_event(e); });
-    Unwinder unwinder(proc, symbolizer);
-    (*probes)->set_snapshot_handler(
-        [&](const lw_snapshot& s) { complete_snapshot(**probes, unwinder, s); });
-    std::atomic<bool> stop_unwinding{false};
-    std::thread unwinding([&] {
-        while (!stop_unwinding) {
-            int n = (*probes)->poll_snapshots(200);
-            if (n < 0 && n != -EINTR) {
-                spdlog::error("polling unwind snapshots: {}", strerror(-n));
-                break;
-            }
-        }
-    });
-    struct Joiner {
-        std::atomic<bool>& stop;
-        std::thread& thread;
-        ~Joiner() {
-            stop = true;
-            thread.join();
-        }
-    } join_unwinding{stop_unwinding, unwinding};
-#if !defined(__x86_64__)
-    for (const auto& rule : config.watch)
-        if (rule.unwind == WatchRule::Unwind::kDwarf)
-            spdlog::warn("rule {}: unwind: dwarf is implemented on x86-64 only; stacks are walked "
-                         "by frame pointers",
-                         rule.name);
-#endif
-
-    // Kernel allocations: system-wide tracepoints, symbolized from /proc/kallsyms.
-    std::unique_ptr<KernelProbes> kernel_probes;
-    std::unique_ptr<Kallsyms> kallsyms;
-    std::unique_ptr<KernelAggregator> kernel_aggregator;
-    if (config.kernel.enabled) {
-        auto kp = KernelProbes::load(config.kernel, config.limits);
-        if (!kp) {
-            spdlog::critical("{}", kp.error().message);
-            return 1;
-        }
-        auto ks = Kallsyms::load();
-        if (!ks) {
-            spdlog::critical("{}", ks.error().message);
-            return 1;
-        }
-        kernel_probes = std::move(*kp);
-        kallsyms = std::make_unique<Kallsyms>(std::move(*ks));
-        std::string names;
-        for (const auto& n : kernel_probes->attached()) names += (names.empty() ? "" : ", ") + n;
-        spdlog::info("kernel allocations: tracing {} ({} kernel symbols)", names, kallsyms->size());
-        const auto ns_per_tick = 1000000000ull / static_cast<uint64_t>(sysconf(_SC_CLK_TCK));
-        kernel_aggregator = std::make_unique<KernelAggregator>(
-            *kernel_probes, [&](uint64_t addr) { return kallsyms->symbolize(addr); },
-            [&proc, ns_per_tick](uint32_t tgid, uint64_t start_ns) -> std::optional<std::string> {
-                // /proc/PID/stat counts the start in clock ticks since boot
-                auto info = proc.process(static_cast<int>(tgid));
-                if (!info || info->start_time != start_ns / ns_per_tick) return std::nullopt;
-                return info->comm;
-            });
-    }
-
-    PublishedState state;
-    DaemonStatus status;
-    status.version = LEAKWATCH_VERSION;
-    status.top_stacks = config.limits.top_stacks;
-    status.top_processes = config.limits.top_processes;
-    status.last_reload_time = unix_now();
-
-    tracker.scan();
-    const std::string listen = listen_override.empty() ? config.listen_address : listen_override;
-    auto server = HttpServer::start(listen, state);
-    if (!server) {
-        spdlog::critical("{}", server.error().message);
-        return 1;
-    }
-    spdlog::info(
-        "leakwatchd {} listening on {} (port {}), {} rules, {} processes watched, {} uprobes",
-        LEAKWATCH_VERSION, listen, (*server)->port(), config.watch.size(), tracker.attached(),
-        leakwatch::probe_mode_name((*probes)->mode()));
-
-    Detector detector(config.leak_detection);
-    LostCounters reported{};
-    auto sample = [&] {
-        auto snap =
-            std::make_shared<Snapshot>(aggregator.sample(tracker.processes(), leakwatch::monotonic_ns()));
-        // DWARF is held only while new stacks are symbolized; give its memory back.
-        if (symbolizer.release_debug_info()) malloc_trim(0);
-        if (kernel_aggregator) {
-            snap->kernel = kernel_aggregator->sample();
-            kernel_probes->add_lost(snap->lost);
-            for (auto& u :
-                 kernel_probes->usage(snap->kernel->live_records, snap->kernel->totals_entries))
-                snap->usage.push_back(std::move(u));
-        }
-        if (config.leak_detection.enabled) follow_growth(detector, *snap, unix_now());
-        log_new_losses(snap->lost, reported);
-        status.attached = tracker.attached();
-        status.symbol_caches = symbolizer.cache_stats();
-        status.unwind = unwinder.stats();
-        state.publish(std::move(snap), status);
-    };
-    sample();
-    // Probes of the running processes are attached and HTTP listens: ready.
-    notifier.ready(status_line(tracker.attached(), config.watch.size(), config.kernel.enabled));
-
-    using Clock = std::chrono::steady_clock;
-    auto next_sample = Clock::now() + config.interval;
-    // Rescans back up the exec/exit events (which a full ring buffer can drop).
-    const auto rescan_every = std::max<Duration>(config.interval * 6, std::chrono::seconds(10));
-    auto next_scan = Clock::now() + rescan_every;
-    uint64_t events_lost_seen = 0;
-    while (!g_stop) {
-        notifier.keepalive();
-        int wait_ms = std::min<int>(tracker.tick(), static_cast<int>(notifier.max_wait().count()));
-        auto until_sample =
-            std::chrono::duration_cast<std::chrono::milliseconds>(next_sample - Clock::now());
-        wait_ms = static_cast<int>(std::clamp<int64_t>(until_sample.count(), 0, wait_ms));
-        int n = (*probes)->poll_events(wait_ms);
-        if (n < 0 && n != -EINTR)
-            log_limited(limiter, "poll", spdlog::level::warn, "polling process events: {}",
-                        strerror(-n));
-
-        if (g_reload.exchange(false)) {
-            notifier.reloading();
-            spdlog::info("reloading {}", config_path);
-            auto fresh = read_config(config_path, explicit_path);
-            status.last_reload_ok = fresh.has_value();
-            if (!fresh) {
-                spdlog::error("reload failed, keeping the running configuration: {}",
-                              fresh.error().message);
-            } else {
-                if (fresh->kernel.enabled != config.kernel.enabled ||
-                    fresh->kernel.kinds != config.kernel.kinds ||
-                    fresh->kernel.min_size != config.kernel.min_size ||
-                    fresh->kernel.max_size != config.kernel.max_size ||
-                    fresh->kernel.include_movable_pages != config.kernel.include_movable_pages)
-                    spdlog::warn("kernel settings change at restart");
-                if (fresh->listen_address != config.listen_address)
-                    spdlog::warn("listen_address changes take effect at restart");
-                if (fresh->limits.live_allocations != config.limits.live_allocations ||
-                    fresh->limits.stacks != config.limits.stacks ||
-                    fresh->limits.stack_totals != config.limits.stack_totals ||
-                    fresh->limits.processes != config.limits.processes ||
-                    fresh->limits.threads != config.limits.threads)
-                    spdlog::warn("BPF map limits change at restart; keeping the current sizes");
-                config.watch = fresh->watch;
-                config.interval = fresh->interval;
-                config.limits.top_stacks = fresh->limits.top_stacks;
-                config.limits.top_processes = fresh->limits.top_processes;
-                symbolizer.set_limits(fresh->limits.symbol_files,
-                                      fresh->limits.symbol_cache_entries);
-                config.leak_detection = fresh->leak_detection;
-                detector.reconfigure(config.leak_detection);
-                status.top_stacks = config.limits.top_stacks;
-                status.top_processes = config.limits.top_processes;
-                status.last_reload_time = unix_now();
-                if (!log_level_from_flag && fresh->log_level != config.log_level) {
-                    config.log_level = fresh->log_level;
-                    spdlog::set_level(spdlog::level::from_str(config.log_level));
-                }
-                tracker.set_rules(config.watch);
-                spdlog::info("reloaded: {} rules, {} processes watched", config.watch.size(),
-                             tracker.attached());
-            }
-            sample();
-            notifier.ready(
-                status_line(tracker.attached(), config.watch.size(), config.kernel.enabled));
-        }
-        auto now = Clock::now();
-        if (now >= next_scan) {
-            tracker.scan();
-            next_scan = now + rescan_every;
-        }
-        if (now >= next_sample) {
-            sample();
-            auto lost_events = state.read().first->lost[LW_LOST_EVENTS_FULL];
-            if (lost_events != events_lost_seen) {
-                spdlog::warn("process events were lost ({} so far); rescanning /proc", lost_events);
-                events_lost_seen = lost_events;
-                tracker.scan();
-            }
-            next_sample = now + config.interval;
-            notifier.status(
-                status_line(tracker.attached(), config.watch.size(), config.kernel.enabled));
-        }
-    }
-    notifier.stopping();
-    spdlog::info("stopping: detaching from {} processes", tracker.attached());
-    // civetweb takes up to 2 s to stop its listener; detaching uprobes takes a kernel grace
-    // period each. Both at once.
-    std::thread http_stop([&server] { server->reset(); });
-    tracker.detach_all();
-    http_stop.join();
+    std::printf("configuration %s is valid (%zu watch rules); BPF programs load\n",
+                config.source.c_str(), config.watch.size());
     return 0;
 }
 
@@ -352,13 +39,13 @@ int main(int argc, char** argv) {
     std::string config_path = kDefaultConfig;
     std::string listen;
     std::string log_level = "info";
-    bool check_config = false;
+    bool check = false;
     bool version = false;
     auto* config_opt =
         app.add_option("--config", config_path, "YAML configuration file")->capture_default_str();
     app.add_option("--web.listen-address", listen,
                    "HOST:PORT for /metrics and the API (overrides listen_address)");
-    app.add_flag("--check-config", check_config,
+    app.add_flag("--check-config", check,
                  "validate the configuration and that the BPF programs load, then exit 0/1");
     auto* log_opt =
         app.add_option("--log-level", log_level,
@@ -382,34 +69,23 @@ int main(int argc, char** argv) {
     }
     leakwatch::setup_logging(log_level);
 
-    const bool explicit_path = config_opt->count() > 0;
-    auto config = read_config(config_path, explicit_path);
+    leakwatch::DaemonOptions options;
+    options.version = LEAKWATCH_VERSION;
+    options.config_path = config_path;
+    options.explicit_config = config_opt->count() > 0;
+    options.listen_override = listen;
+    options.log_level_from_flag = log_opt->count() > 0;
+    options.probe_mode = probe_mode == "session"   ? leakwatch::ProbeMode::kSession
+                         : probe_mode == "multi"   ? leakwatch::ProbeMode::kMulti
+                         : probe_mode == "classic" ? leakwatch::ProbeMode::kClassic
+                                                   : leakwatch::ProbeMode::kAuto;
+    auto config = leakwatch::read_config(config_path, options.explicit_config);
     if (!config) {
         std::fprintf(stderr, "leakwatchd: invalid configuration: %s\n",
                      config.error().message.c_str());
         return 1;
     }
-    if (check_config) {
-        auto probes = leakwatch::Probes::load(config->limits);
-        if (!probes) {
-            std::printf("configuration %s is valid, but the BPF programs do not load: %s\n",
-                        config->source.c_str(), probes.error().message.c_str());
-            return 1;
-        }
-        if (config->kernel.enabled) {
-            auto kernel = leakwatch::KernelProbes::load(config->kernel, config->limits);
-            if (!kernel) {
-                std::printf(
-                    "configuration %s is valid, but the kernel BPF programs do not load: "
-                    "%s\n",
-                    config->source.c_str(), kernel.error().message.c_str());
-                return 1;
-            }
-        }
-        std::printf("configuration %s is valid (%zu watch rules); BPF programs load\n",
-                    config->source.c_str(), config->watch.size());
-        return 0;
-    }
+    if (check) return check_config(*config);
 
     struct sigaction sa {};
     sa.sa_handler = on_signal;
@@ -417,11 +93,13 @@ int main(int argc, char** argv) {
     for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
     // The config's log_level applies unless the flag was given.
-    const bool level_from_flag = log_opt->count() > 0;
-    if (!level_from_flag) spdlog::set_level(spdlog::level::from_str(config->log_level));
-    auto mode = probe_mode == "session"   ? leakwatch::ProbeMode::kSession
-                : probe_mode == "multi"   ? leakwatch::ProbeMode::kMulti
-                : probe_mode == "classic" ? leakwatch::ProbeMode::kClassic
-                                          : leakwatch::ProbeMode::kAuto;
-    return run(std::move(*config), config_path, explicit_path, listen, level_from_flag, mode);
+    if (!options.log_level_from_flag) spdlog::set_level(spdlog::level::from_str(config->log_level));
+
+    auto daemon = leakwatch::Daemon::start(std::move(*config), std::move(options));
+    if (!daemon) {
+        spdlog::critical("{}", daemon.error().message);
+        return 1;
+    }
+    (*daemon)->run(g_requests);
+    return 0;
 }

@@ -22,7 +22,8 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
     auto key = std::make_pair(meta.pid, id);
     auto it = cache_.find(key);
     if (it != cache_.end()) {
-        if (!it->second.unnamed_jit || !jit_ || jit_(meta.pid) == it->second.jit_generation)
+        if (!it->second.unnamed_jit ||
+            resolver_.jit_generation(meta.pid) == it->second.jit_generation)
             return it->second;
         cache_.erase(it);  // the perf map changed: its JIT frames may be named now
     }
@@ -38,7 +39,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
             // Frames past the first are return addresses: look up the call instruction
             // before them, so a call that ends a function is not put in the next one.
             uint64_t lookup = i == 0 ? addrs[i] : addrs[i] - 1;
-            Frame f = resolve_(meta.pid, lookup);
+            Frame f = resolver_.resolve(meta.pid, lookup);
             if (lookup != addrs[i]) {
                 f.address = addrs[i];
                 if (!f.symbol.empty()) f.offset += 1;
@@ -53,7 +54,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
     }
     r.frames = std::move(frames);
     // Only processes with unnamed JIT frames have their perf map looked at.
-    if (r.unnamed_jit && jit_) r.jit_generation = jit_(meta.pid);
+    if (r.unnamed_jit) r.jit_generation = resolver_.jit_generation(meta.pid);
     // A stack the map does not hold (yet: it was full), or whose snapshot is still being
     // unwound, is looked up again next time.
     if (id && (!raw || raw->partial)) {
@@ -63,7 +64,23 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
     return cache_.emplace(key, std::move(r)).first->second;
 }
 
+void Aggregator::forget_detached(const std::vector<ProcessMeta>& processes) {
+    std::map<uint32_t, double> now;
+    for (const auto& m : processes) now.emplace(m.pid, m.attached_at);
+    for (auto it = cached_attach_.begin(); it != cached_attach_.end();) {
+        auto listed = now.find(it->first);
+        if (listed != now.end() && listed->second == it->second) {
+            ++it;
+            continue;
+        }
+        cache_.erase(cache_.lower_bound({it->first, 0}), cache_.lower_bound({it->first + 1, 0}));
+        it = cached_attach_.erase(it);
+    }
+    cached_attach_.merge(now);
+}
+
 Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t now_ns) {
+    forget_detached(processes);
     Snapshot snap;
     snap.taken = std::chrono::system_clock::now();
     snap.lost = source_.lost();
@@ -137,12 +154,6 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
     std::sort(snap.processes.begin(), snap.processes.end(),
               [](const ProcessView& a, const ProcessView& b) { return a.pid < b.pid; });
     return snap;
-}
-
-void Aggregator::forget(uint32_t pid) {
-    auto lo = cache_.lower_bound({pid, 0});
-    auto hi = cache_.lower_bound({pid + 1, 0});
-    cache_.erase(lo, hi);
 }
 
 }  // namespace leakwatch

@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -60,11 +59,16 @@ struct Snapshot {
     std::optional<KernelView> kernel;  // when kernel tracking is on
 };
 
-// Resolves one code address of a process to a frame (the Symbolizer in the daemon).
-using FrameResolver = std::function<Frame(uint32_t pid, uint64_t address)>;
-// A number that changes when more of a process's JIT-compiled code can be named (its perf map
-// was read anew): stacks with unnamed JIT frames are then resolved again.
-using JitGeneration = std::function<uint64_t(uint32_t pid)>;
+// Names the code addresses of watched processes: the tracker in the daemon (with each process's
+// own maps and the symbolizer), a table of fake functions in tests.
+class FrameResolver {
+  public:
+    virtual ~FrameResolver() = default;
+    virtual Frame resolve(uint32_t pid, uint64_t address) = 0;
+    // A number that changes when more of a process's JIT-compiled code can be named (its perf
+    // map was read anew): stacks with unnamed JIT frames are then resolved again.
+    virtual uint64_t jit_generation(uint32_t pid) = 0;
+};
 
 // The frame addresses of a raw stack, caller included once: frame-pointer walking from an
 // allocator's first instruction skips the direct caller unless the kernel adds it itself.
@@ -72,13 +76,13 @@ std::vector<uint64_t> frame_addresses(const RawStack& raw);
 
 class Aggregator {
   public:
-    Aggregator(AllocationSource& source, FrameResolver resolve, JitGeneration jit = {})
-        : source_(source), resolve_(std::move(resolve)), jit_(std::move(jit)) {}
+    Aggregator(AllocationSource& source, FrameResolver& resolver)
+        : source_(source), resolver_(resolver) {}
 
-    // Reads the source once; `now_ns` is CLOCK_MONOTONIC, for min_age.
+    // Reads the source once; `now_ns` is CLOCK_MONOTONIC, for min_age. What is cached of a
+    // process lasts as long as its attachment: a process no longer listed, or attached anew
+    // (another attached_at: an exec, a reused pid), has its stacks resolved afresh.
     Snapshot sample(const std::vector<ProcessMeta>& processes, uint64_t now_ns);
-    // Drops what is cached of a process that exited or was detached.
-    void forget(uint32_t pid);
 
   private:
     struct Resolved {
@@ -90,11 +94,12 @@ class Aggregator {
         uint64_t jit_generation = 0;
     };
     const Resolved& resolve_stack(const ProcessMeta& meta, uint64_t id);
+    void forget_detached(const std::vector<ProcessMeta>& processes);
 
     AllocationSource& source_;
-    FrameResolver resolve_;
-    JitGeneration jit_;
+    FrameResolver& resolver_;
     std::map<std::pair<uint32_t, uint64_t>, Resolved> cache_;
+    std::map<uint32_t, double> cached_attach_;  // pid -> attached_at of what cache_ holds
     Resolved unresolved_;  // the last stack that could not be resolved (not cached)
 };
 

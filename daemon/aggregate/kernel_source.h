@@ -5,6 +5,8 @@
 #include <optional>
 #include <vector>
 
+#include "aggregate/source.h"
+
 namespace leakwatch {
 
 struct KernelTotals {
@@ -23,6 +25,11 @@ class KernelSource {
     virtual std::optional<std::vector<uint64_t>> kernel_stack(uint64_t id) = 0;
     // Deletes totals that are zero and belong to processes that are gone.
     virtual void remove_kernel_totals(const std::vector<KernelTotals>& keys) = 0;
+    // Its own loss counters (the kernel_* reasons).
+    virtual LostCounters lost() = 0;
+    // Use of its maps; `live_records` and `totals_entries` as KernelAggregator read them
+    // (KernelView), so the large maps are not walked again.
+    virtual std::vector<MapUsage> usage(uint64_t live_records, uint64_t totals_entries) = 0;
 };
 
 }  // namespace leakwatch

@@ -1,29 +1,15 @@
 // What the aggregator reads: the BPF maps in the daemon, plain data in unit tests.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
-namespace leakwatch {
+#include "aggregate/loss.h"
 
-// Mirrors enum lw_lost_reason in bpf/leakwatch.h (checked by a static_assert in bpf/).
-inline constexpr std::array<const char*, 19> kLostReasonNames = {
-    "live_map_full",          "stack_capture_failed",
-    "stack_map_full",         "stack_totals_map_full",
-    "inflight_full",          "stale_inflight",
-    "unknown_free",           "missed_free",
-    "munmap_range_truncated", "events_ring_full",
-    "kernel_live_map_full",   "kernel_stack_capture_failed",
-    "kernel_stack_map_full",  "kernel_totals_map_full",
-    "kernel_unknown_free",    "kernel_missed_free",
-    "unwind_snapshots_full",  "unwind_pending",
-    "stack_truncated",
-};
-using LostCounters = std::array<uint64_t, kLostReasonNames.size()>;
+namespace leakwatch {
 
 struct ProcTotals {
     int64_t bytes = 0;  // outstanding
@@ -47,7 +33,7 @@ struct RawStack {
     // The id these frames have when walked in one go; differs from the id they are stored
     // under for a stack completed from an unwind snapshot. 0: same as the stored id.
     uint64_t content_id = 0;
-    bool partial = false;  // a snapshot's frames so far, not yet completed by the daemon
+    bool partial = false;    // a snapshot's frames so far, not yet completed by the daemon
     bool truncated = false;  // the walk stopped before the outermost frame
     bool pending = false;    // frames up to one whose snapshot was in flight (callers missing)
 };

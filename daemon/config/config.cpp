@@ -8,6 +8,7 @@
 #pragma GCC diagnostic pop
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -209,9 +210,8 @@ constexpr std::array<std::string_view, 6> kLogLevels{"trace", "debug", "info",
                                                      "warn",  "error", "critical"};
 constexpr std::array<std::string_view, 5> kKernelKeys{"enabled", "kinds", "min_size", "max_size",
                                                       "include_movable_pages"};
-constexpr std::array<std::string_view, 8> kRuleKeys{"name",     "match",    "allocator",
-                                                    "min_size", "max_size", "min_age",
-                                                    "sample_bytes", "unwind"};
+constexpr std::array<std::string_view, 8> kRuleKeys{
+    "name", "match", "allocator", "min_size", "max_size", "min_age", "sample_bytes", "unwind"};
 constexpr std::array<std::string_view, 4> kMatchKeys{"comm", "exe", "pid", "cmdline"};
 constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
 constexpr std::array<std::string_view, 12> kLimitKeys{"live_allocations",
@@ -599,8 +599,8 @@ class Parser {
                 } else if (value == "dwarf") {
                     rule.unwind = WatchRule::Unwind::kDwarf;
                 } else {
-                    return error(entry, "unwind must be auto, frame-pointer or dwarf, not " +
-                                            quoted(value));
+                    return error(
+                        entry, "unwind must be auto, frame-pointer or dwarf, not " + quoted(value));
                 }
             }
             if (!ok) return std::unexpected(ok.error());
@@ -866,6 +866,15 @@ Config default_config() {
     Config config;
     config.source = "<built-in>";
     return config;
+}
+
+Result<Config> read_config(const std::string& path, bool explicit_path) {
+    struct stat st {};
+    if (!explicit_path && stat(path.c_str(), &st) != 0) {
+        spdlog::info("{} not found: using the built-in default configuration", path);
+        return default_config();
+    }
+    return load_config(path);
 }
 
 }  // namespace leakwatch

@@ -67,8 +67,8 @@ struct Limits {
     uint32_t kernel_stacks = 16384;             // BPF map: distinct kernel stacks
     uint32_t kernel_totals = 65536;             // BPF map: (process, kind, stack) triples
     uint32_t top_processes = 20;                // processes exported with their kernel bytes
-    uint32_t symbol_files = 512;            // ELF files parsed, and DWARF files opened, at once
-    uint32_t symbol_cache_entries = 65536;  // code addresses whose source line is remembered
+    uint32_t symbol_files = 512;                // ELF files parsed, and DWARF files opened, at once
+    uint32_t symbol_cache_entries = 65536;      // code addresses whose source line is remembered
 };
 
 // The kinds of kernel allocation leakwatch can trace, by their names in the config.
@@ -115,5 +115,8 @@ Result<Config> parse_config(const std::string& yaml_text, const std::string& sou
 Result<Config> load_config(const std::string& path);
 // The configuration used when no file is given.
 Config default_config();
+// The daemon's config: `path` must exist when it was given explicitly (--config); the default
+// path may be absent, and the built-in default applies (logged).
+Result<Config> read_config(const std::string& path, bool explicit_path);
 
 }  // namespace leakwatch

@@ -318,9 +318,9 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
     w.family("leakwatch_lost_events_total",
              "Allocations, frees and events leakwatch could not account for, by reason.",
              "counter");
-    for (size_t i = 0; i < kLostReasonNames.size(); i++) {
+    for (const LossReason& reason : kLossReasons) {
         labels.clear();
-        w.sample(labels.add("reason", kLostReasonNames[i]), static_cast<double>(snap.lost[i]));
+        w.sample(labels.add("reason", reason.name), static_cast<double>(snap.lost[reason.id]));
     }
     w.family("leakwatch_bpf_map_entries", "Entries in use per BPF map.", "gauge");
     for (const auto& u : snap.usage) {

@@ -5,11 +5,11 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
-#include <chrono>
 #include <cstring>
 
 #include "http/api.h"
 #include "http/metrics.h"
+#include "util/clock.h"
 
 namespace leakwatch {
 
@@ -99,9 +99,7 @@ int handle_stacks(mg_connection* conn, void* cb) {
 
 int handle_leaks(mg_connection* conn, void* cb) {
     auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
-    double now =
-        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    send_json(conn, 200, leaks_json(*snap, now));
+    send_json(conn, 200, leaks_json(*snap, unix_seconds()));
     return 1;
 }
 

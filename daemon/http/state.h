@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "aggregate/aggregator.h"
-#include "symbols/unwind.h"
+#include "unwind/unwinder.h"
 
 namespace leakwatch {
 

@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "bpf/probes.h"
+#include "tracker/attacher.h"
 
 namespace leakwatch {
 

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <thread>
 
+#include "config/reload.h"
 #include "leakwatch.h"
-#include "symbols/placement.h"
+#include "tracker/placement.h"
+#include "util/clock.h"
 
 namespace leakwatch {
 
@@ -18,23 +20,13 @@ namespace {
 constexpr std::chrono::milliseconds kRetryEvery{5};
 constexpr int kMaxAttempts = 400;  // 2 s
 
-bool same_rule(const WatchRule& a, const WatchRule& b) {
-    return a.name == b.name && a.match.comm == b.match.comm && a.match.exe == b.match.exe &&
-           a.match.pid == b.match.pid && a.match.cmdline == b.match.cmdline &&
-           a.allocator.library == b.allocator.library &&
-           a.allocator.symbol_prefix == b.allocator.symbol_prefix && a.min_size == b.min_size &&
-           a.max_size == b.max_size && a.min_age == b.min_age &&
-           a.sample_bytes == b.sample_bytes && a.unwind == b.unwind;
-}
-
 }  // namespace
 
-Tracker::Tracker(Probes& probes, const ProcReader& proc, Symbolizer& symbolizer,
-                 Aggregator& aggregator, std::vector<WatchRule> rules)
-    : probes_(probes),
+Tracker::Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symbolizer,
+                 std::vector<WatchRule> rules)
+    : attacher_(attacher),
       proc_(proc),
       symbolizer_(symbolizer),
-      aggregator_(aggregator),
       rules_(std::move(rules)),
       self_(getpid()) {}
 
@@ -93,11 +85,13 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         Placement where = place_probe_in_file(target.path, *off, fn.arguments, fn.kind == LW_FREE);
         const uint64_t at = *off + where.skip;
         if (where.emulated) {
-            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, fn.name, where.skip, where.how);
+            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, fn.name, where.skip,
+                          where.how);
         } else if (single_stepped_.insert(mapping->path + ":" + fn.name).second) {
-            spdlog::info("{} in {} is probed at its entry, which the kernel single-steps ({}); "
-                         "each call costs several microseconds more",
-                         fn.name, mapping->path, where.how);
+            spdlog::info(
+                "{} in {} is probed at its entry, which the kernel single-steps ({}); "
+                "each call costs several microseconds more",
+                fn.name, mapping->path, where.how);
         }
         target.offsets.emplace_back(fn.name, at);
     }
@@ -112,12 +106,12 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     }
 
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
-    auto attachment = probes_.attach(pid, target);
+    auto attachment = attacher_.attach(pid, target);
     if (!attachment) {
         spdlog::warn("pid {} ({}): {}", pid, info.comm, attachment.error().message);
         return Outcome::kFailed;
     }
-    Probes::Recording recording;
+    Recording recording;
     recording.min_size = rule.min_size;
     recording.max_size = rule.max_size;
     recording.sample_bytes = rule.sample_bytes;
@@ -132,22 +126,20 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         recording.lib_lo = lib_lo;
         recording.lib_hi = lib_hi;
     }
-    if (auto ok = probes_.watch(static_cast<uint32_t>(pid), recording); !ok) {
+    if (auto ok = attacher_.watch(static_cast<uint32_t>(pid), recording); !ok) {
         spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
         return Outcome::kFailed;
     }
     spdlog::info("watching pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
                  info.comm, rule.name, target.offsets.size(), mapping->path,
                  (*attachment)->links());
-    double now =
-        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), now};
+    Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), unix_seconds()};
     tracked_[pid] = std::move(t);
     return Outcome::kAttached;
 }
 
 void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
-                                     const std::string& exe, Probes::Recording& recording) {
+                                     const std::string& exe, Recording& recording) {
     // The program first: its own code is where the callers that name a leak are.
     std::vector<const MapEntry*> code;
     for (const auto& m : maps)
@@ -162,17 +154,18 @@ void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& map
         if (file == nullptr) {
             FramePointerFile fresh;
             auto path = proc_.mapped_file(pid, *m);
-            auto cfi = path ? CfiFile::open(*path) : Result<std::unique_ptr<CfiFile>>(
-                                                         std::unexpected(path.error()));
+            auto cfi = path ? CfiFile::open(*path)
+                            : Result<std::unique_ptr<CfiFile>>(std::unexpected(path.error()));
             if (cfi) {
                 if (auto vaddr = (*cfi)->vaddr_of_file_offset(m->offset)) {
                     fresh.use = (*cfi)->frame_pointer_use();
                     fresh.vaddr = *vaddr;
                     fresh.readable = true;
-                    spdlog::debug("{}: {} of {} functions keep a frame pointer; {} walked by "
-                                  "the frame pointer",
-                                  m->path, fresh.use.with_frame_pointer, fresh.use.functions,
-                                  fresh.use.walkable(LW_MAX_RANGES / 2) ? "frames" : "no frame");
+                    spdlog::debug(
+                        "{}: {} of {} functions keep a frame pointer; {} walked by "
+                        "the frame pointer",
+                        m->path, fresh.use.with_frame_pointer, fresh.use.functions,
+                        fresh.use.walkable(LW_MAX_RANGES / 2) ? "frames" : "no frame");
                 }
             }
             file = &frame_pointer_files_.put(key, std::move(fresh));
@@ -221,18 +214,17 @@ void Tracker::consider(pid_t pid, bool fresh_exec) {
 void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     auto it = tracked_.find(pid);
     if (it == tracked_.end()) return;
-    probes_.unwatch(static_cast<uint32_t>(pid));
+    attacher_.unwatch(static_cast<uint32_t>(pid));
     spdlog::info("stopped watching pid {} ({}): {}", pid, it->second.info.comm, why);
     if (in_background) reaper_.dispose(std::move(it->second.attachment));
     tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
-    aggregator_.forget(static_cast<uint32_t>(pid));
     symbolizer_.forget_process(pid);
     purge_.insert(static_cast<uint32_t>(pid));
 }
 
 void Tracker::flush_purges() {
     if (purge_.empty()) return;
-    probes_.purge(purge_);
+    attacher_.purge(purge_);
     purge_.clear();
 }
 
@@ -320,7 +312,7 @@ void Tracker::set_rules(std::vector<WatchRule> rules) {
 void Tracker::detach_all() {
     std::vector<std::unique_ptr<Attachment>> attachments;
     for (auto& [pid, t] : tracked_) {
-        probes_.unwatch(static_cast<uint32_t>(pid));
+        attacher_.unwatch(static_cast<uint32_t>(pid));
         attachments.push_back(std::move(t.attachment));
     }
     tracked_.clear();
@@ -356,6 +348,10 @@ Frame Tracker::resolve(uint32_t pid, uint64_t address) {
         t.maps_read = Clock::now();
     }
     return symbolizer_.symbolize(static_cast<int>(pid), t.maps, address);
+}
+
+uint64_t Tracker::jit_generation(uint32_t pid) {
+    return symbolizer_.perf_map_generation(static_cast<int>(pid));
 }
 
 }  // namespace leakwatch

@@ -11,23 +11,24 @@
 #include <vector>
 
 #include "aggregate/aggregator.h"
-#include "bpf/probes.h"
 #include "config/config.h"
 #include "proc/proc.h"
+#include "symbols/cfi.h"
 #include "symbols/lru.h"
 #include "symbols/symbolizer.h"
-#include "symbols/unwind.h"
+#include "tracker/attacher.h"
 #include "tracker/reaper.h"
 
 struct lw_event;
 
 namespace leakwatch {
 
-class Tracker {
+// Also the aggregator's FrameResolver: it names addresses with each process's own maps.
+class Tracker : public FrameResolver {
   public:
     using Clock = std::chrono::steady_clock;
 
-    Tracker(Probes& probes, const ProcReader& proc, Symbolizer& symbolizer, Aggregator& aggregator,
+    Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symbolizer,
             std::vector<WatchRule> rules);
 
     // Attaches every running process a rule matches that is not attached yet, and drops
@@ -38,7 +39,8 @@ class Tracker {
     // that went away. Returns how long until it wants to run again (ms).
     int tick();
     // Replaces the rules: processes keep their probes and data when the rule they match is
-    // unchanged; others are detached, and newly matching ones attached.
+    // the same (config/reload.h, same_rule); others are detached, and newly matching ones
+    // attached.
     void set_rules(std::vector<WatchRule> rules);
 
     // Detaches every process at once, in parallel (at shutdown).
@@ -47,7 +49,8 @@ class Tracker {
     std::vector<ProcessMeta> processes() const;
     size_t attached() const { return tracked_.size(); }
     // Symbolizes an address of a watched process with its own maps.
-    Frame resolve(uint32_t pid, uint64_t address);
+    Frame resolve(uint32_t pid, uint64_t address) override;
+    uint64_t jit_generation(uint32_t pid) override;
 
   private:
     struct Tracked {
@@ -74,13 +77,12 @@ class Tracker {
     // The code of a process that stacks may cross by the frame pointer (files whose
     // functions keep one), and inside it what must be walked by rules: `unwind: auto`.
     void add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
-                                const std::string& exe, Probes::Recording& recording);
+                                const std::string& exe, Recording& recording);
     void flush_purges();
 
-    Probes& probes_;
+    Attacher& attacher_;
     const ProcReader& proc_;
     Symbolizer& symbolizer_;
-    Aggregator& aggregator_;
     std::vector<WatchRule> rules_;
     pid_t self_;
     std::map<pid_t, Tracked> tracked_;

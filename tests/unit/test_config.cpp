@@ -345,18 +345,20 @@ TEST_CASE("a negative size is an error", "[config][errors]") {
     CHECK_THAT(message, Contains("t.yaml:4: watch[0].max_size: \"-4KiB\" is negative"));
 }
 
-TEST_CASE("unwind: frame-pointer by default, or dwarf", "[config]") {
+TEST_CASE("unwind: auto by default, or frame-pointer, or dwarf", "[config]") {
     Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
                                   "    unwind: dwarf", "  - name: b", "    match: {comm: b}",
                                   "  - name: c", "    match: {comm: c}",
-                                  "    unwind: frame-pointer"}));
+                                  "    unwind: frame-pointer", "  - name: d",
+                                  "    match: {comm: d}", "    unwind: auto"}));
     CHECK(config.watch[0].unwind == WatchRule::Unwind::kDwarf);
-    CHECK(config.watch[1].unwind == WatchRule::Unwind::kFramePointer);
+    CHECK(config.watch[1].unwind == WatchRule::Unwind::kAuto);
     CHECK(config.watch[2].unwind == WatchRule::Unwind::kFramePointer);
+    CHECK(config.watch[3].unwind == WatchRule::Unwind::kAuto);
     CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
                                "    unwind: cfi"})),
-               Contains("t.yaml:4: watch[0].unwind: unwind must be frame-pointer or dwarf, not "
-                        "\"cfi\""));
+               Contains("t.yaml:4: watch[0].unwind: unwind must be auto, frame-pointer or dwarf, "
+                        "not \"cfi\""));
 }
 
 TEST_CASE("sample_bytes: a size up to 64MiB, 0 or absent for every allocation", "[config]") {

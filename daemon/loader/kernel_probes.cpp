@@ -1,4 +1,4 @@
-#include "bpf/kernel_probes.h"
+#include "loader/kernel_probes.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -6,11 +6,11 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include "bpf/btf_check.h"
-#include "bpf/map_walk.h"
-#include "bpf/pidns.h"
 #include "kmem.skel.h"
 #include "leakwatch.h"
+#include "loader/btf_check.h"
+#include "loader/map_walk.h"
+#include "loader/pidns.h"
 
 namespace leakwatch {
 
@@ -124,13 +124,8 @@ void KernelProbes::remove_kernel_totals(const std::vector<KernelTotals>& keys) {
     }
 }
 
-void KernelProbes::add_lost(LostCounters& lost) {
-    std::vector<uint64_t> percpu(static_cast<size_t>(ncpus_));
-    int fd = bpf_map__fd(skel_->maps.klost);
-    for (uint32_t i = 0; i < LW_LOST_MAX; i++) {
-        if (bpf_map_lookup_elem(fd, &i, percpu.data())) continue;
-        for (uint64_t v : percpu) lost[i] += v;
-    }
+LostCounters KernelProbes::lost() {
+    return read_lost(skel_->maps.klost, ncpus_);
 }
 
 std::vector<MapUsage> KernelProbes::usage(uint64_t live_records, uint64_t totals_entries) {

@@ -1,4 +1,4 @@
-#include "symbols/placement.h"
+#include "tracker/placement.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -64,11 +64,10 @@ struct Decoded {
 
 Decoded classify(csh handle, const cs_insn* insn, uint32_t argument_mask) {
     const cs_x86& x86 = insn->detail->x86;
-    const bool branch = cs_insn_group(handle, insn, CS_GRP_JUMP) ||
-                        cs_insn_group(handle, insn, CS_GRP_CALL) ||
-                        cs_insn_group(handle, insn, CS_GRP_RET) ||
-                        cs_insn_group(handle, insn, CS_GRP_INT) ||
-                        cs_insn_group(handle, insn, CS_GRP_IRET);
+    const bool branch =
+        cs_insn_group(handle, insn, CS_GRP_JUMP) || cs_insn_group(handle, insn, CS_GRP_CALL) ||
+        cs_insn_group(handle, insn, CS_GRP_RET) || cs_insn_group(handle, insn, CS_GRP_INT) ||
+        cs_insn_group(handle, insn, CS_GRP_IRET);
     // What the kernel emulates (arch/x86/kernel/uprobes.c): relative jumps, conditional jumps
     // and calls, and the push of a 64-bit general register.
     if (branch && cs_insn_group(handle, insn, CS_GRP_BRANCH_RELATIVE) && x86.op_count == 1 &&
@@ -136,9 +135,9 @@ Placement place_probe(std::span<const uint8_t> code, int arguments, bool null_is
     for (int n = 0; n < kMaxInstructions; ++n) {
         uint64_t here = at;
         if (!cs_disasm_iter(handle, &p, &left, &at, insn)) {
-            out.how = here == 0 ? "first instruction not decoded"
-                                : fmt::format("instruction at +{} not decoded, after {}", here,
-                                              skipped);
+            out.how = here == 0
+                          ? "first instruction not decoded"
+                          : fmt::format("instruction at +{} not decoded, after {}", here, skipped);
             break;
         }
         if (null_is_noop && here == 0 && is_null_test(handle, insn)) {
@@ -171,8 +170,8 @@ Placement place_probe(std::span<const uint8_t> code, int arguments, bool null_is
     }
     if (!out.emulated) {
         if (out.how.empty())
-            out.how = fmt::format("no emulated instruction within {} instructions",
-                                  kMaxInstructions);
+            out.how =
+                fmt::format("no emulated instruction within {} instructions", kMaxInstructions);
         out.skip = 0;
     }
     cs_free(insn, 1);

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "aggregate/kernel_source.h"
-#include "aggregate/source.h"
 #include "config/config.h"
 #include "util/result.h"
 
@@ -25,10 +24,8 @@ class KernelProbes : public KernelSource {
     std::vector<KernelTotals> kernel_totals() override;
     std::optional<std::vector<uint64_t>> kernel_stack(uint64_t id) override;
     void remove_kernel_totals(const std::vector<KernelTotals>& keys) override;
-    // Adds this object's loss counters to `lost`.
-    void add_lost(LostCounters& lost);
-    // Use of the maps; `live_records` and `totals_entries` as KernelAggregator read them.
-    std::vector<MapUsage> usage(uint64_t live_records, uint64_t totals_entries);
+    LostCounters lost() override;
+    std::vector<MapUsage> usage(uint64_t live_records, uint64_t totals_entries) override;
     const std::vector<std::string>& attached() const { return attached_; }
 
   private:

@@ -1,5 +1,6 @@
-// Aggregator tests: a plain-data AllocationSource feeds kernel-shaped totals, stacks and live
-// allocations; a resolver over a small table of fake functions stands in for the Symbolizer.
+// Aggregator tests (aggregate/aggregator.cpp): a plain-data AllocationSource feeds
+// kernel-shaped totals, stacks and live allocations; a resolver over a small table of fake
+// functions stands in for the tracker and its Symbolizer.
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
@@ -11,7 +12,6 @@
 #include <vector>
 
 #include "aggregate/aggregator.h"
-#include "aggregate/site.h"
 #include "aggregate/source.h"
 
 using namespace leakwatch;
@@ -57,14 +57,16 @@ struct FakeFunction {
     std::string symbol;
 };
 
-struct FakeResolver {
+struct FakeResolver : FrameResolver {
     uint64_t base = 0x400000;
     std::string module = "/usr/bin/fixture";
     std::string build_id = "abcdef0123456789";
     std::vector<FakeFunction> functions;
     std::vector<std::pair<uint32_t, uint64_t>> calls;
+    std::map<uint32_t, uint64_t> jit;  // perf map generation per pid
 
-    Frame operator()(uint32_t pid, uint64_t address) {
+    uint64_t jit_generation(uint32_t pid) override { return jit[pid]; }
+    Frame resolve(uint32_t pid, uint64_t address) override {
         calls.emplace_back(pid, address);
         Frame f;
         f.address = address;
@@ -83,10 +85,6 @@ struct FakeResolver {
     }
 };
 
-FrameResolver resolver_of(FakeResolver& r) {
-    return [&r](uint32_t pid, uint64_t address) { return r(pid, address); };
-}
-
 ProcessMeta meta(uint32_t pid, std::string watch = "app", std::string comm = "app",
                  Duration min_age = Duration(0), std::string prefix = "") {
     ProcessMeta m;
@@ -96,13 +94,6 @@ ProcessMeta meta(uint32_t pid, std::string watch = "app", std::string comm = "ap
     m.min_age = min_age;
     m.symbol_prefix = std::move(prefix);
     return m;
-}
-
-Frame frame_named(const std::string& symbol) {
-    Frame f;
-    f.symbol = symbol;
-    f.module = "/usr/lib/libfixture.so";
-    return f;
 }
 
 const ProcessView* find_process(const Snapshot& snap, uint32_t pid) {
@@ -166,75 +157,6 @@ TEST_CASE("frame_addresses of empty stacks and caller 0", "[aggregate][frames]")
     CHECK(frame_addresses(RawStack{0, {0x1000}}) == std::vector<uint64_t>{0x1000});
 }
 
-// --- site ----------------------------------------------------------------------------------
-
-TEST_CASE("is_allocator_frame knows libc, C++ and prefixed allocator functions",
-          "[aggregate][site]") {
-    for (const char* name :
-         {"malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "mmap",
-          "munmap", "strdup", "__libc_malloc", "mallocx", "rallocx", "dallocx", "sdallocx",
-          "operator new(unsigned long)",
-          "operator new[](unsigned long)", "operator new(unsigned long, std::align_val_t)",
-          "std::allocator<int>::allocate(unsigned long)",
-          "std::__new_allocator<Foo>::allocate(unsigned long, void const*)",
-          "__gnu_cxx::new_allocator<char>::allocate(unsigned long, void const*)",
-          "std::allocator_traits<std::allocator<int> >::allocate(std::allocator<int>&, "
-          "unsigned long)",
-          // HotSpot's C heap and Java's direct buffers (names from the JVM's perf map)
-          "os::malloc(unsigned long, MEMFLAGS)", "Unsafe_AllocateMemory0",
-          "AllocateHeap(unsigned long, MEMFLAGS, AllocFailStrategy::AllocFailEnum)",
-          "jdk.internal.misc.Unsafe.allocateMemory(long)", "java.nio.DirectByteBuffer.<init>(int)",
-          "java.nio.ByteBuffer.allocateDirect(int)",
-          // CPython
-          "_PyObject_Malloc", "PyObject_Realloc", "PyMem_RawMalloc", "_PyMem_RawRealloc",
-          "PyMem_Calloc"}) {
-        INFO(name);
-        CHECK(is_allocator_frame(name));
-    }
-    for (const char* name : {"", "leak_fn", "main", "Foo::bar", "mallocate", "my_malloc",
-                             "os::malloc_info()", "LeakDirect.leakBuffer(int)", "Interpreter",
-                             "std::vector<int, std::allocator<int> >::push_back(int const&)"}) {
-        INFO(name);
-        CHECK_FALSE(is_allocator_frame(name));
-    }
-    CHECK_FALSE(is_allocator_frame("je_malloc"));
-    CHECK(is_allocator_frame("je_malloc", "je_"));
-    CHECK(is_allocator_frame("je_calloc", "je_"));
-    CHECK(is_allocator_frame("malloc", "je_"));
-    CHECK_FALSE(is_allocator_frame("je_leak_fn", "je_"));
-}
-
-TEST_CASE("site_of: the innermost Python function named by the perf map", "[aggregate][site]") {
-    CHECK(site_of({frame_named("malloc"), frame_named("_PyObject_Malloc"),
-                   frame_named("PyByteArray_Resize"), frame_named("_PyEval_EvalFrameDefault"),
-                   frame_named("py::leak_buffers:/srv/app.py"),
-                   frame_named("_PyEval_EvalFrameDefault"), frame_named("py::main:/srv/app.py")}) ==
-          "py::leak_buffers:/srv/app.py");
-    // Without the perf map, the interpreter's own C function.
-    CHECK(site_of({frame_named("malloc"), frame_named("_PyObject_Malloc"),
-                   frame_named("PyByteArray_Resize"), frame_named("_PyEval_EvalFrameDefault")}) ==
-          "PyByteArray_Resize");
-}
-
-TEST_CASE("site_of is the first frame outside the allocator", "[aggregate][site]") {
-    CHECK(site_of({frame_named("malloc"), frame_named("leak_fn"), frame_named("main")}) ==
-          "leak_fn");
-    CHECK(site_of({frame_named("operator new(unsigned long)"),
-                   frame_named("std::allocator<int>::allocate(unsigned long)"),
-                   frame_named("Foo::bar")}) == "Foo::bar");
-    CHECK(site_of({frame_named("je_malloc"), frame_named("leak_fn")}, "je_") == "leak_fn");
-    CHECK(site_of({frame_named("je_malloc"), frame_named("leak_fn")}) == "je_malloc");
-    CHECK(site_of({}) == "[unknown]");
-    CHECK(site_of({frame_named("malloc"), frame_named("operator new(unsigned long)")}) ==
-          "[unknown]");
-
-    // No symbol: module (file name only) + offset.
-    Frame anonymous;
-    anonymous.module = "/usr/lib/x86_64-linux-gnu/libfoo.so.1";
-    anonymous.module_offset = 0x1234;
-    CHECK(site_of({frame_named("malloc"), anonymous, frame_named("main")}) == "libfoo.so.1+0x1234");
-}
-
 // --- Aggregator::sample: totals and stacks -------------------------------------------------
 
 TEST_CASE("sample copies per-process totals of the watched processes, ascending pid",
@@ -245,7 +167,7 @@ TEST_CASE("sample copies per-process totals of the watched processes, ascending 
     ProcTotals unwatched{999999, 9, 0, 0, 0, 0};
     src.totals = {{300, b}, {100, a}, {555, unwatched}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(300, "svc", "svcd"), meta(100, "app", "appd"), meta(200)}, 0);
 
@@ -287,7 +209,7 @@ TEST_CASE("sample sorts stacks by bytes descending, ties by id, empty stacks las
         {100, 8, 7000, 70},
     };
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100), meta(200)}, 0);
     const ProcessView* p = find_process(snap, 100);
@@ -312,7 +234,7 @@ TEST_CASE("sample resolves the same stack id separately per process", "[aggregat
     src.raw[{100, 7}] = RawStack{0x401010, {0x1000, 0x401110}};
     src.raw[{200, 7}] = RawStack{0x401410, {0x1000, 0x401110}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100), meta(200)}, 0);
     REQUIRE(find_process(snap, 100)->stacks.size() == 1);
@@ -336,7 +258,7 @@ TEST_CASE("sample names each stack's site by its first non-allocator frame",
     src.raw[{100, 3}] = RawStack{0x1310, {0x1000}};
     src.raw[{100, 4}] = RawStack{0x9010, {0x1000, 0x9100}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100)}, 0);
     const auto& stacks = snap.processes.at(0).stacks;
@@ -362,7 +284,7 @@ TEST_CASE("sample treats prefixed allocator symbols as allocator frames",
     src.raw[{100, 1}] = RawStack{0x401010, {0x1100}};
     src.raw[{200, 1}] = RawStack{0x401010, {0x1100}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100, "redis", "redis-server", Duration(0), "je_"), meta(200)}, 0);
     CHECK(find_process(snap, 100)->stacks.at(0).site == "leak_fn");
@@ -377,7 +299,7 @@ TEST_CASE("sample looks up return addresses at address-1 but reports the real ad
     // call itself is the last instruction of leak_fn.
     src.raw[{100, 1}] = RawStack{0x401100, {0x1000, 0x401150}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100)}, 0);
     REQUIRE(r.calls.size() == 3);
@@ -416,7 +338,7 @@ TEST_CASE("sample keeps offset 0 for return addresses without a symbol",
     src.stacks = {{100, 1, 64, 1}};
     src.raw[{100, 1}] = RawStack{0x9010, {0x1000}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100)}, 0);
     const auto& frames = *snap.processes.at(0).stacks.at(0).frames;
@@ -427,14 +349,15 @@ TEST_CASE("sample keeps offset 0 for return addresses without a symbol",
     CHECK(frames[1].offset == 0);
 }
 
-TEST_CASE("sample caches resolved stacks until forget(pid)", "[aggregate][sample][cache]") {
+TEST_CASE("sample caches resolved stacks while the process stays attached",
+          "[aggregate][sample][cache]") {
     FakeSource src;
     src.stacks = {{100, 1, 64, 1}, {100, 2, 32, 1}, {200, 1, 16, 1}};
     src.raw[{100, 1}] = RawStack{0x401010, {0x1000, 0x401110}};
     src.raw[{100, 2}] = RawStack{0x401310, {0x1200}};
     src.raw[{200, 1}] = RawStack{0x401410, {0x1000}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
     std::vector<ProcessMeta> procs = {meta(100), meta(200)};
 
     auto first = agg.sample(procs, 0);
@@ -450,24 +373,68 @@ TEST_CASE("sample caches resolved stacks until forget(pid)", "[aggregate][sample
     CHECK(second.processes[0].stacks[0].frames == first.processes[0].stacks[0].frames);
     CHECK(second.processes[0].stacks[0].site == "leak_fn");
 
-    agg.forget(100);
+    // pid 100 attached anew (it exec'd): its stacks are resolved again, not pid 200's.
+    procs[0].attached_at = 1795717263.3;
     auto third = agg.sample(procs, 0);
-    CHECK(r.calls.size() == resolved + 3 + 2);  // pid 100's two stacks again, not pid 200's
+    CHECK(r.calls.size() == resolved + 3 + 2);
     CHECK(src.stack_calls == stacks_read + 2);
     for (size_t i = resolved; i < r.calls.size(); i++) CHECK(r.calls[i].first == 100);
     CHECK(third.processes[0].stacks[0].site == "leak_fn");
     CHECK(third.processes[0].stacks[0].frames != first.processes[0].stacks[0].frames);
-
-    agg.forget(300);  // never seen: harmless
     agg.sample(procs, 0);
     CHECK(r.calls.size() == resolved + 5);
+
+    // pid 200 detached for a round: what was cached of it goes.
+    agg.sample({procs[0]}, 0);
+    CHECK(r.calls.size() == resolved + 5);
+    agg.sample(procs, 0);
+    CHECK(r.calls.size() == resolved + 5 + 2);
+    CHECK(r.calls.back().first == 200);
+}
+
+// JIT-compiled code named later (the runtime wrote more of its perf map): a stack with an
+// unnamed frame in anonymous memory is resolved again when the generation changes.
+TEST_CASE("sample resolves stacks with unnamed JIT frames again when the perf map changes",
+          "[aggregate][sample][cache]") {
+    FakeSource src;
+    src.stacks = {{100, 1, 64, 1}, {100, 2, 32, 1}};
+    src.raw[{100, 1}] = RawStack{0x7f0000001010, {0x1000}};  // called from JIT code
+    src.raw[{100, 2}] = RawStack{0x401010, {0x1000}};
+    struct JitResolver : FakeResolver {
+        bool named = false;
+        Frame resolve(uint32_t pid, uint64_t address) override {
+            Frame f = FakeResolver::resolve(pid, address);
+            if (address >= 0x7f0000000000) {
+                f.module = "[anon]";
+                if (named) f.symbol = "LeakDirect.leakBuffer(int)";
+            }
+            return f;
+        }
+    } r;
+    r.functions = layout().functions;
+    Aggregator agg(src, r);
+
+    auto first = agg.sample({meta(100)}, 0);
+    size_t resolved = r.calls.size();
+    agg.sample({meta(100)}, 0);
+    CHECK(r.calls.size() == resolved);  // the same generation: cached
+
+    r.named = true;
+    r.jit[100] = 1;
+    auto later = agg.sample({meta(100)}, 0);
+    CHECK(r.calls.size() == resolved + 2);  // only the stack with the JIT frame
+    const auto& stacks = later.processes.at(0).stacks;
+    CHECK(stacks.at(0).site == "LeakDirect.leakBuffer");
+    CHECK(stacks.at(1).site == "leak_fn");
+    agg.sample({meta(100)}, 0);
+    CHECK(r.calls.size() == resolved + 2);  // named now: cached again
 }
 
 TEST_CASE("sample gives stack id 0 the site [unknown] and no frames", "[aggregate][sample]") {
     FakeSource src;
     src.stacks = {{100, 0, 4096, 3}, {100, 42, 10, 1}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100)}, 0);
     const auto& stacks = snap.processes.at(0).stacks;
@@ -492,7 +459,7 @@ TEST_CASE("sample resolves a stack that appears in the stack map after a miss",
     FakeSource src;
     src.stacks = {{100, 1, 64, 1}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto first = agg.sample({meta(100)}, 0);
     CHECK(first.processes.at(0).stacks.at(0).site == "[unknown]");
@@ -529,7 +496,7 @@ TEST_CASE("sample counts only allocations older than min_age for processes that 
     src.raw[{100, 1}] = RawStack{0x401010, {0x1000}};
     src.raw[{100, 3}] = RawStack{0x401310, {0x1200}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100, "app", "app", 10s), meta(200)}, now);
 
@@ -568,7 +535,7 @@ TEST_CASE("sample with min_age and only young allocations reports nothing outsta
     src.stacks = {{100, 1, 640, 10}};
     for (uint64_t i = 0; i < 10; i++) src.live.push_back({100, 0xa000 + i, 64, now - i * kSec, 1});
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto snap = agg.sample({meta(100, "app", "app", 2min)}, now);
     CHECK(snap.processes.at(0).totals.bytes == 0);
@@ -586,7 +553,7 @@ TEST_CASE("sample without min_age does not walk live allocations", "[aggregate][
     src.totals = {{100, ProcTotals{64, 1, 64, 1, 0, 0}}};
     src.live = {{100, 0xa000, 1 << 20, 0, 1}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
     auto snap = agg.sample({meta(100)}, 1ull << 50);
     CHECK(src.live_requests.empty());
     CHECK(snap.processes.at(0).totals.bytes == 64);
@@ -599,7 +566,7 @@ TEST_CASE("sample copies lost counters and map usage through", "[aggregate][samp
     for (size_t i = 0; i < src.lost_counters.size(); i++) src.lost_counters[i] = 1000 + i;
     src.map_usage = {{"live", 123, 65536}, {"stacks", 45, 16384}};
     FakeResolver r = layout();
-    Aggregator agg(src, resolver_of(r));
+    Aggregator agg(src, r);
 
     auto before = std::chrono::system_clock::now();
     auto snap = agg.sample({}, 0);
@@ -616,22 +583,4 @@ TEST_CASE("sample copies lost counters and map usage through", "[aggregate][samp
     CHECK(snap.usage[1].capacity == 16384);
     CHECK(snap.taken >= before);
     CHECK(snap.taken <= after);
-}
-
-TEST_CASE("function_name drops parameter lists and qualifiers for site labels",
-          "[aggregate][site]") {
-    CHECK(function_name("record_entry") == "record_entry");
-    CHECK(function_name("Session::open(int)") == "Session::open");
-    CHECK(function_name("Session::open(int) const") == "Session::open");
-    CHECK(function_name("Foo::operator()(int) const &") == "Foo::operator()");
-    CHECK(function_name("std::vector<int, std::allocator<int> >::push_back(int const&)") ==
-          "std::vector<int, std::allocator<int> >::push_back");
-    CHECK(function_name("main::{lambda()#1}::operator()() const") ==
-          "main::{lambda()#1}::operator()");
-    CHECK(function_name("void (*)(int)") == "void (*)");
-    CHECK(function_name("") == "");
-    std::vector<Frame> frames(2);
-    frames[0].symbol = "operator new(unsigned long)";
-    frames[1].symbol = "Session::open(int)";
-    CHECK(site_of(frames) == "Session::open");
 }

@@ -4,7 +4,8 @@
 // The BPF side walks stacks with one rule per return address (bpf/leakwatch.h, struct
 // lw_unwind_rule). When it meets an address without a rule it sends a snapshot of that frame's
 // registers and the stack above it; the daemon unwinds the snapshot here, with the same steps,
-// and hands back the rules it used so later walks through those frames stay in BPF.
+// and hands back the rules it used (unwind/snapshots.h) so later walks through those frames
+// stay in BPF.
 #pragma once
 
 #include <atomic>
@@ -18,69 +19,12 @@
 #include <vector>
 
 #include "proc/proc.h"
+#include "symbols/cfi.h"
 #include "symbols/lru.h"
 #include "symbols/symbolizer.h"
 #include "util/result.h"
 
 namespace leakwatch {
-
-// How to find the caller's frame from a frame (mirrors struct lw_unwind_rule): its stack
-// pointer is the CFA, its return address is at CFA - 8, its rbp at CFA + bp_offset when
-// bp_saved, else unchanged.
-struct UnwindRule {
-    enum Kind : uint32_t { kCfaSp = 1, kCfaBp = 2, kEnd = 3 };  // LW_UW_*
-    Kind kind = kEnd;
-    int32_t cfa_offset = 0;
-    int32_t bp_offset = 0;
-    bool bp_saved = false;
-    bool operator==(const UnwindRule&) const = default;
-
-    static UnwindRule end() { return {}; }
-    // Code with a frame pointer and no CFI (JIT-compiled code): push %rbp; mov %rsp,%rbp.
-    static UnwindRule frame_pointer() { return {kCfaBp, 16, -16, true}; }
-};
-
-// How the functions of one file use the frame pointer, by the CFI in the middle of each
-// function (each entry of .eh_frame_hdr's table): a standard frame record there (CFA =
-// rbp + 16, the caller's rbp saved at CFA - 16) means a caller's frame can be found from
-// rbp alone. Virtual addresses are the file's (ELF) ones.
-struct FramePointerUse {
-    size_t functions = 0;           // functions looked at
-    size_t with_frame_pointer = 0;  // of them, with a standard frame record mid-function
-    // The others, adjacent ones merged: [start, end) ELF virtual addresses.
-    std::vector<std::pair<uint64_t, uint64_t>> without;
-    // Whether the file's frames may be walked by the frame pointer, with `without` walked by
-    // rules: some functions keep one, and the others fit in `max_without` ranges (in a file
-    // built without frame pointers, the few functions that set one up anyway are scattered,
-    // and the ranges between them are many).
-    bool walkable(size_t max_without) const {
-        return with_frame_pointer > 0 && without.size() <= max_without;
-    }
-};
-
-// The CFI of one ELF file (.eh_frame, else .debug_frame), opened once.
-class CfiFile {
-  public:
-    static Result<std::unique_ptr<CfiFile>> open(const std::string& path);
-    ~CfiFile();
-    CfiFile(const CfiFile&) = delete;
-    CfiFile& operator=(const CfiFile&) = delete;
-
-    // The rule in effect at an ELF virtual address. nullopt: no CFI covers it. kEnd: the CFI
-    // marks the outermost frame (return address undefined), or uses a form the BPF side does
-    // not apply (a CFA expression, a register other than rsp/rbp).
-    std::optional<UnwindRule> rule_at(uint64_t vaddr);
-    // The ELF virtual address that file offset `off` is loaded at (via PT_LOAD), if any.
-    std::optional<uint64_t> vaddr_of_file_offset(uint64_t off) const;
-    // How its functions use the frame pointer (empty without an .eh_frame_hdr table in the
-    // usual encoding: then nothing is walked by the frame pointer).
-    FramePointerUse frame_pointer_use();
-
-  private:
-    CfiFile() = default;
-    struct Impl;
-    std::unique_ptr<Impl> impl_;
-};
 
 // Where a walk starts: a frame's return address and registers, and a copy of the stack from
 // its stack pointer up.

@@ -1,4 +1,4 @@
-// Reading whole BPF hash maps from user space.
+// Reading whole BPF maps from user space.
 #pragma once
 
 #include <bpf/bpf.h>
@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <vector>
+
+#include "aggregate/loss.h"
 
 namespace leakwatch {
 
@@ -69,6 +71,18 @@ inline uint64_t count_entries(bpf_map* map) {
         prev = key.data();
     }
     return n;
+}
+
+// The loss counters of a per-CPU array indexed by enum lw_lost_reason, summed over the CPUs.
+inline LostCounters read_lost(bpf_map* map, int ncpus) {
+    LostCounters out{};
+    std::vector<uint64_t> percpu(static_cast<size_t>(ncpus));
+    int fd = bpf_map__fd(map);
+    for (uint32_t i = 0; i < out.size(); i++) {
+        if (bpf_map_lookup_elem(fd, &i, percpu.data())) continue;
+        for (uint64_t v : percpu) out[i] += v;
+    }
+    return out;
 }
 
 }  // namespace leakwatch

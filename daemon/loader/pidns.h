@@ -1,4 +1,4 @@
-// The daemon's own pid namespace, for the BPF programs (bpf/pidns.h): in a container the pids
+// The daemon's own pid namespace, for the BPF programs (bpf/pidns.bpf.h): in a container the pids
 // the daemon sees in /proc are not the kernel's global ones.
 #pragma once
 

@@ -1,11 +1,10 @@
-// The log rate limiter and the notify protocol's no-op behaviour outside systemd.
+// The log rate limiter, and telling the journal from a plain stderr (service/logging.cpp).
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
 
 #include "service/logging.h"
-#include "service/notify.h"
 
 using namespace leakwatch;
 
@@ -27,17 +26,4 @@ TEST_CASE("stderr_is_journal needs JOURNAL_STREAM to name our stderr", "[service
     setenv("JOURNAL_STREAM", "1:2", 1);
     CHECK_FALSE(stderr_is_journal());
     unsetenv("JOURNAL_STREAM");
-}
-
-TEST_CASE("without a watchdog the loop may wait a second", "[service]") {
-    unsetenv("WATCHDOG_USEC");
-    unsetenv("NOTIFY_SOCKET");
-    ServiceNotifier n;
-    CHECK(n.max_wait() == std::chrono::milliseconds(1000));
-    n.keepalive();  // nothing to talk to: must not fail
-    n.ready("ok");
-    setenv("WATCHDOG_USEC", "2000000", 1);
-    ServiceNotifier w;
-    CHECK(w.max_wait() == std::chrono::milliseconds(500));
-    unsetenv("WATCHDOG_USEC");
 }

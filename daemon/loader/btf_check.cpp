@@ -1,4 +1,4 @@
-#include "bpf/btf_check.h"
+#include "loader/btf_check.h"
 
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>

@@ -1,4 +1,5 @@
-// KernelAggregator on plain data: what the kmem maps would hold, and symbols by address.
+// KernelAggregator (aggregate/kernel.cpp) on plain data: what the kmem maps would hold, and
+// symbols by address.
 #include <catch2/catch.hpp>
 #include <map>
 #include <set>
@@ -22,6 +23,8 @@ struct FakeKernel : KernelSource {
     void remove_kernel_totals(const std::vector<KernelTotals>& keys) override {
         removed.insert(removed.end(), keys.begin(), keys.end());
     }
+    LostCounters lost() override { return {}; }
+    std::vector<MapUsage> usage(uint64_t, uint64_t) override { return {}; }
 };
 
 // Addresses 0x1000 * n are function n of this table (return addresses are looked up - 1).

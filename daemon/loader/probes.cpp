@@ -1,4 +1,4 @@
-#include "bpf/probes.h"
+#include "loader/probes.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -10,17 +10,15 @@
 #include <cerrno>
 #include <cstring>
 
-#include "bpf/btf_check.h"
-#include "bpf/map_walk.h"
-#include "bpf/pidns.h"
 #include "leakwatch.h"
+#include "leakwatch.skel.h"
+#include "loader/btf_check.h"
+#include "loader/map_walk.h"
+#include "loader/pidns.h"
 #include "sampling.h"
 #include "stackhash.h"
-#include "leakwatch.skel.h"
 
 namespace leakwatch {
-
-static_assert(kLostReasonNames.size() == LW_LOST_MAX, "lost reasons out of sync with leakwatch.h");
 
 const char* probe_mode_name(ProbeMode mode) {
     switch (mode) {
@@ -34,35 +32,6 @@ const char* probe_mode_name(ProbeMode mode) {
             return "classic";
     }
     return "?";
-}
-
-const std::vector<AllocatorFunction>& allocator_functions() {
-    static const std::vector<AllocatorFunction> functions = {
-        {"malloc", true, LW_MALLOC, 1},
-        {"calloc", true, LW_CALLOC, 2},
-        {"realloc", true, LW_REALLOC, 2},
-        {"reallocarray", true, LW_REALLOCARRAY, 3},
-        {"posix_memalign", true, LW_POSIX_MEMALIGN, 3},
-        {"aligned_alloc", true, LW_ALIGNED_ALLOC, 2},
-        {"memalign", true, LW_MEMALIGN, 2},
-        {"valloc", true, LW_VALLOC, 1},
-        {"pvalloc", true, LW_PVALLOC, 1},
-        {"mmap", true, LW_MMAP, 2},
-        {"mremap", true, LW_MREMAP, 3},
-        {"free", false, LW_FREE, 1},
-        {"munmap", false, LW_MUNMAP, 2},
-        // jemalloc's own API and its C++ operators, which reach its internals without passing
-        // through malloc or free: probed where the allocator library defines them.
-        {"mallocx", true, LW_MALLOC, 1},            // (size, flags)
-        {"rallocx", true, LW_REALLOC, 2},           // (ptr, size, flags)
-        {"dallocx", false, LW_FREE, 1},             // (ptr, flags)
-        {"sdallocx", false, LW_FREE, 1},            // (ptr, size, flags)
-        {"_Znwm", true, LW_MALLOC, 1},              // operator new(size_t)
-        {"_Znam", true, LW_MALLOC, 1},              // operator new[](size_t)
-        {"_ZdlPvm", false, LW_FREE, 1},             // operator delete(void*, size_t)
-        {"_ZdaPvm", false, LW_FREE, 1},             // operator delete[](void*, size_t)
-    };
-    return functions;
 }
 
 namespace {
@@ -194,12 +163,18 @@ void delete_keys(int fd, const std::vector<K>& keys) {
     for (const auto& k : keys) bpf_map_delete_elem(fd, &k);
 }
 
-}  // namespace
+class UprobeAttachment : public Attachment {
+  public:
+    ~UprobeAttachment() override {
+        for (auto* link : bpf_links) bpf_link__destroy(link);
+        for (int fd : fds) close(fd);
+    }
+    size_t links() const override { return bpf_links.size() + fds.size(); }
+    std::vector<bpf_link*> bpf_links;
+    std::vector<int> fds;  // multi-uprobe and session-uprobe links
+};
 
-Attachment::~Attachment() {
-    for (auto* link : links_) bpf_link__destroy(link);
-    for (int fd : fds_) close(fd);
-}
+}  // namespace
 
 Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mode) {
     libbpf_set_print(libbpf_log);
@@ -284,7 +259,8 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     if (!probes->ring_) return fail_errno("creating the event ring buffer", errno);
     probes->snapshot_ring_ = ring_buffer__new(bpf_map__fd(skel->maps.snapshots),
                                               &Probes::on_snapshot, probes.get(), nullptr);
-    if (!probes->snapshot_ring_) return fail_errno("creating the unwind snapshot ring buffer", errno);
+    if (!probes->snapshot_ring_)
+        return fail_errno("creating the unwind snapshot ring buffer", errno);
     return probes;
 }
 
@@ -296,7 +272,7 @@ Probes::~Probes() {
 }
 
 Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget& target) {
-    std::unique_ptr<Attachment> att(new Attachment());
+    auto att = std::make_unique<UprobeAttachment>();
     const std::string where = " in " + target.path + " for pid " + std::to_string(pid);
     if (mode_ == ProbeMode::kSession) {
         // The cookie carries the kind and the probe's address in the process: the program
@@ -311,7 +287,7 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
         int fd = link_uprobe_multi(bpf_program__fd(skel_->progs.session_probe), target.path,
                                    offsets, kinds, false, pid, kTraceUprobeSession);
         if (fd < 0) return fail_errno("session uprobe on the allocator functions" + where, errno);
-        att->fds_.push_back(fd);
+        att->fds.push_back(fd);
         return att;
     }
     if (mode_ == ProbeMode::kMulti) {
@@ -328,11 +304,11 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
         int fd = link_uprobe_multi(bpf_program__fd(skel_->progs.multi_entry), target.path, offsets,
                                    kinds, false, pid);
         if (fd < 0) return fail_errno("multi-uprobe on the allocator entries" + where, errno);
-        att->fds_.push_back(fd);
+        att->fds.push_back(fd);
         fd = link_uprobe_multi(bpf_program__fd(skel_->progs.multi_return), target.path, ret_offsets,
                                ret_kinds, true, pid);
         if (fd < 0) return fail_errno("multi-uprobe on the allocator returns" + where, errno);
-        att->fds_.push_back(fd);
+        att->fds.push_back(fd);
         return att;
     }
     for (const auto& [name, offset] : target.offsets) {
@@ -343,13 +319,13 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
         bpf_link* link =
             bpf_program__attach_uprobe_opts(entry, pid, target.path.c_str(), offset, &entry_opts);
         if (!link) return fail_errno("uprobe on " + name + where, errno);
-        att->links_.push_back(link);
+        att->bpf_links.push_back(link);
         if (!f->has_return) continue;
         LIBBPF_OPTS(bpf_uprobe_opts, ret_opts, .retprobe = true);
         link = bpf_program__attach_uprobe_opts(skel_->progs.alloc_return, pid, target.path.c_str(),
                                                offset, &ret_opts);
         if (!link) return fail_errno("uretprobe on " + name + where, errno);
-        att->links_.push_back(link);
+        att->bpf_links.push_back(link);
     }
     return att;
 }
@@ -369,8 +345,7 @@ Result<void> Probes::watch(uint32_t tgid, const Recording& r) {
     cfg.lib_hi = r.lib_hi;
     if (r.sample_bytes || r.min_size > 0 || r.max_size != UINT64_MAX) cfg.flags |= LW_CFG_PARTIAL;
     if (r.dwarf_unwind) cfg.flags |= LW_CFG_DWARF;
-    auto add_ranges = [&](const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
-                          uint32_t kind) {
+    auto add_ranges = [&](const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint32_t kind) {
         for (const auto& [lo, hi] : ranges) {
             if (cfg.nranges >= LW_MAX_RANGES) break;
             cfg.ranges[cfg.nranges++] = lw_code_range{lo, hi, kind, 0};
@@ -520,24 +495,18 @@ std::vector<LiveAllocation> Probes::live_allocations(const std::set<uint32_t>& t
 }
 
 LostCounters Probes::lost() {
-    LostCounters out{};
-    std::vector<uint64_t> percpu(static_cast<size_t>(ncpus_));
-    int fd = bpf_map__fd(skel_->maps.lost);
-    for (uint32_t i = 0; i < LW_LOST_MAX; i++) {
-        if (bpf_map_lookup_elem(fd, &i, percpu.data())) continue;
-        for (uint64_t v : percpu) out[i] += v;
-    }
-    return out;
+    return read_lost(skel_->maps.lost, ncpus_);
 }
 
 std::vector<MapUsage> Probes::usage() {
     // The live map is too large to walk every interval; every process counts its records
     // (with sampling, fewer than the allocations they stand for).
     uint64_t live = 0;
-    for_each_entry<uint32_t, lw_proc_totals>(
-        bpf_map__fd(skel_->maps.procs), [&](uint32_t, const lw_proc_totals& t) {
-            if (t.records > 0) live += static_cast<uint64_t>(t.records);
-        });
+    for_each_entry<uint32_t, lw_proc_totals>(bpf_map__fd(skel_->maps.procs),
+                                             [&](uint32_t, const lw_proc_totals& t) {
+                                                 if (t.records > 0)
+                                                     live += static_cast<uint64_t>(t.records);
+                                             });
     return {
         {"live", live, limits_.live_allocations},
         // Batched: a key-by-key walk of these two was most of the daemon's CPU with 10,000

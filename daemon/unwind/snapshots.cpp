@@ -1,4 +1,4 @@
-#include "bpf/snapshots.h"
+#include "unwind/snapshots.h"
 
 #include <spdlog/spdlog.h>
 
@@ -9,10 +9,10 @@
 
 namespace leakwatch {
 
-void complete_snapshot(Probes& probes, Unwinder& unwinder, const lw_snapshot& snapshot) {
+void complete_snapshot(SnapshotMaps& maps, Unwinder& unwinder, const lw_snapshot& snapshot) {
     // A process no longer watched (it exited, or was purged meanwhile): nothing of it is
     // written back, so nothing is left behind in the maps.
-    if (!probes.watching(snapshot.tgid)) return;
+    if (!maps.watching(snapshot.tgid)) return;
     lw_stack stack = snapshot.frames;
     stack.flags = 0;
     // As deep as the BPF walk goes, so that a stack completed here and the same stack walked
@@ -35,17 +35,18 @@ void complete_snapshot(Probes& probes, Unwinder& unwinder, const lw_snapshot& sn
         r.cfa_off = rule.cfa_offset;
         r.bp_off = rule.bp_offset;
         r.bp_saved = rule.bp_saved ? 1 : 0;
-        probes.set_unwind_rule(snapshot.tgid, pc, r);
+        maps.set_unwind_rule(snapshot.tgid, pc, r);
         if (i > 0) stack.ips[stack.nr++] = pc;
     }
-    probes.set_stack(snapshot.tgid, snapshot.id, stack);
+    maps.set_stack(snapshot.tgid, snapshot.id, stack);
     // The rules are in: walks through these frames go on in BPF, and a walk that misses
     // here again (a rule evicted) sends a new snapshot.
-    probes.snapshot_done(snapshot.tgid, snapshot.key);
-    spdlog::debug("pid {}: stack snapshot unwound {:.3f} ms after it was taken: {} frames, {} "
-                  "rules",
-                  snapshot.tgid, static_cast<double>(monotonic_ns() - snapshot.ts_ns) / 1e6, stack.nr,
-                  steps.size());
+    maps.snapshot_done(snapshot.tgid, snapshot.key);
+    spdlog::debug(
+        "pid {}: stack snapshot unwound {:.3f} ms after it was taken: {} frames, {} "
+        "rules",
+        snapshot.tgid, static_cast<double>(monotonic_ns() - snapshot.ts_ns) / 1e6, stack.nr,
+        steps.size());
 }
 
 }  // namespace leakwatch

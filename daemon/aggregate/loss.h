@@ -1,0 +1,104 @@
+// The ways an allocation, a free or an event can be lost: one table read by the metrics (the
+// `reason` label), the log (the advice said once) and docs/metrics.md (checked by a unit test).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "leakwatch.h"
+
+namespace leakwatch {
+
+struct LossReason {
+    uint32_t id;              // enum lw_lost_reason
+    std::string_view name;    // the `reason` label of leakwatch_lost_events_total
+    bool expected;            // in normal operation: logged at info, not warn
+    std::string_view advice;  // what an operator can do, logged the first time it happens
+    // Its row in docs/metrics.md ("Lost events") after the name: what happened | what to do.
+    std::string_view doc;
+};
+
+// In the order of enum lw_lost_reason, which indexes the BPF loss counters.
+inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
+    {LW_LOST_LIVE_FULL, "live_map_full", false, "raise limits.live_allocations",
+     "an allocation could not be recorded: the live map is full | raise "
+     "`limits.live_allocations`"},
+    {LW_LOST_STACK_FAILED, "stack_capture_failed", false,
+     "the kernel could not walk some user stacks",
+     "the kernel could not walk a user stack | none; its bytes go to `stack_id` 0"},
+    {LW_LOST_STACKS_FULL, "stack_map_full", false, "raise limits.stacks",
+     "a new stack's frames could not be stored | raise `limits.stacks`"},
+    {LW_LOST_TOTALS_FULL, "stack_totals_map_full", false, "raise limits.stack_totals",
+     "a new (process, stack) pair could not be counted | raise `limits.stack_totals`"},
+    {LW_LOST_INFLIGHT_FULL, "inflight_full", false, "raise limits.threads",
+     "too many threads inside an allocator call at once | raise `limits.threads`"},
+    {LW_LOST_STALE_INFLIGHT, "stale_inflight", false, "an allocator call never returned (longjmp?)",
+     "an allocator call never returned (longjmp out of it, or a lost return probe) | none"},
+    {LW_LOST_UNKNOWN_FREE, "unknown_free", true,
+     "frees of blocks not recorded (allocated before attach, filtered by size, or not sampled) "
+     "are expected",
+     "a free of an address leakwatch never saw allocated (allocated before attach, or not "
+     "tracked) | expected after attaching to a running process"},
+    {LW_LOST_MISSED_FREE, "missed_free", false, "a free was not seen; the old record was replaced",
+     "an allocation at an address still recorded as live: its free was missed; the old record "
+     "was replaced | none"},
+    {LW_LOST_MUNMAP_TRUNCATED, "munmap_range_truncated", false,
+     "a munmap range was longer than leakwatch scans; regions in it may stay",
+     "a munmap range longer than leakwatch scans (64 pages beyond recorded regions); regions in "
+     "the rest may stay recorded | none"},
+    {LW_LOST_EVENTS_FULL, "events_ring_full", false,
+     "process events were dropped; /proc is rescanned",
+     "exec/fork/exit events were dropped | none: /proc is rescanned at once"},
+    {LW_LOST_K_LIVE_FULL, "kernel_live_map_full", false, "raise limits.kernel_live_allocations",
+     "a kernel allocation could not be recorded | raise `limits.kernel_live_allocations`"},
+    {LW_LOST_K_STACK_FAILED, "kernel_stack_capture_failed", false,
+     "the kernel could not walk some kernel stacks", "a kernel stack could not be walked | none"},
+    {LW_LOST_K_STACKS_FULL, "kernel_stack_map_full", false, "raise limits.kernel_stacks",
+     "a new kernel stack's frames could not be stored | raise `limits.kernel_stacks`"},
+    {LW_LOST_K_TOTALS_FULL, "kernel_totals_map_full", false, "raise limits.kernel_totals",
+     "a new (process, kind, stack) triple could not be counted | raise `limits.kernel_totals`"},
+    {LW_LOST_K_UNKNOWN_FREE, "kernel_unknown_free", true,
+     "frees of kernel memory allocated before leakwatchd started are expected",
+     "a kernel free of an address leakwatch never saw allocated | expected: memory allocated "
+     "before leakwatchd started"},
+    {LW_LOST_K_MISSED_FREE, "kernel_missed_free", false,
+     "a kernel free was not seen; the old record was replaced",
+     "a kernel allocation at an address still recorded as live: the old record was replaced | "
+     "none"},
+    {LW_LOST_SNAPSHOTS_FULL, "unwind_snapshots_full", false,
+     "new stacks came faster than the daemon unwound them; some stacks end early until their "
+     "unwind rules are known",
+     "(`unwind: dwarf`) new stacks came faster than the daemon unwound them: a stack kept only "
+     "its frames up to the first without an unwind rule | none; the next allocation on that path "
+     "sends its snapshot again"},
+    {LW_LOST_UNWIND_PENDING, "unwind_pending", true,
+     "expected when new stacks appear: allocations made while a stack's first snapshot was "
+     "unwound (well under a millisecond) keep the frames walked so far",
+     "(`unwind: dwarf`) an allocation's walk met a frame whose first snapshot was still being "
+     "unwound: its stack kept the frames up to there | expected when new stacks appear "
+     "(configuration.md, `unwind`)"},
+    {LW_LOST_STACK_TRUNCATED, "stack_truncated", false,
+     "some stacks end before their outermost frame (a frame that could not be read, or deeper "
+     "than the walk goes); their callers are missing",
+     "(`unwind: auto` or `dwarf`) a walk stopped before the outermost frame: a frame pointer or "
+     "an unwind rule led to memory it could not read, or the stack is deeper than 66 frames; "
+     "the stack is marked `\"complete\": false` in the API | none; its frames so far are "
+     "callers, so its `site` is still right when it has one"},
+}};
+
+// Every reason has its row, at the index of its id (a missing row would be zero-filled).
+constexpr bool loss_reasons_in_order() {
+    for (size_t i = 0; i < kLossReasons.size(); i++)
+        if (kLossReasons[i].id != i || kLossReasons[i].name.empty()) return false;
+    return true;
+}
+static_assert(loss_reasons_in_order(), "kLossReasons out of sync with enum lw_lost_reason");
+
+using LostCounters = std::array<uint64_t, kLossReasons.size()>;
+
+inline void add_lost(LostCounters& into, const LostCounters& more) {
+    for (size_t i = 0; i < into.size(); i++) into[i] += more[i];
+}
+
+}  // namespace leakwatch

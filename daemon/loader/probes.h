@@ -1,0 +1,89 @@
+// The loaded BPF object: allocator uprobes per process, process events, and its maps.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "aggregate/source.h"
+#include "config/config.h"
+#include "tracker/attacher.h"
+#include "unwind/snapshots.h"
+#include "util/result.h"
+
+struct leakwatch_bpf;
+struct bpf_link;
+struct ring_buffer;
+struct lw_event;
+struct lw_snapshot;
+
+namespace leakwatch {
+
+// How uprobes are attached: one link per probe (every kernel); one multi-uprobe link for all
+// entries and one for all returns of a process (6.6+: one kernel grace period to detach
+// instead of one per probe); or one session-uprobe link for both (6.13+: an entry that
+// records nothing skips its return probe). kAuto picks the newest the kernel has.
+enum class ProbeMode { kAuto, kSession, kMulti, kClassic };
+const char* probe_mode_name(ProbeMode mode);
+
+// The aggregator reads it, the tracker attaches through it, the unwinder writes to it.
+class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
+  public:
+    using EventHandler = std::function<void(const lw_event&)>;
+
+    // Opens, sizes (from limits) and loads the BPF object, and attaches the process
+    // event tracepoints. Errors name the program or map and the errno.
+    static Result<std::unique_ptr<Probes>> load(const Limits& limits,
+                                                ProbeMode mode = ProbeMode::kAuto);
+    ProbeMode mode() const { return mode_; }
+    ~Probes() override;
+
+    Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target) override;
+    Result<void> watch(uint32_t tgid, const Recording& recording) override;
+    void unwatch(uint32_t tgid) override;
+    // One walk of each map.
+    void purge(const std::set<uint32_t>& tgids) override;
+
+    // Waits up to timeout_ms for process events and hands each to the handler.
+    void set_event_handler(EventHandler handler) { handler_ = std::move(handler); }
+    // Unwind snapshots (walks that met a return address without a rule) go to this handler,
+    // from poll_snapshots; it answers through the SnapshotMaps methods. A thread of its own
+    // polls them.
+    using SnapshotHandler = std::function<void(const lw_snapshot&)>;
+    void set_snapshot_handler(SnapshotHandler handler) { snapshot_handler_ = std::move(handler); }
+    int poll_snapshots(int timeout_ms);
+    void set_unwind_rule(uint32_t tgid, uint64_t pc, const lw_unwind_rule& rule) override;
+    void set_stack(uint32_t tgid, uint64_t id, const lw_stack& stack) override;
+    void snapshot_done(uint32_t tgid, uint64_t key) override;
+    bool watching(uint32_t tgid) const override;
+    int poll_events(int timeout_ms);
+
+    std::vector<std::pair<uint32_t, ProcTotals>> process_totals() override;
+    std::vector<StackTotals> stack_totals() override;
+    std::optional<RawStack> stack(uint32_t tgid, uint64_t id) override;
+    std::vector<LiveAllocation> live_allocations(const std::set<uint32_t>& tgids) override;
+    LostCounters lost() override;
+    std::vector<MapUsage> usage() override;
+
+  private:
+    Probes() = default;
+    static int on_ring_event(void* ctx, void* data, size_t size);
+    static int on_snapshot(void* ctx, void* data, size_t size);
+
+    leakwatch_bpf* skel_ = nullptr;
+    ring_buffer* ring_ = nullptr;
+    ring_buffer* snapshot_ring_ = nullptr;
+    std::vector<bpf_link*> event_links_;
+    EventHandler handler_;
+    SnapshotHandler snapshot_handler_;
+    Limits limits_;
+    int ncpus_ = 1;
+    ProbeMode mode_ = ProbeMode::kClassic;  // never kAuto once loaded
+};
+
+}  // namespace leakwatch

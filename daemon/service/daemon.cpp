@@ -1,0 +1,257 @@
+#include "service/daemon.h"
+
+#include <malloc.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "aggregate/kernel.h"
+#include "detect/follow.h"
+#include "leakwatch.h"
+#include "loader/kernel_probes.h"
+#include "symbols/kallsyms.h"
+#include "unwind/snapshots.h"
+#include "util/clock.h"
+
+namespace leakwatch {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The comm of a process if it is still the one that started at start_ns (boot-time ns), for
+// the kernel aggregator; /proc/PID/stat counts the start in clock ticks since boot.
+ProcessLookup comm_if_started_at(const ProcReader& proc) {
+    const uint64_t ns_per_tick = 1000000000ull / static_cast<uint64_t>(sysconf(_SC_CLK_TCK));
+    return [&proc, ns_per_tick](uint32_t tgid, uint64_t start_ns) -> std::optional<std::string> {
+        auto info = proc.process(static_cast<int>(tgid));
+        if (!info || info->start_time != start_ns / ns_per_tick) return std::nullopt;
+        return info->comm;
+    };
+}
+
+}  // namespace
+
+// Kernel allocations: system-wide tracepoints, symbolized from /proc/kallsyms.
+struct Daemon::Kernel {
+    std::unique_ptr<KernelProbes> probes;
+    Kallsyms kallsyms;
+    KernelAggregator aggregator;
+
+    Kernel(std::unique_ptr<KernelProbes> p, Kallsyms k, const ProcReader& proc)
+        : probes(std::move(p)),
+          kallsyms(std::move(k)),
+          aggregator(
+              *probes, [this](uint64_t addr) { return kallsyms.symbolize(addr); },
+              comm_if_started_at(proc)) {}
+
+    static Result<std::unique_ptr<Kernel>> load(const Config& config, const ProcReader& proc) {
+        auto probes = KernelProbes::load(config.kernel, config.limits);
+        if (!probes) return std::unexpected(probes.error());
+        auto kallsyms = Kallsyms::load();
+        if (!kallsyms) return std::unexpected(kallsyms.error());
+        std::string names;
+        for (const auto& n : (*probes)->attached()) names += (names.empty() ? "" : ", ") + n;
+        spdlog::info("kernel allocations: tracing {} ({} kernel symbols)", names, kallsyms->size());
+        return std::make_unique<Kernel>(std::move(*probes), std::move(*kallsyms), proc);
+    }
+};
+
+std::optional<std::string> programs_load_problem(const Config& config) {
+    auto probes = Probes::load(config.limits);
+    if (!probes) return "the BPF programs do not load: " + probes.error().message;
+    if (config.kernel.enabled) {
+        auto kernel = KernelProbes::load(config.kernel, config.limits);
+        if (!kernel) return "the kernel BPF programs do not load: " + kernel.error().message;
+    }
+    return std::nullopt;
+}
+
+Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> probes)
+    : config_(std::move(config)),
+      options_(std::move(options)),
+      probes_(std::move(probes)),
+      symbolizer_(proc_,
+                  SymbolizerOptions{.max_files = config_.limits.symbol_files,
+                                    .max_source_entries = config_.limits.symbol_cache_entries}),
+      tracker_(*probes_, proc_, symbolizer_, config_.watch),
+      aggregator_(*probes_, tracker_),
+      unwinder_(proc_, symbolizer_),
+      detector_(config_.leak_detection) {
+    probes_->set_event_handler([this](const lw_event& e) { tracker_.on_event(e); });
+    probes_->set_snapshot_handler(
+        [this](const lw_snapshot& s) { complete_snapshot(*probes_, unwinder_, s); });
+    unwinding_ = std::jthread([this](std::stop_token stop) {
+        while (!stop.stop_requested()) {
+            int n = probes_->poll_snapshots(200);
+            if (n < 0 && n != -EINTR) {
+                spdlog::error("polling unwind snapshots: {}", strerror(-n));
+                break;
+            }
+        }
+    });
+    status_.version = options_.version;
+    status_.top_stacks = config_.limits.top_stacks;
+    status_.top_processes = config_.limits.top_processes;
+    status_.last_reload_time = unix_seconds();
+}
+
+Daemon::~Daemon() = default;
+
+Result<std::unique_ptr<Daemon>> Daemon::start(Config config, DaemonOptions options) {
+    auto probes = Probes::load(config.limits, options.probe_mode);
+    if (!probes) return std::unexpected(probes.error());
+    std::unique_ptr<Daemon> d(
+        new Daemon(std::move(config), std::move(options), std::move(*probes)));
+#if !defined(__x86_64__)
+    for (const auto& rule : d->config_.watch)
+        if (rule.unwind == WatchRule::Unwind::kDwarf)
+            spdlog::warn(
+                "rule {}: unwind: dwarf is implemented on x86-64 only; stacks are walked "
+                "by frame pointers",
+                rule.name);
+#endif
+    if (d->config_.kernel.enabled) {
+        auto kernel = Kernel::load(d->config_, d->proc_);
+        if (!kernel) return std::unexpected(kernel.error());
+        d->kernel_ = std::move(*kernel);
+    }
+    d->tracker_.scan();
+    const std::string& listen = d->options_.listen_override.empty() ? d->config_.listen_address
+                                                                    : d->options_.listen_override;
+    auto server = HttpServer::start(listen, d->state_);
+    if (!server) return std::unexpected(server.error());
+    d->server_ = std::move(*server);
+    spdlog::info(
+        "leakwatchd {} listening on {} (port {}), {} rules, {} processes watched, {} uprobes",
+        d->options_.version, listen, d->server_->port(), d->config_.watch.size(),
+        d->tracker_.attached(), probe_mode_name(d->probes_->mode()));
+    return d;
+}
+
+void Daemon::run(Requests& requests) {
+    sample();
+    // Probes of the running processes are attached and HTTP listens: ready.
+    notifier_.ready(status_line());
+    // Rescans back up the exec/exit events (which a full ring buffer can drop).
+    const auto rescan_every = std::max<Duration>(config_.interval * 6, std::chrono::seconds(10));
+    auto next_sample = Clock::now() + config_.interval;
+    auto next_scan = Clock::now() + rescan_every;
+    while (!requests.stop) {
+        notifier_.keepalive();
+        poll_events(next_sample);
+        if (requests.reload.exchange(false)) reload();
+        auto now = Clock::now();
+        if (now >= next_scan) {
+            tracker_.scan();
+            next_scan = now + rescan_every;
+        }
+        if (now >= next_sample) {
+            sample();
+            rescan_if_events_lost();
+            next_sample = now + config_.interval;
+            notifier_.status(status_line());
+        }
+    }
+    stop();
+}
+
+void Daemon::poll_events(Clock::time_point next_sample) {
+    int wait_ms = std::min<int>(tracker_.tick(), static_cast<int>(notifier_.max_wait().count()));
+    auto until_sample =
+        std::chrono::duration_cast<std::chrono::milliseconds>(next_sample - Clock::now());
+    wait_ms = static_cast<int>(std::clamp<int64_t>(until_sample.count(), 0, wait_ms));
+    int n = probes_->poll_events(wait_ms);
+    if (n < 0 && n != -EINTR)
+        log_limited(limiter_, "poll", spdlog::level::warn, "polling process events: {}",
+                    strerror(-n));
+}
+
+void Daemon::sample() {
+    auto snap =
+        std::make_shared<Snapshot>(aggregator_.sample(tracker_.processes(), monotonic_ns()));
+    // DWARF is held only while new stacks are symbolized; give its memory back.
+    if (symbolizer_.release_debug_info()) malloc_trim(0);
+    if (kernel_) {
+        snap->kernel = kernel_->aggregator.sample();
+        add_lost(snap->lost, kernel_->probes->lost());
+        for (auto& u :
+             kernel_->probes->usage(snap->kernel->live_records, snap->kernel->totals_entries))
+            snap->usage.push_back(std::move(u));
+    }
+    if (config_.leak_detection.enabled) follow_growth(detector_, *snap, unix_seconds());
+    log_new_losses(snap->lost);
+    status_.attached = tracker_.attached();
+    status_.symbol_caches = symbolizer_.cache_stats();
+    status_.unwind = unwinder_.stats();
+    state_.publish(std::move(snap), status_);
+}
+
+void Daemon::rescan_if_events_lost() {
+    auto lost_events = state_.read().first->lost[LW_LOST_EVENTS_FULL];
+    if (lost_events == events_lost_seen_) return;
+    spdlog::warn("process events were lost ({} so far); rescanning /proc", lost_events);
+    events_lost_seen_ = lost_events;
+    tracker_.scan();
+}
+
+void Daemon::reload() {
+    notifier_.reloading();
+    spdlog::info("reloading {}", options_.config_path);
+    auto fresh = read_config(options_.config_path, options_.explicit_config);
+    status_.last_reload_ok = fresh.has_value();
+    if (fresh)
+        apply(reload_config(config_, *fresh));
+    else
+        spdlog::error("reload failed, keeping the running configuration: {}",
+                      fresh.error().message);
+    sample();
+    notifier_.ready(status_line());
+}
+
+void Daemon::apply(Reload reload) {
+    for (auto warning : reload.warnings) spdlog::warn("{}", warning);
+    config_ = std::move(reload.config);
+    symbolizer_.set_limits(config_.limits.symbol_files, config_.limits.symbol_cache_entries);
+    detector_.reconfigure(config_.leak_detection);
+    status_.top_stacks = config_.limits.top_stacks;
+    status_.top_processes = config_.limits.top_processes;
+    status_.last_reload_time = unix_seconds();
+    if (!options_.log_level_from_flag && reload.changed_key("log_level"))
+        spdlog::set_level(spdlog::level::from_str(config_.log_level));
+    tracker_.set_rules(config_.watch);
+    spdlog::info("reloaded: {} rules, {} processes watched", config_.watch.size(),
+                 tracker_.attached());
+}
+
+void Daemon::log_new_losses(const LostCounters& lost) {
+    for (const LossReason& reason : kLossReasons) {
+        if (lost[reason.id] == 0 || reported_[reason.id] != 0) continue;
+        reported_[reason.id] = lost[reason.id];
+        spdlog::log(reason.expected ? spdlog::level::info : spdlog::level::warn,
+                    "lost events ({}): {} so far; {} (logged once, counted in "
+                    "leakwatch_lost_events_total)",
+                    reason.name, lost[reason.id], reason.advice);
+    }
+}
+
+std::string Daemon::status_line() const {
+    return "watching " + std::to_string(tracker_.attached()) + " processes for " +
+           std::to_string(config_.watch.size()) + " rules" +
+           (config_.kernel.enabled ? ", and kernel allocations" : "");
+}
+
+void Daemon::stop() {
+    notifier_.stopping();
+    spdlog::info("stopping: detaching from {} processes", tracker_.attached());
+    // civetweb takes up to 2 s to stop its listener; detaching uprobes takes a kernel grace
+    // period each. Both at once.
+    std::thread http_stop([this] { server_.reset(); });
+    tracker_.detach_all();
+    http_stop.join();
+}
+
+}  // namespace leakwatch

@@ -1,0 +1,159 @@
+// One real HttpServer (http/server.cpp) on an ephemeral port, fetched over TCP by a tiny
+// HTTP/1.0 client.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "http/api.h"
+#include "http/metrics.h"
+#include "http/server.h"
+#include "http/state.h"
+#include "http_support.h"
+
+using namespace leakwatch;
+using namespace http_support;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+
+// --- civetweb_ports ------------------------------------------------------------------------
+
+TEST_CASE("civetweb_ports turns listen addresses into civetweb's form", "[http][server]") {
+    CHECK(civetweb_ports(":10071") == "10071");
+    CHECK(civetweb_ports("127.0.0.1:10071") == "127.0.0.1:10071");
+    CHECK(civetweb_ports("0.0.0.0:80") == "0.0.0.0:80");
+    CHECK(civetweb_ports("[::1]:10071") == "[::1]:10071");
+}
+
+// --- a real server -------------------------------------------------------------------------
+
+TEST_CASE("HttpServer serves metrics, the API and the landing page on one port", "[http][server]") {
+    auto snap = std::make_shared<const Snapshot>(make_snapshot());
+    auto status = make_status();
+    PublishedState state;
+    state.publish(snap, status);
+
+    auto server = HttpServer::start("127.0.0.1:0", state);
+    if (!server) FAIL(server.error().message);
+    int port = (*server)->port();
+    INFO("port() " << port);
+    REQUIRE(port > 0);
+    REQUIRE(port < 65536);
+    // One server for every check below: civetweb's mg_stop takes about 2 s.
+
+    {
+        INFO("/metrics");
+        auto r = http_get(port, "/metrics");
+        CHECK(r.status == 200);
+        CHECK_THAT(r.headers["content-type"], StartsWith("text/plain; version=0.0.4"));
+        CHECK(r.body == render_metrics(*snap, status));
+        auto exp = parse_exposition(r.body);
+        CHECK(exp.one("leakwatch_outstanding_bytes", process_labels("app", 100, "appd")).value ==
+              1073741824.0);
+    }
+    {
+        INFO("/api/v1/processes");
+        auto r = http_get(port, "/api/v1/processes");
+        CHECK(r.status == 200);
+        CHECK(json_body(r) == processes_json(*snap));
+    }
+    {
+        INFO("/api/v1/stacks?pid=N&top=1");
+        auto r = http_get(port, "/api/v1/stacks?pid=100&top=1");
+        CHECK(r.status == 200);
+        auto j = json_body(r);
+        CHECK(j == *stacks_json(*snap, 100, 1));
+        REQUIRE(j["stacks"].size() == 1);
+        CHECK(j["stacks"][0]["site"] == "record_entry");
+        CHECK(j["stacks"][0]["frames"].size() == 3);
+
+        auto all = json_body(http_get(port, "/api/v1/stacks?pid=100"));
+        CHECK(all["stacks"].size() == 3);
+    }
+    {
+        INFO("/api/v1/stacks without pid is a bad request");
+        auto r = http_get(port, "/api/v1/stacks");
+        CHECK(r.status == 400);
+        CHECK(json_body(r).contains("error"));
+        CHECK(http_get(port, "/api/v1/stacks?pid=abc").status == 400);
+    }
+    {
+        INFO("/api/v1/stacks of a pid that is not watched");
+        auto r = http_get(port, "/api/v1/stacks?pid=999");
+        CHECK(r.status == 404);
+        CHECK(json_body(r).contains("error"));
+    }
+    {
+        INFO("/api/v1/stacks with a bad top");
+        for (const char* top : {"abc", "0", "", "-1", "10001"}) {
+            INFO("top=" << top);
+            auto r = http_get(port, std::string("/api/v1/stacks?pid=100&top=") + top);
+            CHECK(r.status == 400);
+            CHECK(json_body(r).contains("error"));
+        }
+    }
+    {
+        INFO("/ is the landing page");
+        auto r = http_get(port, "/");
+        CHECK(r.status == 200);
+        CHECK_THAT(r.headers["content-type"], StartsWith("text/html"));
+        CHECK_THAT(r.body, Contains("leakwatch 0.1.0-test"));
+        CHECK_THAT(r.body, Contains("href=\"/metrics\""));
+    }
+    {
+        INFO("unknown paths are 404");
+        CHECK(http_get(port, "/nope").status == 404);
+        CHECK(http_get(port, "/api/v1/nope").status == 404);
+        CHECK(http_get(port, "/metricsx").status == 404);
+    }
+    {
+        INFO("a newly published snapshot is what the next request sees");
+        auto next = make_snapshot();
+        next.processes.pop_back();
+        state.publish(std::make_shared<const Snapshot>(next), status);
+        auto after = parse_exposition(http_get(port, "/metrics").body);
+        CHECK(after.named("leakwatch_outstanding_bytes").size() == 1);
+        CHECK(json_body(http_get(port, "/api/v1/processes")) == processes_json(next));
+    }
+}
+
+TEST_CASE("HttpServer::start fails with a message when the port is taken", "[http][server]") {
+    PublishedState state;
+    auto first = HttpServer::start("127.0.0.1:0", state);
+    if (!first) FAIL(first.error().message);
+    std::string address = "127.0.0.1:" + std::to_string((*first)->port());
+    auto second = HttpServer::start(address, state);
+    REQUIRE_FALSE(second.has_value());
+    CHECK_THAT(second.error().message, Contains("cannot listen on " + address));
+}
+
+// Query values past uint32 (pids) or longer than any number (top) are errors, not wrapped or
+// ignored. One server for both: mg_stop takes about 2 s.
+TEST_CASE("HttpServer rejects pids above 2^32-1 and long top values", "[http][server]") {
+    PublishedState state;
+    state.publish(std::make_shared<const Snapshot>(make_snapshot()), make_status());
+    auto server = HttpServer::start("127.0.0.1:0", state);
+    if (!server) FAIL(server.error().message);
+    int port = (*server)->port();
+    auto wrapped = http_get(port, "/api/v1/stacks?pid=4294967396");
+    INFO("pid=4294967396: status " << wrapped.status);
+    CHECK((wrapped.status == 400 || wrapped.status == 404));
+    auto long_top = http_get(port, "/api/v1/stacks?pid=100&top=" + std::string(40, 'a'));
+    CHECK(long_top.status == 400);
+}
+
+// Debian's libcivetweb 1.15 is built without IPv6 (mg_check_feature(8) == 0): either
+// listening works, or the error says that IPv6 is not supported.
+TEST_CASE("HttpServer listens on [::1] or says IPv6 is unsupported", "[http][server]") {
+    PublishedState state;
+    auto server = HttpServer::start("[::1]:0", state);
+    if (server) {
+        CHECK((*server)->port() > 0);
+    } else {
+        CHECK_THAT(server.error().message, Contains("IPv6"));
+    }
+}

@@ -1,0 +1,105 @@
+// Sites: the first frame of a stack outside the allocator, named for a label
+// (aggregate/site.cpp).
+#include <catch2/catch.hpp>
+#include <string>
+#include <vector>
+
+#include "aggregate/site.h"
+
+using namespace leakwatch;
+
+namespace {
+
+Frame frame_named(const std::string& symbol) {
+    Frame f;
+    f.symbol = symbol;
+    f.module = "/usr/lib/libfixture.so";
+    return f;
+}
+
+}  // namespace
+
+TEST_CASE("is_allocator_frame knows libc, C++ and prefixed allocator functions",
+          "[aggregate][site]") {
+    for (const char* name :
+         {"malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "mmap",
+          "munmap", "strdup", "__libc_malloc", "mallocx", "rallocx", "dallocx", "sdallocx",
+          "operator new(unsigned long)", "operator new[](unsigned long)",
+          "operator new(unsigned long, std::align_val_t)",
+          "std::allocator<int>::allocate(unsigned long)",
+          "std::__new_allocator<Foo>::allocate(unsigned long, void const*)",
+          "__gnu_cxx::new_allocator<char>::allocate(unsigned long, void const*)",
+          "std::allocator_traits<std::allocator<int> >::allocate(std::allocator<int>&, "
+          "unsigned long)",
+          // HotSpot's C heap and Java's direct buffers (names from the JVM's perf map)
+          "os::malloc(unsigned long, MEMFLAGS)", "Unsafe_AllocateMemory0",
+          "AllocateHeap(unsigned long, MEMFLAGS, AllocFailStrategy::AllocFailEnum)",
+          "jdk.internal.misc.Unsafe.allocateMemory(long)", "java.nio.DirectByteBuffer.<init>(int)",
+          "java.nio.ByteBuffer.allocateDirect(int)",
+          // CPython
+          "_PyObject_Malloc", "PyObject_Realloc", "PyMem_RawMalloc", "_PyMem_RawRealloc",
+          "PyMem_Calloc"}) {
+        INFO(name);
+        CHECK(is_allocator_frame(name));
+    }
+    for (const char* name : {"", "leak_fn", "main", "Foo::bar", "mallocate", "my_malloc",
+                             "os::malloc_info()", "LeakDirect.leakBuffer(int)", "Interpreter",
+                             "std::vector<int, std::allocator<int> >::push_back(int const&)"}) {
+        INFO(name);
+        CHECK_FALSE(is_allocator_frame(name));
+    }
+    CHECK_FALSE(is_allocator_frame("je_malloc"));
+    CHECK(is_allocator_frame("je_malloc", "je_"));
+    CHECK(is_allocator_frame("je_calloc", "je_"));
+    CHECK(is_allocator_frame("malloc", "je_"));
+    CHECK_FALSE(is_allocator_frame("je_leak_fn", "je_"));
+}
+
+TEST_CASE("site_of: the innermost Python function named by the perf map", "[aggregate][site]") {
+    CHECK(site_of({frame_named("malloc"), frame_named("_PyObject_Malloc"),
+                   frame_named("PyByteArray_Resize"), frame_named("_PyEval_EvalFrameDefault"),
+                   frame_named("py::leak_buffers:/srv/app.py"),
+                   frame_named("_PyEval_EvalFrameDefault"), frame_named("py::main:/srv/app.py")}) ==
+          "py::leak_buffers:/srv/app.py");
+    // Without the perf map, the interpreter's own C function.
+    CHECK(site_of({frame_named("malloc"), frame_named("_PyObject_Malloc"),
+                   frame_named("PyByteArray_Resize"), frame_named("_PyEval_EvalFrameDefault")}) ==
+          "PyByteArray_Resize");
+}
+
+TEST_CASE("site_of is the first frame outside the allocator", "[aggregate][site]") {
+    CHECK(site_of({frame_named("malloc"), frame_named("leak_fn"), frame_named("main")}) ==
+          "leak_fn");
+    CHECK(site_of({frame_named("operator new(unsigned long)"),
+                   frame_named("std::allocator<int>::allocate(unsigned long)"),
+                   frame_named("Foo::bar")}) == "Foo::bar");
+    CHECK(site_of({frame_named("je_malloc"), frame_named("leak_fn")}, "je_") == "leak_fn");
+    CHECK(site_of({frame_named("je_malloc"), frame_named("leak_fn")}) == "je_malloc");
+    CHECK(site_of({}) == "[unknown]");
+    CHECK(site_of({frame_named("malloc"), frame_named("operator new(unsigned long)")}) ==
+          "[unknown]");
+
+    // No symbol: module (file name only) + offset.
+    Frame anonymous;
+    anonymous.module = "/usr/lib/x86_64-linux-gnu/libfoo.so.1";
+    anonymous.module_offset = 0x1234;
+    CHECK(site_of({frame_named("malloc"), anonymous, frame_named("main")}) == "libfoo.so.1+0x1234");
+}
+
+TEST_CASE("function_name drops parameter lists and qualifiers for site labels",
+          "[aggregate][site]") {
+    CHECK(function_name("record_entry") == "record_entry");
+    CHECK(function_name("Session::open(int)") == "Session::open");
+    CHECK(function_name("Session::open(int) const") == "Session::open");
+    CHECK(function_name("Foo::operator()(int) const &") == "Foo::operator()");
+    CHECK(function_name("std::vector<int, std::allocator<int> >::push_back(int const&)") ==
+          "std::vector<int, std::allocator<int> >::push_back");
+    CHECK(function_name("main::{lambda()#1}::operator()() const") ==
+          "main::{lambda()#1}::operator()");
+    CHECK(function_name("void (*)(int)") == "void (*)");
+    CHECK(function_name("") == "");
+    std::vector<Frame> frames(2);
+    frames[0].symbol = "operator new(unsigned long)";
+    frames[1].symbol = "Session::open(int)";
+    CHECK(site_of(frames) == "Session::open");
+}

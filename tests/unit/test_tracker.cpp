@@ -1,0 +1,334 @@
+// Tracker tests: a fixture /proc tree in a temporary directory stands for the processes, and a
+// fake Attacher records what the tracker asks of the BPF side. Each fixture process maps this
+// test's own libc (its /proc/self/maps lines, reached through a `root` link to /), so the
+// allocator's functions are found in a real ELF file, as in the daemon.
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "leakwatch.h"
+#include "proc/proc.h"
+#include "symbols/symbolizer.h"
+#include "tracker/attacher.h"
+#include "tracker/tracker.h"
+
+using namespace leakwatch;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Far above the pids this machine hands out, below the kernel's limit (4194304).
+constexpr int kApp = 4190001;
+constexpr int kOther = 4190002;
+constexpr int kChild = 4190003;
+
+// This process's libc mappings, as /proc/self/maps shows them.
+std::string libc_maps() {
+    std::ifstream in("/proc/self/maps");
+    std::string line, out;
+    while (std::getline(in, line))
+        if (line.ends_with("/libc.so.6")) out += line + "\n";
+    REQUIRE_FALSE(out.empty());
+    return out;
+}
+
+class FixtureProc {
+  public:
+    FixtureProc() {
+        std::string tmpl = (fs::temp_directory_path() / "leakwatch-tracker-XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        root_ = tmpl;
+    }
+    ~FixtureProc() {
+        std::error_code ec;
+        fs::remove_all(root_, ec);
+    }
+    // A process named `comm`, started at `start` (clock ticks since boot), with libc mapped or
+    // not yet (as at its exec event, before the dynamic loader has run).
+    void add(int pid, const std::string& comm, uint64_t start = 1000, bool libc = true) {
+        fs::path dir = root_ / std::to_string(pid);
+        fs::create_directories(dir);
+        std::ofstream(dir / "comm") << comm << "\n";
+        std::ofstream(dir / "cmdline") << "/usr/bin/" << comm << '\0';
+        std::ofstream(dir / "stat") << pid << " (" << comm << ") S 1 " << pid << " " << pid
+                                    << " 0 -1 4194560 1200 0 3 0 17 9 0 0 20 0 1 0 " << start
+                                    << " 10485760 512 18446744073709551615 1 1 0 0 0 0 0 4096 0 0"
+                                    << " 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        std::ofstream(dir / "maps") << (libc ? libc_maps() : "");
+        if (!fs::is_symlink(dir / "root")) fs::create_directory_symlink("/", dir / "root");
+        if (!fs::is_symlink(dir / "exe")) fs::create_symlink("/usr/bin/" + comm, dir / "exe");
+    }
+    void map_libc(int pid) { std::ofstream(root_ / std::to_string(pid) / "maps") << libc_maps(); }
+    void remove(int pid) { fs::remove_all(root_ / std::to_string(pid)); }
+    std::string root() const { return root_.string(); }
+
+  private:
+    fs::path root_;
+};
+
+struct FakeAttachment : Attachment {
+    std::atomic<int>& detached;
+    explicit FakeAttachment(std::atomic<int>& d) : detached(d) {}
+    ~FakeAttachment() override { ++detached; }
+    size_t links() const override { return 1; }
+};
+
+// What the tracker asked of the BPF side.
+struct FakeAttacher : Attacher {
+    std::vector<std::pair<pid_t, ProbeTarget>> attaches;
+    std::map<uint32_t, Recording> watched;
+    std::vector<std::set<uint32_t>> purges;
+    std::set<pid_t> refuse;  // attach fails for these
+    std::atomic<int> detached{0};
+
+    Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target) override {
+        attaches.emplace_back(pid, target);
+        if (refuse.contains(pid)) return fail("uprobe refused for pid " + std::to_string(pid));
+        return std::make_unique<FakeAttachment>(detached);
+    }
+    Result<void> watch(uint32_t tgid, const Recording& recording) override {
+        watched[tgid] = recording;
+        return {};
+    }
+    void unwatch(uint32_t tgid) override { watched.erase(tgid); }
+    void purge(const std::set<uint32_t>& tgids) override { purges.push_back(tgids); }
+
+    int attaches_of(pid_t pid) const {
+        int n = 0;
+        for (const auto& [p, t] : attaches) n += p == pid;
+        return n;
+    }
+    bool purged(uint32_t pid) const {
+        for (const auto& p : purges)
+            if (p.contains(pid)) return true;
+        return false;
+    }
+};
+
+WatchRule rule(const std::string& name, const std::string& comm) {
+    WatchRule r;
+    r.name = name;
+    r.match.comm = comm;
+    return r;
+}
+
+lw_event event(uint32_t type, int pid) {
+    lw_event e{};
+    e.type = type;
+    e.pid = static_cast<uint32_t>(pid);
+    return e;
+}
+
+// The tracker with what it works on.
+struct Fixture {
+    FixtureProc proc_tree;
+    ProcReader proc{proc_tree.root()};
+    Symbolizer symbolizer{proc};
+    FakeAttacher attacher;
+    std::unique_ptr<Tracker> tracker;
+
+    void start(std::vector<WatchRule> rules) {
+        tracker = std::make_unique<Tracker>(attacher, proc, symbolizer, std::move(rules));
+    }
+    // One process, `app`, watched by rule `web`.
+    void watch_app() {
+        proc_tree.add(kApp, "app");
+        start({rule("web", "app")});
+        tracker->scan();
+    }
+    std::vector<uint32_t> pids() const {
+        std::vector<uint32_t> out;
+        for (const auto& p : tracker->processes()) out.push_back(p.pid);
+        return out;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("scan attaches the running processes a rule matches", "[tracker]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app");
+    f.proc_tree.add(kOther, "other");
+    f.proc_tree.add(getpid(), "app");  // itself: never watched
+    WatchRule r = rule("web", "app");
+    r.min_size = 16;
+    r.sample_bytes = 4096;
+    r.unwind = WatchRule::Unwind::kDwarf;
+    f.start({r});
+    f.tracker->scan();
+
+    REQUIRE(f.attacher.attaches.size() == 1);
+    const auto& [pid, target] = f.attacher.attaches[0];
+    CHECK(pid == kApp);
+    // libc through the process's own root, with its allocator's functions at file offsets.
+    CHECK(target.path.starts_with(f.proc_tree.root() + "/" + std::to_string(kApp) + "/root/"));
+    CHECK(target.path.ends_with("/libc.so.6"));
+    std::set<std::string> functions;
+    for (const auto& [name, offset] : target.offsets) functions.insert(name);
+    CHECK(functions.contains("malloc"));
+    CHECK(functions.contains("free"));
+    CHECK(target.load_bias != 0);
+
+    REQUIRE(f.attacher.watched.contains(kApp));
+    const Recording& rec = f.attacher.watched[kApp];
+    CHECK(rec.min_size == 16);
+    CHECK(rec.sample_bytes == 4096);
+    CHECK(rec.dwarf_unwind);
+    CHECK(rec.lib_lo < rec.lib_hi);  // the allocator's own mmap calls are told apart by caller
+
+    auto processes = f.tracker->processes();
+    REQUIRE(processes.size() == 1);
+    const ProcessMeta& meta = processes[0];
+    CHECK(meta.pid == kApp);
+    CHECK(meta.watch == "web");
+    CHECK(meta.comm == "app");
+    CHECK(meta.attached_at > 0);
+
+    f.tracker->scan();  // nothing new
+    CHECK(f.attacher.attaches.size() == 1);
+}
+
+TEST_CASE("exec: a process that becomes a match is attached, a watched one attached anew",
+          "[tracker]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "shell");
+    f.start({rule("web", "app")});
+    f.tracker->scan();
+    CHECK(f.attacher.attaches.empty());
+
+    f.proc_tree.add(kApp, "app");  // the same pid and start time, a new image
+    f.tracker->on_event(event(LW_EVENT_EXEC, kApp));
+    CHECK(f.pids() == std::vector<uint32_t>{kApp});
+    CHECK(f.attacher.attaches_of(kApp) == 1);
+
+    // Exec again: the old probes go first (at once, not in the background), then new ones.
+    f.tracker->on_event(event(LW_EVENT_EXEC, kApp));
+    CHECK(f.attacher.attaches_of(kApp) == 2);
+    CHECK(f.attacher.detached == 1);
+    CHECK(f.attacher.purged(kApp));  // the old image's data, before the new probes count
+    CHECK(f.pids() == std::vector<uint32_t>{kApp});
+}
+
+TEST_CASE("fork: a child that matches is attached", "[tracker]") {
+    Fixture f;
+    f.watch_app();
+    f.proc_tree.add(kChild, "app", 2000);
+    f.tracker->on_event(event(LW_EVENT_FORK, kChild));
+    CHECK(f.pids() == std::vector<uint32_t>{kApp, kChild});
+}
+
+TEST_CASE("exit: detached in the background, its data purged at the next tick", "[tracker]") {
+    Fixture f;
+    f.watch_app();
+    REQUIRE(f.attacher.watched.contains(kApp));
+
+    f.proc_tree.remove(kApp);
+    f.tracker->on_event(event(LW_EVENT_EXIT, kApp));
+    CHECK_FALSE(f.attacher.watched.contains(kApp));  // recording stops at once
+    CHECK(f.tracker->attached() == 0);
+    CHECK_FALSE(f.attacher.purged(kApp));
+    CHECK(f.tracker->tick() >= 1);
+    CHECK(f.attacher.purged(kApp));
+    f.tracker.reset();  // the reaper finishes what it was given
+    CHECK(f.attacher.detached == 1);
+}
+
+TEST_CASE("a scan drops processes that are gone and attaches a reused pid anew", "[tracker]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app", 1000);
+    f.proc_tree.add(kOther, "app", 1000);
+    f.start({rule("web", "app")});
+    f.tracker->scan();
+    CHECK(f.pids() == std::vector<uint32_t>{kApp, kOther});
+
+    f.proc_tree.add(kApp, "app", 5000);  // another process under the same pid
+    f.proc_tree.remove(kOther);          // its exit event was lost
+    f.tracker->scan();
+    CHECK(f.pids() == std::vector<uint32_t>{kApp});
+    CHECK(f.attacher.attaches_of(kApp) == 2);
+    CHECK(f.attacher.purged(kApp));
+    CHECK(f.attacher.purged(kOther));
+    CHECK(f.attacher.detached >= 1);  // the reused pid's old probes, before the new ones
+    f.tracker.reset();
+    CHECK(f.attacher.detached == 3);  // and the gone process's, and the new ones
+}
+
+TEST_CASE("set_rules keeps processes whose rule is the same and attaches the others anew",
+          "[tracker]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app");
+    f.proc_tree.add(kOther, "other");
+    WatchRule a = rule("a", "app"), b = rule("b", "other");
+    f.start({a, b});
+    f.tracker->scan();
+    CHECK(f.pids() == std::vector<uint32_t>{kApp, kOther});
+
+    a.line = 40;  // moved in the file: the same rule
+    b.min_size = 64;
+    f.tracker->set_rules({a, b});
+    CHECK(f.attacher.attaches_of(kApp) == 1);
+    CHECK(f.attacher.attaches_of(kOther) == 2);
+    CHECK(f.attacher.watched[kOther].min_size == 64);
+
+    f.tracker->set_rules({a});  // `other` no longer matches anything
+    CHECK(f.pids() == std::vector<uint32_t>{kApp});
+    CHECK_FALSE(f.attacher.watched.contains(kOther));
+}
+
+TEST_CASE("a process that cannot be attached is left alone until it execs", "[tracker]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app");
+    f.attacher.refuse = {kApp};
+    f.start({rule("web", "app")});
+    f.tracker->scan();
+    CHECK(f.attacher.attaches_of(kApp) == 1);
+    CHECK(f.tracker->attached() == 0);
+    f.tracker->scan();
+    CHECK(f.attacher.attaches_of(kApp) == 1);  // remembered, not retried
+
+    f.attacher.refuse.clear();
+    f.tracker->on_event(event(LW_EVENT_EXEC, kApp));
+    CHECK(f.attacher.attaches_of(kApp) == 2);
+    CHECK(f.pids() == std::vector<uint32_t>{kApp});
+}
+
+TEST_CASE("a process caught at exec is retried until its allocator is mapped", "[tracker]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app", 1000, false);
+    f.start({rule("web", "app")});
+    f.tracker->on_event(event(LW_EVENT_EXEC, kApp));
+    CHECK(f.attacher.attaches.empty());
+    CHECK(f.tracker->tick() <= 5);  // it wants to retry soon
+
+    f.proc_tree.map_libc(kApp);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    f.tracker->tick();
+    CHECK(f.pids() == std::vector<uint32_t>{kApp});
+}
+
+TEST_CASE("resolve names an address with the process's own maps", "[tracker]") {
+    Fixture f;
+    f.watch_app();
+    void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    REQUIRE(libc != nullptr);
+    auto malloc_at = reinterpret_cast<uint64_t>(dlsym(libc, "malloc"));
+    dlclose(libc);
+    // The fixture process maps libc where this one does.
+    CHECK(f.tracker->resolve(kApp, malloc_at + 2).symbol == "malloc");
+    CHECK(f.tracker->resolve(kApp, malloc_at + 2).offset == 2);
+    Frame unknown = f.tracker->resolve(kOther, malloc_at);
+    CHECK(unknown.module == "[unknown]");
+    CHECK(unknown.symbol.empty());
+}
