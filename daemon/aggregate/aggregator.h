@@ -25,6 +25,7 @@ struct ProcessMeta {
     Duration min_age{0};
     std::string symbol_prefix;
     double attached_at = 0;  // unix seconds
+    std::string unit;        // the `unit` label (proc/proc.h, unit_label)
 };
 
 struct StackView {
@@ -43,6 +44,7 @@ struct ProcessView {
     uint32_t pid = 0;
     std::string watch;
     std::string comm;
+    std::string unit;
     double attached_at = 0;
     ProcTotals totals;
     // Outstanding bytes descending; stacks that hold nothing now come last (the detector

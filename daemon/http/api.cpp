@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <string_view>
+#include <vector>
 
 namespace leakwatch {
 
@@ -18,6 +20,7 @@ nlohmann::json totals_json(const ProcessView& p) {
         {"pid", p.pid},
         {"watch", p.watch},
         {"comm", p.comm},
+        {"unit", p.unit},
         {"attached_at", p.attached_at},
         {"outstanding_bytes", p.totals.bytes},
         {"outstanding_allocations", p.totals.count},
@@ -34,14 +37,14 @@ nlohmann::json totals_json(const ProcessView& p) {
 
 }  // namespace
 
-nlohmann::json frame_json(const Frame& f) {
+nlohmann::json frame_json(const Frame& f, bool address) {
     nlohmann::json j = {
-        {"address", hex(f.address)},
         {"symbol", f.symbol},
         {"offset", f.offset},
         {"module", f.module.str()},
         {"module_offset", hex(f.module_offset)},
     };
+    if (address) j["address"] = hex(f.address);
     if (!f.build_id.empty()) j["build_id"] = f.build_id.str();
     // Source lines from DWARF, when the module has debug info.
     if (!f.file.empty()) j["file"] = f.file.str();
@@ -91,51 +94,77 @@ std::optional<nlohmann::json> stacks_json(const Snapshot& snap, uint32_t pid, si
     return std::nullopt;
 }
 
-nlohmann::json leaks_json(const Snapshot& snap, double now) {
-    auto leaks = nlohmann::json::array();
-    auto add = [&](const char* scope, const std::string& watch, const std::string& pid,
-                   const std::string& comm, const std::string& stack_id, const std::string& site,
-                   int64_t bytes, const Growth& g, const std::vector<Frame>* frames) {
-        if (!g.suspected) return;
-        nlohmann::json j = {{"scope", scope},
-                            {"watch", watch},
-                            {"pid", pid},
-                            {"comm", comm},
-                            {"stack_id", stack_id},
-                            {"site", site},
-                            {"growth_bytes_per_second", g.rate},
-                            {"flagged_since", g.flagged_since},
-                            {"flagged_for_seconds", std::max(0.0, now - g.flagged_since)},
-                            {"outstanding_bytes", bytes}};
-        auto fj = nlohmann::json::array();
-        if (frames)
-            for (const auto& f : *frames) fj.push_back(frame_json(f));
-        j["frames"] = fj;
-        leaks.push_back(std::move(j));
+nlohmann::json leaks_json(const Snapshot& snap, double now, const LeaksPage& page) {
+    // The page is chosen before any JSON is built: what is suspected, fastest growing first.
+    struct Leak {
+        const char* scope;
+        const std::string* watch;
+        std::string pid;
+        const std::string* comm;
+        uint64_t stack_id;
+        const std::string* site;
+        int64_t bytes;
+        const Growth* growth;
+        const std::vector<Frame>* frames;
+        bool kernel;
     };
+    static const std::string kKernel = "kernel", kNone;
+    std::vector<Leak> suspected;
     for (const auto& p : snap.processes) {
         std::string pid = std::to_string(p.pid);
-        add("process", p.watch, pid, p.comm, "", "", p.totals.bytes, p.growth, nullptr);
+        if (p.growth.suspected)
+            suspected.push_back({"process", &p.watch, pid, &p.comm, 0, &kNone, p.totals.bytes,
+                                 &p.growth, nullptr, false});
         for (const auto& s : p.stacks)
-            add("stack", p.watch, pid, p.comm, hex(s.id, 16).substr(2), s.site, s.bytes, s.growth,
-                s.frames.get());
+            if (s.growth.suspected)
+                suspected.push_back({"stack", &p.watch, pid, &p.comm, s.id, &s.site, s.bytes,
+                                     &s.growth, s.frames.get(), false});
     }
     if (snap.kernel) {
         for (const auto& s : snap.kernel->stacks)
-            add("stack", "kernel", "", "", hex(s.id, 16).substr(2), s.site, s.bytes, s.growth,
-                s.frames.get());
+            if (s.growth.suspected)
+                suspected.push_back({"stack", &kKernel, "", &kNone, s.id, &s.site, s.bytes,
+                                     &s.growth, s.frames.get(), true});
         for (const auto& p : snap.kernel->processes)
-            add("process", "kernel", std::to_string(p.pid), p.comm, "", "", p.bytes, p.growth,
-                nullptr);
+            if (p.growth.suspected)
+                suspected.push_back({"process", &kKernel, std::to_string(p.pid), &p.comm, 0, &kNone,
+                                     p.bytes, &p.growth, nullptr, true});
     }
-    std::sort(leaks.begin(), leaks.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
-        return a["growth_bytes_per_second"].get<double>() >
-               b["growth_bytes_per_second"].get<double>();
-    });
-    return {{"leaks", leaks}};
+    std::stable_sort(suspected.begin(), suspected.end(),
+                     [](const Leak& a, const Leak& b) { return a.growth->rate > b.growth->rate; });
+    auto leaks = nlohmann::json::array();
+    const uint64_t total = suspected.size();
+    for (uint64_t i = page.offset; i < total && i - page.offset < page.limit; i++) {
+        const Leak& l = suspected[i];
+        const Growth& g = *l.growth;
+        nlohmann::json j = {
+            {"scope", l.scope},
+            {"watch", *l.watch},
+            {"pid", l.pid},
+            {"comm", *l.comm},
+            {"stack_id", std::string_view(l.scope) == "stack" ? hex(l.stack_id, 16).substr(2) : ""},
+            {"site", *l.site},
+            {"growth_bytes_per_second", g.rate},
+            {"flagged_since", g.flagged_since},
+            {"flagged_for_seconds", std::max(0.0, now - g.flagged_since)},
+            {"outstanding_bytes", l.bytes}};
+        auto fj = nlohmann::json::array();
+        if (l.frames)
+            for (const auto& f : *l.frames)
+                fj.push_back(frame_json(f, !l.kernel || page.kernel_addresses));
+        j["frames"] = fj;
+        leaks.push_back(std::move(j));
+    }
+    nlohmann::json next = nullptr;
+    if (page.offset + page.limit < total) next = page.offset + page.limit;
+    return {{"leaks", leaks},
+            {"total", total},
+            {"offset", page.offset},
+            {"limit", page.limit},
+            {"next_offset", next}};
 }
 
-std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top) {
+std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top, bool addresses) {
     if (!snap.kernel) return std::nullopt;
     const KernelView& k = *snap.kernel;
     nlohmann::json kinds = nlohmann::json::object();
@@ -148,7 +177,7 @@ std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top) {
         if (s.bytes <= 0 && s.count <= 0) break;
         auto frames = nlohmann::json::array();
         if (s.frames)
-            for (const auto& f : *s.frames) frames.push_back(frame_json(f));
+            for (const auto& f : *s.frames) frames.push_back(frame_json(f, addresses));
         stacks.push_back({{"stack_id", hex(s.id, 16).substr(2)},
                           {"kind", std::string(kKernelKinds[s.kind])},
                           {"outstanding_bytes", s.bytes},

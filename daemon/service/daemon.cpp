@@ -22,6 +22,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long one sample waits for files of watched processes, in all.
+constexpr std::chrono::milliseconds kSampleWaitBudget{1000};
+
 // The comm of a process if it is still the one that started at start_ns (boot-time ns), for
 // the kernel aggregator; /proc/PID/stat counts the start in clock ticks since boot.
 ProcessLookup comm_if_started_at(const ProcReader& proc) {
@@ -76,7 +79,8 @@ Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> pro
       probes_(std::move(probes)),
       symbolizer_(proc_,
                   SymbolizerOptions{.max_files = config_.limits.symbol_files,
-                                    .max_source_entries = config_.limits.symbol_cache_entries}),
+                                    .max_source_entries = config_.limits.symbol_cache_entries,
+                                    .max_file_bytes = config_.limits.file_size}),
       tracker_(*probes_, proc_, symbolizer_, config_.watch),
       aggregator_(*probes_, tracker_),
       unwinder_(proc_, symbolizer_),
@@ -96,6 +100,7 @@ Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> pro
     status_.version = options_.version;
     status_.top_stacks = config_.limits.top_stacks;
     status_.top_processes = config_.limits.top_processes;
+    status_.expose_kernel_addresses = config_.expose_kernel_addresses;
     status_.last_reload_time = unix_seconds();
 }
 
@@ -171,8 +176,12 @@ void Daemon::poll_events(Clock::time_point next_sample) {
 }
 
 void Daemon::sample() {
+    // Files of watched processes are read on the symbolizer's loader; this sample waits for
+    // them no longer than this in all (the rest are named in a later sample).
+    symbolizer_.begin_sample(kSampleWaitBudget);
     auto snap =
         std::make_shared<Snapshot>(aggregator_.sample(tracker_.processes(), monotonic_ns()));
+    symbolizer_.end_sample();
     // DWARF is held only while new stacks are symbolized; give its memory back.
     if (symbolizer_.release_debug_info()) malloc_trim(0);
     if (kernel_) {
@@ -187,6 +196,8 @@ void Daemon::sample() {
     status_.attached = tracker_.attached();
     status_.symbol_caches = symbolizer_.cache_stats();
     status_.unwind = unwinder_.stats();
+    status_.files_refused = refused_files();
+    status_.file_loads_stuck = symbolizer_.loader().stats().stuck;
     state_.publish(std::move(snap), status_);
 }
 
@@ -215,10 +226,12 @@ void Daemon::reload() {
 void Daemon::apply(Reload reload) {
     for (auto warning : reload.warnings) spdlog::warn("{}", warning);
     config_ = std::move(reload.config);
-    symbolizer_.set_limits(config_.limits.symbol_files, config_.limits.symbol_cache_entries);
+    symbolizer_.set_limits(config_.limits.symbol_files, config_.limits.symbol_cache_entries,
+                           config_.limits.file_size);
     detector_.reconfigure(config_.leak_detection);
     status_.top_stacks = config_.limits.top_stacks;
     status_.top_processes = config_.limits.top_processes;
+    status_.expose_kernel_addresses = config_.expose_kernel_addresses;
     status_.last_reload_time = unix_seconds();
     if (!options_.log_level_from_flag && reload.changed_key("log_level"))
         spdlog::set_level(spdlog::level::from_str(config_.log_level));
