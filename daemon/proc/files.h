@@ -33,10 +33,12 @@ enum class Refusal : uint8_t {
     kOwner,         // a perf map its process's user does not own
     kSlow,          // opening or reading it took longer than leakwatchd waits
     kTooManyLines,  // a perf map longer than leakwatchd reads: only its first lines are used
+    kMalformed,     // a mapped file that is not ELF, or whose headers cannot be read (truncated)
     kCount,
 };
 inline constexpr std::array<std::string_view, static_cast<size_t>(Refusal::kCount)> kRefusalNames =
-    {"not_regular_file", "too_large", "symlink", "wrong_owner", "slow", "too_many_lines"};
+    {"not_regular_file", "too_large", "symlink", "wrong_owner", "slow",
+     "too_many_lines",   "malformed"};
 using RefusalCounts = std::array<uint64_t, static_cast<size_t>(Refusal::kCount)>;
 
 // Files refused so far, by reason, by every reader in the process.

@@ -123,8 +123,17 @@ Result<std::string> content_hash(const ElfHandle& h, const std::string& path) {
         add(link, std::strlen(link));
         add(&crc, sizeof(crc));
     }
-    size_t phnum = 0;
+    size_t phnum = 0, shnum = 0;
     if (elf_getphdrnum(elf, &phnum) != 0) return fail(elf_error(path));
+    // The symbols are found through the section headers: a file without them readable (cut
+    // short) has none to give.
+    // (libelf counts no section at all when the headers lie past the end of the file.)
+    GElf_Ehdr ehdr;
+    GElf_Shdr last;
+    if (gelf_getehdr(elf, &ehdr) == nullptr || elf_getshdrnum(elf, &shnum) != 0 ||
+        (ehdr.e_shoff != 0 && shnum == 0) ||
+        (shnum > 0 && gelf_getshdr(elf_getscn(elf, shnum - 1), &last) == nullptr))
+        return fail(path + ": its section headers cannot be read (cut short?)");
     for (size_t i = 0; i < phnum; ++i) {
         GElf_Phdr ph;
         if (gelf_getphdr(elf, static_cast<int>(i), &ph) != nullptr) add(&ph, sizeof(ph));
@@ -436,9 +445,12 @@ struct Symbolizer::Shared {
             }
         }
         auto handle = ElfHandle::open(f);
-        if (!handle) return std::unexpected(handle.error());
-        auto key = content_hash(*handle, f.path());
-        if (!key) return std::unexpected(key.error());
+        auto key = handle ? content_hash(*handle, f.path())
+                          : Result<std::string>(std::unexpected(handle.error()));
+        if (!key) {
+            refuse_file(Refusal::kMalformed, f.path() + " (" + identity + ")", key.error().message);
+            return std::unexpected(key.error());
+        }
         {
             std::lock_guard lock(mu);
             if (auto* file = files.peek(*key)) {

@@ -484,3 +484,14 @@ TEST_CASE("a binary replaced on disk is read only through the process's mapping"
         CHECK(g.symbol != "beta_fn");
     }
 }
+
+TEST_CASE("a file cut short of its section headers is refused, not read", "[symbols]") {
+    const std::string copy = (temp_dir().path / "libfixture-cut.so").string();
+    fs::copy_file(fixture_libs().lib, copy, fs::copy_options::overwrite_existing);
+    auto whole = ElfFile::open(copy);
+    REQUIRE(whole.has_value());
+    fs::resize_file(copy, fs::file_size(copy) / 2);
+    auto cut = ElfFile::open(copy);
+    REQUIRE_FALSE(cut.has_value());
+    CHECK_THAT(cut.error().message, Catch::Contains("section headers cannot be read"));
+}
