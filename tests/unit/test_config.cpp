@@ -641,7 +641,7 @@ TEST_CASE("the commented-out examples in config/leakwatch.yaml are valid", "[con
     }
     auto config = parse_config(examples, "examples");
     if (!config) FAIL(config.error().message << "\n" << examples);
-    REQUIRE(config->watch.size() == 5);
+    REQUIRE(config->watch.size() == 7);
     const WatchRule& redis = config->watch[0];
     CHECK(redis.name == "redis");
     CHECK(redis.match.comm == "redis-server");
@@ -655,8 +655,13 @@ TEST_CASE("the commented-out examples in config/leakwatch.yaml are valid", "[con
     REQUIRE(config->watch[2].match.cmdline_regex != nullptr);
     CHECK(RE2::PartialMatch("/usr/bin/java -Xmx2g -jar /opt/orders/orders-1.4.2.jar --port 80",
                             *config->watch[2].match.cmdline_regex));
-    CHECK(config->watch[3].allocator.library == "exe");
-    CHECK(config->watch[4].match.pid == 4242);
+    const Match& web = config->watch[3].match;
+    CHECK(web.unit == "nginx.service");
+    REQUIRE(web.uid.has_value());
+    CHECK(*web.uid == 33);  // Debian's www-data
+    CHECK(config->watch[4].match.cgroup == "/kubepods.slice/*");
+    CHECK(config->watch[5].allocator.library == "exe");
+    CHECK(config->watch[6].match.pid == 4242);
 }
 
 TEST_CASE("log_level takes the spdlog level names", "[config]") {
