@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <limits>
 #include <map>
 #include <span>
+#include <sstream>
 #include <string_view>
 
 namespace leakwatch {
@@ -869,9 +871,51 @@ Result<Duration> parse_duration(std::string_view text) {
     return Duration(static_cast<Duration::rep>(total));
 }
 
+namespace {
+
+// yaml-cpp 0.7 never returns from some malformed input (a file that is only ",": its parser
+// emits null nodes for ever, allocating each). A first pass counts the parser's events and
+// gives up past any number a text of that size can hold, before anything is built.
+class BoundedEvents : public YAML::EventHandler {
+  public:
+    explicit BoundedEvents(size_t text_size) : max_(4 * text_size + 64) {}
+    void OnDocumentStart(const YAML::Mark& mark) override { count(mark); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { count(mark); }
+    void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { count(mark); }
+    void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  const std::string&) override {
+        count(mark);
+    }
+    void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {
+        count(mark);
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {
+        count(mark);
+    }
+    void OnMapEnd() override {}
+
+  private:
+    void count(const YAML::Mark& mark) {
+        if (++events_ > max_) throw YAML::ParserException(mark, "the parser does not end here");
+    }
+    size_t max_;
+    size_t events_ = 0;
+};
+
+}  // namespace
+
 Result<Config> parse_config(const std::string& yaml_text, const std::string& source) {
     std::vector<YAML::Node> documents;
     try {
+        std::istringstream stream(yaml_text);
+        YAML::Parser events(stream);
+        BoundedEvents bound(yaml_text.size());
+        while (events.HandleNextDocument(bound)) {
+        }
         documents = YAML::LoadAll(yaml_text);
     } catch (const YAML::ParserException& e) {
         std::string where = source;

@@ -224,6 +224,12 @@ void for_growth_series(const Snapshot& snap, const DaemonStatus& status, Fn&& fn
 
 }  // namespace
 
+std::string escape_label_value(std::string_view value) {
+    std::string out;
+    append_escaped(out, value);
+    return out;
+}
+
 namespace {
 
 // Writes the exposition into `out`, handing it to `sink` (when there is one) every `piece`

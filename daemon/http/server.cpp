@@ -44,19 +44,10 @@ void send_json(mg_connection* conn, int code, const nlohmann::json& j) {
          j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
-// A query parameter: absent (nullopt), or its value parsed as a number no larger than
-// `max` (an inner nullopt when it is not one: too long, not digits, out of range).
 std::optional<std::optional<uint64_t>> query_number(const mg_request_info* ri, const char* name,
                                                     uint64_t max) {
     if (!ri->query_string) return std::nullopt;
-    char buf[32];
-    int n = mg_get_var(ri->query_string, std::strlen(ri->query_string), name, buf, sizeof(buf));
-    if (n == -1) return std::nullopt;             // absent
-    if (n < 0) return std::optional<uint64_t>();  // -2: longer than any valid number
-    uint64_t v = 0;
-    auto [end, ec] = std::from_chars(buf, buf + n, v);
-    if (n == 0 || ec != std::errc() || end != buf + n || v > max) return std::optional<uint64_t>();
-    return std::optional<uint64_t>(v);
+    return parse_query_number(ri->query_string, name, max);
 }
 
 // A bounded count parameter (top, limit): its value, `fallback` when absent, nullopt (and a 400
@@ -187,6 +178,18 @@ int log_message(const mg_connection*, const char* message) {
 }
 
 }  // namespace
+
+std::optional<std::optional<uint64_t>> parse_query_number(std::string_view query, const char* name,
+                                                          uint64_t max) {
+    char buf[32];
+    int n = mg_get_var(query.data(), query.size(), name, buf, sizeof(buf));
+    if (n == -1) return std::nullopt;             // absent
+    if (n < 0) return std::optional<uint64_t>();  // -2: longer than any valid number
+    uint64_t v = 0;
+    auto [end, ec] = std::from_chars(buf, buf + n, v);
+    if (n == 0 || ec != std::errc() || end != buf + n || v > max) return std::optional<uint64_t>();
+    return std::optional<uint64_t>(v);
+}
 
 // A handler behind the guard: nothing it throws leaves it (civetweb is C, and an exception
 // through it ends the process). A failure is a 500 when nothing was sent yet, and is counted.

@@ -1,9 +1,12 @@
 // One HTTP port for /metrics, /api/v1/* and the landing page (civetweb, run directly).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "http/state.h"
@@ -13,6 +16,12 @@ struct mg_context;
 struct mg_connection;
 
 namespace leakwatch {
+
+// A query parameter of a query string ("pid=4&top=10", URL-encoded): absent (nullopt), or its
+// value parsed as a number no larger than `max` (an inner nullopt when it is not one: too
+// long, not digits, out of range).
+std::optional<std::optional<uint64_t>> parse_query_number(std::string_view query, const char* name,
+                                                          uint64_t max);
 
 class HttpServer {
   public:

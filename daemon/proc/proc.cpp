@@ -56,6 +56,8 @@ Result<std::string> read_file(const std::string& path, size_t max = kMaxProcFile
     return text;
 }
 
+}  // namespace
+
 // The real and effective uids from /proc/PID/status ("Uid:\treal\teffective\tsaved\tfs").
 Result<std::pair<uint32_t, uint32_t>> parse_uids(std::string_view status, const std::string& path) {
     size_t at = status.starts_with("Uid:") ? 0 : status.find("\nUid:");
@@ -93,6 +95,8 @@ std::string parse_cgroup(std::string_view text) {
     if ((unified.empty() || unified == "/") && !systemd.empty()) return std::string(systemd);
     return std::string(unified);
 }
+
+namespace {
 
 bool is_hex(char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -186,6 +190,8 @@ bool is_libc_basename(std::string_view name) {
     return name.starts_with("ld-musl-") && name.ends_with(".so.1");
 }
 
+}  // namespace
+
 Result<uint64_t> parse_start_time(std::string_view stat, const std::string& path) {
     // comm may hold spaces and ')' itself, so the field boundary is the last ')'.
     size_t close = stat.rfind(')');
@@ -213,6 +219,8 @@ Result<uint64_t> parse_start_time(std::string_view stat, const std::string& path
     }
     return fail(path + ": malformed stat: fewer than 22 fields");
 }
+
+namespace {
 
 // "" when the link cannot be read: kernel threads have no exe, and other users'
 // processes may deny it; neither should stop us from naming the process.

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
@@ -27,6 +28,14 @@ struct MapEntry {
 
 // Parses the text of /proc/PID/maps. Malformed lines are an error naming the line number.
 Result<std::vector<MapEntry>> parse_maps(std::string_view text);
+
+// The parts of /proc/PID/status, /proc/PID/cgroup and /proc/PID/stat that leakwatchd reads
+// (`path` names the file in errors): the real and effective uids ("Uid:" line); the cgroup v2
+// path ("0::PATH", or systemd's name=systemd hierarchy's on a v1 system; "" when none); the
+// start time (field 22, after the comm, which may hold spaces and ')').
+Result<std::pair<uint32_t, uint32_t>> parse_uids(std::string_view status, const std::string& path);
+std::string parse_cgroup(std::string_view text);
+Result<uint64_t> parse_start_time(std::string_view stat, const std::string& path);
 
 // The mapping containing addr, or nullptr. `maps` is sorted by start, as the kernel writes it.
 const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr);

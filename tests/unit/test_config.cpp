@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -324,6 +325,16 @@ TEST_CASE("YAML syntax errors report the line", "[config][errors]") {
                Contains("t.yaml:2: invalid YAML"));
     CHECK_THAT(error_of(lines({"interval: 5s", "---", "interval: 6s"})),
                Contains("t.yaml:3: a second YAML document"));
+}
+
+TEST_CASE("YAML on which the parser would never end is an error, at once", "[config][errors]") {
+    // Found by tests/fuzz/fuzz_config: yaml-cpp 0.7 emits null nodes for ever on a file that
+    // is only "," (the daemon hung at start, or at a reload, allocating without end).
+    for (const char* text : {",", "interval: 5s\n,\n", ", debug, info"}) {
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_THAT(error_of(text), Contains("invalid YAML"));
+        CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(1));
+    }
 }
 
 TEST_CASE("a bad size names the key and line", "[config][errors]") {
