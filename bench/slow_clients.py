@@ -89,8 +89,8 @@ def main():
     fixture = Fixture("leak_steady", "4096", "1000000", "20")
     daemon = None
     try:
-        daemon = Daemon(f"interval: 1s\nwatch:\n  - name: bench\n    match:\n"
-                        f"      pid: {fixture.pid}\n")
+        daemon = Daemon(f"interval: 1s\nwatch:\n  - name: bench\n    tracking: full\n"
+                        f"    match:\n      pid: {fixture.pid}\n")
         wait_until(lambda: daemon.process(fixture.pid), 10, "the fixture to be watched")
         fixture.go()
         time.sleep(2)

@@ -1,7 +1,9 @@
 #include "http/api.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <deque>
 #include <string_view>
 #include <vector>
 
@@ -32,7 +34,39 @@ nlohmann::json totals_json(const ProcessView& p) {
                                  [](const StackView& s) { return s.bytes > 0 || s.count > 0; })},
         {"growth_bytes_per_second", p.growth.rate},
         {"leak_suspected", p.growth.suspected},
+        {"tracking", tracking_name(p.tracking)},
+        {"escalated_at", p.escalated_at},
+        {"memory", p.memory_known ? nlohmann::json{{"anon_bytes", p.memory.anon},
+                                                   {"swap_bytes", p.memory.swap},
+                                                   {"data_bytes", p.memory.data}}
+                                  : nlohmann::json(nullptr)},
+        {"growth_stacks", p.growth_stacks.size()},
     };
+}
+
+// One stack with every frame: `bytes_key` names what its bytes are.
+nlohmann::json stack_json(const StackView& s, const char* bytes_key, const char* count_key) {
+    auto frames = nlohmann::json::array();
+    if (s.frames)
+        for (const auto& f : *s.frames) frames.push_back(frame_json(f));
+    return {{"stack_id", hex(s.id, 16).substr(2)},
+            {bytes_key, s.bytes},
+            {count_key, s.count},
+            {"site", s.site},
+            {"growth_bytes_per_second", s.growth.rate},
+            {"leak_suspected", s.growth.suspected},
+            {"complete", !s.incomplete},
+            {"frames", frames}};
+}
+
+nlohmann::json stacks_list(const std::vector<StackView>& list, size_t top, const char* bytes_key,
+                           const char* count_key) {
+    auto out = nlohmann::json::array();
+    for (size_t i = 0; i < list.size() && i < top; i++) {
+        if (list[i].bytes <= 0 && list[i].count <= 0) break;  // the rest hold nothing now
+        out.push_back(stack_json(list[i], bytes_key, count_key));
+    }
+    return out;
 }
 
 }  // namespace
@@ -72,23 +106,20 @@ std::optional<nlohmann::json> stacks_json(const Snapshot& snap, uint32_t pid, si
     for (const auto& p : snap.processes) {
         if (p.pid != pid) continue;
         auto j = totals_json(p);
-        auto stacks = nlohmann::json::array();
-        for (size_t i = 0; i < p.stacks.size() && i < top; i++) {
-            const auto& s = p.stacks[i];
-            if (s.bytes <= 0 && s.count <= 0) break;  // the rest hold nothing now
-            auto frames = nlohmann::json::array();
-            if (s.frames)
-                for (const auto& f : *s.frames) frames.push_back(frame_json(f));
-            stacks.push_back({{"stack_id", hex(s.id, 16).substr(2)},
-                              {"outstanding_bytes", s.bytes},
-                              {"outstanding_allocations", s.count},
-                              {"site", s.site},
-                              {"growth_bytes_per_second", s.growth.rate},
-                              {"leak_suspected", s.growth.suspected},
-                              {"complete", !s.incomplete},
-                              {"frames", frames}});
+        j["stacks"] = stacks_list(p.stacks, top, "outstanding_bytes", "outstanding_allocations");
+        // Escalated, the probes count from the escalation on: a stack's bytes over the time
+        // since are its growth, long before the detector has a window of its history.
+        if (p.tracking == TrackingState::kEscalated && p.escalated_at > 0) {
+            const double since =
+                std::chrono::duration<double>(snap.taken.time_since_epoch()).count() -
+                p.escalated_at;
+            for (size_t i = 0; i < j["stacks"].size(); i++)
+                j["stacks"][i]["growth_since_escalation_bytes_per_second"] =
+                    since > 0 ? static_cast<double>(p.stacks[i].bytes) / since : 0.0;
         }
-        j["stacks"] = stacks;
+        // The watch tier's: the resident memory each stack first touched (an estimate from
+        // sampled pages).
+        j["growth_stacks"] = stacks_list(p.growth_stacks, top, "resident_bytes", "sampled_pages");
         return j;
     }
     return std::nullopt;
@@ -98,37 +129,53 @@ nlohmann::json leaks_json(const Snapshot& snap, double now, const LeaksPage& pag
     // The page is chosen before any JSON is built: what is suspected, fastest growing first.
     struct Leak {
         const char* scope;
-        const std::string* watch;
-        std::string pid;
-        const std::string* comm;
-        uint64_t stack_id;
-        const std::string* site;
+        std::string_view watch, pid, comm, stack_id, site;
         int64_t bytes;
         const Growth* growth;
         const std::vector<Frame>* frames;
         bool kernel;
     };
-    static const std::string kKernel = "kernel", kNone;
     std::vector<Leak> suspected;
+    std::deque<std::string> texts;  // pids and stack ids the views point into
+    auto text = [&](std::string s) -> std::string_view { return texts.emplace_back(std::move(s)); };
+    auto add = [&](const char* scope, std::string_view watch, std::string_view pid,
+                   std::string_view comm, std::string_view stack_id, std::string_view site,
+                   int64_t bytes, const Growth& g, const std::vector<Frame>* frames,
+                   bool kernel = false) {
+        if (g.suspected)
+            suspected.push_back(
+                {scope, watch, pid, comm, stack_id, site, bytes, &g, frames, kernel});
+    };
+    auto id = [&](uint64_t stack_id) { return text(hex(stack_id, 16).substr(2)); };
     for (const auto& p : snap.processes) {
-        std::string pid = std::to_string(p.pid);
-        if (p.growth.suspected)
-            suspected.push_back({"process", &p.watch, pid, &p.comm, 0, &kNone, p.totals.bytes,
-                                 &p.growth, nullptr, false});
+        if (!p.growth.suspected &&
+            std::none_of(p.stacks.begin(), p.stacks.end(),
+                         [](const auto& s) { return s.growth.suspected; }) &&
+            std::none_of(p.growth_stacks.begin(), p.growth_stacks.end(),
+                         [](const auto& s) { return s.growth.suspected; }))
+            continue;
+        std::string_view pid = text(std::to_string(p.pid));
+        add("process", p.watch, pid, p.comm, "", "", p.series_bytes(), p.growth, nullptr);
         for (const auto& s : p.stacks)
             if (s.growth.suspected)
-                suspected.push_back({"stack", &p.watch, pid, &p.comm, s.id, &s.site, s.bytes,
-                                     &s.growth, s.frames.get(), false});
+                add("stack", p.watch, pid, p.comm, id(s.id), s.site, s.bytes, s.growth,
+                    s.frames.get());
+        for (const auto& s : p.growth_stacks)
+            if (s.growth.suspected)
+                add("growth_stack", p.watch, pid, p.comm, id(s.id), s.site, s.bytes, s.growth,
+                    s.frames.get());
     }
     if (snap.kernel) {
         for (const auto& s : snap.kernel->stacks)
             if (s.growth.suspected)
-                suspected.push_back({"stack", &kKernel, "", &kNone, s.id, &s.site, s.bytes,
-                                     &s.growth, s.frames.get(), true});
+                add("stack", "kernel", "", "", id(s.id), s.site, s.bytes, s.growth, s.frames.get(),
+                    true);
         for (const auto& p : snap.kernel->processes)
             if (p.growth.suspected)
-                suspected.push_back({"process", &kKernel, std::to_string(p.pid), &p.comm, 0, &kNone,
-                                     p.bytes, &p.growth, nullptr, true});
+                add("process", "kernel", text(std::to_string(p.pid)), p.comm, "", "", p.bytes,
+                    p.growth, nullptr, true);
+        for (const auto& c : snap.kernel->counters)
+            add("kernel_counter", "kernel", "", "", "", c.name, c.bytes, c.growth, nullptr, true);
     }
     std::stable_sort(suspected.begin(), suspected.end(),
                      [](const Leak& a, const Leak& b) { return a.growth->rate > b.growth->rate; });
@@ -137,17 +184,16 @@ nlohmann::json leaks_json(const Snapshot& snap, double now, const LeaksPage& pag
     for (uint64_t i = page.offset; i < total && i - page.offset < page.limit; i++) {
         const Leak& l = suspected[i];
         const Growth& g = *l.growth;
-        nlohmann::json j = {
-            {"scope", l.scope},
-            {"watch", *l.watch},
-            {"pid", l.pid},
-            {"comm", *l.comm},
-            {"stack_id", std::string_view(l.scope) == "stack" ? hex(l.stack_id, 16).substr(2) : ""},
-            {"site", *l.site},
-            {"growth_bytes_per_second", g.rate},
-            {"flagged_since", g.flagged_since},
-            {"flagged_for_seconds", std::max(0.0, now - g.flagged_since)},
-            {"outstanding_bytes", l.bytes}};
+        nlohmann::json j = {{"scope", l.scope},
+                            {"watch", l.watch},
+                            {"pid", l.pid},
+                            {"comm", l.comm},
+                            {"stack_id", l.stack_id},
+                            {"site", l.site},
+                            {"growth_bytes_per_second", g.rate},
+                            {"flagged_since", g.flagged_since},
+                            {"flagged_for_seconds", std::max(0.0, now - g.flagged_since)},
+                            {"outstanding_bytes", l.bytes}};
         auto fj = nlohmann::json::array();
         if (l.frames)
             for (const auto& f : *l.frames)
@@ -193,7 +239,19 @@ std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top, bool
                          {"outstanding_bytes", p.bytes},
                          {"outstanding_allocations", p.count}});
     }
+    auto counters = nlohmann::json::array();
+    for (size_t i = 0; i < k.counters.size(); i++) {
+        const auto& c = k.counters[i];
+        if (i >= top && !c.escalated && !c.growth.suspected) continue;
+        counters.push_back({{"counter", c.name},
+                            {"bytes", c.bytes},
+                            {"escalated", c.escalated},
+                            {"escalated_at", c.escalated_at},
+                            {"growth_bytes_per_second", c.growth.rate},
+                            {"leak_suspected", c.growth.suspected}});
+    }
     return nlohmann::json{{"kinds", kinds},
+                          {"counters", counters},
                           {"slab_backing_bytes", k.backing_bytes},
                           {"stacks", stacks},
                           {"processes", procs}};

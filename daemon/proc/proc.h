@@ -70,6 +70,20 @@ std::string unit_label(std::string_view cgroup);
 // `!` or `^` for its complement and `a-z` ranges), `\` (the next character as it is). In time
 // proportional to the product of the lengths, whatever the pattern (no backtracking blow-up).
 bool glob_matches(std::string_view pattern, std::string_view text);
+// What the kernel accounts of a process's memory (/proc/PID/status), in bytes: its resident
+// anonymous memory (RssAnon), what of it is swapped out (VmSwap), and its data size (VmData:
+// private writable mappings, the heap included, resident or not).
+struct ProcMemory {
+    uint64_t anon = 0;
+    uint64_t swap = 0;
+    uint64_t data = 0;
+};
+// Parses the text of /proc/PID/status; fields it lacks stay 0 (a kernel thread has none).
+ProcMemory parse_status_memory(std::string_view status);
+
+// A pagemap entry (/proc/PID/pagemap): whether the page is still the process's own memory,
+// present or swapped out, and not a file page or shared anonymous memory.
+bool pagemap_entry_held(uint64_t entry);
 
 class ProcReader {
   public:
@@ -82,6 +96,10 @@ class ProcReader {
     Result<void> reread_uid_and_cgroup(ProcessInfo& info) const;
     Result<std::vector<MapEntry>> maps(int pid) const;
     Result<uint64_t> start_time(int pid) const;
+    Result<ProcMemory> memory(int pid) const;
+    // For each page address (sorted or not), whether the process still holds it as its own
+    // memory (pagemap_entry_held). Error when its pagemap cannot be read (it exited).
+    Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) const;
     const std::string& root() const { return root_; }
 
   private:

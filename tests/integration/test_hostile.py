@@ -39,10 +39,11 @@ def scratch(cleanup):
 
 
 def pid_config(rules):
-    """One rule per (name, pid, extra YAML lines)."""
+    """One rule per (name, pid, extra YAML lines under match, then under the rule), with its
+    allocator probes from the start (tracking: full)."""
     text = f"interval: {int(INTERVAL * 1000)}ms\nwatch:\n"
     for name, pid, extra in rules:
-        text += f"  - name: {name}\n    match:\n      pid: {pid}\n{extra}"
+        text += f"  - name: {name}\n    tracking: full\n    match:\n      pid: {pid}\n{extra}"
     return text
 
 
@@ -87,7 +88,8 @@ def test_hostile_name(cleanup):
     shutil.copy(os.path.join(FIXTURES, "leak_steady"), path)
     # A rule that only this program's command line matches (its directory's random name).
     daemon = start(cleanup, Daemon(
-        f"interval: 1s\nwatch:\n  - name: hostile\n    match:\n      cmdline: '{token}'\n"))
+        f"interval: 1s\nwatch:\n  - name: hostile\n    tracking: full\n    match:\n"
+        f"      cmdline: '{token}'\n"))
     fixture = start(cleanup, Fixture(path, str(LEAK), str(TICKS), str(TICK_MS)))
     wait_until(lambda: daemon.process(fixture.pid), 10, "the hostile-named fixture to be watched")
     fixture.go()

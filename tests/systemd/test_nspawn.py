@@ -109,9 +109,10 @@ RULE2 = ("steady2", {"comm": "leak_other"})
 
 
 def config(rules):
-    text = f'listen_address: "127.0.0.1:{PORT}"\ninterval: 1s\nkernel:\n  enabled: true\nwatch:\n'
+    text = (f'listen_address: "127.0.0.1:{PORT}"\ninterval: 1s\nkernel:\n  enabled: true\n'
+            '  tracking: full\nwatch:\n')
     for name, criteria in rules:
-        text += f"  - name: {name}\n    match:\n"
+        text += f"  - name: {name}\n    tracking: full\n    match:\n"
         text += "".join(f"      {k}: {v}\n" for k, v in criteria.items())
     return text
 
