@@ -23,6 +23,8 @@ daemon_packages=(
     libbpf-dev libelf-dev libdw-dev zlib1g-dev
     libcivetweb-dev libspdlog-dev libyaml-cpp-dev libsystemd-dev
     nlohmann-json3-dev libcli11-dev libcapstone-dev
+    # cmdline rules in linear time (RE2); SHA-256 of ELF symbol tables (OpenSSL's libcrypto)
+    libre2-dev libssl-dev
     # civetweb's CMake config (civetweb-targets.cmake) names /usr/bin/civetweb, which only this
     # package holds; libcivetweb-dev merely recommends it
     civetweb
@@ -37,6 +39,9 @@ test_packages=(
     # packaging and the service tests: systemd-analyze, dpkg-shlibdeps, rpmbuild, Debian root
     # file systems (the unit under systemd-nspawn, the install from nothing)
     systemd dpkg-dev rpm debootstrap systemd-container
+    # libFuzzer targets (tests/fuzz): clang 16 builds the daemon's C++23 (clang 14 cannot use
+    # libstdc++ 12's <expected>), with its fuzzer, ASan and UBSan runtimes
+    clang-16 libclang-rt-16-dev
 )
 
 packages=("${daemon_packages[@]}")

@@ -47,6 +47,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
     r.id = id;
     auto frames = std::make_shared<std::vector<Frame>>();
     auto raw = id ? source_.stack(meta.pid, id) : std::nullopt;
+    bool pending = false;  // a file a frame needs is still being read
     if (raw) {
         if (raw->content_id != 0) r.id = raw->content_id;
         r.incomplete = raw->partial || raw->truncated || raw->pending;
@@ -62,6 +63,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
                 f.module_offset += 1;
             }
             if (f.symbol.empty() && f.module == "[anon]") r.unnamed_jit = true;
+            pending |= f.pending;
             frames->push_back(std::move(f));
         }
         r.site = site_of(*frames, meta.symbol_prefix);
@@ -73,9 +75,9 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
     r.frames = std::move(frames);
     // Only processes with unnamed JIT frames have their perf map looked at.
     if (r.unnamed_jit) r.jit_generation = resolver_.jit_generation(meta.pid);
-    // A stack the map does not hold (yet: it was full), or whose snapshot is still being
-    // unwound, is looked up again next time.
-    if (id && (!raw || raw->partial)) {
+    // A stack the map does not hold (yet: it was full), whose snapshot is still being
+    // unwound, or with a frame whose file is still being read, is looked up again next time.
+    if (id && (!raw || raw->partial || pending)) {
         unresolved_ = std::move(r);
         return unresolved_;
     }
@@ -146,6 +148,7 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
         view.pid = meta.pid;
         view.watch = meta.watch;
         view.comm = meta.comm;
+        view.unit = meta.unit;
         view.attached_at = meta.attached_at;
         view.tracking = meta.tracking;
         view.escalated_at = meta.escalated_at;

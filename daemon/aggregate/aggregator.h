@@ -38,6 +38,7 @@ struct ProcessMeta {
     Duration min_age{0};
     std::string symbol_prefix;
     double attached_at = 0;  // unix seconds, when it was first watched
+    std::string unit;        // the `unit` label (proc/proc.h, unit_label)
     TrackingState tracking = TrackingState::kFull;
     double escalated_at = 0;          // unix seconds, while escalated
     uint64_t fault_sample_bytes = 0;  // watch tier: bytes one sampled first-touch page stands for
@@ -80,6 +81,7 @@ struct ProcessView {
     uint32_t pid = 0;
     std::string watch;
     std::string comm;
+    std::string unit;
     double attached_at = 0;
     TrackingState tracking = TrackingState::kFull;
     double escalated_at = 0;

@@ -41,6 +41,23 @@ bool in_interrupt(const std::vector<Frame>& frames) {
     return false;
 }
 
+uint64_t kernel_stack_id(const std::vector<Frame>& frames) {
+    // FNV-1a, 64 bits, over each frame's module, symbol and offset, separated.
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto add = [&](const void* data, size_t n) {
+        const auto* p = static_cast<const unsigned char*>(data);
+        for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    };
+    for (const Frame& f : frames) {
+        add(f.module.str().data(), f.module.str().size());
+        add("|", 1);
+        add(f.symbol.data(), f.symbol.size());
+        add("|", 1);
+        add(&f.module_offset, sizeof(f.module_offset));
+    }
+    return frames.empty() ? 0 : h;
+}
+
 const KernelAggregator::Resolved& KernelAggregator::resolve(uint64_t id) {
     if (auto it = cache_.find(id); it != cache_.end()) return it->second;
     Resolved r;
@@ -61,6 +78,7 @@ const KernelAggregator::Resolved& KernelAggregator::resolve(uint64_t id) {
         r.site = kernel_site_of(*frames);
         r.backing = backs_slab_or_kmalloc(*frames);
         r.interrupt = in_interrupt(*frames);
+        r.id = kernel_stack_id(*frames);
     } else {
         r.site = "[unknown]";
     }
@@ -89,8 +107,9 @@ KernelView KernelAggregator::sample() {
         }
         view.bytes[t.kind] += t.bytes;
         view.count[t.kind] += t.count;
-        auto& s = stacks[{t.kind, t.stack}];
-        s.id = t.stack;
+        // Under the id it is shown as: stacks not stored yet (id 0, "[unknown]") are one.
+        auto& s = stacks[{t.kind, r.id}];
+        s.id = r.id;
         s.kind = t.kind;
         s.bytes += t.bytes;
         s.count += t.count;

@@ -69,6 +69,13 @@ using ProcessLookup = std::function<std::optional<std::string>(uint32_t tgid, ui
 // softirq or NMI entry (x86 and arm64 names).
 bool in_interrupt(const std::vector<Frame>& frames);
 
+// The id a kernel stack is shown under (stack_id): a hash of its frames as symbolized
+// (module, symbol, offset; for an address without a symbol, its offset from the kernel's
+// text), never of raw addresses. The BPF side's id hashes addresses, and with the kernel's
+// symbols (public for a distribution kernel) a few hundred guesses of the KASLR offset would
+// find the one that gives it. The same on every boot of the same kernel.
+uint64_t kernel_stack_id(const std::vector<Frame>& frames);
+
 class KernelAggregator {
   public:
     KernelAggregator(KernelSource& source, KernelResolver resolve, ProcessLookup lookup)
@@ -80,6 +87,7 @@ class KernelAggregator {
 
   private:
     struct Resolved {
+        uint64_t id = 0;  // what the stack is shown as (kernel_stack_id)
         std::shared_ptr<const std::vector<Frame>> frames;
         std::string site;
         bool backing = false;

@@ -1,29 +1,25 @@
-// GCC 12 warns that libstdc++'s own regex _State may be used uninitialized (a false positive in
-// the header, https://gcc.gnu.org/bugzilla/show_bug.cgi?id=105616, seen with -O1
-// -fsanitize=address); with -Werror it would fail the build. It must precede the first inclusion of
-// <regex>.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <regex>
-#pragma GCC diagnostic pop
+#include "config/config.h"
 
 #include <fcntl.h>
+#include <pwd.h>
+#include <re2/re2.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <set>
 #include <span>
+#include <sstream>
 #include <string_view>
-
-#include "config/config.h"
 
 namespace leakwatch {
 namespace {
@@ -203,23 +199,27 @@ std::string type_name(const YAML::Node& node) {
 
 using KnownKeys = std::span<const std::string_view>;
 
-constexpr std::array<std::string_view, 8> kTopKeys{"listen_address", "interval", "log_level",
-                                                   "kernel",         "watch",    "limits",
-                                                   "leak_detection", "escalation"};
+constexpr std::array<std::string_view, 9> kTopKeys{
+    "listen_address", "expose_kernel_addresses", "interval",  "log_level", "kernel", "watch",
+    "limits",         "leak_detection",          "escalation"};
 constexpr std::array<std::string_view, 4> kEscalationKeys{"duration", "max_processes",
                                                           "sample_bytes", "watch_sample_bytes"};
 constexpr std::array<std::string_view, 6> kDetectionKeys{"enabled",    "window",     "min_rate",
                                                          "min_growth", "confidence", "max_series"};
 constexpr std::array<std::string_view, 6> kLogLevels{"trace", "debug", "info",
                                                      "warn",  "error", "critical"};
-constexpr std::array<std::string_view, 6> kKernelKeys{"enabled",  "kinds",    "min_size",
-                                                      "max_size", "tracking", "include_movable_pages"};
+constexpr std::array<std::string_view, 6> kKernelKeys{
+    "enabled", "kinds", "min_size", "max_size", "tracking", "include_movable_pages"};
 constexpr std::array<std::string_view, 9> kRuleKeys{"name",     "match",        "allocator",
                                                     "min_size", "max_size",     "min_age",
                                                     "tracking", "sample_bytes", "unwind"};
-constexpr std::array<std::string_view, 4> kMatchKeys{"comm", "exe", "pid", "cmdline"};
+constexpr std::array<std::string_view, 7> kMatchKeys{"comm", "exe",    "pid", "cmdline",
+                                                     "uid",  "cgroup", "unit"};
+constexpr std::string_view kMatchKeyList = "comm, exe, pid, cmdline, uid, cgroup, unit";
+// The largest uid: (uid_t)-1 means "no user" to the kernel.
+constexpr uint64_t kMaxUid = 4294967294u;
 constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
-constexpr std::array<std::string_view, 13> kLimitKeys{"live_allocations",
+constexpr std::array<std::string_view, 14> kLimitKeys{"live_allocations",
                                                       "stacks",
                                                       "stack_totals",
                                                       "processes",
@@ -231,7 +231,11 @@ constexpr std::array<std::string_view, 13> kLimitKeys{"live_allocations",
                                                       "top_processes",
                                                       "symbol_files",
                                                       "symbol_cache_entries",
-                                                      "growth_pages"};
+                                                      "growth_pages",
+                                                      "file_size"};
+// A file smaller than this holds no useful ELF; larger than this, no sane one.
+constexpr uint64_t kMinFileSize = 1 << 20;
+constexpr uint64_t kMaxFileSize = 64ull << 30;
 
 // One key: value pair of a mapping, with where it sits, for messages.
 struct Entry {
@@ -260,6 +264,11 @@ class Parser {
             Result<void> ok;
             if (entry.key == "listen_address") {
                 ok = parse_listen_address(entry, config.listen_address);
+            } else if (entry.key == "expose_kernel_addresses") {
+                bool value = false;
+                if (!entry.value.IsScalar() || !YAML::convert<bool>::decode(entry.value, value))
+                    return wrong_type(entry, "true or false");
+                config.expose_kernel_addresses = value;
             } else if (entry.key == "interval") {
                 ok = parse_interval(entry, config.interval);
             } else if (entry.key == "log_level") {
@@ -679,8 +688,8 @@ class Parser {
                          "tracking: sampled or escalate");
         if (!has_match) {
             return error(rule.line, path,
-                         "missing required key match (give at least one of comm, exe, pid, "
-                         "cmdline)");
+                         "missing required key match (give at least one of " +
+                             std::string(kMatchKeyList) + ")");
         }
         if (min_size && max_size && rule.min_size > rule.max_size) {
             return error(*min_size, "inverted range: min_size " + quoted(min_size->value.Scalar()) +
@@ -718,12 +727,14 @@ class Parser {
     }
 
     Result<void> parse_match(const Entry& entry, Match& match) const {
-        if (!entry.value.IsMap()) return wrong_type(entry, "a mapping of comm, exe, pid, cmdline");
+        if (!entry.value.IsMap()) {
+            return wrong_type(entry, "a mapping of " + std::string(kMatchKeyList));
+        }
         auto entries = entries_of(entry.value, entry.path, kMatchKeys);
         if (!entries) return std::unexpected(entries.error());
         if (entries->empty()) {
             // An empty match would watch every process: far too easy to do by accident.
-            return error(entry, "give at least one of comm, exe, pid, cmdline");
+            return error(entry, "give at least one of " + std::string(kMatchKeyList));
         }
         for (const Entry& field : *entries) {
             if (field.key == "pid") {
@@ -748,15 +759,52 @@ class Parser {
                 match.exe = *text;
             } else if (field.key == "cmdline") {
                 if (text->empty()) return error(field, "must not be empty");
-                try {
-                    match.cmdline_regex.emplace(*text, std::regex::ECMAScript);
-                } catch (const std::regex_error& e) {
-                    return error(field, quoted(*text) + " is not a valid regex: " + e.what());
-                }
+                auto compiled = compile_cmdline(*text);
+                if (!compiled) return error(field, compiled.error().message);
+                match.cmdline_regex = std::move(*compiled);
                 match.cmdline = *text;
+            } else if (field.key == "uid") {
+                auto uid = uid_of(field, *text);
+                if (!uid) return std::unexpected(uid.error());
+                match.uid = *uid;
+            } else if (field.key == "cgroup") {
+                if (!text->starts_with('/') && !text->starts_with('*')) {
+                    return error(field, quoted(*text) +
+                                            " is not a cgroup path (it starts with /, e.g. "
+                                            "/system.slice/*)");
+                }
+                match.cgroup = *text;
+            } else if (field.key == "unit") {
+                if (text->empty() || text->find('/') != std::string::npos) {
+                    return error(field, quoted(*text) +
+                                            " is not a unit name (e.g. nginx.service, or a glob "
+                                            "such as app-*.service)");
+                }
+                match.unit = *text;
             }
         }
         return {};
+    }
+
+    // A uid as a number, or a user name looked up now (at load and at each reload).
+    Result<uint32_t> uid_of(const Entry& field, const std::string& text) const {
+        if (text.starts_with('-')) return error(field, quoted(text) + " is negative");
+        if (auto number = parse_uint(text)) {
+            if (*number > kMaxUid) {
+                return error(field,
+                             quoted(text) + " is above the largest uid " + std::to_string(kMaxUid));
+            }
+            return static_cast<uint32_t>(*number);
+        }
+        passwd entry{};
+        passwd* found = nullptr;
+        std::vector<char> buffer(16384);
+        int err = getpwnam_r(text.c_str(), &entry, buffer.data(), buffer.size(), &found);
+        if (err != 0 || found == nullptr) {
+            return error(field, quoted(text) + " is neither a uid nor a known user name" +
+                                    (err != 0 ? std::string(": ") + std::strerror(err) : ""));
+        }
+        return static_cast<uint32_t>(found->pw_uid);
     }
 
     Result<void> parse_allocator(const Entry& entry, Allocator& allocator) const {
@@ -808,6 +856,15 @@ class Parser {
             Bound{"growth_pages", &Limits::growth_pages, 16 << 20},
         };
         for (const Entry& field : *entries) {
+            if (field.key == "file_size") {
+                auto size = size_of(field);
+                if (!size) return std::unexpected(size.error());
+                if (*size < kMinFileSize || *size > kMaxFileSize) {
+                    return error(field, quoted(field.value.Scalar()) + " is outside 1MiB..64GiB");
+                }
+                limits.file_size = *size;
+                continue;
+            }
             for (const Bound& bound : kBounds) {
                 if (field.key != bound.key) continue;
                 auto value = count_of(field, bound.max);
@@ -826,6 +883,17 @@ class Parser {
 };
 
 }  // namespace
+
+Result<std::shared_ptr<const re2::RE2>> compile_cmdline(const std::string& pattern) {
+    RE2::Options options;
+    options.set_max_mem(kMaxRegexMemory);
+    options.set_log_errors(false);
+    auto re = std::make_shared<const RE2>(pattern, options);
+    if (!re->ok()) {
+        return fail(quoted(pattern) + " is not a valid regex (RE2 syntax): " + re->error());
+    }
+    return std::shared_ptr<const RE2>(std::move(re));
+}
 
 Result<uint64_t> parse_size(std::string_view text) {
     const std::string usage = " (use e.g. 64KiB, 1MiB)";
@@ -877,9 +945,51 @@ Result<Duration> parse_duration(std::string_view text) {
     return Duration(static_cast<Duration::rep>(total));
 }
 
+namespace {
+
+// yaml-cpp 0.7 never returns from some malformed input (a file that is only ",": its parser
+// emits null nodes for ever, allocating each). A first pass counts the parser's events and
+// gives up past any number a text of that size can hold, before anything is built.
+class BoundedEvents : public YAML::EventHandler {
+  public:
+    explicit BoundedEvents(size_t text_size) : max_(4 * text_size + 64) {}
+    void OnDocumentStart(const YAML::Mark& mark) override { count(mark); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { count(mark); }
+    void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { count(mark); }
+    void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  const std::string&) override {
+        count(mark);
+    }
+    void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {
+        count(mark);
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {
+        count(mark);
+    }
+    void OnMapEnd() override {}
+
+  private:
+    void count(const YAML::Mark& mark) {
+        if (++events_ > max_) throw YAML::ParserException(mark, "the parser does not end here");
+    }
+    size_t max_;
+    size_t events_ = 0;
+};
+
+}  // namespace
+
 Result<Config> parse_config(const std::string& yaml_text, const std::string& source) {
     std::vector<YAML::Node> documents;
     try {
+        std::istringstream stream(yaml_text);
+        YAML::Parser events(stream);
+        BoundedEvents bound(yaml_text.size());
+        while (events.HandleNextDocument(bound)) {
+        }
         documents = YAML::LoadAll(yaml_text);
     } catch (const YAML::ParserException& e) {
         std::string where = source;

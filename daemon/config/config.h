@@ -4,13 +4,17 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "util/result.h"
+
+namespace re2 {
+class RE2;
+}
 
 namespace leakwatch {
 
@@ -18,12 +22,25 @@ using Duration = std::chrono::milliseconds;
 
 // All criteria that are set must hold (AND); at least one must be set.
 struct Match {
-    std::optional<std::string> comm;          // exact, compared with /proc/PID/comm (15 chars)
-    std::optional<std::string> exe;           // exact path of /proc/PID/exe
-    std::optional<int> pid;                   // one process id
-    std::optional<std::string> cmdline;       // ECMAScript regex, searched in argv joined by ' '
-    std::optional<std::regex> cmdline_regex;  // compiled form of cmdline
+    std::optional<std::string> comm;     // exact, compared with /proc/PID/comm (15 chars)
+    std::optional<std::string> exe;      // exact path of /proc/PID/exe
+    std::optional<int> pid;              // one process id
+    std::optional<std::string> cmdline;  // RE2 regex, searched in argv joined by ' '
+    std::shared_ptr<const re2::RE2> cmdline_regex;  // compiled form of cmdline (immutable, shared)
+    std::optional<uint32_t> uid;                    // the process's real and effective user id
+    std::optional<std::string> cgroup;              // glob (fnmatch) over the cgroup v2 path
+    std::optional<std::string> unit;  // glob over the systemd unit that cgroup belongs to
 };
+
+// A command line is matched over its first kMaxCommandLine bytes (as /proc/PID/cmdline gives
+// them, NULs between the arguments turned into spaces).
+constexpr size_t kMaxCommandLine = 1 << 20;
+// What a cmdline pattern may use: RE2 compiles it to an automaton within this memory, and
+// matches in time linear in the text, whatever the pattern.
+constexpr int64_t kMaxRegexMemory = 8 << 20;
+
+// Compiles a cmdline pattern (RE2 syntax) with those bounds; an error says why not.
+Result<std::shared_ptr<const re2::RE2>> compile_cmdline(const std::string& pattern);
 
 struct Allocator {
     // "libc" finds the process's own C library in /proc/PID/maps; "exe" probes the main
@@ -78,6 +95,9 @@ struct Limits {
     uint32_t top_processes = 20;                // processes exported with their kernel bytes
     uint32_t symbol_files = 512;                // ELF files parsed, and DWARF files opened, at once
     uint32_t symbol_cache_entries = 65536;      // code addresses whose source line is remembered
+    // The largest file leakwatchd reads for a watched process (ELF, debug file, perf map):
+    // a larger one is refused, counted and logged once.
+    uint64_t file_size = 512ull << 20;
     uint32_t growth_pages = 65536;  // BPF map: the watch tier's sampled first-touched pages
 };
 
@@ -118,6 +138,9 @@ struct LeakDetection {
 
 struct Config {
     std::string listen_address = ":10071";
+    // Kernel frames in the API carry symbol, offset and module; their raw addresses (which
+    // give away where KASLR put the kernel) only with this on.
+    bool expose_kernel_addresses = false;
     Duration interval{std::chrono::seconds(5)};
     std::string log_level = "info";  // --log-level overrides it
     KernelConfig kernel;

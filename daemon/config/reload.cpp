@@ -36,7 +36,7 @@ constexpr RuleKey rule_key(std::string_view name, Takes takes) {
 
 // The compiled regex is derived from match.cmdline, which is compared.
 bool regex_differs(const WatchRule& a, const WatchRule& b) {
-    return a.match.cmdline_regex.has_value() != b.match.cmdline_regex.has_value();
+    return (a.match.cmdline_regex != nullptr) != (b.match.cmdline_regex != nullptr);
 }
 
 constexpr RuleKey kRuleKeys[] = {
@@ -46,6 +46,9 @@ constexpr RuleKey kRuleKeys[] = {
     rule_key<&WatchRule::match, &Match::pid>("watch.match.pid", Takes::kReattach),
     rule_key<&WatchRule::match, &Match::cmdline>("watch.match.cmdline", Takes::kReattach),
     {"watch.match.cmdline (compiled)", Takes::kNothing, &regex_differs},
+    rule_key<&WatchRule::match, &Match::uid>("watch.match.uid", Takes::kReattach),
+    rule_key<&WatchRule::match, &Match::cgroup>("watch.match.cgroup", Takes::kReattach),
+    rule_key<&WatchRule::match, &Match::unit>("watch.match.unit", Takes::kReattach),
     rule_key<&WatchRule::allocator, &Allocator::library>("watch.allocator.library",
                                                          Takes::kReattach),
     rule_key<&WatchRule::allocator, &Allocator::symbol_prefix>("watch.allocator.symbol_prefix",
@@ -67,6 +70,7 @@ bool rules_differ(const Config& a, const Config& b) {
 
 constexpr ConfigKey kConfigKeys[] = {
     key<&Config::listen_address>("listen_address", Takes::kRestart, kListenWarning),
+    key<&Config::expose_kernel_addresses>("expose_kernel_addresses", Takes::kLive),
     key<&Config::interval>("interval", Takes::kLive),
     key<&Config::log_level>("log_level", Takes::kLive),
     key<&Config::kernel, &KernelConfig::enabled>("kernel.enabled", Takes::kRestart, kKernelWarning),
@@ -113,6 +117,7 @@ constexpr ConfigKey kConfigKeys[] = {
     key<&Config::limits, &Limits::symbol_files>("limits.symbol_files", Takes::kLive),
     key<&Config::limits, &Limits::symbol_cache_entries>("limits.symbol_cache_entries",
                                                         Takes::kLive),
+    key<&Config::limits, &Limits::file_size>("limits.file_size", Takes::kLive),
     key<&Config::limits, &Limits::growth_pages>("limits.growth_pages", Takes::kRestart,
                                                 kMapWarning),
     key<&Config::source>("source (the file read)", Takes::kNothing),

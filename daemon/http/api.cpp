@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
+#include <string_view>
+#include <vector>
 
 namespace leakwatch {
 
@@ -19,6 +22,7 @@ nlohmann::json totals_json(const ProcessView& p) {
         {"pid", p.pid},
         {"watch", p.watch},
         {"comm", p.comm},
+        {"unit", p.unit},
         {"attached_at", p.attached_at},
         {"outstanding_bytes", p.totals.bytes},
         {"outstanding_allocations", p.totals.count},
@@ -32,11 +36,10 @@ nlohmann::json totals_json(const ProcessView& p) {
         {"leak_suspected", p.growth.suspected},
         {"tracking", tracking_name(p.tracking)},
         {"escalated_at", p.escalated_at},
-        {"memory",
-         p.memory_known ? nlohmann::json{{"anon_bytes", p.memory.anon},
-                                         {"swap_bytes", p.memory.swap},
-                                         {"data_bytes", p.memory.data}}
-                        : nlohmann::json(nullptr)},
+        {"memory", p.memory_known ? nlohmann::json{{"anon_bytes", p.memory.anon},
+                                                   {"swap_bytes", p.memory.swap},
+                                                   {"data_bytes", p.memory.data}}
+                                  : nlohmann::json(nullptr)},
         {"growth_stacks", p.growth_stacks.size()},
     };
 }
@@ -68,14 +71,14 @@ nlohmann::json stacks_list(const std::vector<StackView>& list, size_t top, const
 
 }  // namespace
 
-nlohmann::json frame_json(const Frame& f) {
+nlohmann::json frame_json(const Frame& f, bool address) {
     nlohmann::json j = {
-        {"address", hex(f.address)},
         {"symbol", f.symbol},
         {"offset", f.offset},
         {"module", f.module.str()},
         {"module_offset", hex(f.module_offset)},
     };
+    if (address) j["address"] = hex(f.address);
     if (!f.build_id.empty()) j["build_id"] = f.build_id.str();
     // Source lines from DWARF, when the module has debug info.
     if (!f.file.empty()) j["file"] = f.file.str();
@@ -122,56 +125,92 @@ std::optional<nlohmann::json> stacks_json(const Snapshot& snap, uint32_t pid, si
     return std::nullopt;
 }
 
-nlohmann::json leaks_json(const Snapshot& snap, double now) {
-    auto leaks = nlohmann::json::array();
-    auto add = [&](const char* scope, const std::string& watch, const std::string& pid,
-                   const std::string& comm, const std::string& stack_id, const std::string& site,
-                   int64_t bytes, const Growth& g, const std::vector<Frame>* frames) {
-        if (!g.suspected) return;
-        nlohmann::json j = {{"scope", scope},
-                            {"watch", watch},
-                            {"pid", pid},
-                            {"comm", comm},
-                            {"stack_id", stack_id},
-                            {"site", site},
-                            {"growth_bytes_per_second", g.rate},
-                            {"flagged_since", g.flagged_since},
-                            {"flagged_for_seconds", std::max(0.0, now - g.flagged_since)},
-                            {"outstanding_bytes", bytes}};
-        auto fj = nlohmann::json::array();
-        if (frames)
-            for (const auto& f : *frames) fj.push_back(frame_json(f));
-        j["frames"] = fj;
-        leaks.push_back(std::move(j));
+nlohmann::json leaks_json(const Snapshot& snap, double now, const LeaksPage& page) {
+    // The page is chosen before any JSON is built: what is suspected, fastest growing first.
+    struct Leak {
+        const char* scope;
+        std::string_view watch, pid, comm, stack_id, site;
+        int64_t bytes;
+        const Growth* growth;
+        const std::vector<Frame>* frames;
+        bool kernel;
     };
+    std::vector<Leak> suspected;
+    std::deque<std::string> texts;  // pids and stack ids the views point into
+    auto text = [&](std::string s) -> std::string_view { return texts.emplace_back(std::move(s)); };
+    auto add = [&](const char* scope, std::string_view watch, std::string_view pid,
+                   std::string_view comm, std::string_view stack_id, std::string_view site,
+                   int64_t bytes, const Growth& g, const std::vector<Frame>* frames,
+                   bool kernel = false) {
+        if (g.suspected)
+            suspected.push_back(
+                {scope, watch, pid, comm, stack_id, site, bytes, &g, frames, kernel});
+    };
+    auto id = [&](uint64_t stack_id) { return text(hex(stack_id, 16).substr(2)); };
     for (const auto& p : snap.processes) {
-        std::string pid = std::to_string(p.pid);
+        if (!p.growth.suspected &&
+            std::none_of(p.stacks.begin(), p.stacks.end(),
+                         [](const auto& s) { return s.growth.suspected; }) &&
+            std::none_of(p.growth_stacks.begin(), p.growth_stacks.end(),
+                         [](const auto& s) { return s.growth.suspected; }))
+            continue;
+        std::string_view pid = text(std::to_string(p.pid));
         add("process", p.watch, pid, p.comm, "", "", p.series_bytes(), p.growth, nullptr);
         for (const auto& s : p.stacks)
-            add("stack", p.watch, pid, p.comm, hex(s.id, 16).substr(2), s.site, s.bytes, s.growth,
-                s.frames.get());
+            if (s.growth.suspected)
+                add("stack", p.watch, pid, p.comm, id(s.id), s.site, s.bytes, s.growth,
+                    s.frames.get());
         for (const auto& s : p.growth_stacks)
-            add("growth_stack", p.watch, pid, p.comm, hex(s.id, 16).substr(2), s.site, s.bytes,
-                s.growth, s.frames.get());
+            if (s.growth.suspected)
+                add("growth_stack", p.watch, pid, p.comm, id(s.id), s.site, s.bytes, s.growth,
+                    s.frames.get());
     }
     if (snap.kernel) {
         for (const auto& s : snap.kernel->stacks)
-            add("stack", "kernel", "", "", hex(s.id, 16).substr(2), s.site, s.bytes, s.growth,
-                s.frames.get());
+            if (s.growth.suspected)
+                add("stack", "kernel", "", "", id(s.id), s.site, s.bytes, s.growth, s.frames.get(),
+                    true);
         for (const auto& p : snap.kernel->processes)
-            add("process", "kernel", std::to_string(p.pid), p.comm, "", "", p.bytes, p.growth,
-                nullptr);
+            if (p.growth.suspected)
+                add("process", "kernel", text(std::to_string(p.pid)), p.comm, "", "", p.bytes,
+                    p.growth, nullptr, true);
         for (const auto& c : snap.kernel->counters)
-            add("kernel_counter", "kernel", "", "", "", c.name, c.bytes, c.growth, nullptr);
+            add("kernel_counter", "kernel", "", "", "", c.name, c.bytes, c.growth, nullptr, true);
     }
-    std::sort(leaks.begin(), leaks.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
-        return a["growth_bytes_per_second"].get<double>() >
-               b["growth_bytes_per_second"].get<double>();
-    });
-    return {{"leaks", leaks}};
+    std::stable_sort(suspected.begin(), suspected.end(),
+                     [](const Leak& a, const Leak& b) { return a.growth->rate > b.growth->rate; });
+    auto leaks = nlohmann::json::array();
+    const uint64_t total = suspected.size();
+    for (uint64_t i = page.offset; i < total && i - page.offset < page.limit; i++) {
+        const Leak& l = suspected[i];
+        const Growth& g = *l.growth;
+        nlohmann::json j = {{"scope", l.scope},
+                            {"watch", l.watch},
+                            {"pid", l.pid},
+                            {"comm", l.comm},
+                            {"stack_id", l.stack_id},
+                            {"site", l.site},
+                            {"growth_bytes_per_second", g.rate},
+                            {"flagged_since", g.flagged_since},
+                            {"flagged_for_seconds", std::max(0.0, now - g.flagged_since)},
+                            {"outstanding_bytes", l.bytes}};
+        auto fj = nlohmann::json::array();
+        if (l.frames)
+            for (const auto& f : *l.frames)
+                fj.push_back(frame_json(f, !l.kernel || page.kernel_addresses));
+        j["frames"] = fj;
+        leaks.push_back(std::move(j));
+    }
+    nlohmann::json next = nullptr;
+    if (page.offset + page.limit < total) next = page.offset + page.limit;
+    return {{"leaks", leaks},
+            {"total", total},
+            {"offset", page.offset},
+            {"limit", page.limit},
+            {"next_offset", next}};
 }
 
-std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top) {
+std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top, bool addresses) {
     if (!snap.kernel) return std::nullopt;
     const KernelView& k = *snap.kernel;
     nlohmann::json kinds = nlohmann::json::object();
@@ -184,7 +223,7 @@ std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top) {
         if (s.bytes <= 0 && s.count <= 0) break;
         auto frames = nlohmann::json::array();
         if (s.frames)
-            for (const auto& f : *s.frames) frames.push_back(frame_json(f));
+            for (const auto& f : *s.frames) frames.push_back(frame_json(f, addresses));
         stacks.push_back({{"stack_id", hex(s.id, 16).substr(2)},
                           {"kind", std::string(kKernelKinds[s.kind])},
                           {"outstanding_bytes", s.bytes},

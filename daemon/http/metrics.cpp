@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <string_view>
 
+#include "util/text.h"
+
 namespace leakwatch {
 
 namespace {
@@ -17,8 +19,15 @@ namespace {
 // before serializing cost more than everything else a scrape does. It goes out in pieces, so
 // a scrape holds one piece, not the whole exposition (3.8 MB at 10,000 stacks).
 
-// Label values escape backslash, double quote and newline (text format 0.0.4).
+// Label values escape backslash, double quote and newline (text format 0.0.4). They must be
+// valid UTF-8, or Prometheus rejects the whole scrape: what comes from a watched process is
+// shown text already (util/text.h), and anything that is not is made so here.
 void append_escaped(std::string& out, std::string_view v) {
+    if (!is_shown_text(v, kMaxShownPath)) {
+        const std::string shown = shown_text(v, kMaxShownPath);
+        append_escaped(out, shown);
+        return;
+    }
     size_t start = 0;
     for (size_t i = 0; i < v.size(); i++) {
         char c = v[i];
@@ -144,18 +153,20 @@ bool holds(const View& s) {
 LabelSet process_owner(const ProcessView& p) {
     LabelSet l;
     l.add("watch", p.watch).add("pid", std::to_string(p.pid)).add("comm", p.comm);
+    l.add("unit", p.unit);
     return l;
 }
 
 LabelSet kernel_process_owner(const KernelProcessView& p) {
     LabelSet l;
     l.add("watch", "kernel").add("pid", std::to_string(p.pid)).add("comm", p.comm);
+    l.add("unit", "");
     return l;
 }
 
 LabelSet kernel_owner() {
     LabelSet l;
-    l.add("watch", "kernel").add("pid", "").add("comm", "");
+    l.add("watch", "kernel").add("pid", "").add("comm", "").add("unit", "");
     return l;
 }
 
@@ -228,6 +239,12 @@ void for_growth_series(const Snapshot& snap, const DaemonStatus& status, Fn&& fn
 }
 
 }  // namespace
+
+std::string escape_label_value(std::string_view value) {
+    std::string out;
+    append_escaped(out, value);
+    return out;
+}
 
 namespace {
 
@@ -445,6 +462,24 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
     w.family("leakwatch_unwind_seconds_total",
              "Time spent unwinding snapshots, reading CFI included.", "counter");
     w.sample(static_cast<double>(status.unwind.nanoseconds) / 1e9);
+    w.family("leakwatch_files_refused_total",
+             "Files of watched processes not read (or read in part), by reason; each file once.",
+             "counter");
+    for (size_t i = 0; i < kRefusalNames.size(); i++) {
+        labels.clear();
+        w.sample(labels.add("reason", kRefusalNames[i]),
+                 static_cast<double>(status.files_refused[i]));
+    }
+    w.family("leakwatch_file_loads_stuck",
+             "Reads of files of watched processes going on for more than 2 seconds now.", "gauge");
+    w.sample(static_cast<double>(status.file_loads_stuck));
+    w.family("leakwatch_http_handler_failures_total",
+             "HTTP requests whose handler failed (answered 500, or cut short), by path.",
+             "counter");
+    for (const auto& [path, n] : status.http_failures) {
+        labels.clear();
+        w.sample(labels.add("path", path), static_cast<double>(n));
+    }
     w.family("leakwatch_last_sample_timestamp_seconds", "When the BPF maps were last read.",
              "gauge");
     w.sample(std::chrono::duration<double>(snap.taken.time_since_epoch()).count());

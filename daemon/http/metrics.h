@@ -10,6 +10,10 @@
 
 namespace leakwatch {
 
+// A label value as the exposition writes it, without its quotes: valid UTF-8 (util/text.h)
+// within 4096 bytes, with backslash, double quote and newline escaped.
+std::string escape_label_value(std::string_view value);
+
 // Hands the exposition to `sink` in pieces of about `piece` bytes (the last one shorter), so
 // that a scrape of tens of thousands of series holds one piece at a time.
 using MetricsSink = std::function<void(std::string_view)>;

@@ -8,9 +8,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "aggregate/aggregator.h"
+#include "proc/files.h"
 #include "unwind/unwinder.h"
 
 namespace leakwatch {
@@ -27,7 +29,12 @@ struct DaemonStatus {
     uint32_t top_stacks = 20;
     uint32_t top_processes = 20;
     std::vector<SymbolCacheStats> symbol_caches;  // the symbolizer's caches, for self metrics
-    UnwindStats unwind;  // stack snapshots unwound from CFI (`unwind: dwarf`)
+    UnwindStats unwind;             // stack snapshots unwound from CFI (`unwind: dwarf`)
+    RefusalCounts files_refused{};  // files of watched processes not read, by reason
+    uint64_t file_loads_stuck = 0;  // file reads on the loader going on for seconds now
+    bool expose_kernel_addresses = false;
+    // Requests whose handler failed, by path (filled in when read: the server counts them).
+    std::vector<std::pair<std::string, uint64_t>> http_failures;
 };
 
 // What an operator asks of the main loop through the API.
@@ -54,11 +61,22 @@ class PublishedState {
     }
     std::pair<std::shared_ptr<const Snapshot>, DaemonStatus> read() const {
         std::lock_guard lock(mu_);
-        return {snapshot_, status_};
+        DaemonStatus status = status_;
+        status.http_failures.assign(http_failures_.begin(), http_failures_.end());
+        return {snapshot_, std::move(status)};
+    }
+    // A request to `path` whose handler failed (or, with 0, a path that can fail: its counter
+    // is then shown from the start).
+    void count_failure(std::string_view path, uint64_t n = 1) {
+        std::lock_guard lock(mu_);
+        auto it = http_failures_.find(path);
+        if (it == http_failures_.end()) it = http_failures_.emplace(std::string(path), 0).first;
+        it->second += n;
     }
 
   private:
     mutable std::mutex mu_;
+    std::map<std::string, uint64_t, std::less<>> http_failures_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
     DaemonStatus status_;
     mutable std::vector<OperatorRequest> requests_;

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <re2/re2.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,11 +11,19 @@
 #include <charconv>
 #include <climits>
 #include <cstdio>
-#include <regex>
+#include <tuple>
 #include <utility>
+
+#include "util/text.h"
 
 namespace leakwatch {
 namespace {
+
+// /proc/PID/maps of a process with vm.max_map_count (65530) mappings of long paths stays far
+// below this; it only stops a runaway read.
+constexpr size_t kMaxProcFile = 64 << 20;
+// /proc/PID/status and /proc/PID/cgroup (a path of nested cgroups, each name up to 255 bytes).
+constexpr size_t kMaxSmallProcFile = 64 << 10;
 
 constexpr std::string_view kDeletedSuffix = " (deleted)";
 
@@ -25,14 +34,15 @@ bool strip_deleted(std::string& path) {
     return true;
 }
 
-// /proc files report size 0, so read until EOF instead of trusting stat().
-Result<std::string> read_file(const std::string& path) {
+// /proc files report size 0, so read until EOF instead of trusting stat(), or until `max`
+// bytes: what a process controls (its command line) is read no further than that.
+Result<std::string> read_file(const std::string& path, size_t max = kMaxProcFile) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fail_errno(path, errno);
     std::string text;
     char buf[65536];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
+    while (text.size() < max) {
+        ssize_t n = ::read(fd, buf, std::min(sizeof buf, max - text.size()));
         if (n < 0) {
             if (errno == EINTR) continue;
             int err = errno;
@@ -44,6 +54,63 @@ Result<std::string> read_file(const std::string& path) {
     }
     ::close(fd);
     return text;
+}
+
+}  // namespace
+
+// The real and effective uids from /proc/PID/status ("Uid:\treal\teffective\tsaved\tfs").
+Result<std::pair<uint32_t, uint32_t>> parse_uids(std::string_view status, const std::string& path) {
+    size_t at = status.starts_with("Uid:") ? 0 : status.find("\nUid:");
+    if (at == std::string_view::npos) return fail(path + ": no Uid line");
+    std::string_view rest = status.substr(at + (at == 0 ? 4 : 5));
+    uint32_t ids[2] = {};
+    for (uint32_t& id : ids) {
+        size_t begin = rest.find_first_not_of(" \t");
+        if (begin == std::string_view::npos) return fail(path + ": malformed Uid line");
+        rest.remove_prefix(begin);
+        auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), id);
+        if (ec != std::errc()) return fail(path + ": malformed Uid line");
+        rest.remove_prefix(static_cast<size_t>(end - rest.data()));
+    }
+    return std::make_pair(ids[0], ids[1]);
+}
+
+// The unified (v2) hierarchy's path from /proc/PID/cgroup ("0::PATH"), or systemd's own
+// hierarchy's on a v1 system ("N:name=systemd:PATH"), where the v2 one is "/" or absent.
+std::string parse_cgroup(std::string_view text) {
+    std::string_view unified, systemd;
+    while (!text.empty()) {
+        size_t nl = text.find('\n');
+        std::string_view line = text.substr(0, nl);
+        text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+        size_t first = line.find(':');
+        if (first == std::string_view::npos) continue;
+        size_t second = line.find(':', first + 1);
+        if (second == std::string_view::npos) continue;
+        std::string_view controllers = line.substr(first + 1, second - first - 1);
+        std::string_view path = line.substr(second + 1);
+        if (line.substr(0, first) == "0" && controllers.empty()) unified = path;
+        if (controllers == "name=systemd") systemd = path;
+    }
+    if ((unified.empty() || unified == "/") && !systemd.empty()) return std::string(systemd);
+    return std::string(unified);
+}
+
+namespace {
+
+bool is_hex(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+// Which unit types a cgroup of systemd's names; slices only group them.
+bool is_unit_name(std::string_view name) {
+    static constexpr std::string_view kTypes[] = {".service", ".scope",    ".socket", ".mount",
+                                                  ".swap",    ".target",   ".timer",  ".path",
+                                                  ".device",  ".automount"};
+    if (name.size() < 2 || name.front() == '.') return false;
+    return std::any_of(std::begin(kTypes), std::end(kTypes), [&](std::string_view t) {
+        return name.ends_with(t) && name.size() > t.size();
+    });
 }
 
 // A small cursor over one maps line; each take_* consumes a field or reports failure.
@@ -123,6 +190,8 @@ bool is_libc_basename(std::string_view name) {
     return name.starts_with("ld-musl-") && name.ends_with(".so.1");
 }
 
+}  // namespace
+
 Result<uint64_t> parse_start_time(std::string_view stat, const std::string& path) {
     // comm may hold spaces and ')' itself, so the field boundary is the last ')'.
     size_t close = stat.rfind(')');
@@ -150,6 +219,8 @@ Result<uint64_t> parse_start_time(std::string_view stat, const std::string& path
     }
     return fail(path + ": malformed stat: fewer than 22 fields");
 }
+
+namespace {
 
 // "" when the link cannot be read: kernel threads have no exe, and other users'
 // processes may deny it; neither should stop us from naming the process.
@@ -193,16 +264,35 @@ std::string join_argv(const std::vector<std::string>& argv) {
 }
 
 bool cmdline_matches(const Match& match, const ProcessInfo& info) {
-    // regex_search can throw on pathological input (error_complexity); treat it as no match
-    // rather than let one odd process take down the scan.
-    try {
-        std::string joined = join_argv(info.argv);
-        if (match.cmdline_regex) return std::regex_search(joined, *match.cmdline_regex);
-        // Config always compiles the pattern; this covers Match values built by hand.
-        return std::regex_search(joined, std::regex(*match.cmdline));
-    } catch (const std::regex_error&) {
-        return false;
+    // RE2 matches in time linear in the text, with the memory set at compile time, whatever
+    // the pattern and however long the command line (it is bounded when read, too).
+    const std::string joined = join_argv(info.argv);
+    if (match.cmdline_regex) return RE2::PartialMatch(joined, *match.cmdline_regex);
+    // Config always compiles the pattern; this covers Match values built by hand.
+    auto compiled = compile_cmdline(match.cmdline.value_or(""));
+    return compiled && RE2::PartialMatch(joined, **compiled);
+}
+
+// A `[...]` set at pattern[p] against c: the set's length in the pattern (0 when it is not
+// closed: then the '[' is an ordinary character), and in `ok` whether c is in it.
+size_t glob_set(std::string_view pattern, size_t p, char c, bool& ok) {
+    size_t i = p + 1;
+    bool negate = i < pattern.size() && (pattern[i] == '!' || pattern[i] == '^');
+    if (negate) i++;
+    bool found = false;
+    for (bool first = true;; first = false) {
+        if (i >= pattern.size()) return 0;
+        if (pattern[i] == ']' && !first) break;
+        if (i + 2 < pattern.size() && pattern[i + 1] == '-' && pattern[i + 2] != ']') {
+            found |= c >= pattern[i] && c <= pattern[i + 2];
+            i += 3;
+        } else {
+            found |= c == pattern[i];
+            i++;
+        }
     }
+    ok = found != negate;
+    return i + 1 - p;
 }
 
 }  // namespace
@@ -279,12 +369,13 @@ Result<ProcessInfo> ProcReader::process(int pid) const {
     ProcessInfo info;
     info.pid = pid;
 
-    auto comm = read_file(dir + "/comm");
+    auto comm = read_file(dir + "/comm", kMaxSmallProcFile);
     if (!comm) return std::unexpected(comm.error());
-    info.comm = std::move(*comm);
-    if (!info.comm.empty() && info.comm.back() == '\n') info.comm.pop_back();
+    info.raw_comm = std::move(*comm);
+    if (!info.raw_comm.empty() && info.raw_comm.back() == '\n') info.raw_comm.pop_back();
+    info.comm = shown_text(info.raw_comm, kMaxShownName);
 
-    auto cmdline = read_file(dir + "/cmdline");
+    auto cmdline = read_file(dir + "/cmdline", kMaxCommandLine);
     if (!cmdline) return std::unexpected(cmdline.error());
     info.argv = split_cmdline(*cmdline);
 
@@ -292,9 +383,24 @@ Result<ProcessInfo> ProcReader::process(int pid) const {
     if (!start) return std::unexpected(start.error());
     info.start_time = *start;
 
+    if (auto ok = reread_uid_and_cgroup(info); !ok) return std::unexpected(ok.error());
+
     info.exe = read_link_or_empty(dir + "/exe");
     strip_deleted(info.exe);
     return info;
+}
+
+Result<void> ProcReader::reread_uid_and_cgroup(ProcessInfo& info) const {
+    const std::string dir = root_ + "/" + std::to_string(info.pid);
+    auto status = read_file(dir + "/status", kMaxSmallProcFile);
+    if (!status) return std::unexpected(status.error());
+    auto uids = parse_uids(*status, dir + "/status");
+    if (!uids) return std::unexpected(uids.error());
+    std::tie(info.uid, info.euid) = *uids;
+    // A kernel without cgroups, or a fixture tree without the file: no cgroup to match.
+    auto cgroup = read_file(dir + "/cgroup", kMaxSmallProcFile);
+    info.cgroup = cgroup ? parse_cgroup(*cgroup) : std::string();
+    return {};
 }
 
 Result<std::vector<MapEntry>> ProcReader::maps(int pid) const {
@@ -319,7 +425,8 @@ Result<ProcMemory> ProcReader::memory(int pid) const {
     return parse_status_memory(*text);
 }
 
-Result<std::vector<bool>> ProcReader::pages_held(int pid, const std::vector<uint64_t>& pages) const {
+Result<std::vector<bool>> ProcReader::pages_held(int pid,
+                                                 const std::vector<uint64_t>& pages) const {
     const std::string path = root_ + "/" + std::to_string(pid) + "/pagemap";
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fail_errno("opening " + path, errno);
@@ -335,33 +442,97 @@ Result<std::vector<bool>> ProcReader::pages_held(int pid, const std::vector<uint
     return held;
 }
 
-std::string ProcReader::path_in(int pid, const std::string& path) const {
-    return root_ + "/" + std::to_string(pid) + "/root" + path;
+std::string cgroup_unit(std::string_view cgroup) {
+    while (!cgroup.empty()) {
+        size_t begin = cgroup.find_first_not_of('/');
+        if (begin == std::string_view::npos) break;
+        cgroup.remove_prefix(begin);
+        std::string_view name = cgroup.substr(0, cgroup.find('/'));
+        cgroup.remove_prefix(name.size());
+        if (name.ends_with(".slice")) continue;
+        return is_unit_name(name) ? std::string(name) : std::string();
+    }
+    return {};
 }
 
-Result<std::string> ProcReader::mapped_file(int pid, const MapEntry& m) const {
-    char range[64];
-    std::snprintf(range, sizeof(range), "%llx-%llx", static_cast<unsigned long long>(m.start),
-                  static_cast<unsigned long long>(m.end));
-    std::vector<std::string> candidates;
-    if (!m.deleted) candidates.push_back(path_in(pid, m.path));
-    candidates.push_back(root_ + "/" + std::to_string(pid) + "/map_files/" + range);
-    if (!m.deleted) candidates.push_back(m.path);
-    for (const auto& c : candidates) {
-        struct stat st {};
-        if (::stat(c.c_str(), &st) == 0 && (m.inode == 0 || st.st_ino == m.inode)) return c;
+std::string cgroup_container_id(std::string_view cgroup) {
+    // The last component with a run of exactly 64 hex digits: "docker-ID.scope",
+    // "cri-containerd-ID.scope", "crio-ID.scope", "libpod-ID.scope", or "ID" alone.
+    std::string id;
+    while (!cgroup.empty()) {
+        size_t slash = cgroup.find('/');
+        std::string_view name = cgroup.substr(0, slash);
+        cgroup.remove_prefix(slash == std::string_view::npos ? cgroup.size() : slash + 1);
+        for (size_t i = 0; i + 64 <= name.size();) {
+            size_t run = 0;
+            while (i + run < name.size() && is_hex(name[i + run])) run++;
+            if (run == 64) id = std::string(name.substr(i, 64));
+            i += run + 1;
+        }
     }
-    return fail("no path reaches " + m.path + " (inode " + std::to_string(m.inode) +
-                ") mapped by pid " + std::to_string(pid));
+    return id;
+}
+
+std::string unit_label(std::string_view cgroup) {
+    std::string id = cgroup_container_id(cgroup);
+    if (!id.empty()) return id.substr(0, 12);
+    return shown_text(cgroup_unit(cgroup), kMaxShownName);
+}
+
+bool glob_matches(std::string_view pattern, std::string_view text) {
+    // On a mismatch, only the last `*` takes one more character: what an earlier star would
+    // take, the last one can take too, so this finds every match the full search would.
+    size_t p = 0, t = 0;
+    size_t star_p = std::string_view::npos, star_t = 0;
+    while (t < text.size()) {
+        if (p < pattern.size()) {
+            const char pc = pattern[p];
+            if (pc == '*') {
+                star_p = ++p;
+                star_t = t;
+                continue;
+            }
+            size_t length = 1;
+            bool ok = false;
+            if (pc == '?') {
+                ok = true;
+            } else if (pc == '\\' && p + 1 < pattern.size()) {
+                length = 2;
+                ok = text[t] == pattern[p + 1];
+            } else if (size_t set = pc == '[' ? glob_set(pattern, p, text[t], ok) : 0) {
+                length = set;
+            } else {
+                ok = text[t] == pc;
+            }
+            if (ok) {
+                p += length;
+                t++;
+                continue;
+            }
+        }
+        if (star_p == std::string_view::npos) return false;
+        p = star_p;
+        t = ++star_t;
+    }
+    while (p < pattern.size() && pattern[p] == '*') p++;
+    return p == pattern.size();
 }
 
 bool matches(const Match& match, const ProcessInfo& info) {
-    const bool any_set =
-        match.comm || match.exe || match.pid || match.cmdline || match.cmdline_regex;
+    const bool any_set = match.comm || match.exe || match.pid || match.cmdline ||
+                         match.cmdline_regex || match.uid || match.cgroup || match.unit;
     if (!any_set) return false;
-    if (match.comm && *match.comm != info.comm) return false;
-    if (match.exe && *match.exe != info.exe) return false;
+    // The cheap criteria first: the command line is matched last, and only then.
     if (match.pid && *match.pid != info.pid) return false;
+    if (match.uid && (info.uid != *match.uid || info.euid != *match.uid)) return false;
+    if (match.comm && *match.comm != info.raw_comm) return false;
+    if (match.exe && *match.exe != info.exe) return false;
+    if (match.cgroup && (info.cgroup.empty() || !glob_matches(*match.cgroup, info.cgroup)))
+        return false;
+    if (match.unit) {
+        const std::string unit = cgroup_unit(info.cgroup);
+        if (unit.empty() || !glob_matches(*match.unit, unit)) return false;
+    }
     if ((match.cmdline || match.cmdline_regex) && !cmdline_matches(match, info)) return false;
     return true;
 }

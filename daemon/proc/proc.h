@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
@@ -28,17 +29,47 @@ struct MapEntry {
 // Parses the text of /proc/PID/maps. Malformed lines are an error naming the line number.
 Result<std::vector<MapEntry>> parse_maps(std::string_view text);
 
+// The parts of /proc/PID/status, /proc/PID/cgroup and /proc/PID/stat that leakwatchd reads
+// (`path` names the file in errors): the real and effective uids ("Uid:" line); the cgroup v2
+// path ("0::PATH", or systemd's name=systemd hierarchy's on a v1 system; "" when none); the
+// start time (field 22, after the comm, which may hold spaces and ')').
+Result<std::pair<uint32_t, uint32_t>> parse_uids(std::string_view status, const std::string& path);
+std::string parse_cgroup(std::string_view text);
+Result<uint64_t> parse_start_time(std::string_view stat, const std::string& path);
+
 // The mapping containing addr, or nullptr. `maps` is sorted by start, as the kernel writes it.
 const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr);
 
 struct ProcessInfo {
     int pid = 0;
-    std::string comm;
-    std::string exe;  // target of /proc/PID/exe ("" if unreadable, e.g. kernel thread)
-    std::vector<std::string> argv;  // /proc/PID/cmdline split at NUL
-    uint64_t start_time = 0;        // field 22 of /proc/PID/stat (clock ticks since boot)
+    std::string comm;      // as shown (util/text.h): what the labels, the API and the log carry
+    std::string raw_comm;  // the bytes of /proc/PID/comm, which rules match
+    std::string exe;       // target of /proc/PID/exe ("" if unreadable, e.g. kernel thread)
+    // /proc/PID/cmdline split at NUL: its first kMaxCommandLine bytes (config/config.h).
+    std::vector<std::string> argv;
+    uint64_t start_time = 0;  // field 22 of /proc/PID/stat (clock ticks since boot)
+    uint32_t uid = 0;         // real user id
+    uint32_t euid = 0;        // effective user id
+    // The cgroup v2 path ("0::PATH" of /proc/PID/cgroup; on a cgroup v1 system, the path in
+    // systemd's name=systemd hierarchy), as the kernel gives it; "" when there is none.
+    std::string cgroup;
 };
 
+// The systemd unit a cgroup path belongs to, as systemd itself tells it (sd_pid_get_unit): the
+// first component below the slices ("/system.slice/nginx.service/workers" ->
+// "nginx.service"); "" when the path names no unit.
+std::string cgroup_unit(std::string_view cgroup);
+// The 64-hex-digit id of the container a cgroup path is in (Docker, containerd, CRI-O,
+// Podman, and Kubernetes' cgroupfs layout), or "".
+std::string cgroup_container_id(std::string_view cgroup);
+// The `unit` label of a process: the short (12-digit) id of its container, else its unit,
+// else ""; shown text.
+std::string unit_label(std::string_view cgroup);
+
+// Shell-style glob: `*` (any text, `/` included), `?` (one character), `[...]` (a set, with
+// `!` or `^` for its complement and `a-z` ranges), `\` (the next character as it is). In time
+// proportional to the product of the lengths, whatever the pattern (no backtracking blow-up).
+bool glob_matches(std::string_view pattern, std::string_view text);
 // What the kernel accounts of a process's memory (/proc/PID/status), in bytes: its resident
 // anonymous memory (RssAnon), what of it is swapped out (VmSwap), and its data size (VmData:
 // private writable mappings, the heap included, resident or not).
@@ -60,19 +91,15 @@ class ProcReader {
 
     std::vector<int> pids() const;  // numeric entries of the root, ascending
     Result<ProcessInfo> process(int pid) const;
+    // Reads the ids and the cgroup of a process again (they change: setuid, a move to
+    // another cgroup), into `info`.
+    Result<void> reread_uid_and_cgroup(ProcessInfo& info) const;
     Result<std::vector<MapEntry>> maps(int pid) const;
     Result<uint64_t> start_time(int pid) const;
     Result<ProcMemory> memory(int pid) const;
     // For each page address (sorted or not), whether the process still holds it as its own
     // memory (pagemap_entry_held). Error when its pagemap cannot be read (it exited).
     Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) const;
-    // Path through which a file the process sees at `path` can be opened from here
-    // (root/PID/root/path), so containers' own libraries are used, not ours.
-    std::string path_in(int pid, const std::string& path) const;
-    // A path that reaches the very file of a mapping, checked by inode: the path inside the
-    // process's root (containers), its map_files link (deleted files), or the path as the
-    // maps show it (a chroot in our mount namespace shows host paths). Error if none does.
-    Result<std::string> mapped_file(int pid, const MapEntry& mapping) const;
     const std::string& root() const { return root_; }
 
   private:

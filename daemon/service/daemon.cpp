@@ -23,6 +23,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long one sample waits for files of watched processes, in all.
+constexpr std::chrono::milliseconds kSampleWaitBudget{1000};
+
 // The comm of a process if it is still the one that started at start_ns (boot-time ns), for
 // the kernel aggregator; /proc/PID/stat counts the start in clock ticks since boot.
 ProcessLookup comm_if_started_at(const ProcReader& proc) {
@@ -53,8 +56,8 @@ struct Daemon::Kernel {
     bool escalates = false;
     std::array<bool, kKernelKinds.size()> kinds{};
     EscalationPolicy policy;
-    std::map<std::string, double> escalated;    // counter name -> unix seconds since
-    std::map<std::string, uint64_t> sizes;      // slab cache name -> object size, as last read
+    std::map<std::string, double> escalated;  // counter name -> unix seconds since
+    std::map<std::string, uint64_t> sizes;    // slab cache name -> object size, as last read
 
     static KernelCounterView counter(const std::string& name, uint64_t bytes) {
         KernelCounterView c;
@@ -85,9 +88,8 @@ struct Daemon::Kernel {
             c.escalated = e != escalated.end();
             c.escalated_at = c.escalated ? e->second : 0;
         }
-        std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-            return a.bytes > b.bytes;
-        });
+        std::stable_sort(out.begin(), out.end(),
+                         [](const auto& a, const auto& b) { return a.bytes > b.bytes; });
         return out;
     }
 
@@ -116,8 +118,8 @@ struct Daemon::Kernel {
             candidates.push_back(
                 {c.name, c.escalated, kind_of(c.name).has_value(), c.escalated_at, c.growth});
         bool changed = false;
-        for (const auto& a : policy.decide(candidates, config.escalation, config.leak_detection,
-                                           now)) {
+        for (const auto& a :
+             policy.decide(candidates, config.escalation, config.leak_detection, now)) {
             if (a.kind == EscalationAction::kRelease) {
                 escalated.erase(a.key);
                 status.releases["kernel_" + a.label]++;
@@ -125,8 +127,7 @@ struct Daemon::Kernel {
             } else {
                 escalated[a.key] = now;
                 status.escalations["kernel_" + a.label]++;
-                spdlog::info("kernel: escalated {}: {}; tracing its allocations", a.key,
-                             a.reason);
+                spdlog::info("kernel: escalated {}: {}; tracing its allocations", a.key, a.reason);
             }
             changed = true;
         }
@@ -136,7 +137,8 @@ struct Daemon::Kernel {
                 auto kind = kind_of(name);
                 if (!kind) continue;
                 targets.kinds[*kind] = true;
-                if (*kind == LW_K_KMALLOC || *kind == LW_K_KMEM_CACHE) targets.sizes.push_back(sizes[name]);
+                if (*kind == LW_K_KMALLOC || *kind == LW_K_KMEM_CACHE)
+                    targets.sizes.push_back(sizes[name]);
             }
             if (auto ok = probes->set_targets(targets); !ok)
                 spdlog::warn("kernel: {}", ok.error().message);
@@ -162,10 +164,11 @@ struct Daemon::Kernel {
             if (auto m = read_kernel_memory(proc.root()); !m)
                 return fail("kernel.tracking: escalate follows the kernel's own counters: " +
                             m.error().message);
-            spdlog::info("kernel allocations: following the kernel's counters (slab caches, "
-                         "percpu, pages, vmalloc); a cache or kind that keeps growing gets its "
-                         "tracepoints ({} kernel symbols)",
-                         kernel->kallsyms.size());
+            spdlog::info(
+                "kernel allocations: following the kernel's counters (slab caches, "
+                "percpu, pages, vmalloc); a cache or kind that keeps growing gets its "
+                "tracepoints ({} kernel symbols)",
+                kernel->kallsyms.size());
         } else {
             spdlog::info("kernel allocations: tracing {} ({} kernel symbols)", names,
                          kernel->kallsyms.size());
@@ -190,7 +193,8 @@ Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> pro
       probes_(std::move(probes)),
       symbolizer_(proc_,
                   SymbolizerOptions{.max_files = config_.limits.symbol_files,
-                                    .max_source_entries = config_.limits.symbol_cache_entries}),
+                                    .max_source_entries = config_.limits.symbol_cache_entries,
+                                    .max_file_bytes = config_.limits.file_size}),
       tracker_(*probes_, proc_, symbolizer_, config_.watch, config_.escalation),
       memory_reader_(proc_),
       aggregator_(*probes_, tracker_, memory_reader_),
@@ -211,6 +215,7 @@ Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> pro
     status_.version = options_.version;
     status_.top_stacks = config_.limits.top_stacks;
     status_.top_processes = config_.limits.top_processes;
+    status_.expose_kernel_addresses = config_.expose_kernel_addresses;
     status_.last_reload_time = unix_seconds();
 }
 
@@ -286,8 +291,12 @@ void Daemon::poll_events(Clock::time_point next_sample) {
 }
 
 void Daemon::sample() {
+    // Files of watched processes are read on the symbolizer's loader; this sample waits for
+    // them no longer than this in all (the rest are named in a later sample).
+    symbolizer_.begin_sample(kSampleWaitBudget);
     auto snap =
         std::make_shared<Snapshot>(aggregator_.sample(tracker_.processes(), monotonic_ns()));
+    symbolizer_.end_sample();
     // DWARF is held only while new stacks are symbolized; give its memory back.
     if (symbolizer_.release_debug_info()) malloc_trim(0);
     if (kernel_) {
@@ -308,6 +317,8 @@ void Daemon::sample() {
     status_.max_escalated = config_.escalation.max_processes;
     status_.symbol_caches = symbolizer_.cache_stats();
     status_.unwind = unwinder_.stats();
+    status_.files_refused = refused_files();
+    status_.file_loads_stuck = symbolizer_.loader().stats().stuck;
     state_.publish(std::move(snap), status_);
 }
 
@@ -367,11 +378,13 @@ void Daemon::reload() {
 void Daemon::apply(Reload reload) {
     for (auto warning : reload.warnings) spdlog::warn("{}", warning);
     config_ = std::move(reload.config);
-    symbolizer_.set_limits(config_.limits.symbol_files, config_.limits.symbol_cache_entries);
+    symbolizer_.set_limits(config_.limits.symbol_files, config_.limits.symbol_cache_entries,
+                           config_.limits.file_size);
     tracker_.set_escalation(config_.escalation);
     detector_.reconfigure(config_.leak_detection);
     status_.top_stacks = config_.limits.top_stacks;
     status_.top_processes = config_.limits.top_processes;
+    status_.expose_kernel_addresses = config_.expose_kernel_addresses;
     status_.last_reload_time = unix_seconds();
     if (!options_.log_level_from_flag && reload.changed_key("log_level"))
         spdlog::set_level(spdlog::level::from_str(config_.log_level));

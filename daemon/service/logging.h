@@ -2,10 +2,12 @@
 // systemd), otherwise to stderr; and warnings that would repeat, rate-limited.
 #pragma once
 
+#include <spdlog/sinks/sink.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <string>
 
 namespace leakwatch {
@@ -13,6 +15,11 @@ namespace leakwatch {
 // True when $JOURNAL_STREAM names the device and inode of our stderr.
 bool stderr_is_journal();
 void setup_logging(const std::string& level);
+
+// A sink that passes every message on to `inner` as shown text (util/text.h): the names of
+// watched processes and of their files reach log lines, and may hold any bytes (a newline
+// would forge a line, an escape sequence would drive a terminal).
+std::shared_ptr<spdlog::sinks::sink> shown_text_sink(std::shared_ptr<spdlog::sinks::sink> inner);
 
 // Lets a message with the same key through at most once per period, and says how many were
 // held back in between.

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "proc/files.h"
 #include "util/result.h"
 
 namespace leakwatch {
@@ -19,7 +20,9 @@ namespace leakwatch {
 // pointer is the CFA, its return address is at CFA - 8, its rbp at CFA + bp_offset when
 // bp_saved, else unchanged.
 struct UnwindRule {
-    enum Kind : uint32_t { kCfaSp = 1, kCfaBp = 2, kEnd = 3 };  // LW_UW_*
+    // LW_UW_*; and kPending, the daemon's own: the file's CFI is still being read, so no rule
+    // is known yet (none is stored: a walk that needs it sends its snapshot again).
+    enum Kind : uint32_t { kCfaSp = 1, kCfaBp = 2, kEnd = 3, kPending = 0xff };
     Kind kind = kEnd;
     int32_t cfa_offset = 0;
     int32_t bp_offset = 0;
@@ -29,6 +32,7 @@ struct UnwindRule {
     static UnwindRule end() { return {}; }
     // Code with a frame pointer and no CFI (JIT-compiled code): push %rbp; mov %rsp,%rbp.
     static UnwindRule frame_pointer() { return {kCfaBp, 16, -16, true}; }
+    static UnwindRule pending() { return {kPending, 0, 0, false}; }
 };
 
 // How the functions of one file use the frame pointer, by the CFI in the middle of each
@@ -52,7 +56,11 @@ struct FramePointerUse {
 // The CFI of one ELF file (.eh_frame, else .debug_frame), opened once.
 class CfiFile {
   public:
-    static Result<std::unique_ptr<CfiFile>> open(const std::string& path);
+    // Reads the unwind tables of an open file into memory (the file may be closed after).
+    static Result<std::unique_ptr<CfiFile>> open(const OpenFile& file);
+    // The same for a path of the daemon's own (tests), within `max_bytes`.
+    static Result<std::unique_ptr<CfiFile>> open(const std::string& path,
+                                                 uint64_t max_bytes = 512ull << 20);
     ~CfiFile();
     CfiFile(const CfiFile&) = delete;
     CfiFile& operator=(const CfiFile&) = delete;
@@ -66,9 +74,13 @@ class CfiFile {
     // How its functions use the frame pointer (empty without an .eh_frame_hdr table in the
     // usual encoding: then nothing is walked by the frame pointer).
     FramePointerUse frame_pointer_use();
+    // The start of the function (the first address of its FDE, from .eh_frame_hdr) at or
+    // before an ELF virtual address: where its instructions are decoded from.
+    std::optional<uint64_t> function_start(uint64_t vaddr);
 
   private:
     CfiFile() = default;
+    const std::vector<uint64_t>& function_starts();
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

@@ -20,24 +20,28 @@
 #include <set>
 #include <utility>
 
+#include "util/text.h"
+
 namespace leakwatch {
 
 namespace {
 
+// Names and paths in DWARF are the file's to say: shown text (util/text.h).
 std::string demangle(const char* raw) {
     std::string name(raw);
-    if (!name.starts_with("_Z")) return name;
-    int status = 0;
-    char* out = abi::__cxa_demangle(raw, nullptr, nullptr, &status);
-    if (status == 0 && out != nullptr) name = out;
-    std::free(out);
-    return name;
+    if (name.starts_with("_Z")) {
+        int status = 0;
+        char* out = abi::__cxa_demangle(raw, nullptr, nullptr, &status);
+        if (status == 0 && out != nullptr) name = out;
+        std::free(out);
+    }
+    return shown_text(name, kMaxShownName);
 }
 
 // Paths as compilers write them may hold "./" and "dir/../"; a frame shows the plain path.
 std::string normal_path(const char* p) {
     if (p == nullptr) return {};
-    return std::filesystem::path(p).lexically_normal().string();
+    return shown_text(std::filesystem::path(p).lexically_normal().string(), kMaxShownPath);
 }
 
 // The name of a subprogram or inlined subroutine: its linkage name demangled (qualified, with
@@ -51,7 +55,7 @@ std::string function_of(Dwarf_Die* die) {
         }
     }
     if (dwarf_attr_integrate(die, DW_AT_name, &attr) != nullptr) {
-        if (const char* s = dwarf_formstring(&attr)) return s;
+        if (const char* s = dwarf_formstring(&attr)) return shown_text(s, kMaxShownName);
     }
     return {};
 }
@@ -116,13 +120,13 @@ void functions_at(Dwarf_Die* parent, uint64_t pc, std::vector<Dwarf_Die>& chain,
     } while (true);
 }
 
-// A file descriptor and its libelf handle.
+// A libelf handle on a file read with pread (never mapped: a file truncated under a mapping
+// would be a SIGBUS).
 struct ElfFd {
-    int fd = -1;
+    OpenFile file;
     Elf* elf = nullptr;
     ~ElfFd() {
         if (elf != nullptr) elf_end(elf);
-        if (fd >= 0) ::close(fd);
     }
 };
 
@@ -130,11 +134,6 @@ std::string build_id_of(Elf* elf) {
     const void* id = nullptr;
     ssize_t n = dwelf_elf_gnu_build_id(elf, &id);
     return n > 0 ? hex_bytes(id, static_cast<size_t>(n)) : std::string();
-}
-
-bool exists(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 }  // namespace
@@ -150,7 +149,6 @@ std::string hex_bytes(const void* data, size_t n) {
     }
     return out;
 }
-
 
 struct DebugInfo::Impl {
     ElfFd file;
@@ -173,8 +171,10 @@ struct DebugInfo::Impl {
         Dwarf_CU* next = nullptr;
         Dwarf_Half version = 0;
         uint8_t unit_type = 0;
-        Dwarf_Die cudie, subdie;
-        while (dwarf_get_units(dwarf, cu, &next, &version, &unit_type, &cudie, &subdie) == 0) {
+        Dwarf_Die cudie;
+        // No sub-DIE: for a skeleton unit, libdw would open its split (.dwo) file by a path
+        // the file names, outside the process's root.
+        while (dwarf_get_units(dwarf, cu, &next, &version, &unit_type, &cudie, nullptr) == 0) {
             cu = next;
             if (unit_type != DW_UT_compile && unit_type != DW_UT_partial) continue;
             Dwarf_Addr base = 0, start = 0, end = 0;
@@ -202,18 +202,17 @@ struct DebugInfo::Impl {
 
 DebugInfo::~DebugInfo() = default;
 
-Result<std::unique_ptr<DebugInfo>> DebugInfo::open(const std::string& path,
-                                                   const std::string& build_id,
+Result<std::unique_ptr<DebugInfo>> DebugInfo::open(OpenFile file, const std::string& build_id,
                                                    const uint32_t* crc) {
     static const bool initialized = elf_version(EV_CURRENT) != EV_NONE;
     if (!initialized) return fail("libelf: version mismatch");
+    const std::string path = file.path();
     std::unique_ptr<DebugInfo> info(new DebugInfo());
     info->path_ = path;
     info->impl_ = std::make_unique<Impl>();
     ElfFd& f = info->impl_->file;
-    f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (f.fd < 0) return fail_errno("open " + path, errno);
-    f.elf = elf_begin(f.fd, ELF_C_READ_MMAP, nullptr);
+    f.file = std::move(file);
+    f.elf = elf_begin(f.file.fd(), ELF_C_READ, nullptr);
     if (f.elf == nullptr || elf_kind(f.elf) != ELF_K_ELF) return fail(path + ": not an ELF file");
     if (!build_id.empty()) {
         std::string id = build_id_of(f.elf);
@@ -222,18 +221,29 @@ Result<std::unique_ptr<DebugInfo>> DebugInfo::open(const std::string& path,
         }
     }
     if (crc != nullptr) {
-        auto sum = file_crc32(path);
+        auto sum = file_crc32(f.file);
         if (!sum) return std::unexpected(sum.error());
         if (*sum != *crc) return fail(path + ": CRC does not match the .gnu_debuglink");
     }
+    // dwarf_begin_elf reads every DWARF section it knows into memory; the unit index and the
+    // dwz link are read now too. After that, libelf is told the file is done with, and the
+    // file is closed: a lookup never waits for it.
     info->impl_->dwarf = dwarf_begin_elf(f.elf, DWARF_C_READ, nullptr);
     if (info->impl_->dwarf == nullptr) {
         return fail(path + ": no DWARF (" + dwarf_errmsg(-1) + ")");
     }
+    info->impl_->index();
+    info->altlink_ = info->read_altlink();
+    elf_cntl(f.elf, ELF_C_FDDONE);
+    f.file = OpenFile();
     return info;
 }
 
 std::pair<std::string, std::string> DebugInfo::altlink() const {
+    return altlink_;
+}
+
+std::pair<std::string, std::string> DebugInfo::read_altlink() const {
     const char* name = nullptr;
     const void* id = nullptr;
     ssize_t n = dwelf_dwarf_gnu_debugaltlink(impl_->dwarf, &name, &id);
@@ -281,7 +291,7 @@ SourceInfo DebugInfo::lookup(uint64_t vaddr) {
     return out;
 }
 
-Result<uint32_t> file_crc32(const std::string& path) {
+Result<uint32_t> file_crc32(const OpenFile& file) {
     static const std::array<uint32_t, 256> table = [] {
         std::array<uint32_t, 256> t{};
         for (uint32_t i = 0; i < 256; ++i) {
@@ -291,70 +301,81 @@ Result<uint32_t> file_crc32(const std::string& path) {
         }
         return t;
     }();
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail_errno("open " + path, errno);
     uint32_t crc = 0xffffffffu;
     std::vector<unsigned char> buf(1 << 16);
-    for (;;) {
-        ssize_t n = ::read(fd, buf.data(), buf.size());
+    // No further than the size it had when it was opened (and checked against the bound).
+    for (uint64_t at = 0; at < file.size();) {
+        size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), file.size() - at));
+        ssize_t n = ::pread(file.fd(), buf.data(), want, static_cast<off_t>(at));
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int err = errno;
-            ::close(fd);
-            return fail_errno("read " + path, err);
-        }
+        if (n < 0) return fail_errno("read " + file.path(), errno);
         if (n == 0) break;
         for (ssize_t i = 0; i < n; ++i) crc = table[(crc ^ buf[i]) & 0xff] ^ (crc >> 8);
+        at += static_cast<uint64_t>(n);
     }
-    ::close(fd);
     return crc ^ 0xffffffffu;
 }
 
-std::vector<std::string> debug_file_candidates(const DebugSearch& s) {
-    std::vector<std::string> out;
-    std::set<std::string> seen;
-    auto add = [&](const std::string& p) {
-        if (seen.insert(p).second) out.push_back(p);
+std::vector<DebugCandidate> debug_file_candidates(const DebugSearch& s) {
+    std::vector<DebugCandidate> out;
+    auto add = [&](const std::string& p, bool in_root) {
+        DebugCandidate c{p, in_root};
+        if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(std::move(c));
     };
-    auto in_root = [&](const std::string& p) { return s.in_root ? s.in_root(p) : p; };
+    const bool has_root = static_cast<bool>(s.open_in_root);
     if (s.build_id.size() > 2) {
         for (const std::string& dir : s.debug_dirs) {
             std::string p = dir + "/.build-id/" + s.build_id.substr(0, 2) + "/" +
                             s.build_id.substr(2) + ".debug";
-            add(in_root(p));
-            add(p);  // the daemon's own (the host's) debug files, checked by build-id too
+            if (has_root) add(p, true);
+            add(p, false);  // the daemon's own (the host's) debug files, checked by build-id too
         }
     }
     if (!s.debuglink.empty() && s.debuglink.find('/') == std::string::npos) {
         std::string dir = std::filesystem::path(s.mapped_path).parent_path().string();
-        add(in_root(dir + "/" + s.debuglink));
-        add(in_root(dir + "/.debug/" + s.debuglink));
-        for (const std::string& d : s.debug_dirs) add(in_root(d + dir + "/" + s.debuglink));
+        add(dir + "/" + s.debuglink, has_root);
+        add(dir + "/.debug/" + s.debuglink, has_root);
+        for (const std::string& d : s.debug_dirs) add(d + dir + "/" + s.debuglink, has_root);
     }
     return out;
 }
 
+namespace {
+
+Result<OpenFile> open_candidate(const DebugSearch& s, const DebugCandidate& c) {
+    if (c.in_root && s.open_in_root) return s.open_in_root(c.path);
+    return open_file(c.path, s.max_bytes);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<DebugInfo>> find_debug_info(const DebugSearch& s) {
     std::unique_ptr<DebugInfo> found;
+    bool found_in_root = false;
     std::string tried;
-    if (s.self_has_dwarf) {
-        auto self = DebugInfo::open(s.self_path, {});
-        if (self)
-            found = std::move(*self);
+    auto note = [&](const std::string& message) { tried += (tried.empty() ? "" : "; ") + message; };
+    if (s.self_has_dwarf && s.open_self) {
+        auto self = s.open_self();
+        auto info = self ? DebugInfo::open(std::move(*self), {})
+                         : Result<std::unique_ptr<DebugInfo>>(std::unexpected(self.error()));
+        if (info)
+            found = std::move(*info);
         else
-            tried = self.error().message;
+            note(info.error().message);
     }
     if (!found) {
-        for (const std::string& candidate : debug_file_candidates(s)) {
-            if (!exists(candidate)) continue;
+        for (const DebugCandidate& candidate : debug_file_candidates(s)) {
+            auto file = open_candidate(s, candidate);
+            if (!file) continue;  // most candidates do not exist
             // A file without build-id is matched by the CRC its debuglink records.
-            auto info = s.build_id.empty() ? DebugInfo::open(candidate, {}, &s.debuglink_crc)
-                                           : DebugInfo::open(candidate, s.build_id);
+            auto info = s.build_id.empty() ? DebugInfo::open(std::move(*file), {}, &s.debuglink_crc)
+                                           : DebugInfo::open(std::move(*file), s.build_id);
             if (info) {
                 found = std::move(*info);
+                found_in_root = candidate.in_root;
                 break;
             }
-            tried += (tried.empty() ? "" : "; ") + info.error().message;
+            note(info.error().message);
         }
     }
     if (!found) {
@@ -365,23 +386,30 @@ Result<std::unique_ptr<DebugInfo>> find_debug_info(const DebugSearch& s) {
     // for it by itself in the daemon's /usr/lib/debug.
     auto [alt_name, alt_id] = found->altlink();
     if (!alt_name.empty()) {
-        std::vector<std::string> alts;
+        std::vector<DebugCandidate> alts;
         std::string debug_dir = std::filesystem::path(found->path()).parent_path().string();
-        if (alt_name.front() == '/') {
-            alts.push_back(s.in_root ? s.in_root(alt_name) : alt_name);
-        }
+        if (alt_name.front() == '/') alts.push_back({alt_name, static_cast<bool>(s.open_in_root)});
         DebugSearch by_id;
         by_id.build_id = alt_id;
         by_id.debug_dirs = s.debug_dirs;
-        by_id.in_root = s.in_root;
-        for (auto& p : debug_file_candidates(by_id)) alts.push_back(p);
-        if (alt_name.front() != '/') alts.push_back(debug_dir + "/" + alt_name);
-        for (const std::string& p : alts) {
-            if (!exists(p)) continue;
-            if (auto alt = DebugInfo::open(p, alt_id)) {
+        by_id.open_in_root = s.open_in_root;
+        for (auto& c : debug_file_candidates(by_id)) alts.push_back(c);
+        if (alt_name.front() != '/') alts.push_back({debug_dir + "/" + alt_name, found_in_root});
+        bool linked = false;
+        for (const DebugCandidate& c : alts) {
+            auto file = open_candidate(s, c);
+            if (!file) continue;
+            if (auto alt = DebugInfo::open(std::move(*file), alt_id)) {
                 found->set_alt(std::move(*alt));
+                linked = true;
                 break;
             }
+        }
+        // Without it, libdw would look for the file itself at the first DIE that needs it, by
+        // a path the file names (outside the process's root), on the thread of that lookup.
+        if (!linked) {
+            return fail("no debug info for " + s.mapped_path + ": its dwz common file " + alt_name +
+                        " was not found");
         }
     }
     return found;

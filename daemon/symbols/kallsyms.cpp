@@ -180,6 +180,8 @@ class KallsymsBuilder {
             Kallsyms::Entry e{p.start, static_cast<uint32_t>(out_.names_.size()), 0, p.module};
             if (p.text) {
                 ++out_.symbols_;
+                if (p.start != 0 && (out_.text_base_ == 0 || p.start < out_.text_base_))
+                    out_.text_base_ = p.start;
                 std::string_view base = p.name;
                 if (base.starts_with(kPaddingPrefix) && i + 1 < kept.size() && kept[i + 1].text &&
                     kept[i + 1].name == base.substr(kPaddingPrefix.size())) {
@@ -240,6 +242,9 @@ Frame Kallsyms::symbolize(uint64_t address) const {
     Frame f;
     f.address = address;
     f.module = kUnknownModule;
+    // Outside every symbol, the offset from the kernel's first text symbol: unlike the
+    // address, the same whatever KASLR did.
+    if (address >= text_base_) f.module_offset = address - text_base_;
     auto it = std::upper_bound(entries_.begin(), entries_.end(), address,
                                [](uint64_t a, const Entry& e) { return a < e.start; });
     if (it == entries_.begin()) return f;

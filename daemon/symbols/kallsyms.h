@@ -27,7 +27,7 @@ class Kallsyms {
 
     // The symbol containing `address`: symbol, offset, module ("[kernel]" or "[modname]"),
     // module_offset = offset; build_id stays empty. Outside every symbol: symbol "" and module
-    // "[unknown]".
+    // "[unknown]", module_offset the distance from the first text symbol (not the address).
     Frame symbolize(uint64_t address) const;
     // Text symbols kept (aliases at one address count once).
     size_t size() const { return symbols_; }
@@ -45,6 +45,7 @@ class Kallsyms {
     std::string names_;
     std::vector<std::string> modules_;  // "[kernel]", "[bpf]", "[ext4]", ...
     size_t symbols_ = 0;
+    uint64_t text_base_ = 0;  // the lowest text symbol's address
 
     std::string name_of(const Entry& e) const;
     friend class KallsymsBuilder;

@@ -1,11 +1,12 @@
 #include "symbols/perf_map.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <sstream>
+
+#include "proc/files.h"
+#include "util/text.h"
 
 namespace leakwatch {
 
@@ -41,9 +42,9 @@ int pid_in_namespace(const ProcReader& proc, int pid) {
 
 }  // namespace
 
-PerfMap PerfMap::parse(std::string_view text) {
+PerfMap PerfMap::parse(std::string_view text, size_t max_lines) {
     std::vector<Symbol> lines;
-    while (!text.empty()) {
+    for (size_t n = 0; !text.empty() && n < max_lines; n++) {
         size_t nl = text.find('\n');
         if (nl == std::string_view::npos) break;  // a last line without newline: being written
         std::string_view line = text.substr(0, nl);
@@ -51,7 +52,7 @@ PerfMap PerfMap::parse(std::string_view text) {
         auto start = hex_field(line);
         auto size = start ? hex_field(line) : std::nullopt;
         if (!size || *size == 0 || line.empty()) continue;
-        lines.push_back({*start, *size, std::string(line)});
+        lines.push_back({*start, *size, shown_text(line, kMaxShownName)});
     }
     // Later lines describe the code now at an address: keep, for each address, the latest.
     PerfMap map;
@@ -93,53 +94,142 @@ std::string perf_map_symbol(std::string_view name) {
     return std::string(name);
 }
 
-PerfMaps::PerfMaps(const ProcReader& proc, size_t max_processes)
-    : proc_(proc), entries_(max_processes) {}
-
-PerfMaps::Entry& PerfMaps::refresh(int pid, bool at_once) {
-    auto now = std::chrono::steady_clock::now();
-    Entry* e = entries_.peek(pid);
-    if (e == nullptr) {
-        e = &entries_.put(pid, Entry{});
-        e->path = proc_.path_in(
-            pid, "/tmp/perf-" + std::to_string(pid_in_namespace(proc_, pid)) + ".map");
-    } else if (!at_once && now - e->checked < std::chrono::seconds(1)) {
-        return *e;
-    }
-    e->checked = now;
-    struct stat st {};
-    if (::stat(e->path.c_str(), &st) != 0) {
-        if (e->map) {
-            e->map.reset();
-            e->generation = next_generation_++;
-        }
-        e->mtime_ns = e->size = -1;
-        return *e;
-    }
-    int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-    if (mtime == e->mtime_ns && st.st_size == e->size) return *e;
-    std::ifstream in(e->path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    e->map = std::make_shared<const PerfMap>(PerfMap::parse(text.str()));
-    e->mtime_ns = mtime;
-    e->size = st.st_size;
-    e->generation = next_generation_++;
-    return *e;
+PerfMaps::PerfMaps(const ProcReader& proc, BoundedLoader& loader, Options options)
+    : proc_(proc),
+      loader_(loader),
+      options_(options),
+      shared_(std::make_shared<Shared>(options.max_processes)) {
+    shared_->max_bytes = options.max_bytes;
 }
 
-const PerfMap::Symbol* PerfMaps::find(int pid, uint64_t addr, bool recheck) {
-    Entry& e = refresh(pid);
-    const PerfMap::Symbol* s = e.map ? e.map->find(addr) : nullptr;
-    if (s == nullptr && recheck) {
-        Entry& again = refresh(pid, true);
-        s = again.map ? again.map->find(addr) : nullptr;
+void PerfMaps::set_max_bytes(uint64_t max_bytes) {
+    std::lock_guard lock(shared_->mu);
+    shared_->max_bytes = max_bytes;
+}
+
+namespace {
+
+struct Read {
+    std::string identity;  // "" when there is no file to read
+    std::shared_ptr<const PerfMap> map;
+    bool unchanged = false;  // the same file as last time: keep what was parsed
+};
+
+// Reads pid's perf map, unless it is the file already read (`last`).
+Read read_perf_map(const ProcReader& proc, int pid, uint64_t max_bytes, const std::string& last) {
+    Read out;
+    ProcessInfo owner;
+    owner.pid = pid;
+    if (!proc.reread_uid_and_cgroup(owner)) return out;  // gone
+    const std::string path = "/tmp/perf-" + std::to_string(pid_in_namespace(proc, pid)) + ".map";
+    OpenRules rules{.max_bytes = max_bytes, .symlinks = false, .owners = {owner.uid, owner.euid}};
+    auto file = open_in_root(proc, pid, path, rules);
+    if (!file) return out;  // absent, or refused (counted and logged once)
+    out.identity = file->identity();
+    if (out.identity == last) {
+        out.unchanged = true;
+        return out;
     }
-    return s;
+    // Whole lines only, up to kMaxPerfMapLines of them, a chunk at a time.
+    constexpr size_t kChunk = 1 << 20;
+    std::string text;
+    size_t lines = 0;
+    bool cut = false;
+    for (uint64_t offset = 0; offset < file->size();) {
+        auto chunk = read_at(*file, offset, kChunk);
+        if (!chunk || chunk->empty()) break;
+        offset += chunk->size();
+        size_t end = 0;
+        for (size_t nl = chunk->find('\n'); nl != std::string::npos;
+             nl = chunk->find('\n', nl + 1)) {
+            end = nl + 1;
+            if (++lines == kMaxPerfMapLines) {
+                cut = true;
+                break;
+            }
+        }
+        text.append(*chunk, 0, cut ? end : chunk->size());
+        if (cut) break;
+    }
+    if (cut) {
+        refuse_file(Refusal::kTooManyLines, path + " (" + out.identity + ")",
+                    "a perf map of more than " + std::to_string(kMaxPerfMapLines) +
+                        " lines; its first ones are used");
+    }
+    out.map = std::make_shared<const PerfMap>(PerfMap::parse(text));
+    return out;
+}
+
+}  // namespace
+
+bool PerfMaps::refresh(int pid, bool at_once) {
+    const auto now = std::chrono::steady_clock::now();
+    std::string last;
+    uint64_t max_bytes = 0;
+    bool first = false;
+    {
+        std::lock_guard lock(shared_->mu);
+        Entry* e = shared_->entries.peek(pid);
+        if (e == nullptr) e = &shared_->entries.put(pid, Entry{});
+        if (e->loaded && !at_once && now - e->checked < std::chrono::seconds(1)) return false;
+        e->checked = now;
+        last = e->identity;
+        max_bytes = shared_->max_bytes;
+        first = !e->loaded;
+    }
+    auto load = [proc = proc_, shared = shared_, pid, max_bytes, last] {
+        Read r = read_perf_map(proc, pid, max_bytes, last);
+        std::lock_guard lock(shared->mu);
+        Entry* e = shared->entries.peek(pid);
+        if (e == nullptr) return;  // forgotten meanwhile
+        e->loaded = true;
+        if (r.unchanged) return;
+        if (!r.map && !e->map && e->identity.empty()) return;  // still none
+        e->map = std::move(r.map);
+        e->identity = std::move(r.identity);
+        e->generation = shared->next_generation++;
+    };
+    // Only a first read is waited for; later ones replace the map when they are done.
+    const std::string key = "perf:" + std::to_string(pid);
+    auto wait = first || at_once ? options_.wait(key) : std::chrono::milliseconds(0);
+    if (!wait) {
+        refuse_file(Refusal::kSlow, "the perf map of pid " + std::to_string(pid),
+                    "reading it takes too long; its JIT frames stay unnamed");
+        std::lock_guard lock(shared_->mu);
+        if (Entry* e = shared_->entries.peek(pid)) e->loaded = true;
+        return false;
+    }
+    return loader_.run(key, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting && first;
+}
+
+std::optional<PerfMap::Symbol> PerfMaps::find(int pid, uint64_t addr, bool recheck, bool* pending) {
+    bool loading = refresh(pid, false);
+    auto lookup = [&]() -> std::optional<PerfMap::Symbol> {
+        std::lock_guard lock(shared_->mu);
+        Entry* e = shared_->entries.peek(pid);
+        const PerfMap::Symbol* s = e && e->map ? e->map->find(addr) : nullptr;
+        if (s == nullptr) return std::nullopt;
+        return *s;
+    };
+    auto found = lookup();
+    if (!found && recheck && !loading) {
+        loading = refresh(pid, true);
+        found = lookup();
+    }
+    if (pending) *pending = loading;
+    return found;
 }
 
 uint64_t PerfMaps::generation(int pid) {
-    return refresh(pid).generation;
+    refresh(pid, false);
+    std::lock_guard lock(shared_->mu);
+    Entry* e = shared_->entries.peek(pid);
+    return e ? e->generation : 0;
+}
+
+void PerfMaps::forget(int pid) {
+    std::lock_guard lock(shared_->mu);
+    shared_->entries.erase(pid);
 }
 
 }  // namespace leakwatch

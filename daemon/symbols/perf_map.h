@@ -2,12 +2,19 @@
 // "START SIZE name" line per code blob (hex start and size), as written by HotSpot
 // (`jcmd PID Compiler.perfmap`, -XX:+DumpPerfMapAtExit), CPython 3.12+ (`-X perf`), V8 and
 // others. Read through /proc/PID/root with the process's own pid in its pid namespace.
+//
+// The file is the watched process's to write, so it is read as proc/files.h says (a regular
+// file within limits.file_size, no symlink, owned by the process's own user), its first
+// kMaxPerfMapLines lines only, on a loader thread: reading it never blocks the caller longer
+// than it chooses to wait.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,18 +22,23 @@
 
 #include "proc/proc.h"
 #include "symbols/lru.h"
+#include "util/bounded_loader.h"
 
 namespace leakwatch {
+
+// Lines of a perf map read at most (a JVM's map has hundreds of thousands).
+constexpr size_t kMaxPerfMapLines = 1000000;
 
 class PerfMap {
   public:
     struct Symbol {
         uint64_t start = 0;
         uint64_t size = 0;
-        std::string name;
+        std::string name;  // shown text (util/text.h)
     };
-    // Lines that are not "START SIZE name" are skipped (a map being written may end mid-line).
-    static PerfMap parse(std::string_view text);
+    // Lines that are not "START SIZE name" are skipped (a map being written may end mid-line);
+    // at most `max_lines` lines are read.
+    static PerfMap parse(std::string_view text, size_t max_lines = kMaxPerfMapLines);
     // The symbol whose [start, start + size) holds addr; the latest line wins where blobs
     // overlap (code freed and reused).
     const Symbol* find(uint64_t addr) const;
@@ -43,34 +55,56 @@ std::string perf_map_symbol(std::string_view name);
 
 // The perf maps of watched processes, read when first needed and again when the file changes
 // (checked at most once a second per process), for at most max_processes processes (least
-// recently used out first). Not thread-safe: the Symbolizer locks around it.
+// recently used out first). Thread-safe.
 class PerfMaps {
   public:
-    explicit PerfMaps(const ProcReader& proc, size_t max_processes = 64);
+    struct Options {
+        uint64_t max_bytes = 512 << 20;  // limits.file_size
+        // How long a lookup waits for the first read of a process's map (given the read's
+        // key in the loader); nullopt: that read is too slow, give up on the file.
+        std::function<std::optional<std::chrono::milliseconds>(const std::string&)> wait =
+            [](const std::string&) { return std::chrono::milliseconds(250); };
+        size_t max_processes = 64;
+    };
+    PerfMaps(const ProcReader& proc, BoundedLoader& loader, Options options);
+    PerfMaps(const ProcReader& proc, BoundedLoader& loader) : PerfMaps(proc, loader, Options{}) {}
+
     // The perf map symbol of an address of pid, if the map names it. `recheck`: an address
     // the map does not name has the file checked for changes at once, not after a second
-    // (the unwinder, whose rules stay).
-    const PerfMap::Symbol* find(int pid, uint64_t addr, bool recheck = false);
+    // (the unwinder, whose rules stay). `pending` (if given) is set when the first read of
+    // the map is still going on.
+    std::optional<PerfMap::Symbol> find(int pid, uint64_t addr, bool recheck = false,
+                                        bool* pending = nullptr);
     // Changes whenever pid's map is read anew: frames resolved with an older generation may
     // now be named.
     uint64_t generation(int pid);
     // Drops what is held of a process that is no longer watched.
-    void forget(int pid) { entries_.erase(pid); }
+    void forget(int pid);
+    void set_max_bytes(uint64_t max_bytes);
 
   private:
     struct Entry {
         std::shared_ptr<const PerfMap> map;
-        std::string path;
-        int64_t mtime_ns = -1;
-        int64_t size = -1;
+        std::string identity;  // of the file read ("" when there was none)
         uint64_t generation = 0;
+        bool loaded = false;  // read (or found absent) at least once
         std::chrono::steady_clock::time_point checked{};
     };
-    Entry& refresh(int pid, bool now = false);
+    struct Shared {
+        std::mutex mu;
+        LruCache<int, Entry> entries;
+        uint64_t next_generation = 1;
+        uint64_t max_bytes = 0;
+        explicit Shared(size_t max) : entries(max) {}
+    };
+    // Looks at the file again when due (`now`: at once), in the background; returns whether
+    // its first read is still going on.
+    bool refresh(int pid, bool now);
 
-    const ProcReader& proc_;
-    LruCache<int, Entry> entries_;
-    uint64_t next_generation_ = 1;
+    ProcReader proc_;  // a copy: reads go on in loader threads that may outlive the caller
+    BoundedLoader& loader_;
+    Options options_;
+    std::shared_ptr<Shared> shared_;
 };
 
 }  // namespace leakwatch

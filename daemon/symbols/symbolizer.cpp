@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
+#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,15 +22,18 @@
 #include <tuple>
 #include <utility>
 
+#include "util/text.h"
+
 namespace leakwatch {
 
 namespace {
 
 // Bounds on what is not an LRU cache of its own (design: bounded everything). The identity
-// index holds one small entry per (process root, file); starting it over costs a stat and a
-// build-id read per file.
+// index holds one small entry per distinct file; starting it over costs a parse's hash per
+// file. Mappings remember their file per (process, mapping).
 constexpr size_t kMinIdentities = 4096;
 constexpr size_t kMaxFailures = 4096;
+constexpr size_t kMaxMappings = 65536;
 // How far symbol_at looks back for an enclosing symbol when the nearest one ends before vaddr
 // (a small symbol nested inside a larger function, e.g. a local label with a size).
 constexpr int kMaxEnclosingLookback = 8;
@@ -42,40 +46,40 @@ std::string hex(uint64_t v) {
     return buf;
 }
 
+// The name a frame shows: demangled, and shown text (a file's symbol names are its own to say).
 std::string demangle(const std::string& raw) {
-    if (!raw.starts_with("_Z")) return raw;
+    if (!raw.starts_with("_Z")) return shown_text(raw, kMaxShownName);
     int status = 0;
     char* out = abi::__cxa_demangle(raw.c_str(), nullptr, nullptr, &status);
     std::string result = (status == 0 && out != nullptr) ? std::string(out) : raw;
     std::free(out);
-    return result;
+    return shown_text(result, kMaxShownName);
 }
 
 std::string elf_error(const std::string& path) {
     return path + ": " + elf_errmsg(-1);
 }
 
-// An open file descriptor and its libelf handle, released together.
+// A libelf handle on an open file, read with pread (ELF_C_READ: what libelf needs is read
+// into memory when first needed; never mapped, as a file truncated under a mapping would be a
+// SIGBUS). The file stays the caller's, and must outlive the handle.
 class ElfHandle {
   public:
     ElfHandle() = default;
     ElfHandle(const ElfHandle&) = delete;
     ElfHandle& operator=(const ElfHandle&) = delete;
-    ElfHandle(ElfHandle&& o) noexcept
-        : fd_(std::exchange(o.fd_, -1)), elf_(std::exchange(o.elf_, nullptr)) {}
+    ElfHandle(ElfHandle&& o) noexcept : elf_(std::exchange(o.elf_, nullptr)) {}
     ~ElfHandle() {
         if (elf_ != nullptr) elf_end(elf_);
-        if (fd_ >= 0) ::close(fd_);
     }
 
-    static Result<ElfHandle> open(const std::string& path) {
+    static Result<ElfHandle> open(const OpenFile& file) {
         // libelf refuses to work until the version handshake has happened once per process.
         static const bool initialized = elf_version(EV_CURRENT) != EV_NONE;
         if (!initialized) return fail("libelf: version mismatch");
+        const std::string& path = file.path();
         ElfHandle h;
-        h.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (h.fd_ < 0) return fail_errno("open " + path, errno);
-        h.elf_ = elf_begin(h.fd_, ELF_C_READ_MMAP, nullptr);
+        h.elf_ = elf_begin(file.fd(), ELF_C_READ, nullptr);
         if (h.elf_ == nullptr) return fail(elf_error(path));
         if (elf_kind(h.elf_) != ELF_K_ELF) return fail(path + ": not an ELF file");
         GElf_Ehdr ehdr;
@@ -91,19 +95,63 @@ class ElfHandle {
         return n > 0 ? hex_bytes(id, static_cast<size_t>(n)) : std::string();
     }
 
-    bool has_symtab() const {
-        Elf_Scn* scn = nullptr;
-        while ((scn = elf_nextscn(elf_, scn)) != nullptr) {
-            GElf_Shdr sh;
-            if (gelf_getshdr(scn, &sh) != nullptr && sh.sh_type == SHT_SYMTAB) return true;
-        }
-        return false;
-    }
-
   private:
-    int fd_ = -1;
     Elf* elf_ = nullptr;
 };
+
+// SHA-256 of what a parse holds, so that two files share a parse only when every byte it is
+// made of is the same: the load segments, the section headers, the symbol tables, their
+// strings and version tables, the build-id and the debuglink. Another file claiming the same
+// build-id with other symbols (to move where probes go) gets a parse of its own.
+Result<std::string> content_hash(const ElfHandle& h, const std::string& path) {
+    Elf* elf = h.elf();
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+        return fail("SHA-256 unavailable");
+    auto add = [&](const void* data, size_t size) {
+        if (size > 0) EVP_DigestUpdate(ctx.get(), data, size);
+    };
+    auto add_data = [&](Elf_Scn* scn) {
+        if (scn == nullptr) return;
+        Elf_Data* d = elf_getdata(scn, nullptr);
+        if (d != nullptr && d->d_buf != nullptr) add(d->d_buf, d->d_size);
+    };
+    const std::string id = h.build_id();
+    add(id.data(), id.size());
+    GElf_Word crc = 0;
+    if (const char* link = dwelf_elf_gnu_debuglink(elf, &crc)) {
+        add(link, std::strlen(link));
+        add(&crc, sizeof(crc));
+    }
+    size_t phnum = 0, shnum = 0;
+    if (elf_getphdrnum(elf, &phnum) != 0) return fail(elf_error(path));
+    // The symbols are found through the section headers: a file without them readable (cut
+    // short) has none to give.
+    // (libelf counts no section at all when the headers lie past the end of the file.)
+    GElf_Ehdr ehdr;
+    GElf_Shdr last;
+    if (gelf_getehdr(elf, &ehdr) == nullptr || elf_getshdrnum(elf, &shnum) != 0 ||
+        (ehdr.e_shoff != 0 && shnum == 0) ||
+        (shnum > 0 && gelf_getshdr(elf_getscn(elf, shnum - 1), &last) == nullptr))
+        return fail(path + ": its section headers cannot be read (cut short?)");
+    for (size_t i = 0; i < phnum; ++i) {
+        GElf_Phdr ph;
+        if (gelf_getphdr(elf, static_cast<int>(i), &ph) != nullptr) add(&ph, sizeof(ph));
+    }
+    for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn != nullptr; scn = elf_nextscn(elf, scn)) {
+        GElf_Shdr sh;
+        if (gelf_getshdr(scn, &sh) == nullptr) continue;
+        add(&sh, sizeof(sh));
+        if (sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM || sh.sh_type == SHT_GNU_versym) {
+            add_data(scn);
+            if (sh.sh_type != SHT_GNU_versym) add_data(elf_getscn(elf, sh.sh_link));
+        }
+    }
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int size = 0;
+    if (EVP_DigestFinal_ex(ctx.get(), digest, &size) != 1) return fail("SHA-256 failed");
+    return hex_bytes(digest, size);
+}
 
 // A function symbol as read from a table, before aliases at one address are merged.
 struct RawSymbol {
@@ -175,10 +223,11 @@ void read_symbol_table(Elf* elf, Elf_Scn* scn, const GElf_Shdr& sh, Elf_Data* ve
 // Fills an ElfFile's private members; the only writer, so ElfFile stays read-only to users.
 class ElfFileBuilder {
   public:
-    static Result<std::shared_ptr<const ElfFile>> build(const ElfHandle& h,
-                                                        const std::string& path) {
+    static Result<std::shared_ptr<const ElfFile>> build(const ElfHandle& h, const std::string& path,
+                                                        std::string key) {
         Elf* elf = h.elf();
         auto file = std::make_shared<ElfFile>();
+        file->content_key_ = std::move(key);
         static std::atomic<uint64_t> next_id{1};
         file->id_ = next_id++;
         file->build_id_ = h.build_id();
@@ -208,7 +257,6 @@ class ElfFileBuilder {
             if (gelf_getshdr(scn, &sh) == nullptr) continue;
             if (sh.sh_type == SHT_GNU_versym) versym_of[sh.sh_link] = elf_getdata(scn, nullptr);
             if (sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM) tables.emplace_back(scn, sh);
-            if (sh.sh_type == SHT_SYMTAB) file->has_symtab_ = true;
             // A debug file split off with objcopy --only-keep-debug is the one holding DWARF;
             // the stripped file keeps no .debug_info at all.
             if (have_names && sh.sh_type == SHT_PROGBITS && sh.sh_size > 0) {
@@ -255,8 +303,6 @@ class ElfFileBuilder {
         }
         return std::shared_ptr<const ElfFile>(std::move(file));
     }
-
-    static bool has_symtab(const ElfFile& f) { return f.has_symtab_; }
 };
 
 std::string Frame::display() const {
@@ -273,10 +319,18 @@ std::string Frame::source() const {
     return file.str() + ":" + std::to_string(line);
 }
 
-Result<std::shared_ptr<const ElfFile>> ElfFile::open(const std::string& path) {
-    auto handle = ElfHandle::open(path);
+Result<std::shared_ptr<const ElfFile>> ElfFile::open(const OpenFile& file) {
+    auto handle = ElfHandle::open(file);
     if (!handle) return std::unexpected(handle.error());
-    return ElfFileBuilder::build(*handle, path);
+    auto key = content_hash(*handle, file.path());
+    if (!key) return std::unexpected(key.error());
+    return ElfFileBuilder::build(*handle, file.path(), std::move(*key));
+}
+
+Result<std::shared_ptr<const ElfFile>> ElfFile::open(const std::string& path, uint64_t max_bytes) {
+    auto file = open_file(path, max_bytes);
+    if (!file) return std::unexpected(file.error());
+    return open(*file);
 }
 
 std::optional<uint64_t> ElfFile::vaddr_of_file_offset(uint64_t off) const {
@@ -313,144 +367,258 @@ std::optional<uint64_t> ElfFile::function_address(const std::string& raw_name) c
     return it->second;
 }
 
+// What loads share with the symbolizer: they may outlive it (a load stuck on a file ends with
+// the process, not with the symbolizer).
+struct Symbolizer::Shared {
+    explicit Shared(const SymbolizerOptions& o)
+        : max_file_bytes(o.max_file_bytes),
+          files(o.max_files),
+          debug(o.max_files),
+          lines(o.max_source_entries) {}
+
+    struct PairHash {
+        size_t operator()(const std::pair<uint64_t, uint64_t>& p) const {
+            return std::hash<uint64_t>()(p.first * 0x9e3779b97f4a7c15ull ^ p.second);
+        }
+    };
+    // A mapping of a process: pid, start, file offset, device, inode, path.
+    using MappingKey = std::tuple<int, uint64_t, uint64_t, uint64_t, uint64_t, std::string>;
+    struct Mapped {
+        std::string key;    // of its parse in `files`, when it has one
+        std::string error;  // why not, otherwise
+    };
+
+    mutable std::mutex mu;
+    uint64_t max_file_bytes;
+    // identity (device, inode, mtime, size of the file opened) -> key in `files`. Bounded
+    // apart (it is only an index).
+    std::unordered_map<std::string, std::string> identities;
+    LruCache<std::string, std::shared_ptr<const ElfFile>> files;  // by ElfFile::content_key()
+    LruCache<uint64_t, std::shared_ptr<DebugInfo>> debug;         // by ElfFile::id()
+    LruCache<std::pair<uint64_t, uint64_t>, std::shared_ptr<const SourceInfo>, PairHash> lines;
+    std::map<MappingKey, Mapped> mappings;
+    // Files that could not be opened or parsed (pid, path, mapped device and inode), so a
+    // missing or non-ELF file costs one attempt, not one per frame.
+    std::map<std::string, std::string> failed;
+    bool warned_evicting = false;
+
+    // Caller holds mu.
+    void remember_failure(const std::string& key, const std::string& message) {
+        if (failed.size() >= kMaxFailures) failed.clear();
+        failed.emplace(key, message);
+    }
+    void remember_mapping(const MappingKey& key, Mapped m) {
+        if (mappings.size() >= kMaxMappings) mappings.clear();
+        mappings[key] = std::move(m);
+    }
+    void insert_file(const std::string& identity, std::shared_ptr<const ElfFile> file) {
+        if (identities.size() >= std::max(kMinIdentities, 8 * files.capacity())) identities.clear();
+        const std::string key = file->content_key();
+        identities[identity] = key;
+        uint64_t evicted = files.evictions();
+        files.put(key, std::move(file));
+        if (files.evictions() != evicted && !warned_evicting) {
+            spdlog::info(
+                "symbolizer: {} ELF files cached (limits.symbol_files): the least recently "
+                "used are dropped and parsed again when needed",
+                files.capacity());
+            warned_evicting = true;
+        }
+    }
+    // The parse of a mapping, if it is known and still cached. Caller holds mu.
+    const Mapped* mapped(const MappingKey& key) {
+        auto it = mappings.find(key);
+        if (it == mappings.end()) return nullptr;
+        if (!it->second.error.empty() || files.peek(it->second.key) != nullptr) return &it->second;
+        return nullptr;  // its parse was evicted: read again
+    }
+
+    // Parses an open file, or returns the parse of the same content (`parsed` false). Takes
+    // mu itself.
+    Result<std::shared_ptr<const ElfFile>> parse(const OpenFile& f, bool& parsed_now) {
+        parsed_now = false;
+        const std::string identity = f.identity();
+        {
+            std::lock_guard lock(mu);
+            if (auto it = identities.find(identity); it != identities.end()) {
+                if (auto* file = files.peek(it->second)) return *file;
+            }
+        }
+        auto handle = ElfHandle::open(f);
+        auto key = handle ? content_hash(*handle, f.path())
+                          : Result<std::string>(std::unexpected(handle.error()));
+        if (!key) {
+            refuse_file(Refusal::kMalformed, f.path() + " (" + identity + ")", key.error().message);
+            return std::unexpected(key.error());
+        }
+        {
+            std::lock_guard lock(mu);
+            if (auto* file = files.peek(*key)) {
+                auto shared = *file;  // another copy of the same content: shared
+                insert_file(identity, shared);
+                return shared;
+            }
+        }
+        // Parse without the lock: libc takes milliseconds and other threads need the cache.
+        auto parsed = ElfFileBuilder::build(*handle, f.path(), *key);
+        if (!parsed) return parsed;
+        parsed_now = true;
+        std::lock_guard lock(mu);
+        std::shared_ptr<const ElfFile> file = *parsed;
+        if (auto* slot = files.peek(*key)) file = *slot;  // another thread parsed it meanwhile
+        insert_file(identity, file);
+        return file;
+    }
+};
+
 Symbolizer::Symbolizer(const ProcReader& proc, SymbolizerOptions options)
     : proc_(proc),
       options_(std::move(options)),
-      files_(options_.max_files),
-      debug_(options_.max_files),
-      lines_(options_.max_source_entries),
-      perf_maps_(proc) {}
+      shared_(std::make_shared<Shared>(options_)),
+      perf_maps_(
+          proc_, loader_,
+          PerfMaps::Options{.max_bytes = options_.max_file_bytes,
+                            .wait = [this](const std::string& key) { return wait_for(key); }}) {}
 
-void Symbolizer::set_limits(size_t max_files, size_t max_source_entries) {
-    std::lock_guard lock(mu_);
+Symbolizer::~Symbolizer() = default;
+
+void Symbolizer::set_limits(size_t max_files, size_t max_source_entries, uint64_t max_file_bytes) {
+    std::lock_guard lock(shared_->mu);
     options_.max_files = max_files;
     options_.max_source_entries = max_source_entries;
-    files_.set_capacity(max_files);
-    debug_.set_capacity(max_files);
-    lines_.set_capacity(max_source_entries);
+    options_.max_file_bytes = max_file_bytes;
+    shared_->max_file_bytes = max_file_bytes;
+    shared_->files.set_capacity(max_files);
+    shared_->debug.set_capacity(max_files);
+    shared_->lines.set_capacity(max_source_entries);
+    perf_maps_.set_max_bytes(max_file_bytes);
+}
+
+uint64_t Symbolizer::max_file_bytes() const {
+    std::lock_guard lock(shared_->mu);
+    return shared_->max_file_bytes;
+}
+
+namespace {
+// The end of the calling thread's budget for waits (begin_sample), or none.
+thread_local std::chrono::steady_clock::time_point t_budget_end{};
+}  // namespace
+
+void Symbolizer::begin_sample(std::chrono::milliseconds budget) {
+    t_budget_end = std::chrono::steady_clock::now() + budget;
+}
+
+void Symbolizer::end_sample() {
+    t_budget_end = {};
+}
+
+std::optional<std::chrono::milliseconds> Symbolizer::wait_for(const std::string& key) {
+    using std::chrono::milliseconds;
+    auto running = loader_.running_for(key);
+    if (running && *running > options_.slow) return std::nullopt;
+    milliseconds wait = options_.wait;
+    if (running && *running >= options_.wait) wait = milliseconds(0);  // waited for once
+    if (t_budget_end != std::chrono::steady_clock::time_point{}) {
+        auto left = std::chrono::duration_cast<milliseconds>(t_budget_end -
+                                                             std::chrono::steady_clock::now());
+        wait = std::clamp(left, milliseconds(0), wait);
+    }
+    return wait;
 }
 
 bool Symbolizer::release_debug_info() {
-    std::lock_guard lock(mu_);
-    bool any = debug_.size() > 0;
-    debug_.clear();
+    std::lock_guard lock(shared_->mu);
+    bool any = shared_->debug.size() > 0;
+    shared_->debug.clear();
     return any;
 }
 
 std::vector<SymbolCacheStats> Symbolizer::cache_stats() const {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(shared_->mu);
     auto stats = [](const char* name, const auto& c) {
         return SymbolCacheStats{name, c.hits(), c.misses(), c.size(), c.capacity(), c.evictions()};
     };
-    return {stats("elf_files", files_), stats("debug_files", debug_),
-            stats("source_lines", lines_)};
+    return {stats("elf_files", shared_->files), stats("debug_files", shared_->debug),
+            stats("source_lines", shared_->lines)};
 }
 
-void Symbolizer::remember_failure(const std::string& key, const std::string& message) {
-    std::lock_guard lock(mu_);
-    if (failed_.size() >= kMaxFailures) failed_.clear();
-    failed_.emplace(key, message);
-}
-
-void Symbolizer::insert_file(const std::string& identity, const std::string& key,
-                             std::shared_ptr<const ElfFile> file) {
-    // Caller holds mu_.
-    if (identities_.size() >= std::max(kMinIdentities, 8 * files_.capacity())) {
-        identities_.clear();
-    }
-    identities_[identity] = key;
-    uint64_t evicted = files_.evictions();
-    files_.put(key, std::move(file));
-    if (files_.evictions() != evicted && !warned_evicting_) {
-        spdlog::info(
-            "symbolizer: {} ELF files cached (limits.symbol_files): the least recently "
-            "used are dropped and parsed again when needed",
-            files_.capacity());
-        warned_evicting_ = true;
-    }
-}
-
-Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEntry& mapping) {
-    return file_for(pid, mapping, nullptr);
+Symbolizer::Parser Symbolizer::parser() const {
+    return [shared = shared_](const OpenFile& f) {
+        bool parsed_now = false;
+        return shared->parse(f, parsed_now);
+    };
 }
 
 Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEntry& mapping,
-                                                            std::string* opened_path) {
-    // Only a path that reaches the mapped file itself (same inode) is read: a file replaced
-    // on disk after the process mapped it is read through /proc/PID/map_files, never the new
-    // file at the old path.
-    auto reachable = proc_.mapped_file(pid, mapping);
-    std::string path = reachable ? *reachable : proc_.path_in(pid, mapping.path);
-    std::string failure_key = path + '|' + std::to_string(mapping.dev_major) + ':' +
-                              std::to_string(mapping.dev_minor) + ':' +
-                              std::to_string(mapping.inode);
-    {
-        std::lock_guard lock(mu_);
-        if (auto it = failed_.find(failure_key); it != failed_.end()) return fail(it->second);
-    }
-    if (!reachable) {
-        remember_failure(failure_key, reachable.error().message);
-        return std::unexpected(reachable.error());
-    }
-    if (opened_path != nullptr) *opened_path = path;
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0) {
-        std::string message = "stat " + path + ": " + std::strerror(errno);
-        remember_failure(failure_key, message);
-        return fail(message);
-    }
-    std::string identity = path + '|' + std::to_string(st.st_dev) + ':' +
-                           std::to_string(st.st_ino) + ':' + std::to_string(st.st_mtim.tv_sec) +
-                           '.' + std::to_string(st.st_mtim.tv_nsec);
-    {
-        std::lock_guard lock(mu_);
-        if (auto it = identities_.find(identity); it != identities_.end()) {
-            if (auto* file = files_.peek(it->second)) {
-                files_.count_hit();
-                return *file;
-            }
+                                                            bool* pending) {
+    const Shared::MappingKey key{pid,
+                                 mapping.start,
+                                 mapping.offset,
+                                 uint64_t{mapping.dev_major} << 32 | mapping.dev_minor,
+                                 mapping.inode,
+                                 mapping.path};
+    const std::string failure_key =
+        std::to_string(pid) + '|' + mapping.path + '|' + std::to_string(mapping.dev_major) + ':' +
+        std::to_string(mapping.dev_minor) + ':' + std::to_string(mapping.inode);
+    // What is known of the mapping (caller holds the lock); `cached`: found without a load.
+    auto answer = [&](bool cached) -> std::optional<Result<std::shared_ptr<const ElfFile>>> {
+        if (const Shared::Mapped* m = shared_->mapped(key)) {
+            if (!m->error.empty()) return fail(m->error);
+            if (cached) shared_->files.count_hit();
+            return *shared_->files.peek(m->key);
         }
-    }
-
-    auto handle = ElfHandle::open(path);
-    if (!handle) {
-        remember_failure(failure_key, handle.error().message);
-        return std::unexpected(handle.error());
-    }
-    // The same build (another container's copy of libc) is shared without parsing it again,
-    // unless this copy has a .symtab the cached one lacks (stripped image, unstripped host).
-    std::string build_id = handle->build_id();
-    const std::string key = build_id.empty() ? "i:" + identity : "b:" + build_id;
-    if (!build_id.empty()) {
-        std::lock_guard lock(mu_);
-        auto* cached = files_.peek(key);
-        if (cached != nullptr && (ElfFileBuilder::has_symtab(**cached) || !handle->has_symtab())) {
-            auto file = *cached;
-            files_.count_hit();
-            insert_file(identity, key, file);
-            return file;
-        }
-    }
-
-    // Parse without the lock: libc takes milliseconds and other threads need the cache.
-    auto parsed = ElfFileBuilder::build(*handle, path);
+        if (auto it = shared_->failed.find(failure_key); it != shared_->failed.end())
+            return fail(it->second);
+        return std::nullopt;
+    };
     {
-        std::lock_guard lock(mu_);
-        files_.count_miss();
+        std::lock_guard lock(shared_->mu);
+        if (auto known = answer(true)) return *known;
     }
-    if (!parsed) {
-        remember_failure(failure_key, parsed.error().message);
-        return parsed;
+    char range[64];
+    std::snprintf(range, sizeof range, "%d:%llx:%llx:%llu", pid,
+                  static_cast<unsigned long long>(mapping.start),
+                  static_cast<unsigned long long>(mapping.offset),
+                  static_cast<unsigned long long>(mapping.inode));
+    const std::string job = std::string("elf:") + range + ':' + mapping.path;
+    auto wait = wait_for(job);
+    if (!wait) {
+        refuse_file(Refusal::kSlow, mapping.path + " (pid " + std::to_string(pid) + ")",
+                    "reading it has taken more than " + std::to_string(options_.slow.count()) +
+                        " ms; its frames stay unnamed");
+        std::lock_guard lock(shared_->mu);
+        shared_->remember_failure(failure_key, mapping.path + ": too slow to read");
+        return fail(mapping.path + ": too slow to read");
     }
-    std::lock_guard lock(mu_);
-    std::shared_ptr<const ElfFile> file = *parsed;
-    if (auto* slot = files_.peek(key)) {
-        // Another thread parsed this build meanwhile: keep the better copy (with .symtab).
-        // Every identity of the build points at the key, so all get the better one.
-        if (ElfFileBuilder::has_symtab(**slot) || !ElfFileBuilder::has_symtab(*file)) file = *slot;
+    auto load = [shared = shared_, proc = proc_, pid, mapping, key, failure_key] {
+        uint64_t max_bytes = 0;
+        {
+            std::lock_guard lock(shared->mu);
+            max_bytes = shared->max_file_bytes;
+        }
+        auto file = open_mapped(proc, pid, mapping, max_bytes);
+        bool parsed_now = false;
+        auto parsed = file ? shared->parse(*file, parsed_now)
+                           : Result<std::shared_ptr<const ElfFile>>(std::unexpected(file.error()));
+        std::lock_guard lock(shared->mu);
+        if (parsed) {
+            if (parsed_now)
+                shared->files.count_miss();
+            else
+                shared->files.count_hit();
+            shared->remember_mapping(key, {(*parsed)->content_key(), ""});
+        } else {
+            shared->remember_failure(failure_key, parsed.error().message);
+            shared->remember_mapping(key, {"", parsed.error().message});
+        }
+    };
+    if (loader_.run(job, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting) {
+        if (pending != nullptr) *pending = true;
+        return fail(mapping.path + ": still being read");
     }
-    insert_file(identity, key, file);
-    return file;
+    std::lock_guard lock(shared_->mu);
+    if (auto known = answer(false)) return *known;
+    return fail(mapping.path + ": dropped from the cache as soon as it was read");
 }
 
 Frame Symbolizer::symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t address) {
@@ -468,21 +636,19 @@ Frame Symbolizer::symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t
         frame.module_offset = address - m->start;
         // JIT-compiled code: named by the runtime's perf map, if it writes one.
         if (m->executable()) {
-            std::lock_guard lock(mu_);
-            if (const PerfMap::Symbol* s = perf_maps_.find(pid, address)) {
+            if (auto s = perf_maps_.find(pid, address, false, &frame.pending)) {
                 frame.symbol = perf_map_symbol(s->name);
                 frame.offset = address - s->start;
             }
         }
         return frame;
     }
-    frame.module = m->path;
+    frame.module = shown_text(m->path, kMaxShownPath);
     frame.module_offset = address - m->start + m->offset;
     // Pseudo-files ([heap], [stack], [vdso]) have nothing to open.
     if (m->path.front() != '/') return frame;
 
-    std::string path;
-    auto file = file_for(pid, *m, &path);
+    auto file = file_for(pid, *m, &frame.pending);
     if (!file) return frame;
     frame.build_id = (*file)->build_id();
     auto vaddr = (*file)->vaddr_of_file_offset(frame.module_offset);
@@ -491,53 +657,78 @@ Frame Symbolizer::symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t
         frame.symbol = sym->name;
         frame.offset = *vaddr - sym->start;
     }
-    if (options_.source_lines) add_source(pid, *m, **file, path, *vaddr, frame);
+    if (options_.source_lines) add_source(pid, *m, **file, *vaddr, frame);
     return frame;
 }
 
 std::shared_ptr<DebugInfo> Symbolizer::debug_info_for(int pid, const MapEntry& mapping,
-                                                      const ElfFile& file,
-                                                      const std::string& path) {
+                                                      const ElfFile& file, bool& pending) {
     {
-        std::lock_guard lock(mu_);
-        if (auto* cached = debug_.get(file.id())) return *cached;
+        std::lock_guard lock(shared_->mu);
+        if (auto* cached = shared_->debug.get(file.id())) return *cached;
+    }
+    const std::string job = "debug:" + std::to_string(file.id());
+    auto wait = wait_for(job);
+    if (!wait) {
+        refuse_file(Refusal::kSlow, mapping.path + " (debug info, pid " + std::to_string(pid) + ")",
+                    "looking for its debug info has taken more than " +
+                        std::to_string(options_.slow.count()) + " ms; no source lines");
+        std::lock_guard lock(shared_->mu);
+        if (!shared_->debug.peek(file.id())) shared_->debug.put(file.id(), nullptr);
+        return nullptr;
     }
     DebugSearch search;
-    search.self_path = path;
+    const uint64_t max_bytes = max_file_bytes();
+    search.open_self = [proc = proc_, pid, mapping, max_bytes] {
+        return open_mapped(proc, pid, mapping, max_bytes);
+    };
     search.self_has_dwarf = file.has_dwarf();
     search.build_id = file.build_id();
     search.debuglink = file.debuglink();
     search.debuglink_crc = file.debuglink_crc();
     search.mapped_path = mapping.path;
     search.debug_dirs = options_.debug_dirs;
-    search.in_root = [this, pid](const std::string& p) { return proc_.path_in(pid, p); };
-    std::shared_ptr<DebugInfo> info;
-    if (auto found = find_debug_info(search)) {
-        info = std::move(*found);
-        spdlog::debug("symbolizer: source lines for {} from {}", mapping.path, info->path());
-    } else {
-        spdlog::debug("symbolizer: {}", found.error().message);
+    search.open_in_root = [proc = proc_, pid, max_bytes](const std::string& p) {
+        return open_in_root(proc, pid, p, OpenRules{.max_bytes = max_bytes});
+    };
+    search.max_bytes = max_bytes;
+    auto load = [shared = shared_, search = std::move(search), id = file.id()] {
+        std::shared_ptr<DebugInfo> info;
+        if (auto found = find_debug_info(search)) {
+            info = std::move(*found);
+            spdlog::debug("symbolizer: source lines for {} from {}", search.mapped_path,
+                          info->path());
+        } else {
+            spdlog::debug("symbolizer: {}", found.error().message);
+        }
+        // Found or not, once per parsed file: a file without debug info costs one search.
+        std::lock_guard lock(shared->mu);
+        if (!shared->debug.peek(id)) shared->debug.put(id, std::move(info));
+    };
+    if (loader_.run(job, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting) {
+        pending = true;
+        return nullptr;
     }
-    // Found or not, once per parsed file: a file without debug info costs one search.
-    std::lock_guard lock(mu_);
-    if (auto* cached = debug_.peek(file.id())) return *cached;
-    return debug_.put(file.id(), std::move(info));
+    std::lock_guard lock(shared_->mu);
+    if (auto* cached = shared_->debug.peek(file.id())) return *cached;
+    return nullptr;
 }
 
-void Symbolizer::add_source(int pid, const MapEntry& mapping, const ElfFile& file,
-                            const std::string& path, uint64_t vaddr, Frame& frame) {
-    auto debug = debug_info_for(pid, mapping, file, path);
+void Symbolizer::add_source(int pid, const MapEntry& mapping, const ElfFile& file, uint64_t vaddr,
+                            Frame& frame) {
+    auto debug = debug_info_for(pid, mapping, file, frame.pending);
     if (!debug) return;  // no DWARF: nothing per address is worth remembering
     std::shared_ptr<const SourceInfo> source;
     const auto key = std::make_pair(file.id(), vaddr);
     {
-        std::lock_guard lock(mu_);
-        if (auto* cached = lines_.get(key)) source = *cached;
+        std::lock_guard lock(shared_->mu);
+        if (auto* cached = shared_->lines.get(key)) source = *cached;
     }
     if (!source) {
+        // In memory: the debug file's sections were read when it was opened.
         source = std::make_shared<const SourceInfo>(debug->lookup(vaddr));
-        std::lock_guard lock(mu_);
-        lines_.put(key, source);
+        std::lock_guard lock(shared_->mu);
+        shared_->lines.put(key, source);
     }
     frame.file = source->file;
     frame.line = source->line;
@@ -545,26 +736,24 @@ void Symbolizer::add_source(int pid, const MapEntry& mapping, const ElfFile& fil
 }
 
 uint64_t Symbolizer::perf_map_generation(int pid) {
-    std::lock_guard lock(mu_);
     return perf_maps_.generation(pid);
 }
 
-std::optional<PerfMap::Symbol> Symbolizer::jit_blob(int pid, uint64_t addr) {
-    std::lock_guard lock(mu_);
-    const PerfMap::Symbol* blob = perf_maps_.find(pid, addr, true);
-    if (blob == nullptr) return std::nullopt;
-    return *blob;
+std::optional<PerfMap::Symbol> Symbolizer::jit_blob(int pid, uint64_t addr, bool* pending) {
+    return perf_maps_.find(pid, addr, true, pending);
 }
 
 void Symbolizer::forget_process(int pid) {
-    std::lock_guard lock(mu_);
     perf_maps_.forget(pid);
+    std::lock_guard lock(shared_->mu);
+    auto& m = shared_->mappings;
+    m.erase(m.lower_bound({pid, 0, 0, 0, 0, ""}), m.lower_bound({pid + 1, 0, 0, 0, 0, ""}));
 }
 
 size_t Symbolizer::cached_files() const {
-    std::lock_guard lock(mu_);
-    // Distinct parsed files, not identities: copies sharing a build-id count once.
-    return files_.size();
+    std::lock_guard lock(shared_->mu);
+    // Distinct parsed files, not identities: copies sharing content count once.
+    return shared_->files.size();
 }
 
 }  // namespace leakwatch

@@ -1,7 +1,9 @@
 // ELF symbols for user-space addresses, and symbol -> file offset for attaching uprobes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -10,11 +12,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proc/files.h"
 #include "proc/proc.h"
 #include "symbols/debuginfo.h"
 #include "symbols/lru.h"
 #include "symbols/perf_map.h"
 #include "symbols/shared_string.h"
+#include "util/bounded_loader.h"
 #include "util/result.h"
 
 namespace leakwatch {
@@ -32,6 +36,9 @@ struct Frame {
     SharedString file;
     uint32_t line = 0;
     std::vector<SourceLine> inlined;
+    // A file this frame needs (its ELF file, its DWARF, its perf map) was still being read:
+    // symbolize it again later.
+    bool pending = false;
     // "symbol+0x1f", or "module+0x1234" when no symbol is known.
     std::string display() const;
     // "file:line", or "" when unknown.
@@ -42,7 +49,12 @@ struct Frame {
 // build-id. Safe to share between threads after open().
 class ElfFile {
   public:
-    static Result<std::shared_ptr<const ElfFile>> open(const std::string& path);
+    // Parses an open file (read with pread, never mapped: a file truncated under a mapping
+    // would be a SIGBUS).
+    static Result<std::shared_ptr<const ElfFile>> open(const OpenFile& file);
+    // The same for a path of the daemon's own (tests), within `max_bytes`.
+    static Result<std::shared_ptr<const ElfFile>> open(const std::string& path,
+                                                       uint64_t max_bytes = 512ull << 20);
 
     const std::string& build_id() const { return build_id_; }
     // The ELF virtual address that file offset `off` is loaded at (via PT_LOAD), if any.
@@ -50,7 +62,7 @@ class ElfFile {
     // File offset of an ELF virtual address (for uprobes), if inside a PT_LOAD segment.
     std::optional<uint64_t> file_offset_of_vaddr(uint64_t vaddr) const;
     struct Symbol {
-        std::string name;  // demangled
+        std::string name;  // demangled, shown text (util/text.h)
         uint64_t start = 0;
         uint64_t size = 0;
     };
@@ -65,6 +77,8 @@ class ElfFile {
     // Its .gnu_debuglink: the separate debug file's name and CRC-32; "" when none.
     const std::string& debuglink() const { return debuglink_; }
     uint32_t debuglink_crc() const { return debuglink_crc_; }
+    // What two files share when they share this parse (hex SHA-256, see Symbolizer).
+    const std::string& content_key() const { return content_key_; }
 
   private:
     struct Segment {
@@ -74,10 +88,10 @@ class ElfFile {
     std::vector<Segment> segments_;
     std::vector<Symbol> symbols_;                        // sorted by start
     std::unordered_map<std::string, uint64_t> by_name_;  // raw name -> vaddr
-    bool has_symtab_ = false;  // not stripped: a copy with .symtab beats one without
     bool has_dwarf_ = false;
     std::string debuglink_;
     uint32_t debuglink_crc_ = 0;
+    std::string content_key_;
     uint64_t id_ = 0;
     friend class ElfFileBuilder;
 };
@@ -89,6 +103,12 @@ struct SymbolizerOptions {
     // Where separate debug files are, as paths inside the process's root (also tried as the
     // daemon sees them, for build-id matches).
     std::vector<std::string> debug_dirs = {"/usr/lib/debug"};
+    uint64_t max_file_bytes = 512ull << 20;  // limits.file_size: larger files are not read
+    // How long a lookup waits for a file to be read before it answers without it (it is
+    // asked again later), and how long a read may go on before its file is refused as slow
+    // (counted, logged once, never waited for again).
+    std::chrono::milliseconds wait{250};
+    std::chrono::milliseconds slow{10000};
 };
 
 // One cache's use, for the self metrics.
@@ -101,16 +121,29 @@ struct SymbolCacheStats {
     uint64_t evictions = 0;
 };
 
-// Caches ElfFile per file identity (build-id, else path+device+inode+mtime), so each file is
-// parsed once however many processes map it; and, per parsed file, its DWARF and the source
-// lines of the addresses looked up. Every cache is bounded, least recently used out first.
-// Thread-safe.
+// Caches a parsed ElfFile per content (a SHA-256 of what a parse holds: the load segments,
+// the section headers, the symbol and version tables with their strings, the build-id), so a
+// file is parsed once however many processes and copies of it there are, and a file whose
+// symbols differ in any byte (a fake claiming another's build-id) never shares another's
+// parse; and, per parsed file, its DWARF and the source lines of the addresses looked up.
+// Every cache is bounded, least recently used out first.
+//
+// Files are opened and read on loader threads (proc/files.h says how), never on the caller's:
+// a lookup waits for a file at most options.wait (and within the budget of begin_sample), and
+// answers without it meanwhile, its frame marked `pending`. Thread-safe.
 class Symbolizer {
   public:
     explicit Symbolizer(const ProcReader& proc, SymbolizerOptions options = {});
+    ~Symbolizer();
 
-    // The parsed ELF file mapped by `pid` at `mapping` (opened via /proc/PID/root).
-    Result<std::shared_ptr<const ElfFile>> file_for(int pid, const MapEntry& mapping);
+    // The parsed ELF file mapped by `pid` at `mapping`. While it is still being read, an
+    // error, with `*pending` set (if given).
+    Result<std::shared_ptr<const ElfFile>> file_for(int pid, const MapEntry& mapping,
+                                                    bool* pending = nullptr);
+    // Parses an open file, or returns the parse of the same content. Reads the file: call it
+    // on a loader thread. The function may outlive the symbolizer.
+    using Parser = std::function<Result<std::shared_ptr<const ElfFile>>(const OpenFile&)>;
+    Parser parser() const;
     // Symbolizes one address of process `pid` using its maps. Never fails: unresolved
     // addresses come back with module+offset or "[unknown]". With debug info, the frame
     // also gets its source line and inlined functions.
@@ -121,49 +154,49 @@ class Symbolizer {
     // The JIT code blob of pid's perf map that holds addr. When the map does not name it, the
     // file is checked for changes at once rather than after a second (the unwinder's rules,
     // made from the blob, stay).
-    std::optional<PerfMap::Symbol> jit_blob(int pid, uint64_t addr);
-    // Drops the perf map held for a process that is no longer watched.
+    // `pending` (if given) is set while the map's first read is going on.
+    std::optional<PerfMap::Symbol> jit_blob(int pid, uint64_t addr, bool* pending = nullptr);
+    // Drops what is held of a process that is no longer watched.
     void forget_process(int pid);
     // New bounds (a config reload); shrinking evicts at once.
-    void set_limits(size_t max_files, size_t max_source_entries);
+    void set_limits(size_t max_files, size_t max_source_entries, uint64_t max_file_bytes);
+    void set_limits(size_t max_files, size_t max_source_entries) {
+        set_limits(max_files, max_source_entries, options_.max_file_bytes);
+    }
+    uint64_t max_file_bytes() const;
+    // Lookups of the calling thread from now until end_sample wait for loads at most
+    // `budget` in all (the daemon's sample: a process mapping many files that block cannot
+    // hold it up for each of them).
+    void begin_sample(std::chrono::milliseconds budget);
+    void end_sample();
     // Closes the DWARF files opened since the last call; the source lines found stay cached.
     // The daemon calls it after each interval's symbolization: libdw's structures for a large
     // debug file (libc's, from libc6-dbg: about 14 MiB) are then held only while new stacks
     // are symbolized. Returns whether any was open.
     bool release_debug_info();
     std::vector<SymbolCacheStats> cache_stats() const;
+    // The loader threads that read files for this symbolizer; the tracker and the unwinder
+    // read theirs on it too.
+    BoundedLoader& loader() { return loader_; }
+    // How long to wait for the load of `key` now: the options' wait, less what the sample's
+    // budget has left, and nothing for a load already waited for once. When the load has run
+    // longer than options.slow, nullopt: its file is to be given up on.
+    std::optional<std::chrono::milliseconds> wait_for(const std::string& key);
 
   private:
-    struct PairHash {
-        size_t operator()(const std::pair<uint64_t, uint64_t>& p) const {
-            return std::hash<uint64_t>()(p.first * 0x9e3779b97f4a7c15ull ^ p.second);
-        }
-    };
-    Result<std::shared_ptr<const ElfFile>> file_for(int pid, const MapEntry& mapping,
-                                                    std::string* opened_path);
-    // The DWARF of a parsed file (nullptr: none found), looked for once per parse.
+    struct Shared;
+    // The DWARF of a parsed file (nullptr: none found, or not yet: then `pending`).
     std::shared_ptr<DebugInfo> debug_info_for(int pid, const MapEntry& mapping, const ElfFile& file,
-                                              const std::string& path);
-    void add_source(int pid, const MapEntry& mapping, const ElfFile& file, const std::string& path,
-                    uint64_t vaddr, Frame& frame);
+                                              bool& pending);
+    void add_source(int pid, const MapEntry& mapping, const ElfFile& file, uint64_t vaddr,
+                    Frame& frame);
 
-    const ProcReader& proc_;
+    ProcReader proc_;  // a copy: loads may outlive the caller's
     SymbolizerOptions options_;
-    mutable std::mutex mu_;
-    // identity (opened path + dev:inode:mtime) -> key in files_ ("b:" build-id, else
-    // "i:" identity): copies of one build share a parse. Bounded apart (it is only an index).
-    std::unordered_map<std::string, std::string> identities_;
-    LruCache<std::string, std::shared_ptr<const ElfFile>> files_;
-    LruCache<uint64_t, std::shared_ptr<DebugInfo>> debug_;  // by ElfFile::id()
-    LruCache<std::pair<uint64_t, uint64_t>, std::shared_ptr<const SourceInfo>, PairHash> lines_;
-    // Files that could not be opened or parsed (key: opened path + mapped dev/inode), so a
-    // missing or non-ELF file costs one attempt, not one per frame.
-    std::map<std::string, std::string> failed_;
+    std::shared_ptr<Shared> shared_;
+    // Last: destroyed first, so that no load starts once the rest is gone.
+    BoundedLoader loader_;
     PerfMaps perf_maps_;
-    bool warned_evicting_ = false;
-    void remember_failure(const std::string& key, const std::string& message);
-    void insert_file(const std::string& identity, const std::string& key,
-                     std::shared_ptr<const ElfFile> file);
 };
 
 }  // namespace leakwatch

@@ -179,24 +179,46 @@ Placement place_probe(std::span<const uint8_t> code, int arguments, bool null_is
     return out;
 }
 
+bool instruction_boundary(std::span<const uint8_t> code, uint64_t offset) {
+    if (offset == 0) return true;
+    if (offset >= code.size()) return false;
+    csh handle;
+    if (cs_open(CS_ARCH_X86, CS_MODE_64, &handle) != CS_ERR_OK) return false;
+    cs_insn* insn = cs_malloc(handle);
+    const uint8_t* p = code.data();
+    size_t left = code.size();
+    uint64_t at = 0;
+    while (at < offset && cs_disasm_iter(handle, &p, &left, &at, insn)) {
+    }
+    cs_free(insn, 1);
+    cs_close(&handle);
+    return at == offset;
+}
+
 #else
 
 Placement place_probe(std::span<const uint8_t>, int, bool) {
     return Placement{0, false, "instructions not decoded on this architecture"};
 }
 
+bool instruction_boundary(std::span<const uint8_t>, uint64_t offset) {
+#if defined(__aarch64__)
+    return offset % 4 == 0;
+#else
+    (void)offset;
+    return true;
+#endif
+}
+
 #endif
 
-Placement place_probe_in_file(const std::string& path, uint64_t offset, int arguments,
+Placement place_probe_in_file(const OpenFile& file, uint64_t offset, int arguments,
                               bool null_is_noop) {
-    std::array<uint8_t, 128> code{};
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return Placement{0, false, "code not readable"};
-    ssize_t n = pread(fd, code.data(), code.size(), static_cast<off_t>(offset));
-    close(fd);
-    if (n <= 0) return Placement{0, false, "code not readable"};
-    return place_probe(std::span<const uint8_t>(code.data(), static_cast<size_t>(n)), arguments,
-                       null_is_noop);
+    auto code = read_at(file, offset, 128);
+    if (!code || code->empty()) return Placement{0, false, "code not readable"};
+    return place_probe(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(code->data()), code->size()),
+        arguments, null_is_noop);
 }
 
 }  // namespace leakwatch

@@ -22,6 +22,8 @@
 #include <span>
 #include <string>
 
+#include "proc/files.h"
+
 namespace leakwatch {
 
 struct Placement {
@@ -35,9 +37,15 @@ struct Placement {
 // leading NULL check may be skipped.
 Placement place_probe(std::span<const uint8_t> code, int arguments, bool null_is_noop);
 
-// The same for the function at file offset `offset` of `path` (read from the file; the probe
-// stays at the entry if it cannot be read).
-Placement place_probe_in_file(const std::string& path, uint64_t offset, int arguments,
+// The same for the function at file offset `offset` of an open file (the probe stays at the
+// entry if it cannot be read).
+Placement place_probe_in_file(const OpenFile& file, uint64_t offset, int arguments,
                               bool null_is_noop);
+
+// Whether an instruction starts `offset` bytes into `code`, decoded from its first byte (a
+// function's start): a breakpoint there replaces a whole instruction, not part of one. False
+// too when an instruction on the way cannot be decoded (it cannot be told). x86-64 is decoded;
+// on arm64 every instruction is 4 bytes.
+bool instruction_boundary(std::span<const uint8_t> code, uint64_t offset);
 
 }  // namespace leakwatch

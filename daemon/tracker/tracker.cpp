@@ -1,5 +1,6 @@
 #include "tracker/tracker.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -19,6 +20,8 @@ namespace {
 // exec event is retried this often until its allocator is mapped.
 constexpr std::chrono::milliseconds kRetryEvery{5};
 constexpr int kMaxAttempts = 400;  // 2 s
+// A process whose files are still being read (on the loader) is looked at this often.
+constexpr std::chrono::milliseconds kLoadingRetryEvery{50};
 
 }  // namespace
 
@@ -31,13 +34,163 @@ Tracker::Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symboli
       escalation_(escalation),
       self_(getpid()) {}
 
+namespace {
+
+// How far before a symbol its function's unwind tables may start for the symbol to be checked
+// against them (decoded from there): prologues, not whole functions.
+constexpr uint64_t kMaxDecodedBefore = 4096;
+
+// The probe plan for `mapping` of `pid`, from the file it maps (see ProbePlan). Reads files:
+// runs on the loader.
+Tracker::ProbePlan make_plan(const ProcReader& proc, int pid, const MapEntry& mapping,
+                             const std::string& prefix, const Symbolizer::Parser& parse,
+                             uint64_t max_bytes) {
+    Tracker::ProbePlan plan;
+    auto file = open_mapped(proc, pid, mapping, max_bytes);
+    if (!file) {
+        plan.error = file.error().message;
+        return plan;
+    }
+    auto elf = parse(*file);
+    if (!elf) {
+        plan.error = elf.error().message;
+        return plan;
+    }
+    // Where the file's functions start, by its unwind tables: a symbol that is not at a
+    // function's start must be an instruction boundary of the code from there.
+    auto cfi = CfiFile::open(*file);
+    std::set<uint64_t> seen;  // aliases (mmap/mmap64) share an address: probe it once
+    for (const auto& fn : allocator_functions()) {
+        auto vaddr = (*elf)->function_address(prefix + fn.name);
+        if (!vaddr) continue;
+        auto off = (*elf)->file_offset_of_vaddr(*vaddr);
+        if (!off || !seen.insert(*off).second) continue;
+        if (auto start = cfi ? (*cfi)->function_start(*vaddr) : std::nullopt;
+            start && *start != *vaddr && *vaddr - *start < kMaxDecodedBefore) {
+            auto start_off = (*elf)->file_offset_of_vaddr(*start);
+            auto code = start_off ? read_at(*file, *start_off, *vaddr - *start + 16)
+                                  : Result<std::string>(std::unexpected(Error{"outside the file"}));
+            auto bytes = code ? std::span<const uint8_t>(
+                                    reinterpret_cast<const uint8_t*>(code->data()), code->size())
+                              : std::span<const uint8_t>();
+            if (!instruction_boundary(bytes, *vaddr - *start)) {
+                plan.refused.push_back(fmt::format(
+                    "{}{} at {:#x} is not where an instruction starts in the code of its "
+                    "function (from {:#x}, by the file's unwind tables): not probed at all",
+                    prefix, fn.name, *vaddr, *start));
+                continue;
+            }
+        }
+        Placement where = place_probe_in_file(*file, *off, fn.arguments, fn.kind == LW_FREE);
+        plan.probes.push_back({fn.name, *off + where.skip, where});
+    }
+    plan.file = std::make_shared<OpenFile>(std::move(*file));
+    return plan;
+}
+
+// What the unwind tables of a mapped file are cached by: its path, identity and offset.
+std::string code_key(const MapEntry& m) {
+    return m.path + '|' + std::to_string(m.dev_major) + ':' + std::to_string(m.dev_minor) + ':' +
+           std::to_string(m.inode) + '@' + std::to_string(m.offset);
+}
+
+// The unwind tables of the executable file mappings of a process not known yet (unwind: auto),
+// into `cache`. Runs on the loader.
+void read_frame_pointer_files(const ProcReader& proc, int pid, const std::vector<MapEntry>& code,
+                              uint64_t max_bytes, Tracker::FramePointerFiles& cache) {
+    for (const MapEntry& m : code) {
+        const std::string key = code_key(m);
+        {
+            std::lock_guard lock(cache.mu);
+            if (cache.files.peek(key)) continue;
+        }
+        Tracker::FramePointerFile fresh;
+        if (auto file = open_mapped(proc, pid, m, max_bytes)) {
+            if (auto cfi = CfiFile::open(*file)) {
+                if (auto vaddr = (*cfi)->vaddr_of_file_offset(m.offset)) {
+                    fresh.use = (*cfi)->frame_pointer_use();
+                    fresh.vaddr = *vaddr;
+                    fresh.readable = true;
+                    spdlog::debug(
+                        "{}: {} of {} functions keep a frame pointer; {} walked by the frame "
+                        "pointer",
+                        m.path, fresh.use.with_frame_pointer, fresh.use.functions,
+                        fresh.use.walkable(LW_MAX_RANGES / 2) ? "frames" : "no frame");
+                }
+            }
+        }
+        std::lock_guard lock(cache.mu);
+        cache.files.put(key, std::move(fresh));
+    }
+}
+
+// The executable file mappings of a process, the program's first: its own code is where the
+// callers that name a leak are.
+std::vector<MapEntry> code_mappings(const std::vector<MapEntry>& maps, const std::string& exe) {
+    std::vector<MapEntry> code;
+    for (const auto& m : maps)
+        if (m.executable() && !m.path.empty() && m.path.front() == '/')
+            code.insert(m.path == exe ? code.begin() : code.end(), m);
+    return code;
+}
+
+}  // namespace
+
+std::optional<Tracker::ProbePlan> Tracker::probe_plan(const ProcessInfo& info,
+                                                      const WatchRule& rule,
+                                                      const std::vector<MapEntry>& maps,
+                                                      const MapEntry& mapping) {
+    const pid_t pid = info.pid;
+    const std::string key = "probe:" + std::to_string(pid) + ':' + std::to_string(info.start_time) +
+                            ':' + std::to_string(mapping.start) + ':' +
+                            std::to_string(mapping.inode) + ':' + rule.allocator.symbol_prefix;
+    auto& slot = plans_[pid];
+    if (!slot || slot->key != key) {
+        slot = std::make_shared<PlanSlot>();
+        slot->key = key;
+    }
+    auto take = [&]() -> std::optional<ProbePlan> {
+        std::lock_guard lock(slot->mu);
+        if (!slot->plan) return std::nullopt;
+        ProbePlan plan = std::move(*slot->plan);
+        plans_.erase(pid);
+        return plan;
+    };
+    if (auto plan = take()) return plan;
+    auto wait = symbolizer_.wait_for(key);
+    if (!wait) {
+        refuse_file(Refusal::kSlow, mapping.path + " (pid " + std::to_string(pid) + ")",
+                    "reading the allocator's file takes too long; the process is not watched");
+        plans_.erase(pid);
+        ProbePlan slow;
+        slow.error = mapping.path + ": too slow to read";
+        return slow;
+    }
+    std::vector<MapEntry> code;
+#if defined(__x86_64__)
+    if (rule.unwind == WatchRule::Unwind::kAuto) code = code_mappings(maps, info.exe);
+#else
+    (void)maps;
+#endif
+    auto load = [slot, proc = proc_, pid, mapping, prefix = rule.allocator.symbol_prefix,
+                 parse = symbolizer_.parser(), max_bytes = symbolizer_.max_file_bytes(),
+                 code = std::move(code), fp = frame_pointer_files_] {
+        ProbePlan plan = make_plan(proc, pid, mapping, prefix, parse, max_bytes);
+        if (plan.error.empty()) read_frame_pointer_files(proc, pid, code, max_bytes, *fp);
+        std::lock_guard lock(slot->mu);
+        slot->plan = std::move(plan);
+    };
+    if (symbolizer_.loader().run(key, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting)
+        return std::nullopt;
+    return take();
+}
+
 Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
                                    const std::vector<MapEntry>& maps, const std::string& exe) {
     Recording recording;
 #if defined(__x86_64__)
     recording.dwarf_unwind = rule.unwind != WatchRule::Unwind::kFramePointer;
-    if (rule.unwind == WatchRule::Unwind::kAuto)
-        add_frame_pointer_code(pid, maps, exe, recording);
+    if (rule.unwind == WatchRule::Unwind::kAuto) add_frame_pointer_code(pid, maps, exe, recording);
 #else
     (void)pid, (void)rule, (void)maps, (void)exe;
 #endif
@@ -65,9 +218,10 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         }
         t.state = TrackingState::kWatch;
         t.fault_sample_bytes = escalation_.watch_sample_bytes;
-        spdlog::info("watching pid {} ({}) for rule '{}': its memory, and a page fault in {} "
-                     "bytes it touches first (no uprobes until it is suspected of leaking)",
-                     pid, info.comm, rule.name, escalation_.watch_sample_bytes);
+        spdlog::info(
+            "watching pid {} ({}) for rule '{}': its memory, and a page fault in {} "
+            "bytes it touches first (no uprobes until it is suspected of leaking)",
+            pid, info.comm, rule.name, escalation_.watch_sample_bytes);
         tracked_[pid] = std::move(t);
         return Outcome::kAttached;
     }
@@ -90,20 +244,17 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
                          rule.name, mapping.error().message);
         return Outcome::kNotYet;
     }
-    auto elf = symbolizer_.file_for(pid, *mapping);
-    if (!elf) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, elf.error().message);
+    // Read on the loader: a file of the process may block whoever reads it.
+    auto plan = probe_plan(info, rule, maps, *mapping);
+    if (!plan) return Outcome::kLoading;
+    if (!plan->error.empty()) {
+        spdlog::warn("pid {} ({}): {}", pid, info.comm, plan->error);
         return Outcome::kFailed;
     }
 
     ProbeTarget target;
-
-    auto reachable = proc_.mapped_file(pid, *mapping);
-    if (!reachable) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, reachable.error().message);
-        return Outcome::kFailed;
-    }
-    target.path = *reachable;
+    // The very file the plan was read from: the kernel resolves no path of the process's.
+    target.path = plan->file->fd_path();
     // The probes are in the library's executable segment: its mapping gives their addresses.
     // One pass over the mappings of the allocator's file: its executable segment (where the
     // probes are: their addresses are load_bias + file offset) and its whole range.
@@ -121,31 +272,27 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         lib_lo = std::min(lib_lo, m.start);
         lib_hi = std::max(lib_hi, m.end);
     }
-    std::set<uint64_t> seen;  // aliases (mmap/mmap64) share an address: probe it once
-    for (const auto& fn : allocator_functions()) {
-        auto vaddr = (*elf)->function_address(rule.allocator.symbol_prefix + fn.name);
-        if (!vaddr) continue;
-        auto off = (*elf)->file_offset_of_vaddr(*vaddr);
-        if (!off || !seen.insert(*off).second) continue;
-        Placement where = place_probe_in_file(target.path, *off, fn.arguments, fn.kind == LW_FREE);
-        const uint64_t at = *off + where.skip;
+    for (const std::string& refused : plan->refused)
+        spdlog::warn("pid {} ({}): {}: {}", pid, info.comm, mapping->path, refused);
+    for (const auto& probe : plan->probes) {
+        const Placement& where = probe.placement;
         if (where.emulated) {
-            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, fn.name, where.skip,
+            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, probe.function, where.skip,
                           where.how);
-        } else if (single_stepped_.insert(mapping->path + ":" + fn.name).second) {
+        } else if (single_stepped_.insert(mapping->path + ":" + probe.function).second) {
             spdlog::info(
                 "{} in {} is probed at its entry, which the kernel single-steps ({}); "
                 "each call costs several microseconds more",
-                fn.name, mapping->path, where.how);
+                probe.function, mapping->path, where.how);
         }
-        target.offsets.emplace_back(fn.name, at);
+        target.offsets.emplace_back(probe.function, probe.offset);
     }
     auto has = [&](const char* name) {
         return std::any_of(target.offsets.begin(), target.offsets.end(),
                            [&](const auto& o) { return o.first == name; });
     };
     if (!has("malloc") || !has("free")) {
-        spdlog::warn("pid {} ({}): {} has no {}malloc/{}free symbols; not watched", pid, info.comm,
+        spdlog::warn("pid {} ({}): {} has no {}malloc/{}free to probe; not watched", pid, info.comm,
                      mapping->path, rule.allocator.symbol_prefix, rule.allocator.symbol_prefix);
         return Outcome::kFailed;
     }
@@ -182,22 +329,23 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (it == tracked_.end()) return fail("pid " + std::to_string(pid) + " is not watched");
     Tracked& t = it->second;
     if (t.state != TrackingState::kWatch)
-        return fail("pid " + std::to_string(pid) + " is not in the watch tier (tracking: " +
-                    tracking_name(t.state) + ")");
+        return fail("pid " + std::to_string(pid) +
+                    " is not in the watch tier (tracking: " + tracking_name(t.state) + ")");
     auto maps = proc_.maps(pid);
     if (!maps) return std::unexpected(maps.error());
     t.maps = std::move(*maps);
     t.maps_read = Clock::now();
     if (attach_probes(t.info, t.rule, t.maps, true, t.attachment) != Outcome::kAttached)
-        return fail("pid " + std::to_string(pid) + ": its allocator probes could not be "
+        return fail("pid " + std::to_string(pid) +
+                    ": its allocator probes could not be "
                     "attached (the log says why)");
     t.state = TrackingState::kEscalated;
     t.escalated_at = unix_seconds();
     spdlog::info("escalated pid {} ({}) of rule '{}': {}; allocator probes, {}", pid, t.info.comm,
                  t.rule.name, reason,
-                 t.rule.sample_bytes ? "sampled every " + std::to_string(t.rule.sample_bytes) +
-                                           " bytes"
-                                     : std::string("every allocation"));
+                 t.rule.sample_bytes
+                     ? "sampled every " + std::to_string(t.rule.sample_bytes) + " bytes"
+                     : std::string("every allocation"));
     return {};
 }
 
@@ -209,9 +357,10 @@ void Tracker::release(pid_t pid, std::string_view reason) {
     // Its uprobes go in the background (a kernel grace period each); recording has stopped.
     reaper_.dispose(std::move(t.attachment));
     attacher_.purge_probes({static_cast<uint32_t>(pid)});
-    spdlog::info("released pid {} ({}) of rule '{}' after {:.0f}s escalated: {}; back to the "
-                 "watch tier",
-                 pid, t.info.comm, t.rule.name, unix_seconds() - t.escalated_at, reason);
+    spdlog::info(
+        "released pid {} ({}) of rule '{}' after {:.0f}s escalated: {}; back to the "
+        "watch tier",
+        pid, t.info.comm, t.rule.name, unix_seconds() - t.escalated_at, reason);
     t.state = TrackingState::kWatch;
     t.escalated_at = 0;
 }
@@ -224,36 +373,31 @@ size_t Tracker::escalated() const {
 
 void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
                                      const std::string& exe, Recording& recording) {
-    // The program first: its own code is where the callers that name a leak are.
-    std::vector<const MapEntry*> code;
-    for (const auto& m : maps)
-        if (m.executable() && !m.path.empty() && m.path.front() == '/')
-            code.insert(m.path == exe ? code.begin() : code.end(), &m);
-    size_t used = 0;
-    for (const MapEntry* m : code) {
-        std::string key = m->path + '|' + std::to_string(m->dev_major) + ':' +
-                          std::to_string(m->dev_minor) + ':' + std::to_string(m->inode) + '@' +
-                          std::to_string(m->offset);
-        FramePointerFile* file = frame_pointer_files_.get(key);
-        if (file == nullptr) {
-            FramePointerFile fresh;
-            auto path = proc_.mapped_file(pid, *m);
-            auto cfi = path ? CfiFile::open(*path)
-                            : Result<std::unique_ptr<CfiFile>>(std::unexpected(path.error()));
-            if (cfi) {
-                if (auto vaddr = (*cfi)->vaddr_of_file_offset(m->offset)) {
-                    fresh.use = (*cfi)->frame_pointer_use();
-                    fresh.vaddr = *vaddr;
-                    fresh.readable = true;
-                    spdlog::debug(
-                        "{}: {} of {} functions keep a frame pointer; {} walked by "
-                        "the frame pointer",
-                        m->path, fresh.use.with_frame_pointer, fresh.use.functions,
-                        fresh.use.walkable(LW_MAX_RANGES / 2) ? "frames" : "no frame");
-                }
-            }
-            file = &frame_pointer_files_.put(key, std::move(fresh));
+    const std::vector<MapEntry> code = code_mappings(maps, exe);
+    // Files whose tables were not read with a probe plan (the watch tier has none) are read on
+    // the loader now, waited for a bounded time: those still loading are walked by rules.
+    bool missing = false;
+    {
+        std::lock_guard lock(frame_pointer_files_->mu);
+        for (const MapEntry& m : code)
+            missing |= frame_pointer_files_->files.peek(code_key(m)) == nullptr;
+    }
+    if (missing) {
+        const std::string key = "frame-pointer:" + std::to_string(pid);
+        if (auto wait = symbolizer_.wait_for(key)) {
+            auto load = [proc = proc_, pid, code, max_bytes = symbolizer_.max_file_bytes(),
+                         fp = frame_pointer_files_] {
+                read_frame_pointer_files(proc, pid, code, max_bytes, *fp);
+            };
+            symbolizer_.loader().run(key, std::move(load), *wait);
         }
+    }
+    size_t used = 0;
+    std::lock_guard lock(frame_pointer_files_->mu);
+    for (const MapEntry& mapping : code) {
+        const MapEntry* m = &mapping;
+        const FramePointerFile* file = frame_pointer_files_->files.get(code_key(mapping));
+        if (file == nullptr) continue;
         const auto& use = file->use;
         if (!file->readable || !use.walkable(LW_MAX_RANGES / 2) ||
             used + 1 + use.without.size() > LW_MAX_RANGES)
@@ -283,6 +427,9 @@ void Tracker::consider(pid_t pid, bool fresh_exec) {
     switch (try_attach(*info, *rule, !fresh_exec)) {
         case Outcome::kAttached:
             break;
+        case Outcome::kLoading:
+            pending_[pid] = Pending{*info, *rule, 1, Clock::now() + kLoadingRetryEvery};
+            break;
         case Outcome::kNotYet:
             if (fresh_exec) {
                 pending_[pid] = Pending{*info, *rule, 1, Clock::now() + kRetryEvery};
@@ -296,6 +443,7 @@ void Tracker::consider(pid_t pid, bool fresh_exec) {
 }
 
 void Tracker::detach(pid_t pid, const char* why, bool in_background) {
+    plans_.erase(pid);
     auto it = tracked_.find(pid);
     if (it == tracked_.end()) return;
     attacher_.unwatch(static_cast<uint32_t>(pid));
@@ -347,8 +495,9 @@ int Tracker::tick() {
         }
         bool last = ++p.attempts >= kMaxAttempts;
         Outcome o = try_attach(p.info, p.rule, last);
-        if (o == Outcome::kNotYet && !last) {
-            p.next = now + kRetryEvery;
+        if ((o == Outcome::kNotYet && !last) || o == Outcome::kLoading) {
+            // Loading ends by itself: a file too slow to read fails the attach.
+            p.next = now + (o == Outcome::kLoading ? kLoadingRetryEvery : kRetryEvery);
             next = std::min(next, p.next);
             ++it;
             continue;
@@ -372,12 +521,33 @@ void Tracker::scan() {
             detach(pid, "gone", true);
         else if (*start != tracked_[pid].info.start_time)
             detach(pid, "pid reused");
+        else
+            rematch(pid);
     }
     for (auto it = failed_.begin(); it != failed_.end();)
         it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
     flush_purges();
     for (pid_t pid : pids)
         if (!pending_.count(pid)) consider(pid, false);
+}
+
+void Tracker::rematch(pid_t pid) {
+    Tracked& t = tracked_.at(pid);
+    ProcessInfo fresh = t.info;
+    if (!proc_.reread_uid_and_cgroup(fresh)) return;  // gone: the exit event or a scan sees it
+    if (fresh.cgroup == t.info.cgroup && fresh.uid == t.info.uid && fresh.euid == t.info.euid)
+        return;
+    // What it was attached for (comm, exe, command line at exec), where and as whom it runs now.
+    const WatchRule* now = matching_rule(rules_, fresh);
+    if (now && same_rule(*now, t.rule)) {
+        t.info = std::move(fresh);  // still its rule: probes and data stay, the labels follow
+        return;
+    }
+    std::string why =
+        fresh.cgroup != t.info.cgroup ? "moved to cgroup " + fresh.cgroup : "its uid changed";
+    why += now ? "; rule '" + now->name + "' matches it now" : "; no rule matches it now";
+    detach(pid, why.c_str());
+    consider(pid, false);
 }
 
 void Tracker::set_rules(std::vector<WatchRule> rules) {
@@ -414,8 +584,8 @@ std::vector<ProcessMeta> Tracker::processes() const {
     out.reserve(tracked_.size());
     for (const auto& [pid, t] : tracked_)
         out.push_back({static_cast<uint32_t>(pid), t.rule.name, t.info.comm, t.rule.min_age,
-                       t.rule.allocator.symbol_prefix, t.attached_at, t.state, t.escalated_at,
-                       t.fault_sample_bytes});
+                       t.rule.allocator.symbol_prefix, t.attached_at, unit_label(t.info.cgroup),
+                       t.state, t.escalated_at, t.fault_sample_bytes});
     return out;
 }
 

@@ -7,16 +7,21 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "aggregate/aggregator.h"
 #include "config/config.h"
+#include "proc/files.h"
 #include "proc/proc.h"
 #include "symbols/cfi.h"
 #include "symbols/lru.h"
 #include "symbols/symbolizer.h"
 #include "tracker/attacher.h"
+#include "tracker/placement.h"
 #include "tracker/reaper.h"
 
 struct lw_event;
@@ -62,6 +67,38 @@ class Tracker : public FrameResolver {
     Frame resolve(uint32_t pid, uint64_t address) override;
     uint64_t jit_generation(uint32_t pid) override;
 
+    // How the functions of one mapped file use the frame pointer, and the ELF address its
+    // executable mapping's file offset is loaded at (unwind: auto).
+    struct FramePointerFile {
+        FramePointerUse use;
+        uint64_t vaddr = 0;  // ELF address of the mapping's file offset
+        bool readable = false;
+    };
+    // Shared with the loads that fill it (they may outlive the tracker).
+    struct FramePointerFiles {
+        std::mutex mu;
+        LruCache<std::string, FramePointerFile> files{256};
+    };
+    // Where each allocator function of a process's allocator library is probed, read from the
+    // very file the process maps: the symbols from its parse (shared only with files of the
+    // same content), the instructions from its bytes. Made on the loader.
+    struct ProbePlan {
+        std::string error;               // when nothing can be probed
+        std::shared_ptr<OpenFile> file;  // held until the probes are attached: their path
+        struct Probe {
+            const char* function;
+            uint64_t offset;  // file offset of the probed instruction
+            Placement placement;
+        };
+        std::vector<Probe> probes;
+        std::vector<std::string> refused;  // functions not probed at all, and why
+    };
+    struct PlanSlot {
+        std::string key;
+        std::mutex mu;
+        std::optional<ProbePlan> plan;
+    };
+
   private:
     struct Tracked {
         ProcessInfo info;
@@ -80,7 +117,13 @@ class Tracker : public FrameResolver {
         int attempts = 0;
         Clock::time_point next;
     };
-    enum class Outcome { kAttached, kNotYet, kFailed };
+    // kNotYet: its allocator is not mapped yet (a fresh exec); kLoading: its files are still
+    // being read (on the symbolizer's loader).
+    enum class Outcome { kAttached, kNotYet, kLoading, kFailed };
+
+    // The plan for a process, nullopt while its files are read.
+    std::optional<ProbePlan> probe_plan(const ProcessInfo& info, const WatchRule& rule,
+                                        const std::vector<MapEntry>& maps, const MapEntry& mapping);
 
     void consider(pid_t pid, bool fresh_exec);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
@@ -99,6 +142,10 @@ class Tracker : public FrameResolver {
     void add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
                                 const std::string& exe, Recording& recording);
     void flush_purges();
+    // Matches a watched process again with its cgroup and uids as they are now (a process can
+    // be moved, or change its uid): under another rule, or none, it is detached (and attached
+    // for the other rule).
+    void rematch(pid_t pid);
 
     Attacher& attacher_;
     const ProcReader& proc_;
@@ -113,12 +160,8 @@ class Tracker : public FrameResolver {
     std::set<uint32_t> purge_;
     // Per mapped file (path, device, inode, offset of its executable mapping): how its
     // functions use the frame pointer, and the ELF address that offset is loaded at.
-    struct FramePointerFile {
-        FramePointerUse use;
-        uint64_t vaddr = 0;  // ELF address of the mapping's file offset
-        bool readable = false;
-    };
-    LruCache<std::string, FramePointerFile> frame_pointer_files_{256};
+    std::shared_ptr<FramePointerFiles> frame_pointer_files_ = std::make_shared<FramePointerFiles>();
+    std::map<pid_t, std::shared_ptr<PlanSlot>> plans_;  // probe plans being made
     Reaper reaper_;  // last: destroyed first, detaching what is still queued
 };
 

@@ -31,6 +31,8 @@ void complete_snapshot(SnapshotMaps& maps, Unwinder& unwinder, const lw_snapshot
                                           LW_DWARF_FRAMES - stack.nr + 1);
     for (size_t i = 0; i < steps.size(); i++) {
         const auto& [pc, rule] = steps[i];
+        // Its file's CFI is still being read: no rule to store, and the walk stopped here.
+        if (rule.kind == UnwindRule::kPending) break;
         lw_unwind_rule r{};
         r.kind = rule.kind;
         r.cfa_off = rule.cfa_offset;

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <utility>
 
+#include "proc/files.h"
+
 namespace leakwatch {
 
 std::vector<UnwindStep> unwind(const UnwindStart& start,
@@ -124,7 +126,9 @@ Unwinder::Unwinder(const ProcReader& proc, Symbolizer& symbolizer, size_t max_fi
 UnwindRule Unwinder::jit_rule(int pid, uint64_t pc) {
     // The blob's start from the runtime's perf map, its code from the process's memory.
     constexpr uint64_t kMaxDecoded = 4096;
-    auto blob = symbolizer_.jit_blob(pid, pc - 1);
+    bool pending = false;
+    auto blob = symbolizer_.jit_blob(pid, pc - 1, &pending);
+    if (pending) return UnwindRule::pending();
     if (blob && pc - blob->start <= kMaxDecoded) {
         std::vector<uint8_t> code(pc - blob->start);
         std::string mem = proc_.root() + "/" + std::to_string(pid) + "/mem";
@@ -142,17 +146,42 @@ UnwindRule Unwinder::jit_rule(int pid, uint64_t pc) {
     return UnwindRule::frame_pointer();
 }
 
-CfiFile* Unwinder::file_for(int pid, const MapEntry& mapping) {
+CfiFile* Unwinder::file_for(int pid, const MapEntry& mapping, bool& pending) {
     std::string key = mapping.path + '|' + std::to_string(mapping.dev_major) + ':' +
                       std::to_string(mapping.dev_minor) + ':' + std::to_string(mapping.inode);
     if (auto* cached = files_.get(key)) return cached->get();
+    const std::string job = "cfi:" + key;
+    auto wait = symbolizer_.wait_for(job);
+    if (!wait) {
+        refuse_file(Refusal::kSlow, mapping.path + " (unwind tables)",
+                    "reading it takes too long; stacks end at its frames");
+        files_.put(key, nullptr);
+        return nullptr;
+    }
     // The mapped file itself (checked by inode), never a replacement at the same path. A
     // failure is not remembered: it may be this process's alone (it exited meanwhile).
-    auto path = proc_.mapped_file(pid, mapping);
-    if (!path) return nullptr;
-    auto opened = CfiFile::open(*path);
-    if (!opened) return nullptr;
-    return files_.put(key, std::shared_ptr<CfiFile>(std::move(*opened))).get();
+    auto load = [proc = proc_, loaded = loaded_, pid, mapping, key,
+                 max_bytes = symbolizer_.max_file_bytes()] {
+        std::shared_ptr<CfiFile> cfi;
+        if (auto file = open_mapped(proc, pid, mapping, max_bytes))
+            if (auto opened = CfiFile::open(*file)) cfi = std::move(*opened);
+        std::lock_guard lock(loaded->mu);
+        loaded->files[key] = std::move(cfi);
+    };
+    if (symbolizer_.loader().run(job, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting) {
+        pending = true;
+        return nullptr;
+    }
+    std::shared_ptr<CfiFile> cfi;
+    {
+        std::lock_guard lock(loaded_->mu);
+        auto it = loaded_->files.find(key);
+        if (it == loaded_->files.end()) return nullptr;
+        cfi = std::move(it->second);
+        loaded_->files.erase(it);
+    }
+    if (!cfi) return nullptr;
+    return files_.put(key, std::move(cfi)).get();
 }
 
 UnwindRule Unwinder::rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc,
@@ -166,7 +195,9 @@ UnwindRule Unwinder::rule_for(int pid, const std::vector<MapEntry>& maps, uint64
         // Anonymous executable memory is JIT-compiled code, which has no CFI in a file.
         return m->path.empty() ? jit_rule(pid, at + 1) : UnwindRule::end();
     }
-    CfiFile* file = file_for(pid, *m);
+    bool pending = false;
+    CfiFile* file = file_for(pid, *m, pending);
+    if (pending) return UnwindRule::pending();
     if (file == nullptr) return UnwindRule::end();
     auto vaddr = file->vaddr_of_file_offset(at - m->start + m->offset);
     if (!vaddr) return UnwindRule::end();

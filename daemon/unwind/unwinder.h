@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -73,7 +74,8 @@ class Unwinder {
     // The rule for return address `pc` of process `pid` (its CFI at pc - 1, inside the call).
     // Addresses in anonymous executable memory (JIT-compiled code) get the frame-pointer
     // rule; addresses outside any executable mapping, or in a file without CFI there, end the
-    // walk.
+    // walk. While the file's CFI (or the perf map) is still being read, on the symbolizer's
+    // loader: UnwindRule::pending().
     // With `exact`, pc is an instruction's own address (where a walk from a page fault
     // starts): its CFI at pc itself.
     UnwindRule rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc,
@@ -83,12 +85,21 @@ class Unwinder {
     UnwindStats stats() const { return {snapshots_.load(), rules_.load(), nanoseconds_.load()}; }
 
   private:
-    CfiFile* file_for(int pid, const MapEntry& mapping);
+    // The CFI of a mapped file, nullptr when it has none (or cannot be read); `pending` while
+    // it is being read.
+    CfiFile* file_for(int pid, const MapEntry& mapping, bool& pending);
     UnwindRule jit_rule(int pid, uint64_t pc);
 
-    const ProcReader& proc_;
-    // by path + device + inode
+    // What loads hand back (they may outlive the unwinder): key -> the file read, or nullptr.
+    struct Loaded {
+        std::mutex mu;
+        std::map<std::string, std::shared_ptr<CfiFile>> files;
+    };
+
+    ProcReader proc_;  // a copy: loads may outlive the caller's
+    // by path + device + inode; nullptr: no CFI (or too slow to read)
     LruCache<std::string, std::shared_ptr<CfiFile>> files_;
+    std::shared_ptr<Loaded> loaded_ = std::make_shared<Loaded>();
     Symbolizer& symbolizer_;  // where JIT code blobs start
     std::atomic<uint64_t> snapshots_{0}, rules_{0}, nanoseconds_{0};
 };

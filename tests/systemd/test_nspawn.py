@@ -10,8 +10,9 @@ container (ctest: systemd.nspawn_service; labels systemd, root, slow).
      guest's port 10071 is its own (--private-network).
   3. dpkg -i the .deb: enabled, started, conffile registered, the unit installed once.
   4. A rule for the fixture (/root/leak_steady, the program in tests/progs that leaks through
-     leak_record_entry) and `systemctl start leakwatch`: active, /metrics shows the leak at
-     its site with the exact bytes; kernel tracking is on too, and its stacks are symbolized
+     leak_record_entry), by the systemd unit it runs in (`match: {unit: ...}`), and
+     `systemctl start leakwatch`: active, /metrics shows the leak at its site with the exact
+     bytes and the process's `unit` label; kernel tracking is on too, and its stacks are symbolized
      (CAP_SYSLOG and /proc/kallsyms under the unit's sandbox).
   5. A second rule + `systemctl reload`: still active, the new rule's process (a copy of the
      fixture under /home, which the unit hides from the daemon's own view) is watched, and
@@ -100,11 +101,19 @@ def wait_stack_bytes(c, watch, truth, timeout=30):
                       f"all sites of {watch}: {seen.get('sites')}") from None
 
 
+# Fixture 1 is matched by the systemd unit systemd-run starts it in (its cgroup), fixture 2
+# by its comm.
+UNIT1 = "lw-fixture1"
+RULE1 = ("steady1", {"unit": f"{UNIT1}.service"})
+RULE2 = ("steady2", {"comm": "leak_other"})
+
+
 def config(rules):
     text = (f'listen_address: "127.0.0.1:{PORT}"\ninterval: 1s\nkernel:\n  enabled: true\n'
             '  tracking: full\nwatch:\n')
-    for name, comm in rules:
-        text += f"  - name: {name}\n    tracking: full\n    match:\n      comm: {comm}\n"
+    for name, criteria in rules:
+        text += f"  - name: {name}\n    tracking: full\n    match:\n"
+        text += "".join(f"      {k}: {v}\n" for k, v in criteria.items())
     return text
 
 
@@ -172,8 +181,8 @@ def scenario(c, deb, fixture, timings):
     shutil.copy(fixture, c.path("/root/leak_steady"))
     os.makedirs(c.path("/home/lwtest"), exist_ok=True)
     shutil.copy(fixture, c.path("/home/lwtest/leak_other"))
-    c.write("/etc/leakwatch/leakwatch.yaml", config([("steady1", "leak_steady")]))
-    pid1 = start_fixture(c, "lw-fixture1", "/root/leak_steady", LEAK1, "/root/go1")
+    c.write("/etc/leakwatch/leakwatch.yaml", config([RULE1]))
+    pid1 = start_fixture(c, UNIT1, "/root/leak_steady", LEAK1, "/root/go1")
     c.run(["systemctl", "start", "leakwatch"])
     check(c.is_active("leakwatch") == "active",
           f"leakwatch is {c.is_active('leakwatch')} after start:\n{c.journal('leakwatch')}")
@@ -192,13 +201,17 @@ def scenario(c, deb, fixture, timings):
           "no leakwatch_kernel_outstanding_bytes{kind=kmalloc}")
     check(any(re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", s) for s in kernel_sites),
           f"kernel stacks are not symbolized (kallsyms unreadable in the sandbox?): {kernel_sites}")
-    t = step("/metrics shows the leak (exact bytes) and symbolized kernel stacks", t)
+    units = {l.get("unit") for n, l, v in ms
+             if n == "leakwatch_outstanding_bytes" and l.get("pid") == str(pid1)}
+    check(units == {f"{UNIT1}.service"},
+          f"fixture 1 (matched by its unit) has unit labels {units}, not {UNIT1}.service")
+    t = step("/metrics shows the leak (exact bytes, unit label) and symbolized kernel stacks", t)
 
     # ---- reload with a second rule: state kept, new rule active
     stamp = value(ms, "leakwatch_config_last_reload_success_timestamp_seconds")
     pid2 = start_fixture(c, "lw-fixture2", "/home/lwtest/leak_other", LEAK2, "/root/go2")
     c.write("/etc/leakwatch/leakwatch.yaml",
-            config([("steady1", "leak_steady"), ("steady2", "leak_other")]))
+            config([RULE1, RULE2]))
     c.run(["systemctl", "reload", "leakwatch"])
     ms = wait_until(lambda: (lambda m: m if value(m, "leakwatch_outstanding_bytes",
                                                   watch="steady2", pid=str(pid2)) is not None
@@ -217,7 +230,7 @@ def scenario(c, deb, fixture, timings):
 
     # ---- a broken YAML: the running config stays
     c.write("/etc/leakwatch/leakwatch.yaml",
-            config([("steady1", "leak_steady")]) + "    bogus_key: 1\n")
+            config([RULE1]) + "    bogus_key: 1\n")
     c.run(["systemctl", "reload", "leakwatch"])
     ms = wait_until(lambda: (lambda m: m if value(m, "leakwatch_config_last_reload_successful") == 0
                              else None)(metrics(c)), 20,
@@ -260,7 +273,7 @@ def scenario(c, deb, fixture, timings):
     t = step(f"systemctl stop ({stop_s:.1f}s): inactive, no BPF programs or links left", t)
 
     # ---- upgrade keeps the edited conffile and restarts; purge removes everything
-    edited = config([("steady1", "leak_steady")]) + "# edited by the operator\n"
+    edited = config([RULE1]) + "# edited by the operator\n"
     c.write("/etc/leakwatch/leakwatch.yaml", edited)
     c.run(["systemctl", "start", "leakwatch"])
     old_pid = c.run(["systemctl", "show", "-p", "MainPID", "--value", "leakwatch"]).stdout.strip()

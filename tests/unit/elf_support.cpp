@@ -1,6 +1,7 @@
 #include "elf_support.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <link.h>
 #include <unistd.h>
@@ -10,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
 extern "C" __attribute__((noinline, used)) int leakwatch_test_marker_fn(int x) {
@@ -188,6 +191,39 @@ MapEntry file_mapping(const std::string& path, uint64_t inode) {
 
 bool sh(const std::string& cmd, const fs::path& log) {
     return std::system((cmd + " >>'" + log.string() + "' 2>&1").c_str()) == 0;
+}
+
+bool move_dynamic_symbol(const std::string& path, const std::string& name, int64_t delta) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    if (!f) return false;
+    std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (bytes.size() < sizeof(Elf64_Ehdr)) return false;
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, bytes.data(), sizeof eh);
+    auto shdr = [&](size_t i) {
+        Elf64_Shdr sh;
+        std::memcpy(&sh, bytes.data() + eh.e_shoff + i * eh.e_shentsize, sizeof sh);
+        return sh;
+    };
+    bool moved = false;
+    for (size_t i = 0; i < eh.e_shnum; i++) {
+        Elf64_Shdr sh = shdr(i);
+        if (sh.sh_type != SHT_DYNSYM) continue;
+        Elf64_Shdr strtab = shdr(sh.sh_link);
+        for (uint64_t off = sh.sh_offset; off + sizeof(Elf64_Sym) <= sh.sh_offset + sh.sh_size;
+             off += sizeof(Elf64_Sym)) {
+            Elf64_Sym sym;
+            std::memcpy(&sym, bytes.data() + off, sizeof sym);
+            if (name != bytes.data() + strtab.sh_offset + sym.st_name) continue;
+            sym.st_value = static_cast<uint64_t>(static_cast<int64_t>(sym.st_value) + delta);
+            std::memcpy(bytes.data() + off, &sym, sizeof sym);
+            moved = true;
+        }
+    }
+    if (!moved) return false;
+    f.seekp(0);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    return static_cast<bool>(f);
 }
 
 }  // namespace elf_support

@@ -74,5 +74,8 @@ const FixtureLibs& fixture_libs();
 std::shared_ptr<const leakwatch::ElfFile> open_elf(const std::string& path);
 // A mapping of `path` at 0x10000, file offset 0.
 leakwatch::MapEntry file_mapping(const std::string& path, uint64_t inode = 0);
+// Moves the value of every dynamic symbol `name` of an ELF64 file by `delta` bytes, in place
+// (a fake of a library that claims its build-id); false when there is none.
+bool move_dynamic_symbol(const std::string& path, const std::string& name, int64_t delta);
 
 }  // namespace elf_support

@@ -165,6 +165,7 @@ Snapshot make_snapshot() {
     svc.pid = 4242;
     svc.watch = "svc";
     svc.comm = "svcd";
+    svc.unit = "svc.service";
     svc.totals = {65536, 2, 131072, 4, 65536, 2};
     svc.stacks = {{kStackD, 65536, 2, "record_entry", malloc_leak, {}}};
     snap.processes = {app, svc};
@@ -190,13 +191,14 @@ std::string hex16(uint64_t v) {
     return buf;
 }
 
-Labels process_labels(const std::string& watch, uint32_t pid, const std::string& comm) {
-    return {{"watch", watch}, {"pid", std::to_string(pid)}, {"comm", comm}};
+Labels process_labels(const std::string& watch, uint32_t pid, const std::string& comm,
+                      const std::string& unit) {
+    return {{"watch", watch}, {"pid", std::to_string(pid)}, {"comm", comm}, {"unit", unit}};
 }
 
 Labels stack_labels(const std::string& watch, uint32_t pid, const std::string& comm, uint64_t id,
-                    const std::string& site) {
-    Labels l = process_labels(watch, pid, comm);
+                    const std::string& site, const std::string& unit) {
+    Labels l = process_labels(watch, pid, comm, unit);
     l["stack_id"] = hex16(id);
     l["site"] = site;
     return l;

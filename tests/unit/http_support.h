@@ -63,9 +63,10 @@ inline const char* const kLibcBuildId = "4a9e0d9c2f3b1e5d7c6a8b9f0e1d2c3b4a5f6e7
 Snapshot make_snapshot();
 DaemonStatus make_status();
 std::string hex16(uint64_t v);
-Labels process_labels(const std::string& watch, uint32_t pid, const std::string& comm);
+Labels process_labels(const std::string& watch, uint32_t pid, const std::string& comm,
+                      const std::string& unit = "");
 Labels stack_labels(const std::string& watch, uint32_t pid, const std::string& comm, uint64_t id,
-                    const std::string& site);
+                    const std::string& site, const std::string& unit = "");
 
 // --- a blocking HTTP/1.0 client ------------------------------------------------------------
 

@@ -114,3 +114,83 @@ TEST_CASE("frame_json adds file, line and the inline chain only when known", "[h
     CHECK_FALSE(j.contains("line"));
     CHECK_FALSE(j.contains("inlined"));
 }
+
+TEST_CASE("leaks_json pages the suspected series, fastest growing first", "[http][api]") {
+    auto snap = make_snapshot();
+    // Five suspects: app (process), app's three stacks, svc's stack.
+    auto suspect = [](Growth& g, double rate) {
+        g.followed = true;
+        g.suspected = true;
+        g.rate = rate;
+        g.flagged_since = 100;
+    };
+    suspect(snap.processes[0].growth, 50);
+    suspect(snap.processes[0].stacks[0].growth, 40);
+    suspect(snap.processes[0].stacks[1].growth, 30);
+    suspect(snap.processes[0].stacks[2].growth, 20);
+    suspect(snap.processes[1].stacks[0].growth, 10);
+    auto all = leaks_json(snap, 160);
+    CHECK(all["total"] == 5);
+    CHECK(all["leaks"].size() == 5);
+    CHECK(all["next_offset"].is_null());
+    CHECK(all["leaks"][0]["scope"] == "process");
+    CHECK(all["leaks"][0]["stack_id"] == "");
+    CHECK(all["leaks"][0]["flagged_for_seconds"] == 60.0);
+    CHECK(all["leaks"][4]["pid"] == "4242");
+
+    auto first = leaks_json(snap, 160, LeaksPage{0, 2});
+    CHECK(first["total"] == 5);
+    REQUIRE(first["leaks"].size() == 2);
+    CHECK(first["leaks"][0] == all["leaks"][0]);
+    CHECK(first["leaks"][1] == all["leaks"][1]);
+    CHECK(first["next_offset"] == 2);
+    auto second = leaks_json(snap, 160, LeaksPage{2, 2});
+    REQUIRE(second["leaks"].size() == 2);
+    CHECK(second["leaks"][0] == all["leaks"][2]);
+    CHECK(second["leaks"][0]["stack_id"] == hex16(kStackB));
+    CHECK(second["next_offset"] == 4);
+    auto last = leaks_json(snap, 160, LeaksPage{4, 2});
+    REQUIRE(last["leaks"].size() == 1);
+    CHECK(last["next_offset"].is_null());
+    CHECK(leaks_json(snap, 160, LeaksPage{9, 2})["leaks"].empty());
+}
+
+TEST_CASE("kernel frames carry no raw address unless expose_kernel_addresses", "[http][api]") {
+    auto snap = make_snapshot();
+    KernelView k;
+    k.bytes[0] = 4096;
+    KernelStackView s;
+    s.id = 0x1234;
+    s.bytes = 4096;
+    s.count = 1;
+    s.site = "alloc_pipe_info";
+    auto frames = std::make_shared<std::vector<Frame>>();
+    frames->push_back(frame(0xffffffff8162fdd0, "__kmalloc_noprof", 0, "[kernel]", 0, ""));
+    frames->push_back(frame(0xffffffff816c9260, "alloc_pipe_info", 0x10, "[kernel]", 0x10, ""));
+    s.frames = frames;
+    s.growth.followed = s.growth.suspected = true;
+    s.growth.rate = 1;
+    k.stacks.push_back(s);
+    snap.kernel = k;
+
+    auto hidden = kernel_json(snap, 10);
+    REQUIRE(hidden.has_value());
+    const auto& f = (*hidden)["stacks"][0]["frames"][1];
+    CHECK_FALSE(f.contains("address"));
+    CHECK(f["symbol"] == "alloc_pipe_info");
+    CHECK(f["offset"] == 0x10);
+    CHECK(f["module"] == "[kernel]");
+    CHECK_FALSE(hidden->dump().find("ffffffff8") != std::string::npos);
+    auto shown = kernel_json(snap, 10, true);
+    CHECK((*shown)["stacks"][0]["frames"][1]["address"] == "0xffffffff816c9260");
+
+    auto leaks = leaks_json(snap, 10);
+    REQUIRE(leaks["leaks"].size() == 1);
+    CHECK(leaks["leaks"][0]["watch"] == "kernel");
+    CHECK_FALSE(leaks["leaks"][0]["frames"][0].contains("address"));
+    CHECK(
+        leaks_json(snap, 10, LeaksPage{0, 100, true})["leaks"][0]["frames"][0].contains("address"));
+    // User-space frames keep theirs (their ASLR is the process's, not the kernel's).
+    auto stacks = stacks_json(snap, 100, 1);
+    CHECK((*stacks)["stacks"][0]["frames"][0].contains("address"));
+}

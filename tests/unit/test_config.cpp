@@ -1,8 +1,10 @@
+#include <re2/re2.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -176,7 +178,7 @@ TEST_CASE("a full config parses to the values written", "[config]") {
     CHECK(redis.match.exe == "/usr/bin/redis-server");
     CHECK_FALSE(redis.match.pid.has_value());
     CHECK_FALSE(redis.match.cmdline.has_value());
-    CHECK_FALSE(redis.match.cmdline_regex.has_value());
+    CHECK(redis.match.cmdline_regex == nullptr);
     CHECK(redis.allocator.library == "libjemalloc.so.2");
     CHECK(redis.allocator.symbol_prefix == "je_");
     CHECK(redis.min_size == 65536);
@@ -190,9 +192,9 @@ TEST_CASE("a full config parses to the values written", "[config]") {
     CHECK_FALSE(java.match.exe.has_value());
     CHECK(java.match.pid == 4242);
     CHECK(java.match.cmdline == "java .*-jar app\\.jar");
-    REQUIRE(java.match.cmdline_regex.has_value());
-    CHECK(std::regex_search("/usr/bin/java -Xmx1g -jar app.jar", *java.match.cmdline_regex));
-    CHECK_FALSE(std::regex_search("java -jar appXjar", *java.match.cmdline_regex));
+    REQUIRE(java.match.cmdline_regex != nullptr);
+    CHECK(RE2::PartialMatch("/usr/bin/java -Xmx1g -jar app.jar", *java.match.cmdline_regex));
+    CHECK_FALSE(RE2::PartialMatch("java -jar appXjar", *java.match.cmdline_regex));
     CHECK(java.allocator.library == "libc");
     CHECK(java.allocator.symbol_prefix.empty());
     CHECK(java.min_size == 0);
@@ -266,7 +268,7 @@ TEST_CASE("unknown keys are errors with their line and a suggestion", "[config][
     }));
     CHECK_THAT(nested, Contains("t.yaml:5: watch[0].match.cmd_line: unknown key"));
     CHECK_THAT(nested, Contains("did you mean cmdline?"));
-    CHECK_THAT(nested, Contains("known keys: comm, exe, pid, cmdline"));
+    CHECK_THAT(nested, Contains("known keys: comm, exe, pid, cmdline, uid, cgroup, unit"));
 
     std::string far = error_of(lines({"limits:", "  bananas: 3"}));
     CHECK_THAT(far, Contains("t.yaml:2: limits.bananas: unknown key;"));
@@ -325,6 +327,16 @@ TEST_CASE("YAML syntax errors report the line", "[config][errors]") {
                Contains("t.yaml:3: a second YAML document"));
 }
 
+TEST_CASE("YAML on which the parser would never end is an error, at once", "[config][errors]") {
+    // Found by tests/fuzz/fuzz_config: yaml-cpp 0.7 emits null nodes for ever on a file that
+    // is only "," (the daemon hung at start, or at a reload, allocating without end).
+    for (const char* text : {",", "interval: 5s\n,\n", ", debug, info"}) {
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_THAT(error_of(text), Contains("invalid YAML"));
+        CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(1));
+    }
+}
+
 TEST_CASE("a bad size names the key and line", "[config][errors]") {
     std::string message = error_of(lines({
         "watch:",                // 1
@@ -346,48 +358,45 @@ TEST_CASE("a negative size is an error", "[config][errors]") {
 }
 
 TEST_CASE("unwind: auto by default, or frame-pointer, or dwarf", "[config]") {
-    Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                                  "    unwind: dwarf", "  - name: b", "    match: {comm: b}",
-                                  "  - name: c", "    match: {comm: c}",
-                                  "    unwind: frame-pointer", "  - name: d",
-                                  "    match: {comm: d}", "    unwind: auto"}));
+    Config config = parsed(lines(
+        {"watch:", "  - name: a", "    match: {comm: a}", "    unwind: dwarf", "  - name: b",
+         "    match: {comm: b}", "  - name: c", "    match: {comm: c}", "    unwind: frame-pointer",
+         "  - name: d", "    match: {comm: d}", "    unwind: auto"}));
     CHECK(config.watch[0].unwind == WatchRule::Unwind::kDwarf);
     CHECK(config.watch[1].unwind == WatchRule::Unwind::kAuto);
     CHECK(config.watch[2].unwind == WatchRule::Unwind::kFramePointer);
     CHECK(config.watch[3].unwind == WatchRule::Unwind::kAuto);
-    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                               "    unwind: cfi"})),
-               Contains("t.yaml:4: watch[0].unwind: unwind must be auto, frame-pointer or dwarf, "
-                        "not \"cfi\""));
+    CHECK_THAT(
+        error_of(lines({"watch:", "  - name: a", "    match: {comm: a}", "    unwind: cfi"})),
+        Contains("t.yaml:4: watch[0].unwind: unwind must be auto, frame-pointer or dwarf, "
+                 "not \"cfi\""));
 }
 
 TEST_CASE("sample_bytes: a size up to 64MiB, 0 for every allocation, absent: the mode's",
           "[config]") {
     Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                                  "    sample_bytes: 1MiB", "  - name: b",
-                                  "    match: {comm: b}", "  - name: c", "    match: {comm: c}",
-                                  "    sample_bytes: 0"}));
+                                  "    sample_bytes: 1MiB", "  - name: b", "    match: {comm: b}",
+                                  "  - name: c", "    match: {comm: c}", "    sample_bytes: 0"}));
     CHECK(config.watch[0].sample_bytes == 1024 * 1024);
     CHECK(config.watch[1].sample_bytes == 512 * 1024);  // escalate: escalation.sample_bytes
     CHECK(config.watch[2].sample_bytes == 0);
-    CHECK(parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                        "    sample_bytes: 64MiB"}))
-              .watch[0]
-              .sample_bytes == 64ull << 20);
-    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                               "    sample_bytes: 65MiB"})),
+    CHECK(
+        parsed(lines({"watch:", "  - name: a", "    match: {comm: a}", "    sample_bytes: 64MiB"}))
+            .watch[0]
+            .sample_bytes == 64ull << 20);
+    CHECK_THAT(error_of(lines(
+                   {"watch:", "  - name: a", "    match: {comm: a}", "    sample_bytes: 65MiB"})),
                Contains("t.yaml:4: watch[0].sample_bytes: sample_bytes \"65MiB\" is larger than "
                         "64MiB"));
-    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                               "    sample_bytes: lots"})),
+    CHECK_THAT(error_of(lines(
+                   {"watch:", "  - name: a", "    match: {comm: a}", "    sample_bytes: lots"})),
                Contains("t.yaml:4: watch[0].sample_bytes:"));
-    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                               "    sample_bytes: [1]"})),
-               Contains("t.yaml:4: watch[0].sample_bytes:"));
+    CHECK_THAT(
+        error_of(lines({"watch:", "  - name: a", "    match: {comm: a}", "    sample_bytes: [1]"})),
+        Contains("t.yaml:4: watch[0].sample_bytes:"));
 }
 
-TEST_CASE("tracking: escalate by default, sampled or full; each mode's sample_bytes",
-          "[config]") {
+TEST_CASE("tracking: escalate by default, sampled or full; each mode's sample_bytes", "[config]") {
     Config config = parsed(lines({"escalation:", "  sample_bytes: 64KiB", "watch:", "  - name: a",
                                   "    match: {comm: a}", "  - name: b", "    match: {comm: b}",
                                   "    tracking: sampled", "  - name: c", "    match: {comm: c}",
@@ -405,10 +414,10 @@ TEST_CASE("tracking: escalate by default, sampled or full; each mode's sample_by
                                "    tracking: full", "    sample_bytes: 4KiB"})),
                Contains("t.yaml:5: watch[0].sample_bytes: tracking: full records every "
                         "allocation"));
-    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                               "    tracking: always"})),
-               Contains("t.yaml:4: watch[0].tracking: tracking must be escalate, sampled or "
-                        "full, not \"always\""));
+    CHECK_THAT(
+        error_of(lines({"watch:", "  - name: a", "    match: {comm: a}", "    tracking: always"})),
+        Contains("t.yaml:4: watch[0].tracking: tracking must be escalate, sampled or "
+                 "full, not \"always\""));
     CHECK_THAT(error_of(lines({"kernel:", "  tracking: sampled"})),
                Contains("t.yaml:2: kernel.tracking: tracking must be escalate or full"));
     CHECK(parsed(lines({"kernel:", "  tracking: full"})).kernel.tracking ==
@@ -465,10 +474,16 @@ TEST_CASE("a bad duration names the key and line", "[config][errors]") {
 TEST_CASE("bad regex in cmdline carries the regex error", "[config][errors]") {
     std::string message =
         error_of(lines({"watch:", "  - name: a", "    match:", "      cmdline: 'java (['"}));
-    CHECK_THAT(message,
-               Contains("t.yaml:4: watch[0].match.cmdline: \"java ([\" is not a valid regex: "));
-    // The text after the colon comes from std::regex_error and is not empty.
-    CHECK(message.size() > message.find("valid regex: ") + std::string("valid regex: ").size());
+    CHECK_THAT(message, Contains("t.yaml:4: watch[0].match.cmdline: \"java ([\" is not a valid "
+                                 "regex (RE2 syntax): "));
+    // The text after the colon comes from RE2 and is not empty.
+    const std::string after = "(RE2 syntax): ";
+    CHECK(message.size() > message.find(after) + after.size());
+    // What std::regex took and RE2 does not: backreferences and lookahead.
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match:", "      cmdline: '(a)\\1'"})),
+               Contains("is not a valid regex (RE2 syntax)"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match:", "      cmdline: 'a(?=b)'"})),
+               Contains("is not a valid regex (RE2 syntax)"));
 }
 
 TEST_CASE("a duplicate rule name names both lines", "[config][errors]") {
@@ -499,7 +514,8 @@ TEST_CASE("rule names are required, plain and not reserved", "[config][errors]")
 
 TEST_CASE("a rule without criteria is an error", "[config][errors]") {
     CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {}"})),
-               Contains("t.yaml:3: watch[0].match: give at least one of comm, exe, pid, cmdline"));
+               Contains("t.yaml:3: watch[0].match: give at least one of comm, exe, pid, cmdline, "
+                        "uid, cgroup, unit"));
     CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match:"})),
                Contains("t.yaml:3: watch[0].match: expected a mapping"));
     CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    min_size: 1"})),
@@ -520,6 +536,67 @@ TEST_CASE("matcher values are checked", "[config][errors]") {
     CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
                                "    allocator:", "      symbol_prefix: 'je-'"})),
                Contains("t.yaml:5: watch[0].allocator.symbol_prefix: \"je-\" is not a symbol"));
+}
+
+TEST_CASE("rules by uid, cgroup and systemd unit", "[config]") {
+    Config config = parsed(lines({
+        "watch:",                                           // 1
+        "  - name: web",                                    // 2
+        "    match:",                                       // 3
+        "      unit: nginx.service",                        // 4
+        "      uid: 33",                                    // 5
+        "  - name: slice",                                  // 6
+        "    match: {cgroup: '/system.slice/*', comm: x}",  // 7
+        "  - name: root",                                   // 8
+        "    match: {uid: root, unit: 'app-*.service'}",    // 9
+    }));
+    REQUIRE(config.watch.size() == 3);
+    CHECK(config.watch[0].match.unit == "nginx.service");
+    CHECK(config.watch[0].match.uid == 33u);
+    CHECK_FALSE(config.watch[0].match.cgroup.has_value());
+    CHECK(config.watch[1].match.cgroup == "/system.slice/*");
+    CHECK(config.watch[1].match.comm == "x");
+    CHECK(config.watch[2].match.uid == 0u);  // a user name, looked up
+    CHECK(config.watch[2].match.unit == "app-*.service");
+
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {uid: -1}"})),
+               Contains("t.yaml:3: watch[0].match.uid: \"-1\" is negative"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {uid: 4294967295}"})),
+               Contains("is above the largest uid"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {uid: no-such-user-lw}"})),
+               Contains("t.yaml:3: watch[0].match.uid: \"no-such-user-lw\" is neither a uid nor "
+                        "a known user name"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {cgroup: system.slice}"})),
+               Contains("t.yaml:3: watch[0].match.cgroup: \"system.slice\" is not a cgroup path"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {unit: 'a/b.service'}"})),
+               Contains("t.yaml:3: watch[0].match.unit: \"a/b.service\" is not a unit name"));
+}
+
+TEST_CASE("limits.file_size and expose_kernel_addresses", "[config]") {
+    Config defaults = parsed("watch: []\n");
+    CHECK(defaults.limits.file_size == 512ull << 20);
+    CHECK_FALSE(defaults.expose_kernel_addresses);
+    Config config =
+        parsed(lines({"expose_kernel_addresses: true", "limits:", "  file_size: 2GiB"}));
+    CHECK(config.expose_kernel_addresses);
+    CHECK(config.limits.file_size == 2ull << 30);
+    CHECK_THAT(error_of(lines({"limits:", "  file_size: 100KiB"})),
+               Contains("t.yaml:2: limits.file_size: \"100KiB\" is outside 1MiB..64GiB"));
+    CHECK_THAT(error_of(lines({"expose_kernel_addresses: sometimes"})),
+               Contains("t.yaml:1: expose_kernel_addresses: expected true or false"));
+}
+
+TEST_CASE("a cmdline pattern that would blow std::regex's stack compiles, and is bounded",
+          "[config]") {
+    auto re = compile_cmdline("(a|b)*c");
+    REQUIRE(re.has_value());
+    // A pattern whose automaton exceeds the memory bound is refused, not compiled.
+    std::string huge = "(";
+    for (int i = 0; i < 2000; i++) huge += "a{1,1000}";
+    huge += ")";
+    auto too_big = compile_cmdline(huge);
+    REQUIRE_FALSE(too_big.has_value());
+    CHECK_THAT(too_big.error().message, Contains("is not a valid regex (RE2 syntax)"));
 }
 
 TEST_CASE("limits must be positive and bounded", "[config][errors]") {
@@ -623,7 +700,7 @@ TEST_CASE("the commented-out examples in config/leakwatch.yaml are valid", "[con
     }
     auto config = parse_config(examples, "examples");
     if (!config) FAIL(config.error().message << "\n" << examples);
-    REQUIRE(config->watch.size() == 5);
+    REQUIRE(config->watch.size() == 7);
     const WatchRule& redis = config->watch[0];
     CHECK(redis.name == "redis");
     CHECK(redis.match.comm == "redis-server");
@@ -634,11 +711,16 @@ TEST_CASE("the commented-out examples in config/leakwatch.yaml are valid", "[con
     CHECK(config->watch[1].match.exe == "/usr/local/bin/billing-api");
     CHECK(config->watch[1].unwind == WatchRule::Unwind::kAuto);
     CHECK(config->watch[2].match.comm == "java");
-    REQUIRE(config->watch[2].match.cmdline_regex.has_value());
-    CHECK(std::regex_search("/usr/bin/java -Xmx2g -jar /opt/orders/orders-1.4.2.jar --port 80",
+    REQUIRE(config->watch[2].match.cmdline_regex != nullptr);
+    CHECK(RE2::PartialMatch("/usr/bin/java -Xmx2g -jar /opt/orders/orders-1.4.2.jar --port 80",
                             *config->watch[2].match.cmdline_regex));
-    CHECK(config->watch[3].allocator.library == "exe");
-    CHECK(config->watch[4].match.pid == 4242);
+    const Match& web = config->watch[3].match;
+    CHECK(web.unit == "nginx.service");
+    REQUIRE(web.uid.has_value());
+    CHECK(*web.uid == 33);  // Debian's www-data
+    CHECK(config->watch[4].match.cgroup == "/kubepods.slice/*");
+    CHECK(config->watch[5].allocator.library == "exe");
+    CHECK(config->watch[6].match.pid == 4242);
 }
 
 TEST_CASE("log_level takes the spdlog level names", "[config]") {

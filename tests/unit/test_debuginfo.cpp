@@ -268,16 +268,19 @@ TEST_CASE("separate debug files: .gnu_debuglink and build-id", "[symbols][dwarf]
     s.debuglink = "app.debug";
     s.mapped_path = "/opt/app/bin/app";
     s.debug_dirs = {"/usr/lib/debug"};
-    s.in_root = [](const std::string& p) { return "/proc/42/root" + p; };
+    s.open_in_root = [](const std::string& p) { return leakwatch::open_file(p, 1 << 20); };
+    using leakwatch::DebugCandidate;
     CHECK(leakwatch::debug_file_candidates(s) ==
-          std::vector<std::string>{"/proc/42/root/usr/lib/debug/.build-id/ab/cdef01.debug",
-                                   "/usr/lib/debug/.build-id/ab/cdef01.debug",
-                                   "/proc/42/root/opt/app/bin/app.debug",
-                                   "/proc/42/root/opt/app/bin/.debug/app.debug",
-                                   "/proc/42/root/usr/lib/debug/opt/app/bin/app.debug"});
+          std::vector<DebugCandidate>{{"/usr/lib/debug/.build-id/ab/cdef01.debug", true},
+                                      {"/usr/lib/debug/.build-id/ab/cdef01.debug", false},
+                                      {"/opt/app/bin/app.debug", true},
+                                      {"/opt/app/bin/.debug/app.debug", true},
+                                      {"/usr/lib/debug/opt/app/bin/app.debug", true}});
     // The CRC .gnu_debuglink records is the file's CRC-32 (as zlib and binutils compute it).
     std::ofstream(temp_dir().path / "crc.txt") << "123456789";
-    CHECK(leakwatch::file_crc32((temp_dir().path / "crc.txt").string()) == 0xcbf43926u);
+    auto crc_file = leakwatch::open_file((temp_dir().path / "crc.txt").string(), 1 << 20);
+    REQUIRE(crc_file);
+    CHECK(leakwatch::file_crc32(*crc_file) == 0xcbf43926u);
 }
 
 TEST_CASE("symbol caches are bounded, evict the least recently used, and count",

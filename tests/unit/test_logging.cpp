@@ -1,7 +1,10 @@
 // The log rate limiter, and telling the journal from a plain stderr (service/logging.cpp).
+#include <spdlog/sinks/ostream_sink.h>
+
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <sstream>
 #include <thread>
 
 #include "service/logging.h"
@@ -26,4 +29,16 @@ TEST_CASE("stderr_is_journal needs JOURNAL_STREAM to name our stderr", "[service
     setenv("JOURNAL_STREAM", "1:2", 1);
     CHECK_FALSE(stderr_is_journal());
     unsetenv("JOURNAL_STREAM");
+}
+
+TEST_CASE("log lines carry names as shown text, whatever their bytes", "[service]") {
+    std::ostringstream out;
+    auto inner = std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
+    spdlog::logger logger("test", shown_text_sink(inner));
+    logger.set_pattern("%l %v");
+    logger.info("watching pid {} ({})", 42, "\xff\xfeleak\nforged line");
+    logger.info("plain {}", "leak_steady");
+    CHECK(out.str() ==
+          "info watching pid 42 (\xef\xbf\xbd\xef\xbf\xbdleak\xef\xbf\xbd"
+          "forged line)\ninfo plain leak_steady\n");
 }

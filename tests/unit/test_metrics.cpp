@@ -19,8 +19,8 @@ using Catch::Matchers::StartsWith;
 TEST_CASE("render_metrics uses the metric names and label sets of the design", "[http][metrics]") {
     auto exp = parse_exposition(render_metrics(make_snapshot(), make_status()));
 
-    const std::set<std::string> process = {"watch", "pid", "comm"};
-    const std::set<std::string> stack = {"watch", "pid", "comm", "stack_id", "site"};
+    const std::set<std::string> process = {"watch", "pid", "comm", "unit"};
+    const std::set<std::string> stack = {"watch", "pid", "comm", "unit", "stack_id", "site"};
     const std::map<std::string, std::pair<std::string, std::set<std::string>>> expected = {
         {"leakwatch_outstanding_bytes", {"gauge", process}},
         {"leakwatch_outstanding_allocations", {"gauge", process}},
@@ -58,7 +58,7 @@ TEST_CASE("render_metrics reports the snapshot's numbers", "[http][metrics]") {
     CHECK(exp.one("leakwatch_outstanding_allocations", app).value == 4000);
     CHECK(exp.one("leakwatch_allocated_bytes_total", app).value == 5000000000.0);
     CHECK(exp.one("leakwatch_freed_bytes_total", app).value == 3926258176.0);
-    auto svc = process_labels("svc", 4242, "svcd");
+    auto svc = process_labels("svc", 4242, "svcd", "svc.service");
     CHECK(exp.one("leakwatch_outstanding_bytes", svc).value == 65536);
     CHECK(exp.one("leakwatch_outstanding_allocations", svc).value == 2);
     CHECK(exp.one("leakwatch_allocated_bytes_total", svc).value == 131072);
@@ -107,7 +107,7 @@ TEST_CASE("render_metrics keeps the top_stacks largest stacks of each process", 
                   stack_labels("app", 100, "appd", kStackB, "Session::open"))
               .value == 400000000);
     CHECK(exp.one("leakwatch_stack_outstanding_bytes",
-                  stack_labels("svc", 4242, "svcd", kStackD, "record_entry"))
+                  stack_labels("svc", 4242, "svcd", kStackD, "record_entry", "svc.service"))
               .value == 65536);
     for (const auto& s : stacks) CHECK(s.labels.at("stack_id") != hex16(kStackC));
     CHECK(hex16(kStackB) == "0000000000000002");
@@ -144,21 +144,59 @@ TEST_CASE("render_metrics of an empty snapshot still has the daemon's own metric
 
 TEST_CASE("render_metrics escapes label values", "[http][metrics]") {
     auto snap = make_snapshot();
-    snap.processes[1].comm = "we\"ird\\na\nme";
+    snap.processes[1].comm = "we\"ird\\name";
     snap.processes[1].stacks[0].site =
         "std::vector<int, std::allocator<int> >::push_back(int const&)";
     auto text = render_metrics(snap, make_status());
     auto exp = parse_exposition(text);
-    CHECK(exp.one("leakwatch_outstanding_bytes", process_labels("svc", 4242, "we\"ird\\na\nme"))
+    CHECK(exp.one("leakwatch_outstanding_bytes",
+                  process_labels("svc", 4242, "we\"ird\\name", "svc.service"))
               .value == 65536);
     CHECK(exp.one("leakwatch_stack_outstanding_bytes",
-                  stack_labels("svc", 4242, "we\"ird\\na\nme", kStackD,
-                               "std::vector<int, std::allocator<int> >::push_back(int const&)"))
+                  stack_labels("svc", 4242, "we\"ird\\name", kStackD,
+                               "std::vector<int, std::allocator<int> >::push_back(int const&)",
+                               "svc.service"))
               .value == 65536);
 
     auto promtool = promtool_check_metrics(text);
     INFO(text);
     CHECK(promtool.exit_code == 0);
+}
+
+TEST_CASE("label values are valid UTF-8 whatever reaches them", "[http][metrics][promtool]") {
+    // What comes from a watched process is shown text already; should anything else get
+    // through, its bad bytes and control characters become U+FFFD, never a scrape Prometheus
+    // rejects whole.
+    auto snap = make_snapshot();
+    snap.processes[1].comm = "\xff\xfeleak\nline";
+    snap.processes[1].stacks[0].site = std::string("site\0\x80", 6);
+    auto text = render_metrics(snap, make_status());
+    auto exp = parse_exposition(text);
+    const std::string fffd = "\xef\xbf\xbd";
+    CHECK(exp.one("leakwatch_outstanding_bytes",
+                  process_labels("svc", 4242, fffd + fffd + "leak" + fffd + "line", "svc.service"))
+              .value == 65536);
+    auto promtool = promtool_check_metrics(text);
+    INFO(text);
+    for (const auto& line : promtool.lines) UNSCOPED_INFO("promtool: " << line);
+    CHECK(promtool.exit_code == 0);
+}
+
+TEST_CASE("render_metrics exports refused files and handler failures", "[http][metrics]") {
+    auto status = make_status();
+    status.files_refused[static_cast<size_t>(Refusal::kNotRegular)] = 3;
+    status.files_refused[static_cast<size_t>(Refusal::kTooLarge)] = 1;
+    status.file_loads_stuck = 2;
+    status.http_failures = {{"/api/v1/processes", 4}, {"/metrics", 0}};
+    auto exp = parse_exposition(render_metrics(make_snapshot(), status));
+    CHECK(exp.named("leakwatch_files_refused_total").size() == kRefusalNames.size());
+    CHECK(exp.one("leakwatch_files_refused_total", {{"reason", "not_regular_file"}}).value == 3);
+    CHECK(exp.one("leakwatch_files_refused_total", {{"reason", "too_large"}}).value == 1);
+    CHECK(exp.one("leakwatch_files_refused_total", {{"reason", "slow"}}).value == 0);
+    CHECK(exp.one("leakwatch_file_loads_stuck", {}).value == 2);
+    CHECK(exp.one("leakwatch_http_handler_failures_total", {{"path", "/api/v1/processes"}}).value ==
+          4);
+    CHECK(exp.one("leakwatch_http_handler_failures_total", {{"path", "/metrics"}}).value == 0);
 }
 
 TEST_CASE("promtool check metrics reports lint through this harness", "[http][metrics][promtool]") {

@@ -1,5 +1,6 @@
 // Perf maps of JIT-compiled code (symbols/perf_map.cpp): parsing, and reading through the
 // process's root.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -11,6 +12,7 @@
 
 #include "proc/proc.h"
 #include "symbols/perf_map.h"
+#include "util/bounded_loader.h"
 
 using leakwatch::ProcReader;
 
@@ -54,18 +56,59 @@ TEST_CASE("perf maps are read through /proc/PID/root, and reread when they chang
         out << "1000 100 first\n";
     }
     ProcReader proc;
-    leakwatch::PerfMaps maps(proc);
-    REQUIRE(maps.find(getpid(), 0x1010) != nullptr);
+    leakwatch::BoundedLoader loader;
+    leakwatch::PerfMaps maps(proc, loader);
+    REQUIRE(maps.find(getpid(), 0x1010).has_value());
     CHECK(maps.find(getpid(), 0x1010)->name == "first");
     uint64_t g = maps.generation(getpid());
     {
         std::ofstream out(path, std::ios::app);
         out << "2000 100 second\n";
     }
-    // checked again at most once a second
+    // checked again at most once a second, and read in the background
     std::this_thread::sleep_for(std::chrono::milliseconds(1100));
-    REQUIRE(maps.find(getpid(), 0x2010) != nullptr);
+    maps.find(getpid(), 0x2010);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    REQUIRE(maps.find(getpid(), 0x2010).has_value());
     CHECK(maps.find(getpid(), 0x2010)->name == "second");
     CHECK(maps.generation(getpid()) != g);
     std::remove(path.c_str());
+}
+
+TEST_CASE("a perf map as a FIFO is refused without blocking", "[perf_map]") {
+    std::string path = "/tmp/perf-" + std::to_string(getpid()) + ".map";
+    std::remove(path.c_str());
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+    ProcReader proc;
+    leakwatch::BoundedLoader loader;
+    leakwatch::PerfMaps maps(proc, loader);
+    auto t0 = std::chrono::steady_clock::now();
+    bool pending = true;
+    CHECK_FALSE(maps.find(getpid(), 0x1010, false, &pending).has_value());
+    CHECK_FALSE(pending);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(300));
+    std::remove(path.c_str());
+}
+
+TEST_CASE("a perf map is read no further than its line bound", "[perf_map]") {
+    std::string text;
+    char line[64];
+    for (int i = 0; i < 20; i++) {
+        std::snprintf(line, sizeof line, "%x 10 f%d\n", 0x1000 + i * 0x100, i);
+        text += line;
+    }
+    auto map = leakwatch::PerfMap::parse(text, 5);
+    CHECK(map.size() == 5);
+    CHECK(map.find(0x1000 + 4 * 0x100) != nullptr);
+    CHECK(map.find(0x1000 + 5 * 0x100) == nullptr);
+}
+
+TEST_CASE("perf map names are shown text", "[perf_map]") {
+    auto map = leakwatch::PerfMap::parse(
+        "1000 10 \xff\xfe"
+        "evil\x1b[2J\n");
+    REQUIRE(map.find(0x1000) != nullptr);
+    CHECK(map.find(0x1000)->name ==
+          "\xef\xbf\xbd\xef\xbf\xbd"
+          "evil\xef\xbf\xbd[2J");
 }

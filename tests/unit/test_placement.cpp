@@ -110,17 +110,37 @@ TEST_CASE("place_probe_in_file reads the real libc", "[placement]") {
     REQUIRE(libc);
     auto elf = leakwatch::ElfFile::open(libc->path);
     REQUIRE(elf);
+    auto file = leakwatch::open_file(libc->path, 512 << 20);
+    REQUIRE(file);
     for (const char* fn : {"malloc", "free", "calloc", "realloc", "mmap"}) {
         auto vaddr = (*elf)->function_address(fn);
         REQUIRE(vaddr);
         auto off = (*elf)->file_offset_of_vaddr(*vaddr);
         REQUIRE(off);
-        auto where = leakwatch::place_probe_in_file(libc->path, *off, 2, std::string(fn) == "free");
+        auto where = leakwatch::place_probe_in_file(*file, *off, 2, std::string(fn) == "free");
         INFO(fn << ": " << where.how);
         CHECK(where.skip < 16);
         if (where.skip > 0) CHECK(where.emulated);
     }
-    auto none = leakwatch::place_probe_in_file("/nonexistent", 1234, 1, false);
+    // Past the end of the file: nothing to read, the entry.
+    auto none = leakwatch::place_probe_in_file(*file, file->size() + 4096, 1, false);
     CHECK(none.skip == 0);
     CHECK_FALSE(none.emulated);
+}
+
+TEST_CASE("instruction_boundary decodes from the function's start", "[placement]") {
+    // push %r12 (41 54); mov %rdi,%rbp (48 89 fd); sub $0x8,%rsp (48 83 ec 08)
+    const std::vector<uint8_t> code = {0x41, 0x54, 0x48, 0x89, 0xfd, 0x48, 0x83, 0xec, 0x08};
+    using leakwatch::instruction_boundary;
+    CHECK(instruction_boundary(code, 0));
+    CHECK(instruction_boundary(code, 2));
+    CHECK(instruction_boundary(code, 5));
+    CHECK_FALSE(instruction_boundary(code, 1));  // inside push %r12: what a fake symbol names
+    CHECK_FALSE(instruction_boundary(code, 3));
+    CHECK_FALSE(instruction_boundary(code, 7));
+    CHECK_FALSE(instruction_boundary(code, 9));  // past the bytes given
+    CHECK_FALSE(instruction_boundary(code, 100));
+    // Bytes that do not decode cannot be vouched for.
+    const std::vector<uint8_t> junk = {0x0f, 0xff, 0xff, 0xff, 0x90, 0x90};
+    CHECK_FALSE(instruction_boundary(junk, 4));
 }

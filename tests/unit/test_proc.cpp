@@ -1,7 +1,9 @@
+#include <re2/re2.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <filesystem>
@@ -28,6 +30,7 @@ ProcessInfo server() {
     ProcessInfo info;
     info.pid = 42;
     info.comm = "server";
+    info.raw_comm = "server";
     info.exe = "/opt/app/server";
     info.argv = {"/opt/app/server", "--port", "8080", "--name", "my app"};
     return info;
@@ -36,7 +39,7 @@ ProcessInfo server() {
 Match cmdline_match(const std::string& pattern) {
     Match m;
     m.cmdline = pattern;
-    m.cmdline_regex = std::regex(pattern);
+    m.cmdline_regex = *compile_cmdline(pattern);
     return m;
 }
 
@@ -208,6 +211,51 @@ TEST_CASE("ProcReader parses stat when comm holds spaces and parentheses", "[pro
     CHECK(info->argv == std::vector<std::string>{"odd: worker"});  // NUL padding dropped
 }
 
+TEST_CASE("comm is shown as valid text, and matched as the kernel has it", "[proc][reader]") {
+    namespace fs = std::filesystem;
+    const fs::path root =
+        fs::temp_directory_path() / ("leakwatch-proc-" + std::to_string(getpid()));
+    fs::create_directories(root / "77");
+    std::ofstream(root / "77" / "comm") << "\xff\xfe"
+                                        << "leak\x1b[31m\n";
+    std::ofstream(root / "77" / "cmdline") << "/tmp/\xff\xfeleak" << '\0';
+    std::ofstream(root / "77" / "stat")
+        << "77 (x) S 1 77 77 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 1 1 1\n";
+    std::ofstream(root / "77" / "status") << "Uid:\t5\t6\t6\t6\n";
+    auto info = ProcReader(root.string()).process(77);
+    fs::remove_all(root);
+    REQUIRE(info);
+    CHECK(info->raw_comm == "\xff\xfeleak\x1b[31m");
+    CHECK(info->comm == "\xef\xbf\xbd\xef\xbf\xbdleak\xef\xbf\xbd[31m");
+    CHECK(info->uid == 5);
+    CHECK(info->euid == 6);
+    Match m;
+    m.comm = "\xff\xfeleak\x1b[31m";
+    CHECK(matches(m, *info));
+}
+
+TEST_CASE("a command line is read no further than kMaxCommandLine", "[proc][reader]") {
+    namespace fs = std::filesystem;
+    const fs::path root = fs::temp_directory_path() / ("leakwatch-cmd-" + std::to_string(getpid()));
+    fs::create_directories(root / "78");
+    {
+        std::ofstream out(root / "78" / "cmdline", std::ios::binary);
+        const std::string arg(128 << 10, 'a');
+        for (int i = 0; i < 24; i++) out << arg << '\0';  // 3 MiB
+    }
+    std::ofstream(root / "78" / "comm") << "big\n";
+    std::ofstream(root / "78" / "stat")
+        << "78 (big) S 1 78 78 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 1 1 1\n";
+    std::ofstream(root / "78" / "status") << "Uid:\t0\t0\t0\t0\n";
+    auto info = ProcReader(root.string()).process(78);
+    fs::remove_all(root);
+    REQUIRE(info);
+    size_t bytes = 0;
+    for (const auto& a : info->argv) bytes += a.size() + 1;
+    CHECK(bytes >= kMaxCommandLine);
+    CHECK(bytes <= kMaxCommandLine + 1);
+}
+
 TEST_CASE("ProcReader gives a kernel thread an empty exe and argv", "[proc][reader]") {
     auto info = ProcReader(kProc).process(2);
     REQUIRE(info);
@@ -240,15 +288,22 @@ TEST_CASE("ProcReader reads maps and names the file of a malformed one", "[proc]
     CHECK_THAT(bad.error().message, Catch::StartsWith(kProc + "/1337/maps: line 3: "));
 }
 
-TEST_CASE("ProcReader::path_in goes through the process's root", "[proc][reader]") {
+TEST_CASE("ProcReader reads uids and the cgroup of a process", "[proc][reader]") {
     ProcReader reader(kProc);
-    const std::string path = reader.path_in(42, "/etc/os-release");
-    CHECK(path == kProc + "/42/root/etc/os-release");
-    std::ifstream in(path);
-    std::string line;
-    REQUIRE(std::getline(in, line));
-    CHECK(line == "ID=alpine");
-    CHECK(ProcReader().path_in(7, "/usr/lib/libc.so.6") == "/proc/7/root/usr/lib/libc.so.6");
+    auto server = reader.process(42);
+    REQUIRE(server);
+    CHECK(server->uid == 1000);
+    CHECK(server->euid == 1000);
+    CHECK(server->cgroup == "/system.slice/app-server.service");
+    auto pod = reader.process(1337);
+    REQUIRE(pod);
+    CHECK(pod->uid == 1001);
+    CHECK(pod->cgroup.starts_with("/kubepods.slice/kubepods-besteffort.slice/"));
+    // No cgroup file (a fixture, or a kernel without cgroups): nothing to match.
+    auto init = reader.process(1);
+    REQUIRE(init);
+    CHECK(init->cgroup.empty());
+    CHECK(init->uid == 0);
 }
 
 TEST_CASE("ProcReader reads the real /proc/self", "[proc][reader][self]") {
@@ -341,8 +396,113 @@ TEST_CASE("matches requires every criterion that is set", "[proc][match]") {
     wrong_exe.exe = "/usr/bin/server";
     CHECK_FALSE(matches(wrong_exe, info));
     Match wrong_cmdline = m;
-    wrong_cmdline.cmdline_regex = std::regex("--port 9090");
+    wrong_cmdline.cmdline_regex = *compile_cmdline("--port 9090");
     CHECK_FALSE(matches(wrong_cmdline, info));
+}
+
+TEST_CASE("uid, cgroup and unit restrict a rule to the intended service", "[proc][match]") {
+    ProcessInfo info = server();
+    info.uid = info.euid = 33;
+    info.cgroup = "/system.slice/nginx.service/workers";
+    Match m;
+    m.comm = "server";
+    m.uid = 33;
+    CHECK(matches(m, info));
+    // Both the real and the effective uid: a user's setuid program is not the service's.
+    info.euid = 0;
+    CHECK_FALSE(matches(m, info));
+    info.euid = 33;
+    m.unit = "nginx.service";
+    CHECK(matches(m, info));
+    m.unit = "nginx*";
+    CHECK(matches(m, info));
+    m.unit = "apache2.service";
+    CHECK_FALSE(matches(m, info));
+    m.unit.reset();
+    m.cgroup = "/system.slice/*";
+    CHECK(matches(m, info));
+    m.cgroup = "/user.slice/*";
+    CHECK_FALSE(matches(m, info));
+    // A process with no cgroup (or on a kernel without cgroup v2) never matches them.
+    info.cgroup.clear();
+    m.cgroup = "*";
+    CHECK_FALSE(matches(m, info));
+    m.cgroup.reset();
+    m.unit = "*";
+    CHECK_FALSE(matches(m, info));
+    // uid alone is a rule of its own.
+    Match by_uid;
+    by_uid.uid = 33;
+    CHECK(matches(by_uid, info));
+}
+
+TEST_CASE("the unit of a cgroup path, as systemd tells it", "[proc][cgroup]") {
+    CHECK(cgroup_unit("/system.slice/nginx.service") == "nginx.service");
+    CHECK(cgroup_unit("/system.slice/nginx.service/workers") == "nginx.service");
+    CHECK(cgroup_unit("/user.slice/user-1000.slice/session-3.scope") == "session-3.scope");
+    CHECK(cgroup_unit("/user.slice/user-1000.slice/user@1000.service/app.slice/x.service") ==
+          "user@1000.service");
+    CHECK(cgroup_unit("/init.scope") == "init.scope");
+    CHECK(cgroup_unit("/") == "");
+    CHECK(cgroup_unit("/system.slice") == "");
+    CHECK(cgroup_unit("/lwtest-1234/inner") == "");  // not a unit name
+    CHECK(cgroup_unit("") == "");
+    const std::string id = "5f0c3b9d2e8a7f6e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e";
+    CHECK(cgroup_container_id("/system.slice/docker-" + id + ".scope") == id);
+    CHECK(cgroup_container_id("/kubepods.slice/kubepods-burstable.slice/"
+                              "kubepods-burstable-pod1.slice/cri-containerd-" +
+                              id + ".scope") == id);
+    CHECK(cgroup_container_id("/kubepods/besteffort/pod4c7d/" + id) == id);
+    CHECK(cgroup_container_id("/system.slice/nginx.service") == "");
+    CHECK(cgroup_container_id("/x/" + id + "0") == "");  // 65 hex digits: not an id
+    CHECK(unit_label("/system.slice/docker-" + id + ".scope") == id.substr(0, 12));
+    CHECK(unit_label("/system.slice/nginx.service") == "nginx.service");
+    CHECK(unit_label("/lwtest") == "");
+}
+
+TEST_CASE("glob_matches: *, ?, sets and escapes, in bounded time", "[proc][match]") {
+    CHECK(glob_matches("/system.slice/*", "/system.slice/nginx.service"));
+    CHECK(glob_matches("/system.slice/*", "/system.slice/a.service/b"));  // * takes /
+    CHECK_FALSE(glob_matches("/system.slice/*", "/user.slice/a"));
+    CHECK(glob_matches("app-?.service", "app-1.service"));
+    CHECK_FALSE(glob_matches("app-?.service", "app-12.service"));
+    CHECK(glob_matches("app-[0-9].service", "app-7.service"));
+    CHECK_FALSE(glob_matches("app-[!0-9].service", "app-7.service"));
+    CHECK(glob_matches("app-[^0-9].service", "app-x.service"));
+    CHECK(glob_matches("a\\*b", "a*b"));
+    CHECK_FALSE(glob_matches("a\\*b", "axb"));
+    CHECK(glob_matches("[", "["));  // an unclosed set is a character
+    CHECK(glob_matches("**", ""));
+    CHECK(glob_matches("*a*b*c", "xxaxxbxxc"));
+    CHECK_FALSE(glob_matches("*a*b*c", "xxaxxbxx"));
+    CHECK(glob_matches("", ""));
+    CHECK_FALSE(glob_matches("", "a"));
+    // What makes a backtracking matcher exponential: many stars and a text that nearly fits.
+    const std::string text(64 << 10, 'a');
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(glob_matches("*a*a*a*a*a*a*a*a*a*a*b", text));
+    auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0);
+    std::printf("glob *a*a*a*a*a*a*a*a*a*a*b over 64 KiB: %.1f ms\n", ms.count());
+    CHECK(ms.count() < 2000);
+}
+
+TEST_CASE("cmdline matching is linear in a 2 MiB command line, whatever the pattern",
+          "[proc][match]") {
+    // Four arguments of 120,000 'a' took std::regex's recursive matcher past its stack; a
+    // command line of the largest length execve allows (2 MiB with the default 8 MiB stack).
+    ProcessInfo info = server();
+    info.argv.assign(16, std::string((128 << 10) - 1, 'a'));
+    for (const char* pattern : {"(a|b)*c", "(a+)+$", "(x+x+)+y", "^(a|aa)+$", "(.*a){20}"}) {
+        Match m = cmdline_match(pattern);
+        auto t0 = std::chrono::steady_clock::now();
+        bool matched = matches(m, info);
+        auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0);
+        std::printf("cmdline %-12s over 2 MiB: %s in %.1f ms\n", pattern,
+                    matched ? "match" : "no match", ms.count());
+        CHECK(ms.count() < 5000);
+        if (std::string(pattern) == "(a|b)*c") CHECK_FALSE(matched);
+        if (std::string(pattern) == "(a+)+$") CHECK(matched);
+    }
 }
 
 TEST_CASE("matching_rule returns the first matching rule in order", "[proc][match]") {
@@ -365,7 +525,7 @@ TEST_CASE("matching_rule returns the first matching rule in order", "[proc][matc
 
     ProcessInfo other = info;
     other.pid = 7;
-    other.comm = "other";
+    other.comm = other.raw_comm = "other";
     CHECK(matching_rule(rules, other)->name == "by-pid");
 
     other.pid = 8;

@@ -62,10 +62,12 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
         c = base;
     };
 
-    auto& [listen_address, interval, log_level, kernel, leak_detection, escalation, watch, limits,
-           source] = c;
+    auto& [listen_address, expose_kernel_addresses, interval, log_level, kernel, leak_detection,
+           escalation, watch, limits, source] = c;
     listen_address = "127.0.0.1:1";
     expect("listen_address", Takes::kRestart);
+    expose_kernel_addresses = true;
+    expect("expose_kernel_addresses", Takes::kLive);
     interval = 7s;
     expect("interval", Takes::kLive);
     log_level = "debug";
@@ -117,7 +119,7 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
 
     auto& [live_allocations, stacks, stack_totals, processes, threads, top_stacks,
            kernel_live_allocations, kernel_stacks, kernel_totals, top_processes, symbol_files,
-           symbol_cache_entries, growth_pages] = limits;
+           symbol_cache_entries, file_size, growth_pages] = limits;
     live_allocations = 1;
     expect("limits.live_allocations", Takes::kRestart);
     stacks = 1;
@@ -142,6 +144,8 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
     expect("limits.symbol_files", Takes::kLive);
     symbol_cache_entries = 1;
     expect("limits.symbol_cache_entries", Takes::kLive);
+    file_size = 1 << 20;
+    expect("limits.file_size", Takes::kLive);
     growth_pages = 1;
     expect("limits.growth_pages", Takes::kRestart);
 
@@ -178,7 +182,7 @@ TEST_CASE("every WatchRule field is one key, classified", "[config][reload]") {
     line = 12;
     expect("watch (line in the file)", Takes::kNothing);
 
-    auto& [comm, exe, pid, cmdline, cmdline_regex] = match;
+    auto& [comm, exe, pid, cmdline, cmdline_regex, uid, cgroup, unit] = match;
     comm = "other";
     expect("watch.match.comm", Takes::kReattach);
     exe = "/bin/app";
@@ -187,8 +191,14 @@ TEST_CASE("every WatchRule field is one key, classified", "[config][reload]") {
     expect("watch.match.pid", Takes::kReattach);
     cmdline = "x";
     expect("watch.match.cmdline", Takes::kReattach);
-    cmdline_regex = std::regex("x");
+    cmdline_regex = *compile_cmdline("x");
     expect("watch.match.cmdline (compiled)", Takes::kNothing);
+    uid = 1000;
+    expect("watch.match.uid", Takes::kReattach);
+    cgroup = "/system.slice/*";
+    expect("watch.match.cgroup", Takes::kReattach);
+    unit = "app.service";
+    expect("watch.match.unit", Takes::kReattach);
 
     auto& [library, symbol_prefix] = allocator;
     library = "libjemalloc.so.2";

@@ -1,11 +1,13 @@
 // One real HttpServer (http/server.cpp) on an ephemeral port, fetched over TCP by a tiny
 // HTTP/1.0 client.
+#include <civetweb.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -50,7 +52,7 @@ TEST_CASE("HttpServer serves metrics, the API and the landing page on one port",
         auto r = http_get(port, "/metrics");
         CHECK(r.status == 200);
         CHECK_THAT(r.headers["content-type"], StartsWith("text/plain; version=0.0.4"));
-        CHECK(r.body == render_metrics(*snap, status));
+        CHECK(r.body == render_metrics(*snap, state.read().second));
         auto exp = parse_exposition(r.body);
         CHECK(exp.one("leakwatch_outstanding_bytes", process_labels("app", 100, "appd")).value ==
               1073741824.0);
@@ -89,12 +91,23 @@ TEST_CASE("HttpServer serves metrics, the API and the landing page on one port",
     }
     {
         INFO("/api/v1/stacks with a bad top");
-        for (const char* top : {"abc", "0", "", "-1", "10001"}) {
+        for (const char* top : {"abc", "0", "", "-1", "1001", "10001"}) {
             INFO("top=" << top);
             auto r = http_get(port, std::string("/api/v1/stacks?pid=100&top=") + top);
             CHECK(r.status == 400);
             CHECK(json_body(r).contains("error"));
         }
+    }
+    {
+        INFO("/api/v1/leaks is paged");
+        auto r = json_body(http_get(port, "/api/v1/leaks?offset=0&limit=5"));
+        CHECK(r["limit"] == 5);
+        CHECK(r["offset"] == 0);
+        CHECK(r.contains("total"));
+        CHECK(http_get(port, "/api/v1/leaks?limit=1001").status == 400);
+        CHECK(http_get(port, "/api/v1/leaks?limit=0").status == 400);
+        CHECK(http_get(port, "/api/v1/leaks?offset=x").status == 400);
+        CHECK(json_body(http_get(port, "/api/v1/leaks"))["limit"] == 100);
     }
     {
         INFO("/ is the landing page");
@@ -156,4 +169,53 @@ TEST_CASE("HttpServer listens on [::1] or says IPv6 is unsupported", "[http][ser
     } else {
         CHECK_THAT(server.error().message, Contains("IPv6"));
     }
+}
+
+// civetweb is C: an exception out of a handler would end the daemon. Every handler is behind
+// one guard, tried here with handlers that fail before and after answering.
+TEST_CASE("a handler that throws is a 500 and a counted failure, never a crash", "[http][server]") {
+    PublishedState state;
+    state.publish(std::make_shared<const Snapshot>(make_snapshot()), make_status());
+    auto server = HttpServer::start("127.0.0.1:0", state);
+    if (!server) FAIL(server.error().message);
+    (*server)->handle(
+        "/test/throws", "/test/throws",
+        [](mg_connection*, const PublishedState&) -> int { throw std::runtime_error("boom"); });
+    (*server)->handle("/test/unknown", "/test/unknown",
+                      [](mg_connection*, const PublishedState&) -> int { throw 42; });
+    // The JSON the daemon once threw on: invalid UTF-8 from a process's name.
+    (*server)->handle("/test/json", "/test/json", [](mg_connection* c, const PublishedState&) {
+        nlohmann::json j = {{"comm", "\xff\xfeleak"}};
+        mg_printf(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s",
+                  j.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict).c_str());
+        return 1;
+    });
+    int port = (*server)->port();
+    auto r = http_get(port, "/test/throws");
+    CHECK(r.status == 500);
+    CHECK_THAT(json_body(r)["error"].get<std::string>(), Contains("boom"));
+    CHECK(http_get(port, "/test/unknown").status == 500);
+    CHECK(http_get(port, "/test/unknown").status == 500);
+    CHECK(http_get(port, "/test/json").status == 500);
+    auto exp = parse_exposition(http_get(port, "/metrics").body);
+    CHECK(exp.one("leakwatch_http_handler_failures_total", {{"path", "/test/throws"}}).value == 1);
+    CHECK(exp.one("leakwatch_http_handler_failures_total", {{"path", "/test/unknown"}}).value == 2);
+    CHECK(exp.one("leakwatch_http_handler_failures_total", {{"path", "/test/json"}}).value == 1);
+    CHECK(exp.one("leakwatch_http_handler_failures_total", {{"path", "/metrics"}}).value == 0);
+    // And the server goes on serving.
+    CHECK(http_get(port, "/api/v1/processes").status == 200);
+}
+
+TEST_CASE("the API answers with valid UTF-8 whatever a process's name holds", "[http][server]") {
+    auto snap = make_snapshot();
+    snap.processes[0].comm = "\xff\xfeleak";  // not shown text: the second line of defence
+    PublishedState state;
+    state.publish(std::make_shared<const Snapshot>(snap), make_status());
+    auto server = HttpServer::start("127.0.0.1:0", state);
+    if (!server) FAIL(server.error().message);
+    int port = (*server)->port();
+    auto r = http_get(port, "/api/v1/processes");
+    REQUIRE(r.status == 200);
+    CHECK(json_body(r)["processes"][0]["comm"] == "\xef\xbf\xbd\xef\xbf\xbdleak");
+    CHECK(http_get(port, "/api/v1/stacks?pid=100").status == 200);
 }

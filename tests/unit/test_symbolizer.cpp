@@ -207,23 +207,41 @@ TEST_CASE("each file is parsed once however many addresses and copies", "[symbol
     CHECK(symbolizer.cached_files() == 2);
 }
 
-TEST_CASE("a copy with .symtab replaces a stripped copy of the same build", "[symbols]") {
+TEST_CASE("files of one build-id with other symbols never share a parse", "[symbols]") {
     ProcReader proc;
     Symbolizer symbolizer(proc);
     const auto& libs = fixture_libs();
     const int pid = ::getpid();
 
+    // The stripped and the full copy of one build: each keeps its own symbols.
     auto stripped = symbolizer.file_for(pid, file_mapping(libs.stripped));
     REQUIRE(stripped.has_value());
     CHECK_FALSE((*stripped)->function_address("fixture_v2").has_value());  // local: in .symtab
     auto full = symbolizer.file_for(pid, file_mapping(libs.lib));
     REQUIRE(full.has_value());
     CHECK((*full)->function_address("fixture_v2").has_value());
-    // The stripped path now gets the richer parse too.
+    CHECK((*full)->build_id() == (*stripped)->build_id());
     auto stripped_again = symbolizer.file_for(pid, file_mapping(libs.stripped));
     REQUIRE(stripped_again.has_value());
-    CHECK(stripped_again->get() == full->get());
-    CHECK(symbolizer.cached_files() == 1);
+    CHECK(stripped_again->get() == stripped->get());
+    CHECK(symbolizer.cached_files() == 2);
+
+    // A fake of libc: the real build-id, malloc's symbol moved one byte into its code (what
+    // would put another process's probe in the middle of an instruction). Its own parse says
+    // so; the real libc's stays the real one, whichever is read first.
+    const Loaded& c = libc();
+    const std::string fake = (temp_dir().path / "libc-fake.so.6").string();
+    fs::copy_file(c.path, fake, fs::copy_options::overwrite_existing);
+    REQUIRE(move_dynamic_symbol(fake, "malloc", 1));
+    auto faked = symbolizer.file_for(pid, file_mapping(fake));
+    REQUIRE(faked.has_value());
+    auto real = symbolizer.file_for(pid, file_mapping(c.path));
+    REQUIRE(real.has_value());
+    CHECK((*faked)->build_id() == (*real)->build_id());
+    CHECK(faked->get() != real->get());
+    CHECK((*faked)->content_key() != (*real)->content_key());
+    CHECK((*faked)->function_address("malloc") == *(*real)->function_address("malloc") + 1);
+    CHECK((*real)->function_address("malloc") == c.address("malloc") - c.bias);
 }
 
 TEST_CASE("file offsets and ELF virtual addresses convert through PT_LOAD", "[symbols]") {
@@ -465,4 +483,15 @@ TEST_CASE("a binary replaced on disk is read only through the process's mapping"
     } else {
         CHECK(g.symbol != "beta_fn");
     }
+}
+
+TEST_CASE("a file cut short of its section headers is refused, not read", "[symbols]") {
+    const std::string copy = (temp_dir().path / "libfixture-cut.so").string();
+    fs::copy_file(fixture_libs().lib, copy, fs::copy_options::overwrite_existing);
+    auto whole = ElfFile::open(copy);
+    REQUIRE(whole.has_value());
+    fs::resize_file(copy, fs::file_size(copy) / 2);
+    auto cut = ElfFile::open(copy);
+    REQUIRE_FALSE(cut.has_value());
+    CHECK_THAT(cut.error().message, Catch::Contains("section headers cannot be read"));
 }

@@ -3,6 +3,7 @@
 // test's own libc (its /proc/self/maps lines, reached through a `root` link to /), so the
 // allocator's functions are found in a real ELF file, as in the daemon.
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "elf_support.h"
 #include "leakwatch.h"
 #include "proc/proc.h"
 #include "symbols/symbolizer.h"
@@ -34,7 +36,13 @@ constexpr int kApp = 4190001;
 constexpr int kOther = 4190002;
 constexpr int kChild = 4190003;
 
-// This process's libc mappings, as /proc/self/maps shows them.
+// This process's libc, and its mappings as /proc/self/maps shows them.
+std::string libc_path() {
+    Dl_info info{};
+    REQUIRE(::dladdr(reinterpret_cast<void*>(&::malloc), &info) != 0);
+    return info.dli_fname;
+}
+
 std::string libc_maps() {
     std::ifstream in("/proc/self/maps");
     std::string line, out;
@@ -67,10 +75,31 @@ class FixtureProc {
                                     << " 10485760 512 18446744073709551615 1 1 0 0 0 0 0 4096 0 0"
                                     << " 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
         std::ofstream(dir / "maps") << (libc ? libc_maps() : "");
+        std::ofstream(dir / "status") << "Name:\t" << comm << "\nUid:\t1000\t1000\t1000\t1000\n";
+        move_to(pid, "/system.slice/" + comm + ".service");
         if (!fs::is_symlink(dir / "root")) fs::create_directory_symlink("/", dir / "root");
         if (!fs::is_symlink(dir / "exe")) fs::create_symlink("/usr/bin/" + comm, dir / "exe");
     }
     void map_libc(int pid) { std::ofstream(root_ / std::to_string(pid) / "maps") << libc_maps(); }
+    // Maps `path` (a copy of libc) where the real libc is: the same lines, its path and inode.
+    void map_libc_copy(int pid, const std::string& path) {
+        struct stat st {};
+        REQUIRE(::stat(path.c_str(), &st) == 0);
+        std::istringstream in(libc_maps());
+        std::ofstream out(root_ / std::to_string(pid) / "maps");
+        std::string line;
+        while (std::getline(in, line)) {
+            std::istringstream fields(line);
+            std::string range, perms, offset, dev, inode;
+            fields >> range >> perms >> offset >> dev >> inode;
+            out << range << ' ' << perms << ' ' << offset << ' ' << dev << ' ' << st.st_ino
+                << "    " << path << "\n";
+        }
+    }
+    // Moves a process to another cgroup (its /proc/PID/cgroup).
+    void move_to(int pid, const std::string& cgroup) {
+        std::ofstream(root_ / std::to_string(pid) / "cgroup") << "0::" << cgroup << "\n";
+    }
     void remove(int pid) { fs::remove_all(root_ / std::to_string(pid)); }
     std::string root() const { return root_.string(); }
 
@@ -88,6 +117,7 @@ struct FakeAttachment : Attachment {
 // What the tracker asked of the BPF side.
 struct FakeAttacher : Attacher {
     std::vector<std::pair<pid_t, ProbeTarget>> attaches;
+    std::vector<uint64_t> attached_inodes;  // of the file target.path named at attach time
     std::map<uint32_t, Recording> watched;
     std::vector<std::set<uint32_t>> purges;
     std::set<pid_t> refuse;  // attach fails for these
@@ -95,6 +125,8 @@ struct FakeAttacher : Attacher {
 
     Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target) override {
         attaches.emplace_back(pid, target);
+        struct stat st {};
+        attached_inodes.push_back(::stat(target.path.c_str(), &st) == 0 ? st.st_ino : 0);
         if (refuse.contains(pid)) return fail("uprobe refused for pid " + std::to_string(pid));
         return std::make_unique<FakeAttachment>(detached);
     }
@@ -184,9 +216,12 @@ TEST_CASE("scan attaches the running processes a rule matches", "[tracker]") {
     REQUIRE(f.attacher.attaches.size() == 1);
     const auto& [pid, target] = f.attacher.attaches[0];
     CHECK(pid == kApp);
-    // libc through the process's own root, with its allocator's functions at file offsets.
-    CHECK(target.path.starts_with(f.proc_tree.root() + "/" + std::to_string(kApp) + "/root/"));
-    CHECK(target.path.ends_with("/libc.so.6"));
+    // The very libc file the process maps (read through its own root), named to the kernel by
+    // the descriptor it was read through, with its allocator's functions at file offsets.
+    CHECK(target.path.starts_with("/proc/self/fd/"));
+    struct stat libc_st {};
+    REQUIRE(::stat(libc_path().c_str(), &libc_st) == 0);
+    CHECK(f.attacher.attached_inodes[0] == libc_st.st_ino);
     std::set<std::string> functions;
     for (const auto& [name, offset] : target.offsets) functions.insert(name);
     CHECK(functions.contains("malloc"));
@@ -345,6 +380,87 @@ TEST_CASE("resolve names an address with the process's own maps", "[tracker]") {
     CHECK(unknown.symbol.empty());
 }
 
+TEST_CASE("a process moved to another cgroup is matched again at the next scan", "[tracker]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app");
+    f.proc_tree.move_to(kApp, "/lwtest/outside");
+    WatchRule r;
+    r.name = "sliced";
+    r.tracking = WatchRule::Tracking::kFull;  // probes, so that attaches and detaches count
+    r.match.cgroup = "/lwtest/inside*";
+    f.start({r});
+    f.tracker->scan();
+    CHECK(f.pids().empty());
+    // Moved in: attached at the next scan, with its cgroup's unit as its label.
+    f.proc_tree.move_to(kApp, "/lwtest/inside/app.service");
+    f.tracker->scan();
+    REQUIRE(f.pids() == std::vector<uint32_t>{kApp});
+    CHECK(f.tracker->processes()[0].unit == "");  // not below a slice: no systemd unit
+    f.proc_tree.move_to(kApp, "/lwtest/inside-too");
+    f.tracker->scan();
+    CHECK(f.pids() == std::vector<uint32_t>{kApp});  // still its rule: kept
+    CHECK(f.attacher.attaches_of(kApp) == 1);
+    // Moved out: detached.
+    f.proc_tree.move_to(kApp, "/lwtest/outside");
+    f.tracker->scan();
+    CHECK(f.pids().empty());
+    CHECK(f.attacher.detached == 1);
+}
+
+TEST_CASE("processes carry their unit, or their container, as a label", "[tracker]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app");
+    f.proc_tree.add(kOther, "other");
+    f.proc_tree.move_to(kOther, "/system.slice/docker-" + std::string(64, 'a') + ".scope");
+    f.start({rule("web", "app"), rule("db", "other")});
+    f.tracker->scan();
+    auto processes = f.tracker->processes();
+    REQUIRE(processes.size() == 2);
+    CHECK(processes[0].unit == "app.service");
+    CHECK(processes[1].unit == std::string(12, 'a'));
+}
+
+// A fake libc (the real build-id, malloc's symbol moved into the middle of its first
+// instruction) mapped by one process must not move the probes of another.
+TEST_CASE("probes go where the process's own file says, and never mid-instruction", "[tracker]") {
+    Fixture f;
+    const fs::path fake = fs::path(f.proc_tree.root()) / "fake" / "libc.so.6";
+    fs::create_directories(fake.parent_path());
+    fs::copy_file(libc_path(), fake);
+    // Edit .dynsym in place: the fake's malloc is one byte into the real malloc.
+    auto real = ElfFile::open(libc_path());
+    REQUIRE(real);
+    const uint64_t malloc_vaddr = *(*real)->function_address("malloc");
+    REQUIRE(elf_support::move_dynamic_symbol(fake.string(), "malloc", 1));
+    auto faked = ElfFile::open(fake.string());
+    REQUIRE(faked);
+    REQUIRE((*faked)->build_id() == (*real)->build_id());
+    REQUIRE((*faked)->function_address("malloc") == malloc_vaddr + 1);
+
+    f.proc_tree.add(kApp, "faker");
+    f.proc_tree.map_libc_copy(kApp, fake.string());
+    f.proc_tree.add(kOther, "victim");
+    f.start({rule("faker", "faker"), rule("victim", "victim")});
+    f.tracker->scan();
+    // The faker is not probed at all: its malloc symbol is not where an instruction starts in
+    // the code its unwind tables give (the real malloc's start).
+    CHECK(f.attacher.attaches_of(kApp) == 0);
+    // The victim, attached after it, gets the real libc's offsets.
+    REQUIRE(f.attacher.attaches_of(kOther) == 1);
+    const ProbeTarget& target = f.attacher.attaches.back().second;
+    auto real_off = (*real)->file_offset_of_vaddr(malloc_vaddr);
+    REQUIRE(real_off);
+    bool found = false;
+    for (const auto& [name, offset] : target.offsets) {
+        if (name != std::string("malloc")) continue;
+        found = true;
+        CHECK(offset >= *real_off);
+        CHECK(offset < *real_off + 16);  // on or a few instructions past its start, never +1
+        CHECK(offset != *real_off + 1);
+    }
+    CHECK(found);
+}
+
 TEST_CASE("tracking: escalate watches a process without probes until it is escalated",
           "[tracker][watch]") {
     Fixture f;
@@ -353,8 +469,8 @@ TEST_CASE("tracking: escalate watches a process without probes until it is escal
     r.sample_bytes = 8192;
     Escalation e;
     e.watch_sample_bytes = 64 * 1024;
-    f.tracker = std::make_unique<Tracker>(f.attacher, f.proc, f.symbolizer,
-                                          std::vector<WatchRule>{r}, e);
+    f.tracker =
+        std::make_unique<Tracker>(f.attacher, f.proc, f.symbolizer, std::vector<WatchRule>{r}, e);
     f.tracker->scan();
     CHECK(f.attacher.attaches.empty());
     CHECK(f.attacher.tier == std::map<uint32_t, uint64_t>{{kApp, 64 * 1024}});

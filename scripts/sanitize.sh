@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the unit tests with AddressSanitizer and UndefinedBehaviorSanitizer (in
+# build-sanitize/, LEAKWATCH_SANITIZE) and runs them: any report (a memory error, undefined
+# behaviour, a leak) fails the test that made it. The root tests stay in build/ (a sanitized
+# daemon is several times slower, and BPF does not care).
+#   scripts/sanitize.sh [CTEST ARGS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${SANITIZE_BUILD_DIR:-build-sanitize}
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEAKWATCH_SANITIZE=ON \
+    -DLEAKWATCH_WERROR="${LEAKWATCH_WERROR:-ON}" -DBUILD_TESTING=ON -DLEAKWATCH_BENCH=OFF \
+    >/dev/null
+# Only the unit test executables (and what they link): no fixtures, no daemon.
+targets=()
+while read -r t; do targets+=(--target "$t"); done < <(
+    sed -n 's/^leakwatch_unit_test(\([a-z_]*\).*/unit_\1/p' tests/CMakeLists.txt)
+cmake --build "$dir" -j"$(nproc)" "${targets[@]}"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+cd "$dir"
+ctest --output-on-failure -L unit -LE root -j"$(nproc)" "$@"
