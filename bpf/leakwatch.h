@@ -6,6 +6,12 @@
 #include <linux/types.h> /* user space: the BPF side gets these from vmlinux.h */
 #endif
 
+/* The format of the state kept across restarts of the daemon (pinned maps) is a hash of the
+ * kept maps' definitions and their key and value layouts (daemon/loader/keep.h). Bump this when
+ * what a field means changes without its layout changing: a daemon then drops what an older
+ * one kept instead of misreading it. */
+#define LW_STATE_VERSION 1
+
 #define LW_MAX_STACK_DEPTH 127
 #define LW_COMM_LEN 16
 /* Pages a munmap range is scanned for recorded regions, at most. */

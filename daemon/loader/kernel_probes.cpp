@@ -6,6 +6,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <set>
+#include <string>
+
 #include "kmem.skel.h"
 #include "leakwatch.h"
 #include "loader/btf_check.h"
@@ -14,8 +17,16 @@
 
 namespace leakwatch {
 
+namespace {
+
+// Maps that hold nothing between two runs of a program: not kept. Every other map of the object
+// is kept across restarts (keep.h), maps added later included.
+const std::set<std::string> kScratchMaps = {"kstack_scratch"};
+
+}  // namespace
+
 Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& config,
-                                                         const Limits& limits) {
+                                                         const Limits& limits, Keeper* keeper) {
     std::unique_ptr<KernelProbes> probes(new KernelProbes());
     probes->limits_ = limits;
     probes->ncpus_ = libbpf_num_possible_cpus();
@@ -79,15 +90,27 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
     }
     btf__free(vmlinux);
 
+    if (keeper) {
+        probes->kept_ = keeper->set("kernel", state_layout(skel->obj, kScratchMaps));
+        if (auto ok = reuse_kept_maps(*probes->kept_, skel->obj, kScratchMaps); !ok)
+            return std::unexpected(ok.error());
+    }
     if (int err = kmem_bpf__load(skel))
         return fail_errno("loading the kernel allocation BPF programs", err);
+    if (probes->kept_) {
+        if (auto ok = keep_maps(*probes->kept_, skel->obj, kScratchMaps); !ok)
+            return std::unexpected(ok.error());
+    }
+    std::vector<std::pair<std::string, int>> kept_links;
     for (const auto& w : wants) {
         if (!w.enabled) continue;
         bpf_link* link = bpf_program__attach(w.prog);
         if (!link) return fail_errno(std::string("attaching tracepoint ") + w.tracepoint, errno);
         probes->links_.push_back(link);
         probes->attached_.push_back(w.tracepoint);
+        kept_links.emplace_back(w.tracepoint, bpf_link__fd(link));
     }
+    keep_links(probes->kept_.get(), kept_links);
     return probes;
 }
 

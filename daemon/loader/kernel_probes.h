@@ -7,6 +7,7 @@
 
 #include "aggregate/kernel_source.h"
 #include "config/config.h"
+#include "loader/keep.h"
 #include "util/result.h"
 
 struct kmem_bpf;
@@ -16,9 +17,11 @@ namespace leakwatch {
 
 class KernelProbes : public KernelSource {
   public:
-    // Loads and attaches the tracepoints of the enabled kinds that this kernel has.
+    // Loads and attaches the tracepoints of the enabled kinds that this kernel has. With a
+    // keeper, its maps and links are kept across restarts, as the user-space ones (keep.h).
     static Result<std::unique_ptr<KernelProbes>> load(const KernelConfig& config,
-                                                      const Limits& limits);
+                                                      const Limits& limits,
+                                                      Keeper* keeper = nullptr);
     ~KernelProbes() override;
 
     std::vector<KernelTotals> kernel_totals() override;
@@ -31,6 +34,7 @@ class KernelProbes : public KernelSource {
   private:
     KernelProbes() = default;
     kmem_bpf* skel_ = nullptr;
+    std::shared_ptr<KeptSet> kept_;
     std::vector<bpf_link*> links_;
     std::vector<std::string> attached_;
     Limits limits_;

@@ -12,6 +12,7 @@
 
 #include "aggregate/source.h"
 #include "config/config.h"
+#include "loader/keep.h"
 #include "tracker/attacher.h"
 #include "unwind/snapshots.h"
 #include "util/result.h"
@@ -37,9 +38,12 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     using EventHandler = std::function<void(const lw_event&)>;
 
     // Opens, sizes (from limits) and loads the BPF object, and attaches the process
-    // event tracepoints. Errors name the program or map and the errno.
+    // event tracepoints. Errors name the program or map and the errno. With a keeper, the maps
+    // are those the previous run kept (when their layout is this one's) and are kept in turn,
+    // as are the links (keep.h).
     static Result<std::unique_ptr<Probes>> load(const Limits& limits,
-                                                ProbeMode mode = ProbeMode::kAuto);
+                                                ProbeMode mode = ProbeMode::kAuto,
+                                                Keeper* keeper = nullptr);
     ProbeMode mode() const { return mode_; }
     ~Probes() override;
 
@@ -62,6 +66,11 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     void snapshot_done(uint32_t tgid, uint64_t key) override;
     bool watching(uint32_t tgid) const override;
     int poll_events(int timeout_ms);
+    // The probes of processes the previous run kept, each under the ProbeTarget::keep_as it
+    // was attached with (once; the tracker adopts them or lets them go).
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> take_kept();
+    // The processes the maps hold records or a recording entry of.
+    std::set<uint32_t> recorded_processes();
 
     std::vector<std::pair<uint32_t, ProcTotals>> process_totals() override;
     std::vector<StackTotals> stack_totals() override;
@@ -74,8 +83,12 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     Probes() = default;
     static int on_ring_event(void* ctx, void* data, size_t size);
     static int on_snapshot(void* ctx, void* data, size_t size);
+    // Groups the process links the previous run kept into attachments (kept_attachments_).
+    void take_kept_links();
 
     leakwatch_bpf* skel_ = nullptr;
+    std::shared_ptr<KeptSet> kept_;  // null: nothing kept (--check-config)
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept_attachments_;
     ring_buffer* ring_ = nullptr;
     ring_buffer* snapshot_ring_ = nullptr;
     std::vector<bpf_link*> event_links_;

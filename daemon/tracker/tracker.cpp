@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <thread>
 
 #include "config/reload.h"
@@ -106,6 +108,9 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     }
 
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
+    // In whole microseconds: the kept tag carries it, and the next run's series keys must match.
+    const double attached_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    target.keep_as = kept_tag(pid, info.start_time, attached_at, rule);
     auto attachment = attacher_.attach(pid, target);
     if (!attachment) {
         spdlog::warn("pid {} ({}): {}", pid, info.comm, attachment.error().message);
@@ -133,7 +138,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     spdlog::info("watching pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
                  info.comm, rule.name, target.offsets.size(), mapping->path,
                  (*attachment)->links());
-    Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), unix_seconds()};
+    Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), attached_at};
     tracked_[pid] = std::move(t);
     return Outcome::kAttached;
 }
@@ -321,6 +326,52 @@ void Tracker::detach_all() {
     std::vector<std::thread> threads;
     for (auto& a : attachments) threads.emplace_back([a = std::move(a)]() mutable { a.reset(); });
     for (auto& t : threads) t.join();
+}
+
+void Tracker::release_all() {
+    tracked_.clear();
+}
+
+std::string Tracker::kept_tag(pid_t pid, uint64_t start_time, double attached_at,
+                              const WatchRule& rule) {
+    return fmt::format("p_{}_{}_{}_{:016x}", pid, start_time,
+                       static_cast<uint64_t>(std::llround(attached_at * 1e6)), rule_digest(rule));
+}
+
+std::set<uint32_t> Tracker::adopt(
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept) {
+    std::set<uint32_t> adopted;
+    for (auto& [tag, attachment] : kept) {
+        unsigned long long pid = 0, start = 0, attached_us = 0, digest = 0;
+        int n =
+            std::sscanf(tag.c_str(), "p_%llu_%llu_%llu_%llx", &pid, &start, &attached_us, &digest);
+        std::optional<ProcessInfo> info;
+        if (n == 4)
+            if (auto found = proc_.process(static_cast<pid_t>(pid))) info = std::move(*found);
+        const WatchRule* rule = info ? matching_rule(rules_, *info) : nullptr;
+        const char* why = n != 4                                    ? "unreadable tag"
+                          : !info                                   ? "gone"
+                          : info->start_time != start               ? "pid reused"
+                          : !attacher_.watching(uint32_t(pid))      ? "exec'ed"
+                          : !rule || rule_digest(*rule) != digest   ? "rules changed"
+                          : tracked_.count(static_cast<pid_t>(pid)) ? "adopted twice"
+                                                                    : nullptr;
+        auto maps = why ? Result<std::vector<MapEntry>>(fail("")) : proc_.maps(info->pid);
+        if (!why && !maps) why = "gone";
+        if (why) {
+            spdlog::info("not adopting the probes kept for pid {}: {}", pid, why);
+            reaper_.dispose(std::move(attachment));
+            continue;
+        }
+        const double attached_at = double(attached_us) / 1e6;
+        spdlog::info(
+            "adopted pid {} ({}) for rule '{}': its probes counted while no leakwatchd ran", pid,
+            info->comm, rule->name);
+        tracked_[info->pid] = Tracked{
+            *info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
+        adopted.insert(static_cast<uint32_t>(pid));
+    }
+    return adopted;
 }
 
 std::vector<ProcessMeta> Tracker::processes() const {

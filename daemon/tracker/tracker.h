@@ -45,12 +45,26 @@ class Tracker : public FrameResolver {
 
     // Detaches every process at once, in parallel (at shutdown).
     void detach_all();
+    // Lets go of every process without detaching it (at a shutdown that handed the probes
+    // over to the next run): no process stops being recorded.
+    void release_all();
+
+    // Takes over the probes a previous run left attached, each under the tag it was kept with
+    // (kept_tag). A process is adopted when it is the same process (pid and start time), is
+    // still recorded (it has not exec'ed since: the BPF side stops recording at exec), and a
+    // rule equal to the one it was attached for matches it; it keeps its attached_at, so its
+    // series go on. The probes of the others are detached. Returns the adopted pids.
+    std::set<uint32_t> adopt(std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept);
 
     std::vector<ProcessMeta> processes() const;
     size_t attached() const { return tracked_.size(); }
     // Symbolizes an address of a watched process with its own maps.
     Frame resolve(uint32_t pid, uint64_t address) override;
     uint64_t jit_generation(uint32_t pid) override;
+
+    // The tag a process's probes are kept under: pid, start time, attached_at (µs), rule digest.
+    static std::string kept_tag(pid_t pid, uint64_t start_time, double attached_at,
+                                const WatchRule& rule);
 
   private:
     struct Tracked {

@@ -141,6 +141,8 @@ TEST_CASE("every WatchRule field is one key, classified", "[config][reload]") {
         CHECK(names(changed_rule_keys(base, r)) == std::vector<std::string_view>{key});
         CHECK(takes_of(key) == takes);
         CHECK(same_rule(base, r) == (takes != Takes::kReattach));
+        // The digest kept with a process's probes across restarts tells the same rules apart.
+        CHECK((rule_digest(base) == rule_digest(r)) == (takes != Takes::kReattach));
         r = base;
     };
 

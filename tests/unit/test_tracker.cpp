@@ -103,6 +103,7 @@ struct FakeAttacher : Attacher {
         return {};
     }
     void unwatch(uint32_t tgid) override { watched.erase(tgid); }
+    bool watching(uint32_t tgid) const override { return watched.contains(tgid); }
     void purge(const std::set<uint32_t>& tgids) override { purges.push_back(tgids); }
 
     int attaches_of(pid_t pid) const {
@@ -331,4 +332,71 @@ TEST_CASE("resolve names an address with the process's own maps", "[tracker]") {
     Frame unknown = f.tracker->resolve(kOther, malloc_at);
     CHECK(unknown.module == "[unknown]");
     CHECK(unknown.symbol.empty());
+}
+
+// What a previous run kept of app's probes, tagged as the tracker tags them.
+std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept_app(Fixture& f,
+                                                                          const WatchRule& r,
+                                                                          uint64_t start,
+                                                                          double attached_at) {
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept;
+    kept.emplace_back(Tracker::kept_tag(kApp, start, attached_at, r),
+                      std::make_unique<FakeAttachment>(f.attacher.detached));
+    return kept;
+}
+
+TEST_CASE("adopt: the kept probes of the same process, still recorded, for the same rule",
+          "[tracker][restart]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app", 1000);
+    const WatchRule r = rule("web", "app");
+    f.start({r});
+    f.attacher.watched[kApp] = Recording{};  // the BPF side still records it
+    const double attached_at = 1733000000.123456;
+    auto adopted = f.tracker->adopt(kept_app(f, r, 1000, attached_at));
+    CHECK(adopted == std::set<uint32_t>{kApp});
+    auto processes = f.tracker->processes();
+    REQUIRE(processes.size() == 1);
+    // The same attached_at: the detector's series of the process go on under the same keys.
+    CHECK(processes[0].attached_at == attached_at);
+    CHECK(processes[0].watch == "web");
+    f.tracker->scan();
+    CHECK(f.attacher.attaches.empty());  // adopted, not attached again
+    CHECK(f.attacher.detached == 0);
+}
+
+TEST_CASE("adopt: kept probes of another process, an exec'ed one or another rule are dropped",
+          "[tracker][restart]") {
+    const WatchRule r = rule("web", "app");
+    SECTION("pid reused") {
+        Fixture f;
+        f.proc_tree.add(kApp, "app", 5000);
+        f.start({r});
+        f.attacher.watched[kApp] = Recording{};
+        CHECK(f.tracker->adopt(kept_app(f, r, 1000, 1.0)).empty());
+    }
+    SECTION("exec'ed meanwhile: no longer recorded") {
+        Fixture f;
+        f.proc_tree.add(kApp, "app", 1000);
+        f.start({r});
+        CHECK(f.tracker->adopt(kept_app(f, r, 1000, 1.0)).empty());
+    }
+    SECTION("its rule changed") {
+        Fixture f;
+        f.proc_tree.add(kApp, "app", 1000);
+        WatchRule changed = r;
+        changed.min_size = 64;
+        f.start({changed});
+        f.attacher.watched[kApp] = Recording{};
+        CHECK(f.tracker->adopt(kept_app(f, r, 1000, 1.0)).empty());
+        f.tracker->scan();  // attached anew, for the rule as it is now
+        CHECK(f.attacher.attaches_of(kApp) == 1);
+    }
+    SECTION("gone") {
+        Fixture f;
+        f.start({r});
+        CHECK(f.tracker->adopt(kept_app(f, r, 1000, 1.0)).empty());
+        f.tracker.reset();
+        CHECK(f.attacher.detached == 1);  // its probes let go (in the background)
+    }
 }
