@@ -61,6 +61,8 @@ enum lw_lost_reason {
                                   the stack kept its frames up to there */
     LW_LOST_STACK_TRUNCATED,   /* a walk stopped before the outermost frame: a frame pointer or
                                   a rule led to memory it could not read, or too deep */
+    LW_LOST_PROCESS_SHARE,     /* a process at its share of the stack maps: a new stack of its
+                                  own counted under stack id 0 */
     LW_LOST_MAX,
 };
 
@@ -149,6 +151,10 @@ struct lw_proc_totals {
     __u64 free_count;
     __s64 mmap_regions; /* live LW_MMAP records: munmap skips its scan when there are none */
     __s64 records;      /* live records (with sampling, fewer than the allocations counted) */
+    /* Its entries in `stacks` and in `stack_totals`: each process may fill its share of them
+     * (process_stacks_max, process_totals_max), so that one process cannot starve the others. */
+    __s64 stacks;
+    __s64 totals;
 };
 
 /* One distinct user stack. frame 0 is the allocator's entry; `caller` is the return address

@@ -23,6 +23,8 @@ daemon_packages=(
     libbpf-dev libelf-dev libdw-dev zlib1g-dev
     libcivetweb-dev libspdlog-dev libyaml-cpp-dev libsystemd-dev
     nlohmann-json3-dev libcli11-dev libcapstone-dev
+    # dropping CAP_SYS_ADMIN at start where the kernel's uprobe links do not need it
+    libcap-ng-dev
     # civetweb's CMake config (civetweb-targets.cmake) names /usr/bin/civetweb, which only this
     # package holds; libcivetweb-dev merely recommends it
     civetweb

@@ -85,6 +85,13 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "an unwind rule led to memory it could not read, or the stack is deeper than 66 frames; "
      "the stack is marked `\"complete\": false` in the API | none; its frames so far are "
      "callers, so its `site` is still right when it has one"},
+    {LW_LOST_PROCESS_SHARE, "process_share", false,
+     "a process holds its share of the stack maps (limits.process_share); its new stacks are "
+     "counted under stack_id 0",
+     "a process held its share of the `stacks` or `stack_totals` map (`limits.process_share`): "
+     "a new stack of its own was counted under `stack_id` 0 (its process totals stay exact); "
+     "other processes keep their room | raise `limits.stacks`, `limits.stack_totals` or "
+     "`limits.process_share`, or look at why one process has so many distinct stacks"},
 }};
 
 // Every reason has its row, at the index of its id (a missing row would be zero-filled).

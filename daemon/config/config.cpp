@@ -214,7 +214,7 @@ constexpr std::array<std::string_view, 8> kRuleKeys{
     "name", "match", "allocator", "min_size", "max_size", "min_age", "sample_bytes", "unwind"};
 constexpr std::array<std::string_view, 4> kMatchKeys{"comm", "exe", "pid", "cmdline"};
 constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
-constexpr std::array<std::string_view, 12> kLimitKeys{"live_allocations",
+constexpr std::array<std::string_view, 13> kLimitKeys{"live_allocations",
                                                       "stacks",
                                                       "stack_totals",
                                                       "processes",
@@ -225,7 +225,8 @@ constexpr std::array<std::string_view, 12> kLimitKeys{"live_allocations",
                                                       "kernel_totals",
                                                       "top_processes",
                                                       "symbol_files",
-                                                      "symbol_cache_entries"};
+                                                      "symbol_cache_entries",
+                                                      "process_share"};
 
 // One key: value pair of a mapping, with where it sits, for messages.
 struct Entry {
@@ -400,6 +401,19 @@ class Parser {
                 entry, std::to_string(*value) + " is above the maximum of " + std::to_string(max));
         }
         return *value;
+    }
+
+    // A share such as "25%": 1 to 100 percent.
+    Result<uint32_t> percent_of(const Entry& entry) const {
+        const std::string usage = " (a share such as 25%: 1% to 100%)";
+        if (!entry.value.IsScalar()) return wrong_type(entry, "a share such as 25%");
+        std::string_view text = trim(entry.value.Scalar());
+        if (!text.ends_with('%'))
+            return error(entry, quoted(text) + " is not a percentage" + usage);
+        auto value = parse_uint(trim(text.substr(0, text.size() - 1)));
+        if (!value || *value < 1 || *value > 100)
+            return error(entry, quoted(text) + " is out of range" + usage);
+        return static_cast<uint32_t>(*value);
     }
 
     Result<void> parse_listen_address(const Entry& entry, std::string& out) const {
@@ -736,6 +750,12 @@ class Parser {
             Bound{"symbol_cache_entries", &Limits::symbol_cache_entries, 16 << 20},
         };
         for (const Entry& field : *entries) {
+            if (field.key == "process_share") {
+                auto share = percent_of(field);
+                if (!share) return std::unexpected(share.error());
+                limits.process_share = *share;
+                continue;
+            }
             for (const Bound& bound : kBounds) {
                 if (field.key != bound.key) continue;
                 auto value = count_of(field, bound.max);

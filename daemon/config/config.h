@@ -69,6 +69,9 @@ struct Limits {
     uint32_t top_processes = 20;                // processes exported with their kernel bytes
     uint32_t symbol_files = 512;                // ELF files parsed, and DWARF files opened, at once
     uint32_t symbol_cache_entries = 65536;      // code addresses whose source line is remembered
+    // Percent of `stacks` and of `stack_totals` one process may fill (1-100): a process with
+    // ever new stacks takes its own share, never the room of the others.
+    uint32_t process_share = 50;
 };
 
 // The kinds of kernel allocation leakwatch can trace, by their names in the config.

@@ -140,6 +140,8 @@ constexpr ConfigKey kConfigKeys[] = {
     key<&Config::limits, &Limits::symbol_files>("limits.symbol_files", Takes::kLive),
     key<&Config::limits, &Limits::symbol_cache_entries>("limits.symbol_cache_entries",
                                                         Takes::kLive),
+    key<&Config::limits, &Limits::process_share>("limits.process_share", Takes::kRestart,
+                                                 kMapWarning),
     key<&Config::source>("source (the file read)", Takes::kNothing),
 };
 

@@ -241,6 +241,13 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     probes->skel_ = skel;
     skel->rodata->page_size = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
     lw_fill_exp_table(skel->rodata->exp_neg);  // sampling probabilities
+    // Each process's share of the stack maps (at least one entry each).
+    auto share = [&](uint32_t entries) {
+        return std::max<uint32_t>(
+            1, static_cast<uint32_t>(uint64_t(entries) * limits.process_share / 100));
+    };
+    skel->rodata->process_stacks_max = share(limits.stacks);
+    skel->rodata->process_totals_max = share(limits.stack_totals);
     if (auto ns = own_pid_namespace()) {
         skel->rodata->pidns_dev = ns->dev;
         skel->rodata->pidns_ino = ns->ino;

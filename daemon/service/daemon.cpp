@@ -13,6 +13,7 @@
 #include "detect/follow.h"
 #include "leakwatch.h"
 #include "loader/kernel_probes.h"
+#include "service/privileges.h"
 #include "symbols/kallsyms.h"
 #include "unwind/snapshots.h"
 #include "util/clock.h"
@@ -110,6 +111,9 @@ Result<std::unique_ptr<Daemon>> Daemon::start(Config config, DaemonOptions optio
     auto keeper = std::make_unique<Keeper>(KeepOptions{options.pin_dir, options.fd_store});
     auto probes = Probes::load(config.limits, options.probe_mode, keeper.get());
     if (!probes) return std::unexpected(probes.error());
+    // Before the first thread: capabilities are per thread.
+    if (auto dropped = drop_unneeded_capabilities((*probes)->mode()); !dropped)
+        return std::unexpected(dropped.error());
     std::unique_ptr<Daemon> d(
         new Daemon(std::move(config), std::move(options), std::move(keeper), std::move(*probes)));
 #if !defined(__x86_64__)

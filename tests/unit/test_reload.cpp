@@ -104,7 +104,7 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
 
     auto& [live_allocations, stacks, stack_totals, processes, threads, top_stacks,
            kernel_live_allocations, kernel_stacks, kernel_totals, top_processes, symbol_files,
-           symbol_cache_entries] = limits;
+           symbol_cache_entries, process_share] = limits;
     live_allocations = 1;
     expect("limits.live_allocations", Takes::kRestart);
     stacks = 1;
@@ -129,6 +129,8 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
     expect("limits.symbol_files", Takes::kLive);
     symbol_cache_entries = 1;
     expect("limits.symbol_cache_entries", Takes::kLive);
+    process_share = 1;
+    expect("limits.process_share", Takes::kRestart);
 
     CHECK(changed_keys(base, base).empty());
 }
