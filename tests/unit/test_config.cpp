@@ -346,41 +346,43 @@ TEST_CASE("a negative size is an error", "[config][errors]") {
 }
 
 TEST_CASE("unwind: auto by default, or frame-pointer, or dwarf", "[config]") {
-    Config config = parsed(lines(
-        {"watch:", "  - name: a", "    match: {comm: a}", "    unwind: dwarf", "  - name: b",
-         "    match: {comm: b}", "  - name: c", "    match: {comm: c}", "    unwind: frame-pointer",
-         "  - name: d", "    match: {comm: d}", "    unwind: auto"}));
+    Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                                  "    unwind: dwarf", "  - name: b", "    match: {comm: b}",
+                                  "  - name: c", "    match: {comm: c}",
+                                  "    unwind: frame-pointer", "  - name: d",
+                                  "    match: {comm: d}", "    unwind: auto"}));
     CHECK(config.watch[0].unwind == WatchRule::Unwind::kDwarf);
     CHECK(config.watch[1].unwind == WatchRule::Unwind::kAuto);
     CHECK(config.watch[2].unwind == WatchRule::Unwind::kFramePointer);
     CHECK(config.watch[3].unwind == WatchRule::Unwind::kAuto);
-    CHECK_THAT(
-        error_of(lines({"watch:", "  - name: a", "    match: {comm: a}", "    unwind: cfi"})),
-        Contains("t.yaml:4: watch[0].unwind: unwind must be auto, frame-pointer or dwarf, "
-                 "not \"cfi\""));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    unwind: cfi"})),
+               Contains("t.yaml:4: watch[0].unwind: unwind must be auto, frame-pointer or dwarf, "
+                        "not \"cfi\""));
 }
 
 TEST_CASE("sample_bytes: a size up to 64MiB, 0 or absent for every allocation", "[config]") {
     Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                                  "    sample_bytes: 512KiB", "  - name: b", "    match: {comm: b}",
-                                  "  - name: c", "    match: {comm: c}", "    sample_bytes: 0"}));
+                                  "    sample_bytes: 512KiB", "  - name: b",
+                                  "    match: {comm: b}", "  - name: c", "    match: {comm: c}",
+                                  "    sample_bytes: 0"}));
     CHECK(config.watch[0].sample_bytes == 512 * 1024);
     CHECK(config.watch[1].sample_bytes == 0);
     CHECK(config.watch[2].sample_bytes == 0);
-    CHECK(
-        parsed(lines({"watch:", "  - name: a", "    match: {comm: a}", "    sample_bytes: 64MiB"}))
-            .watch[0]
-            .sample_bytes == 64ull << 20);
-    CHECK_THAT(error_of(lines(
-                   {"watch:", "  - name: a", "    match: {comm: a}", "    sample_bytes: 65MiB"})),
+    CHECK(parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                        "    sample_bytes: 64MiB"}))
+              .watch[0]
+              .sample_bytes == 64ull << 20);
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    sample_bytes: 65MiB"})),
                Contains("t.yaml:4: watch[0].sample_bytes: sample_bytes \"65MiB\" is larger than "
                         "64MiB"));
-    CHECK_THAT(error_of(lines(
-                   {"watch:", "  - name: a", "    match: {comm: a}", "    sample_bytes: lots"})),
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    sample_bytes: lots"})),
                Contains("t.yaml:4: watch[0].sample_bytes:"));
-    CHECK_THAT(
-        error_of(lines({"watch:", "  - name: a", "    match: {comm: a}", "    sample_bytes: [1]"})),
-        Contains("t.yaml:4: watch[0].sample_bytes:"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    sample_bytes: [1]"})),
+               Contains("t.yaml:4: watch[0].sample_bytes:"));
 }
 
 TEST_CASE("min_size above max_size is an inverted range", "[config][errors]") {
