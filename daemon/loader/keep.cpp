@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <systemd/sd-daemon.h>
@@ -221,11 +222,21 @@ Keeper::Keeper(KeepOptions options) : options_(std::move(options)) {
                      strerror(errno));
         return;
     }
+    // One leakwatchd a directory: another one's maps are not this one's to reuse or drop. The
+    // lock goes with the process, so a leakwatchd that crashed holds none.
+    lock_fd_ = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+        spdlog::warn(
+            "{}: {}; this leakwatchd pins nothing, and a crash loses its BPF maps", dir,
+            errno == EWOULDBLOCK ? "another leakwatchd keeps its state there" : strerror(errno));
+        return;
+    }
     pin_dir_ = dir;
 }
 
 Keeper::~Keeper() {
     close_all(stored_);
+    if (lock_fd_ >= 0) close(lock_fd_);
 }
 
 std::shared_ptr<KeptSet> Keeper::set(const std::string& object, uint64_t layout) {

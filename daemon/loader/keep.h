@@ -85,6 +85,7 @@ class Keeper {
   private:
     KeepOptions options_;
     std::string pin_dir_;                // empty when pins are off
+    int lock_fd_ = -1;                   // the pin directory, locked while this process runs
     std::map<std::string, int> stored_;  // from the service manager: name -> fd
     std::vector<std::string> received_;  // their names, to empty the store
     std::vector<std::shared_ptr<KeptSet>> sets_;
