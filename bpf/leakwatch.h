@@ -63,6 +63,9 @@ enum lw_lost_reason {
                                   a rule led to memory it could not read, or too deep */
     LW_LOST_PROCESS_SHARE,     /* a process at its share of the stack maps: a new stack of its
                                   own counted under stack id 0 */
+    /* counted by the daemon, not in BPF */
+    LW_LOST_ATTACH_DROPPED,    /* a process a rule matched was gone before it was attached */
+    LW_LOST_EXEC_UNREAD,       /* an exec'd process was gone before the rules could be tried */
     LW_LOST_MAX,
 };
 

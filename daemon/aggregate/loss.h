@@ -92,6 +92,18 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "a new stack of its own was counted under `stack_id` 0 (its process totals stay exact); "
      "other processes keep their room | raise `limits.stacks`, `limits.stack_totals` or "
      "`limits.process_share`, or look at why one process has so many distinct stacks"},
+    {LW_LOST_ATTACH_DROPPED, "attach_dropped", true,
+     "processes a rule matched exited before their probes were attached (they lived a few "
+     "milliseconds at most)",
+     "a process a rule matched exited before its probes were attached (it lived a few "
+     "milliseconds at most, or leakwatchd was busy attaching others) | none; a process that "
+     "lives longer is attached"},
+    {LW_LOST_EXEC_UNREAD, "exec_unread", true,
+     "processes exited before leakwatchd could try the rules on them; those a rule would have "
+     "matched were not watched",
+     "a process exited before leakwatchd could read its `/proc` entry to try the rules on it, "
+     "and a rule might have matched it (its `comm` and pid did not rule it out) | none: it lived "
+     "about a millisecond; a process that lives longer is attached"},
 }};
 
 // Every reason has its row, at the index of its id (a missing row would be zero-filled).

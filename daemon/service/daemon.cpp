@@ -232,6 +232,8 @@ void Daemon::restore_state() {
 void Daemon::sample() {
     auto snap =
         std::make_shared<Snapshot>(aggregator_.sample(tracker_.processes(), monotonic_ns()));
+    snap->lost[LW_LOST_ATTACH_DROPPED] += tracker_.attaches_dropped();
+    snap->lost[LW_LOST_EXEC_UNREAD] += tracker_.execs_unread();
     // DWARF is held only while new stacks are symbolized; give its memory back.
     if (symbolizer_.release_debug_info()) malloc_trim(0);
     if (kernel_) {

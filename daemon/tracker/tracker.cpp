@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include "config/reload.h"
@@ -191,17 +192,57 @@ void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& map
     }
 }
 
-void Tracker::consider(pid_t pid, bool fresh_exec) {
+namespace {
+
+// Whether a rule might match a process of which only the pid and comm are known (it is gone):
+// its pid and comm criteria do not rule it out. Its other criteria cannot be tried.
+bool might_match(const std::vector<WatchRule>& rules, pid_t pid, const char* comm) {
+    return std::any_of(rules.begin(), rules.end(), [&](const WatchRule& r) {
+        return (!r.match.pid || *r.match.pid == pid) && (!r.match.comm || *r.match.comm == comm);
+    });
+}
+
+}  // namespace
+
+void Tracker::miss(pid_t pid, Missed why) {
+    auto [it, added] = missed_.emplace(pid, why);
+    if (!added) it->second = std::max(it->second, why);
+}
+
+void Tracker::miss_if_gone(pid_t pid) {
+    if (!proc_.start_time(pid)) miss(pid, Missed::kDropped);
+}
+
+void Tracker::settle(pid_t pid) {
+    auto it = missed_.find(pid);
+    if (it == missed_.end()) return;
+    (it->second == Missed::kDropped ? attaches_dropped_ : execs_unread_)++;
+    missed_.erase(it);
+}
+
+void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     if (pid == self_ || tracked_.count(pid)) return;
+    const bool fresh_exec = seen == Seen::kExec;
     auto info = proc_.process(pid);
-    if (!info) return;
+    if (!info) {
+        if (comm && might_match(rules_, pid, comm)) miss(pid, Missed::kUnread);
+        return;
+    }
     if (auto f = failed_.find(pid); f != failed_.end()) {
         if (f->second == info->start_time && !fresh_exec) return;
         failed_.erase(f);
     }
     const WatchRule* rule = matching_rule(rules_, *info);
-    if (!rule) return;
-    switch (try_attach(*info, *rule, !fresh_exec)) {
+    if (!rule) {
+        // Exited already (a zombie: no exe, no maps), before the rules could be tried.
+        if (comm && info->exe.empty() && might_match(rules_, pid, comm)) miss(pid, Missed::kUnread);
+        return;
+    }
+    // A forked child has its parent's image: when its allocator is not mapped, it has exec'd
+    // already (its exec event follows and tries again) or its parent could not be watched
+    // either (logged when the parent was seen). Logged for every fork, an exec storm filled the
+    // log with thousands of these a minute.
+    switch (try_attach(*info, *rule, seen == Seen::kScan)) {
         case Outcome::kAttached:
             break;
         case Outcome::kNotYet:
@@ -212,6 +253,7 @@ void Tracker::consider(pid_t pid, bool fresh_exec) {
             [[fallthrough]];
         case Outcome::kFailed:
             failed_[pid] = info->start_time;
+            miss_if_gone(pid);
             break;
     }
 }
@@ -236,18 +278,23 @@ void Tracker::flush_purges() {
 void Tracker::on_event(const lw_event& e) {
     const auto pid = static_cast<pid_t>(e.pid);
     switch (e.type) {
-        case LW_EVENT_EXEC:
+        case LW_EVENT_EXEC: {
             detach(pid, "exec");
             pending_.erase(pid);
-            consider(pid, true);
+            char comm[LW_COMM_LEN + 1] = {};
+            std::memcpy(comm, e.comm, LW_COMM_LEN);
+            consider(pid, Seen::kExec, comm);
             break;
+        }
         case LW_EVENT_FORK:
-            consider(pid, false);
+            consider(pid, Seen::kFork);
             break;
         case LW_EVENT_EXIT:
             detach(pid, "exit", true);
-            pending_.erase(pid);
+            // Matched, waiting for its allocator to be mapped, and gone: dropped.
+            if (pending_.erase(pid)) miss(pid, Missed::kDropped);
             failed_.erase(pid);
+            settle(pid);
             break;
         default:
             break;
@@ -273,7 +320,10 @@ int Tracker::tick() {
             ++it;
             continue;
         }
-        if (o != Outcome::kAttached) failed_[it->first] = p.info.start_time;
+        if (o != Outcome::kAttached) {
+            failed_[it->first] = p.info.start_time;
+            miss_if_gone(it->first);
+        }
         it = pending_.erase(it);
     }
     flush_purges();
@@ -295,9 +345,14 @@ void Tracker::scan() {
     }
     for (auto it = failed_.begin(); it != failed_.end();)
         it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
+    // Exits whose events were lost (the ring buffer full) are settled here.
+    std::vector<pid_t> gone;
+    for (const auto& [pid, why] : missed_)
+        if (!alive.count(pid)) gone.push_back(pid);
+    for (pid_t pid : gone) settle(pid);
     flush_purges();
     for (pid_t pid : pids)
-        if (!pending_.count(pid)) consider(pid, false);
+        if (!pending_.count(pid)) consider(pid, Seen::kScan);
 }
 
 void Tracker::set_rules(std::vector<WatchRule> rules) {

@@ -58,6 +58,12 @@ class Tracker : public FrameResolver {
 
     std::vector<ProcessMeta> processes() const;
     size_t attached() const { return tracked_.size(); }
+    // Processes lost to their own short lives (the loss reasons attach_dropped and
+    // exec_unread): a rule matched them but they were gone before their probes were
+    // attached; they were gone before the rules could be tried (and might have matched).
+    // Each process counts once, in one of the two, when it exits.
+    uint64_t attaches_dropped() const { return attaches_dropped_; }
+    uint64_t execs_unread() const { return execs_unread_; }
     // Symbolizes an address of a watched process with its own maps.
     Frame resolve(uint32_t pid, uint64_t address) override;
     uint64_t jit_generation(uint32_t pid) override;
@@ -83,7 +89,17 @@ class Tracker : public FrameResolver {
     };
     enum class Outcome { kAttached, kNotYet, kFailed };
 
-    void consider(pid_t pid, bool fresh_exec);
+    // How a process came to be considered: found by a scan (or at start), forked, or exec'd.
+    enum class Seen { kScan, kFork, kExec };
+    // `comm`: at an exec event, the new image's comm (the event's), else null.
+    void consider(pid_t pid, Seen seen, const char* comm = nullptr);
+    // A short-lived process not watched: remembered until it exits, then counted once.
+    enum class Missed { kUnread, kDropped };  // the later one wins
+    void miss(pid_t pid, Missed why);
+    // A failed attach of a process that is no longer there: an attach dropped.
+    void miss_if_gone(pid_t pid);
+    // At its exit (or when a scan finds it gone): its miss, if any, counted.
+    void settle(pid_t pid);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
     // `in_background`: only when the process is gone for good (exit). Otherwise the old
     // probes must be gone before new ones attach, or the new image would be counted twice.
@@ -104,6 +120,9 @@ class Tracker : public FrameResolver {
     std::map<pid_t, uint64_t> failed_;  // pid -> start_time of a process that cannot be attached
     std::set<std::string> single_stepped_;  // "path:function" already logged as single-stepped
     std::set<uint32_t> purge_;
+    std::map<pid_t, Missed> missed_;
+    uint64_t attaches_dropped_ = 0;
+    uint64_t execs_unread_ = 0;
     // Per mapped file (path, device, inode, offset of its executable mapping): how its
     // functions use the frame pointer, and the ELF address that offset is loaded at.
     struct FramePointerFile {

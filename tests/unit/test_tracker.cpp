@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -317,6 +318,42 @@ TEST_CASE("a process caught at exec is retried until its allocator is mapped", "
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     f.tracker->tick();
     CHECK(f.pids() == std::vector<uint32_t>{kApp});
+}
+
+TEST_CASE("short-lived processes are counted: gone before attached, gone before read",
+          "[tracker][storm]") {
+    Fixture f;
+    f.start({rule("web", "app")});
+    auto exec_of = [](int pid, const char* comm) {
+        lw_event e = event(LW_EVENT_EXEC, pid);
+        std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
+        return e;
+    };
+    // Matched at its exec, waiting for its allocator, then gone: an attach dropped.
+    f.proc_tree.add(kApp, "app", 1000, false);
+    f.tracker->on_event(exec_of(kApp, "app"));
+    f.proc_tree.remove(kApp);
+    f.tracker->on_event(event(LW_EVENT_EXIT, kApp));
+    CHECK(f.tracker->attaches_dropped() == 1);
+    // Gone before its /proc entry was read: its comm says a rule might have matched it. Counted
+    // once, at its exit, however many of its events found it gone.
+    f.tracker->on_event(event(LW_EVENT_FORK, kOther));
+    f.tracker->on_event(exec_of(kOther, "app"));
+    CHECK(f.tracker->execs_unread() == 0);
+    f.tracker->on_event(event(LW_EVENT_EXIT, kOther));
+    CHECK(f.tracker->execs_unread() == 1);
+    // ...or that none would have.
+    f.tracker->on_event(exec_of(kChild, "sh"));
+    f.tracker->on_event(event(LW_EVENT_EXIT, kChild));
+    CHECK(f.tracker->execs_unread() == 1);
+    // Exec'd and gone before it was read, its exit event lost
+    // (the ring buffer full), a scan settles it.
+    f.tracker->on_event(exec_of(kOther, "app"));
+    CHECK(f.tracker->execs_unread() == 1);
+    f.tracker->scan();
+    CHECK(f.tracker->execs_unread() == 2);
+    CHECK(f.tracker->attaches_dropped() == 1);
+    CHECK(f.attacher.attaches.empty());
 }
 
 TEST_CASE("resolve names an address with the process's own maps", "[tracker]") {
