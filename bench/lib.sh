@@ -1,6 +1,7 @@
 # Sourced by the bench scripts: a work directory, and on exit every background job of the
 # calling shell stopped and the directory removed. A job that has been waited for leaves the
-# job table, so only live children are signalled (never a reused pid).
+# job table, so only live children are signalled (never a reused pid). A script may set
+# BENCH_CLEANUP_HOOK to a command run between the two (e.g. to unmount what it mounted).
 # Usage: bench_workdir PREFIX   (sets WORK)
 bench_workdir() {
     WORK=$(mktemp -d "/tmp/$1.XXXXXX")
@@ -16,6 +17,7 @@ bench_cleanup() {
         # shellcheck disable=SC2086
         wait $pids 2>/dev/null || true
     fi
+    ${BENCH_CLEANUP_HOOK:-:}
     rm -rf "$WORK"
 }
 
