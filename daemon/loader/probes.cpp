@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -519,11 +520,25 @@ void Probes::purge(const std::set<uint32_t>& tgids) {
     }
 }
 
+namespace {
+
+// What one poll of the event ring buffer may spend handling events. Under an exec storm every
+// event may be an attach (milliseconds each, more while the kernel unregisters other probes),
+// and one poll handled all the ring held: the main loop stalled for seconds without pinging the
+// watchdog, sampling or reloading. What is left stays in the ring for the next poll.
+constexpr auto kEventBudget = std::chrono::milliseconds(50);
+// Returned by the handler to end a poll (libbpf has consumed that event already).
+constexpr int kBudgetSpent = -ECANCELED;
+
+}  // namespace
+
 int Probes::on_ring_event(void* ctx, void* data, size_t size) {
     auto* self = static_cast<Probes*>(ctx);
     if (size < sizeof(lw_event) || !self->handler_) return 0;
+    auto now = std::chrono::steady_clock::now();
+    if (self->events_handled_++ == 0) self->budget_end_ = now + kEventBudget;
     self->handler_(*static_cast<const lw_event*>(data));
-    return 0;
+    return std::chrono::steady_clock::now() >= self->budget_end_ ? kBudgetSpent : 0;
 }
 
 int Probes::on_snapshot(void* ctx, void* data, size_t size) {
@@ -564,7 +579,9 @@ int Probes::poll_snapshots(int timeout_ms) {
 }
 
 int Probes::poll_events(int timeout_ms) {
-    return ring_buffer__poll(ring_, timeout_ms);
+    events_handled_ = 0;
+    int n = ring_buffer__poll(ring_, timeout_ms);
+    return n == kBudgetSpent ? static_cast<int>(events_handled_) : n;
 }
 
 std::vector<std::pair<uint32_t, ProcTotals>> Probes::process_totals() {

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -65,6 +66,8 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     void set_stack(uint32_t tgid, uint64_t id, const lw_stack& stack) override;
     void snapshot_done(uint32_t tgid, uint64_t key) override;
     bool watching(uint32_t tgid) const override;
+    // Handles the process events waiting (up to a time budget; the rest stay for the next call);
+    // returns how many, or a negative errno.
     int poll_events(int timeout_ms);
     // The probes of processes the previous run kept, each under the ProbeTarget::keep_as it
     // was attached with (once; the tracker adopts them or lets them go).
@@ -93,6 +96,8 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     ring_buffer* snapshot_ring_ = nullptr;
     std::vector<bpf_link*> event_links_;
     EventHandler handler_;
+    size_t events_handled_ = 0;  // in the current poll_events
+    std::chrono::steady_clock::time_point budget_end_;
     SnapshotHandler snapshot_handler_;
     Limits limits_;
     int ncpus_ = 1;

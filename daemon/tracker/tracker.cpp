@@ -33,6 +33,14 @@ Tracker::Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symboli
       rules_(std::move(rules)),
       self_(getpid()) {}
 
+void Tracker::log_failure(const ProcessInfo& info, const std::string& message) {
+    // A process that exited meanwhile is counted (attach_dropped), not logged: an exec storm
+    // logged thousands of these a minute.
+    const bool gone = !proc_.start_time(info.pid);
+    spdlog::log(gone ? spdlog::level::debug : spdlog::level::warn, "pid {} ({}): {}", info.pid,
+                info.comm, message);
+}
+
 Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
                                      bool log_not_yet) {
     const pid_t pid = info.pid;
@@ -50,7 +58,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     }
     auto elf = symbolizer_.file_for(pid, *mapping);
     if (!elf) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, elf.error().message);
+        log_failure(info, elf.error().message);
         return Outcome::kFailed;
     }
 
@@ -58,7 +66,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
 
     auto reachable = proc_.mapped_file(pid, *mapping);
     if (!reachable) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, reachable.error().message);
+        log_failure(info, reachable.error().message);
         return Outcome::kFailed;
     }
     target.path = *reachable;
@@ -114,7 +122,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     target.keep_as = kept_tag(pid, info.start_time, attached_at, rule);
     auto attachment = attacher_.attach(pid, target);
     if (!attachment) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, attachment.error().message);
+        log_failure(info, attachment.error().message);
         return Outcome::kFailed;
     }
     Recording recording;
@@ -133,7 +141,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         recording.lib_hi = lib_hi;
     }
     if (auto ok = attacher_.watch(static_cast<uint32_t>(pid), recording); !ok) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
+        log_failure(info, ok.error().message);
         return Outcome::kFailed;
     }
     spdlog::info("watching pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
@@ -332,6 +340,7 @@ int Tracker::tick() {
 }
 
 void Tracker::scan() {
+    const auto began = Clock::now();
     auto pids = proc_.pids();
     std::set<pid_t> alive(pids.begin(), pids.end());
     for (auto it = tracked_.begin(); it != tracked_.end();) {
@@ -353,6 +362,9 @@ void Tracker::scan() {
     flush_purges();
     for (pid_t pid : pids)
         if (!pending_.count(pid)) consider(pid, Seen::kScan);
+    spdlog::debug(
+        "rescan: {} processes in {} ms", pids.size(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began).count());
 }
 
 void Tracker::set_rules(std::vector<WatchRule> rules) {

@@ -101,6 +101,8 @@ class Tracker : public FrameResolver {
     // At its exit (or when a scan finds it gone): its miss, if any, counted.
     void settle(pid_t pid);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
+    // Why a process could not be attached: a warning, or a debug line when it has exited.
+    void log_failure(const ProcessInfo& info, const std::string& message);
     // `in_background`: only when the process is gone for good (exit). Otherwise the old
     // probes must be gone before new ones attach, or the new image would be counted twice.
     void detach(pid_t pid, const char* why, bool in_background = false);
