@@ -21,7 +21,7 @@
 # The maps and links are pinned, as under the unit, in a bpffs this script mounts (PINS=0: not).
 #
 # Environment: BUILD (build directory, default ./build), RATE (500), DURATION (60), LEAK (4096),
-# WATCHDOG_PROBE_MS (200), DAEMON_FLAGS (more leakwatchd flags, e.g. "--probe-mode classic"),
+# WATCHDOG_PROBE_MS (200), LOG_LEVEL (info), DAEMON_FLAGS (more leakwatchd flags, e.g. "--probe-mode classic"),
 # LEAKWATCHD (another leakwatchd binary, e.g. an older build to compare), SKIP_BUILD=1, PYTHON
 # (default /usr/bin/python3 if present), LOGS (a directory to keep the daemon's log, the notify
 # messages, the request times and the fds/RSS samples in).
@@ -125,7 +125,7 @@ if "$DAEMON" --help | grep -q -- --bpf-pin-dir; then
 fi
 NOTIFY_SOCKET=$WORK/notify WATCHDOG_USEC=$((WATCHDOG_PROBE_MS * 1000)) \
     "$DAEMON" --config "$WORK/leakwatch.yaml" --web.listen-address "127.0.0.1:$PORT" \
-    --log-level info "${DAEMON_FLAGS[@]}" >"$WORK/daemon.log" 2>&1 &
+    --log-level "${LOG_LEVEL:-info}" "${DAEMON_FLAGS[@]}" >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
 wait_for_daemon exec_storm.sh
 
@@ -134,7 +134,7 @@ for ((i = 0; i < 100; i++)); do grep -q '^pid ' "$WORK/leak.out" 2>/dev/null && 
 LEAK_PID=$(awk '$1 == "pid" { print $2 }' "$WORK/leak.out")
 # It leaks once it is watched, so that every block it leaks is counted.
 for ((i = 0; i < 100; i++)); do
-    curl -sf "http://127.0.0.1:$PORT/api/v1/processes" | grep -q "\"pid\":$LEAK_PID[,}]" && break
+    curl -sf "http://127.0.0.1:$PORT/api/v1/processes" | grep -q "\"pid\":${LEAK_PID}[,}]" && break
     sleep 0.1
 done
 touch "$WORK/go"
