@@ -21,7 +21,8 @@
 # The maps and links are pinned, as under the unit, in a bpffs this script mounts (PINS=0: not).
 #
 # Environment: BUILD (build directory, default ./build), RATE (500), DURATION (60), LEAK (4096),
-# WATCHDOG_PROBE_MS (200), LOG_LEVEL (info), DAEMON_FLAGS (more leakwatchd flags, e.g. "--probe-mode classic"),
+# WATCHDOG_PROBE_MS (200), TRACKING (the storm rule's tracking: full, the default, or escalate),
+# LOG_LEVEL (info), DAEMON_FLAGS (more leakwatchd flags, e.g. "--probe-mode classic"),
 # LEAKWATCHD (another leakwatchd binary, e.g. an older build to compare), SKIP_BUILD=1, PYTHON
 # (default /usr/bin/python3 if present), LOGS (a directory to keep the daemon's log, the notify
 # messages, the request times and the fds/RSS samples in).
@@ -33,6 +34,7 @@ RATE=${RATE:-500}
 DURATION=${DURATION:-60}
 LEAK=${LEAK:-4096}
 WATCHDOG_PROBE_MS=${WATCHDOG_PROBE_MS:-200}
+TRACKING=${TRACKING:-full}  # the storm's rule: full (probes at exec, the costly case) or escalate
 read -r -a DAEMON_FLAGS <<<"${DAEMON_FLAGS:-}"
 if [[ -z ${PYTHON:-} ]]; then
     PYTHON=python3
@@ -85,9 +87,11 @@ cat >"$WORK/leakwatch.yaml" <<EOF
 interval: 5s
 watch:
   - name: storm
+    tracking: $TRACKING
     match:
       exe: $WORK/storm-child
   - name: leak
+    tracking: full
     match:
       exe: $WORK/storm-leak
 EOF
@@ -196,8 +200,8 @@ DROPPED=$(lost attach_dropped)
 UNREAD=$(lost exec_unread)
 EVENTS_LOST=$(lost events_ring_full)
 # Distinct processes attached (a pid the kernel reused within the run counts once).
-ATTACHED=$(grep -o "watching pid [0-9]* (storm-child) for rule 'storm'" "$WORK/daemon.log" |
-    sort -u | wc -l)
+ATTACHED=$(grep -oE "(probing|watching) pid [0-9]* \(storm-child\) for rule 'storm'" "$WORK/daemon.log" |
+    grep -oE 'pid [0-9]+' | sort -u | wc -l)
 kill -TERM "$DAEMON_PID"
 T_STOP=$(date +%s.%N)
 wait "$DAEMON_PID" || true

@@ -398,10 +398,16 @@ Result<void> keep_maps(KeptSet& set, bpf_object* obj, const std::set<std::string
 void keep_links(KeptSet* set, const std::vector<std::pair<std::string, int>>& links) {
     if (!set) return;
     auto old = set->take_all("links/ev_");
-    for (const auto& [name, fd] : links)
+    std::set<std::string> now;
+    for (const auto& [name, fd] : links) {
+        now.insert("links/ev_" + name);
         if (auto ok = set->keep("links/ev_" + name, fd); !ok)
             spdlog::warn("{}: {}; a crash detaches it", set->name(), ok.error().message);
-    for (auto& [rel, fd] : old) close(fd);
+    }
+    for (auto& [rel, fd] : old) {
+        if (!now.count(rel)) set->forget(rel);  // its pin too: nothing attaches it any more
+        close(fd);
+    }
 }
 
 }  // namespace leakwatch

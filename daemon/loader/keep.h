@@ -104,7 +104,8 @@ Result<void> reuse_kept_maps(KeptSet& set, bpf_object* obj, const std::set<std::
 Result<void> keep_maps(KeptSet& set, bpf_object* obj, const std::set<std::string>& scratch);
 // Keeps the links of a newly loaded object's programs under "links/ev_<name>", in place of what
 // the previous run kept there, which is then closed: for a moment both count, which the programs
-// attached this way tolerate (an event seen twice is recorded once).
+// attached this way tolerate (an event seen twice is recorded once). Called again with the links
+// attached now, as they change: what is no longer attached is no longer pinned.
 void keep_links(KeptSet* set, const std::vector<std::pair<std::string, int>>& links);
 
 }  // namespace leakwatch

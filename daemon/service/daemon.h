@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "config/reload.h"
 #include "detect/detector.h"
+#include "detect/escalation.h"
 #include "http/server.h"
 #include "http/state.h"
 #include "loader/keep.h"
@@ -80,6 +81,8 @@ class Daemon {
     void apply(Reload reload);
     // After a sample: a full event ring dropped process events, which a rescan makes up for.
     void rescan_if_events_lost();
+    // The watch tier: escalations the policy decides and the operator asks for (HTTP).
+    void escalate_and_release(const Snapshot& snap);
     void log_new_losses(const LostCounters& lost);
     // At start: the processes whose probes the previous run kept are adopted, and what the maps
     // hold of any other process is dropped (frees it made while no probe counted are unknown).
@@ -101,6 +104,7 @@ class Daemon {
     ProcReader proc_;
     Symbolizer symbolizer_;
     Tracker tracker_;
+    ProcMemoryReader memory_reader_;
     Aggregator aggregator_;
     Unwinder unwinder_;
     // Completes unwind snapshots: the first allocations of a new stack wait for their rules as
@@ -111,6 +115,7 @@ class Daemon {
     DaemonStatus status_;
     std::unique_ptr<HttpServer> server_;
     Detector detector_;
+    EscalationPolicy escalation_;
     LostCounters reported_{};        // losses logged so far, by reason
     uint64_t events_lost_seen_ = 0;  // process events lost, as of the last rescan
 };

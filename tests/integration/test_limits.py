@@ -22,10 +22,12 @@ limits:
   process_share: {share}
 watch:
   - name: churner
+    tracking: full
     match:
       pid: {churner}
     unwind: frame-pointer
   - name: leaker
+    tracking: full
     match:
       pid: {leaker}
     unwind: frame-pointer
@@ -98,7 +100,7 @@ def test_drops_cap_sys_admin(cleanup):
     exe = os.path.join(d, "leak_caps")
     shutil.copy(os.path.join(FIXTURES, "leak_steady"), exe)
     first = start(cleanup, Fixture(exe, str(LEAK), str(TICKS), str(TICK_MS)))
-    daemon = start(cleanup, Daemon(f"interval: 1s\nwatch:\n  - name: caps\n    match:\n"
+    daemon = start(cleanup, Daemon(f"interval: 1s\nwatch:\n  - name: caps\n    tracking: full\n    match:\n"
                                    f"      exe: {exe}\n"))
     wait_until(lambda: daemon.process(first.pid), 10, "the first process to be watched")
     classic = os.environ.get("LEAKWATCH_PROBE_MODE") == "classic"

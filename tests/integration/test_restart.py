@@ -54,6 +54,7 @@ leak_detection:
   window: {WINDOW}s
 watch:
   - name: steady
+    tracking: full
     match:
       pid: {pid}
 """
