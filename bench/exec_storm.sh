@@ -47,28 +47,16 @@ TICKS=$(((DURATION + 10) * 1000 / TICK_MS))  # the leak goes on a little past th
 UNIT_WATCHDOG_S=30
 TARGET_METRICS_MS=100
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "exec_storm.sh: must run as root (uprobes and BPF)" >&2
-    exit 1
-fi
-for tool in curl "$PYTHON"; do
-    command -v "$tool" >/dev/null || { echo "exec_storm.sh: needs $tool" >&2; exit 1; }
-done
-
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    if [[ ! -f $BUILD/CMakeCache.txt ]]; then
-        cmake -S "$ROOT" -B "$BUILD" -DLEAKWATCH_BENCH=ON >/dev/null
-    fi
-    cmake --build "$BUILD" --target leakwatchd storm -j"$(nproc)" >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_require exec_storm.sh curl "$PYTHON"
+bench_build "$BUILD" leakwatchd storm
 DAEMON=${LEAKWATCHD:-$BUILD/bin/leakwatchd}
 STORM=$BUILD/bin/storm
 for bin in "$DAEMON" "$STORM"; do
     [[ -x $bin ]] || { echo "exec_storm.sh: $bin is not built" >&2; exit 1; }
 done
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 bench_workdir leakwatch-storm
 trap 'exit 130' INT TERM
 

@@ -36,3 +36,28 @@ wait_for_daemon() {
         exit 1
     fi
 }
+
+# Exits unless run as root with every tool given on the PATH. Usage: bench_require NAME TOOL...
+bench_require() {
+    local name=$1 tool
+    shift
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "$name: must run as root (uprobes and BPF)" >&2
+        exit 1
+    fi
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$name: needs $tool" >&2; exit 1; }
+    done
+}
+
+# Builds TARGETs in BUILD (configured with the benchmarks first, if it is not yet) unless
+# SKIP_BUILD=1. Usage: bench_build BUILD TARGET...
+bench_build() {
+    local build=$1
+    shift
+    [[ ${SKIP_BUILD:-0} == 1 ]] && return 0
+    if [[ ! -f $build/CMakeCache.txt ]]; then
+        cmake -S "$ROOT" -B "$build" -DLEAKWATCH_BENCH=ON >/dev/null
+    fi
+    cmake --build "$build" --target "$@" -j"$(nproc)" >/dev/null
+}
