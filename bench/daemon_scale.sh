@@ -44,21 +44,13 @@ TARGET_CPU_PCT=2
 TARGET_RSS_MIB=64
 TARGET_METRICS_MS=50
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "daemon_scale.sh: must run as root (uprobes and BPF)" >&2
-    exit 1
-fi
-for tool in curl "$PYTHON"; do
-    command -v "$tool" >/dev/null || { echo "daemon_scale.sh: needs $tool" >&2; exit 1; }
-done
+# Everything this script starts is a background job of this shell; bench_cleanup stops them.
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_require daemon_scale.sh curl "$PYTHON"
 
 # --- build ---------------------------------------------------------------------------------
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    if [[ ! -f $BUILD/CMakeCache.txt ]]; then
-        cmake -S "$ROOT" -B "$BUILD" >/dev/null
-    fi
-    cmake --build "$BUILD" --target leakwatchd hold -j"$(nproc)" >/dev/null
-fi
+bench_build "$BUILD" leakwatchd hold
 DAEMON=$BUILD/bin/leakwatchd
 HOLD=$BUILD/bin/hold
 [[ -x $HOLD ]] || HOLD=$BUILD/bench/hold
@@ -66,9 +58,6 @@ for bin in "$DAEMON" "$HOLD"; do
     [[ -x $bin ]] || { echo "daemon_scale.sh: $bin is not built" >&2; exit 1; }
 done
 
-# Everything this script starts is a background job of this shell; bench_cleanup stops them.
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 bench_workdir leakwatch-scale
 trap 'exit 130' INT TERM
 

@@ -18,6 +18,11 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u64 page_size = 4096;
 /* exp(-k / LW_EXP_STEPS) * 2^32, for sampling probabilities; filled by the daemon. */
 const volatile __u64 exp_neg[LW_EXP_TABLE] = {};
+/* Entries of `stacks` and of `stack_totals` one process may hold (limits.process_share of
+ * each map); 0: no bound. Checked before an add, without a lock: concurrent CPUs may take
+ * one entry each beyond it. */
+const volatile __u32 process_stacks_max = 0;
+const volatile __u32 process_totals_max = 0;
 
 
 /* Sizes are set by the daemon from `limits` before load. */
@@ -157,12 +162,25 @@ static __always_inline __u64 caller_address(struct pt_regs *ctx)
 #error "unsupported architecture"
 #endif
 
-/* Stores a stack under `key` unless it is there already. */
+/* Whether a process holds its share of a map (its count in its totals record). */
+static __always_inline bool at_share(__s64 held, __u32 max)
+{
+    return max && held >= (__s64)max;
+}
+
+/* Stores a stack under `key` unless it is there already, or its process holds its share of
+ * the map (its allocations from there are then counted under stack id 0, and as lost, by
+ * record_alloc). */
 static __always_inline void store_stack(struct lw_key *key, struct lw_stack *s)
 {
     if (!bpf_map_lookup_elem(&stacks, key)) {
+        struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &key->tgid);
+        if (p && at_share(p->stacks, process_stacks_max))
+            return;
         long err = bpf_map_update_elem(&stacks, key, s, BPF_NOEXIST);
-        if (err && err != -17 /* EEXIST: another CPU stored it */)
+        if (err == 0 && p)
+            __sync_fetch_and_add(&p->stacks, 1);
+        else if (err && err != -17 /* EEXIST: another CPU stored it */)
             count_lost(LW_LOST_STACKS_FULL);
     }
 }
@@ -448,21 +466,31 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
             account_free(tgid, &prev);
     }
 
-    struct lw_alloc a = {
-        .size = size, .ts_ns = ts, .stack = stack, .bytes = bytes, .weight = weight, .kind = kind};
+    struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     struct lw_key skey = {.tgid = tgid, .id = stack};
     struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
-    if (!t) {
-        struct lw_totals zero = {};
-        bpf_map_update_elem(&stack_totals, &skey, &zero, BPF_NOEXIST);
+    if (!t && stack && p &&
+        (at_share(p->totals, process_totals_max) ||
+         (at_share(p->stacks, process_stacks_max) && !bpf_map_lookup_elem(&stacks, &skey)))) {
+        /* The process holds its share of the totals, or of the stacks and this one's frames
+         * were not stored: its own new stack is counted under stack id 0. */
+        count_lost(LW_LOST_PROCESS_SHARE);
+        stack = skey.id = 0;
         t = bpf_map_lookup_elem(&stack_totals, &skey);
     }
+    if (!t) {
+        struct lw_totals zero = {};
+        if (bpf_map_update_elem(&stack_totals, &skey, &zero, BPF_NOEXIST) == 0 && p)
+            __sync_fetch_and_add(&p->totals, 1);
+        t = bpf_map_lookup_elem(&stack_totals, &skey);
+    }
+    struct lw_alloc a = {
+        .size = size, .ts_ns = ts, .stack = stack, .bytes = bytes, .weight = weight, .kind = kind};
     if (t)
         a.counted = 1;
     else
         count_lost(LW_LOST_TOTALS_FULL);
 
-    struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     if (p) {
         __sync_fetch_and_add(&p->alloc_bytes, bytes);
         __sync_fetch_and_add(&p->alloc_count, weight);

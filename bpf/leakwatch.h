@@ -6,6 +6,12 @@
 #include <linux/types.h> /* user space: the BPF side gets these from vmlinux.h */
 #endif
 
+/* The format of the state kept across restarts of the daemon (pinned maps) is a hash of the
+ * kept maps' definitions and their key and value layouts (daemon/loader/keep.h). Bump this when
+ * what a field means changes without its layout changing: a daemon then drops what an older
+ * one kept instead of misreading it. */
+#define LW_STATE_VERSION 1
+
 #define LW_MAX_STACK_DEPTH 127
 #define LW_COMM_LEN 16
 /* Pages a munmap range is scanned for recorded regions, at most. */
@@ -57,6 +63,11 @@ enum lw_lost_reason {
                                   a rule led to memory it could not read, or too deep */
     LW_LOST_GROWTH_PAGES_FULL, /* watch tier: a sampled first-touched page not recorded, the
                                   map of them is full */
+    LW_LOST_PROCESS_SHARE,     /* a process at its share of the stack maps: a new stack of its
+                                  own counted under stack id 0 */
+    /* counted by the daemon, not in BPF */
+    LW_LOST_ATTACH_DROPPED,    /* a process a rule matched was gone before it was attached */
+    LW_LOST_EXEC_UNREAD,       /* an exec'd process was gone before the rules could be tried */
     LW_LOST_MAX,
 };
 
@@ -153,6 +164,10 @@ struct lw_proc_totals {
     __u64 free_count;
     __s64 mmap_regions; /* live LW_MMAP records: munmap skips its scan when there are none */
     __s64 records;      /* live records (with sampling, fewer than the allocations counted) */
+    /* Its entries in `stacks` and in `stack_totals`: each process may fill its share of them
+     * (process_stacks_max, process_totals_max), so that one process cannot starve the others. */
+    __s64 stacks;
+    __s64 totals;
 };
 
 /* One distinct user stack. frame 0 is the allocator's entry; `caller` is the return address

@@ -6,6 +6,8 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #include "config/config.h"
 #include "loader/probes.h"
@@ -30,6 +32,14 @@ int check_config(const leakwatch::Config& config) {
     std::printf("configuration %s is valid (%zu watch rules); BPF programs load\n",
                 config.source.c_str(), config.watch.size());
     return 0;
+}
+
+// The first directory of $STATE_DIRECTORY (systemd's StateDirectory=, colon-separated).
+std::string state_directory_from_env() {
+    const char* env = std::getenv("STATE_DIRECTORY");
+    if (!env) return {};
+    std::string dirs = env;
+    return dirs.substr(0, dirs.find(':'));
 }
 
 }  // namespace
@@ -61,6 +71,16 @@ int main(int argc, char** argv) {
                    "link per probe) or auto (the newest the kernel has)")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "session", "multi", "classic"}));
+    std::string pin_dir = "/sys/fs/bpf/leakwatch";
+    app.add_option("--bpf-pin-dir", pin_dir,
+                   "bpffs directory where the BPF maps and probe links are pinned, so that they "
+                   "outlive a crash (empty: not pinned)")
+        ->capture_default_str();
+    std::string state_dir;
+    auto* state_opt =
+        app.add_option("--state-dir", state_dir,
+                       "directory for the leak detector's history across restarts (default: "
+                       "$STATE_DIRECTORY, which systemd sets; neither: not kept)");
     CLI11_PARSE(app, argc, argv);
 
     if (version) {
@@ -79,6 +99,12 @@ int main(int argc, char** argv) {
                          : probe_mode == "multi"   ? leakwatch::ProbeMode::kMulti
                          : probe_mode == "classic" ? leakwatch::ProbeMode::kClassic
                                                    : leakwatch::ProbeMode::kAuto;
+    options.pin_dir = pin_dir;
+    options.state_dir = state_opt->count() ? state_dir : state_directory_from_env();
+    // systemd 254+ exports $FDSTORE when the unit has a file descriptor store; the unit sets it
+    // for older ones.
+    const char* fdstore = std::getenv("FDSTORE");
+    options.fd_store = fdstore && std::atoi(fdstore) > 0 && std::getenv("NOTIFY_SOCKET");
     auto config = leakwatch::read_config(config_path, options.explicit_config);
     if (!config) {
         std::fprintf(stderr, "leakwatchd: invalid configuration: %s\n",

@@ -25,6 +25,8 @@ daemon_packages=(
     nlohmann-json3-dev libcli11-dev libcapstone-dev
     # cmdline rules in linear time (RE2); SHA-256 of ELF symbol tables (OpenSSL's libcrypto)
     libre2-dev libssl-dev
+    # dropping CAP_SYS_ADMIN at start where the kernel's uprobe links do not need it
+    libcap-ng-dev
     # civetweb's CMake config (civetweb-targets.cmake) names /usr/bin/civetweb, which only this
     # package holds; libcivetweb-dev merely recommends it
     civetweb

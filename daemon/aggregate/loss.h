@@ -69,13 +69,15 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
     {LW_LOST_SNAPSHOTS_FULL, "unwind_snapshots_full", false,
      "new stacks came faster than the daemon unwound them; some stacks end early until their "
      "unwind rules are known",
-     "(`unwind: auto` or `dwarf`) new stacks came faster than the daemon unwound them: a stack kept only "
+     "(`unwind: auto` or `dwarf`) new stacks came faster than the daemon unwound them: a stack "
+     "kept only "
      "its frames up to the first without an unwind rule | none; the next allocation on that path "
      "sends its snapshot again"},
     {LW_LOST_UNWIND_PENDING, "unwind_pending", true,
      "expected when new stacks appear: allocations made while a stack's first snapshot was "
      "unwound (well under a millisecond) keep the frames walked so far",
-     "(`unwind: auto` or `dwarf`) an allocation's walk met a frame whose first snapshot was still being "
+     "(`unwind: auto` or `dwarf`) an allocation's walk met a frame whose first snapshot was still "
+     "being "
      "unwound: its stack kept the frames up to there | expected when new stacks appear "
      "(configuration.md, `unwind`)"},
     {LW_LOST_STACK_TRUNCATED, "stack_truncated", false,
@@ -88,6 +90,25 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
     {LW_LOST_GROWTH_PAGES_FULL, "growth_pages_full", false, "raise limits.growth_pages",
      "(watch tier) a sampled first-touched page was not recorded: the map of them is full | "
      "raise `limits.growth_pages`"},
+    {LW_LOST_PROCESS_SHARE, "process_share", false,
+     "a process holds its share of the stack maps (limits.process_share); its new stacks are "
+     "counted under stack_id 0",
+     "a process held its share of the `stacks` or `stack_totals` map (`limits.process_share`): "
+     "a new stack of its own was counted under `stack_id` 0 (its process totals stay exact); "
+     "other processes keep their room | raise `limits.stacks`, `limits.stack_totals` or "
+     "`limits.process_share`, or look at why one process has so many distinct stacks"},
+    {LW_LOST_ATTACH_DROPPED, "attach_dropped", true,
+     "processes a rule matched exited before their probes were attached (they lived a few "
+     "milliseconds at most)",
+     "a process a rule matched exited before its probes were attached (it lived a few "
+     "milliseconds at most, or leakwatchd was busy attaching others) | none; a process that "
+     "lives longer is attached"},
+    {LW_LOST_EXEC_UNREAD, "exec_unread", true,
+     "processes exited before leakwatchd could try the rules on them; those a rule would have "
+     "matched were not watched",
+     "a process exited before leakwatchd could read its `/proc` entry to try the rules on it, "
+     "and a rule might have matched it (its `comm` and pid did not rule it out) | none: it lived "
+     "about a millisecond; a process that lives longer is attached"},
 }};
 
 // Every reason has its row, at the index of its id (a missing row would be zero-filled).

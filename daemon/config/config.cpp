@@ -219,7 +219,7 @@ constexpr std::string_view kMatchKeyList = "comm, exe, pid, cmdline, uid, cgroup
 // The largest uid: (uid_t)-1 means "no user" to the kernel.
 constexpr uint64_t kMaxUid = 4294967294u;
 constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
-constexpr std::array<std::string_view, 14> kLimitKeys{"live_allocations",
+constexpr std::array<std::string_view, 15> kLimitKeys{"live_allocations",
                                                       "stacks",
                                                       "stack_totals",
                                                       "processes",
@@ -231,6 +231,7 @@ constexpr std::array<std::string_view, 14> kLimitKeys{"live_allocations",
                                                       "top_processes",
                                                       "symbol_files",
                                                       "symbol_cache_entries",
+                                                      "process_share",
                                                       "growth_pages",
                                                       "file_size"};
 // A file smaller than this holds no useful ELF; larger than this, no sane one.
@@ -426,6 +427,19 @@ class Parser {
                 entry, std::to_string(*value) + " is above the maximum of " + std::to_string(max));
         }
         return *value;
+    }
+
+    // A share such as "25%": 1 to 100 percent.
+    Result<uint32_t> percent_of(const Entry& entry) const {
+        const std::string usage = " (a share such as 25%: 1% to 100%)";
+        if (!entry.value.IsScalar()) return wrong_type(entry, "a share such as 25%");
+        std::string_view text = trim(entry.value.Scalar());
+        if (!text.ends_with('%'))
+            return error(entry, quoted(text) + " is not a percentage" + usage);
+        auto value = parse_uint(trim(text.substr(0, text.size() - 1)));
+        if (!value || *value < 1 || *value > 100)
+            return error(entry, quoted(text) + " is out of range" + usage);
+        return static_cast<uint32_t>(*value);
     }
 
     Result<void> parse_listen_address(const Entry& entry, std::string& out) const {
@@ -863,6 +877,12 @@ class Parser {
                     return error(field, quoted(field.value.Scalar()) + " is outside 1MiB..64GiB");
                 }
                 limits.file_size = *size;
+                continue;
+            }
+            if (field.key == "process_share") {
+                auto share = percent_of(field);
+                if (!share) return std::unexpected(share.error());
+                limits.process_share = *share;
                 continue;
             }
             for (const Bound& bound : kBounds) {

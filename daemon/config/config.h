@@ -98,6 +98,9 @@ struct Limits {
     // The largest file leakwatchd reads for a watched process (ELF, debug file, perf map):
     // a larger one is refused, counted and logged once.
     uint64_t file_size = 512ull << 20;
+    // Percent of `stacks` and of `stack_totals` one process may fill (1-100): a process with
+    // ever new stacks takes its own share, never the room of the others.
+    uint32_t process_share = 50;
     uint32_t growth_pages = 65536;  // BPF map: the watch tier's sampled first-touched pages
 };
 

@@ -1,6 +1,10 @@
 #include "config/reload.h"
 
 #include <algorithm>
+#include <optional>
+#include <type_traits>
+
+#include "util/hash.h"
 
 namespace leakwatch {
 namespace {
@@ -29,9 +33,41 @@ constexpr ConfigKey key(std::string_view name, Takes takes, std::string_view war
     return {name, takes, warning, &differs<Config, Path...>, &keep<Path...>};
 }
 
+// A value as text for rule_digest; a key of a type not listed here does not compile, so that a
+// new rule key cannot be left out of the digest.
+void describe_value(const std::string& v, std::string& out) {
+    out += std::to_string(v.size()) + ':' + v;
+}
+template <class T>
+requires std::is_arithmetic_v<T> || std::is_enum_v<T>
+void describe_value(T v, std::string& out) {
+    if constexpr (std::is_enum_v<T>)
+        out += std::to_string(static_cast<std::underlying_type_t<T>>(v));
+    else
+        out += std::to_string(v);
+}
+void describe_value(Duration v, std::string& out) {
+    describe_value(v.count(), out);
+}
+template <class T>
+void describe_value(const std::optional<T>& v, std::string& out) {
+    if (!v) {
+        out += '-';
+        return;
+    }
+    out += '+';
+    describe_value(*v, out);
+}
+
+template <auto... Path>
+void describe(const WatchRule& rule, std::string& out) {
+    describe_value((rule.*....*Path), out);
+    out += ';';
+}
+
 template <auto... Path>
 constexpr RuleKey rule_key(std::string_view name, Takes takes) {
-    return {name, takes, &differs<WatchRule, Path...>};
+    return {name, takes, &differs<WatchRule, Path...>, &describe<Path...>};
 }
 
 // The compiled regex is derived from match.cmdline, which is compared.
@@ -45,7 +81,7 @@ constexpr RuleKey kRuleKeys[] = {
     rule_key<&WatchRule::match, &Match::exe>("watch.match.exe", Takes::kReattach),
     rule_key<&WatchRule::match, &Match::pid>("watch.match.pid", Takes::kReattach),
     rule_key<&WatchRule::match, &Match::cmdline>("watch.match.cmdline", Takes::kReattach),
-    {"watch.match.cmdline (compiled)", Takes::kNothing, &regex_differs},
+    {"watch.match.cmdline (compiled)", Takes::kNothing, &regex_differs, nullptr},
     rule_key<&WatchRule::match, &Match::uid>("watch.match.uid", Takes::kReattach),
     rule_key<&WatchRule::match, &Match::cgroup>("watch.match.cgroup", Takes::kReattach),
     rule_key<&WatchRule::match, &Match::unit>("watch.match.unit", Takes::kReattach),
@@ -93,8 +129,7 @@ constexpr ConfigKey kConfigKeys[] = {
     key<&Config::leak_detection, &LeakDetection::max_series>("leak_detection.max_series",
                                                              Takes::kLive),
     key<&Config::escalation, &Escalation::duration>("escalation.duration", Takes::kLive),
-    key<&Config::escalation, &Escalation::max_processes>("escalation.max_processes",
-                                                         Takes::kLive),
+    key<&Config::escalation, &Escalation::max_processes>("escalation.max_processes", Takes::kLive),
     key<&Config::escalation, &Escalation::sample_bytes>("escalation.sample_bytes", Takes::kLive),
     key<&Config::escalation, &Escalation::watch_sample_bytes>("escalation.watch_sample_bytes",
                                                               Takes::kLive),
@@ -118,6 +153,8 @@ constexpr ConfigKey kConfigKeys[] = {
     key<&Config::limits, &Limits::symbol_cache_entries>("limits.symbol_cache_entries",
                                                         Takes::kLive),
     key<&Config::limits, &Limits::file_size>("limits.file_size", Takes::kLive),
+    key<&Config::limits, &Limits::process_share>("limits.process_share", Takes::kRestart,
+                                                 kMapWarning),
     key<&Config::limits, &Limits::growth_pages>("limits.growth_pages", Takes::kRestart,
                                                 kMapWarning),
     key<&Config::source>("source (the file read)", Takes::kNothing),
@@ -151,6 +188,13 @@ bool same_rule(const WatchRule& a, const WatchRule& b) {
     return std::none_of(std::begin(kRuleKeys), std::end(kRuleKeys), [&](const RuleKey& k) {
         return k.takes == Takes::kReattach && k.differs(a, b);
     });
+}
+
+uint64_t rule_digest(const WatchRule& rule) {
+    std::string text;
+    for (const auto& k : kRuleKeys)
+        if (k.takes == Takes::kReattach) k.describe(rule, text);
+    return stable_hash(text);
 }
 
 bool Reload::changed_key(std::string_view name) const {

@@ -4,7 +4,9 @@
 // that names every field of the config structs, and by docs/operations.md ("Reloading").
 #pragma once
 
+#include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -33,6 +35,8 @@ struct RuleKey {
     std::string_view name;  // e.g. "watch.match.comm"
     Takes takes;            // kReattach or kNothing
     bool (*differs)(const WatchRule& a, const WatchRule& b);
+    // Appends the key's value as text, for rule_digest (kReattach keys).
+    void (*describe)(const WatchRule& rule, std::string& out);
 };
 
 // Every key of Config (watch rules as one key, "watch") and of WatchRule, in struct order.
@@ -46,6 +50,10 @@ std::vector<const RuleKey*> changed_rule_keys(const WatchRule& a, const WatchRul
 // Whether a process attached for rule `a` may stay attached under rule `b`: no kReattach key
 // differs.
 bool same_rule(const WatchRule& a, const WatchRule& b);
+// A digest of a rule's kReattach keys, the same in every run and build: two rules with equal
+// digests are the same rule for same_rule. Kept with the probes of a process that outlive the
+// daemon, so that the next run adopts them only for the rule they were attached for.
+uint64_t rule_digest(const WatchRule& rule);
 
 struct Reload {
     Config config;  // the new config, with the running value of every key that waits

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
+#include <type_traits>
 
 namespace leakwatch {
 
@@ -228,6 +230,51 @@ double mann_kendall_z(const double* y, size_t n, std::vector<double>& tmp) {
     return double(s > 0 ? s - 1 : s + 1) / std::sqrt(var);
 }
 
+// The state file's header, and its version: a change of what save() writes bumps it.
+constexpr char kMagic[8] = {'L', 'W', 'D', 'E', 'T', 'E', 'C', 'T'};
+constexpr uint32_t kStateVersion = 1;
+constexpr size_t kMaxKey = 4096;
+
+// Fixed-size values in the machine's byte order: the file stays on the machine.
+class Writer {
+  public:
+    template <class T>
+    requires std::is_trivially_copyable_v<T>
+    void put(const T& v) { out_.append(reinterpret_cast<const char*>(&v), sizeof(v)); }
+    void put_string(std::string_view s) {
+        put(static_cast<uint32_t>(s.size()));
+        out_ += s;
+    }
+    std::string take() { return std::move(out_); }
+
+  private:
+    std::string out_;
+};
+
+class Reader {
+  public:
+    explicit Reader(std::string_view in) : in_(in) {}
+    template <class T>
+    requires std::is_trivially_copyable_v<T>
+    bool get(T& v) {
+        if (in_.size() < sizeof(v)) return false;
+        std::memcpy(&v, in_.data(), sizeof(v));
+        in_.remove_prefix(sizeof(v));
+        return true;
+    }
+    bool get_string(std::string& s, size_t max) {
+        uint32_t n = 0;
+        if (!get(n) || n > max || in_.size() < n) return false;
+        s.assign(in_.data(), n);
+        in_.remove_prefix(n);
+        return true;
+    }
+    bool done() const { return in_.empty(); }
+
+  private:
+    std::string_view in_;
+};
+
 }  // namespace
 
 Detector::Detector(LeakDetection config) {
@@ -419,6 +466,90 @@ void Detector::update_verdict(Series& s, bool leak_like, bool released, double n
             verdict.flagged_since = 0;
         }
     }
+}
+
+std::string Detector::save() const {
+    Writer w;
+    w.put(kMagic);
+    w.put(kStateVersion);
+    w.put(static_cast<uint64_t>(series_.size()));
+    for (const auto& [key, s] : series_) {
+        w.put_string(key);
+        w.put(s.t_base);
+        w.put(s.v_base);
+        w.put(static_cast<int32_t>(s.pushes_since_rebase));
+        w.put(s.phase);
+        w.put(s.bucket);
+        w.put(s.sum_t);
+        w.put(s.sum_v);
+        w.put(s.count);
+        w.put(s.first_t);
+        w.put(static_cast<uint8_t>(s.closed_new));
+        w.put(static_cast<int32_t>(s.streak_on));
+        w.put(static_cast<int32_t>(s.streak_off));
+        w.put(s.verdict.rate);
+        w.put(static_cast<uint8_t>(s.verdict.suspected));
+        w.put(s.verdict.flagged_since);
+        w.put(static_cast<uint8_t>(s.verdict.enough_history));
+        w.put(static_cast<uint32_t>(s.ring.size()));
+        w.put(static_cast<uint32_t>(s.head));
+        for (const Point& p : s.ring) w.put(p);
+    }
+    return w.take();
+}
+
+Result<size_t> Detector::restore(std::string_view bytes) {
+    Reader r(bytes);
+    char magic[sizeof(kMagic)];
+    uint32_t version = 0;
+    uint64_t n = 0;
+    if (!r.get(magic) || std::memcmp(magic, kMagic, sizeof(kMagic)) != 0)
+        return fail("not a leak detector state");
+    if (!r.get(version) || version != kStateVersion)
+        return fail("leak detector state of version " + std::to_string(version) + ", not " +
+                    std::to_string(kStateVersion));
+    if (!r.get(n)) return fail("leak detector state truncated");
+    std::unordered_map<std::string, Series> read;
+    for (uint64_t i = 0; i < n; i++) {
+        std::string key;
+        Series s;
+        int32_t pushes = 0, on = 0, off = 0;
+        uint8_t closed = 0, suspected = 0, enough = 0;
+        uint32_t ring = 0, head = 0;
+        bool ok = r.get_string(key, kMaxKey) && r.get(s.t_base) && r.get(s.v_base) &&
+                  r.get(pushes) && r.get(s.phase) && r.get(s.bucket) && r.get(s.sum_t) &&
+                  r.get(s.sum_v) && r.get(s.count) && r.get(s.first_t) && r.get(closed) &&
+                  r.get(on) && r.get(off) && r.get(s.verdict.rate) && r.get(suspected) &&
+                  r.get(s.verdict.flagged_since) && r.get(enough) && r.get(ring) && r.get(head) &&
+                  ring <= kRingCapacity && (head < ring || head == 0);
+        if (!ok) return fail("leak detector state damaged at series " + std::to_string(i));
+        s.ring.reserve(kRingCapacity);
+        for (uint32_t k = 0; k < ring; k++) {
+            Point p{};
+            if (!r.get(p)) return fail("leak detector state truncated");
+            s.ring.push_back(p);
+        }
+        s.pushes_since_rebase = pushes;
+        s.closed_new = closed;
+        s.streak_on = on;
+        s.streak_off = off;
+        s.verdict.suspected = suspected;
+        s.verdict.enough_history = enough;
+        s.head = head;
+        read.insert_or_assign(std::move(key), std::move(s));
+    }
+    if (!r.done()) return fail("leak detector state has trailing bytes");
+    if (!config_.enabled) return 0;
+    size_t restored = 0;
+    for (auto& [key, s] : read) {
+        if (series_.size() >= config_.max_series && !series_.count(key)) break;
+        s.last_round = round_;
+        // The window may have changed since: the open bucket continues on this one's grid.
+        if (s.count) s.bucket = bucket_of(s, s.t_base + s.sum_t / s.count);
+        series_.insert_or_assign(key, std::move(s));
+        restored++;
+    }
+    return restored;
 }
 
 std::optional<Verdict> Detector::verdict(const std::string& key) const {

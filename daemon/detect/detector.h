@@ -7,10 +7,12 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "config/config.h"  // LeakDetection
+#include "util/result.h"
 
 namespace leakwatch {
 
@@ -43,6 +45,13 @@ class Detector {
     uint64_t dropped_series() const { return dropped_; }  // observes refused: max_series
     // Keeps the samples already taken; a disabled detector forgets everything.
     void reconfigure(LeakDetection config);
+
+    // Every series' history and verdict, as bytes for the state directory (versioned), and
+    // back: restored series count as observed in the current round and go on from where they
+    // were, their buckets on this detector's window. Returns how many series were restored;
+    // bytes of another version or damaged are an error, and nothing is restored.
+    std::string save() const;
+    Result<size_t> restore(std::string_view bytes);
 
     // The method's fixed constants (docs/detection.md), public for tests.
     static constexpr int kWindowPoints = 64;       // history points per window

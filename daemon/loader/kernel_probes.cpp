@@ -6,6 +6,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <set>
+#include <string>
+
 #include "kmem.skel.h"
 #include "leakwatch.h"
 #include "loader/btf_check.h"
@@ -14,8 +17,16 @@
 
 namespace leakwatch {
 
+namespace {
+
+// Maps that hold nothing between two runs of a program: not kept. Every other map of the object
+// is kept across restarts (keep.h), maps added later included.
+const std::set<std::string> kScratchMaps = {"kstack_scratch"};
+
+}  // namespace
+
 Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& config,
-                                                         const Limits& limits) {
+                                                         const Limits& limits, Keeper* keeper) {
     std::unique_ptr<KernelProbes> probes(new KernelProbes());
     probes->limits_ = limits;
     probes->ncpus_ = libbpf_num_possible_cpus();
@@ -83,13 +94,23 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
     }
     btf__free(vmlinux);
 
+    if (keeper) {
+        probes->kept_ = keeper->set("kernel", state_layout(skel->obj, kScratchMaps));
+        if (auto ok = reuse_kept_maps(*probes->kept_, skel->obj, kScratchMaps); !ok)
+            return std::unexpected(ok.error());
+    }
     if (int err = kmem_bpf__load(skel))
         return fail_errno("loading the kernel allocation BPF programs", err);
+    if (probes->kept_) {
+        if (auto ok = keep_maps(*probes->kept_, skel->obj, kScratchMaps); !ok)
+            return std::unexpected(ok.error());
+    }
     if (config.tracking == WatchRule::Tracking::kFull) {
         KernelTargets all;
         for (size_t i = 0; i < k.size(); i++) all.kinds[i] = k[i];
         if (auto ok = probes->set_targets(all); !ok) return std::unexpected(ok.error());
     }
+    probes->keep_attached();  // and the previous run's links, attached for its targets, go
     return probes;
 }
 
@@ -99,9 +120,10 @@ Result<void> KernelProbes::set_targets(const KernelTargets& targets) {
         if (targets.kinds[i]) filter.kinds |= 1u << i;
     for (uint64_t size : targets.sizes) {
         if (filter.nsizes == LW_KFILTER_SIZES) {
-            spdlog::warn("kernel: more than {} slab sizes escalated at once; size {} is not "
-                         "traced",
-                         LW_KFILTER_SIZES, size);
+            spdlog::warn(
+                "kernel: more than {} slab sizes escalated at once; size {} is not "
+                "traced",
+                LW_KFILTER_SIZES, size);
             break;
         }
         filter.sizes[filter.nsizes++] = size;
@@ -118,6 +140,7 @@ Result<void> KernelProbes::set_targets(const KernelTargets& targets) {
     uint32_t served = 0;  // kinds whose frees are still seen
     for (auto& t : tracepoints_) {
         if ((t.kinds & filter.kinds) == 0 && t.link) {
+            if (kept_) kept_->forget(std::string("links/ev_") + t.name);
             bpf_link__destroy(t.link);
             t.link = nullptr;
         }
@@ -136,15 +159,24 @@ Result<void> KernelProbes::set_targets(const KernelTargets& targets) {
                                            });
         for (const auto& key : live) bpf_map_delete_elem(bpf_map__fd(skel_->maps.klive), &key);
         std::vector<lw_ktotals_key> totals;
-        for_each_entry<lw_ktotals_key, lw_totals>(
-            bpf_map__fd(skel_->maps.ktotals), [&](const lw_ktotals_key& key, const lw_totals&) {
-                if (dropped & (1u << key.kind)) totals.push_back(key);
-            });
+        for_each_entry<lw_ktotals_key, lw_totals>(bpf_map__fd(skel_->maps.ktotals),
+                                                  [&](const lw_ktotals_key& key, const lw_totals&) {
+                                                      if (dropped & (1u << key.kind))
+                                                          totals.push_back(key);
+                                                  });
         for (const auto& key : totals) bpf_map_delete_elem(bpf_map__fd(skel_->maps.ktotals), &key);
     }
     targets_ = targets;
     refresh_attached();
+    keep_attached();
     return {};
+}
+
+void KernelProbes::keep_attached() {
+    std::vector<std::pair<std::string, int>> links;
+    for (const auto& t : tracepoints_)
+        if (t.link) links.emplace_back(t.name, bpf_link__fd(t.link));
+    keep_links(kept_.get(), links);
 }
 
 void KernelProbes::refresh_attached() {

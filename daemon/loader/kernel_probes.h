@@ -1,15 +1,15 @@
 // The loaded kmem BPF object: kernel allocation tracepoints and their maps.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "aggregate/kernel_source.h"
 #include "config/config.h"
+#include "loader/keep.h"
 #include "util/result.h"
-
-#include <array>
 
 struct kmem_bpf;
 struct bpf_link;
@@ -28,9 +28,11 @@ struct KernelTargets {
 class KernelProbes : public KernelSource {
   public:
     // Loads the programs of the enabled kinds that this kernel has; with tracking: full
-    // attaches them at once for every size, with escalate attaches none until set_targets.
+    // attaches them at once for every size, with escalate attaches none until set_targets. With
+    // a keeper, its maps and links are kept across restarts, as the user-space ones (keep.h).
     static Result<std::unique_ptr<KernelProbes>> load(const KernelConfig& config,
-                                                      const Limits& limits);
+                                                      const Limits& limits,
+                                                      Keeper* keeper = nullptr);
     // Records only `targets` from now on: attaches the tracepoints they need, detaches the
     // others, and forgets what was recorded of the kinds dropped. At most LW_KFILTER_SIZES
     // sizes (the rest are not recorded; a warning says so).
@@ -47,7 +49,10 @@ class KernelProbes : public KernelSource {
   private:
     KernelProbes() = default;
     void refresh_attached();
+    // Pins the links attached now (keep.h) in place of those pinned before.
+    void keep_attached();
     kmem_bpf* skel_ = nullptr;
+    std::shared_ptr<KeptSet> kept_;
     struct Tracepoint {
         const char* name;
         bpf_program* prog;

@@ -7,8 +7,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <map>
+#include <optional>
+#include <tuple>
 
 #include "leakwatch.h"
 #include "leakwatch.skel.h"
@@ -184,20 +189,68 @@ void delete_keys(int fd, const std::vector<K>& keys) {
     for (const auto& k : keys) bpf_map_delete_elem(fd, &k);
 }
 
+// Maps that hold nothing between two runs of a program: not kept. Every other map of the object
+// is kept across restarts (keep.h), maps added later included.
+const std::set<std::string> kScratchMaps = {"stack_scratch"};
+
 class UprobeAttachment : public Attachment {
   public:
     ~UprobeAttachment() override {
+        // Closed first, then unpinned: the pin then drops the last reference, and the kernel
+        // releases the uprobes (a grace period each) in its own worker rather than here.
         for (auto* link : bpf_links) bpf_link__destroy(link);
         for (int fd : fds) close(fd);
+        for (const auto& name : kept_as) kept->forget(name);
     }
     size_t links() const override { return bpf_links.size() + fds.size(); }
+    std::vector<int> link_fds() const {
+        std::vector<int> out = fds;
+        for (auto* link : bpf_links) out.push_back(bpf_link__fd(link));
+        return out;
+    }
+    // Pins its links as "links/<tag>_<i>-<n>"; all or none.
+    void keep(const std::shared_ptr<KeptSet>& set, const std::string& tag) {
+        auto all = link_fds();
+        for (size_t i = 0; i < all.size(); i++) {
+            std::string rel = fmt::format("links/{}_{}-{}", tag, i, all.size());
+            if (auto ok = set->keep(rel, all[i]); !ok) {
+                static bool logged = false;
+                if (!std::exchange(logged, true))
+                    spdlog::warn(
+                        "{}; the probes of such processes end with leakwatchd, which attaches "
+                        "them anew (and drops their records) when it starts again",
+                        ok.error().message);
+                for (const auto& name : kept_as) set->forget(name);
+                kept_as.clear();
+                return;
+            }
+            kept = set;
+            kept_as.push_back(rel);
+        }
+    }
     std::vector<bpf_link*> bpf_links;
-    std::vector<int> fds;  // multi-uprobe and session-uprobe links
+    std::vector<int> fds;  // multi-uprobe and session-uprobe links; links kept by another run
+    std::shared_ptr<KeptSet> kept;
+    std::vector<std::string> kept_as;
 };
+
+// "links/<tag>_<i>-<n>" -> (tag, i, n).
+std::optional<std::tuple<std::string, size_t, size_t>> kept_link_name(const std::string& rel) {
+    size_t sep = rel.rfind('_'), dash = rel.rfind('-');
+    if (!rel.starts_with("links/") || sep == std::string::npos || dash == std::string::npos ||
+        dash < sep)
+        return std::nullopt;
+    try {
+        return std::make_tuple(rel.substr(6, sep - 6), std::stoul(rel.substr(sep + 1)),
+                               std::stoul(rel.substr(dash + 1)));
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
 
 }  // namespace
 
-Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mode) {
+Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mode, Keeper* keeper) {
     libbpf_set_print(libbpf_log);
     std::unique_ptr<Probes> probes(new Probes());
     probes->limits_ = limits;
@@ -210,6 +263,13 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     probes->skel_ = skel;
     skel->rodata->page_size = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
     lw_fill_exp_table(skel->rodata->exp_neg);  // sampling probabilities
+    // Each process's share of the stack maps (at least one entry each).
+    auto share = [&](uint32_t entries) {
+        return std::max<uint32_t>(
+            1, static_cast<uint32_t>(uint64_t(entries) * limits.process_share / 100));
+    };
+    skel->rodata->process_stacks_max = share(limits.stacks);
+    skel->rodata->process_totals_max = share(limits.stack_totals);
     if (auto ns = own_pid_namespace()) {
         skel->rodata->pidns_dev = ns->dev;
         skel->rodata->pidns_ino = ns->ino;
@@ -274,18 +334,31 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     bpf_program__set_expected_attach_type(p->session_probe,
                                           static_cast<bpf_attach_type>(kTraceUprobeSession));
 
+    if (keeper) {
+        probes->kept_ = keeper->set("user", state_layout(skel->obj, kScratchMaps));
+        if (auto ok = reuse_kept_maps(*probes->kept_, skel->obj, kScratchMaps); !ok)
+            return std::unexpected(ok.error());
+    }
     if (int err = leakwatch_bpf__load(skel))
         return fail_errno(
             "loading the BPF programs (is this root with CAP_BPF and CAP_PERFMON, "
             "on a kernel with BTF?)",
             err);
+    if (probes->kept_) {
+        if (auto ok = keep_maps(*probes->kept_, skel->obj, kScratchMaps); !ok)
+            return std::unexpected(ok.error());
+        probes->take_kept_links();
+    }
 
+    std::vector<std::pair<std::string, int>> events;
     for (bpf_program* prog :
          {skel->progs.handle_exec, skel->progs.handle_fork, skel->progs.handle_exit}) {
         bpf_link* link = bpf_program__attach(prog);
         if (!link) return fail_errno(std::string("attaching ") + bpf_program__name(prog), errno);
         probes->event_links_.push_back(link);
+        events.emplace_back(bpf_program__name(prog), bpf_link__fd(link));
     }
+    keep_links(probes->kept_.get(), events);
     probes->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &Probes::on_ring_event,
                                      probes.get(), nullptr);
     if (!probes->ring_) return fail_errno("creating the event ring buffer", errno);
@@ -297,11 +370,58 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
 }
 
 Probes::~Probes() {
+    kept_attachments_.clear();
     if (fault_link_) bpf_link__destroy(fault_link_);
     if (ring_) ring_buffer__free(ring_);
     if (snapshot_ring_) ring_buffer__free(snapshot_ring_);
     for (auto* link : event_links_) bpf_link__destroy(link);
     if (skel_) leakwatch_bpf__destroy(skel_);
+}
+
+void Probes::take_kept_links() {
+    std::map<std::string, std::vector<std::pair<size_t, int>>> by_tag;
+    std::map<std::string, size_t> expected;
+    for (auto& [rel, fd] : kept_->take_all("links/p_")) {
+        auto parsed = kept_link_name(rel);
+        if (!parsed) {
+            close(fd);
+            kept_->forget(rel);
+            continue;
+        }
+        auto& [tag, i, n] = *parsed;
+        by_tag[tag].emplace_back(i, fd);
+        expected[tag] = n;
+    }
+    for (auto& [tag, links] : by_tag) {
+        auto att = std::make_unique<UprobeAttachment>();
+        std::sort(links.begin(), links.end());
+        for (auto& [i, fd] : links) att->fds.push_back(fd);
+        if (links.size() != expected[tag]) {
+            // Not all of its links were kept: its probes are not whole, so it is attached anew.
+            spdlog::info("kept probes of {} are incomplete ({} of {} links): not adopted", tag,
+                         links.size(), expected[tag]);
+            for (auto& [i, fd] : links)
+                kept_->forget(fmt::format("links/{}_{}-{}", tag, i, expected[tag]));
+            continue;
+        }
+        att->keep(kept_, tag);  // pinned again (those from the service manager's store were not)
+        kept_attachments_.emplace_back(tag, std::move(att));
+    }
+}
+
+std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> Probes::take_kept() {
+    return std::move(kept_attachments_);
+}
+
+std::set<uint32_t> Probes::recorded_processes() {
+    std::set<uint32_t> out;
+    for_each_entry<uint32_t, lw_proc_cfg>(
+        bpf_map__fd(skel_->maps.watched),
+        [&](uint32_t tgid, const lw_proc_cfg&) { out.insert(tgid); });
+    for_each_entry<uint32_t, lw_proc_totals>(
+        bpf_map__fd(skel_->maps.procs),
+        [&](uint32_t tgid, const lw_proc_totals&) { out.insert(tgid); });
+    return out;
 }
 
 Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget& target) {
@@ -321,6 +441,7 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
                                    offsets, kinds, false, pid, kTraceUprobeSession);
         if (fd < 0) return fail_errno("session uprobe on the allocator functions" + where, errno);
         att->fds.push_back(fd);
+        if (kept_ && !target.keep_as.empty()) att->keep(kept_, target.keep_as);
         return att;
     }
     if (mode_ == ProbeMode::kMulti) {
@@ -342,6 +463,7 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
                                ret_kinds, true, pid);
         if (fd < 0) return fail_errno("multi-uprobe on the allocator returns" + where, errno);
         att->fds.push_back(fd);
+        if (kept_ && !target.keep_as.empty()) att->keep(kept_, target.keep_as);
         return att;
     }
     for (const auto& [name, offset] : target.offsets) {
@@ -360,6 +482,7 @@ Result<std::unique_ptr<Attachment>> Probes::attach(pid_t pid, const ProbeTarget&
         if (!link) return fail_errno("uretprobe on " + name + where, errno);
         att->bpf_links.push_back(link);
     }
+    if (kept_ && !target.keep_as.empty()) att->keep(kept_, target.keep_as);
     return att;
 }
 
@@ -478,11 +601,25 @@ void Probes::purge_probes(const std::set<uint32_t>& tgids) {
     }
 }
 
+namespace {
+
+// What one poll of the event ring buffer may spend handling events. Under an exec storm every
+// event may be an attach (milliseconds each, more while the kernel unregisters other probes),
+// and one poll handled all the ring held: the main loop stalled for seconds without pinging the
+// watchdog, sampling or reloading. What is left stays in the ring for the next poll.
+constexpr auto kEventBudget = std::chrono::milliseconds(50);
+// Returned by the handler to end a poll (libbpf has consumed that event already).
+constexpr int kBudgetSpent = -ECANCELED;
+
+}  // namespace
+
 int Probes::on_ring_event(void* ctx, void* data, size_t size) {
     auto* self = static_cast<Probes*>(ctx);
     if (size < sizeof(lw_event) || !self->handler_) return 0;
+    auto now = std::chrono::steady_clock::now();
+    if (self->events_handled_++ == 0) self->budget_end_ = now + kEventBudget;
     self->handler_(*static_cast<const lw_event*>(data));
-    return 0;
+    return std::chrono::steady_clock::now() >= self->budget_end_ ? kBudgetSpent : 0;
 }
 
 int Probes::on_snapshot(void* ctx, void* data, size_t size) {
@@ -543,7 +680,9 @@ int Probes::poll_snapshots(int timeout_ms) {
 }
 
 int Probes::poll_events(int timeout_ms) {
-    return ring_buffer__poll(ring_, timeout_ms);
+    events_handled_ = 0;
+    int n = ring_buffer__poll(ring_, timeout_ms);
+    return n == kBudgetSpent ? static_cast<int>(events_handled_) : n;
 }
 
 std::vector<std::pair<uint32_t, ProcTotals>> Probes::process_totals() {

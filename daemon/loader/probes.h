@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -12,6 +13,7 @@
 
 #include "aggregate/source.h"
 #include "config/config.h"
+#include "loader/keep.h"
 #include "tracker/attacher.h"
 #include "unwind/snapshots.h"
 #include "util/result.h"
@@ -37,9 +39,12 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     using EventHandler = std::function<void(const lw_event&)>;
 
     // Opens, sizes (from limits) and loads the BPF object, and attaches the process
-    // event tracepoints. Errors name the program or map and the errno.
+    // event tracepoints. Errors name the program or map and the errno. With a keeper, the maps
+    // are those the previous run kept (when their layout is this one's) and are kept in turn,
+    // as are the links (keep.h).
     static Result<std::unique_ptr<Probes>> load(const Limits& limits,
-                                                ProbeMode mode = ProbeMode::kAuto);
+                                                ProbeMode mode = ProbeMode::kAuto,
+                                                Keeper* keeper = nullptr);
     ProbeMode mode() const { return mode_; }
     ~Probes() override;
 
@@ -68,7 +73,14 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     void set_stack(uint32_t tgid, uint64_t id, const lw_stack& stack) override;
     void snapshot_done(uint32_t tgid, uint64_t key) override;
     bool watching(uint32_t tgid) const override;
+    // Handles the process events waiting (up to a time budget; the rest stay for the next call);
+    // returns how many, or a negative errno.
     int poll_events(int timeout_ms);
+    // The probes of processes the previous run kept, each under the ProbeTarget::keep_as it
+    // was attached with (once; the tracker adopts them or lets them go).
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> take_kept();
+    // The processes the maps hold records or a recording entry of.
+    std::set<uint32_t> recorded_processes();
 
     std::vector<std::pair<uint32_t, ProcTotals>> process_totals() override;
     std::vector<StackTotals> stack_totals() override;
@@ -83,8 +95,12 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     Probes() = default;
     static int on_ring_event(void* ctx, void* data, size_t size);
     static int on_snapshot(void* ctx, void* data, size_t size);
+    // Groups the process links the previous run kept into attachments (kept_attachments_).
+    void take_kept_links();
 
     leakwatch_bpf* skel_ = nullptr;
+    std::shared_ptr<KeptSet> kept_;  // null: nothing kept (--check-config)
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept_attachments_;
     ring_buffer* ring_ = nullptr;
     ring_buffer* snapshot_ring_ = nullptr;
     std::vector<bpf_link*> event_links_;
@@ -93,6 +109,8 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     bpf_link* fault_link_ = nullptr;
     std::set<uint32_t> tier_;
     EventHandler handler_;
+    size_t events_handled_ = 0;  // in the current poll_events
+    std::chrono::steady_clock::time_point budget_end_;
     SnapshotHandler snapshot_handler_;
     Limits limits_;
     int ncpus_ = 1;

@@ -7,12 +7,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "aggregate/kernel.h"
 #include "detect/follow.h"
 #include "leakwatch.h"
 #include "loader/kernel_probes.h"
 #include "proc/kernel_memory.h"
+#include "service/privileges.h"
 #include "symbols/kallsyms.h"
 #include "unwind/snapshots.h"
 #include "util/clock.h"
@@ -150,8 +152,9 @@ struct Daemon::Kernel {
         }
     }
 
-    static Result<std::unique_ptr<Kernel>> load(const Config& config, const ProcReader& proc) {
-        auto probes = KernelProbes::load(config.kernel, config.limits);
+    static Result<std::unique_ptr<Kernel>> load(const Config& config, const ProcReader& proc,
+                                                Keeper* keeper) {
+        auto probes = KernelProbes::load(config.kernel, config.limits, keeper);
         if (!probes) return std::unexpected(probes.error());
         auto kallsyms = Kallsyms::load();
         if (!kallsyms) return std::unexpected(kallsyms.error());
@@ -187,9 +190,12 @@ std::optional<std::string> programs_load_problem(const Config& config) {
     return std::nullopt;
 }
 
-Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> probes)
+Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Keeper> keeper,
+               std::unique_ptr<Probes> probes)
     : config_(std::move(config)),
       options_(std::move(options)),
+      keeper_(std::move(keeper)),
+      state_dir_(options_.state_dir),
       probes_(std::move(probes)),
       symbolizer_(proc_,
                   SymbolizerOptions{.max_files = config_.limits.symbol_files,
@@ -222,10 +228,14 @@ Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> pro
 Daemon::~Daemon() = default;
 
 Result<std::unique_ptr<Daemon>> Daemon::start(Config config, DaemonOptions options) {
-    auto probes = Probes::load(config.limits, options.probe_mode);
+    auto keeper = std::make_unique<Keeper>(KeepOptions{options.pin_dir, options.fd_store});
+    auto probes = Probes::load(config.limits, options.probe_mode, keeper.get());
     if (!probes) return std::unexpected(probes.error());
+    // Before the first thread: capabilities are per thread.
+    if (auto dropped = drop_unneeded_capabilities((*probes)->mode()); !dropped)
+        return std::unexpected(dropped.error());
     std::unique_ptr<Daemon> d(
-        new Daemon(std::move(config), std::move(options), std::move(*probes)));
+        new Daemon(std::move(config), std::move(options), std::move(keeper), std::move(*probes)));
 #if !defined(__x86_64__)
     for (const auto& rule : d->config_.watch)
         if (rule.unwind == WatchRule::Unwind::kDwarf)
@@ -235,10 +245,13 @@ Result<std::unique_ptr<Daemon>> Daemon::start(Config config, DaemonOptions optio
                 rule.name);
 #endif
     if (d->config_.kernel.enabled) {
-        auto kernel = Kernel::load(d->config_, d->proc_);
+        auto kernel = Kernel::load(d->config_, d->proc_, d->keeper_.get());
         if (!kernel) return std::unexpected(kernel.error());
         d->kernel_ = std::move(*kernel);
     }
+    d->keeper_->settle();
+    d->restore_state();
+    d->adopt_kept();
     d->tracker_.scan();
     const std::string& listen = d->options_.listen_override.empty() ? d->config_.listen_address
                                                                     : d->options_.listen_override;
@@ -290,6 +303,52 @@ void Daemon::poll_events(Clock::time_point next_sample) {
                     strerror(-n));
 }
 
+void Daemon::adopt_kept() {
+    auto adopted = tracker_.adopt(probes_->take_kept());
+    std::set<uint32_t> orphans;
+    for (uint32_t tgid : probes_->recorded_processes())
+        if (!adopted.count(tgid)) orphans.insert(tgid);
+    if (!adopted.empty() || !orphans.empty())
+        spdlog::info(
+            "{} processes adopted with their records; the records of {} others dropped (their "
+            "probes did not outlive the previous leakwatchd)",
+            adopted.size(), orphans.size());
+    probes_->purge(orphans);
+}
+
+// The detector's history: written after a sample, as often as writing at most kSaveBytes per
+// sample on average allows (every sample up to ~5,000 series), and at stop; read at start.
+constexpr const char* kDetectorState = "detector.state";
+constexpr size_t kSaveBytes = 1u << 20;
+constexpr size_t kMaxDetectorState = 256u << 20;  // bytes; 10,000 full series take 21 MB
+
+void Daemon::save_state() {
+    samples_since_save_ = 0;
+    if (!state_dir_.enabled() || !config_.leak_detection.enabled) return;
+    std::string bytes = detector_.save();
+    save_every_ = std::max<uint64_t>(1, bytes.size() / kSaveBytes);
+    if (auto ok = state_dir_.write(kDetectorState, bytes); !ok)
+        log_limited(limiter_, "state", spdlog::level::warn, "keeping the detector's history: {}",
+                    ok.error().message);
+}
+
+void Daemon::restore_state() {
+    if (!state_dir_.enabled()) return;
+    auto bytes = state_dir_.read(kDetectorState, kMaxDetectorState);
+    if (!bytes) {
+        spdlog::warn("the detector's history is not restored: {}", bytes.error().message);
+        return;
+    }
+    if (!*bytes) return;
+    auto restored = detector_.restore(**bytes);
+    if (restored)
+        spdlog::info("restored the detector's history of {} series from {}", *restored,
+                     state_dir_.path());
+    else
+        spdlog::warn("the detector's history in {} is not restored: {}", state_dir_.path(),
+                     restored.error().message);
+}
+
 void Daemon::sample() {
     // Files of watched processes are read on the symbolizer's loader; this sample waits for
     // them no longer than this in all (the rest are named in a later sample).
@@ -297,6 +356,8 @@ void Daemon::sample() {
     auto snap =
         std::make_shared<Snapshot>(aggregator_.sample(tracker_.processes(), monotonic_ns()));
     symbolizer_.end_sample();
+    snap->lost[LW_LOST_ATTACH_DROPPED] += tracker_.attaches_dropped();
+    snap->lost[LW_LOST_EXEC_UNREAD] += tracker_.execs_unread();
     // DWARF is held only while new stacks are symbolized; give its memory back.
     if (symbolizer_.release_debug_info()) malloc_trim(0);
     if (kernel_) {
@@ -320,6 +381,7 @@ void Daemon::sample() {
     status_.files_refused = refused_files();
     status_.file_loads_stuck = symbolizer_.loader().stats().stuck;
     state_.publish(std::move(snap), status_);
+    if (++samples_since_save_ >= save_every_) save_state();
 }
 
 void Daemon::escalate_and_release(const Snapshot& snap) {
@@ -412,11 +474,22 @@ std::string Daemon::status_line() const {
 
 void Daemon::stop() {
     notifier_.stopping();
-    spdlog::info("stopping: detaching from {} processes", tracker_.attached());
+    save_state();
     // civetweb takes up to 2 s to stop its listener; detaching uprobes takes a kernel grace
     // period each. Both at once.
     std::thread http_stop([this] { server_.reset(); });
-    tracker_.detach_all();
+    if (keeper_->hands_over()) {
+        // The service manager keeps the maps and links: a restart (or an upgrade) takes them
+        // back, a stop closes them, which detaches every probe.
+        spdlog::info("stopping: handing the probes of {} processes to the service manager",
+                     tracker_.attached());
+        keeper_->hand_over();
+        tracker_.release_all();
+    } else {
+        spdlog::info("stopping: detaching from {} processes", tracker_.attached());
+        tracker_.detach_all();
+        keeper_->clear();
+    }
     http_stop.join();
 }
 

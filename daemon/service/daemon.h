@@ -18,10 +18,12 @@
 #include "detect/escalation.h"
 #include "http/server.h"
 #include "http/state.h"
+#include "loader/keep.h"
 #include "loader/probes.h"
 #include "proc/proc.h"
 #include "service/logging.h"
 #include "service/notify.h"
+#include "service/state_dir.h"
 #include "symbols/symbolizer.h"
 #include "tracker/tracker.h"
 #include "unwind/unwinder.h"
@@ -36,6 +38,13 @@ struct DaemonOptions {
     std::string listen_override;       // --web.listen-address, over the config's listen_address
     bool log_level_from_flag = false;  // --log-level, over the config's log_level
     ProbeMode probe_mode = ProbeMode::kAuto;
+    // What outlives a run (docs/operations.md, "Restarts, crashes and upgrades"): BPF maps and
+    // links pinned here (a bpffs directory; empty: not pinned), handed to the service
+    // manager's file descriptor store at a stop when it has one, and the detector's history in
+    // the state directory (empty: not kept).
+    std::string pin_dir = "/sys/fs/bpf/leakwatch";
+    bool fd_store = false;
+    std::string state_dir;
 };
 
 // What the signal handlers ask of the main loop (lock-free atomics, safe to set from them).
@@ -64,7 +73,8 @@ class Daemon {
 
   private:
     struct Kernel;
-    Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> probes);
+    Daemon(Config config, DaemonOptions options, std::unique_ptr<Keeper> keeper,
+           std::unique_ptr<Probes> probes);
 
     // Waits for process events until the tracker, the watchdog or the next sample is due.
     void poll_events(std::chrono::steady_clock::time_point next_sample);
@@ -74,6 +84,11 @@ class Daemon {
     // The watch tier: escalations the policy decides and the operator asks for (HTTP).
     void escalate_and_release(const Snapshot& snap);
     void log_new_losses(const LostCounters& lost);
+    // At start: the processes whose probes the previous run kept are adopted, and what the maps
+    // hold of any other process is dropped (frees it made while no probe counted are unknown).
+    void adopt_kept();
+    void save_state();
+    void restore_state();
     std::string status_line() const;
     void stop();
 
@@ -81,6 +96,10 @@ class Daemon {
     const DaemonOptions options_;
     ServiceNotifier notifier_;
     RateLimiter limiter_;
+    std::unique_ptr<Keeper> keeper_;
+    StateDir state_dir_;
+    uint64_t samples_since_save_ = 0;  // of the detector's history
+    uint64_t save_every_ = 1;
     std::unique_ptr<Probes> probes_;
     ProcReader proc_;
     Symbolizer symbolizer_;

@@ -31,6 +31,9 @@ struct ProbeTarget {
     // Where the library's file offset 0 would be in the process (start - offset of the mapping
     // holding the probes), so that a probe's address is load_bias + file offset.
     uint64_t load_bias = 0;
+    // The name the probes are kept under across restarts of the daemon (the tracker's
+    // kept_tag); empty: not kept.
+    std::string keep_as;
 };
 
 // What the BPF side records of one process.
@@ -61,6 +64,9 @@ class Attacher {
     // Starts recording a process (after attach): its filters and zeroed totals.
     virtual Result<void> watch(uint32_t tgid, const Recording& recording) = 0;
     virtual void unwatch(uint32_t tgid) = 0;
+    // Whether a process is being recorded: watch() was called for it and neither unwatch() nor
+    // its exec or exit (which the BPF side sees itself) happened since.
+    virtual bool watching(uint32_t tgid) const = 0;
     // The watch tier (no uprobes): samples the process's first-touch page faults, one page in
     // `fault_sample_bytes` of touched memory, with stacks walked as `recording` says (its
     // unwinding and code ranges; its sizes and sampling are the probes' and unused here).

@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include "config/reload.h"
@@ -185,6 +188,14 @@ std::optional<Tracker::ProbePlan> Tracker::probe_plan(const ProcessInfo& info,
     return take();
 }
 
+void Tracker::log_failure(const ProcessInfo& info, const std::string& message) {
+    // A process that exited meanwhile is counted (attach_dropped), not logged: an exec storm
+    // logged thousands of these a minute.
+    const bool gone = !proc_.start_time(info.pid);
+    spdlog::log(gone ? spdlog::level::debug : spdlog::level::warn, "pid {} ({}): {}", info.pid,
+                info.comm, message);
+}
+
 Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
                                    const std::vector<MapEntry>& maps, const std::string& exe) {
     Recording recording;
@@ -206,7 +217,10 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         return Outcome::kFailed;  // gone
     }
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
-    Tracked t{info, rule, nullptr, std::move(*maps), Clock::now(), unix_seconds()};
+    // In whole microseconds: a kept probe's tag carries it, and the next run's series keys must
+    // match.
+    const double attached_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    Tracked t{info, rule, nullptr, std::move(*maps), Clock::now(), attached_at};
     if (rule.tracking == WatchRule::Tracking::kEscalate) {
         // The watch tier: no uprobe, nothing to wait for.
         Recording stacks = stack_recording(pid, rule, t.maps, info.exe);
@@ -225,7 +239,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         tracked_[pid] = std::move(t);
         return Outcome::kAttached;
     }
-    Outcome o = attach_probes(info, rule, t.maps, log_not_yet, t.attachment);
+    Outcome o = attach_probes(info, rule, t.maps, t.attached_at, log_not_yet, t.attachment);
     if (o != Outcome::kAttached) return o;
     t.state = rule.tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                              : TrackingState::kFull;
@@ -234,8 +248,8 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
 }
 
 Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule& rule,
-                                        const std::vector<MapEntry>& maps, bool log_not_yet,
-                                        std::unique_ptr<Attachment>& out) {
+                                        const std::vector<MapEntry>& maps, double attached_at,
+                                        bool log_not_yet, std::unique_ptr<Attachment>& out) {
     const pid_t pid = info.pid;
     auto mapping = find_allocator_mapping(maps, rule.allocator, info.exe);
     if (!mapping) {
@@ -248,7 +262,7 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
     auto plan = probe_plan(info, rule, maps, *mapping);
     if (!plan) return Outcome::kLoading;
     if (!plan->error.empty()) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, plan->error);
+        log_failure(info, plan->error);
         return Outcome::kFailed;
     }
 
@@ -298,9 +312,10 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
     }
 
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
+    target.keep_as = kept_tag(pid, info.start_time, attached_at, rule);
     auto attachment = attacher_.attach(pid, target);
     if (!attachment) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, attachment.error().message);
+        log_failure(info, attachment.error().message);
         return Outcome::kFailed;
     }
     Recording recording = stack_recording(pid, rule, maps, info.exe);
@@ -314,7 +329,7 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         recording.lib_hi = lib_hi;
     }
     if (auto ok = attacher_.watch(static_cast<uint32_t>(pid), recording); !ok) {
-        spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
+        log_failure(info, ok.error().message);
         return Outcome::kFailed;
     }
     spdlog::info("probing pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
@@ -335,7 +350,8 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (!maps) return std::unexpected(maps.error());
     t.maps = std::move(*maps);
     t.maps_read = Clock::now();
-    if (attach_probes(t.info, t.rule, t.maps, true, t.attachment) != Outcome::kAttached)
+    if (attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment) !=
+        Outcome::kAttached)
         return fail("pid " + std::to_string(pid) +
                     ": its allocator probes could not be "
                     "attached (the log says why)");
@@ -414,17 +430,57 @@ void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& map
     }
 }
 
-void Tracker::consider(pid_t pid, bool fresh_exec) {
+namespace {
+
+// Whether a rule might match a process of which only the pid and comm are known (it is gone):
+// its pid and comm criteria do not rule it out. Its other criteria cannot be tried.
+bool might_match(const std::vector<WatchRule>& rules, pid_t pid, const char* comm) {
+    return std::any_of(rules.begin(), rules.end(), [&](const WatchRule& r) {
+        return (!r.match.pid || *r.match.pid == pid) && (!r.match.comm || *r.match.comm == comm);
+    });
+}
+
+}  // namespace
+
+void Tracker::miss(pid_t pid, Missed why) {
+    auto [it, added] = missed_.emplace(pid, why);
+    if (!added) it->second = std::max(it->second, why);
+}
+
+void Tracker::miss_if_gone(pid_t pid) {
+    if (!proc_.start_time(pid)) miss(pid, Missed::kDropped);
+}
+
+void Tracker::settle(pid_t pid) {
+    auto it = missed_.find(pid);
+    if (it == missed_.end()) return;
+    (it->second == Missed::kDropped ? attaches_dropped_ : execs_unread_)++;
+    missed_.erase(it);
+}
+
+void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     if (pid == self_ || tracked_.count(pid)) return;
+    const bool fresh_exec = seen == Seen::kExec;
     auto info = proc_.process(pid);
-    if (!info) return;
+    if (!info) {
+        if (comm && might_match(rules_, pid, comm)) miss(pid, Missed::kUnread);
+        return;
+    }
     if (auto f = failed_.find(pid); f != failed_.end()) {
         if (f->second == info->start_time && !fresh_exec) return;
         failed_.erase(f);
     }
     const WatchRule* rule = matching_rule(rules_, *info);
-    if (!rule) return;
-    switch (try_attach(*info, *rule, !fresh_exec)) {
+    if (!rule) {
+        // Exited already (a zombie: no exe, no maps), before the rules could be tried.
+        if (comm && info->exe.empty() && might_match(rules_, pid, comm)) miss(pid, Missed::kUnread);
+        return;
+    }
+    // A forked child has its parent's image: when its allocator is not mapped, it has exec'd
+    // already (its exec event follows and tries again) or its parent could not be watched
+    // either (logged when the parent was seen). Logged for every fork, an exec storm filled the
+    // log with thousands of these a minute.
+    switch (try_attach(*info, *rule, seen == Seen::kScan)) {
         case Outcome::kAttached:
             break;
         case Outcome::kLoading:
@@ -438,6 +494,7 @@ void Tracker::consider(pid_t pid, bool fresh_exec) {
             [[fallthrough]];
         case Outcome::kFailed:
             failed_[pid] = info->start_time;
+            miss_if_gone(pid);
             break;
     }
 }
@@ -464,18 +521,23 @@ void Tracker::flush_purges() {
 void Tracker::on_event(const lw_event& e) {
     const auto pid = static_cast<pid_t>(e.pid);
     switch (e.type) {
-        case LW_EVENT_EXEC:
+        case LW_EVENT_EXEC: {
             detach(pid, "exec");
             pending_.erase(pid);
-            consider(pid, true);
+            char comm[LW_COMM_LEN + 1] = {};
+            std::memcpy(comm, e.comm, LW_COMM_LEN);
+            consider(pid, Seen::kExec, comm);
             break;
+        }
         case LW_EVENT_FORK:
-            consider(pid, false);
+            consider(pid, Seen::kFork);
             break;
         case LW_EVENT_EXIT:
             detach(pid, "exit", true);
-            pending_.erase(pid);
+            // Matched, waiting for its allocator to be mapped, and gone: dropped.
+            if (pending_.erase(pid)) miss(pid, Missed::kDropped);
             failed_.erase(pid);
+            settle(pid);
             break;
         default:
             break;
@@ -502,7 +564,10 @@ int Tracker::tick() {
             ++it;
             continue;
         }
-        if (o != Outcome::kAttached) failed_[it->first] = p.info.start_time;
+        if (o != Outcome::kAttached) {
+            failed_[it->first] = p.info.start_time;
+            miss_if_gone(it->first);
+        }
         it = pending_.erase(it);
     }
     flush_purges();
@@ -511,6 +576,7 @@ int Tracker::tick() {
 }
 
 void Tracker::scan() {
+    const auto began = Clock::now();
     auto pids = proc_.pids();
     std::set<pid_t> alive(pids.begin(), pids.end());
     for (auto it = tracked_.begin(); it != tracked_.end();) {
@@ -526,9 +592,17 @@ void Tracker::scan() {
     }
     for (auto it = failed_.begin(); it != failed_.end();)
         it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
+    // Exits whose events were lost (the ring buffer full) are settled here.
+    std::vector<pid_t> gone;
+    for (const auto& [pid, why] : missed_)
+        if (!alive.count(pid)) gone.push_back(pid);
+    for (pid_t pid : gone) settle(pid);
     flush_purges();
     for (pid_t pid : pids)
-        if (!pending_.count(pid)) consider(pid, false);
+        if (!pending_.count(pid)) consider(pid, Seen::kScan);
+    spdlog::debug(
+        "rescan: {} processes in {} ms", pids.size(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began).count());
 }
 
 void Tracker::rematch(pid_t pid) {
@@ -577,6 +651,56 @@ void Tracker::detach_all() {
     std::vector<std::thread> threads;
     for (auto& a : attachments) threads.emplace_back([a = std::move(a)]() mutable { a.reset(); });
     for (auto& t : threads) t.join();
+}
+
+void Tracker::release_all() {
+    tracked_.clear();
+}
+
+std::string Tracker::kept_tag(pid_t pid, uint64_t start_time, double attached_at,
+                              const WatchRule& rule) {
+    return fmt::format("p_{}_{}_{}_{:016x}", pid, start_time,
+                       static_cast<uint64_t>(std::llround(attached_at * 1e6)), rule_digest(rule));
+}
+
+std::set<uint32_t> Tracker::adopt(
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept) {
+    std::set<uint32_t> adopted;
+    for (auto& [tag, attachment] : kept) {
+        unsigned long long pid = 0, start = 0, attached_us = 0, digest = 0;
+        int n =
+            std::sscanf(tag.c_str(), "p_%llu_%llu_%llu_%llx", &pid, &start, &attached_us, &digest);
+        std::optional<ProcessInfo> info;
+        if (n == 4)
+            if (auto found = proc_.process(static_cast<pid_t>(pid))) info = std::move(*found);
+        const WatchRule* rule = info ? matching_rule(rules_, *info) : nullptr;
+        const char* why = n != 4                                    ? "unreadable tag"
+                          : !info                                   ? "gone"
+                          : info->start_time != start               ? "pid reused"
+                          : !attacher_.watching(uint32_t(pid))      ? "exec'ed"
+                          : !rule || rule_digest(*rule) != digest   ? "rules changed"
+                          : tracked_.count(static_cast<pid_t>(pid)) ? "adopted twice"
+                          // Its escalation's state is not kept: back to the watch tier, anew.
+                          : rule->tracking == WatchRule::Tracking::kEscalate ? "escalated"
+                                                                             : nullptr;
+        auto maps = why ? Result<std::vector<MapEntry>>(fail("")) : proc_.maps(info->pid);
+        if (!why && !maps) why = "gone";
+        if (why) {
+            spdlog::info("not adopting the probes kept for pid {}: {}", pid, why);
+            reaper_.dispose(std::move(attachment));
+            continue;
+        }
+        const double attached_at = double(attached_us) / 1e6;
+        spdlog::info(
+            "adopted pid {} ({}) for rule '{}': its probes counted while no leakwatchd ran", pid,
+            info->comm, rule->name);
+        Tracked t{*info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
+        t.state = rule->tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
+                                                                  : TrackingState::kFull;
+        tracked_[info->pid] = std::move(t);
+        adopted.insert(static_cast<uint32_t>(pid));
+    }
+    return adopted;
 }
 
 std::vector<ProcessMeta> Tracker::processes() const {

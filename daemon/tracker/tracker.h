@@ -59,9 +59,25 @@ class Tracker : public FrameResolver {
 
     // Detaches every process at once, in parallel (at shutdown).
     void detach_all();
+    // Lets go of every process without detaching it (at a shutdown that handed the probes
+    // over to the next run): no process stops being recorded.
+    void release_all();
+
+    // Takes over the probes a previous run left attached, each under the tag it was kept with
+    // (kept_tag). A process is adopted when it is the same process (pid and start time), is
+    // still recorded (it has not exec'ed since: the BPF side stops recording at exec), and a
+    // rule equal to the one it was attached for matches it; it keeps its attached_at, so its
+    // series go on. The probes of the others are detached. Returns the adopted pids.
+    std::set<uint32_t> adopt(std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept);
 
     std::vector<ProcessMeta> processes() const;
     size_t attached() const { return tracked_.size(); }
+    // Processes lost to their own short lives (the loss reasons attach_dropped and
+    // exec_unread): a rule matched them but they were gone before their probes were
+    // attached; they were gone before the rules could be tried (and might have matched).
+    // Each process counts once, in one of the two, when it exits.
+    uint64_t attaches_dropped() const { return attaches_dropped_; }
+    uint64_t execs_unread() const { return execs_unread_; }
     size_t escalated() const;
     // Symbolizes an address of a watched process with its own maps.
     Frame resolve(uint32_t pid, uint64_t address) override;
@@ -98,6 +114,9 @@ class Tracker : public FrameResolver {
         std::mutex mu;
         std::optional<ProbePlan> plan;
     };
+    // The tag a process's probes are kept under: pid, start time, attached_at (µs), rule digest.
+    static std::string kept_tag(pid_t pid, uint64_t start_time, double attached_at,
+                                const WatchRule& rule);
 
   private:
     struct Tracked {
@@ -125,11 +144,24 @@ class Tracker : public FrameResolver {
     std::optional<ProbePlan> probe_plan(const ProcessInfo& info, const WatchRule& rule,
                                         const std::vector<MapEntry>& maps, const MapEntry& mapping);
 
-    void consider(pid_t pid, bool fresh_exec);
+    // How a process came to be considered: found by a scan (or at start), forked, or exec'd.
+    enum class Seen { kScan, kFork, kExec };
+    // `comm`: at an exec event, the new image's comm (the event's), else null.
+    void consider(pid_t pid, Seen seen, const char* comm = nullptr);
+    // A short-lived process not watched: remembered until it exits, then counted once.
+    enum class Missed { kUnread, kDropped };  // the later one wins
+    void miss(pid_t pid, Missed why);
+    // A failed attach of a process that is no longer there: an attach dropped.
+    void miss_if_gone(pid_t pid);
+    // At its exit (or when a scan finds it gone): its miss, if any, counted.
+    void settle(pid_t pid);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
+    // Why a process could not be attached: a warning, or a debug line when it has exited.
+    void log_failure(const ProcessInfo& info, const std::string& message);
     // The allocator probes of a process and its recording, started; `out` gets them.
+    // `attached_at`: when the process was first watched (a kept probe's tag carries it).
     Outcome attach_probes(const ProcessInfo& info, const WatchRule& rule,
-                          const std::vector<MapEntry>& maps, bool log_not_yet,
+                          const std::vector<MapEntry>& maps, double attached_at, bool log_not_yet,
                           std::unique_ptr<Attachment>& out);
     // How the process's stacks are walked (its rule's unwind, and its code ranges).
     Recording stack_recording(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps,
@@ -158,6 +190,9 @@ class Tracker : public FrameResolver {
     std::map<pid_t, uint64_t> failed_;  // pid -> start_time of a process that cannot be attached
     std::set<std::string> single_stepped_;  // "path:function" already logged as single-stepped
     std::set<uint32_t> purge_;
+    std::map<pid_t, Missed> missed_;
+    uint64_t attaches_dropped_ = 0;
+    uint64_t execs_unread_ = 0;
     // Per mapped file (path, device, inode, offset of its executable mapping): how its
     // functions use the frame pointer, and the ELF address that offset is loaded at.
     std::shared_ptr<FramePointerFiles> frame_pointer_files_ = std::make_shared<FramePointerFiles>();

@@ -107,6 +107,10 @@ class Daemon(Server):
         mode = os.environ.get("LEAKWATCH_PROBE_MODE")
         if mode:
             extra_args = (*extra_args, "--probe-mode", mode)
+        # Nothing pinned in the host's /sys/fs/bpf unless a test asks (test_restart.py mounts a
+        # bpffs of its own): a test's state is never another's.
+        if "--bpf-pin-dir" not in extra_args:
+            extra_args = (*extra_args, "--bpf-pin-dir", "")
         self.proc = subprocess.Popen(
             [LEAKWATCHD, "--config", self.config, "--web.listen-address",
              f"127.0.0.1:{self.port}", "--log-level", "debug", *extra_args],

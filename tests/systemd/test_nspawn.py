@@ -8,22 +8,32 @@ container (ctest: systemd.nspawn_service; labels systemd, root, slow).
      package list). Each run boots a copy-on-write overlay of it, so the cache stays clean.
   2. Boot systemd in it under systemd-nspawn (the harness: tests/systemd/nspawn.py); the
      guest's port 10071 is its own (--private-network).
-  3. dpkg -i the .deb: enabled, started, conffile registered, the unit installed once.
+  3. A bpffs at /sys/fs/bpf in the guest (systemd mounts one on a host; nspawn gives the guest
+     none); dpkg -i the .deb: enabled, started, conffile registered, the unit installed once.
   4. A rule for the fixture (/root/leak_steady, the program in tests/progs that leaks through
      leak_record_entry), by the systemd unit it runs in (`match: {unit: ...}`), and
      `systemctl start leakwatch`: active, /metrics shows the leak at its site with the exact
-     bytes and the process's `unit` label; kernel tracking is on too, and its stacks are symbolized
-     (CAP_SYSLOG and /proc/kallsyms under the unit's sandbox).
+     bytes and the process's `unit` label; kernel tracking is on too, and its stacks are
+     symbolized (CAP_SYSLOG and /proc/kallsyms under the unit's sandbox). The fixture's probe
+     link is pinned under /sys/fs/bpf/leakwatch (by the unit's dynamic user).
+  4b. `systemctl restart leakwatch`: the daemon hands its maps and links to the file
+     descriptor store at the stop, systemd hands them back, the new leakwatchd adopts the
+     fixture, whose bytes are exactly what they were (it leaked before the restart: a
+     leakwatchd that attached anew would show 0).
+  4c. `systemctl kill -s KILL leakwatch`: Restart= starts it again 5 s later, and the pins keep
+     the exact bytes.
   5. A second rule + `systemctl reload`: still active, the new rule's process (a copy of the
      fixture under /home, which the unit hides from the daemon's own view) is watched, and
      the first fixture's outstanding bytes are exactly what they were (state kept).
   6. A broken YAML + reload: still active, leakwatch_config_last_reload_successful 0, the
      journal names the bad key, both fixtures still watched.
-  7. `systemctl stop leakwatch`: inactive within 5 s, and bpftool on the host lists none of
-     the BPF programs and links the daemon had loaded; the fixtures still run.
+  7. `systemctl stop leakwatch`: inactive within 5 s, bpftool on the host lists none of the
+     BPF programs and links the daemon had loaded (the store's copies are closed), nothing is
+     pinned under /sys/fs/bpf/leakwatch; the fixtures still run.
   8. An upgrade (the same .deb with a higher version) keeps the operator's edited conffile and
-     restarts the service; `dpkg --purge` stops it and removes the unit, binary, config,
-     enablement link and state directory.
+     restarts the service, which adopts a third fixture with its exact bytes; `dpkg --purge`
+     stops it and removes the unit, binary, config, enablement link, state directory and
+     /sys/fs/bpf/leakwatch, and no BPF program or link of leakwatchd is left.
   Cleanup, pass or fail: the container is powered off (killed if it does not stop), the
   overlay unmounted, the cgroups nspawn made removed, the run directory deleted; only the
   cached root file system stays.
@@ -146,6 +156,40 @@ def leakwatch_bpf_objects(c):
     return found
 
 
+def main_pid(c):
+    return c.run(["systemctl", "show", "-p", "MainPID", "--value", "leakwatch"]).stdout.strip()
+
+
+def wait_restarted(c, old_pid, timeout=30):
+    """Waits until leakwatch runs again under another main pid, ready (READY=1) and listing
+    what it watches; returns the new pid."""
+    def up():
+        pid = main_pid(c)
+        return (pid if pid not in ("0", old_pid) and c.is_active("leakwatch") == "active"
+                and metrics(c) is not None else None)
+    return wait_until(up, timeout, "leakwatch to run again")
+
+
+def pinned(c):
+    """What is pinned under /sys/fs/bpf/leakwatch in the guest (relative paths)."""
+    r = c.run(["find", "/sys/fs/bpf/leakwatch", "-mindepth", "1"], check=False)
+    return sorted(r.stdout.split()) if r.returncode == 0 else []
+
+
+def wait_bpf_gone(objects, what):
+    left = {}
+
+    def gone():
+        live = {"prog": bpf_names("prog"), "link": bpf_names("link")}
+        left.clear()
+        left.update({(k, i): live[k][i] for k, i in objects if i in live[k]})
+        return not left
+    try:
+        wait_until(gone, 10, f"the BPF programs and links of leakwatchd to go ({what})")
+    except Failure:
+        raise Failure(f"BPF objects of leakwatchd remain after {what} (bpftool): {left}") from None
+
+
 def bpf_names(kind):
     """{id: name} of the BPF programs or links loaded now (bpftool on the host)."""
     r = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True)
@@ -160,6 +204,10 @@ def scenario(c, deb, fixture, timings):
         return time.monotonic()
 
     t = time.monotonic()
+    # A bpffs at /sys/fs/bpf, as systemd mounts it on a host (nspawn gives the guest none), for
+    # the pins that let the daemon's state survive a crash.
+    c.run(["sh", "-c", "mount -o remount,rw /sys && mkdir -p /sys/fs/bpf && "
+           "mount -t bpf -o mode=700 bpf /sys/fs/bpf; mount -o remount,ro /sys"])
     shutil.copy(deb, c.path("/root/leakwatch.deb"))
     c.run(["dpkg", "-i", "/root/leakwatch.deb"], timeout=120)
     check(c.run(["systemctl", "is-enabled", "leakwatch"], check=False).stdout.strip() == "enabled",
@@ -206,6 +254,32 @@ def scenario(c, deb, fixture, timings):
     check(units == {f"{UNIT1}.service"},
           f"fixture 1 (matched by its unit) has unit labels {units}, not {UNIT1}.service")
     t = step("/metrics shows the leak (exact bytes, unit label) and symbolized kernel stacks", t)
+
+    # ---- restart: the service manager keeps the maps and probes; the bytes stay exact
+    check(any("/user-" in p and "/links/p_" in p for p in pinned(c)),
+          f"the fixture's probe links are not pinned: {pinned(c)}")
+    old_pid = main_pid(c)
+    c.run(["systemctl", "restart", "leakwatch"])
+    wait_restarted(c, old_pid)
+    journal = c.journal("leakwatch", 40)
+    check("handed back by the service manager" in journal and f"adopted pid {pid1} " in journal,
+          "the restarted leakwatchd did not adopt the fixture from the fd store:\n" + journal)
+    ms = wait_stack_bytes(c, "steady1", truth1, timeout=5)
+    check(stack_bytes(ms, "steady1") == before,
+          f"fixture 1's stacks changed across the restart: {before} -> {stack_bytes(ms, 'steady1')}")
+    t = step("systemctl restart: the fd store hands the probes back, exact bytes kept", t)
+
+    # ---- crash: the pins keep the maps and probes until Restart= starts it again
+    old_pid = main_pid(c)
+    c.run(["systemctl", "kill", "-s", "KILL", "leakwatch"])
+    wait_restarted(c, old_pid, timeout=30)  # RestartSec=5s
+    journal = c.journal("leakwatch", 40)
+    check(f"adopted pid {pid1} " in journal,
+          "leakwatchd did not adopt the fixture after a crash:\n" + journal)
+    ms = wait_stack_bytes(c, "steady1", truth1, timeout=5)
+    check(stack_bytes(ms, "steady1") == before,
+          f"fixture 1's stacks changed across the crash: {before} -> {stack_bytes(ms, 'steady1')}")
+    t = step("SIGKILL: Restart= starts it again, the pins keep the exact bytes", t)
 
     # ---- reload with a second rule: state kept, new rule active
     stamp = value(ms, "leakwatch_config_last_reload_success_timestamp_seconds")
@@ -257,41 +331,47 @@ def scenario(c, deb, fixture, timings):
     stop_s = time.monotonic() - stop_start
     check(c.is_active("leakwatch") == "inactive", f"leakwatch is {c.is_active('leakwatch')}")
     check(stop_s < 5, f"systemctl stop took {stop_s:.1f}s (at most 5 s)")
-    left = {}
-
-    def gone():
-        live = {"prog": bpf_names("prog"), "link": bpf_names("link")}
-        left.clear()
-        left.update({(k, i): live[k][i] for k, i in objects if i in live[k]})
-        return not left
-    try:
-        wait_until(gone, 10, "the BPF programs and links of leakwatchd to go")
-    except Failure:
-        raise Failure(f"BPF objects of leakwatchd remain after stop (bpftool): {left}") from None
+    wait_bpf_gone(objects, "stop")
+    check(pinned(c) == [], f"pinned under /sys/fs/bpf/leakwatch after stop: {pinned(c)}")
     for unit in ("lw-fixture1", "lw-fixture2"):
         check(c.is_active(unit) == "active", f"{unit} did not survive leakwatch's detach")
-    t = step(f"systemctl stop ({stop_s:.1f}s): inactive, no BPF programs or links left", t)
+    t = step(f"systemctl stop ({stop_s:.1f}s): inactive, no BPF programs or links left, "
+             "nothing pinned", t)
 
     # ---- upgrade keeps the edited conffile and restarts; purge removes everything
     edited = config([RULE1]) + "# edited by the operator\n"
     c.write("/etc/leakwatch/leakwatch.yaml", edited)
     c.run(["systemctl", "start", "leakwatch"])
-    old_pid = c.run(["systemctl", "show", "-p", "MainPID", "--value", "leakwatch"]).stdout.strip()
+    # A third fixture leaks under the running leakwatchd (fixture 1, attached anew after the
+    # stop, holds nothing at its leak site now: it leaked before).
+    pid3 = start_fixture(c, "lw-fixture3", "/root/leak_steady", LEAK1, "/root/go3")
+    wait_until(lambda: (lambda m: m if value(m, "leakwatch_outstanding_bytes", watch="steady1",
+                                             pid=str(pid3)) is not None
+                        else None)(metrics(c)), 20, "fixture 3 to be watched")
+    c.write("/root/go3", "")
+    wait_stack_bytes(c, "steady1", truth1)
+    old_pid = main_pid(c)
     shutil.copy(upgrade_deb(deb, c.run_dir), c.path("/root/leakwatch-upgrade.deb"))
     c.run(["dpkg", "-i", "--force-confdef", "--force-confold", "/root/leakwatch-upgrade.deb"],
           timeout=120)
     check(open(c.path("/etc/leakwatch/leakwatch.yaml")).read() == edited,
           "the upgrade replaced the edited /etc/leakwatch/leakwatch.yaml")
-    wait_until(lambda: c.is_active("leakwatch") == "active", 20, "leakwatch after the upgrade")
-    new_pid = c.run(["systemctl", "show", "-p", "MainPID", "--value", "leakwatch"]).stdout.strip()
-    check(new_pid != old_pid, "the upgrade did not restart leakwatch")
+    wait_restarted(c, old_pid)
+    check(f"adopted pid {pid3} " in c.journal("leakwatch", 40),
+          "the upgraded leakwatchd did not adopt fixture 3:\n" + c.journal("leakwatch"))
+    wait_stack_bytes(c, "steady1", truth1, timeout=5)
+    objects = leakwatch_bpf_objects(c)
     c.run(["dpkg", "--purge", "leakwatch"], timeout=120)
+    wait_bpf_gone(objects, "dpkg --purge")
+    check(c.run(["test", "-e", "/sys/fs/bpf/leakwatch"], check=False).returncode != 0,
+          f"/sys/fs/bpf/leakwatch is left after dpkg --purge: {pinned(c)}")
     check(c.is_active("leakwatch") in ("inactive", "unknown"), "leakwatch still runs after purge")
     for path in ("/etc/leakwatch/leakwatch.yaml", "/usr/lib/systemd/system/leakwatch.service",
                  "/usr/sbin/leakwatchd", "/var/lib/private/leakwatch",
                  "/etc/systemd/system/multi-user.target.wants/leakwatch.service"):
         check(not os.path.lexists(c.path(path)), f"{path} is left after dpkg --purge")
-    step("upgrade keeps the edited conffile and restarts; purge removes everything", t)
+    step("upgrade keeps the edited conffile, restarts and keeps the exact bytes; purge removes "
+         "everything, BPF and pins included", t)
 
 
 def upgrade_deb(deb, work):

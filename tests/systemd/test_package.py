@@ -24,8 +24,9 @@ FILES = [
 ]
 CONFIG = "/etc/leakwatch/leakwatch.yaml"
 DEB_DEPENDS = ["libbpf1", "libyaml-cpp0.7", "libdw1", "libelf1", "libcapstone4", "libcivetweb1",
-               "libsystemd0", "procps"]
-RPM_REQUIRES = ["libbpf", "yaml-cpp", "elfutils-libelf", "systemd", "libbpf.so.1()(64bit)"]
+               "libsystemd0", "libcap-ng0", "procps"]
+RPM_REQUIRES = ["libbpf", "yaml-cpp", "elfutils-libelf", "systemd", "libcap-ng",
+                "libbpf.so.1()(64bit)"]
 
 failures = []
 

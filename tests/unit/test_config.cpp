@@ -610,6 +610,15 @@ TEST_CASE("limits must be positive and bounded", "[config][errors]") {
                Contains("t.yaml:2: limits.stacks: 1048577 is above the maximum"));
     CHECK_THAT(error_of(lines({"limits:", "  processes: -1"})),
                Contains("t.yaml:2: limits.processes: \"-1\" is negative"));
+    CHECK_THAT(error_of(lines({"limits:", "  process_share: 0%"})),
+               Contains("t.yaml:2: limits.process_share: \"0%\" is out of range"));
+    CHECK_THAT(error_of(lines({"limits:", "  process_share: 101%"})),
+               Contains("t.yaml:2: limits.process_share: \"101%\" is out of range"));
+    CHECK_THAT(error_of(lines({"limits:", "  process_share: 50"})),
+               Contains("t.yaml:2: limits.process_share: \"50\" is not a percentage"));
+    CHECK(parsed(lines({"limits:", "  process_share: 25%"})).limits.process_share == 25);
+    CHECK(parsed(lines({"limits:", "  process_share: 100%"})).limits.process_share == 100);
+    CHECK(default_config().limits.process_share == 50);
     Config config = parsed(lines({"limits:", "  live_allocations: 16777216", "  stacks: 1048576"}));
     CHECK(config.limits.live_allocations == 16777216);
     CHECK(config.limits.stacks == 1048576);

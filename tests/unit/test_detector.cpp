@@ -469,6 +469,61 @@ TEST_CASE("reconfigure keeps the history") {
     CHECK(d.series() == 0);
 }
 
+TEST_CASE("saved history restores into a new detector, which flags as the old one would",
+          "[restart]") {
+    // Two detectors see the same leak; one is replaced half-way by a detector restored from its
+    // saved state, after a gap of 20 s without samples (the daemon down). It flags the leak no
+    // later than the one that ran on, within a judgement.
+    LeakDetection config;
+    Detector steady(config);
+    auto restarted = std::make_unique<Detector>(config);
+    auto bytes = [](double t) { return 64 * MiB + 32 * KiB * t; };
+    double flagged_steady = -1, flagged_restarted = -1;
+    for (double t = 0; t <= 1.5 * kWindow; t += 1) {
+        if (t == 300) {
+            std::string saved = restarted->save();
+            restarted = std::make_unique<Detector>(config);
+            auto n = restarted->restore(saved);
+            REQUIRE(n);
+            CHECK(*n == 2);
+        }
+        for (Detector* d : {&steady, restarted.get()}) {
+            if (d == restarted.get() && t > 300 && t < 320) continue;  // down for 20 s
+            d->observe("leak", kEpoch + t, bytes(t));
+            d->observe("flat", kEpoch + t, 64 * MiB);
+            d->evaluate(kEpoch + t);
+        }
+        if (flagged_steady < 0 && steady.verdict("leak")->suspected) flagged_steady = t;
+        if (flagged_restarted < 0 && restarted->verdict("leak") &&
+            restarted->verdict("leak")->suspected)
+            flagged_restarted = t;
+    }
+    REQUIRE(flagged_steady > 0);
+    REQUIRE(flagged_restarted > 0);
+    CHECK(flagged_restarted <= flagged_steady + judgement(1));
+    CHECK_FALSE(restarted->verdict("flat")->suspected);
+    CHECK(restarted->verdict("leak")->rate == Approx(32 * KiB).epsilon(0.05));
+}
+
+TEST_CASE("a state of another version or damaged is refused whole", "[restart]") {
+    Detector d(LeakDetection{});
+    for (double t = 0; t < 100; t += 1) {
+        d.observe("a", kEpoch + t, t);
+        d.evaluate(kEpoch + t);
+    }
+    std::string saved = d.save();
+    Detector fresh(LeakDetection{});
+    CHECK_FALSE(fresh.restore(saved.substr(0, saved.size() - 3)));
+    CHECK_FALSE(fresh.restore(saved + "x"));
+    std::string other = saved;
+    other[8] ^= 0x7f;  // the version
+    CHECK_FALSE(fresh.restore(other));
+    CHECK_FALSE(fresh.restore("garbage"));
+    CHECK(fresh.series() == 0);
+    REQUIRE(fresh.restore(saved));
+    CHECK(fresh.series() == 1);
+}
+
 // Detection latency against leak rate, and false positives on the distractors, over many
 // seeds: the figures in docs/detection.md. Run with: unit_detect '[.latency]'
 TEST_CASE("detection latency and false positives", "[.latency]") {

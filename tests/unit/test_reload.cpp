@@ -119,7 +119,7 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
 
     auto& [live_allocations, stacks, stack_totals, processes, threads, top_stacks,
            kernel_live_allocations, kernel_stacks, kernel_totals, top_processes, symbol_files,
-           symbol_cache_entries, file_size, growth_pages] = limits;
+           symbol_cache_entries, file_size, process_share, growth_pages] = limits;
     live_allocations = 1;
     expect("limits.live_allocations", Takes::kRestart);
     stacks = 1;
@@ -146,6 +146,8 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
     expect("limits.symbol_cache_entries", Takes::kLive);
     file_size = 1 << 20;
     expect("limits.file_size", Takes::kLive);
+    process_share = 1;
+    expect("limits.process_share", Takes::kRestart);
     growth_pages = 1;
     expect("limits.growth_pages", Takes::kRestart);
 
@@ -160,6 +162,8 @@ TEST_CASE("every WatchRule field is one key, classified", "[config][reload]") {
         CHECK(names(changed_rule_keys(base, r)) == std::vector<std::string_view>{key});
         CHECK(takes_of(key) == takes);
         CHECK(same_rule(base, r) == (takes != Takes::kReattach));
+        // The digest kept with a process's probes across restarts tells the same rules apart.
+        CHECK((rule_digest(base) == rule_digest(r)) == (takes != Takes::kReattach));
         r = base;
     };
 

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -135,6 +136,7 @@ struct FakeAttacher : Attacher {
         return {};
     }
     void unwatch(uint32_t tgid) override { watched.erase(tgid); }
+    bool watching(uint32_t tgid) const override { return watched.contains(tgid); }
     std::map<uint32_t, uint64_t> tier;  // watch tier: pid -> fault sampling
     Result<void> watch_memory(uint32_t tgid, const Recording&, uint64_t sample_bytes) override {
         tier[tgid] = sample_bytes;
@@ -365,6 +367,42 @@ TEST_CASE("a process caught at exec is retried until its allocator is mapped", "
     CHECK(f.pids() == std::vector<uint32_t>{kApp});
 }
 
+TEST_CASE("short-lived processes are counted: gone before attached, gone before read",
+          "[tracker][storm]") {
+    Fixture f;
+    f.start({rule("web", "app")});
+    auto exec_of = [](int pid, const char* comm) {
+        lw_event e = event(LW_EVENT_EXEC, pid);
+        std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
+        return e;
+    };
+    // Matched at its exec, waiting for its allocator, then gone: an attach dropped.
+    f.proc_tree.add(kApp, "app", 1000, false);
+    f.tracker->on_event(exec_of(kApp, "app"));
+    f.proc_tree.remove(kApp);
+    f.tracker->on_event(event(LW_EVENT_EXIT, kApp));
+    CHECK(f.tracker->attaches_dropped() == 1);
+    // Gone before its /proc entry was read: its comm says a rule might have matched it. Counted
+    // once, at its exit, however many of its events found it gone.
+    f.tracker->on_event(event(LW_EVENT_FORK, kOther));
+    f.tracker->on_event(exec_of(kOther, "app"));
+    CHECK(f.tracker->execs_unread() == 0);
+    f.tracker->on_event(event(LW_EVENT_EXIT, kOther));
+    CHECK(f.tracker->execs_unread() == 1);
+    // ...or that none would have.
+    f.tracker->on_event(exec_of(kChild, "sh"));
+    f.tracker->on_event(event(LW_EVENT_EXIT, kChild));
+    CHECK(f.tracker->execs_unread() == 1);
+    // Exec'd and gone before it was read, its exit event lost
+    // (the ring buffer full), a scan settles it.
+    f.tracker->on_event(exec_of(kOther, "app"));
+    CHECK(f.tracker->execs_unread() == 1);
+    f.tracker->scan();
+    CHECK(f.tracker->execs_unread() == 2);
+    CHECK(f.tracker->attaches_dropped() == 1);
+    CHECK(f.attacher.attaches.empty());
+}
+
 TEST_CASE("resolve names an address with the process's own maps", "[tracker]") {
     Fixture f;
     f.watch_app();
@@ -459,6 +497,73 @@ TEST_CASE("probes go where the process's own file says, and never mid-instructio
         CHECK(offset != *real_off + 1);
     }
     CHECK(found);
+}
+
+// What a previous run kept of app's probes, tagged as the tracker tags them.
+std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept_app(Fixture& f,
+                                                                          const WatchRule& r,
+                                                                          uint64_t start,
+                                                                          double attached_at) {
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept;
+    kept.emplace_back(Tracker::kept_tag(kApp, start, attached_at, r),
+                      std::make_unique<FakeAttachment>(f.attacher.detached));
+    return kept;
+}
+
+TEST_CASE("adopt: the kept probes of the same process, still recorded, for the same rule",
+          "[tracker][restart]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app", 1000);
+    const WatchRule r = rule("web", "app");
+    f.start({r});
+    f.attacher.watched[kApp] = Recording{};  // the BPF side still records it
+    const double attached_at = 1733000000.123456;
+    auto adopted = f.tracker->adopt(kept_app(f, r, 1000, attached_at));
+    CHECK(adopted == std::set<uint32_t>{kApp});
+    auto processes = f.tracker->processes();
+    REQUIRE(processes.size() == 1);
+    // The same attached_at: the detector's series of the process go on under the same keys.
+    CHECK(processes[0].attached_at == attached_at);
+    CHECK(processes[0].watch == "web");
+    f.tracker->scan();
+    CHECK(f.attacher.attaches.empty());  // adopted, not attached again
+    CHECK(f.attacher.detached == 0);
+}
+
+TEST_CASE("adopt: kept probes of another process, an exec'ed one or another rule are dropped",
+          "[tracker][restart]") {
+    const WatchRule r = rule("web", "app");
+    SECTION("pid reused") {
+        Fixture f;
+        f.proc_tree.add(kApp, "app", 5000);
+        f.start({r});
+        f.attacher.watched[kApp] = Recording{};
+        CHECK(f.tracker->adopt(kept_app(f, r, 1000, 1.0)).empty());
+    }
+    SECTION("exec'ed meanwhile: no longer recorded") {
+        Fixture f;
+        f.proc_tree.add(kApp, "app", 1000);
+        f.start({r});
+        CHECK(f.tracker->adopt(kept_app(f, r, 1000, 1.0)).empty());
+    }
+    SECTION("its rule changed") {
+        Fixture f;
+        f.proc_tree.add(kApp, "app", 1000);
+        WatchRule changed = r;
+        changed.min_size = 64;
+        f.start({changed});
+        f.attacher.watched[kApp] = Recording{};
+        CHECK(f.tracker->adopt(kept_app(f, r, 1000, 1.0)).empty());
+        f.tracker->scan();  // attached anew, for the rule as it is now
+        CHECK(f.attacher.attaches_of(kApp) == 1);
+    }
+    SECTION("gone") {
+        Fixture f;
+        f.start({r});
+        CHECK(f.tracker->adopt(kept_app(f, r, 1000, 1.0)).empty());
+        f.tracker.reset();
+        CHECK(f.attacher.detached == 1);  // its probes let go (in the background)
+    }
 }
 
 TEST_CASE("tracking: escalate watches a process without probes until it is escalated",
