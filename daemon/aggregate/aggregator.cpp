@@ -49,6 +49,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
             frames->push_back(std::move(f));
         }
         r.site = site_of(*frames, meta.symbol_prefix);
+        r.allocator_frames = static_cast<uint32_t>(allocator_frames(*frames, meta.symbol_prefix));
     } else {
         r.site = "[unknown]";
     }
@@ -114,6 +115,16 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
             t.bytes = 0;
             t.count = 0;
             auto& list = stacks[pid];
+            // What was allocated stays the totals map's: min_age filters only what is held.
+            for (const auto& s : list) {
+                auto it = by_stack[pid].find(s.stack);
+                if (it == by_stack[pid].end()) {
+                    if (s.alloc_count == 0) continue;
+                    it = by_stack[pid].emplace(s.stack, StackTotals{pid, s.stack}).first;
+                }
+                it->second.alloc_bytes = s.alloc_bytes;
+                it->second.alloc_count = s.alloc_count;
+            }
             list.clear();
             for (const auto& [id, s] : by_stack[pid]) {
                 t.bytes += s.bytes;
@@ -141,10 +152,22 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
             const Resolved& r = resolve_stack(meta, s.stack);
             auto [at, fresh] = by_id.try_emplace(r.id, view.stacks.size());
             if (fresh) {
-                view.stacks.push_back({r.id, s.bytes, s.count, r.site, r.frames, {}, r.incomplete});
+                view.stacks.push_back({r.id,
+                                       s.bytes,
+                                       s.count,
+                                       r.site,
+                                       r.frames,
+                                       {},
+                                       r.incomplete,
+                                       s.alloc_bytes,
+                                       s.alloc_count,
+                                       r.allocator_frames});
             } else {
-                view.stacks[at->second].bytes += s.bytes;
-                view.stacks[at->second].count += s.count;
+                StackView& merged = view.stacks[at->second];
+                merged.bytes += s.bytes;
+                merged.count += s.count;
+                merged.alloc_bytes += s.alloc_bytes;
+                merged.alloc_count += s.alloc_count;
             }
         }
         std::stable_sort(view.stacks.begin(), view.stacks.end(),

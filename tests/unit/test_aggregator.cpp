@@ -584,3 +584,44 @@ TEST_CASE("sample copies lost counters and map usage through", "[aggregate][samp
     CHECK(snap.taken >= before);
     CHECK(snap.taken <= after);
 }
+
+TEST_CASE("sample carries each stack's allocations since attach, and its allocator frames",
+          "[aggregate][sample][alloc]") {
+    constexpr uint64_t kSec = 1000000000ull;
+    const uint64_t now = 1000 * kSec;
+    FakeSource src;
+    src.stacks = {{100, 1, 400, 4, 4000, 40},
+                  {100, 2, 0, 0, 900, 9},    // holds nothing now, allocated before
+                  {100, 5, 100, 1, 100, 1},  // the same frames as stack 1, completed later
+                  {200, 1, 64, 1, 640, 10},
+                  {200, 3, 0, 0, 50, 5}};  // min_age: no live allocation is old enough
+    src.raw[{100, 1}] = RawStack{0x401010, {0x1000}};
+    src.raw[{100, 2}] = RawStack{0x401210, {0x1200, 0x401310}};
+    src.raw[{100, 5}] = RawStack{0x401010, {0x1000}, /*content_id=*/1};
+    src.raw[{200, 1}] = RawStack{0x401010, {0x1000}};
+    src.raw[{200, 3}] = RawStack{0x401410, {0x1000}};
+    src.live = {{200, 0xa000, 64, now - 60 * kSec, 1}};
+    FakeResolver r = layout();
+    Aggregator agg(src, r);
+
+    auto snap = agg.sample({meta(100), meta(200, "app", "app", 10s)}, now);
+    const ProcessView* p = find_process(snap, 100);
+    REQUIRE(p);
+    REQUIRE(stack_ids(*p) == std::vector<uint64_t>{1, 2});
+    CHECK(p->stacks[0].bytes == 500);
+    CHECK(p->stacks[0].alloc_bytes == 4100);
+    CHECK(p->stacks[0].alloc_count == 41);
+    CHECK(p->stacks[0].allocator_frames == 1);  // malloc
+    CHECK(p->stacks[1].alloc_bytes == 900);
+    CHECK(p->stacks[1].allocator_frames == 2);  // operator new, std::allocator<int>::allocate
+
+    // min_age filters what is held, not what was allocated.
+    const ProcessView* aged = find_process(snap, 200);
+    REQUIRE(aged);
+    REQUIRE(stack_ids(*aged) == std::vector<uint64_t>{1, 3});
+    CHECK(aged->stacks[0].bytes == 64);
+    CHECK(aged->stacks[0].alloc_bytes == 640);
+    CHECK(aged->stacks[1].bytes == 0);
+    CHECK(aged->stacks[1].alloc_bytes == 50);
+    CHECK(aged->stacks[1].alloc_count == 5);
+}
