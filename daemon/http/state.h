@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "aggregate/aggregator.h"
+#include "http/history.h"
 #include "unwind/unwinder.h"
 
 namespace leakwatch {
@@ -28,6 +29,7 @@ class PublishedState {
   public:
     void publish(std::shared_ptr<const Snapshot> snapshot, DaemonStatus status) {
         std::lock_guard lock(mu_);
+        history_.record(*snapshot);
         snapshot_ = std::move(snapshot);
         status_ = std::move(status);
     }
@@ -35,9 +37,15 @@ class PublishedState {
         std::lock_guard lock(mu_);
         return {snapshot_, status_};
     }
+    // A process's outstanding bytes over the last samples (History::of).
+    std::optional<std::vector<std::pair<double, int64_t>>> history(uint32_t pid) const {
+        std::lock_guard lock(mu_);
+        return history_.of(pid);
+    }
 
   private:
     mutable std::mutex mu_;
+    History history_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
     DaemonStatus status_;
 };
