@@ -26,6 +26,12 @@ daemon_packages=(
     # civetweb's CMake config (civetweb-targets.cmake) names /usr/bin/civetweb, which only this
     # package holds; libcivetweb-dev merely recommends it
     civetweb
+    # pprof profiles: google/pprof's profile.proto (the Go package ships it), compiled by
+    # protoc for protobuf's lite runtime
+    libprotobuf-dev protobuf-compiler golang-github-google-pprof-dev
+    # TLS (OpenSSL 3) and bcrypt passwords (libcrypt) of the web config; the client's HTTP
+    # (libcurl); the man pages (scdoc)
+    libssl-dev libcrypt-dev libcurl4-openssl-dev scdoc
 )
 test_packages=(
     catch2
@@ -37,6 +43,9 @@ test_packages=(
     # packaging and the service tests: systemd-analyze, dpkg-shlibdeps, rpmbuild, Debian root
     # file systems (the unit under systemd-nspawn, the install from nothing)
     systemd dpkg-dev rpm debootstrap systemd-container
+    # go tool pprof reads the profiles; headless Chromium and its WebDriver draw the landing
+    # page; the Kubernetes manifests are parsed with PyYAML; certificates for the TLS tests
+    golang-go chromium chromium-driver python3-yaml openssl
 )
 
 packages=("${daemon_packages[@]}")

@@ -11,6 +11,7 @@
 #include "http/api.h"
 #include "http/metrics.h"
 #include "http/pprof.h"
+#include "http/process_metrics.h"
 #include "http/tls.h"
 #include "http/ui_assets.h"
 #include "util/clock.h"
@@ -68,12 +69,14 @@ int handle_metrics(mg_connection* conn, void* cb) {
               "%s%sConnection: close\r\n\r\n",
               chunked ? "Transfer-Encoding: chunked\r\n" : "", t_extra_headers.c_str());
     bool failed = false;  // the client went away: render on, send nothing more
-    render_metrics(*snap, status, [&](std::string_view piece) {
+    auto write = [&](std::string_view piece) {
         if (failed) return;
         int n = chunked ? mg_send_chunk(conn, piece.data(), static_cast<unsigned>(piece.size()))
                         : mg_write(conn, piece.data(), piece.size());
         failed = n <= 0;
-    });
+    };
+    render_metrics(*snap, status, write);
+    write(render_process_metrics());
     if (chunked && !failed) mg_send_chunk(conn, "", 0);
     return 1;
 }
