@@ -188,15 +188,29 @@ std::optional<ProfileSelection> profile_selection(mg_connection* conn) {
     return sel;
 }
 
-int handle_pprof(mg_connection* conn, void* cb) {
+// What a profile handler answers from: the snapshot and the selection; nullopt when the request
+// was answered already (400 for a bad query, 404 for nothing to profile).
+struct ProfileRequest {
+    std::shared_ptr<const Snapshot> snapshot;
+    DaemonStatus status;
+    ProfileSelection selection;
+};
+
+std::optional<ProfileRequest> profile_request(mg_connection* conn, void* cb) {
     auto sel = profile_selection(conn);
-    if (!sel) return 1;
+    if (!sel) return std::nullopt;
     auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
     if (auto why = missing_target(*snap, *sel)) {
         send_json(conn, 404, {{"error", *why}});
-        return 1;
+        return std::nullopt;
     }
-    auto profile = pprof_profile(*snap, *sel, status.version);
+    return ProfileRequest{std::move(snap), std::move(status), *sel};
+}
+
+int handle_pprof(mg_connection* conn, void* cb) {
+    auto req = profile_request(conn, cb);
+    if (!req) return 1;
+    auto profile = pprof_profile(*req->snapshot, req->selection, req->status.version);
     if (!profile) {
         send_json(conn, 500, {{"error", profile.error().message}});
         return 1;
@@ -208,14 +222,9 @@ int handle_pprof(mg_connection* conn, void* cb) {
 }
 
 int handle_folded(mg_connection* conn, void* cb) {
-    auto sel = profile_selection(conn);
-    if (!sel) return 1;
-    auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
-    if (auto why = missing_target(*snap, *sel)) {
-        send_json(conn, 404, {{"error", *why}});
-        return 1;
-    }
-    send(conn, 200, "text/plain; charset=utf-8", folded_stacks(*snap, *sel));
+    auto req = profile_request(conn, cb);
+    if (!req) return 1;
+    send(conn, 200, "text/plain; charset=utf-8", folded_stacks(*req->snapshot, req->selection));
     return 1;
 }
 

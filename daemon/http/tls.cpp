@@ -36,6 +36,15 @@ std::string ssl_error() {
     return buf;
 }
 
+// The OpenSSL spelling of configured names, ':'-separated (the parser let only known ones in).
+std::string openssl_list(const std::vector<std::string>& names,
+                         std::optional<std::string> (*openssl_name)(const std::string&)) {
+    std::string list;
+    for (const auto& n : names)
+        if (auto name = openssl_name(n)) list += (list.empty() ? "" : ":") + *name;
+    return list;
+}
+
 // RequestClientCert and RequireAnyClientCert ask for a certificate but accept any.
 int accept_any_certificate(int, X509_STORE_CTX*) {
     return 1;
@@ -80,20 +89,14 @@ Result<void> configure_tls(void* ssl_ctx, const TlsServerConfig& tls) {
     if (SSL_CTX_set_min_proto_version(ctx, tls.min_version) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, tls.max_version) != 1)
         return fail("min_version/max_version: " + ssl_error());
-    if (!tls.cipher_suites.empty()) {
-        std::string list;
-        for (const auto& c : tls.cipher_suites)
-            if (auto name = openssl_cipher_name(c)) list += (list.empty() ? "" : ":") + *name;
-        if (SSL_CTX_set_cipher_list(ctx, list.c_str()) != 1)
-            return fail("cipher_suites: " + ssl_error());
-    }
-    if (!tls.curve_preferences.empty()) {
-        std::string list;
-        for (const auto& c : tls.curve_preferences)
-            if (auto name = openssl_group_name(c)) list += (list.empty() ? "" : ":") + *name;
-        if (SSL_CTX_set1_groups_list(ctx, list.c_str()) != 1)
-            return fail("curve_preferences: " + ssl_error());
-    }
+    if (!tls.cipher_suites.empty() &&
+        SSL_CTX_set_cipher_list(ctx,
+                                openssl_list(tls.cipher_suites, openssl_cipher_name).c_str()) != 1)
+        return fail("cipher_suites: " + ssl_error());
+    if (!tls.curve_preferences.empty() &&
+        SSL_CTX_set1_groups_list(
+            ctx, openssl_list(tls.curve_preferences, openssl_group_name).c_str()) != 1)
+        return fail("curve_preferences: " + ssl_error());
     if (!tls.prefer_server_cipher_suites)
         SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 
