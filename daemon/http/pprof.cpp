@@ -200,12 +200,19 @@ Result<std::string> gzip(const std::string& data) {
     // windowBits 15 + 16: a gzip header and trailer instead of zlib's.
     if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return fail("gzip: deflateInit2 failed");
-    std::string out(deflateBound(&z, static_cast<uLong>(data.size())) + 32, '\0');
     z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
     z.avail_in = static_cast<uInt>(data.size());
-    z.next_out = reinterpret_cast<Bytef*>(out.data());
-    z.avail_out = static_cast<uInt>(out.size());
-    int rc = deflate(&z, Z_FINISH);
+    // The output grows as deflate fills it rather than starting at deflateBound (the size of
+    // the input): a whole-host profile is megabytes before and a small share of it after.
+    constexpr size_t kChunk = 64 * 1024;
+    std::string out;
+    int rc = Z_OK;
+    while (rc == Z_OK) {
+        out.resize(z.total_out + kChunk);
+        z.next_out = reinterpret_cast<Bytef*>(out.data() + z.total_out);
+        z.avail_out = static_cast<uInt>(kChunk);
+        rc = deflate(&z, Z_FINISH);
+    }
     out.resize(z.total_out);
     deflateEnd(&z);
     if (rc != Z_STREAM_END) return fail("gzip: deflate failed");
