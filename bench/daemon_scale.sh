@@ -161,6 +161,7 @@ limits:
   top_stacks: $TOP_STACKS
 watch:
   - name: hold
+    tracking: full
     match:
       comm: hold
     unwind: $UNWIND

@@ -85,6 +85,9 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "an unwind rule led to memory it could not read, or the stack is deeper than 66 frames; "
      "the stack is marked `\"complete\": false` in the API | none; its frames so far are "
      "callers, so its `site` is still right when it has one"},
+    {LW_LOST_GROWTH_PAGES_FULL, "growth_pages_full", false, "raise limits.growth_pages",
+     "(watch tier) a sampled first-touched page was not recorded: the map of them is full | "
+     "raise `limits.growth_pages`"},
 }};
 
 // Every reason has its row, at the index of its id (a missing row would be zero-filled).

@@ -241,9 +241,11 @@ leak_detection:
   window: 20s
 kernel:
   enabled: true
+  tracking: full
   kinds: [page]
 watch:
   - name: steady
+    tracking: full
     match:
       pid: {fixture.pid}
 """

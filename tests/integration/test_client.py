@@ -47,7 +47,7 @@ class TempDir:
 def leaked_fixture(cleanup, ticks=TICKS, tick_ms=20):
     """leak_steady watched by pid, run to the end of its leak."""
     f = start(cleanup, Fixture("leak_steady", str(LEAK), str(ticks), str(tick_ms)))
-    d = start(cleanup, Daemon(f"interval: 500ms\nwatch:\n  - name: steady\n    match:\n"
+    d = start(cleanup, Daemon(f"interval: 500ms\nwatch:\n  - name: steady\n    tracking: full\n    match:\n"
                               f"      pid: {f.pid}\n"))
     wait_until(lambda: d.process(f.pid), 20, "the fixture attached")
     return f, d
@@ -234,7 +234,8 @@ def test_client_tls_auth(cleanup):
     with open(pw, "w") as f:
         f.write("s3cret\n")
     fixture = start(cleanup, Fixture("leak_steady", str(LEAK), "10", "10"))
-    daemon = Daemon(f"watch:\n  - name: steady\n    match:\n      pid: {fixture.pid}\n",
+    daemon = Daemon(f"watch:\n  - name: steady\n    tracking: full\n    match:\n"
+                    f"      pid: {fixture.pid}\n",
                     extra_args=("--web.config.file", web), wait=False)
     cleanup.append(daemon)
     ca = os.path.join(d, "ca.crt")
