@@ -13,7 +13,7 @@ void History::record(const Snapshot& snap) {
             it != series_.end() && it->second.attached_at == p.attached_at)
             s = std::move(it->second);
         s.attached_at = p.attached_at;
-        s.points.emplace_back(t, p.totals.bytes);
+        s.points.emplace_back(t, p.series_bytes());
         while (s.points.size() > points_) s.points.pop_front();
         next.emplace(p.pid, std::move(s));
     }

@@ -18,8 +18,9 @@ class History {
     // At most `points` samples per process (360: half an hour at the default 5 s interval).
     explicit History(size_t points = 360) : points_(points) {}
 
-    // Appends each process's outstanding bytes at the snapshot's time; a process that is gone
-    // (or attached anew: an exec, a reused pid) starts over.
+    // Appends each process's series at the snapshot's time (what the detector follows: the
+    // probes' outstanding bytes, or the kernel's count of its memory in the watch tier); a
+    // process that is gone (or attached anew: an exec, a reused pid) starts over.
     void record(const Snapshot& snapshot);
     // (unix seconds, outstanding bytes), oldest first; nullopt for a pid not in the last sample.
     std::optional<std::vector<std::pair<double, int64_t>>> of(uint32_t pid) const;

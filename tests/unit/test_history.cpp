@@ -42,3 +42,15 @@ TEST_CASE("History starts over for a process attached anew", "[http][history]") 
     h.record(at(11, {{1, 9.0, 50}}));  // an exec, or the pid reused
     CHECK(*h.of(1) == Points{{11, 50}});
 }
+
+TEST_CASE("History follows the process's series: its memory in the watch tier", "[http][history]") {
+    History h;
+    Snapshot s = at(10, {{1, 5.0, 100}});
+    s.processes[0].tracking = TrackingState::kWatch;
+    s.processes[0].memory = ProcMemory{8 << 20, 1 << 20, 64 << 20};
+    h.record(s);
+    s = at(11, {{1, 5.0, 100}});  // tracking: full, the probes' outstanding bytes
+    s.processes[0].tracking = TrackingState::kFull;
+    h.record(s);
+    CHECK(*h.of(1) == Points{{10, 9 << 20}, {11, 100}});
+}

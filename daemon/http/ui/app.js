@@ -165,6 +165,26 @@ function drawFlame(box, pid, stacks) {
 
 // --- the page ------------------------------------------------------------------------------
 
+function followsMemory(p) {
+  return (p.tracking === "watch" || p.tracking === "escalated") && p.memory;
+}
+
+// The stacks the flame graph draws: those of the allocator probes when they hold anything;
+// else, in the watch tier, the stacks that first touched the memory still held (sampled).
+function flameStacks(box, stacks) {
+  const probed = (stacks.stacks || []).filter(s => s.outstanding_bytes > 0);
+  const touched = (stacks.growth_stacks || []).filter(s => s.resident_bytes > 0);
+  const caption = box.querySelector(".flame-caption");
+  if (probed.length || !touched.length) {
+    caption.textContent = "Outstanding bytes by stack (flame graph: callers below, allocator " +
+                          "on top; click to zoom)";
+    return probed;
+  }
+  caption.textContent = "Memory still held by the stack that first touched it (watch tier: " +
+                        "sampled page faults; flame graph, callers below; click to zoom)";
+  return touched.map(s => ({...s, outstanding_bytes: s.resident_bytes}));
+}
+
 function processBox(p) {
   const id = `process-${p.pid}`;
   let box = document.getElementById(id);
@@ -172,18 +192,27 @@ function processBox(p) {
     box = el("div", {class: "process", id, "data-pid": p.pid});
     box.appendChild(el("h3"));
     box.appendChild(el("div", {class: "figures"}));
-    box.appendChild(el("div", {class: "caption"}, "Outstanding bytes over time"));
+    box.appendChild(el("div", {class: "caption chart-caption"}));
     box.appendChild(el("div", {class: "chart-box"}));
-    box.appendChild(el("div", {class: "caption"},
-      "Outstanding bytes by stack (flame graph: callers below, allocator on top; click to zoom)"));
+    box.appendChild(el("div", {class: "caption flame-caption"}));
     box.appendChild(el("div", {class: "flame-box"}));
     document.getElementById("processes").appendChild(box);
   }
   box.querySelector("h3").textContent = `${p.watch} · ${p.comm} (pid ${p.pid})`;
   const figures = box.querySelector(".figures");
   figures.replaceChildren();
-  figures.append(`${bytes(p.outstanding_bytes)} outstanding in ${p.outstanding_allocations} ` +
-                 `allocations, ${p.stacks} stacks, growing ${bytes(p.growth_bytes_per_second)}/s `);
+  // The watch tier has no allocator probe: its series is the kernel's count of the process's
+  // memory (escalated too: the probes only name the stacks), as the history records it.
+  const memory = followsMemory(p);
+  if (memory)
+    figures.append(`${bytes(p.memory.anon_bytes + p.memory.swap_bytes)} of anonymous memory ` +
+                   `and swap (tracking: ${p.tracking}), growing ` +
+                   `${bytes(p.growth_bytes_per_second)}/s `);
+  else
+    figures.append(`${bytes(p.outstanding_bytes)} outstanding in ${p.outstanding_allocations} ` +
+                   `allocations, ${p.stacks} stacks, growing ${bytes(p.growth_bytes_per_second)}/s `);
+  box.querySelector(".chart-caption").textContent =
+    memory ? "Anonymous memory and swap over time" : "Outstanding bytes over time";
   if (p.leak_suspected) figures.appendChild(el("span", {class: "suspected"}, "leak suspected"));
   figures.appendChild(el("a", {href: `/api/v1/pprof?pid=${p.pid}`}, "pprof"));
   figures.appendChild(el("a", {href: `/api/v1/folded?pid=${p.pid}`}, "folded stacks"));
@@ -230,7 +259,7 @@ async function refresh() {
         api(`/api/v1/history?pid=${p.pid}`).catch(() => ({outstanding_bytes: []})),
         api(`/api/v1/stacks?pid=${p.pid}&top=${FLAME_STACKS}`).catch(() => ({stacks: []}))]);
       drawChart(box.querySelector(".chart-box"), history.outstanding_bytes);
-      drawFlame(box.querySelector(".flame-box"), p.pid, stacks.stacks);
+      drawFlame(box.querySelector(".flame-box"), p.pid, flameStacks(box, stacks));
     }
     status.textContent = `${processes.length} processes watched, ${leaks.length} suspected ` +
                          `leaks; updated ${new Date().toLocaleTimeString()}`;
