@@ -267,8 +267,49 @@ def test_client_tls_auth(cleanup):
           "an unknown CA and plain HTTP refused")
 
 
+def test_client_cert(cleanup):
+    """client_auth_type RequireAndVerifyClientCert with client_ca_file, and min_version TLS13,
+    over real handshakes: the client's certificate signed by the CA gets in, none is refused,
+    and TLS 1.2 is refused while TLS 1.3 is accepted (openssl s_client)."""
+    d = start(cleanup, TempDir("leakwatch-mtls-")).path
+    make_tls(d)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key",
+                    "-out", "client.csr", "-subj", "/CN=leakwatch test client"],
+                   cwd=d, check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey",
+                    "ca.key", "-CAcreateserial", "-out", "client.crt", "-days", "2"],
+                   cwd=d, check=True, capture_output=True)
+    web = os.path.join(d, "web.yml")
+    with open(web, "w") as f:
+        f.write("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+                "  min_version: TLS13\n")
+    daemon = Daemon("watch: []\n", extra_args=("--web.config.file", web), wait=False)
+    cleanup.append(daemon)
+    url = f"https://127.0.0.1:{daemon.port}"
+    ca, crt, key = (os.path.join(d, n) for n in ("ca.crt", "client.crt", "client.key"))
+    with_cert = ["--url", url, "--ca-file", ca, "--cert-file", crt, "--key-file", key]
+    wait_until(lambda: client(*with_cert, "leaks").returncode == 0, 20,
+               "leakwatchd over TLS with a client certificate")
+    r = client("--url", url, "--ca-file", ca, "leaks")
+    check(r.returncode == 1 and "cannot reach the daemon" in r.stderr,
+          f"no client certificate: exit {r.returncode}: {r.stderr}")
+
+    def s_client(version, *cert):
+        return subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{daemon.port}",
+                               version, "-CAfile", ca, *cert], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=30)
+    old = s_client("-tls1_2", "-cert", crt, "-key", key)
+    check(old.returncode != 0, f"TLS 1.2 to a TLS13 minimum was accepted:\n{old.stdout}")
+    new = s_client("-tls1_3", "-cert", crt, "-key", key)
+    check(new.returncode == 0 and "TLSv1.3" in new.stdout,
+          f"TLS 1.3: exit {new.returncode}\n{new.stdout}{new.stderr}")
+    print(f"client certificate: accepted with one signed by client_ca_file, refused without "
+          f"({r.stderr.strip()}); TLS 1.2 refused, TLS 1.3 accepted")
+
+
 if __name__ == "__main__":
     require_root()
     run({"client_figures": test_client_figures, "client_unreachable": test_client_unreachable,
          "client_check_config": test_client_check_config, "client_pprof": test_client_pprof,
-         "client_tls_auth": test_client_tls_auth})
+         "client_tls_auth": test_client_tls_auth, "client_cert": test_client_cert})
