@@ -10,7 +10,8 @@
 # stacks and churning CHURN malloc/free pairs a second; waits until the daemon lists them all
 # and counts PROCS x BLOCKS outstanding allocations; then, over WINDOW seconds with no HTTP
 # request, records the daemon's CPU time (utime + stime, /proc/PID/stat) and RSS; then times
-# SCRAPES requests each of /metrics, /api/v1/stacks and /api/v1/processes.
+# SCRAPES requests each of /metrics, /api/v1/stacks, /api/v1/processes, /debug/pprof/heap and
+# /api/v1/folded.
 #
 # Environment: BUILD (build directory, default ./build), PROCS (100), BLOCKS (10000), STACKS
 # (100, at most 1000), CHURN (pairs per second per process, 100), INTERVAL (the daemon's
@@ -19,6 +20,9 @@
 # "--probe-mode multi"), TRACKING (the rule's tracking, full; escalate for the watch tier:
 # no allocator probe, so the allocations are not counted and the daemon's cost is the tier's
 # own), SKIP_BUILD=1 (use the binaries already built), PYTHON (default
+# the detector's share is), UNWIND (the rule's unwind: auto, frame-pointer or dwarf; default
+# auto), DAEMON_FLAGS (more leakwatchd flags, e.g.
+# "--probe-mode multi"), SKIP_BUILD=1 (use the binaries already built), PYTHON (default
 # /usr/bin/python3 if present).
 set -euo pipefail
 
@@ -33,6 +37,7 @@ WINDOW=${WINDOW:-60}
 SCRAPES=${SCRAPES:-20}
 LEAK_DETECTION=${LEAK_DETECTION:-true}
 TRACKING=${TRACKING:-full}
+UNWIND=${UNWIND:-auto}
 read -r -a DAEMON_FLAGS <<<"${DAEMON_FLAGS:-}"
 if [[ -z ${PYTHON:-} ]]; then
     PYTHON=python3
@@ -153,6 +158,7 @@ watch:
     tracking: $TRACKING
     match:
       comm: hold
+    unwind: $UNWIND
 EOF
 
 echo "# leakwatchd at scale, $(date -u '+%Y-%m-%d %H:%M UTC'), tracking: $TRACKING"
@@ -161,7 +167,7 @@ echo "# $PROCS processes x $BLOCKS live blocks from $STACKS stacks each, churn $
      "interval $INTERVAL, window ${WINDOW}s, $SCRAPES requests per endpoint"
 echo "# limits: live_allocations $LIVE_LIMIT, stacks $STACK_LIMIT, stack_totals $TOTALS_LIMIT," \
      "processes $PROC_LIMIT, top_stacks $TOP_STACKS; leak_detection.enabled $LEAK_DETECTION," \
-     "max_series $MAX_SERIES"
+     "max_series $MAX_SERIES; unwind $UNWIND"
 echo "# leakwatchd: $DAEMON ${DAEMON_FLAGS[*]+${DAEMON_FLAGS[*]}} (built $(date -u -r "$DAEMON" '+%Y-%m-%d %H:%M UTC'))"
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -268,7 +274,12 @@ for ((n = 0; n < PROCS && n < SCRAPES; n++)); do
 done
 read -r STACKS_MED STACKS_MAX STACKS_BYTES <<<"$(time_requests "$SCRAPES" "${stack_urls[@]}")"
 read -r PROCS_MED PROCS_MAX PROCS_BYTES <<<"$(time_requests "$SCRAPES" /api/v1/processes)"
-if [[ -z $METRICS_MED || -z $STACKS_MED || -z $PROCS_MED ]]; then
+HWM_BEFORE_PROFILES=$(status_kib "$DAEMON_PID" VmHWM)
+# The whole host's heap profile, as Parca and Pyroscope scrape it, and one process's folded stacks.
+read -r HEAP_MED HEAP_MAX HEAP_BYTES <<<"$(time_requests "$SCRAPES" /debug/pprof/heap)"
+read -r FOLDED_MED FOLDED_MAX FOLDED_BYTES <<<"$(time_requests "$SCRAPES" \
+    "/api/v1/folded?pid=${HOLD_PIDS[0]}")"
+if [[ -z $METRICS_MED || -z $STACKS_MED || -z $PROCS_MED || -z $HEAP_MED || -z $FOLDED_MED ]]; then
     echo "daemon_scale.sh: requests failed; the daemon's log:" >&2
     cat "$WORK/daemon.log" >&2
     exit 1
@@ -297,6 +308,8 @@ row "daemon CPU time over the window, s" "$CPU_S" "" ""
 row "daemon RSS in the window, max (avg), MiB" "$(mib "$RSS_MAX") ($(mib "$RSS_AVG"))" \
     "$TARGET_RSS_MIB" "$(verdict "$(mib "$RSS_MAX")" "$TARGET_RSS_MIB")"
 row "daemon VmHWM after the window, MiB" "$(mib "$HWM_WINDOW")" "" ""
+row "daemon VmHWM before the pprof and folded requests, MiB" "$(mib "$HWM_BEFORE_PROFILES")" \
+    "$TARGET_RSS_MIB" "$(verdict "$(mib "$HWM_BEFORE_PROFILES")" "$TARGET_RSS_MIB")"
 row "daemon VmHWM after the requests, MiB" "$(mib "$HWM_END")" "$TARGET_RSS_MIB" \
     "$(verdict "$(mib "$HWM_END")" "$TARGET_RSS_MIB")"
 row "daemon RSS after the requests, MiB" "$(mib "$RSS_END")" "" ""
@@ -315,6 +328,10 @@ row "/api/v1/stacks?top=$TOP_STACKS latency, median (max), ms" "$STACKS_MED ($ST
 row "/api/v1/stacks size, bytes" "$STACKS_BYTES" "" ""
 row "/api/v1/processes latency, median (max), ms" "$PROCS_MED ($PROCS_MAX)" "" ""
 row "/api/v1/processes size, bytes" "$PROCS_BYTES" "" ""
+row "/debug/pprof/heap (every process) latency, median (max), ms" "$HEAP_MED ($HEAP_MAX)" "" ""
+row "/debug/pprof/heap size, bytes (gzipped)" "$HEAP_BYTES" "" ""
+row "/api/v1/folded?pid= latency, median (max), ms" "$FOLDED_MED ($FOLDED_MAX)" "" ""
+row "/api/v1/folded size, bytes" "$FOLDED_BYTES" "" ""
 echo
 echo "CPU: utime + stime of leakwatchd (all threads) over the window, no HTTP request meanwhile."
 echo "RSS: VmRSS sampled once a second; VmHWM is the peak since start. The BPF maps are kernel"

@@ -51,7 +51,7 @@ struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
     __type(key, struct lw_key);
-    __type(value, struct lw_totals);
+    __type(value, struct lw_stack_totals);
 } stack_totals SEC(".maps");
 
 struct {
@@ -393,7 +393,7 @@ static __always_inline void account_free(__u32 tgid, const struct lw_alloc *a)
 {
     if (a->counted) {
         struct lw_key skey = {.tgid = tgid, .id = a->stack};
-        struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
+        struct lw_stack_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
         if (t) {
             __sync_fetch_and_add(&t->bytes, -(__s64)a->bytes);
             __sync_fetch_and_add(&t->count, -(__s64)a->weight);
@@ -417,7 +417,7 @@ static __always_inline void account_shrink(__u32 tgid, const struct lw_alloc *a,
 {
     if (a->counted) {
         struct lw_key skey = {.tgid = tgid, .id = a->stack};
-        struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
+        struct lw_stack_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
         if (t)
             __sync_fetch_and_add(&t->bytes, -(__s64)by);
     }
@@ -468,7 +468,7 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
 
     struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     struct lw_key skey = {.tgid = tgid, .id = stack};
-    struct lw_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
+    struct lw_stack_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
     if (!t && stack && p &&
         (at_share(p->totals, process_totals_max) ||
          (at_share(p->stacks, process_stacks_max) && !bpf_map_lookup_elem(&stacks, &skey)))) {
@@ -479,7 +479,7 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
         t = bpf_map_lookup_elem(&stack_totals, &skey);
     }
     if (!t) {
-        struct lw_totals zero = {};
+        struct lw_stack_totals zero = {};
         if (bpf_map_update_elem(&stack_totals, &skey, &zero, BPF_NOEXIST) == 0 && p)
             __sync_fetch_and_add(&p->totals, 1);
         t = bpf_map_lookup_elem(&stack_totals, &skey);
@@ -504,6 +504,8 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
     if (t) {
         __sync_fetch_and_add(&t->bytes, (__s64)bytes);
         __sync_fetch_and_add(&t->count, weight);
+        __sync_fetch_and_add(&t->alloc_bytes, bytes);
+        __sync_fetch_and_add(&t->alloc_count, weight);
     }
     if (p) {
         __sync_fetch_and_add(&p->bytes, (__s64)bytes);

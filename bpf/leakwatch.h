@@ -155,6 +155,15 @@ struct lw_totals {
     __s64 count;
 };
 
+/* A (process, stack) pair: outstanding, and allocated since the process was attached (the
+ * alloc_space/alloc_objects of a pprof heap profile). */
+struct lw_stack_totals {
+    __s64 bytes;  /* outstanding */
+    __s64 count;
+    __u64 alloc_bytes;
+    __u64 alloc_count;
+};
+
 struct lw_proc_totals {
     __s64 bytes;  /* outstanding */
     __s64 count;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "http/web_config.h"
 #include "loader/probes.h"
 #include "service/daemon.h"
 #include "service/logging.h"
@@ -23,8 +24,18 @@ void on_signal(int sig) {
     (sig == SIGHUP ? g_requests.reload : g_requests.stop) = true;
 }
 
-// --check-config: the config is valid; do the BPF programs load with it?
-int check_config(const leakwatch::Config& config) {
+// --check-config: the config (and the web config, if given) is valid; do the BPF programs
+// load with it?
+int check_config(const leakwatch::Config& config, const std::string& web_config) {
+    if (!web_config.empty()) {
+        auto web = leakwatch::load_web_config(web_config);
+        if (!web) {
+            std::printf("web config is invalid: %s\n", web.error().message.c_str());
+            return 1;
+        }
+        std::printf("web config %s is valid (%s, %zu users)\n", web_config.c_str(),
+                    web->tls ? "TLS" : "plain HTTP", web->users.size());
+    }
     if (auto problem = leakwatch::programs_load_problem(config)) {
         std::printf("configuration %s is valid, but %s\n", config.source.c_str(), problem->c_str());
         return 1;
@@ -55,6 +66,10 @@ int main(int argc, char** argv) {
         app.add_option("--config", config_path, "YAML configuration file")->capture_default_str();
     app.add_option("--web.listen-address", listen,
                    "HOST:PORT for /metrics and the API (overrides listen_address)");
+    std::string web_config;
+    app.add_option("--web.config.file", web_config,
+                   "TLS and basic authentication, in the Prometheus exporter-toolkit format "
+                   "(re-read when it changes)");
     app.add_flag("--check-config", check,
                  "validate the configuration and that the BPF programs load, then exit 0/1");
     auto* log_opt =
@@ -94,6 +109,7 @@ int main(int argc, char** argv) {
     options.config_path = config_path;
     options.explicit_config = config_opt->count() > 0;
     options.listen_override = listen;
+    options.web_config_file = web_config;
     options.log_level_from_flag = log_opt->count() > 0;
     options.probe_mode = probe_mode == "session"   ? leakwatch::ProbeMode::kSession
                          : probe_mode == "multi"   ? leakwatch::ProbeMode::kMulti
@@ -111,7 +127,7 @@ int main(int argc, char** argv) {
                      config.error().message.c_str());
         return 1;
     }
-    if (check) return check_config(*config);
+    if (check) return check_config(*config, web_config);
 
     struct sigaction sa {};
     sa.sa_handler = on_signal;

@@ -30,6 +30,12 @@ daemon_packages=(
     # civetweb's CMake config (civetweb-targets.cmake) names /usr/bin/civetweb, which only this
     # package holds; libcivetweb-dev merely recommends it
     civetweb
+    # pprof profiles: google/pprof's profile.proto (the Go package ships it), compiled by
+    # protoc for protobuf's lite runtime
+    libprotobuf-dev protobuf-compiler golang-github-google-pprof-dev
+    # TLS (OpenSSL 3) and bcrypt passwords (libcrypt) of the web config; the client's HTTP
+    # (libcurl); the man pages (scdoc)
+    libssl-dev libcrypt-dev libcurl4-openssl-dev scdoc
 )
 test_packages=(
     catch2
@@ -44,6 +50,9 @@ test_packages=(
     # libFuzzer targets (tests/fuzz): clang 16 builds the daemon's C++23 (clang 14 cannot use
     # libstdc++ 12's <expected>), with its fuzzer, ASan and UBSan runtimes
     clang-16 libclang-rt-16-dev
+    # go tool pprof reads the profiles; headless Chromium and its WebDriver draw the landing
+    # page; the Kubernetes manifests are parsed with PyYAML; certificates for the TLS tests
+    golang-go chromium chromium-driver python3-yaml openssl
 )
 
 packages=("${daemon_packages[@]}")

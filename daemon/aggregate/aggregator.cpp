@@ -67,6 +67,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
             frames->push_back(std::move(f));
         }
         r.site = site_of(*frames, meta.symbol_prefix);
+        r.allocator_frames = static_cast<uint32_t>(allocator_frames(*frames, meta.symbol_prefix));
         r.touch_site = touch_site_of(*frames, meta.symbol_prefix);
     } else {
         r.site = "[unknown]";
@@ -134,6 +135,16 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
             t.bytes = 0;
             t.count = 0;
             auto& list = stacks[pid];
+            // What was allocated stays the totals map's: min_age filters only what is held.
+            for (const auto& s : list) {
+                auto it = by_stack[pid].find(s.stack);
+                if (it == by_stack[pid].end()) {
+                    if (s.alloc_count == 0) continue;
+                    it = by_stack[pid].emplace(s.stack, StackTotals{pid, s.stack}).first;
+                }
+                it->second.alloc_bytes = s.alloc_bytes;
+                it->second.alloc_count = s.alloc_count;
+            }
             list.clear();
             for (const auto& [id, s] : by_stack[pid]) {
                 t.bytes += s.bytes;
@@ -168,10 +179,22 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
             const Resolved& r = resolve_stack(meta, s.stack);
             auto [at, fresh] = by_id.try_emplace(r.id, view.stacks.size());
             if (fresh) {
-                view.stacks.push_back({r.id, s.bytes, s.count, r.site, r.frames, {}, r.incomplete});
+                view.stacks.push_back({r.id,
+                                       s.bytes,
+                                       s.count,
+                                       r.site,
+                                       r.frames,
+                                       {},
+                                       r.incomplete,
+                                       s.alloc_bytes,
+                                       s.alloc_count,
+                                       r.allocator_frames});
             } else {
-                view.stacks[at->second].bytes += s.bytes;
-                view.stacks[at->second].count += s.count;
+                StackView& merged = view.stacks[at->second];
+                merged.bytes += s.bytes;
+                merged.count += s.count;
+                merged.alloc_bytes += s.alloc_bytes;
+                merged.alloc_count += s.alloc_count;
             }
         }
         std::stable_sort(view.stacks.begin(), view.stacks.end(),
@@ -193,9 +216,9 @@ void Aggregator::add_growth_stacks(const std::vector<ProcessMeta>& processes, Sn
     for (const auto& meta : processes) {
         auto found = by_pid.find(meta.pid);
         if (found == by_pid.end()) continue;
-        auto view = std::lower_bound(
-            snap.processes.begin(), snap.processes.end(), meta.pid,
-            [](const ProcessView& p, uint32_t pid) { return p.pid < pid; });
+        auto view =
+            std::lower_bound(snap.processes.begin(), snap.processes.end(), meta.pid,
+                             [](const ProcessView& p, uint32_t pid) { return p.pid < pid; });
         std::vector<GrowthPage> pages = std::move(found->second);
         by_pid.erase(found);
         std::vector<uint64_t> addresses;
@@ -214,7 +237,8 @@ void Aggregator::add_growth_stacks(const std::vector<ProcessMeta>& processes, Sn
             const Resolved& r = resolve_stack(meta, pages[i].stack);
             auto [at, fresh] = by_id.try_emplace(r.id, view->growth_stacks.size());
             if (fresh)
-                view->growth_stacks.push_back({r.id, 0, 0, r.touch_site, r.frames, {}, r.incomplete});
+                view->growth_stacks.push_back(
+                    {r.id, 0, 0, r.touch_site, r.frames, {}, r.incomplete});
             view->growth_stacks[at->second].bytes += weight;
             view->growth_stacks[at->second].count += 1;
         }

@@ -67,7 +67,7 @@ class ProcMemoryReader : public MemoryReader {
 
 struct StackView {
     uint64_t id = 0;
-    int64_t bytes = 0;
+    int64_t bytes = 0;  // outstanding
     int64_t count = 0;
     std::string site;
     std::shared_ptr<const std::vector<Frame>> frames;  // shared by every snapshot
@@ -75,6 +75,9 @@ struct StackView {
     // Callers are missing: the walk stopped early, or (unwind rules) the stack was recorded
     // while its first snapshot was being unwound and kept the frames walked so far.
     bool incomplete = false;
+    uint64_t alloc_bytes = 0;  // allocated since the process was attached (freed or not)
+    uint64_t alloc_count = 0;
+    uint32_t allocator_frames = 0;  // the innermost frames that are the allocator's own
 };
 
 struct ProcessView {
@@ -145,6 +148,7 @@ class Aggregator {
         uint64_t id = 0;  // the stack's id by its frames (RawStack::content_id, else its own)
         bool unnamed_jit = false;  // has frames in anonymous memory without a name
         bool incomplete = false;   // StackView::incomplete
+        uint32_t allocator_frames = 0;
         uint64_t jit_generation = 0;
     };
     const Resolved& resolve_stack(const ProcessMeta& meta, uint64_t id);

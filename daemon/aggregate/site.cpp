@@ -93,6 +93,12 @@ bool is_allocator_frame(std::string_view symbol, std::string_view prefix) {
     return false;
 }
 
+size_t allocator_frames(const std::vector<Frame>& frames, std::string_view prefix) {
+    size_t n = 0;
+    while (n < frames.size() && is_allocator_frame(frames[n].symbol, prefix)) n++;
+    return n;
+}
+
 std::string function_name(std::string_view s) {
     for (;;) {  // trailing qualifiers of member functions
         bool stripped = false;

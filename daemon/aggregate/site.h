@@ -14,6 +14,10 @@ namespace leakwatch {
 // (e.g. "je_" for a prefixed jemalloc).
 bool is_allocator_frame(std::string_view symbol, std::string_view prefix = {});
 
+// How many of a stack's innermost frames are the allocator's (see is_allocator_frame): a heap
+// profile's samples begin after them, at the function that allocated.
+size_t allocator_frames(const std::vector<Frame>& frames, std::string_view prefix = {});
+
 // A demangled function name without its parameter list and qualifiers, for a label:
 // "Session::open(int) const" -> "Session::open", "Foo::operator()(int)" -> "Foo::operator()".
 std::string function_name(std::string_view symbol);

@@ -23,8 +23,10 @@ struct ProcTotals {
 struct StackTotals {
     uint32_t tgid = 0;
     uint64_t stack = 0;  // 0: stack not captured
-    int64_t bytes = 0;
+    int64_t bytes = 0;   // outstanding
     int64_t count = 0;
+    uint64_t alloc_bytes = 0;  // allocated since the process was attached
+    uint64_t alloc_count = 0;
 };
 
 struct RawStack {

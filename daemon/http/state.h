@@ -13,6 +13,7 @@
 
 #include "aggregate/aggregator.h"
 #include "proc/files.h"
+#include "http/history.h"
 #include "unwind/unwinder.h"
 
 namespace leakwatch {
@@ -56,6 +57,7 @@ class PublishedState {
     }
     void publish(std::shared_ptr<const Snapshot> snapshot, DaemonStatus status) {
         std::lock_guard lock(mu_);
+        history_.record(*snapshot);
         snapshot_ = std::move(snapshot);
         status_ = std::move(status);
     }
@@ -73,10 +75,16 @@ class PublishedState {
         if (it == http_failures_.end()) it = http_failures_.emplace(std::string(path), 0).first;
         it->second += n;
     }
+    // A process's outstanding bytes over the last samples (History::of).
+    std::optional<std::vector<std::pair<double, int64_t>>> history(uint32_t pid) const {
+        std::lock_guard lock(mu_);
+        return history_.of(pid);
+    }
 
   private:
     mutable std::mutex mu_;
     std::map<std::string, uint64_t, std::less<>> http_failures_;
+    History history_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
     DaemonStatus status_;
     mutable std::vector<OperatorRequest> requests_;

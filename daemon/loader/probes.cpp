@@ -563,7 +563,8 @@ void Probes::purge(const std::set<uint32_t>& tgids) {
                 if (tgids.count(k.tgid)) doomed.push_back(k);
             });
         } else {
-            for_each_entry<lw_key, lw_totals>(fd, [&](const lw_key& k, const lw_totals&) {
+            using Totals = lw_stack_totals;
+            for_each_entry<lw_key, Totals>(fd, [&](const lw_key& k, const Totals&) {
                 if (tgids.count(k.tgid)) doomed.push_back(k);
             });
         }
@@ -589,8 +590,8 @@ void Probes::purge_probes(const std::set<uint32_t>& tgids) {
                                      [&](const lw_key& k, const lw_alloc&) {
                                          if (tgids.count(k.tgid)) live.push_back(k);
                                      });
-    for_each_entry<lw_key, lw_totals>(bpf_map__fd(skel_->maps.stack_totals),
-                                      [&](const lw_key& k, const lw_totals&) {
+    for_each_entry<lw_key, lw_stack_totals>(bpf_map__fd(skel_->maps.stack_totals),
+                                            [&](const lw_key& k, const lw_stack_totals&) {
                                           if (tgids.count(k.tgid)) totals.push_back(k);
                                       });
     delete_keys(bpf_map__fd(skel_->maps.live), live);
@@ -697,10 +698,10 @@ std::vector<std::pair<uint32_t, ProcTotals>> Probes::process_totals() {
 
 std::vector<StackTotals> Probes::stack_totals() {
     std::vector<StackTotals> out;
-    for_each_entry<lw_key, lw_totals>(bpf_map__fd(skel_->maps.stack_totals),
-                                      [&](const lw_key& k, const lw_totals& t) {
-                                          out.push_back({k.tgid, k.id, t.bytes, t.count});
-                                      });
+    for_each_entry<lw_key, lw_stack_totals>(
+        bpf_map__fd(skel_->maps.stack_totals), [&](const lw_key& k, const lw_stack_totals& t) {
+            out.push_back({k.tgid, k.id, t.bytes, t.count, t.alloc_bytes, t.alloc_count});
+        });
     return out;
 }
 
@@ -752,7 +753,7 @@ std::vector<MapUsage> Probes::usage() {
         // Batched: a key-by-key walk of these two was most of the daemon's CPU with 10,000
         // stacks (docs/performance.md, "The daemon at scale").
         {"stacks", count_batched<lw_key, lw_stack>(skel_->maps.stacks), limits_.stacks},
-        {"stack_totals", count_batched<lw_key, lw_totals>(skel_->maps.stack_totals),
+        {"stack_totals", count_batched<lw_key, lw_stack_totals>(skel_->maps.stack_totals),
          limits_.stack_totals},
         {"processes", count_entries(skel_->maps.watched), limits_.processes},
         {"inflight", count_entries(skel_->maps.inflight), limits_.threads},

@@ -255,13 +255,13 @@ Result<std::unique_ptr<Daemon>> Daemon::start(Config config, DaemonOptions optio
     d->tracker_.scan();
     const std::string& listen = d->options_.listen_override.empty() ? d->config_.listen_address
                                                                     : d->options_.listen_override;
-    auto server = HttpServer::start(listen, d->state_);
+    auto server = HttpServer::start(listen, d->state_, d->options_.web_config_file);
     if (!server) return std::unexpected(server.error());
     d->server_ = std::move(*server);
     spdlog::info(
-        "leakwatchd {} listening on {} (port {}), {} rules, {} processes watched, {} uprobes",
-        d->options_.version, listen, d->server_->port(), d->config_.watch.size(),
-        d->tracker_.attached(), probe_mode_name(d->probes_->mode()));
+        "leakwatchd {} listening on {} (port {}{}), {} rules, {} processes watched, {} uprobes",
+        d->options_.version, listen, d->server_->port(), d->server_->tls() ? ", TLS" : "",
+        d->config_.watch.size(), d->tracker_.attached(), probe_mode_name(d->probes_->mode()));
     return d;
 }
 

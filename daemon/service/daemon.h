@@ -36,6 +36,7 @@ struct DaemonOptions {
     std::string config_path;           // what a reload reads
     bool explicit_config = false;      // given with --config: it must exist
     std::string listen_override;       // --web.listen-address, over the config's listen_address
+    std::string web_config_file;       // --web.config.file: TLS and basic authentication
     bool log_level_from_flag = false;  // --log-level, over the config's log_level
     ProbeMode probe_mode = ProbeMode::kAuto;
     // What outlives a run (docs/operations.md, "Restarts, crashes and upgrades"): BPF maps and

@@ -53,7 +53,7 @@ TREE = "/root/leakwatch"
 # Packages only the tests need: the run command must not install them. (Not catch2: Debian's
 # libspdlog-dev depends on it.)
 TEST_ONLY = ["openjdk-17-jdk-headless", "qemu-system-x86", "prometheus", "libjemalloc2",
-             "gcc-aarch64-linux-gnu", "debootstrap", "rpm"]
+             "gcc-aarch64-linux-gnu", "debootstrap", "rpm", "golang-go", "chromium"]
 
 
 def source_files(src):

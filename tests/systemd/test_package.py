@@ -16,6 +16,14 @@ import sys
 
 FILES = [
     "/usr/sbin/leakwatchd",
+    "/usr/bin/leakwatch",
+    "/usr/lib/leakwatch/libssl.so",
+    "/usr/lib/leakwatch/libcrypto.so",
+    "/usr/share/man/man1/leakwatch.1.gz",
+    "/usr/share/man/man5/leakwatch.yaml.5.gz",
+    "/usr/share/man/man8/leakwatchd.8.gz",
+    "/usr/share/leakwatch/grafana/leakwatch.json",
+    "/usr/share/leakwatch/kubernetes/leakwatch.yaml",
     "/usr/lib/systemd/system/leakwatch.service",
     "/etc/leakwatch/leakwatch.yaml",
     "/usr/share/leakwatch/leakwatch-alerts.yml",
@@ -24,9 +32,11 @@ FILES = [
 ]
 CONFIG = "/etc/leakwatch/leakwatch.yaml"
 DEB_DEPENDS = ["libbpf1", "libyaml-cpp0.7", "libdw1", "libelf1", "libcapstone4", "libcivetweb1",
-               "libsystemd0", "libcap-ng0", "procps"]
+               "libsystemd0", "libcap-ng0", "procps", "libssl3", "libcurl4", "libprotobuf-lite32",
+               "libcrypt1"]
 RPM_REQUIRES = ["libbpf", "yaml-cpp", "elfutils-libelf", "systemd", "libcap-ng",
-                "libbpf.so.1()(64bit)"]
+                "libbpf.so.1()(64bit)", "openssl-libs", "libcurl", "protobuf-lite",
+                "libssl.so.3()(64bit)"]
 
 failures = []
 
@@ -68,6 +78,8 @@ def main():
     for f in FILES:
         check(f in paths, f"deb holds {f}")
     check(sum(p.endswith("/leakwatch.service") for p in paths) == 1, "deb: the unit only once")
+    man = [p for p in paths if p.startswith("/usr/share/man/") and p.endswith(".gz")]
+    check(len(man) == 3, f"deb: three man pages: {man}")
     check(run("dpkg-deb", "-I", deb, "conffiles").split() == [CONFIG], f"deb conffiles: {CONFIG}")
     depends = run("dpkg-deb", "-f", deb, "Depends")
     print(f"Depends: {depends.strip()}")
@@ -84,7 +96,9 @@ def main():
     rpm_files = run("rpm", "-qlp", rpm).split()
     for f in FILES:
         check(f in rpm_files, f"rpm holds {f}")
-    for d in ("/etc", "/usr/sbin", "/usr/lib/systemd/system", "/usr/share/doc"):
+    for d in ("/etc", "/usr/sbin", "/usr/bin", "/usr/lib/systemd/system", "/usr/share/doc",
+              "/usr/share/man", "/usr/share/man/man1", "/usr/share/man/man5",
+              "/usr/share/man/man8"):
         check(d not in rpm_files, f"rpm does not own {d}")
     check(run("rpm", "-qp", "--configfiles", rpm).split() == [CONFIG], f"rpm config: {CONFIG}")
     check(_noreplace(rpm), "rpm config is %config(noreplace)")

@@ -266,7 +266,7 @@ struct Fd {
 
 }  // namespace
 
-HttpResponse http_get(int port, const std::string& target) {
+HttpResponse http_get(int port, const std::string& target, const std::string& headers) {
     Fd sock{socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
     REQUIRE(sock.fd >= 0);
     timeval timeout{5, 0};
@@ -279,7 +279,7 @@ HttpResponse http_get(int port, const std::string& target) {
     INFO("connect to 127.0.0.1:" << port << ": " << std::strerror(errno));
     REQUIRE(connect(sock.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
 
-    std::string request = "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    std::string request = "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n" + headers + "\r\n";
     for (size_t sent = 0; sent < request.size();) {
         ssize_t n = send(sock.fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
         REQUIRE(n > 0);

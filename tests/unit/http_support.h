@@ -76,7 +76,8 @@ struct HttpResponse {
     std::string body;
 };
 
-HttpResponse http_get(int port, const std::string& target);
+// `headers`: more request header lines, each ending in \r\n.
+HttpResponse http_get(int port, const std::string& target, const std::string& headers = "");
 nlohmann::json json_body(const HttpResponse& r);
 
 }  // namespace http_support

@@ -1,8 +1,9 @@
 // Aggregator tests (aggregate/aggregator.cpp): a plain-data AllocationSource feeds
 // kernel-shaped totals, stacks and live allocations; a resolver over a small table of fake
 // functions stands in for the tracker and its Symbolizer.
-#include <catch2/catch.hpp>
 #include <unistd.h>
+
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -611,6 +612,47 @@ TEST_CASE("sample copies lost counters and map usage through", "[aggregate][samp
     CHECK(snap.taken <= after);
 }
 
+TEST_CASE("sample carries each stack's allocations since attach, and its allocator frames",
+          "[aggregate][sample][alloc]") {
+    constexpr uint64_t kSec = 1000000000ull;
+    const uint64_t now = 1000 * kSec;
+    FakeSource src;
+    src.stacks = {{100, 1, 400, 4, 4000, 40},
+                  {100, 2, 0, 0, 900, 9},    // holds nothing now, allocated before
+                  {100, 5, 100, 1, 100, 1},  // the same frames as stack 1, completed later
+                  {200, 1, 64, 1, 640, 10},
+                  {200, 3, 0, 0, 50, 5}};  // min_age: no live allocation is old enough
+    src.raw[{100, 1}] = RawStack{0x401010, {0x1000}};
+    src.raw[{100, 2}] = RawStack{0x401210, {0x1200, 0x401310}};
+    src.raw[{100, 5}] = RawStack{0x401010, {0x1000}, /*content_id=*/1};
+    src.raw[{200, 1}] = RawStack{0x401010, {0x1000}};
+    src.raw[{200, 3}] = RawStack{0x401410, {0x1000}};
+    src.live = {{200, 0xa000, 64, now - 60 * kSec, 1}};
+    FakeResolver r = layout();
+    Aggregator agg(src, r, no_memory);
+
+    auto snap = agg.sample({meta(100), meta(200, "app", "app", 10s)}, now);
+    const ProcessView* p = find_process(snap, 100);
+    REQUIRE(p);
+    REQUIRE(stack_ids(*p) == std::vector<uint64_t>{1, 2});
+    CHECK(p->stacks[0].bytes == 500);
+    CHECK(p->stacks[0].alloc_bytes == 4100);
+    CHECK(p->stacks[0].alloc_count == 41);
+    CHECK(p->stacks[0].allocator_frames == 1);  // malloc
+    CHECK(p->stacks[1].alloc_bytes == 900);
+    CHECK(p->stacks[1].allocator_frames == 2);  // operator new, std::allocator<int>::allocate
+
+    // min_age filters what is held, not what was allocated.
+    const ProcessView* aged = find_process(snap, 200);
+    REQUIRE(aged);
+    REQUIRE(stack_ids(*aged) == std::vector<uint64_t>{1, 3});
+    CHECK(aged->stacks[0].bytes == 64);
+    CHECK(aged->stacks[0].alloc_bytes == 640);
+    CHECK(aged->stacks[1].bytes == 0);
+    CHECK(aged->stacks[1].alloc_bytes == 50);
+    CHECK(aged->stacks[1].alloc_count == 5);
+}
+
 // --- Aggregator::sample: the watch tier ----------------------------------------------------
 
 TEST_CASE("the watch tier: memory from the kernel, and stacks of the sampled pages still held",
@@ -621,9 +663,9 @@ TEST_CASE("the watch tier: memory from the kernel, and stacks of the sampled pag
     // Two touching stacks: inside malloc (its header) under leak_fn, and memset under Foo::bar.
     src.raw[{100, 7}] = RawStack{0, {0x1010, 0x401010, 0x401110}};
     src.raw[{100, 8}] = RawStack{0, {0x1410, 0x401310, 0x401110}};
-    src.pages = {{100, 0x10000, 7, 1}, {100, 0x11000, 7, 2}, {100, 0x12000, 7, 3},
-                 {100, 0x20000, 8, 4}, {100, 0x21000, 8, 5},
-                 {300, 0x9000, 7, 6}};  // a process no longer watched
+    src.pages = {{100, 0x10000, 7, 1}, {100, 0x11000, 7, 2},
+                 {100, 0x12000, 7, 3}, {100, 0x20000, 8, 4},
+                 {100, 0x21000, 8, 5}, {300, 0x9000, 7, 6}};  // a process no longer watched
     FakeMemory mem;
     mem.memory_of[100] = ProcMemory{8 << 20, 1 << 20, 64 << 20};
     mem.held[100] = {0x10000, 0x11000, 0x12000, 0x20000};  // 0x21000 was released

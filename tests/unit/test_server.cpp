@@ -52,7 +52,10 @@ TEST_CASE("HttpServer serves metrics, the API and the landing page on one port",
         auto r = http_get(port, "/metrics");
         CHECK(r.status == 200);
         CHECK_THAT(r.headers["content-type"], StartsWith("text/plain; version=0.0.4"));
-        CHECK(r.body == render_metrics(*snap, state.read().second));
+        // The snapshot's exposition, then the daemon's own process_* figures.
+        const std::string rendered = render_metrics(*snap, state.read().second);
+        CHECK(r.body.substr(0, rendered.size()) == rendered);
+        CHECK_THAT(r.body.substr(rendered.size()), StartsWith("# HELP process_cpu_seconds_total"));
         auto exp = parse_exposition(r.body);
         CHECK(exp.one("leakwatch_outstanding_bytes", process_labels("app", 100, "appd")).value ==
               1073741824.0);
@@ -218,4 +221,134 @@ TEST_CASE("the API answers with valid UTF-8 whatever a process's name holds", "[
     REQUIRE(r.status == 200);
     CHECK(json_body(r)["processes"][0]["comm"] == "\xef\xbf\xbd\xef\xbf\xbdleak");
     CHECK(http_get(port, "/api/v1/stacks?pid=100").status == 200);
+}
+
+// --- profiles, history and the landing page's files ------------------------------------------
+
+TEST_CASE("HttpServer serves pprof, folded stacks, history and the page's script",
+          "[http][server]") {
+    PublishedState state;
+    auto status = make_status();
+    state.publish(std::make_shared<const Snapshot>(make_snapshot()), status);
+    state.publish(std::make_shared<const Snapshot>(make_snapshot()), status);
+    auto server = HttpServer::start("127.0.0.1:0", state);
+    if (!server) FAIL(server.error().message);
+    int port = (*server)->port();
+    for (const char* path :
+         {"/api/v1/pprof?pid=100", "/api/v1/pprof?watch=svc", "/api/v1/pprof", "/debug/pprof/heap",
+          "/debug/pprof/allocs?gc=1&debug=0", "/debug/pprof/heap?pid=4242"}) {
+        INFO(path);
+        auto r = http_get(port, path);
+        CHECK(r.status == 200);
+        CHECK(r.headers["content-type"] == "application/octet-stream");
+        CHECK_THAT(r.headers["content-disposition"], Contains("heap.pb.gz"));
+        REQUIRE(r.body.size() > 2);
+        CHECK(static_cast<unsigned char>(r.body[0]) == 0x1f);
+        CHECK(static_cast<unsigned char>(r.body[1]) == 0x8b);
+    }
+    CHECK(http_get(port, "/api/v1/pprof?pid=999").status == 404);
+    CHECK(http_get(port, "/api/v1/pprof?kernel=1").status == 404);  // kernel tracking off
+    CHECK(http_get(port, "/api/v1/pprof?pid=x").status == 400);
+    CHECK(http_get(port, "/api/v1/pprof?kernel=1&pid=100").status == 400);
+    CHECK(http_get(port, "/api/v1/pprof?watch=" + std::string(300, 'a')).status == 400);
+
+    auto folded = http_get(port, "/api/v1/folded?pid=4242");
+    CHECK(folded.status == 200);
+    CHECK(folded.body == "main;record_entry;malloc 65536\n");
+
+    auto history = http_get(port, "/api/v1/history?pid=100");
+    CHECK(history.status == 200);
+    CHECK(json_body(history)["outstanding_bytes"] ==
+          nlohmann::json::parse("[[1700000000.0, 1073741824], [1700000000.0, 1073741824]]"));
+    CHECK(http_get(port, "/api/v1/history?pid=5").status == 404);
+    CHECK(http_get(port, "/api/v1/history").status == 400);
+
+    auto js = http_get(port, "/ui/app.js");
+    CHECK(js.status == 200);
+    CHECK_THAT(js.headers["content-type"], StartsWith("text/javascript"));
+    CHECK_THAT(js.body, Contains("function drawFlame"));
+    CHECK_THAT(http_get(port, "/ui/style.css").headers["content-type"], StartsWith("text/css"));
+    CHECK(http_get(port, "/ui/nope.js").status == 404);
+}
+
+// --- basic authentication from a web config file ---------------------------------------------
+
+namespace {
+
+// htpasswd -nbBC 10 prom s3cret, and other:pw2
+const char* const kPromHash = "$2y$10$Eyi6gAnpCyf0IAV.rkEXy.IYgTcisTbPMJus6LNAUunUl4jCVdBhK";
+const char* const kOtherHash = "$2y$10$Hn.Xte3cWFcN2IRafDY9Qe4cyx/CGebzvgOmrr.UbrJFA3ZEPc0nO";
+
+void write_file(const std::string& path, const std::string& text) {
+    // Replaced by a rename, as editors and configuration managers do: the watcher sees a new
+    // inode even within one second.
+    std::string tmp = path + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    REQUIRE(f);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    REQUIRE(std::rename(tmp.c_str(), path.c_str()) == 0);
+}
+
+// Waits up to 5 s for `path` to answer `status` with these headers.
+bool answers(int port, const std::string& path, int status, const std::string& headers) {
+    for (int i = 0; i < 50; i++) {
+        if (http_get(port, path, headers).status == status) return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("HttpServer asks for basic authentication as the web config says, and rereads it",
+          "[http][server][auth]") {
+    char dir[] = "/tmp/leakwatch-auth-XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    const std::string web = std::string(dir) + "/web.yml";
+    write_file(web, std::string("http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+                                "basic_auth_users:\n  prom: '") +
+                        kPromHash + "'\n");
+    PublishedState state;
+    state.publish(std::make_shared<const Snapshot>(make_snapshot()), make_status());
+    auto server = HttpServer::start("127.0.0.1:0", state, web);
+    if (!server) FAIL(server.error().message);
+    int port = (*server)->port();
+    CHECK(!(*server)->tls());
+    const std::string prom = "Authorization: Basic cHJvbTpzM2NyZXQ=\r\n";   // prom:s3cret
+    const std::string wrong = "Authorization: Basic cHJvbTp3cm9uZw==\r\n";  // prom:wrong
+    const std::string other = "Authorization: Basic b3RoZXI6cHcy\r\n";      // other:pw2
+
+    for (const char* path : {"/metrics", "/api/v1/processes", "/api/v1/pprof?pid=100", "/"}) {
+        INFO(path);
+        auto none = http_get(port, path);
+        CHECK(none.status == 401);
+        CHECK_THAT(none.headers["www-authenticate"], StartsWith("Basic"));
+        CHECK(http_get(port, path, wrong).status == 401);
+        auto ok = http_get(port, path, prom);
+        CHECK(ok.status == 200);
+        CHECK(ok.headers["x-frame-options"] == "deny");
+    }
+
+    INFO("users change at once, without a restart");
+    write_file(web, std::string("basic_auth_users:\n  other: '") + kOtherHash + "'\n");
+    CHECK(answers(port, "/metrics", 200, other));
+    CHECK(http_get(port, "/metrics", prom).status == 401);
+    CHECK(http_get(port, "/metrics", other).headers.count("x-frame-options") == 0);
+
+    INFO("a broken web config refuses every request until it is fixed");
+    write_file(web, "basic_auth_users: [\n");
+    CHECK(answers(port, "/metrics", 500, other));
+    write_file(web, std::string("basic_auth_users:\n  other: '") + kOtherHash + "'\n");
+    CHECK(answers(port, "/metrics", 200, other));
+
+    std::remove(web.c_str());
+    rmdir(dir);
+}
+
+TEST_CASE("HttpServer::start refuses an invalid web config", "[http][server][auth]") {
+    PublishedState state;
+    auto missing = HttpServer::start("127.0.0.1:0", state, "/nonexistent/web.yml");
+    REQUIRE(!missing);
+    CHECK_THAT(missing.error().message, Contains("/nonexistent/web.yml"));
 }

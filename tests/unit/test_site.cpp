@@ -104,6 +104,17 @@ TEST_CASE("function_name drops parameter lists and qualifiers for site labels",
     CHECK(site_of(frames) == "Session::open");
 }
 
+TEST_CASE("allocator_frames counts the allocator's innermost frames", "[aggregate][site]") {
+    CHECK(allocator_frames({frame_named("malloc"), frame_named("leak_fn"), frame_named("main")}) ==
+          1);
+    CHECK(allocator_frames({frame_named("operator new(unsigned long)"),
+                            frame_named("std::allocator<int>::allocate(unsigned long)"),
+                            frame_named("Foo::bar"), frame_named("malloc")}) == 2);
+    CHECK(allocator_frames({frame_named("je_malloc"), frame_named("leak_fn")}, "je_") == 1);
+    CHECK(allocator_frames({frame_named("leak_fn")}) == 0);
+    CHECK(allocator_frames({}) == 0);
+}
+
 TEST_CASE("touch_site_of: past the allocator, its unnamed internals and the memory writers",
           "[aggregate][site][watch]") {
     Frame internal;  // a stripped libc's _int_malloc
