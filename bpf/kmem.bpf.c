@@ -234,21 +234,30 @@ int BPF_PROG(mm_page_free_batched, struct page *page)
     return kfree_addr(LW_KS_PAGE, (__u64)page);
 }
 
-/* 6.2+: (call_site, reserved, is_atomic, size, align, base_addr, off, ptr, bytes_alloc, gfp);
- * before: (reserved, is_atomic, size, align, base_addr, off, ptr), where the memory is size
- * bytes on every possible CPU. */
+/* 6.2+ (and Debian's 6.1): (call_site, reserved, is_atomic, size, align, base_addr, off, ptr,
+ * bytes_alloc, gfp); before: (reserved, is_atomic, size, align, base_addr, off, ptr). The memory
+ * taken is `size` bytes on every possible CPU. bytes_alloc is not used: it adds what memory
+ * cgroups charge for the chunk's per-object vector (two pointers per 4 bytes: 3x the size on one
+ * CPU), a vector allocated once per chunk, not per allocation. */
 SEC("raw_tp/percpu_alloc_percpu")
 int percpu_alloc_percpu(__u64 *ctx)
 {
-    __u64 ptr, bytes;
+    __u64 ptr, size;
+    /* The barriers keep each branch's reads in it: merged into one read at a chosen offset, the
+     * verifier refuses them (a modified context pointer), and each layout's offsets are valid
+     * only for its own tracepoint. */
     if (bpf_core_field_exists(struct trace_event_raw_percpu_alloc_percpu, bytes_alloc)) {
         ptr = ctx[7];
-        bytes = ctx[8];
+        size = ctx[3];
+        barrier_var(ptr);
+        barrier_var(size);
     } else {
         ptr = ctx[6];
-        bytes = ctx[2] * nr_cpus;
+        size = ctx[2];
+        barrier_var(ptr);
+        barrier_var(size);
     }
-    return kalloc(ctx, LW_KS_PERCPU, LW_K_PERCPU, ptr, bytes);
+    return kalloc(ctx, LW_KS_PERCPU, LW_K_PERCPU, ptr, size * nr_cpus);
 }
 
 SEC("raw_tp/percpu_free_percpu")
