@@ -25,6 +25,10 @@ const volatile __u32 nr_cpus = 1;
 const volatile bool include_movable = false;
 #define LW_GFP_MOVABLE 0x08u
 
+/* Module loads and unloads since the object was loaded (module_load, module_free), stored in
+ * every new kernel stack (lw_kstack.modules); the daemon reads it with the symbols. */
+__u32 module_generation = 0;
+
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 262144);
@@ -81,6 +85,7 @@ static __always_inline __u64 capture_kstack(void *ctx)
         return 0;
     }
     s->nr = n / sizeof(__u64);
+    s->modules = module_generation;
     __u64 h = stack_hash(0x9e3779b97f4a7c15ULL, s->ips, s->nr);
     if (!bpf_map_lookup_elem(&kstacks, &h)) {
         long err = bpf_map_update_elem(&kstacks, &h, s, BPF_NOEXIST);
@@ -264,4 +269,20 @@ SEC("raw_tp/percpu_free_percpu")
 int BPF_PROG(percpu_free_percpu, void *base_addr, int off, void *ptr)
 {
     return kfree_addr(LW_KS_PERCPU, (__u64)ptr);
+}
+
+/* A module's code can only run between these two: its load is counted before its init runs,
+ * its unload after its exit function. */
+SEC("raw_tp/module_load")
+int module_load(void *ctx)
+{
+    __sync_fetch_and_add(&module_generation, 1);
+    return 0;
+}
+
+SEC("raw_tp/module_free")
+int module_free(void *ctx)
+{
+    __sync_fetch_and_add(&module_generation, 1);
+    return 0;
 }

@@ -55,6 +55,8 @@ enum lw_lost_reason {
                                   the stack kept its frames up to there */
     LW_LOST_STACK_TRUNCATED,   /* a walk stopped before the outermost frame: a frame pointer or
                                   a rule led to memory it could not read, or too deep */
+    LW_LOST_K_PROGRAM_MISSED,  /* the kernel skipped a kmem program run: it was already running
+                                  on that CPU (read by the daemon from the programs' info) */
     LW_LOST_MAX,
 };
 
@@ -272,7 +274,10 @@ struct lw_ktotals_key {
 
 struct lw_kstack {
     __u32 nr;
-    __u32 pad;
+    /* Module loads and unloads counted (kmem.bpf.c's module_generation) when the stack was
+     * first stored: the daemon names a frame in a module only from symbols read when that module
+     * was already loaded, never after another module that took its addresses later. */
+    __u32 modules;
     __u64 ips[LW_MAX_STACK_DEPTH];
 };
 

@@ -65,6 +65,9 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
         {"mm_page_free_batched", skel->progs.mm_page_free_batched, k[2]},
         {"percpu_alloc_percpu", skel->progs.percpu_alloc_percpu, k[3]},
         {"percpu_free_percpu", skel->progs.percpu_free_percpu, k[3]},
+        // Not allocations: they count module loads and unloads (KernelStack::modules).
+        {"module_load", skel->progs.module_load, true},
+        {"module_free", skel->progs.module_free, true},
     };
     // A tracepoint exists when the kernel's BTF has its btf_trace_<name> typedef.
     btf* vmlinux = btf__load_vmlinux_btf();
@@ -81,13 +84,24 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
 
     if (int err = kmem_bpf__load(skel))
         return fail_errno("loading the kernel allocation BPF programs", err);
+    int modules_attached = 0;
     for (const auto& w : wants) {
         if (!w.enabled) continue;
         bpf_link* link = bpf_program__attach(w.prog);
         if (!link) return fail_errno(std::string("attaching tracepoint ") + w.tracepoint, errno);
         probes->links_.push_back(link);
-        probes->attached_.push_back(w.tracepoint);
+        probes->programs_.push_back(w.prog);
+        if (w.prog == skel->progs.module_load || w.prog == skel->progs.module_free)
+            modules_attached++;
+        else
+            probes->attached_.push_back(w.tracepoint);
     }
+    probes->modules_counted_ = modules_attached == 2;
+    // A kernel without loadable modules (no /proc/modules) has nothing to count.
+    if (!probes->modules_counted_ && ::access("/proc/modules", F_OK) == 0)
+        spdlog::info(
+            "kernel: this kernel has no module_load/module_free tracepoints: frames in modules "
+            "are named from the symbols as last read, whichever module held the address then");
     return probes;
 }
 
@@ -105,11 +119,17 @@ std::vector<KernelTotals> KernelProbes::kernel_totals() {
     return out;
 }
 
-std::optional<std::vector<uint64_t>> KernelProbes::kernel_stack(uint64_t id) {
+std::optional<KernelStack> KernelProbes::kernel_stack(uint64_t id) {
     lw_kstack s{};
     if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.kstacks), &id, &s)) return std::nullopt;
     uint32_t nr = std::min<uint32_t>(s.nr, LW_MAX_STACK_DEPTH);
-    return std::vector<uint64_t>(s.ips, s.ips + nr);
+    return KernelStack{std::vector<uint64_t>(s.ips, s.ips + nr), s.modules};
+}
+
+std::optional<uint32_t> KernelProbes::module_generation() const {
+    if (!modules_counted_) return std::nullopt;
+    // The object's .bss, mapped into the daemon: the BPF programs add to it atomically.
+    return __atomic_load_n(&skel_->bss->module_generation, __ATOMIC_RELAXED);
 }
 
 void KernelProbes::remove_kernel_totals(const std::vector<KernelTotals>& keys) {
@@ -125,7 +145,15 @@ void KernelProbes::remove_kernel_totals(const std::vector<KernelTotals>& keys) {
 }
 
 LostCounters KernelProbes::lost() {
-    return read_lost(skel_->maps.klost, ncpus_);
+    LostCounters lost = read_lost(skel_->maps.klost, ncpus_);
+    // Runs the kernel skipped: the program was already running on that CPU (5.12+ counts them).
+    for (auto* prog : programs_) {
+        bpf_prog_info info{};
+        uint32_t size = sizeof(info);
+        if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &size) == 0)
+            lost[LW_LOST_K_PROGRAM_MISSED] += info.recursion_misses;
+    }
+    return lost;
 }
 
 std::vector<MapUsage> KernelProbes::usage(uint64_t live_records, uint64_t totals_entries) {
