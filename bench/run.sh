@@ -18,6 +18,9 @@
 #   sampled / sampled-multi the same two with sample_bytes: $SAMPLE (default 512KiB)
 #   dwarf           leakwatchd, full tracking, session uprobes, `unwind: dwarf`: stacks walked
 #                   in BPF with the rules read from CFI instead of by frame pointers
+#   auto            the same with `unwind: auto` (the default): by the frame pointer through
+#                   the files whose functions keep one (the bench), by rules elsewhere (libc)
+# The leakwatchd, multi and sampled cases walk by frame pointers (`unwind: frame-pointer`).
 # ns/pair is wall time over the whole loop (all threads) divided by the pairs; cpu ns/pair is
 # the bench's CPU time (user + system, where uprobe handling is charged) over the pairs.
 #
@@ -36,7 +39,7 @@ REPS=${REPS:-3}
 MODES=${MODES:-fixed random}
 SAMPLE=${SAMPLE:-512KiB}
 DEPTH=${DEPTH:-0}
-CASES=${CASES:-untraced floor floor-free floor-entries leakwatchd leakwatchd-multi sampled sampled-multi dwarf}
+CASES=${CASES:-untraced floor floor-free floor-entries leakwatchd leakwatchd-multi sampled sampled-multi dwarf auto}
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "run.sh: must run as root (uprobes and BPF)" >&2
@@ -261,6 +264,7 @@ for mode in $MODES; do
             sampled) start_daemon auto "$SAMPLE" ;;
             sampled-multi) start_daemon multi "$SAMPLE" ;;
             dwarf) start_daemon auto 0 dwarf ;;
+            auto) start_daemon auto 0 auto ;;
         esac
         walls=() cpus=() others=() misses=0
         for ((rep = 1; rep <= REPS; rep++)); do
@@ -269,7 +273,7 @@ for mode in $MODES; do
                 floor) run_floor "$mode" malloc,free,malloc_ret ;;
                 floor-free+*) run_floor "$mode" "malloc,free+$FREE_SKIP,malloc_ret" ;;
                 floor-entries+*) run_floor "$mode" "malloc,free+$FREE_SKIP" ;;
-                leakwatchd* | sampled* | dwarf) run_daemon "$mode" ;;
+                leakwatchd* | sampled* | dwarf | auto) run_daemon "$mode" ;;
             esac
             echo "# $mode $c run $rep: $RESULT others_busy_cpus=$OTHERS" >&2
             # A probed run as fast as an untraced one had no probe in effect, though the
@@ -289,12 +293,12 @@ for mode in $MODES; do
             walls+=("$(field ns_per_pair "$RESULT")")
             cpus+=("$(field cpu_ns_per_pair "$RESULT")")
             others+=("$OTHERS")
-            if [[ $c == leakwatchd* || $c == sampled* || $c == dwarf ]]; then
+            if [[ $c == leakwatchd* || $c == sampled* || $c == dwarf || $c == auto ]]; then
                 wall_s=$(awk -v ns="$(field elapsed_ns "$RESULT")" 'BEGIN { printf "%.1f", ns / 1e9 }')
                 DAEMON_NOTES+=("$mode $c run $rep: bench loop ${wall_s} s; leakwatchd CPU ${DAEMON_CPU_S} s, max RSS $((DAEMON_MAX_RSS / 1024)) MiB (idle $((DAEMON_IDLE_RSS / 1024)) MiB); API showed $SEEN_ALLOCS allocations")
             fi
         done
-        [[ $c == leakwatchd* || $c == sampled* || $c == dwarf ]] && stop_daemon
+        [[ $c == leakwatchd* || $c == sampled* || $c == dwarf || $c == auto ]] && stop_daemon
         WALL[$mode,$c]=$(printf '%s\n' "${walls[@]}" | median)
         CPU[$mode,$c]=$(printf '%s\n' "${cpus[@]}" | median)
         NOISE[$mode,$c]=$(printf '%s\n' "${others[@]}" | sort -g | tail -1)

@@ -69,13 +69,13 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
     {LW_LOST_SNAPSHOTS_FULL, "unwind_snapshots_full", false,
      "new stacks came faster than the daemon unwound them; some stacks end early until their "
      "unwind rules are known",
-     "(`unwind: dwarf`) new stacks came faster than the daemon unwound them: a stack kept only "
+     "(`unwind: auto` or `dwarf`) new stacks came faster than the daemon unwound them: a stack kept only "
      "its frames up to the first without an unwind rule | none; the next allocation on that path "
      "sends its snapshot again"},
     {LW_LOST_UNWIND_PENDING, "unwind_pending", true,
      "expected when new stacks appear: allocations made while a stack's first snapshot was "
      "unwound (well under a millisecond) keep the frames walked so far",
-     "(`unwind: dwarf`) an allocation's walk met a frame whose first snapshot was still being "
+     "(`unwind: auto` or `dwarf`) an allocation's walk met a frame whose first snapshot was still being "
      "unwound: its stack kept the frames up to there | expected when new stacks appear "
      "(configuration.md, `unwind`)"},
     {LW_LOST_STACK_TRUNCATED, "stack_truncated", false,

@@ -193,10 +193,12 @@ def start(cleanup, thing):
 
 
 def pid_rules(rules, interval_ms=1000):
-    """A config with one rule per (name, pid, unwind)."""
+    """A config with one rule per (name, pid, unwind); unwind None: the default."""
     text = f"interval: {interval_ms}ms\nwatch:\n"
     for name, pid, unwind in rules:
-        text += f"  - name: {name}\n    match:\n      pid: {pid}\n    unwind: {unwind}\n"
+        text += f"  - name: {name}\n    match:\n      pid: {pid}\n"
+        if unwind is not None:
+            text += f"    unwind: {unwind}\n"
     return text
 
 

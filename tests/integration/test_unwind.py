@@ -1,9 +1,12 @@
 """Root tests: stacks through code built without frame pointers, walked with the unwind tables
-(`unwind: dwarf`).
+(`unwind: dwarf`), and with the default `unwind: auto` (frame pointers where a file's functions
+keep them, the unwind tables elsewhere, frame by frame).
 
 tests/progs/leak_nofp.c (C, -O2 -fomit-frame-pointer) leaks from leak_records, called by
 middle_layer, called by outer_layer, called by main. tests/progs/leak_cxx.cpp (C++, -O2) leaks
-with `new` in SessionCache::remember, called by serve_clients, called by main."""
+with `new` in SessionCache::remember, called by serve_clients, called by main; leak_cxx_fp is
+the same source built -O1 with frame pointers. tests/progs/churn_nofp.c (C, -O2 without frame
+pointers) leaks through leak_block and churns malloc/free with a pointer to random data in rbp."""
 import time
 
 from lwtest import (Daemon, Fixture, check, check_nothing_lost, in_order, metric, pid_rules,
@@ -117,6 +120,88 @@ def test_cxx_method(cleanup):
           "tables")
 
 
+def test_default_cxx(cleanup):
+    """The default config names the method that calls `new`, in C++ built without frame
+    pointers (-O2) and with them (-O1 -fno-omit-frame-pointer), libstdc++ having none: bytes
+    exact, once the path is warm (a running service's is)."""
+    fixtures = {name: start(cleanup, Fixture(name, str(SESSIONS), "2000"))
+                for name in ("leak_cxx", "leak_cxx_fp")}
+    daemon = start(cleanup, Daemon(pid_rules([(name, f.pid, None)
+                                              for name, f in fixtures.items()])))
+    for f in fixtures.values():
+        wait_until(lambda: daemon.process(f.pid), 10, "the fixtures to be attached")
+        f.go()
+    truths = {}
+    for name, f in fixtures.items():
+        size = int(f.expect("object"))
+        truths[name] = int(f.expect("leaked"))
+        check(truths[name] == size * SESSIONS, f"{name} leaked {truths[name]}")
+    time.sleep(2 * INTERVAL)
+    for name, f in fixtures.items():
+        truth = truths[name]
+        stacks = daemon.stacks(f.pid)
+        for s in stacks:
+            print(name, s["site"], s["outstanding_bytes"], s["complete"], symbols(s))
+        leak = [s for s in stacks if s["site"] == "SessionCache::remember"]
+        check(leak and sum(s["outstanding_bytes"] for s in leak) == truth,
+              f"{name}: site SessionCache::remember holds "
+              f"{sum(s['outstanding_bytes'] for s in leak)} bytes, truth {truth}")
+        for s in leak:
+            check(s["complete"], f"{name}: incomplete stack {symbols(s)}")
+            check(in_order(symbols(s), ["malloc", "operator new(unsigned long)",
+                                        "SessionCache::remember(int)",
+                                        "serve_clients(SessionCache&, int)", "main"]),
+                  f"{name}: frames {symbols(s)}")
+        # No other site holds the leak's bytes (a wrong site is worse than none).
+        others = sum(s["outstanding_bytes"] for s in stacks
+                     if s["site"] != "SessionCache::remember")
+        check(others < size * 10, f"{name}: {others} bytes at other sites")
+    check_nothing_lost(daemon, ["unwind_snapshots_full", "stack_capture_failed",
+                                "stack_map_full", "stack_truncated"])
+
+
+CHURN_LEAKS, CHURN_PER_LEAK = 4000, 25
+
+
+def test_nofp_churn(cleanup):
+    """C built without frame pointers that churns with random data in rbp: by frame pointers
+    nearly every churn allocation is a new junk stack; the default walks none, fills nothing,
+    and attributes the leak exactly."""
+    auto = start(cleanup, Fixture("churn_nofp", str(BLOCK), str(CHURN_LEAKS), str(CHURN_PER_LEAK)))
+    fp = start(cleanup, Fixture("churn_nofp", str(BLOCK), str(CHURN_LEAKS), str(CHURN_PER_LEAK)))
+    daemon = start(cleanup, Daemon(pid_rules([("auto", auto.pid, None)])))
+    fp_daemon = start(cleanup, Daemon(pid_rules([("fp", fp.pid, "frame-pointer")])))
+    for d, f in ((daemon, auto), (fp_daemon, fp)):
+        wait_until(lambda: d.process(f.pid), 10, "the fixtures to be attached")
+        f.go()
+    truth = int(auto.expect("leaked"))
+    fp.expect("leaked")
+    time.sleep(2 * INTERVAL)
+
+    # Distinct stacks stored (churn stacks hold nothing once freed, so the API lists none).
+    def stored(d):
+        return metric(d, "leakwatch_bpf_map_entries", map="stacks")
+    fp_lost = metric(fp_daemon, "leakwatch_lost_events_total", reason="stack_map_full")
+    print(f"unwind: frame-pointer: {stored(fp_daemon):.0f} stacks stored, "
+          f"stack_map_full {fp_lost:.0f}")
+    check(stored(fp_daemon) + fp_lost > 1000, "frame pointers made few stacks: the fixture "
+          "does not put random data where the walk follows it")
+
+    stacks = daemon.stacks(auto.pid, top=10000)
+    print(f"unwind: auto: {stored(daemon):.0f} stacks stored")
+    for s in stacks[:6]:
+        print("unwind: auto:", s["site"], s["outstanding_bytes"], s["complete"], symbols(s))
+    print(f"unwind: auto: {len(stacks)} stacks")
+    leak = [s for s in stacks if s["site"] == "leak_block"]
+    check(sum(s["outstanding_bytes"] for s in leak) == truth,
+          f"leak_block holds {sum(s['outstanding_bytes'] for s in leak)}, truth {truth}")
+    check(any(in_order(symbols(s), ["malloc", "leak_block", "keep_layer", "main"])
+              for s in leak), f"leak_block's callers: {[symbols(s) for s in leak]}")
+    check(stored(daemon) < 50, f"{stored(daemon):.0f} stacks stored for two paths")
+    check_nothing_lost(daemon, ["stack_map_full", "stack_totals_map_full", "stack_truncated"])
+
+
 if __name__ == "__main__":
     require_root()
-    run({"nofp_callers": test_nofp_callers, "cxx_method": test_cxx_method})
+    run({"nofp_callers": test_nofp_callers, "cxx_method": test_cxx_method,
+         "default_cxx": test_default_cxx, "nofp_churn": test_nofp_churn})

@@ -6,8 +6,10 @@ read-only (leakwatchd and the fixtures run from it in a chroot: the x86_64 build
 guests, the aarch64 cross build for aarch64 guests), and a writable 9p share where
 guest/checks.sh leaves the daemon's answers. Checks, per kernel:
   user_leak    leak_steady's leak is attributed to leak_record_entry within 10%
-  dwarf        (x86_64) with unwind: dwarf, leak_nofp (-O2, no frame pointers) holds its leak
-               under leak_records to the byte, in a stack naming middle_layer, outer_layer, main
+  default_unwind  with the default unwinding, leak_nofp (-O2, no frame pointers) holds its leak
+               under leak_records to the byte; on x86_64 (unwind rules) in a stack naming
+               middle_layer, outer_layer, main; on aarch64 (the kernel's walk of frame
+               records) the site alone is checked: callers without frame records are missing
   kernel_held  the pages of kleak_pipes' pipes show at the pipe write sites within 10%, in
                kernel stacks naming the pipe functions, attributed to the fixture
   kernel_freed after the fixture exits, less than 10% is left and its series is gone
@@ -115,7 +117,7 @@ def cross_build(args, fetcher):
            *os.environ.get("LEAKWATCH_CROSS_CMAKE_ARGS", "").split()]
     start = time.monotonic()
     for c in (cmd, ["cmake", "--build", build, f"-j{os.cpu_count()}", "--target", "leakwatchd",
-                    "leak_steady", "kleak_pipes"]):
+                    "leak_steady", "leak_nofp", "kleak_pipes"]):
         r = subprocess.run(["nice", "-n", "10", *c], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"aarch64 build failed ({' '.join(c[:3])}):\n"
@@ -259,20 +261,25 @@ def evaluate(out, entry, kmeta, elapsed, timed_out):
         if "leak_record_entry" not in frames:
             fail(("user_leak", f"no stack frame names leak_record_entry: {frames[:8]}"))
 
-    # unwind: dwarf, x86_64 only
-    if entry["arch"] == "x86_64":
-        truth, stacks = user_leak("nofp", "dwarf")
-        if stacks is not None:
-            leak = [s for s in stacks["stacks"] if s["site"] == "leak_records"]
-            got = sum(s["outstanding_bytes"] for s in leak)
-            whole = [s for s in leak if [f.get("symbol") for f in s["frames"]][:5] ==
-                     ["malloc", "leak_records", "middle_layer", "outer_layer", "main"]]
-            r["dwarf"] = (sum(s["outstanding_bytes"] for s in whole), truth)
-            if got != truth:
-                fail(("dwarf", f"leak_records holds {got} bytes, truth {truth}"))
-            if not whole:
-                fail(("dwarf", "no stack malloc <- leak_records <- middle_layer <- outer_layer "
-                      f"<- main: {[[f.get('symbol') for f in s['frames']] for s in leak]}"))
+    # The default unwinding of code without frame pointers. x86_64: the whole stack, from the
+    # unwind rules. aarch64: the kernel's walk of frame records, from the link register: the
+    # direct caller (the site) and its bytes, callers above it only where frame records are
+    # kept (leak_nofp keeps none, so they are missing, and the stack must not invent them).
+    truth, stacks = user_leak("nofp", "default_unwind")
+    if stacks is not None:
+        leak = [s for s in stacks["stacks"] if s["site"] == "leak_records"]
+        got = sum(s["outstanding_bytes"] for s in leak)
+        names = [[f.get("symbol") for f in s["frames"]] for s in leak]
+        whole = [s for s, n in zip(leak, names) if n[:5] ==
+                 ["malloc", "leak_records", "middle_layer", "outer_layer", "main"]]
+        r["nofp"] = (sum(s["outstanding_bytes"] for s in whole) if entry["arch"] == "x86_64"
+                     else got, truth)
+        r["nofp_stack"] = " <- ".join(n for n in (names[0] if names else [])[:5] if n)
+        if got != truth:
+            fail(("default_unwind", f"leak_records holds {got} bytes, truth {truth}"))
+        if entry["arch"] == "x86_64" and not whole:
+            fail(("default_unwind", "no stack malloc <- leak_records <- middle_layer <- "
+                  f"outer_layer <- main: {names}"))
 
     # kernel leak from user space
     page = int((read(out, "pagesize") or "4096").strip())
@@ -364,7 +371,8 @@ def evaluate_kmod(out, entry, r, fail):
 
 def table(results, wall):
     rows = [("arch", "kernel", "uprobes", "x86 push", "kmem tracepoints", "user leak (got/truth)",
-             "dwarf: whole stacks (bytes/truth)", "kernel held (got/truth)", "left after exit",
+             "-O2 no FP: whole (x86_64) / site (aarch64)", "kernel held (got/truth)",
+             "left after exit",
              "no BTF", "guest s", "result")]
 
     def pct(pair):
@@ -375,7 +383,7 @@ def table(results, wall):
         node = "with *_node" if tps and "kmalloc_node" in tps else (
             "no *_node" if tps and tps != "?" else (tps or "-"))
         rows.append((r["arch"], r["release"], r.get("uprobes", "-"), r.get("push", "-"), node, pct(r.get("user")),
-                     pct(r.get("dwarf")), pct(r.get("kernel")), str(r.get("left", "-")), r.get("btf", "-"),
+                     pct(r.get("nofp")), pct(r.get("kernel")), str(r.get("left", "-")), r.get("btf", "-"),
                      f"{r['seconds']:.0f}",
                      "PASS" if not r["failures"] else
                      "FAIL: " + ",".join(sorted({c for c, _ in r["failures"]}))))

@@ -583,7 +583,7 @@ TEST_CASE("the commented-out examples in config/leakwatch.yaml are valid", "[con
     CHECK(redis.max_size == 1048576);
     CHECK(redis.min_age == 30s);
     CHECK(config->watch[1].match.exe == "/usr/local/bin/billing-api");
-    CHECK(config->watch[1].unwind == WatchRule::Unwind::kDwarf);
+    CHECK(config->watch[1].unwind == WatchRule::Unwind::kAuto);
     CHECK(config->watch[2].match.comm == "java");
     REQUIRE(config->watch[2].match.cmdline_regex.has_value());
     CHECK(std::regex_search("/usr/bin/java -Xmx2g -jar /opt/orders/orders-1.4.2.jar --port 80",

@@ -39,7 +39,6 @@ watch:
   - name: nofp
     match:
       comm: leak_nofp
-    unwind: dwarf
 YAML
 chroot /host "$LEAKWATCHD" --config /run/matrix/leakwatch.yaml --web.listen-address 127.0.0.1:$PORT \
     --log-level debug >/out/leakwatchd.log 2>&1 &
@@ -84,11 +83,12 @@ user_leak() {
 user_leak steady leak_steady 65536 40 50
 say "user-space leak measured"
 
-# unwind: dwarf (x86_64; the aarch64 fixtures do not include it): leak_nofp, built -O2 without
-# frame pointers, leaks 1000 B x 4000 from leak_records <- middle_layer <- outer_layer <- main.
+# The default unwinding (unwind: auto; x86_64: unwind rules where frame pointers are not kept;
+# aarch64: the kernel's frame-record walk): leak_nofp, built -O2 without frame pointers, leaks
+# 1000 B x 4000 from leak_records <- middle_layer <- outer_layer <- main.
 if [ -x "/host$FIXTURES/leak_nofp" ]; then
     user_leak nofp leak_nofp 1000 4000
-    say "unwind: dwarf measured"
+    say "default unwinding measured"
 fi
 
 # Kernel: kleak_pipes holds 300 pipes with 16 KiB each, then exits and frees them.
