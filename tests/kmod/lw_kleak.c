@@ -13,7 +13,7 @@
  * The rest are never freed, not even when the module is unloaded. What stays allocated is reported
  * in /sys/module/lw_kleak/parameters/leaked_<kind>_bytes and leaked_<kind>_count, in the sizes the
  * allocators hand out (ksize, the cache's object size, whole pages, the per-CPU size times the
- * possible CPUs); `done` turns 1 when every allocation and free is made.
+ * possible CPUs); `done` turns Y when every allocation and free is made.
  *
  * Work items run in a kworker (process context, so GFP_KERNEL and alloc_percpu may sleep), and
  * their allocations are charged to no process.
