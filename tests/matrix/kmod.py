@@ -16,6 +16,7 @@ BTF is not generated (CONFIG_DEBUG_INFO_BTF_MODULES off): it needs pahole, and n
 the module nor tracing its allocations uses it."""
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -132,20 +133,35 @@ def stack_text(stack):
                      for f in stack["frames"])
 
 
-def evaluate(truth, held, unloaded, fail):
+def series_bytes(metrics_text, site):
+    """The sum of the kernel's leakwatch_stack_outstanding_bytes series with this site label."""
+    pattern = re.compile(r'^leakwatch_stack_outstanding_bytes\{watch="kernel",[^}]*'
+                         r'site="' + re.escape(site) + r'"\} (\d+)$', re.M)
+    return sum(int(m.group(1)) for m in pattern.finditer(metrics_text or ""))
+
+
+def evaluate(truth, held, unloaded, fail, metrics=(None, None)):
     """Checks one guest's run: per kind, the stacks at the module's function hold what it leaked
     within TOLERANCE, in bytes and in allocations (so the freed share is not counted), each
-    names the function in [lw_kleak]; after rmmod the same, still named. Returns
-    {kind: {...}} for the table, and the kmalloc stack as text."""
+    names the function in [lw_kleak]; after rmmod the same, still named. `metrics`, the
+    /metrics texts taken with `held` and `unloaded` (None: not checked): the series with the
+    function as their site must hold the same within TOLERANCE. Returns {kind: {...}} for the
+    table, and the kmalloc stack as text."""
     rows = {}
     example = None
     for kind in SITES:
         t_bytes, t_count = truth[kind]
         row = {"truth": t_bytes, "truth_count": t_count}
-        for phase, k in (("held", held), ("unloaded", unloaded)):
+        for phase, k, text in (("held", held, metrics[0]), ("unloaded", unloaded, metrics[1])):
             if k is None:
                 fail(("kmod", f"no /api/v1/kernel answer {phase}"))
                 continue
+            if text is not None:
+                series = series_bytes(text, SITES[kind])
+                row[phase + "_series"] = series
+                if not within(series, t_bytes):
+                    fail(("kmod", f"{kind} ({phase}): the /metrics series with site="
+                          f"{SITES[kind]} hold {series} bytes, the module leaked {t_bytes} (5%)"))
             stacks = module_stacks(k, kind)
             got = sum(s["outstanding_bytes"] for s in stacks)
             count = sum(s["outstanding_allocations"] for s in stacks)

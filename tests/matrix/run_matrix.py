@@ -16,8 +16,8 @@ guest/checks.sh leaves the daemon's answers. Checks, per kernel:
   kmod         the test module lw_kleak (tests/kmod, built against the kernel's own headers),
                loaded after leakwatchd started: per kind, the stacks whose site is its leaking
                function hold what it reports it leaked within 5%, in bytes and allocations (its
-               freed share not counted), naming the function in [lw_kleak]; after rmmod the
-               same, still named
+               freed share not counted), naming the function in [lw_kleak], and so do the
+               /metrics series with that site; after rmmod the same, still named
 Prints one table, kernel by kernel; each failure names the kernel and the check. Exit 0 when
 all pass, 1 when any fails, 77 (skipped) when kernels could not be fetched and the matrix is
 optional (--optional or LEAKWATCH_MATRIX_OPTIONAL=1)."""
@@ -358,7 +358,9 @@ def evaluate_kmod(out, entry, r, fail):
         fail(("kmod", f"rmmod {kmod.MODULE} exited {code or '?'}: "
               f"{(read(out, 'kmod_rmmod.log') or '').strip()!r}"))
     rows, example = kmod.evaluate(truth, read_json(out, "kmod_held.json"),
-                                  read_json(out, "kmod_unloaded.json"), fail)
+                                  read_json(out, "kmod_unloaded.json"), fail,
+                                  (read(out, "metrics_kmod.txt") or "",
+                                   read(out, "metrics_kmod_unloaded.txt") or ""))
     r["kmod"] = rows
     r["kmod_stack"] = example
     r["kmod_freed"] = truth["freed"][1]
