@@ -158,6 +158,7 @@ limits:
   top_stacks: $TOP_STACKS
 watch:
   - name: hold
+    tracking: full
     match:
       comm: hold
 EOF

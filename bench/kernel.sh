@@ -19,7 +19,7 @@ run_bench() { "$BUILD/bin/pipe_bench" "$ITERATIONS" | sed -n 's/.*ns_per_iter=\(
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'interval: 1s\nkernel:\n  enabled: true\n' >"$WORK/leakwatch.yaml"
+printf 'interval: 1s\nkernel:\n  enabled: true\n  tracking: full\n' >"$WORK/leakwatch.yaml"
 
 untraced=() traced=() untraced_cpu=() traced_cpu=()
 for _ in $(seq "$REPS"); do

@@ -144,7 +144,12 @@ write_config() {  # write_config FILE PID [SAMPLE_BYTES]
         echo "      pid: $2"
         echo "    allocator:"
         echo "      library: libjemalloc"
-        if [[ -n ${3:-} ]]; then echo "    sample_bytes: $3"; fi
+        if [[ -n ${3:-} ]]; then
+            echo "    tracking: sampled"
+            echo "    sample_bytes: $3"
+        else
+            echo "    tracking: full"
+        fi
     } >"$1"
 }
 

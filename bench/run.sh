@@ -182,6 +182,7 @@ watch:
   - name: bench
     match:
       comm: alloc_bench
+    tracking: $([[ $2 == 0 ]] && echo full || echo sampled)
     sample_bytes: $2
     unwind: ${3:-frame-pointer}
 EOF

@@ -64,6 +64,14 @@ struct {
     __type(value, struct lw_kstack);
 } kstack_scratch SEC(".maps");
 
+/* Written by the daemon: everything, or (kernel.tracking: escalate) what it escalated. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct lw_kfilter);
+} kfilter SEC(".maps");
+
 static __always_inline void count_lost(__u32 reason)
 {
     __u64 *n = bpf_map_lookup_elem(&klost, &reason);
@@ -147,9 +155,27 @@ static __always_inline int kfree_addr(__u32 space, __u64 addr)
     return 0;
 }
 
+/* Whether an allocation of this kind and size is recorded now. */
+static __always_inline bool wanted(__u32 kind, __u64 size)
+{
+    __u32 zero = 0;
+    struct lw_kfilter *f = bpf_map_lookup_elem(&kfilter, &zero);
+    if (!f || !(f->kinds & (1u << (kind & 31))))
+        return false;
+    if ((kind != LW_K_KMALLOC && kind != LW_K_KMEM_CACHE) || !f->nsizes)
+        return true;
+    for (int i = 0; i < LW_KFILTER_SIZES; i++) {
+        if ((__u32)i >= f->nsizes)
+            break;
+        if (f->sizes[i] == size)
+            return true;
+    }
+    return false;
+}
+
 static __always_inline int kalloc(void *ctx, __u32 space, __u32 kind, __u64 addr, __u64 size)
 {
-    if (addr < 4096 || size < min_size || size > max_size)
+    if (addr < 4096 || size < min_size || size > max_size || !wanted(kind, size))
         return 0;
     struct lw_kkey key = {.addr = addr, .space = space};
     struct lw_kalloc *old = bpf_map_lookup_elem(&klive, &key);

@@ -113,6 +113,23 @@ struct {
     __type(value, __u8);
 } snapshots_sent SEC(".maps");
 
+/* Watch tier: the processes watched without uprobes, their page faults sampled (sample_mean:
+ * bytes of first-touched memory between two samples; ranges and flags: how stacks are walked,
+ * as in `watched`). */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __type(key, __u32);
+    __type(value, struct lw_proc_cfg);
+} watch_tier SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct lw_key);
+    __type(value, struct lw_growth);
+} growth_pages SEC(".maps");
+
 static __always_inline void count_lost(__u32 reason)
 {
     __u64 *n = bpf_map_lookup_elem(&lost, &reason);
@@ -154,7 +171,7 @@ static __always_inline void store_stack(struct lw_key *key, struct lw_stack *s)
 /* Copies the frame's registers and the stack above it for the daemon to unwind. The largest
  * readable slice: the stack's top may be closer than LW_SNAPSHOT_BYTES. */
 static __always_inline bool send_snapshot(__u32 tgid, __u64 id, __u64 key, __u64 ip, __u64 sp,
-                                          __u64 bp, struct lw_stack *s)
+                                          __u64 bp, struct lw_stack *s, bool exact)
 {
     struct lw_snapshot *e = bpf_ringbuf_reserve(&snapshots, sizeof(*e), 0);
     if (!e) {
@@ -162,6 +179,7 @@ static __always_inline bool send_snapshot(__u32 tgid, __u64 id, __u64 key, __u64
         return false;
     }
     e->tgid = tgid;
+    e->flags = exact ? LW_SNAPSHOT_EXACT_IP : 0;
     e->id = id;
     e->key = key;
     e->ts_ns = bpf_ktime_get_ns();
@@ -200,27 +218,59 @@ static __always_inline __u32 range_kind(const struct lw_proc_cfg *cfg, __u64 pc)
 }
 
 /* Walks the stack with the daemon's CFI rules (LW_CFG_DWARF), and by the frame pointer in the
- * code ranges whose functions keep one. The probe sits on or before the allocator's first
- * stack push, so the entry frame's CFA is sp + 8 and rbp is the caller's. */
-static __always_inline __u64 capture_dwarf(struct pt_regs *ctx, __u32 tgid, struct lw_stack *s,
-                                           const struct lw_proc_cfg *cfg)
+ * code ranges whose functions keep one. Two starts: at an allocator's entry (a uprobe placed on
+ * or before its first stack push, so the entry frame's CFA is sp + 8 and rbp is the caller's),
+ * and anywhere in a function (a page fault: `exact`), whose first frame's rule is the one at ip
+ * itself, stored under ip | LW_RULE_EXACT. */
+static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
+                                        const struct lw_proc_cfg *cfg, __u64 ip, __u64 sp,
+                                        __u64 bp, bool exact)
 {
-    __u64 ip = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), bp = PT_REGS_FP(ctx);
-    __u64 pc = 0;
-    if (bpf_probe_read_user(&pc, sizeof(pc), (void *)sp)) {
-        count_lost(LW_LOST_STACK_FAILED);
-        return 0;
-    }
-    sp += 8;
+    const __u64 sp0 = sp;
+    __u64 pc = ip;
     s->ips[0] = ip;
-    s->ips[1] = pc;
-    s->caller = pc;
-    __u32 n = 2;
+    s->caller = 0;
+    __u32 n = 1;
+    if (!exact) {
+        if (bpf_probe_read_user(&pc, sizeof(pc), (void *)sp)) {
+            count_lost(LW_LOST_STACK_FAILED);
+            return 0;
+        }
+        sp += 8;
+        s->ips[1] = pc;
+        s->caller = pc;
+        n = 2;
+    }
     bool missing = false, truncated = false;
+    /* A walk from a page fault may cross the frames of functions under a return probe (an
+     * escalated process's allocator): their return address on the stack is the kernel's
+     * uretprobe trampoline, and the real one is in the thread's return instances, innermost
+     * first. (A walk from an allocator's entry never does: probed calls nested in it are not
+     * recorded.) */
+    struct return_instance *ri = NULL;
+    __u64 trampoline = 0;
+    if (exact) {
+        struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+        ri = BPF_CORE_READ(task, utask, return_instances);
+        if (ri)
+            trampoline = BPF_CORE_READ(task, mm, uprobes_state.xol_area, vaddr);
+    }
     for (int i = 0; i < LW_UNWIND_DEPTH; i++) {
+        if (trampoline && pc == trampoline && ri) {
+            pc = BPF_CORE_READ(ri, orig_ret_vaddr);
+            /* chained instances (a tail call from one probed function to another) share one
+             * frame: the next frame's is after them */
+            for (int c = 0; c < 4 && ri && BPF_CORE_READ(ri, chained); c++)
+                ri = BPF_CORE_READ(ri, next);
+            if (ri)
+                ri = BPF_CORE_READ(ri, next);
+            if (i > 0)
+                s->ips[n - 1] = pc;
+        }
         if (!pc)
             break;
-        if (range_kind(cfg, pc) == LW_RANGE_FP) {
+        bool first_exact = exact && i == 0;
+        if (!first_exact && range_kind(cfg, pc) == LW_RANGE_FP) {
             /* A frame record: the caller's rbp at rbp, the return address above it. rbp 0 is
              * the outermost frame's (the ABI's end of the chain). */
             __u64 frame[2];
@@ -233,7 +283,7 @@ static __always_inline __u64 capture_dwarf(struct pt_regs *ctx, __u32 tgid, stru
             bp = frame[0];
             pc = frame[1];
         } else {
-            struct lw_key rkey = {.tgid = tgid, .id = pc};
+            struct lw_key rkey = {.tgid = tgid, .id = first_exact ? pc | LW_RULE_EXACT : pc};
             struct lw_unwind_rule *r = bpf_map_lookup_elem(&unwind_rules, &rkey);
             if (!r) {
                 missing = true;
@@ -270,12 +320,13 @@ static __always_inline __u64 capture_dwarf(struct pt_regs *ctx, __u32 tgid, stru
     if (missing) {
         /* One snapshot per frames-so-far and depth of the frame without a rule, under an id
          * of its own; the walks that miss there meanwhile keep their frames so far. */
-        struct lw_key mark = {.tgid = tgid, .id = mix64(h ^ mix64(sp - PT_REGS_SP(ctx))) | 1};
+        struct lw_key mark = {.tgid = tgid, .id = mix64(h ^ mix64(sp - sp0)) | 1};
         __u8 one = 1;
         if (bpf_map_update_elem(&snapshots_sent, &mark, &one, BPF_NOEXIST) == 0) {
             __u64 id = ((__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32()) | 1;
             s->flags |= LW_STACK_PARTIAL;
-            if (send_snapshot(tgid, id, mark.id, pc, sp, bp, s)) {
+            bool exact_pc = exact && n == 1; /* the walk stopped at its first frame */
+            if (send_snapshot(tgid, id, mark.id, pc, sp, bp, s, exact_pc)) {
                 struct lw_key key = {.tgid = tgid, .id = id};
                 store_stack(&key, s);
                 return id;
@@ -303,7 +354,8 @@ static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
         return 0;
 #if defined(__TARGET_ARCH_x86)
     if (cfg->flags & LW_CFG_DWARF)
-        return capture_dwarf(ctx, tgid, s, cfg);
+        return walk_stack(tgid, s, cfg, PT_REGS_IP(ctx), PT_REGS_SP(ctx), PT_REGS_FP(ctx),
+                          false);
 #endif
     long n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), BPF_F_USER_STACK);
     if (n <= 0) {
@@ -786,6 +838,35 @@ int session_probe(struct pt_regs *ctx)
     return enter_kind(ctx, kind) ? 0 : 1;
 }
 
+#if defined(__TARGET_ARCH_x86)
+/* Watch tier (x86-64: the kernel's user page-fault tracepoint is x86's): a write fault of a
+ * process in the tier, sampled by bytes (one page in sample_mean / page_size), records the
+ * page and the stack that touched it. Every page fault of the machine runs this far: one map
+ * lookup by tgid. The daemon attaches it only while the tier holds a process. */
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(watch_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+    __u32 tgid = current_pid_tgid() >> 32;
+    struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watch_tier, &tgid);
+    if (!cfg || !(error_code & 2 /* X86_PF_WRITE */))
+        return 0;
+    if (cfg->sample_mean > page_size &&
+        bpf_get_prandom_u32() >= (__u32)((page_size << 32) / cfg->sample_mean))
+        return 0;
+    __u32 zero = 0;
+    struct lw_stack *s = bpf_map_lookup_elem(&stack_scratch, &zero);
+    if (!s)
+        return 0;
+    __u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp), bp = BPF_CORE_READ(regs, bp);
+    struct lw_growth g = {.stack = walk_stack(tgid, s, cfg, ip, sp, bp, true),
+                          .ts_ns = bpf_ktime_get_ns()};
+    struct lw_key key = {.tgid = tgid, .id = address & ~(page_size - 1)};
+    if (bpf_map_update_elem(&growth_pages, &key, &g, BPF_ANY))
+        count_lost(LW_LOST_GROWTH_PAGES_FULL);
+    return 0;
+}
+#endif
+
 static __always_inline void emit_event(__u32 type, __u32 pid, __u32 ppid)
 {
     struct lw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -809,6 +890,7 @@ int BPF_PROG(handle_exec, struct task_struct *p)
 {
     __u32 tgid = current_pid_tgid() >> 32;
     bpf_map_delete_elem(&watched, &tgid);
+    bpf_map_delete_elem(&watch_tier, &tgid);
     emit_event(LW_EVENT_EXEC, tgid, 0);
     return 0;
 }
@@ -820,7 +902,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
     __u32 ptgid = current_pid_tgid() >> 32;
     if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
         return 0; /* a new thread, not a new process */
-    if (!ptgid || !bpf_map_lookup_elem(&watched, &ptgid))
+    if (!ptgid ||
+        (!bpf_map_lookup_elem(&watched, &ptgid) && !bpf_map_lookup_elem(&watch_tier, &ptgid)))
         return 0;
     __u32 ctgid = task_tgid_in_ns(child);
     if (ctgid)
@@ -837,7 +920,9 @@ int BPF_PROG(handle_exit, struct task_struct *p)
     bpf_map_delete_elem(&freeing, &tid);
     if (BPF_CORE_READ(p, signal, live.counter) != 0)
         return 0; /* other threads of the process live on */
-    if (bpf_map_delete_elem(&watched, &tgid) == 0)
+    int was_watched = bpf_map_delete_elem(&watched, &tgid) == 0;
+    int was_in_tier = bpf_map_delete_elem(&watch_tier, &tgid) == 0;
+    if (was_watched || was_in_tier)
         emit_event(LW_EVENT_EXIT, tgid, 0);
     return 0;
 }

@@ -55,9 +55,19 @@ enum lw_lost_reason {
                                   the stack kept its frames up to there */
     LW_LOST_STACK_TRUNCATED,   /* a walk stopped before the outermost frame: a frame pointer or
                                   a rule led to memory it could not read, or too deep */
+    LW_LOST_GROWTH_PAGES_FULL, /* watch tier: a sampled first-touched page not recorded, the
+                                  map of them is full */
     LW_LOST_K_PROGRAM_MISSED,  /* the kernel skipped a kmem program run: it was already running
                                   on that CPU (read by the daemon from the programs' info) */
     LW_LOST_MAX,
+};
+
+/* Watch tier (no uprobes): a page a watched process touched first, sampled at its page fault,
+ * keyed by (tgid, page address): the stack that touched it. The daemon checks every interval
+ * which of them the process still holds (/proc/PID/pagemap), and forgets the others. */
+struct lw_growth {
+    __u64 stack;
+    __u64 ts_ns; /* bpf_ktime_get_ns() at the fault */
 };
 
 enum lw_event_type {
@@ -171,6 +181,12 @@ struct lw_stack {
 #define LW_DWARF_FRAMES (LW_UNWIND_DEPTH + 2) /* and with the allocator and its caller */
 #define LW_SNAPSHOT_BYTES 8192   /* stack bytes a snapshot copies, at most */
 
+/* The rule for the instruction at an address itself (the first frame of a walk that starts at
+ * a page fault), in `unwind_rules` under (tgid, address | LW_RULE_EXACT): user addresses never
+ * have bit 63 set. A return address's rule is the one at address - 1, inside the call. */
+#define LW_RULE_EXACT (1ULL << 63)
+#define LW_SNAPSHOT_EXACT_IP 1u
+
 enum lw_unwind_kind {
     LW_UW_CFA_SP = 1, /* CFA = the frame's sp + cfa_off */
     LW_UW_CFA_BP = 2, /* CFA = the frame's rbp + cfa_off */
@@ -195,6 +211,9 @@ struct lw_unwind_rule {
 struct lw_snapshot {
     __u32 tgid;
     __u32 len;
+    __u32 flags; /* LW_SNAPSHOT_EXACT_IP: ip is where the walk started (a page fault), not a
+                    return address */
+    __u32 pad;
     __u64 id;
     __u64 key;
     __u64 ts_ns; /* bpf_ktime_get_ns() when taken */
@@ -247,6 +266,16 @@ enum lw_kspace {
     LW_KS_SLAB = 0,
     LW_KS_PAGE = 1,
     LW_KS_PERCPU = 2,
+};
+
+/* What the kernel programs record (kernel.tracking: escalate records only what grows): the
+ * kinds (bit 1 << enum lw_kkind), and for the slab kinds the object sizes, when any (a slab
+ * cache or kmalloc size class; SLUB merges caches of one size, so a size is what a cache is). */
+#define LW_KFILTER_SIZES 8
+struct lw_kfilter {
+    __u32 kinds;
+    __u32 nsizes; /* 0: every size */
+    __u64 sizes[LW_KFILTER_SIZES];
 };
 
 struct lw_kkey {

@@ -1,5 +1,7 @@
 #include "aggregate/aggregator.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <set>
 #include <unordered_map>
@@ -7,6 +9,20 @@
 #include "aggregate/site.h"
 
 namespace leakwatch {
+
+const char* tracking_name(TrackingState state) {
+    switch (state) {
+        case TrackingState::kWatch:
+            return "watch";
+        case TrackingState::kEscalated:
+            return "escalated";
+        case TrackingState::kSampled:
+            return "sampled";
+        case TrackingState::kFull:
+            return "full";
+    }
+    return "?";
+}
 
 std::vector<uint64_t> frame_addresses(const RawStack& raw) {
     std::vector<uint64_t> out;
@@ -49,8 +65,10 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
             frames->push_back(std::move(f));
         }
         r.site = site_of(*frames, meta.symbol_prefix);
+        r.touch_site = touch_site_of(*frames, meta.symbol_prefix);
     } else {
         r.site = "[unknown]";
+        r.touch_site = r.site;
     }
     r.frames = std::move(frames);
     // Only processes with unnamed JIT frames have their perf map looked at.
@@ -129,6 +147,12 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
         view.watch = meta.watch;
         view.comm = meta.comm;
         view.attached_at = meta.attached_at;
+        view.tracking = meta.tracking;
+        view.escalated_at = meta.escalated_at;
+        if (auto memory = memory_.memory(static_cast<int>(meta.pid))) {
+            view.memory = *memory;
+            view.memory_known = true;
+        }
         if (auto it = totals.find(meta.pid); it != totals.end()) view.totals = it->second;
         auto& list = stacks[meta.pid];
         std::sort(list.begin(), list.end(), [](const StackTotals& a, const StackTotals& b) {
@@ -153,7 +177,51 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
     }
     std::sort(snap.processes.begin(), snap.processes.end(),
               [](const ProcessView& a, const ProcessView& b) { return a.pid < b.pid; });
+    add_growth_stacks(processes, snap);
     return snap;
+}
+
+void Aggregator::add_growth_stacks(const std::vector<ProcessMeta>& processes, Snapshot& snap) {
+    std::unordered_map<uint32_t, std::vector<GrowthPage>> by_pid;
+    for (auto& g : source_.growth_pages()) by_pid[g.tgid].push_back(g);
+    if (by_pid.empty()) return;
+    static const uint64_t page_size = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    std::vector<std::pair<uint32_t, uint64_t>> forget;
+    for (const auto& meta : processes) {
+        auto found = by_pid.find(meta.pid);
+        if (found == by_pid.end()) continue;
+        auto view = std::lower_bound(
+            snap.processes.begin(), snap.processes.end(), meta.pid,
+            [](const ProcessView& p, uint32_t pid) { return p.pid < pid; });
+        std::vector<GrowthPage> pages = std::move(found->second);
+        by_pid.erase(found);
+        std::vector<uint64_t> addresses;
+        addresses.reserve(pages.size());
+        for (const auto& g : pages) addresses.push_back(g.page);
+        auto held = memory_.pages_held(static_cast<int>(meta.pid), addresses);
+        if (!held) continue;  // gone: the tracker purges its pages
+        const int64_t weight =
+            static_cast<int64_t>(std::max<uint64_t>(meta.fault_sample_bytes, page_size));
+        std::unordered_map<uint64_t, size_t> by_id;
+        for (size_t i = 0; i < pages.size(); i++) {
+            if (!(*held)[i]) {
+                forget.emplace_back(meta.pid, pages[i].page);
+                continue;
+            }
+            const Resolved& r = resolve_stack(meta, pages[i].stack);
+            auto [at, fresh] = by_id.try_emplace(r.id, view->growth_stacks.size());
+            if (fresh)
+                view->growth_stacks.push_back({r.id, 0, 0, r.touch_site, r.frames, {}, r.incomplete});
+            view->growth_stacks[at->second].bytes += weight;
+            view->growth_stacks[at->second].count += 1;
+        }
+        std::stable_sort(view->growth_stacks.begin(), view->growth_stacks.end(),
+                         [](const StackView& a, const StackView& b) { return a.bytes > b.bytes; });
+    }
+    // Pages of processes no longer watched.
+    for (const auto& [pid, pages] : by_pid)
+        for (const auto& g : pages) forget.emplace_back(pid, g.page);
+    source_.forget_growth_pages(forget);
 }
 
 }  // namespace leakwatch

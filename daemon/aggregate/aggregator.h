@@ -13,9 +13,22 @@
 #include "aggregate/kernel.h"
 #include "aggregate/source.h"
 #include "config/config.h"
+#include "proc/proc.h"
 #include "symbols/symbolizer.h"
+#include "util/result.h"
 
 namespace leakwatch {
+
+// How a process is tracked now: the watch tier (the kernel's accounting and sampled page
+// faults), escalated to allocator probes for a while, or with probes always on (a rule's
+// tracking: sampled or full).
+enum class TrackingState { kWatch, kEscalated, kSampled, kFull };
+const char* tracking_name(TrackingState state);
+// Whether a process of this state is judged by the kernel's accounting of its memory (its
+// rule escalates) rather than by what the allocator probes recorded.
+inline bool follows_memory(TrackingState s) {
+    return s == TrackingState::kWatch || s == TrackingState::kEscalated;
+}
 
 // What the tracker knows of a watched process.
 struct ProcessMeta {
@@ -24,7 +37,31 @@ struct ProcessMeta {
     std::string comm;
     Duration min_age{0};
     std::string symbol_prefix;
-    double attached_at = 0;  // unix seconds
+    double attached_at = 0;  // unix seconds, when it was first watched
+    TrackingState tracking = TrackingState::kFull;
+    double escalated_at = 0;          // unix seconds, while escalated
+    uint64_t fault_sample_bytes = 0;  // watch tier: bytes one sampled first-touch page stands for
+};
+
+// The kernel's accounting of a process's memory, read once per interval (proc/proc.h).
+class MemoryReader {
+  public:
+    virtual ~MemoryReader() = default;
+    virtual Result<ProcMemory> memory(int pid) = 0;
+    virtual Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) = 0;
+};
+
+// The real one: /proc/PID/status and /proc/PID/pagemap.
+class ProcMemoryReader : public MemoryReader {
+  public:
+    explicit ProcMemoryReader(const ProcReader& proc) : proc_(proc) {}
+    Result<ProcMemory> memory(int pid) override { return proc_.memory(pid); }
+    Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) override {
+        return proc_.pages_held(pid, pages);
+    }
+
+  private:
+    const ProcReader& proc_;
 };
 
 struct StackView {
@@ -44,11 +81,25 @@ struct ProcessView {
     std::string watch;
     std::string comm;
     double attached_at = 0;
-    ProcTotals totals;
+    TrackingState tracking = TrackingState::kFull;
+    double escalated_at = 0;
+    ProcTotals totals;  // what the allocator probes recorded (zero without probes)
+    ProcMemory memory;  // the kernel's accounting
+    bool memory_known = false;
     // Outstanding bytes descending; stacks that hold nothing now come last (the detector
     // keeps following them: a release is part of a series' history).
     std::vector<StackView> stacks;
+    // Watch tier: per stack that first touched them, the bytes of the sampled pages the
+    // process still holds (each sampled page standing for fault_sample_bytes), descending;
+    // count is the sampled pages.
+    std::vector<StackView> growth_stacks;
+    // The process's series: its memory (anon + swap) when follows_memory(tracking), else its
+    // outstanding bytes from the probes.
     Growth growth;
+    int64_t series_bytes() const {
+        return follows_memory(tracking) ? static_cast<int64_t>(memory.anon + memory.swap)
+                                        : totals.bytes;
+    }
 };
 
 struct Snapshot {
@@ -76,8 +127,8 @@ std::vector<uint64_t> frame_addresses(const RawStack& raw);
 
 class Aggregator {
   public:
-    Aggregator(AllocationSource& source, FrameResolver& resolver)
-        : source_(source), resolver_(resolver) {}
+    Aggregator(AllocationSource& source, FrameResolver& resolver, MemoryReader& memory)
+        : source_(source), resolver_(resolver), memory_(memory) {}
 
     // Reads the source once; `now_ns` is CLOCK_MONOTONIC, for min_age. What is cached of a
     // process lasts as long as its attachment: a process no longer listed, or attached anew
@@ -88,6 +139,7 @@ class Aggregator {
     struct Resolved {
         std::shared_ptr<const std::vector<Frame>> frames;
         std::string site;
+        std::string touch_site;  // as the stack of a first touch (watch tier)
         uint64_t id = 0;  // the stack's id by its frames (RawStack::content_id, else its own)
         bool unnamed_jit = false;  // has frames in anonymous memory without a name
         bool incomplete = false;   // StackView::incomplete
@@ -95,9 +147,13 @@ class Aggregator {
     };
     const Resolved& resolve_stack(const ProcessMeta& meta, uint64_t id);
     void forget_detached(const std::vector<ProcessMeta>& processes);
+    // The watch tier's stacks of every process, from its sampled pages it still holds; the
+    // pages it no longer holds (and those of processes no longer watched) are forgotten.
+    void add_growth_stacks(const std::vector<ProcessMeta>& processes, Snapshot& snap);
 
     AllocationSource& source_;
     FrameResolver& resolver_;
+    MemoryReader& memory_;
     std::map<std::pair<uint32_t, uint64_t>, Resolved> cache_;
     std::map<uint32_t, double> cached_attach_;  // pid -> attached_at of what cache_ holds
     Resolved unresolved_;  // the last stack that could not be resolved (not cached)

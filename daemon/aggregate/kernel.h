@@ -34,7 +34,20 @@ struct KernelProcessView {
     Growth growth;
 };
 
+// kernel.tracking: escalate: one of the kernel's own counters (a slab cache's objects in
+// use, or a kind /proc/meminfo counts), followed by the leak detector, and whether its
+// allocation tracepoints are on for it now.
+struct KernelCounterView {
+    std::string name;  // a slab cache ("kmalloc-1k", "dentry"), or "percpu", "page", "vmalloc"
+    int64_t bytes = 0;
+    bool escalated = false;
+    double escalated_at = 0;  // unix seconds, while escalated
+    Growth growth;
+};
+
 struct KernelView {
+    // kernel.tracking: escalate: the counters, bytes descending (caches in use first).
+    std::vector<KernelCounterView> counters;
     std::array<int64_t, 4> bytes{};  // per kind, as in kKernelKinds
     std::array<int64_t, 4> count{};
     // Pages that back slab objects or a large kmalloc: outstanding, but already counted as

@@ -69,13 +69,15 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
     {LW_LOST_SNAPSHOTS_FULL, "unwind_snapshots_full", false,
      "new stacks came faster than the daemon unwound them; some stacks end early until their "
      "unwind rules are known",
-     "(`unwind: auto` or `dwarf`) new stacks came faster than the daemon unwound them: a stack kept only "
+     "(`unwind: auto` or `dwarf`) new stacks came faster than the daemon unwound them: a stack "
+     "kept only "
      "its frames up to the first without an unwind rule | none; the next allocation on that path "
      "sends its snapshot again"},
     {LW_LOST_UNWIND_PENDING, "unwind_pending", true,
      "expected when new stacks appear: allocations made while a stack's first snapshot was "
      "unwound (well under a millisecond) keep the frames walked so far",
-     "(`unwind: auto` or `dwarf`) an allocation's walk met a frame whose first snapshot was still being "
+     "(`unwind: auto` or `dwarf`) an allocation's walk met a frame whose first snapshot was still "
+     "being "
      "unwound: its stack kept the frames up to there | expected when new stacks appear "
      "(configuration.md, `unwind`)"},
     {LW_LOST_STACK_TRUNCATED, "stack_truncated", false,
@@ -85,6 +87,9 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "an unwind rule led to memory it could not read, or the stack is deeper than 66 frames; "
      "the stack is marked `\"complete\": false` in the API | none; its frames so far are "
      "callers, so its `site` is still right when it has one"},
+    {LW_LOST_GROWTH_PAGES_FULL, "growth_pages_full", false, "raise limits.growth_pages",
+     "(watch tier) a sampled first-touched page was not recorded: the map of them is full | "
+     "raise `limits.growth_pages`"},
     {LW_LOST_K_PROGRAM_MISSED, "kernel_program_missed", false,
      "the kernel skipped some kernel allocation or free events: the tracepoint's program was "
      "already running on that CPU",

@@ -114,18 +114,64 @@ std::string function_name(std::string_view s) {
     return std::string(s);
 }
 
-std::string site_of(const std::vector<Frame>& frames, std::string_view prefix) {
+bool is_memory_writer_frame(std::string_view symbol) {
+    while (symbol.starts_with('_')) symbol.remove_prefix(1);
+    if (symbol.starts_with("GI_")) symbol.remove_prefix(3);
+    for (std::string_view name : {"memset", "memcpy", "memmove", "mempcpy", "wmemset", "bzero",
+                                  "strcpy", "strncpy", "stpcpy", "stpncpy"})
+        if (symbol.starts_with(name)) return true;
+    return false;
+}
+
+namespace {
+
+// The C library (glibc's libc.so.6 or libc-2.x.so, musl's libc.so), whose functions write
+// memory for their caller.
+bool in_c_library(const Frame& f) {
+    std::string_view m = f.module.str();
+    m = m.substr(m.rfind('/') == std::string_view::npos ? 0 : m.rfind('/') + 1);
+    return m.starts_with("libc.so") || m.starts_with("libc-");
+}
+
+std::string first_caller(const std::vector<Frame>& frames, std::string_view prefix,
+                         bool past_memory_writers) {
     // Interpreted Python (3.12+ with -X perf): the innermost Python function, named by the
     // interpreter's perf map, is the site; the C frames between it and the allocator are the
     // interpreter running it.
     for (const auto& f : frames)
         if (f.symbol.starts_with("py::")) return f.symbol;
-    for (const auto& f : frames) {
-        if (is_allocator_frame(f.symbol, prefix)) continue;
+    // A first touch inside the C library (memset, memcpy, its allocator's internals: named or
+    // not, a stripped libc names none of them) belongs to its caller.
+    auto inside = [&](const Frame& f) {
+        return is_allocator_frame(f.symbol, prefix) ||
+               (past_memory_writers && (is_memory_writer_frame(f.symbol) || in_c_library(f)));
+    };
+    // Frames without a name below an allocator's own frame are its internals (a stripped
+    // libc's _int_malloc, where a first touch of its heap happens): the site is past them.
+    size_t start = 0;
+    for (size_t i = 0; i < frames.size(); i++) {
+        if (is_allocator_frame(frames[i].symbol, prefix))
+            start = i + 1;
+        else if (!frames[i].symbol.empty() && !inside(frames[i]))
+            break;
+    }
+    for (size_t i = start; i < frames.size(); i++) {
+        const Frame& f = frames[i];
+        if (inside(f)) continue;
         if (!f.symbol.empty()) return function_name(f.symbol);
         return f.display();
     }
     return "[unknown]";
+}
+
+}  // namespace
+
+std::string touch_site_of(const std::vector<Frame>& frames, std::string_view prefix) {
+    return first_caller(frames, prefix, true);
+}
+
+std::string site_of(const std::vector<Frame>& frames, std::string_view prefix) {
+    return first_caller(frames, prefix, false);
 }
 
 }  // namespace leakwatch

@@ -24,4 +24,13 @@ std::string function_name(std::string_view symbol);
 // "[unknown]" when the stack has no frame outside the allocator.
 std::string site_of(const std::vector<Frame>& frames, std::string_view prefix = {});
 
+// True for the C library's functions that write memory on their caller's behalf (memset,
+// memcpy, memmove and their per-CPU variants such as __memset_avx2_unaligned_erms, bzero, the
+// string copies): a first touch of new memory inside them belongs to their caller.
+bool is_memory_writer_frame(std::string_view symbol);
+
+// The site of a stack that first touched memory (the watch tier): the first frame outside the
+// allocator and the memory writers, like site_of.
+std::string touch_site_of(const std::vector<Frame>& frames, std::string_view prefix = {});
+
 }  // namespace leakwatch

@@ -46,6 +46,15 @@ struct LiveAllocation {
     uint64_t stack = 0;
 };
 
+// Watch tier: a page a process touched first, sampled at its page fault, and the stack that
+// touched it.
+struct GrowthPage {
+    uint32_t tgid = 0;
+    uint64_t page = 0;   // address
+    uint64_t stack = 0;  // 0: not captured
+    uint64_t ts_ns = 0;  // CLOCK_MONOTONIC, the fault
+};
+
 struct MapUsage {
     std::string map;
     uint64_t entries = 0;
@@ -62,6 +71,10 @@ class AllocationSource {
     virtual std::vector<LiveAllocation> live_allocations(const std::set<uint32_t>& tgids) = 0;
     virtual LostCounters lost() = 0;
     virtual std::vector<MapUsage> usage() = 0;
+    // Watch tier: the sampled first-touched pages of every process, and forgetting those
+    // released (a source without a watch tier has none).
+    virtual std::vector<GrowthPage> growth_pages() { return {}; }
+    virtual void forget_growth_pages(const std::vector<std::pair<uint32_t, uint64_t>>&) {}
 };
 
 }  // namespace leakwatch

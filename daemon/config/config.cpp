@@ -19,6 +19,7 @@
 #include <charconv>
 #include <limits>
 #include <map>
+#include <set>
 #include <span>
 #include <string_view>
 
@@ -202,19 +203,23 @@ std::string type_name(const YAML::Node& node) {
 
 using KnownKeys = std::span<const std::string_view>;
 
-constexpr std::array<std::string_view, 7> kTopKeys{
-    "listen_address", "interval", "log_level", "kernel", "watch", "limits", "leak_detection"};
+constexpr std::array<std::string_view, 8> kTopKeys{"listen_address", "interval", "log_level",
+                                                   "kernel",         "watch",    "limits",
+                                                   "leak_detection", "escalation"};
+constexpr std::array<std::string_view, 4> kEscalationKeys{"duration", "max_processes",
+                                                          "sample_bytes", "watch_sample_bytes"};
 constexpr std::array<std::string_view, 6> kDetectionKeys{"enabled",    "window",     "min_rate",
                                                          "min_growth", "confidence", "max_series"};
 constexpr std::array<std::string_view, 6> kLogLevels{"trace", "debug", "info",
                                                      "warn",  "error", "critical"};
-constexpr std::array<std::string_view, 5> kKernelKeys{"enabled", "kinds", "min_size", "max_size",
-                                                      "include_movable_pages"};
-constexpr std::array<std::string_view, 8> kRuleKeys{
-    "name", "match", "allocator", "min_size", "max_size", "min_age", "sample_bytes", "unwind"};
+constexpr std::array<std::string_view, 6> kKernelKeys{"enabled",  "kinds",    "min_size",
+                                                      "max_size", "tracking", "include_movable_pages"};
+constexpr std::array<std::string_view, 9> kRuleKeys{"name",     "match",        "allocator",
+                                                    "min_size", "max_size",     "min_age",
+                                                    "tracking", "sample_bytes", "unwind"};
 constexpr std::array<std::string_view, 4> kMatchKeys{"comm", "exe", "pid", "cmdline"};
 constexpr std::array<std::string_view, 2> kAllocatorKeys{"library", "symbol_prefix"};
-constexpr std::array<std::string_view, 12> kLimitKeys{"live_allocations",
+constexpr std::array<std::string_view, 13> kLimitKeys{"live_allocations",
                                                       "stacks",
                                                       "stack_totals",
                                                       "processes",
@@ -225,7 +230,8 @@ constexpr std::array<std::string_view, 12> kLimitKeys{"live_allocations",
                                                       "kernel_totals",
                                                       "top_processes",
                                                       "symbol_files",
-                                                      "symbol_cache_entries"};
+                                                      "symbol_cache_entries",
+                                                      "growth_pages"};
 
 // One key: value pair of a mapping, with where it sits, for messages.
 struct Entry {
@@ -273,8 +279,19 @@ class Parser {
             } else if (entry.key == "leak_detection") {
                 detection_line_ = line_of(entry);
                 ok = parse_detection(entry, config.leak_detection);
+            } else if (entry.key == "escalation") {
+                ok = parse_escalation(entry, config.escalation);
             }
             if (!ok) return std::unexpected(ok.error());
+        }
+        // A rule that does not set sample_bytes: its mode's default.
+        for (size_t i = 0; i < config.watch.size(); i++) {
+            WatchRule& rule = config.watch[i];
+            if (explicit_sample_bytes_.count(i)) continue;
+            if (rule.tracking == WatchRule::Tracking::kSampled)
+                rule.sample_bytes = kSampledDefault;
+            else if (rule.tracking == WatchRule::Tracking::kEscalate)
+                rule.sample_bytes = config.escalation.sample_bytes;
         }
         // The detector needs 16 samples in a window to judge it (docs/detection.md).
         if (config.leak_detection.enabled && config.leak_detection.window < config.interval * 16) {
@@ -437,6 +454,47 @@ class Parser {
         return {};
     }
 
+    Result<WatchRule::Tracking> tracking_of(const Entry& entry, bool kernel) const {
+        const std::string value = entry.value.IsScalar() ? entry.value.Scalar() : "";
+        if (value == "escalate") return WatchRule::Tracking::kEscalate;
+        if (value == "full") return WatchRule::Tracking::kFull;
+        if (value == "sampled" && !kernel) return WatchRule::Tracking::kSampled;
+        return error(entry, std::string("tracking must be ") +
+                                (kernel ? "escalate or full" : "escalate, sampled or full") +
+                                ", not " + quoted(value));
+    }
+
+    Result<void> parse_escalation(const Entry& entry, Escalation& e) const {
+        auto entries = mapping_of(entry, kEscalationKeys);
+        if (!entries) return std::unexpected(entries.error());
+        for (const Entry& field : *entries) {
+            Result<void> ok;
+            if (field.key == "duration") {
+                ok = assign(duration_of(field), e.duration);
+                if (ok && e.duration < kMinInterval)
+                    return error(field, quoted(field.value.Scalar()) + " is too short");
+            } else if (field.key == "max_processes") {
+                auto n = count_of(field, 1024);
+                if (!n) return std::unexpected(n.error());
+                e.max_processes = static_cast<uint32_t>(*n);
+            } else if (field.key == "sample_bytes") {
+                ok = assign(size_of(field), e.sample_bytes);
+                if (ok && e.sample_bytes > kMaxSampleBytes)
+                    return error(field, "sample_bytes " + quoted(field.value.Scalar()) +
+                                            " is larger than 64MiB; use 0 to record every "
+                                            "allocation");
+            } else if (field.key == "watch_sample_bytes") {
+                ok = assign(size_of(field), e.watch_sample_bytes);
+                // One page in this many bytes is sampled: at least one page, at most 1 GiB.
+                if (ok && (e.watch_sample_bytes == 0 || e.watch_sample_bytes > (1ull << 30)))
+                    return error(field, "watch_sample_bytes " + quoted(field.value.Scalar()) +
+                                            " must be from 1 byte (every page) to 1GiB");
+            }
+            if (!ok) return std::unexpected(ok.error());
+        }
+        return {};
+    }
+
     Result<void> parse_kernel(const Entry& entry, KernelConfig& kernel) const {
         auto entries = mapping_of(entry, kKernelKeys);
         if (!entries) return std::unexpected(entries.error());
@@ -451,6 +509,8 @@ class Parser {
                 (field.key == "enabled" ? kernel.enabled : kernel.include_movable_pages) = value;
             } else if (field.key == "kinds") {
                 ok = parse_kinds(field, kernel.kinds);
+            } else if (field.key == "tracking") {
+                ok = assign(tracking_of(field, true), kernel.tracking);
             } else if (field.key == "min_size") {
                 min_size = &field;
                 ok = assign(size_of(field), kernel.min_size);
@@ -526,7 +586,7 @@ class Parser {
         return {};
     }
 
-    Result<void> parse_watch(const Entry& entry, std::vector<WatchRule>& rules) const {
+    Result<void> parse_watch(const Entry& entry, std::vector<WatchRule>& rules) {
         if (entry.value.IsNull()) return {};  // "watch:" with nothing under it
         if (!entry.value.IsSequence()) return wrong_type(entry, "a sequence of rules");
         std::map<std::string, int> names;  // name -> line of its rule
@@ -537,8 +597,10 @@ class Parser {
             // A null item ("- " alone) carries the mark of the token after it; the
             // index in the path still pins it down, so point at the watch key instead.
             int line = node.IsNull() ? line_of(entry.key_node) : line_of(node);
-            auto rule = parse_rule(node, path, line, name_line);
+            bool explicit_sample_bytes = false;
+            auto rule = parse_rule(node, path, line, name_line, explicit_sample_bytes);
             if (!rule) return std::unexpected(rule.error());
+            if (explicit_sample_bytes) explicit_sample_bytes_.insert(rules.size());
             auto [previous, inserted] = names.emplace(rule->name, name_line);
             if (!inserted) {
                 return error(name_line, path + ".name",
@@ -551,7 +613,7 @@ class Parser {
     }
 
     Result<WatchRule> parse_rule(const YAML::Node& node, const std::string& path, int line,
-                                 int& name_line) const {
+                                 int& name_line, bool& explicit_sample_bytes) const {
         WatchRule rule;
         rule.line = line;
         if (!node.IsMap()) {
@@ -562,6 +624,7 @@ class Parser {
         if (!entries) return std::unexpected(entries.error());
         bool has_name = false;
         bool has_match = false;
+        const Entry* sample_bytes = nullptr;
         const Entry* min_size = nullptr;
         const Entry* max_size = nullptr;
         for (const Entry& entry : *entries) {
@@ -583,7 +646,11 @@ class Parser {
                 ok = assign(size_of(entry), rule.max_size);
             } else if (entry.key == "min_age") {
                 ok = assign(duration_of(entry), rule.min_age);
+            } else if (entry.key == "tracking") {
+                ok = assign(tracking_of(entry, false), rule.tracking);
             } else if (entry.key == "sample_bytes") {
+                explicit_sample_bytes = true;
+                sample_bytes = &entry;
                 ok = assign(size_of(entry), rule.sample_bytes);
                 if (ok && rule.sample_bytes > kMaxSampleBytes) {
                     return error(entry, "sample_bytes " + quoted(entry.value.Scalar()) +
@@ -606,6 +673,10 @@ class Parser {
             if (!ok) return std::unexpected(ok.error());
         }
         if (!has_name) return error(rule.line, path, "missing required key name");
+        if (sample_bytes && rule.sample_bytes != 0 && rule.tracking == WatchRule::Tracking::kFull)
+            return error(*sample_bytes,
+                         "tracking: full records every allocation; sample_bytes is for "
+                         "tracking: sampled or escalate");
         if (!has_match) {
             return error(rule.line, path,
                          "missing required key match (give at least one of comm, exe, pid, "
@@ -734,6 +805,7 @@ class Parser {
             Bound{"top_processes", &Limits::top_processes, 1000},
             Bound{"symbol_files", &Limits::symbol_files, 65536},
             Bound{"symbol_cache_entries", &Limits::symbol_cache_entries, 16 << 20},
+            Bound{"growth_pages", &Limits::growth_pages, 16 << 20},
         };
         for (const Entry& field : *entries) {
             for (const Bound& bound : kBounds) {
@@ -746,8 +818,11 @@ class Parser {
         return {};
     }
 
+    // The default sample_bytes of tracking: sampled.
+    static constexpr uint64_t kSampledDefault = 512 * 1024;
     std::string source_;
     int detection_line_ = 1;
+    std::set<size_t> explicit_sample_bytes_;  // rules (by index) that set sample_bytes
 };
 
 }  // namespace

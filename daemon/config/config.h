@@ -40,9 +40,11 @@ struct WatchRule {
     uint64_t min_size = 0;
     uint64_t max_size = UINT64_MAX;
     Duration min_age{0};
-    // Byte-based sampling: mean bytes between samples, 0 = every allocation is recorded. An
-    // allocation of s bytes is recorded with probability 1 - exp(-s / sample_bytes) and counts
-    // for its size divided by that probability.
+    // Byte-based sampling of the allocator probes: mean bytes between samples, 0 = every
+    // allocation is recorded. An allocation of s bytes is recorded with probability
+    // 1 - exp(-s / sample_bytes) and counts for its size divided by that probability. When the
+    // rule does not set it: 512KiB for kSampled, escalation.sample_bytes for kEscalate, 0 for
+    // kFull (which must not set it).
     uint64_t sample_bytes = 0;
     // How stacks are walked (x86-64; elsewhere always by frame pointers): kAuto, by the frame
     // pointer through the files whose functions keep one and with the CFI (.eh_frame) of the
@@ -50,6 +52,13 @@ struct WatchRule {
     // code without frame pointers are missed); kDwarf, the CFI for every frame.
     enum class Unwind { kAuto, kFramePointer, kDwarf };
     Unwind unwind = Unwind::kAuto;
+    // How a matched process is tracked (docs/configuration.md, "Tracking modes"): kEscalate,
+    // the watch tier (the kernel's accounting and sampled first-touch page faults, no uprobe)
+    // until the leak detector suspects the process, then allocator probes for a while
+    // (`escalation`); kSampled, allocator probes always on with sample_bytes; kFull, allocator
+    // probes always on for every allocation.
+    enum class Tracking { kEscalate, kSampled, kFull };
+    Tracking tracking = Tracking::kEscalate;
     int line = 0;  // 1-based line of the rule in the file, for messages
 };
 
@@ -69,6 +78,16 @@ struct Limits {
     uint32_t top_processes = 20;                // processes exported with their kernel bytes
     uint32_t symbol_files = 512;                // ELF files parsed, and DWARF files opened, at once
     uint32_t symbol_cache_entries = 65536;      // code addresses whose source line is remembered
+    uint32_t growth_pages = 65536;  // BPF map: the watch tier's sampled first-touched pages
+};
+
+// The watch tier and its escalation to allocator probes (rules with tracking: escalate).
+struct Escalation {
+    Duration duration{std::chrono::minutes(30)};  // probes stay at most this long
+    uint32_t max_processes = 4;                   // escalated at once
+    uint64_t sample_bytes = 512 * 1024;           // probes' sampling while escalated; 0: all
+    // Watch tier: mean bytes of first-touched memory between two sampled page faults.
+    uint64_t watch_sample_bytes = 512 * 1024;
 };
 
 // The kinds of kernel allocation leakwatch can trace, by their names in the config.
@@ -81,6 +100,10 @@ struct KernelConfig {
     uint64_t min_size = 0;  // applied in BPF before any map update
     uint64_t max_size = UINT64_MAX;
     bool include_movable_pages = false;  // user memory and page cache pages
+    // kEscalate: the kernel's own counters (slab caches, percpu, vmalloc) every interval, and
+    // the allocation tracepoints only for a kind or cache that keeps growing; kFull: the
+    // tracepoints always (WatchRule::Tracking's kSampled is not offered for the kernel).
+    WatchRule::Tracking tracking = WatchRule::Tracking::kEscalate;
 };
 
 // The leak detector's parameters (docs/detection.md).
@@ -99,6 +122,7 @@ struct Config {
     std::string log_level = "info";  // --log-level overrides it
     KernelConfig kernel;
     LeakDetection leak_detection;
+    Escalation escalation;
     std::vector<WatchRule> watch;
     Limits limits;
     std::string source;  // file name it was read from, or "<built-in>"

@@ -55,6 +55,7 @@ constexpr RuleKey kRuleKeys[] = {
     rule_key<&WatchRule::min_age>("watch.min_age", Takes::kReattach),
     rule_key<&WatchRule::sample_bytes>("watch.sample_bytes", Takes::kReattach),
     rule_key<&WatchRule::unwind>("watch.unwind", Takes::kReattach),
+    rule_key<&WatchRule::tracking>("watch.tracking", Takes::kReattach),
     rule_key<&WatchRule::line>("watch (line in the file)", Takes::kNothing),
 };
 
@@ -76,6 +77,8 @@ constexpr ConfigKey kConfigKeys[] = {
                                                   kKernelWarning),
     key<&Config::kernel, &KernelConfig::include_movable_pages>("kernel.include_movable_pages",
                                                                Takes::kRestart, kKernelWarning),
+    key<&Config::kernel, &KernelConfig::tracking>("kernel.tracking", Takes::kRestart,
+                                                  kKernelWarning),
     key<&Config::leak_detection, &LeakDetection::enabled>("leak_detection.enabled", Takes::kLive),
     key<&Config::leak_detection, &LeakDetection::window>("leak_detection.window", Takes::kLive),
     key<&Config::leak_detection, &LeakDetection::min_rate>("leak_detection.min_rate", Takes::kLive),
@@ -85,6 +88,12 @@ constexpr ConfigKey kConfigKeys[] = {
                                                              Takes::kLive),
     key<&Config::leak_detection, &LeakDetection::max_series>("leak_detection.max_series",
                                                              Takes::kLive),
+    key<&Config::escalation, &Escalation::duration>("escalation.duration", Takes::kLive),
+    key<&Config::escalation, &Escalation::max_processes>("escalation.max_processes",
+                                                         Takes::kLive),
+    key<&Config::escalation, &Escalation::sample_bytes>("escalation.sample_bytes", Takes::kLive),
+    key<&Config::escalation, &Escalation::watch_sample_bytes>("escalation.watch_sample_bytes",
+                                                              Takes::kLive),
     {"watch", Takes::kLive, {}, &rules_differ, &keep<&Config::watch>},
     key<&Config::limits, &Limits::live_allocations>("limits.live_allocations", Takes::kRestart,
                                                     kMapWarning),
@@ -104,6 +113,8 @@ constexpr ConfigKey kConfigKeys[] = {
     key<&Config::limits, &Limits::symbol_files>("limits.symbol_files", Takes::kLive),
     key<&Config::limits, &Limits::symbol_cache_entries>("limits.symbol_cache_entries",
                                                         Takes::kLive),
+    key<&Config::limits, &Limits::growth_pages>("limits.growth_pages", Takes::kRestart,
+                                                kMapWarning),
     key<&Config::source>("source (the file read)", Takes::kNothing),
 };
 

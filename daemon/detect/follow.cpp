@@ -23,10 +23,17 @@ void follow_growth(Detector& detector, Snapshot& snap, double now) {
         fmt::format_to(std::back_inserter(owner), "{}@{:.6f}", p.pid, p.attached_at);
         key.clear();
         fmt::format_to(std::back_inserter(key), "p/{}", owner);
-        observe(p.totals.bytes, p.growth);
+        // Its memory for a process of the watch tier (escalated or not: one series across
+        // escalations), its probes' outstanding bytes otherwise.
+        observe(p.series_bytes(), p.growth);
         for (auto& s : p.stacks) {
             key.clear();
             fmt::format_to(std::back_inserter(key), "s/{}/{:016x}", owner, s.id);
+            observe(s.bytes, s.growth);
+        }
+        for (auto& s : p.growth_stacks) {
+            key.clear();
+            fmt::format_to(std::back_inserter(key), "g/{}/{:016x}", owner, s.id);
             observe(s.bytes, s.growth);
         }
     }
@@ -35,6 +42,11 @@ void follow_growth(Detector& detector, Snapshot& snap, double now) {
             key.clear();
             fmt::format_to(std::back_inserter(key), "ks/{}/{:016x}", s.kind, s.id);
             observe(s.bytes, s.growth);
+        }
+        for (auto& c : snap.kernel->counters) {
+            key.clear();
+            fmt::format_to(std::back_inserter(key), "kc/{}", c.name);
+            observe(c.bytes, c.growth);
         }
         for (auto& p : snap.kernel->processes) {
             key.clear();

@@ -1,6 +1,7 @@
 #include "http/api.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 namespace leakwatch {
@@ -29,7 +30,40 @@ nlohmann::json totals_json(const ProcessView& p) {
                                  [](const StackView& s) { return s.bytes > 0 || s.count > 0; })},
         {"growth_bytes_per_second", p.growth.rate},
         {"leak_suspected", p.growth.suspected},
+        {"tracking", tracking_name(p.tracking)},
+        {"escalated_at", p.escalated_at},
+        {"memory",
+         p.memory_known ? nlohmann::json{{"anon_bytes", p.memory.anon},
+                                         {"swap_bytes", p.memory.swap},
+                                         {"data_bytes", p.memory.data}}
+                        : nlohmann::json(nullptr)},
+        {"growth_stacks", p.growth_stacks.size()},
     };
+}
+
+// One stack with every frame: `bytes_key` names what its bytes are.
+nlohmann::json stack_json(const StackView& s, const char* bytes_key, const char* count_key) {
+    auto frames = nlohmann::json::array();
+    if (s.frames)
+        for (const auto& f : *s.frames) frames.push_back(frame_json(f));
+    return {{"stack_id", hex(s.id, 16).substr(2)},
+            {bytes_key, s.bytes},
+            {count_key, s.count},
+            {"site", s.site},
+            {"growth_bytes_per_second", s.growth.rate},
+            {"leak_suspected", s.growth.suspected},
+            {"complete", !s.incomplete},
+            {"frames", frames}};
+}
+
+nlohmann::json stacks_list(const std::vector<StackView>& list, size_t top, const char* bytes_key,
+                           const char* count_key) {
+    auto out = nlohmann::json::array();
+    for (size_t i = 0; i < list.size() && i < top; i++) {
+        if (list[i].bytes <= 0 && list[i].count <= 0) break;  // the rest hold nothing now
+        out.push_back(stack_json(list[i], bytes_key, count_key));
+    }
+    return out;
 }
 
 }  // namespace
@@ -69,23 +103,20 @@ std::optional<nlohmann::json> stacks_json(const Snapshot& snap, uint32_t pid, si
     for (const auto& p : snap.processes) {
         if (p.pid != pid) continue;
         auto j = totals_json(p);
-        auto stacks = nlohmann::json::array();
-        for (size_t i = 0; i < p.stacks.size() && i < top; i++) {
-            const auto& s = p.stacks[i];
-            if (s.bytes <= 0 && s.count <= 0) break;  // the rest hold nothing now
-            auto frames = nlohmann::json::array();
-            if (s.frames)
-                for (const auto& f : *s.frames) frames.push_back(frame_json(f));
-            stacks.push_back({{"stack_id", hex(s.id, 16).substr(2)},
-                              {"outstanding_bytes", s.bytes},
-                              {"outstanding_allocations", s.count},
-                              {"site", s.site},
-                              {"growth_bytes_per_second", s.growth.rate},
-                              {"leak_suspected", s.growth.suspected},
-                              {"complete", !s.incomplete},
-                              {"frames", frames}});
+        j["stacks"] = stacks_list(p.stacks, top, "outstanding_bytes", "outstanding_allocations");
+        // Escalated, the probes count from the escalation on: a stack's bytes over the time
+        // since are its growth, long before the detector has a window of its history.
+        if (p.tracking == TrackingState::kEscalated && p.escalated_at > 0) {
+            const double since =
+                std::chrono::duration<double>(snap.taken.time_since_epoch()).count() -
+                p.escalated_at;
+            for (size_t i = 0; i < j["stacks"].size(); i++)
+                j["stacks"][i]["growth_since_escalation_bytes_per_second"] =
+                    since > 0 ? static_cast<double>(p.stacks[i].bytes) / since : 0.0;
         }
-        j["stacks"] = stacks;
+        // The watch tier's: the resident memory each stack first touched (an estimate from
+        // sampled pages).
+        j["growth_stacks"] = stacks_list(p.growth_stacks, top, "resident_bytes", "sampled_pages");
         return j;
     }
     return std::nullopt;
@@ -115,10 +146,13 @@ nlohmann::json leaks_json(const Snapshot& snap, double now) {
     };
     for (const auto& p : snap.processes) {
         std::string pid = std::to_string(p.pid);
-        add("process", p.watch, pid, p.comm, "", "", p.totals.bytes, p.growth, nullptr);
+        add("process", p.watch, pid, p.comm, "", "", p.series_bytes(), p.growth, nullptr);
         for (const auto& s : p.stacks)
             add("stack", p.watch, pid, p.comm, hex(s.id, 16).substr(2), s.site, s.bytes, s.growth,
                 s.frames.get());
+        for (const auto& s : p.growth_stacks)
+            add("growth_stack", p.watch, pid, p.comm, hex(s.id, 16).substr(2), s.site, s.bytes,
+                s.growth, s.frames.get());
     }
     if (snap.kernel) {
         for (const auto& s : snap.kernel->stacks)
@@ -127,6 +161,8 @@ nlohmann::json leaks_json(const Snapshot& snap, double now) {
         for (const auto& p : snap.kernel->processes)
             add("process", "kernel", std::to_string(p.pid), p.comm, "", "", p.bytes, p.growth,
                 nullptr);
+        for (const auto& c : snap.kernel->counters)
+            add("kernel_counter", "kernel", "", "", "", c.name, c.bytes, c.growth, nullptr);
     }
     std::sort(leaks.begin(), leaks.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
         return a["growth_bytes_per_second"].get<double>() >
@@ -164,7 +200,19 @@ std::optional<nlohmann::json> kernel_json(const Snapshot& snap, size_t top) {
                          {"outstanding_bytes", p.bytes},
                          {"outstanding_allocations", p.count}});
     }
+    auto counters = nlohmann::json::array();
+    for (size_t i = 0; i < k.counters.size(); i++) {
+        const auto& c = k.counters[i];
+        if (i >= top && !c.escalated && !c.growth.suspected) continue;
+        counters.push_back({{"counter", c.name},
+                            {"bytes", c.bytes},
+                            {"escalated", c.escalated},
+                            {"escalated_at", c.escalated_at},
+                            {"growth_bytes_per_second", c.growth.rate},
+                            {"leak_suspected", c.growth.suspected}});
+    }
     return nlohmann::json{{"kinds", kinds},
+                          {"counters", counters},
                           {"slab_backing_bytes", k.backing_bytes},
                           {"stacks", stacks},
                           {"processes", procs}};

@@ -172,6 +172,15 @@ void for_exported_stacks(const std::vector<Stack>& stacks, uint32_t top, bool wi
     }
 }
 
+// The kernel's counters exported (kernel.tracking: escalate): the `top` largest, and any
+// other the detector suspects or that is escalated.
+template <class Fn>
+void for_exported_counters(const KernelView& k, uint32_t top, Fn&& fn) {
+    size_t n = 0;
+    for (const auto& c : k.counters)
+        if (n++ < top || c.growth.suspected || c.escalated) fn(c);
+}
+
 // leakwatch_growth_bytes_per_second and leakwatch_leak_suspected share one label set, so a
 // series keeps its labels from its first sample on (Prometheus `for:` needs that). Calls
 // fn(labels, growth) for every followed series, in the order of the exposition.
@@ -196,6 +205,10 @@ void for_growth_series(const Snapshot& snap, const DaemonStatus& status, Fn&& fn
         for_exported_stacks(p.stacks, status.top_stacks, true, [&](const StackView& s, bool) {
             emit("stack", owner, &s.id, s.site, s.growth);
         });
+        for_exported_stacks(p.growth_stacks, status.top_stacks, true,
+                            [&](const StackView& s, bool) {
+                                emit("growth_stack", owner, &s.id, s.site, s.growth);
+                            });
     }
     if (!snap.kernel) return;
     const KernelView& k = *snap.kernel;
@@ -209,6 +222,9 @@ void for_growth_series(const Snapshot& snap, const DaemonStatus& status, Fn&& fn
         if (top || p.growth.suspected)
             emit("process", kernel_process_owner(p), nullptr, {}, p.growth);
     }
+    for_exported_counters(k, status.top_stacks, [&](const KernelCounterView& c) {
+        emit("kernel_counter", owner, nullptr, c.name, c.growth);
+    });
 }
 
 }  // namespace
@@ -292,9 +308,48 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
                             });
     }
 
+    // The watch tier (tracking: escalate): the kernel's accounting per process, how each is
+    // tracked now, and the stacks that first touched the memory it still holds.
+    w.family("leakwatch_process_memory_bytes",
+             "A watched process's memory as the kernel accounts it: kind=anon (resident "
+             "anonymous), swap (swapped out), data (private writable mappings, heap included).",
+             "gauge");
+    for (size_t i = 0; i < snap.processes.size(); i++) {
+        const ProcessView& p = snap.processes[i];
+        if (!p.memory_known) continue;
+        for (auto [kind, bytes] : {std::pair{"anon", p.memory.anon}, std::pair{"swap", p.memory.swap},
+                                   std::pair{"data", p.memory.data}}) {
+            labels.clear();
+            w.sample(labels.add(owners[i]).add("kind", kind), static_cast<double>(bytes));
+        }
+    }
+    w.family("leakwatch_process_tracking",
+             "1 for how a watched process is tracked now: mode=watch (the watch tier, no "
+             "uprobes), escalated (allocator probes for a while), sampled or full.",
+             "gauge");
+    for (size_t i = 0; i < snap.processes.size(); i++) {
+        labels.clear();
+        w.sample(labels.add(owners[i]).add("mode", tracking_name(snap.processes[i].tracking)), 1);
+    }
+    w.family("leakwatch_stack_growth_bytes",
+             "Watch tier: resident bytes per stack that first touched them (sampled page "
+             "faults), for the top stacks of each process.",
+             "gauge");
+    for (size_t i = 0; i < snap.processes.size(); i++) {
+        for_exported_stacks(snap.processes[i].growth_stacks, status.top_stacks, false,
+                            [&](const StackView& s, bool) {
+                                labels.clear();
+                                labels.add(owners[i]).add_hex_id("stack_id", s.id).add("site",
+                                                                                       s.site);
+                                w.sample(labels, static_cast<double>(s.bytes));
+                            });
+    }
+
     w.family("leakwatch_growth_bytes_per_second",
-             "Growth of outstanding bytes over the leak detection window (robust slope), per "
-             "process (scope=process) and per stack (scope=stack).",
+             "Growth over the leak detection window (robust slope) of a process's outstanding "
+             "bytes, or its memory in the watch tier (scope=process), a stack's outstanding "
+             "bytes (scope=stack), and a watch-tier stack's resident bytes "
+             "(scope=growth_stack).",
              "gauge");
     for_growth_series(snap, status,
                       [&](const LabelSet& l, const Growth& g) { w.sample(l, g.rate); });
@@ -313,8 +368,30 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
     w.family("leakwatch_config_last_reload_success_timestamp_seconds",
              "When the configuration was last loaded successfully.", "gauge");
     w.sample(status.last_reload_time);
-    w.family("leakwatch_attached_processes", "Processes whose allocator is probed now.", "gauge");
+    w.family("leakwatch_attached_processes", "Processes watched now, in any tracking mode.",
+             "gauge");
     w.sample(static_cast<double>(status.attached));
+    w.family("leakwatch_escalated_processes",
+             "Processes of the watch tier escalated to allocator probes now.", "gauge");
+    w.sample(static_cast<double>(status.escalated));
+    w.family("leakwatch_escalated_processes_max", "escalation.max_processes.", "gauge");
+    w.sample(static_cast<double>(status.max_escalated));
+    w.family("leakwatch_escalations_total",
+             "Processes escalated to allocator probes, by reason: suspected (the leak detector), "
+             "operator (POST /api/v1/escalate), failed (the probes could not be attached).",
+             "counter");
+    for (const auto& [reason, n] : status.escalations) {
+        labels.clear();
+        w.sample(labels.add("reason", reason), static_cast<double>(n));
+    }
+    w.family("leakwatch_releases_total",
+             "Escalated processes given back to the watch tier, by reason: duration, "
+             "stopped_growing, operator.",
+             "counter");
+    for (const auto& [reason, n] : status.releases) {
+        labels.clear();
+        w.sample(labels.add("reason", reason), static_cast<double>(n));
+    }
     w.family("leakwatch_lost_events_total",
              "Allocations, frees and events leakwatch could not account for, by reason.",
              "counter");
@@ -374,6 +451,24 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
 
     if (snap.kernel) {
         const KernelView& k = *snap.kernel;
+        w.family("leakwatch_kernel_counter_bytes",
+                 "kernel.tracking: escalate: the kernel's own counters, the largest and any "
+                 "suspected or escalated: a slab cache's objects in use (counter=its name), "
+                 "percpu, vmalloc, and page (an estimate of the pages the kernel holds outside "
+                 "the accounted kinds).",
+                 "gauge");
+        for_exported_counters(k, status.top_stacks, [&](const KernelCounterView& c) {
+            labels.clear();
+            w.sample(labels.add("counter", c.name), static_cast<double>(c.bytes));
+        });
+        w.family("leakwatch_kernel_counter_escalated",
+                 "1 for a kernel counter whose allocation tracepoints are on now (escalated).",
+                 "gauge");
+        for (const auto& c : k.counters) {
+            if (!c.escalated) continue;
+            labels.clear();
+            w.sample(labels.add("counter", c.name), 1);
+        }
         w.family("leakwatch_kernel_outstanding_bytes",
                  "Kernel memory allocated and not yet freed, by kind (pages that back slab "
                  "objects or large kmallocs count once, as those objects).",

@@ -97,6 +97,52 @@ int handle_stacks(mg_connection* conn, void* cb) {
     return 1;
 }
 
+// POST /api/v1/escalate?pid=N and /api/v1/release?pid=N: an operator gives a process of the
+// watch tier its allocator probes, or takes them back. The main loop does it at its next turn
+// (within a poll, 100 ms at most); /api/v1/processes shows the result.
+int handle_operator(mg_connection* conn, void* cb, OperatorRequest::Kind kind) {
+    const mg_request_info* ri = mg_get_request_info(conn);
+    if (std::strcmp(ri->request_method, "POST") != 0) {
+        send_json(conn, 405, {{"error", "use POST"}});
+        return 1;
+    }
+    auto pid = query_number(ri, "pid", UINT32_MAX);
+    if (!pid || !*pid) {
+        send_json(conn, 400, {{"error", "query parameter pid=N (a process id) is required"}});
+        return 1;
+    }
+    const auto* state = static_cast<const PublishedState*>(cb);
+    auto [snap, status] = state->read();
+    const ProcessView* p = nullptr;
+    for (const auto& v : snap->processes)
+        if (v.pid == **pid) p = &v;
+    if (!p) {
+        send_json(conn, 404, {{"error", "pid " + std::to_string(**pid) + " is not watched"}});
+        return 1;
+    }
+    const TrackingState need =
+        kind == OperatorRequest::kEscalate ? TrackingState::kWatch : TrackingState::kEscalated;
+    if (p->tracking != need) {
+        send_json(conn, 409,
+                  {{"error", "pid " + std::to_string(**pid) + " is tracked \"" +
+                                 tracking_name(p->tracking) + "\"; this needs \"" +
+                                 tracking_name(need) + "\""}});
+        return 1;
+    }
+    state->request({kind, static_cast<uint32_t>(**pid)});
+    send_json(conn, 202, {{"pid", **pid},
+                          {"queued", kind == OperatorRequest::kEscalate ? "escalate" : "release"}});
+    return 1;
+}
+
+int handle_escalate(mg_connection* conn, void* cb) {
+    return handle_operator(conn, cb, OperatorRequest::kEscalate);
+}
+
+int handle_release(mg_connection* conn, void* cb) {
+    return handle_operator(conn, cb, OperatorRequest::kRelease);
+}
+
 int handle_leaks(mg_connection* conn, void* cb) {
     auto [snap, status] = static_cast<const PublishedState*>(cb)->read();
     send_json(conn, 200, leaks_json(*snap, unix_seconds()));
@@ -202,6 +248,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& listen_
     mg_set_request_handler(server->ctx_, "/api/v1/stacks$", handle_stacks, cb);
     mg_set_request_handler(server->ctx_, "/api/v1/kernel$", handle_kernel, cb);
     mg_set_request_handler(server->ctx_, "/api/v1/leaks$", handle_leaks, cb);
+    mg_set_request_handler(server->ctx_, "/api/v1/escalate$", handle_escalate, cb);
+    mg_set_request_handler(server->ctx_, "/api/v1/release$", handle_release, cb);
     mg_set_request_handler(server->ctx_, "/", handle_root, cb);
 
     mg_server_port port{};

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <atomic>
+#include <map>
+#include <utility>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,6 +18,10 @@ namespace leakwatch {
 struct DaemonStatus {
     std::string version;
     size_t attached = 0;
+    size_t escalated = 0;      // processes of the watch tier with their probes now
+    size_t max_escalated = 0;  // escalation.max_processes
+    std::map<std::string, uint64_t> escalations;  // by reason: suspected, operator, failed
+    std::map<std::string, uint64_t> releases;     // by reason: duration, stopped_growing, operator
     bool last_reload_ok = true;
     double last_reload_time = 0;  // unix seconds
     uint32_t top_stacks = 20;
@@ -24,8 +30,23 @@ struct DaemonStatus {
     UnwindStats unwind;  // stack snapshots unwound from CFI (`unwind: dwarf`)
 };
 
+// What an operator asks of the main loop through the API.
+struct OperatorRequest {
+    enum Kind { kEscalate, kRelease } kind;
+    uint32_t pid = 0;
+};
+
 class PublishedState {
   public:
+    // From an HTTP thread: done by the main loop at its next turn.
+    void request(OperatorRequest r) const {
+        std::lock_guard lock(mu_);
+        requests_.push_back(r);
+    }
+    std::vector<OperatorRequest> take_requests() {
+        std::lock_guard lock(mu_);
+        return std::exchange(requests_, {});
+    }
     void publish(std::shared_ptr<const Snapshot> snapshot, DaemonStatus status) {
         std::lock_guard lock(mu_);
         snapshot_ = std::move(snapshot);
@@ -40,6 +61,7 @@ class PublishedState {
     mutable std::mutex mu_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
     DaemonStatus status_;
+    mutable std::vector<OperatorRequest> requests_;
 };
 
 }  // namespace leakwatch

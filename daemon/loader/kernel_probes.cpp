@@ -48,65 +48,140 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
     // Which tracepoints belong to which kind; kfree and kmem_cache_free free objects of
     // either slab kind.
     auto& k = config.kinds;
-    const bool slab = k[0] || k[1];
+    constexpr uint32_t kSlab = 1u << LW_K_KMALLOC | 1u << LW_K_KMEM_CACHE;
     struct Want {
         const char* tracepoint;
         bpf_program* prog;
-        bool enabled;
+        uint32_t kinds;
     } wants[] = {
-        {"kmalloc", skel->progs.kmalloc, k[0]},
-        {"kmalloc_node", skel->progs.kmalloc_node, k[0]},
-        {"kmem_cache_alloc", skel->progs.kmem_cache_alloc, k[1]},
-        {"kmem_cache_alloc_node", skel->progs.kmem_cache_alloc_node, k[1]},
-        {"kfree", skel->progs.kfree, slab},
-        {"kmem_cache_free", skel->progs.kmem_cache_free, slab},
-        {"mm_page_alloc", skel->progs.mm_page_alloc, k[2]},
-        {"mm_page_free", skel->progs.mm_page_free, k[2]},
-        {"mm_page_free_batched", skel->progs.mm_page_free_batched, k[2]},
-        {"percpu_alloc_percpu", skel->progs.percpu_alloc_percpu, k[3]},
-        {"percpu_free_percpu", skel->progs.percpu_free_percpu, k[3]},
-        // Not allocations: they count module loads and unloads (KernelStack::modules).
-        {"module_load", skel->progs.module_load, true},
-        {"module_free", skel->progs.module_free, true},
+        {"kmalloc", skel->progs.kmalloc, 1u << LW_K_KMALLOC},
+        {"kmalloc_node", skel->progs.kmalloc_node, 1u << LW_K_KMALLOC},
+        {"kmem_cache_alloc", skel->progs.kmem_cache_alloc, 1u << LW_K_KMEM_CACHE},
+        {"kmem_cache_alloc_node", skel->progs.kmem_cache_alloc_node, 1u << LW_K_KMEM_CACHE},
+        {"kfree", skel->progs.kfree, kSlab},
+        {"kmem_cache_free", skel->progs.kmem_cache_free, kSlab},
+        {"mm_page_alloc", skel->progs.mm_page_alloc, 1u << LW_K_PAGE},
+        {"mm_page_free", skel->progs.mm_page_free, 1u << LW_K_PAGE},
+        {"mm_page_free_batched", skel->progs.mm_page_free_batched, 1u << LW_K_PAGE},
+        {"percpu_alloc_percpu", skel->progs.percpu_alloc_percpu, 1u << LW_K_PERCPU},
+        {"percpu_free_percpu", skel->progs.percpu_free_percpu, 1u << LW_K_PERCPU},
     };
+    uint32_t enabled = 0;
+    for (size_t i = 0; i < k.size(); i++)
+        if (k[i]) enabled |= 1u << i;
     // A tracepoint exists when the kernel's BTF has its btf_trace_<name> typedef.
     btf* vmlinux = btf__load_vmlinux_btf();
     if (!vmlinux) return fail(kernel_btf_problem().value_or("reading the kernel's BTF failed"));
     for (auto& w : wants) {
         std::string type = std::string("btf_trace_") + w.tracepoint;
         bool exists = btf__find_by_name_kind(vmlinux, type.c_str(), BTF_KIND_TYPEDEF) >= 0;
-        if (w.enabled && !exists)
+        bool want = (w.kinds & enabled) != 0;
+        if (want && !exists)
             spdlog::debug("kernel: tracepoint {} does not exist on this kernel", w.tracepoint);
-        w.enabled = w.enabled && exists;
-        bpf_program__set_autoload(w.prog, w.enabled);
+        bpf_program__set_autoload(w.prog, want && exists);
+        if (want && exists) probes->tracepoints_.push_back({w.tracepoint, w.prog, w.kinds});
     }
+    // Not allocations: they count module loads and unloads (KernelStack::modules), attached
+    // whatever is traced, so that every stack records the count.
+    bpf_program* module_progs[] = {skel->progs.module_load, skel->progs.module_free};
+    bool modules_exist = true;
+    for (const char* name : {"btf_trace_module_load", "btf_trace_module_free"})
+        modules_exist =
+            modules_exist && btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) >= 0;
+    for (auto* prog : module_progs) bpf_program__set_autoload(prog, modules_exist);
     btf__free(vmlinux);
 
     if (int err = kmem_bpf__load(skel))
         return fail_errno("loading the kernel allocation BPF programs", err);
-    int modules_attached = 0;
-    for (const auto& w : wants) {
-        if (!w.enabled) continue;
-        bpf_link* link = bpf_program__attach(w.prog);
-        if (!link) return fail_errno(std::string("attaching tracepoint ") + w.tracepoint, errno);
-        probes->links_.push_back(link);
-        probes->programs_.push_back(w.prog);
-        if (w.prog == skel->progs.module_load || w.prog == skel->progs.module_free)
-            modules_attached++;
-        else
-            probes->attached_.push_back(w.tracepoint);
+    if (modules_exist) {
+        for (auto* prog : module_progs) {
+            bpf_link* link = bpf_program__attach(prog);
+            if (!link)
+                return fail_errno(std::string("attaching tracepoint ") + bpf_program__name(prog),
+                                  errno);
+            probes->module_links_.push_back(link);
+        }
     }
-    probes->modules_counted_ = modules_attached == 2;
+    probes->modules_counted_ = modules_exist;
     // A kernel without loadable modules (no /proc/modules) has nothing to count.
-    if (!probes->modules_counted_ && ::access("/proc/modules", F_OK) == 0)
+    if (!modules_exist && ::access("/proc/modules", F_OK) == 0)
         spdlog::info(
             "kernel: this kernel has no module_load/module_free tracepoints: frames in modules "
             "are named from the symbols as last read, whichever module held the address then");
+    if (config.tracking == WatchRule::Tracking::kFull) {
+        KernelTargets all;
+        for (size_t i = 0; i < k.size(); i++) all.kinds[i] = k[i];
+        if (auto ok = probes->set_targets(all); !ok) return std::unexpected(ok.error());
+    }
     return probes;
 }
 
+Result<void> KernelProbes::set_targets(const KernelTargets& targets) {
+    lw_kfilter filter{};
+    for (size_t i = 0; i < targets.kinds.size(); i++)
+        if (targets.kinds[i]) filter.kinds |= 1u << i;
+    for (uint64_t size : targets.sizes) {
+        if (filter.nsizes == LW_KFILTER_SIZES) {
+            spdlog::warn(
+                "kernel: more than {} slab sizes escalated at once; size {} is not "
+                "traced",
+                LW_KFILTER_SIZES, size);
+            break;
+        }
+        filter.sizes[filter.nsizes++] = size;
+    }
+    // Attach first, then record: an allocation is never recorded without its free's probe.
+    for (auto& t : tracepoints_) {
+        if ((t.kinds & filter.kinds) == 0 || t.link) continue;
+        t.link = bpf_program__attach(t.prog);
+        if (!t.link) return fail_errno(std::string("attaching tracepoint ") + t.name, errno);
+    }
+    uint32_t zero = 0;
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.kfilter), &zero, &filter, BPF_ANY))
+        return fail_errno("writing the kernel programs' filter", errno);
+    uint32_t served = 0;  // kinds whose frees are still seen
+    for (auto& t : tracepoints_) {
+        if ((t.kinds & filter.kinds) == 0 && t.link) {
+            bpf_link__destroy(t.link);
+            t.link = nullptr;
+        }
+        if (t.link) served |= t.kinds;
+    }
+    // What was recorded of a kind whose frees are no longer seen would stay forever. (A slab
+    // size no longer traced keeps its records: kfree still sees them go.)
+    uint32_t dropped = 0;
+    for (size_t i = 0; i < targets_.kinds.size(); i++)
+        if (targets_.kinds[i] && !(served & (1u << i))) dropped |= 1u << i;
+    if (dropped) {
+        std::vector<lw_kkey> live;
+        for_each_entry<lw_kkey, lw_kalloc>(bpf_map__fd(skel_->maps.klive),
+                                           [&](const lw_kkey& key, const lw_kalloc& a) {
+                                               if (dropped & (1u << a.kind)) live.push_back(key);
+                                           });
+        for (const auto& key : live) bpf_map_delete_elem(bpf_map__fd(skel_->maps.klive), &key);
+        std::vector<lw_ktotals_key> totals;
+        for_each_entry<lw_ktotals_key, lw_totals>(bpf_map__fd(skel_->maps.ktotals),
+                                                  [&](const lw_ktotals_key& key, const lw_totals&) {
+                                                      if (dropped & (1u << key.kind))
+                                                          totals.push_back(key);
+                                                  });
+        for (const auto& key : totals) bpf_map_delete_elem(bpf_map__fd(skel_->maps.ktotals), &key);
+    }
+    targets_ = targets;
+    refresh_attached();
+    return {};
+}
+
+void KernelProbes::refresh_attached() {
+    attached_.clear();
+    for (const auto& t : tracepoints_)
+        if (t.link) attached_.push_back(t.name);
+}
+
 KernelProbes::~KernelProbes() {
-    for (auto* link : links_) bpf_link__destroy(link);
+    for (auto& t : tracepoints_)
+        if (t.link) bpf_link__destroy(t.link);
+    for (auto* link : module_links_) bpf_link__destroy(link);
     if (skel_) kmem_bpf__destroy(skel_);
 }
 
@@ -147,10 +222,11 @@ void KernelProbes::remove_kernel_totals(const std::vector<KernelTotals>& keys) {
 LostCounters KernelProbes::lost() {
     LostCounters lost = read_lost(skel_->maps.klost, ncpus_);
     // Runs the kernel skipped: the program was already running on that CPU (5.12+ counts them).
-    for (auto* prog : programs_) {
+    // Loaded programs keep their count while detached (escalation), so all are summed.
+    for (const auto& t : tracepoints_) {
         bpf_prog_info info{};
         uint32_t size = sizeof(info);
-        if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &size) == 0)
+        if (bpf_obj_get_info_by_fd(bpf_program__fd(t.prog), &info, &size) == 0)
             lost[LW_LOST_K_PROGRAM_MISSED] += info.recursion_misses;
     }
     return lost;

@@ -1,6 +1,7 @@
 // The loaded kmem BPF object: kernel allocation tracepoints and their maps.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,11 +16,24 @@ struct bpf_program;
 
 namespace leakwatch {
 
+// What the kernel programs record: kinds (indexes of kKernelKinds) and, for the slab kinds,
+// object sizes (none: every size).
+struct KernelTargets {
+    std::array<bool, kKernelKinds.size()> kinds{};
+    std::vector<uint64_t> sizes;
+    bool operator==(const KernelTargets&) const = default;
+};
+
 class KernelProbes : public KernelSource {
   public:
-    // Loads and attaches the tracepoints of the enabled kinds that this kernel has.
+    // Loads the programs of the enabled kinds that this kernel has; with tracking: full
+    // attaches them at once for every size, with escalate attaches none until set_targets.
     static Result<std::unique_ptr<KernelProbes>> load(const KernelConfig& config,
                                                       const Limits& limits);
+    // Records only `targets` from now on: attaches the tracepoints they need, detaches the
+    // others, and forgets what was recorded of the kinds dropped. At most LW_KFILTER_SIZES
+    // sizes (the rest are not recorded; a warning says so).
+    Result<void> set_targets(const KernelTargets& targets);
     ~KernelProbes() override;
 
     std::vector<KernelTotals> kernel_totals() override;
@@ -34,13 +48,21 @@ class KernelProbes : public KernelSource {
 
   private:
     KernelProbes() = default;
+    void refresh_attached();
     kmem_bpf* skel_ = nullptr;
-    std::vector<bpf_link*> links_;
-    std::vector<bpf_program*> programs_;  // attached
+    struct Tracepoint {
+        const char* name;
+        bpf_program* prog;
+        uint32_t kinds;  // the kinds it serves (1 << kind)
+        bpf_link* link = nullptr;
+    };
+    std::vector<Tracepoint> tracepoints_;  // those this kernel has, of the enabled kinds
+    KernelTargets targets_;
+    std::vector<bpf_link*> module_links_;  // module_load, module_free: always attached
+    bool modules_counted_ = false;
     std::vector<std::string> attached_;
     Limits limits_;
     int ncpus_ = 1;
-    bool modules_counted_ = false;
 };
 
 }  // namespace leakwatch

@@ -158,6 +158,27 @@ bool kernel_has_attach_type(const btf* vmlinux, const char* name) {
     return false;
 }
 
+// A process's entry in `watched` or `watch_tier`.
+lw_proc_cfg proc_cfg(const Recording& r) {
+    lw_proc_cfg cfg{};
+    cfg.min_size = r.min_size;
+    cfg.max_size = r.max_size;
+    cfg.sample_mean = r.sample_bytes;
+    cfg.lib_lo = r.lib_lo;
+    cfg.lib_hi = r.lib_hi;
+    if (r.sample_bytes || r.min_size > 0 || r.max_size != UINT64_MAX) cfg.flags |= LW_CFG_PARTIAL;
+    if (r.dwarf_unwind) cfg.flags |= LW_CFG_DWARF;
+    auto add_ranges = [&](const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint32_t kind) {
+        for (const auto& [lo, hi] : ranges) {
+            if (cfg.nranges >= LW_MAX_RANGES) break;
+            cfg.ranges[cfg.nranges++] = lw_code_range{lo, hi, kind, 0};
+        }
+    };
+    add_ranges(r.rules_code, LW_RANGE_RULES);
+    add_ranges(r.frame_pointer_code, LW_RANGE_FP);
+    return cfg;
+}
+
 template <class K>
 void delete_keys(int fd, const std::vector<K>& keys) {
     for (const auto& k : keys) bpf_map_delete_elem(fd, &k);
@@ -202,7 +223,8 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
         {skel->maps.watched, limits.processes},     {skel->maps.procs, limits.processes},
         {skel->maps.live, limits.live_allocations}, {skel->maps.stack_totals, limits.stack_totals},
         {skel->maps.stacks, limits.stacks},         {skel->maps.inflight, limits.threads},
-        {skel->maps.freeing, limits.threads},
+        {skel->maps.freeing, limits.threads},       {skel->maps.watch_tier, limits.processes},
+        {skel->maps.growth_pages, limits.growth_pages},
     };
     for (const auto& s : sizes) {
         if (int err = bpf_map__set_max_entries(s.map, s.entries))
@@ -239,6 +261,16 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
                                               static_cast<bpf_attach_type>(kTraceUprobeMulti));
     }
     bpf_program__set_autoload(p->session_probe, mode == ProbeMode::kSession);
+#if defined(__x86_64__)
+    // The watch tier's page-fault program needs the user page-fault tracepoint (x86's).
+    bool fault_tracepoint = false;
+    if (btf* vmlinux = btf__load_vmlinux_btf()) {
+        fault_tracepoint =
+            btf__find_by_name_kind(vmlinux, "btf_trace_page_fault_user", BTF_KIND_TYPEDEF) >= 0;
+        btf__free(vmlinux);
+    }
+    bpf_program__set_autoload(p->watch_fault, fault_tracepoint);
+#endif
     bpf_program__set_expected_attach_type(p->session_probe,
                                           static_cast<bpf_attach_type>(kTraceUprobeSession));
 
@@ -265,6 +297,7 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
 }
 
 Probes::~Probes() {
+    if (fault_link_) bpf_link__destroy(fault_link_);
     if (ring_) ring_buffer__free(ring_);
     if (snapshot_ring_) ring_buffer__free(snapshot_ring_);
     for (auto* link : event_links_) bpf_link__destroy(link);
@@ -337,22 +370,7 @@ Result<void> Probes::watch(uint32_t tgid, const Recording& r) {
                               " to the process map "
                               "(limits.processes reached?)",
                           errno);
-    lw_proc_cfg cfg{};
-    cfg.min_size = r.min_size;
-    cfg.max_size = r.max_size;
-    cfg.sample_mean = r.sample_bytes;
-    cfg.lib_lo = r.lib_lo;
-    cfg.lib_hi = r.lib_hi;
-    if (r.sample_bytes || r.min_size > 0 || r.max_size != UINT64_MAX) cfg.flags |= LW_CFG_PARTIAL;
-    if (r.dwarf_unwind) cfg.flags |= LW_CFG_DWARF;
-    auto add_ranges = [&](const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint32_t kind) {
-        for (const auto& [lo, hi] : ranges) {
-            if (cfg.nranges >= LW_MAX_RANGES) break;
-            cfg.ranges[cfg.nranges++] = lw_code_range{lo, hi, kind, 0};
-        }
-    };
-    add_ranges(r.rules_code, LW_RANGE_RULES);
-    add_ranges(r.frame_pointer_code, LW_RANGE_FP);
+    lw_proc_cfg cfg = proc_cfg(r);
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watched), &tgid, &cfg, BPF_ANY))
         return fail_errno("adding pid " + std::to_string(tgid) + " to the watched map", errno);
     return {};
@@ -360,6 +378,43 @@ Result<void> Probes::watch(uint32_t tgid, const Recording& r) {
 
 void Probes::unwatch(uint32_t tgid) {
     bpf_map_delete_elem(bpf_map__fd(skel_->maps.watched), &tgid);
+}
+
+bool Probes::samples_faults() const {
+#if defined(__x86_64__)
+    return bpf_program__fd(skel_->progs.watch_fault) >= 0;
+#else
+    return false;
+#endif
+}
+
+Result<void> Probes::watch_memory(uint32_t tgid, const Recording& r, uint64_t fault_sample_bytes) {
+    lw_proc_cfg cfg = proc_cfg(r);
+    cfg.sample_mean = fault_sample_bytes;
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watch_tier), &tgid, &cfg, BPF_ANY))
+        return fail_errno("adding pid " + std::to_string(tgid) +
+                              " to the watch tier (limits.processes reached?)",
+                          errno);
+    tier_.insert(tgid);
+#if defined(__x86_64__)
+    if (!fault_link_ && samples_faults()) {
+        fault_link_ = bpf_program__attach(skel_->progs.watch_fault);
+        if (!fault_link_) {
+            int err = errno;
+            return fail_errno("attaching the page-fault program of the watch tier", err);
+        }
+    }
+#endif
+    return {};
+}
+
+void Probes::unwatch_memory(uint32_t tgid) {
+    bpf_map_delete_elem(bpf_map__fd(skel_->maps.watch_tier), &tgid);
+    tier_.erase(tgid);
+    if (tier_.empty() && fault_link_) {
+        bpf_link__destroy(fault_link_);
+        fault_link_ = nullptr;
+    }
 }
 
 void Probes::purge(const std::set<uint32_t>& tgids) {
@@ -391,6 +446,32 @@ void Probes::purge(const std::set<uint32_t>& tgids) {
         }
         delete_keys(fd, doomed);
     }
+    std::vector<lw_key> pages;
+    for_each_entry<lw_key, lw_growth>(bpf_map__fd(skel_->maps.growth_pages),
+                                      [&](const lw_key& k, const lw_growth&) {
+                                          if (tgids.count(k.tgid)) pages.push_back(k);
+                                      });
+    delete_keys(bpf_map__fd(skel_->maps.growth_pages), pages);
+    for (uint32_t tgid : tgids) {
+        bpf_map_delete_elem(bpf_map__fd(skel_->maps.watched), &tgid);
+        bpf_map_delete_elem(bpf_map__fd(skel_->maps.procs), &tgid);
+        unwatch_memory(tgid);
+    }
+}
+
+void Probes::purge_probes(const std::set<uint32_t>& tgids) {
+    if (tgids.empty()) return;
+    std::vector<lw_key> live, totals;
+    for_each_entry<lw_key, lw_alloc>(bpf_map__fd(skel_->maps.live),
+                                     [&](const lw_key& k, const lw_alloc&) {
+                                         if (tgids.count(k.tgid)) live.push_back(k);
+                                     });
+    for_each_entry<lw_key, lw_totals>(bpf_map__fd(skel_->maps.stack_totals),
+                                      [&](const lw_key& k, const lw_totals&) {
+                                          if (tgids.count(k.tgid)) totals.push_back(k);
+                                      });
+    delete_keys(bpf_map__fd(skel_->maps.live), live);
+    delete_keys(bpf_map__fd(skel_->maps.stack_totals), totals);
     for (uint32_t tgid : tgids) {
         bpf_map_delete_elem(bpf_map__fd(skel_->maps.watched), &tgid);
         bpf_map_delete_elem(bpf_map__fd(skel_->maps.procs), &tgid);
@@ -434,7 +515,27 @@ void Probes::snapshot_done(uint32_t tgid, uint64_t mark) {
 
 bool Probes::watching(uint32_t tgid) const {
     lw_proc_cfg cfg{};
-    return bpf_map_lookup_elem(bpf_map__fd(skel_->maps.watched), &tgid, &cfg) == 0;
+    return bpf_map_lookup_elem(bpf_map__fd(skel_->maps.watched), &tgid, &cfg) == 0 ||
+           bpf_map_lookup_elem(bpf_map__fd(skel_->maps.watch_tier), &tgid, &cfg) == 0;
+}
+
+std::vector<GrowthPage> Probes::growth_pages() {
+    std::vector<GrowthPage> out;
+    for_each_entry<lw_key, lw_growth>(bpf_map__fd(skel_->maps.growth_pages),
+                                      [&](const lw_key& k, const lw_growth& g) {
+                                          out.push_back({k.tgid, k.id, g.stack, g.ts_ns});
+                                      });
+    return out;
+}
+
+void Probes::forget_growth_pages(const std::vector<std::pair<uint32_t, uint64_t>>& pages) {
+    int fd = bpf_map__fd(skel_->maps.growth_pages);
+    for (const auto& [tgid, page] : pages) {
+        lw_key key{};
+        key.tgid = tgid;
+        key.id = page;
+        bpf_map_delete_elem(fd, &key);
+    }
 }
 
 int Probes::poll_snapshots(int timeout_ms) {
@@ -518,6 +619,9 @@ std::vector<MapUsage> Probes::usage() {
         {"inflight", count_entries(skel_->maps.inflight), limits_.threads},
         {"unwind_rules", count_batched<lw_key, lw_unwind_rule>(skel_->maps.unwind_rules),
          bpf_map__max_entries(skel_->maps.unwind_rules)},
+        {"watch_tier", tier_.size(), limits_.processes},
+        {"growth_pages", count_batched<lw_key, lw_growth>(skel_->maps.growth_pages),
+         limits_.growth_pages},
     };
 }
 

@@ -46,8 +46,15 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target) override;
     Result<void> watch(uint32_t tgid, const Recording& recording) override;
     void unwatch(uint32_t tgid) override;
+    Result<void> watch_memory(uint32_t tgid, const Recording& recording,
+                              uint64_t fault_sample_bytes) override;
+    void unwatch_memory(uint32_t tgid) override;
     // One walk of each map.
     void purge(const std::set<uint32_t>& tgids) override;
+    void purge_probes(const std::set<uint32_t>& tgids) override;
+    // Whether the watch tier can sample page faults on this kernel (x86-64's user page-fault
+    // tracepoint); without it the tier follows the processes' memory from /proc alone.
+    bool samples_faults() const;
 
     // Waits up to timeout_ms for process events and hands each to the handler.
     void set_event_handler(EventHandler handler) { handler_ = std::move(handler); }
@@ -69,6 +76,8 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     std::vector<LiveAllocation> live_allocations(const std::set<uint32_t>& tgids) override;
     LostCounters lost() override;
     std::vector<MapUsage> usage() override;
+    std::vector<GrowthPage> growth_pages() override;
+    void forget_growth_pages(const std::vector<std::pair<uint32_t, uint64_t>>& pages) override;
 
   private:
     Probes() = default;
@@ -79,6 +88,10 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     ring_buffer* ring_ = nullptr;
     ring_buffer* snapshot_ring_ = nullptr;
     std::vector<bpf_link*> event_links_;
+    // The page-fault program, attached while the watch tier holds a process (every page fault
+    // of the machine runs it as far as one map lookup).
+    bpf_link* fault_link_ = nullptr;
+    std::set<uint32_t> tier_;
     EventHandler handler_;
     SnapshotHandler snapshot_handler_;
     Limits limits_;

@@ -207,6 +207,29 @@ bool cmdline_matches(const Match& match, const ProcessInfo& info) {
 
 }  // namespace
 
+ProcMemory parse_status_memory(std::string_view status) {
+    ProcMemory m;
+    auto kib = [&](std::string_view key) -> uint64_t {
+        size_t at = status.find(key);
+        if (at == std::string_view::npos || (at != 0 && status[at - 1] != '\n')) return 0;
+        std::string_view rest = status.substr(at + key.size());
+        size_t digits = rest.find_first_not_of(" \t");
+        if (digits == std::string_view::npos) return 0;
+        uint64_t v = 0;
+        std::from_chars(rest.data() + digits, rest.data() + rest.size(), v);
+        return v * 1024;  // the kernel writes kB
+    };
+    m.anon = kib("RssAnon:");
+    m.swap = kib("VmSwap:");
+    m.data = kib("VmData:");
+    return m;
+}
+
+bool pagemap_entry_held(uint64_t entry) {
+    constexpr uint64_t kPresent = 1ull << 63, kSwapped = 1ull << 62, kFileOrShared = 1ull << 61;
+    return (entry & (kPresent | kSwapped)) != 0 && (entry & kFileOrShared) == 0;
+}
+
 Result<std::vector<MapEntry>> parse_maps(std::string_view text) {
     std::vector<MapEntry> maps;
     maps.reserve(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) + 1);
@@ -288,6 +311,28 @@ Result<uint64_t> ProcReader::start_time(int pid) const {
     auto text = read_file(path);
     if (!text) return std::unexpected(text.error());
     return parse_start_time(*text, path);
+}
+
+Result<ProcMemory> ProcReader::memory(int pid) const {
+    auto text = read_file(root_ + "/" + std::to_string(pid) + "/status");
+    if (!text) return std::unexpected(text.error());
+    return parse_status_memory(*text);
+}
+
+Result<std::vector<bool>> ProcReader::pages_held(int pid, const std::vector<uint64_t>& pages) const {
+    const std::string path = root_ + "/" + std::to_string(pid) + "/pagemap";
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail_errno("opening " + path, errno);
+    const uint64_t page_size = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    std::vector<bool> held(pages.size(), false);
+    for (size_t i = 0; i < pages.size(); i++) {
+        uint64_t entry = 0;
+        off_t at = static_cast<off_t>(pages[i] / page_size * sizeof(entry));
+        if (::pread(fd, &entry, sizeof(entry), at) == sizeof(entry))
+            held[i] = pagemap_entry_held(entry);
+    }
+    ::close(fd);
+    return held;
 }
 
 std::string ProcReader::path_in(int pid, const std::string& path) const {

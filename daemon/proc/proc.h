@@ -39,6 +39,21 @@ struct ProcessInfo {
     uint64_t start_time = 0;        // field 22 of /proc/PID/stat (clock ticks since boot)
 };
 
+// What the kernel accounts of a process's memory (/proc/PID/status), in bytes: its resident
+// anonymous memory (RssAnon), what of it is swapped out (VmSwap), and its data size (VmData:
+// private writable mappings, the heap included, resident or not).
+struct ProcMemory {
+    uint64_t anon = 0;
+    uint64_t swap = 0;
+    uint64_t data = 0;
+};
+// Parses the text of /proc/PID/status; fields it lacks stay 0 (a kernel thread has none).
+ProcMemory parse_status_memory(std::string_view status);
+
+// A pagemap entry (/proc/PID/pagemap): whether the page is still the process's own memory,
+// present or swapped out, and not a file page or shared anonymous memory.
+bool pagemap_entry_held(uint64_t entry);
+
 class ProcReader {
   public:
     explicit ProcReader(std::string root = "/proc") : root_(std::move(root)) {}
@@ -47,6 +62,10 @@ class ProcReader {
     Result<ProcessInfo> process(int pid) const;
     Result<std::vector<MapEntry>> maps(int pid) const;
     Result<uint64_t> start_time(int pid) const;
+    Result<ProcMemory> memory(int pid) const;
+    // For each page address (sorted or not), whether the process still holds it as its own
+    // memory (pagemap_entry_held). Error when its pagemap cannot be read (it exited).
+    Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) const;
     // Path through which a file the process sees at `path` can be opened from here
     // (root/PID/root/path), so containers' own libraries are used, not ours.
     std::string path_in(int pid, const std::string& path) const;

@@ -12,6 +12,7 @@
 #include "detect/follow.h"
 #include "leakwatch.h"
 #include "loader/kernel_probes.h"
+#include "proc/kernel_memory.h"
 #include "symbols/kernel_symbols.h"
 #include "unwind/snapshots.h"
 #include "util/clock.h"
@@ -52,6 +53,104 @@ struct Daemon::Kernel : KernelNamer {
     }
     uint64_t refresh() override { return symbols.refresh(); }
 
+    // kernel.tracking: escalate: the counters followed, and what is escalated of them.
+    bool escalates = false;
+    std::array<bool, kKernelKinds.size()> kinds{};
+    EscalationPolicy policy;
+    std::map<std::string, double> escalated;  // counter name -> unix seconds since
+    std::map<std::string, uint64_t> sizes;    // slab cache name -> object size, as last read
+
+    static KernelCounterView counter(const std::string& name, uint64_t bytes) {
+        KernelCounterView c;
+        c.name = name;
+        c.bytes = static_cast<int64_t>(bytes);
+        return c;
+    }
+
+    // The kernel's own counters, with their escalation state.
+    std::vector<KernelCounterView> counters(const ProcReader& proc, RateLimiter& limiter) {
+        std::vector<KernelCounterView> out;
+        auto m = read_kernel_memory(proc.root());
+        if (!m) {
+            log_limited(limiter, "kernel_memory", spdlog::level::warn, "kernel counters: {}",
+                        m.error().message);
+            return out;
+        }
+        sizes.clear();
+        for (const auto& c : m->caches) {
+            sizes[c.name] = c.object_size;
+            out.push_back(counter(c.name, c.bytes()));
+        }
+        out.push_back(counter("percpu", m->percpu));
+        out.push_back(counter("page", m->pages));
+        out.push_back(counter("vmalloc", m->vmalloc));
+        for (auto& c : out) {
+            auto e = escalated.find(c.name);
+            c.escalated = e != escalated.end();
+            c.escalated_at = c.escalated ? e->second : 0;
+        }
+        std::stable_sort(out.begin(), out.end(),
+                         [](const auto& a, const auto& b) { return a.bytes > b.bytes; });
+        return out;
+    }
+
+    // The kind a counter's allocations are traced as, if they can be (vmalloc cannot).
+    std::optional<size_t> kind_of(const std::string& name) const {
+        size_t kind;
+        if (name == "percpu")
+            kind = LW_K_PERCPU;
+        else if (name == "page")
+            kind = LW_K_PAGE;
+        else if (name == "vmalloc")
+            return std::nullopt;
+        else
+            kind = name.starts_with("kmalloc-") || name.starts_with("dma-kmalloc-")
+                       ? LW_K_KMALLOC
+                       : LW_K_KMEM_CACHE;
+        return kinds[kind] ? std::optional<size_t>(kind) : std::nullopt;
+    }
+
+    // Escalates the counters the detector suspects to their tracepoints, releases them as for
+    // processes (escalation.duration, a quiet window), and marks the view.
+    void escalate_and_release(KernelView& view, const Config& config, DaemonStatus& status,
+                              double now) {
+        std::vector<EscalationCandidate> candidates;
+        for (const auto& c : view.counters)
+            candidates.push_back(
+                {c.name, c.escalated, kind_of(c.name).has_value(), c.escalated_at, c.growth});
+        bool changed = false;
+        for (const auto& a :
+             policy.decide(candidates, config.escalation, config.leak_detection, now)) {
+            if (a.kind == EscalationAction::kRelease) {
+                escalated.erase(a.key);
+                status.releases["kernel_" + a.label]++;
+                spdlog::info("kernel: released {}: {}; its tracepoints off", a.key, a.reason);
+            } else {
+                escalated[a.key] = now;
+                status.escalations["kernel_" + a.label]++;
+                spdlog::info("kernel: escalated {}: {}; tracing its allocations", a.key, a.reason);
+            }
+            changed = true;
+        }
+        if (changed) {
+            KernelTargets targets;
+            for (const auto& [name, since] : escalated) {
+                auto kind = kind_of(name);
+                if (!kind) continue;
+                targets.kinds[*kind] = true;
+                if (*kind == LW_K_KMALLOC || *kind == LW_K_KMEM_CACHE)
+                    targets.sizes.push_back(sizes[name]);
+            }
+            if (auto ok = probes->set_targets(targets); !ok)
+                spdlog::warn("kernel: {}", ok.error().message);
+        }
+        for (auto& c : view.counters) {
+            auto e = escalated.find(c.name);
+            c.escalated = e != escalated.end();
+            c.escalated_at = c.escalated ? e->second : 0;
+        }
+    }
+
     static Result<std::unique_ptr<Kernel>> load(const Config& config, const ProcReader& proc) {
         auto probes = KernelProbes::load(config.kernel, config.limits);
         if (!probes) return std::unexpected(probes.error());
@@ -61,8 +160,23 @@ struct Daemon::Kernel : KernelNamer {
         if (!symbols) return std::unexpected(symbols.error());
         std::string names;
         for (const auto& n : (*probes)->attached()) names += (names.empty() ? "" : ", ") + n;
-        spdlog::info("kernel allocations: tracing {} ({} kernel symbols)", names, symbols->size());
-        return std::make_unique<Kernel>(std::move(*probes), std::move(*symbols), proc);
+        auto kernel = std::make_unique<Kernel>(std::move(*probes), std::move(*symbols), proc);
+        kernel->kinds = config.kernel.kinds;
+        kernel->escalates = config.kernel.tracking == WatchRule::Tracking::kEscalate;
+        if (kernel->escalates) {
+            if (auto m = read_kernel_memory(proc.root()); !m)
+                return fail("kernel.tracking: escalate follows the kernel's own counters: " +
+                            m.error().message);
+            spdlog::info(
+                "kernel allocations: following the kernel's counters (slab caches, "
+                "percpu, pages, vmalloc); a cache or kind that keeps growing gets its "
+                "tracepoints ({} kernel symbols)",
+                kernel->symbols.size());
+        } else {
+            spdlog::info("kernel allocations: tracing {} ({} kernel symbols)", names,
+                         kernel->symbols.size());
+        }
+        return kernel;
     }
 };
 
@@ -83,8 +197,9 @@ Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Probes> pro
       symbolizer_(proc_,
                   SymbolizerOptions{.max_files = config_.limits.symbol_files,
                                     .max_source_entries = config_.limits.symbol_cache_entries}),
-      tracker_(*probes_, proc_, symbolizer_, config_.watch),
-      aggregator_(*probes_, tracker_),
+      tracker_(*probes_, proc_, symbolizer_, config_.watch, config_.escalation),
+      memory_reader_(proc_),
+      aggregator_(*probes_, tracker_, memory_reader_),
       unwinder_(proc_, symbolizer_),
       detector_(config_.leak_detection) {
     probes_->set_event_handler([this](const lw_event& e) { tracker_.on_event(e); });
@@ -183,17 +298,54 @@ void Daemon::sample() {
     if (symbolizer_.release_debug_info()) malloc_trim(0);
     if (kernel_) {
         snap->kernel = kernel_->aggregator.sample();
+        if (kernel_->escalates) snap->kernel->counters = kernel_->counters(proc_, limiter_);
         add_lost(snap->lost, kernel_->probes->lost());
         for (auto& u :
              kernel_->probes->usage(snap->kernel->live_records, snap->kernel->totals_entries))
             snap->usage.push_back(std::move(u));
     }
     if (config_.leak_detection.enabled) follow_growth(detector_, *snap, unix_seconds());
+    escalate_and_release(*snap);
+    if (kernel_ && kernel_->escalates && config_.leak_detection.enabled)
+        kernel_->escalate_and_release(*snap->kernel, config_, status_, unix_seconds());
     log_new_losses(snap->lost);
     status_.attached = tracker_.attached();
+    status_.escalated = tracker_.escalated();
+    status_.max_escalated = config_.escalation.max_processes;
     status_.symbol_caches = symbolizer_.cache_stats();
     status_.unwind = unwinder_.stats();
     state_.publish(std::move(snap), status_);
+}
+
+void Daemon::escalate_and_release(const Snapshot& snap) {
+    for (const auto& r : state_.take_requests()) {
+        const auto pid = static_cast<pid_t>(r.pid);
+        if (r.kind == OperatorRequest::kEscalate) {
+            if (auto ok = tracker_.escalate(pid, "an operator asked (POST /api/v1/escalate)"))
+                status_.escalations["operator"]++;
+            else
+                spdlog::warn("escalation asked for pid {}: {}", r.pid, ok.error().message);
+        } else {
+            tracker_.release(pid, "an operator asked (POST /api/v1/release)");
+            escalation_.released_by_operator(std::to_string(r.pid));
+            status_.releases["operator"]++;
+        }
+    }
+    if (!config_.leak_detection.enabled) return;
+    for (const auto& a : escalation_.decide(process_candidates(snap), config_.escalation,
+                                            config_.leak_detection, unix_seconds())) {
+        const auto pid = static_cast<pid_t>(std::stoul(a.key));
+        if (a.kind == EscalationAction::kRelease) {
+            tracker_.release(pid, a.reason);
+            status_.releases[a.label]++;
+        } else if (auto ok = tracker_.escalate(pid, a.reason)) {
+            status_.escalations[a.label]++;
+        } else {
+            log_limited(limiter_, "escalate", spdlog::level::warn, "escalating pid {}: {}", a.key,
+                        ok.error().message);
+            status_.escalations["failed"]++;
+        }
+    }
 }
 
 void Daemon::rescan_if_events_lost() {
@@ -222,6 +374,7 @@ void Daemon::apply(Reload reload) {
     for (auto warning : reload.warnings) spdlog::warn("{}", warning);
     config_ = std::move(reload.config);
     symbolizer_.set_limits(config_.limits.symbol_files, config_.limits.symbol_cache_entries);
+    tracker_.set_escalation(config_.escalation);
     detector_.reconfigure(config_.leak_detection);
     status_.top_stacks = config_.limits.top_stacks;
     status_.top_processes = config_.limits.top_processes;

@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "config/reload.h"
 #include "detect/detector.h"
+#include "detect/escalation.h"
 #include "http/server.h"
 #include "http/state.h"
 #include "loader/probes.h"
@@ -70,6 +71,8 @@ class Daemon {
     void apply(Reload reload);
     // After a sample: a full event ring dropped process events, which a rescan makes up for.
     void rescan_if_events_lost();
+    // The watch tier: escalations the policy decides and the operator asks for (HTTP).
+    void escalate_and_release(const Snapshot& snap);
     void log_new_losses(const LostCounters& lost);
     std::string status_line() const;
     void stop();
@@ -82,6 +85,7 @@ class Daemon {
     ProcReader proc_;
     Symbolizer symbolizer_;
     Tracker tracker_;
+    ProcMemoryReader memory_reader_;
     Aggregator aggregator_;
     Unwinder unwinder_;
     // Completes unwind snapshots: the first allocations of a new stack wait for their rules as
@@ -92,6 +96,7 @@ class Daemon {
     DaemonStatus status_;
     std::unique_ptr<HttpServer> server_;
     Detector detector_;
+    EscalationPolicy escalation_;
     LostCounters reported_{};        // losses logged so far, by reason
     uint64_t events_lost_seen_ = 0;  // process events lost, as of the last rescan
 };

@@ -61,8 +61,18 @@ class Attacher {
     // Starts recording a process (after attach): its filters and zeroed totals.
     virtual Result<void> watch(uint32_t tgid, const Recording& recording) = 0;
     virtual void unwatch(uint32_t tgid) = 0;
-    // Deletes every live allocation, stack and total of these processes.
+    // The watch tier (no uprobes): samples the process's first-touch page faults, one page in
+    // `fault_sample_bytes` of touched memory, with stacks walked as `recording` says (its
+    // unwinding and code ranges; its sizes and sampling are the probes' and unused here).
+    virtual Result<void> watch_memory(uint32_t tgid, const Recording& recording,
+                                      uint64_t fault_sample_bytes) = 0;
+    virtual void unwatch_memory(uint32_t tgid) = 0;
+    // Deletes every live allocation, stack and total of these processes, and their sampled
+    // pages.
     virtual void purge(const std::set<uint32_t>& tgids) = 0;
+    // Deletes what the allocator probes recorded of these processes (live allocations and
+    // totals) and keeps their stacks and sampled pages: an escalation that ends.
+    virtual void purge_probes(const std::set<uint32_t>& tgids) = 0;
 };
 
 }  // namespace leakwatch

@@ -23,12 +23,26 @@ constexpr int kMaxAttempts = 400;  // 2 s
 }  // namespace
 
 Tracker::Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symbolizer,
-                 std::vector<WatchRule> rules)
+                 std::vector<WatchRule> rules, Escalation escalation)
     : attacher_(attacher),
       proc_(proc),
       symbolizer_(symbolizer),
       rules_(std::move(rules)),
+      escalation_(escalation),
       self_(getpid()) {}
+
+Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
+                                   const std::vector<MapEntry>& maps, const std::string& exe) {
+    Recording recording;
+#if defined(__x86_64__)
+    recording.dwarf_unwind = rule.unwind != WatchRule::Unwind::kFramePointer;
+    if (rule.unwind == WatchRule::Unwind::kAuto)
+        add_frame_pointer_code(pid, maps, exe, recording);
+#else
+    (void)pid, (void)rule, (void)maps, (void)exe;
+#endif
+    return recording;
+}
 
 Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
                                      bool log_not_yet) {
@@ -38,7 +52,38 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         spdlog::debug("pid {}: {}", pid, maps.error().message);
         return Outcome::kFailed;  // gone
     }
-    auto mapping = find_allocator_mapping(*maps, rule.allocator, info.exe);
+    if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
+    Tracked t{info, rule, nullptr, std::move(*maps), Clock::now(), unix_seconds()};
+    if (rule.tracking == WatchRule::Tracking::kEscalate) {
+        // The watch tier: no uprobe, nothing to wait for.
+        Recording stacks = stack_recording(pid, rule, t.maps, info.exe);
+        if (auto ok = attacher_.watch_memory(static_cast<uint32_t>(pid), stacks,
+                                             escalation_.watch_sample_bytes);
+            !ok) {
+            spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
+            return Outcome::kFailed;
+        }
+        t.state = TrackingState::kWatch;
+        t.fault_sample_bytes = escalation_.watch_sample_bytes;
+        spdlog::info("watching pid {} ({}) for rule '{}': its memory, and a page fault in {} "
+                     "bytes it touches first (no uprobes until it is suspected of leaking)",
+                     pid, info.comm, rule.name, escalation_.watch_sample_bytes);
+        tracked_[pid] = std::move(t);
+        return Outcome::kAttached;
+    }
+    Outcome o = attach_probes(info, rule, t.maps, log_not_yet, t.attachment);
+    if (o != Outcome::kAttached) return o;
+    t.state = rule.tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
+                                                             : TrackingState::kFull;
+    tracked_[pid] = std::move(t);
+    return Outcome::kAttached;
+}
+
+Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule& rule,
+                                        const std::vector<MapEntry>& maps, bool log_not_yet,
+                                        std::unique_ptr<Attachment>& out) {
+    const pid_t pid = info.pid;
+    auto mapping = find_allocator_mapping(maps, rule.allocator, info.exe);
     if (!mapping) {
         if (log_not_yet)
             spdlog::warn("pid {} ({}) matches rule '{}' but cannot be watched: {}", pid, info.comm,
@@ -65,7 +110,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     target.load_bias = mapping->start - mapping->offset;
     uint64_t lib_lo = UINT64_MAX, lib_hi = 0;
     bool found_text = false;
-    for (const auto& m : *maps) {
+    for (const auto& m : maps) {
         if (m.inode != mapping->inode || m.dev_major != mapping->dev_major ||
             m.dev_minor != mapping->dev_minor)
             continue;
@@ -111,15 +156,10 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         spdlog::warn("pid {} ({}): {}", pid, info.comm, attachment.error().message);
         return Outcome::kFailed;
     }
-    Recording recording;
+    Recording recording = stack_recording(pid, rule, maps, info.exe);
     recording.min_size = rule.min_size;
     recording.max_size = rule.max_size;
     recording.sample_bytes = rule.sample_bytes;
-#if defined(__x86_64__)
-    recording.dwarf_unwind = rule.unwind != WatchRule::Unwind::kFramePointer;
-    if (rule.unwind == WatchRule::Unwind::kAuto)
-        add_frame_pointer_code(pid, *maps, info.exe, recording);
-#endif
     // The allocator's own mmap calls are told by their caller being in its file, unless that
     // file is the program itself (a static binary), whose own mmap calls would vanish too.
     if (rule.allocator.library != "exe" && lib_lo < lib_hi) {
@@ -130,12 +170,56 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         spdlog::warn("pid {} ({}): {}", pid, info.comm, ok.error().message);
         return Outcome::kFailed;
     }
-    spdlog::info("watching pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
+    spdlog::info("probing pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
                  info.comm, rule.name, target.offsets.size(), mapping->path,
                  (*attachment)->links());
-    Tracked t{info, rule, std::move(*attachment), std::move(*maps), Clock::now(), unix_seconds()};
-    tracked_[pid] = std::move(t);
+    out = std::move(*attachment);
     return Outcome::kAttached;
+}
+
+Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
+    auto it = tracked_.find(pid);
+    if (it == tracked_.end()) return fail("pid " + std::to_string(pid) + " is not watched");
+    Tracked& t = it->second;
+    if (t.state != TrackingState::kWatch)
+        return fail("pid " + std::to_string(pid) + " is not in the watch tier (tracking: " +
+                    tracking_name(t.state) + ")");
+    auto maps = proc_.maps(pid);
+    if (!maps) return std::unexpected(maps.error());
+    t.maps = std::move(*maps);
+    t.maps_read = Clock::now();
+    if (attach_probes(t.info, t.rule, t.maps, true, t.attachment) != Outcome::kAttached)
+        return fail("pid " + std::to_string(pid) + ": its allocator probes could not be "
+                    "attached (the log says why)");
+    t.state = TrackingState::kEscalated;
+    t.escalated_at = unix_seconds();
+    spdlog::info("escalated pid {} ({}) of rule '{}': {}; allocator probes, {}", pid, t.info.comm,
+                 t.rule.name, reason,
+                 t.rule.sample_bytes ? "sampled every " + std::to_string(t.rule.sample_bytes) +
+                                           " bytes"
+                                     : std::string("every allocation"));
+    return {};
+}
+
+void Tracker::release(pid_t pid, std::string_view reason) {
+    auto it = tracked_.find(pid);
+    if (it == tracked_.end() || it->second.state != TrackingState::kEscalated) return;
+    Tracked& t = it->second;
+    attacher_.unwatch(static_cast<uint32_t>(pid));
+    // Its uprobes go in the background (a kernel grace period each); recording has stopped.
+    reaper_.dispose(std::move(t.attachment));
+    attacher_.purge_probes({static_cast<uint32_t>(pid)});
+    spdlog::info("released pid {} ({}) of rule '{}' after {:.0f}s escalated: {}; back to the "
+                 "watch tier",
+                 pid, t.info.comm, t.rule.name, unix_seconds() - t.escalated_at, reason);
+    t.state = TrackingState::kWatch;
+    t.escalated_at = 0;
+}
+
+size_t Tracker::escalated() const {
+    return static_cast<size_t>(std::count_if(tracked_.begin(), tracked_.end(), [](const auto& t) {
+        return t.second.state == TrackingState::kEscalated;
+    }));
 }
 
 void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
@@ -215,6 +299,7 @@ void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     auto it = tracked_.find(pid);
     if (it == tracked_.end()) return;
     attacher_.unwatch(static_cast<uint32_t>(pid));
+    attacher_.unwatch_memory(static_cast<uint32_t>(pid));
     spdlog::info("stopped watching pid {} ({}): {}", pid, it->second.info.comm, why);
     if (in_background) reaper_.dispose(std::move(it->second.attachment));
     tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
@@ -313,7 +398,8 @@ void Tracker::detach_all() {
     std::vector<std::unique_ptr<Attachment>> attachments;
     for (auto& [pid, t] : tracked_) {
         attacher_.unwatch(static_cast<uint32_t>(pid));
-        attachments.push_back(std::move(t.attachment));
+        attacher_.unwatch_memory(static_cast<uint32_t>(pid));
+        if (t.attachment) attachments.push_back(std::move(t.attachment));
     }
     tracked_.clear();
     // Each uprobe link waits for a grace period on release; releasing them from several
@@ -328,7 +414,8 @@ std::vector<ProcessMeta> Tracker::processes() const {
     out.reserve(tracked_.size());
     for (const auto& [pid, t] : tracked_)
         out.push_back({static_cast<uint32_t>(pid), t.rule.name, t.info.comm, t.rule.min_age,
-                       t.rule.allocator.symbol_prefix, t.attached_at});
+                       t.rule.allocator.symbol_prefix, t.attached_at, t.state, t.escalated_at,
+                       t.fault_sample_bytes});
     return out;
 }
 

@@ -29,7 +29,7 @@ class Tracker : public FrameResolver {
     using Clock = std::chrono::steady_clock;
 
     Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symbolizer,
-            std::vector<WatchRule> rules);
+            std::vector<WatchRule> rules, Escalation escalation = {});
 
     // Attaches every running process a rule matches that is not attached yet, and drops
     // processes that are gone (backs up the events, which can be lost).
@@ -43,11 +43,21 @@ class Tracker : public FrameResolver {
     // attached.
     void set_rules(std::vector<WatchRule> rules);
 
+    // The watch tier's settings (a reload): the sampling of processes that enter it from now on.
+    void set_escalation(const Escalation& escalation) { escalation_ = escalation; }
+
+    // A process of the watch tier gets its allocator probes (its rule's sample_bytes), until
+    // release(). Errors when it is not in the watch tier or the probes cannot be attached.
+    Result<void> escalate(pid_t pid, std::string_view reason);
+    // Its probes go and what they recorded; it stays in the watch tier.
+    void release(pid_t pid, std::string_view reason);
+
     // Detaches every process at once, in parallel (at shutdown).
     void detach_all();
 
     std::vector<ProcessMeta> processes() const;
     size_t attached() const { return tracked_.size(); }
+    size_t escalated() const;
     // Symbolizes an address of a watched process with its own maps.
     Frame resolve(uint32_t pid, uint64_t address) override;
     uint64_t jit_generation(uint32_t pid) override;
@@ -56,10 +66,13 @@ class Tracker : public FrameResolver {
     struct Tracked {
         ProcessInfo info;
         WatchRule rule;
-        std::unique_ptr<Attachment> attachment;
+        std::unique_ptr<Attachment> attachment;  // the allocator probes, when it has them
         std::vector<MapEntry> maps;
         Clock::time_point maps_read;
-        double attached_at;  // unix seconds
+        double attached_at;  // unix seconds, when it was first watched
+        TrackingState state = TrackingState::kFull;
+        double escalated_at = 0;          // unix seconds, while escalated
+        uint64_t fault_sample_bytes = 0;  // the watch tier's sampling when it entered it
     };
     struct Pending {
         ProcessInfo info;
@@ -71,6 +84,13 @@ class Tracker : public FrameResolver {
 
     void consider(pid_t pid, bool fresh_exec);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
+    // The allocator probes of a process and its recording, started; `out` gets them.
+    Outcome attach_probes(const ProcessInfo& info, const WatchRule& rule,
+                          const std::vector<MapEntry>& maps, bool log_not_yet,
+                          std::unique_ptr<Attachment>& out);
+    // How the process's stacks are walked (its rule's unwind, and its code ranges).
+    Recording stack_recording(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps,
+                              const std::string& exe);
     // `in_background`: only when the process is gone for good (exit). Otherwise the old
     // probes must be gone before new ones attach, or the new image would be counted twice.
     void detach(pid_t pid, const char* why, bool in_background = false);
@@ -84,6 +104,7 @@ class Tracker : public FrameResolver {
     const ProcReader& proc_;
     Symbolizer& symbolizer_;
     std::vector<WatchRule> rules_;
+    Escalation escalation_;
     pid_t self_;
     std::map<pid_t, Tracked> tracked_;
     std::map<pid_t, Pending> pending_;

@@ -20,6 +20,7 @@ void complete_snapshot(SnapshotMaps& maps, Unwinder& unwinder, const lw_snapshot
     stack.nr = std::min<uint32_t>(stack.nr, LW_DWARF_FRAMES);
     UnwindStart start;
     start.ip = snapshot.ip;
+    start.exact_ip = snapshot.flags & LW_SNAPSHOT_EXACT_IP;
     start.sp = snapshot.sp;
     start.bp = snapshot.bp;
     start.stack =
@@ -35,7 +36,9 @@ void complete_snapshot(SnapshotMaps& maps, Unwinder& unwinder, const lw_snapshot
         r.cfa_off = rule.cfa_offset;
         r.bp_off = rule.bp_offset;
         r.bp_saved = rule.bp_saved ? 1 : 0;
-        maps.set_unwind_rule(snapshot.tgid, pc, r);
+        // The first step of a walk from a page fault is an instruction's own rule.
+        maps.set_unwind_rule(snapshot.tgid, i == 0 && start.exact_ip ? pc | LW_RULE_EXACT : pc,
+                             r);
         if (i > 0) stack.ips[stack.nr++] = pc;
     }
     maps.set_stack(snapshot.tgid, snapshot.id, stack);

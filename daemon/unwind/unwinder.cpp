@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 namespace leakwatch {
 
@@ -154,17 +155,20 @@ CfiFile* Unwinder::file_for(int pid, const MapEntry& mapping) {
     return files_.put(key, std::shared_ptr<CfiFile>(std::move(*opened))).get();
 }
 
-UnwindRule Unwinder::rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc) {
+UnwindRule Unwinder::rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc,
+                              bool exact) {
     if (pc == 0) return UnwindRule::end();
-    const MapEntry* m = find_mapping(maps, pc - 1);
+    // A return address's rule is the one inside the call; an exact address's its own.
+    const uint64_t at = exact ? pc : pc - 1;
+    const MapEntry* m = find_mapping(maps, at);
     if (m == nullptr || !m->executable()) return UnwindRule::end();
     if (m->path.empty() || m->path.front() != '/') {
         // Anonymous executable memory is JIT-compiled code, which has no CFI in a file.
-        return m->path.empty() ? jit_rule(pid, pc) : UnwindRule::end();
+        return m->path.empty() ? jit_rule(pid, at + 1) : UnwindRule::end();
     }
     CfiFile* file = file_for(pid, *m);
     if (file == nullptr) return UnwindRule::end();
-    auto vaddr = file->vaddr_of_file_offset(pc - 1 - m->start + m->offset);
+    auto vaddr = file->vaddr_of_file_offset(at - m->start + m->offset);
     if (!vaddr) return UnwindRule::end();
     rules_++;
     return file->rule_at(*vaddr).value_or(UnwindRule::end());
@@ -175,8 +179,11 @@ std::vector<UnwindStep> Unwinder::unwind_snapshot(int pid, const UnwindStart& st
     auto begin = std::chrono::steady_clock::now();
     std::vector<UnwindStep> steps;
     if (auto maps = proc_.maps(pid)) {
+        bool first = start.exact_ip;
         steps = unwind(
-            start, [&](uint64_t pc) { return rule_for(pid, *maps, pc); }, max_frames);
+            start,
+            [&](uint64_t pc) { return rule_for(pid, *maps, pc, std::exchange(first, false)); },
+            max_frames);
     }
     snapshots_++;
     nanoseconds_ += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(

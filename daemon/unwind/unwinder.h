@@ -29,10 +29,11 @@ namespace leakwatch {
 // Where a walk starts: a frame's return address and registers, and a copy of the stack from
 // its stack pointer up.
 struct UnwindStart {
-    uint64_t ip = 0;  // a return address
+    uint64_t ip = 0;  // a return address, or with exact_ip an instruction's own address
     uint64_t sp = 0;
     uint64_t bp = 0;
     std::span<const uint8_t> stack;  // memory at [sp, sp + stack.size())
+    bool exact_ip = false;
 };
 
 struct UnwindStep {
@@ -73,7 +74,10 @@ class Unwinder {
     // Addresses in anonymous executable memory (JIT-compiled code) get the frame-pointer
     // rule; addresses outside any executable mapping, or in a file without CFI there, end the
     // walk.
-    UnwindRule rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc);
+    // With `exact`, pc is an instruction's own address (where a walk from a page fault
+    // starts): its CFI at pc itself.
+    UnwindRule rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc,
+                        bool exact = false);
     // Unwinds one snapshot of process `pid`.
     std::vector<UnwindStep> unwind_snapshot(int pid, const UnwindStart& start, size_t max_frames);
     UnwindStats stats() const { return {snapshots_.load(), rules_.load(), nanoseconds_.load()}; }

@@ -61,6 +61,7 @@ leak_detection:
   window: {WINDOW}s
 watch:
 """ + "".join(f"""  - name: {mode}
+    tracking: full
     match:
       comm: patterns
       cmdline: 'patterns {mode}( |$)'

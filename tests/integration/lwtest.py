@@ -192,11 +192,15 @@ def start(cleanup, thing):
     return thing
 
 
-def pid_rules(rules, interval_ms=1000):
-    """A config with one rule per (name, pid, unwind); unwind None: the default."""
+def pid_rules(rules, interval_ms=1000, tracking="full"):
+    """A config with one rule per (name, pid, unwind); unwind None: the default. The
+    allocator probes are on from the start (tracking: full) unless `tracking` says otherwise
+    (None: the default, escalate)."""
     text = f"interval: {interval_ms}ms\nwatch:\n"
     for name, pid, unwind in rules:
         text += f"  - name: {name}\n    match:\n      pid: {pid}\n"
+        if tracking is not None:
+            text += f"    tracking: {tracking}\n"
         if unwind is not None:
             text += f"    unwind: {unwind}\n"
     return text

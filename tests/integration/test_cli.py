@@ -93,7 +93,7 @@ def test_reload_keeps_running(cleanup):
     check(d.proc.poll() is None, "a bad reload stopped the daemon")
     check("min_sise" in d.log_text(), "the reload error is logged with the key")
     with open(d.config, "w") as f:
-        f.write("interval: 1s\nwatch:\n  - name: steady\n    match:\n      comm: leak_steady\n")
+        f.write("interval: 1s\nwatch:\n  - name: steady\n    tracking: full\n    match:\n      comm: leak_steady\n")
     d.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: reload_ok(d) == 1, 5, "last_reload_successful back to 1")
     wait_until(lambda: d.process(fixture.pid), 5, "the newly named process attached")

@@ -9,6 +9,7 @@ CONFIG = f"""
 interval: {int(INTERVAL * 1000)}ms
 kernel:
   enabled: true
+  tracking: full
 """
 NPIPES, BYTES = 300, 16384
 PIPE_PAGE_SITES = ("anon_pipe_write", "pipe_write")  # 6.x / before the anon_pipe split

@@ -15,6 +15,7 @@ CONFIG = """
 interval: 1s
 watch:
   - name: steady
+    tracking: full
     match:
       comm: leak_steady
 """

@@ -14,6 +14,7 @@ CONFIG = f"""
 interval: {int(INTERVAL * 1000)}ms
 watch:
   - name: inline
+    tracking: full
     match:
       comm: leak_inline
 """

@@ -15,19 +15,24 @@ CONFIG = f"""
 interval: {int(INTERVAL * 1000)}ms
 watch:
   - name: steady
+    tracking: full
     match:
       comm: leak_steady
   - name: entry_points
+    tracking: full
     match:
       comm: leak_all
   - name: reexec
+    tracking: full
     match:
       comm: reexec
   - name: sampled
+    tracking: sampled
     match:
       comm: leak_mixed
     sample_bytes: 4KiB
   - name: jemalloc
+    tracking: full
     match:
       comm: leak_jemalloc
     allocator:

@@ -101,9 +101,10 @@ def wait_stack_bytes(c, watch, truth, timeout=30):
 
 
 def config(rules):
-    text = f'listen_address: "127.0.0.1:{PORT}"\ninterval: 1s\nkernel:\n  enabled: true\nwatch:\n'
+    text = (f'listen_address: "127.0.0.1:{PORT}"\ninterval: 1s\nkernel:\n  enabled: true\n'
+            '  tracking: full\nwatch:\n')
     for name, comm in rules:
-        text += f"  - name: {name}\n    match:\n      comm: {comm}\n"
+        text += f"  - name: {name}\n    tracking: full\n    match:\n      comm: {comm}\n"
     return text
 
 

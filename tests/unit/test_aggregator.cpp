@@ -2,6 +2,7 @@
 // kernel-shaped totals, stacks and live allocations; a resolver over a small table of fake
 // functions stands in for the tracker and its Symbolizer.
 #include <catch2/catch.hpp>
+#include <unistd.h>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -48,7 +49,32 @@ struct FakeSource : AllocationSource {
     }
     LostCounters lost() override { return lost_counters; }
     std::vector<MapUsage> usage() override { return map_usage; }
+
+    std::vector<GrowthPage> pages;
+    std::vector<std::pair<uint32_t, uint64_t>> forgotten;
+    std::vector<GrowthPage> growth_pages() override { return pages; }
+    void forget_growth_pages(const std::vector<std::pair<uint32_t, uint64_t>>& p) override {
+        forgotten.insert(forgotten.end(), p.begin(), p.end());
+    }
 };
+
+// The kernel's accounting: memory per pid, and the pages each still holds.
+struct FakeMemory : MemoryReader {
+    std::map<int, ProcMemory> memory_of;
+    std::map<int, std::set<uint64_t>> held;
+    Result<ProcMemory> memory(int pid) override {
+        auto it = memory_of.find(pid);
+        if (it == memory_of.end()) return fail("no such process");
+        return it->second;
+    }
+    Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) override {
+        if (!held.count(pid)) return fail("no such process");
+        std::vector<bool> out;
+        for (uint64_t p : pages) out.push_back(held[pid].count(p) > 0);
+        return out;
+    }
+};
+FakeMemory no_memory;
 
 // Functions laid out in one module mapped at `base`; unknown addresses come back the way the
 // Symbolizer returns them (module "[unknown]", module_offset = address).
@@ -167,7 +193,7 @@ TEST_CASE("sample copies per-process totals of the watched processes, ascending 
     ProcTotals unwatched{999999, 9, 0, 0, 0, 0};
     src.totals = {{300, b}, {100, a}, {555, unwatched}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(300, "svc", "svcd"), meta(100, "app", "appd"), meta(200)}, 0);
 
@@ -209,7 +235,7 @@ TEST_CASE("sample sorts stacks by bytes descending, ties by id, empty stacks las
         {100, 8, 7000, 70},
     };
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100), meta(200)}, 0);
     const ProcessView* p = find_process(snap, 100);
@@ -234,7 +260,7 @@ TEST_CASE("sample resolves the same stack id separately per process", "[aggregat
     src.raw[{100, 7}] = RawStack{0x401010, {0x1000, 0x401110}};
     src.raw[{200, 7}] = RawStack{0x401410, {0x1000, 0x401110}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100), meta(200)}, 0);
     REQUIRE(find_process(snap, 100)->stacks.size() == 1);
@@ -258,7 +284,7 @@ TEST_CASE("sample names each stack's site by its first non-allocator frame",
     src.raw[{100, 3}] = RawStack{0x1310, {0x1000}};
     src.raw[{100, 4}] = RawStack{0x9010, {0x1000, 0x9100}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100)}, 0);
     const auto& stacks = snap.processes.at(0).stacks;
@@ -284,7 +310,7 @@ TEST_CASE("sample treats prefixed allocator symbols as allocator frames",
     src.raw[{100, 1}] = RawStack{0x401010, {0x1100}};
     src.raw[{200, 1}] = RawStack{0x401010, {0x1100}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100, "redis", "redis-server", Duration(0), "je_"), meta(200)}, 0);
     CHECK(find_process(snap, 100)->stacks.at(0).site == "leak_fn");
@@ -299,7 +325,7 @@ TEST_CASE("sample looks up return addresses at address-1 but reports the real ad
     // call itself is the last instruction of leak_fn.
     src.raw[{100, 1}] = RawStack{0x401100, {0x1000, 0x401150}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100)}, 0);
     REQUIRE(r.calls.size() == 3);
@@ -338,7 +364,7 @@ TEST_CASE("sample keeps offset 0 for return addresses without a symbol",
     src.stacks = {{100, 1, 64, 1}};
     src.raw[{100, 1}] = RawStack{0x9010, {0x1000}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100)}, 0);
     const auto& frames = *snap.processes.at(0).stacks.at(0).frames;
@@ -357,7 +383,7 @@ TEST_CASE("sample caches resolved stacks while the process stays attached",
     src.raw[{100, 2}] = RawStack{0x401310, {0x1200}};
     src.raw[{200, 1}] = RawStack{0x401410, {0x1000}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
     std::vector<ProcessMeta> procs = {meta(100), meta(200)};
 
     auto first = agg.sample(procs, 0);
@@ -412,7 +438,7 @@ TEST_CASE("sample resolves stacks with unnamed JIT frames again when the perf ma
         }
     } r;
     r.functions = layout().functions;
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto first = agg.sample({meta(100)}, 0);
     size_t resolved = r.calls.size();
@@ -434,7 +460,7 @@ TEST_CASE("sample gives stack id 0 the site [unknown] and no frames", "[aggregat
     FakeSource src;
     src.stacks = {{100, 0, 4096, 3}, {100, 42, 10, 1}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100)}, 0);
     const auto& stacks = snap.processes.at(0).stacks;
@@ -459,7 +485,7 @@ TEST_CASE("sample resolves a stack that appears in the stack map after a miss",
     FakeSource src;
     src.stacks = {{100, 1, 64, 1}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto first = agg.sample({meta(100)}, 0);
     CHECK(first.processes.at(0).stacks.at(0).site == "[unknown]");
@@ -496,7 +522,7 @@ TEST_CASE("sample counts only allocations older than min_age for processes that 
     src.raw[{100, 1}] = RawStack{0x401010, {0x1000}};
     src.raw[{100, 3}] = RawStack{0x401310, {0x1200}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100, "app", "app", 10s), meta(200)}, now);
 
@@ -535,7 +561,7 @@ TEST_CASE("sample with min_age and only young allocations reports nothing outsta
     src.stacks = {{100, 1, 640, 10}};
     for (uint64_t i = 0; i < 10; i++) src.live.push_back({100, 0xa000 + i, 64, now - i * kSec, 1});
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto snap = agg.sample({meta(100, "app", "app", 2min)}, now);
     CHECK(snap.processes.at(0).totals.bytes == 0);
@@ -553,7 +579,7 @@ TEST_CASE("sample without min_age does not walk live allocations", "[aggregate][
     src.totals = {{100, ProcTotals{64, 1, 64, 1, 0, 0}}};
     src.live = {{100, 0xa000, 1 << 20, 0, 1}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
     auto snap = agg.sample({meta(100)}, 1ull << 50);
     CHECK(src.live_requests.empty());
     CHECK(snap.processes.at(0).totals.bytes == 64);
@@ -566,7 +592,7 @@ TEST_CASE("sample copies lost counters and map usage through", "[aggregate][samp
     for (size_t i = 0; i < src.lost_counters.size(); i++) src.lost_counters[i] = 1000 + i;
     src.map_usage = {{"live", 123, 65536}, {"stacks", 45, 16384}};
     FakeResolver r = layout();
-    Aggregator agg(src, r);
+    Aggregator agg(src, r, no_memory);
 
     auto before = std::chrono::system_clock::now();
     auto snap = agg.sample({}, 0);
@@ -583,4 +609,70 @@ TEST_CASE("sample copies lost counters and map usage through", "[aggregate][samp
     CHECK(snap.usage[1].capacity == 16384);
     CHECK(snap.taken >= before);
     CHECK(snap.taken <= after);
+}
+
+// --- Aggregator::sample: the watch tier ----------------------------------------------------
+
+TEST_CASE("the watch tier: memory from the kernel, and stacks of the sampled pages still held",
+          "[aggregate][sample][watch]") {
+    FakeSource src;
+    FakeResolver r = layout();
+    r.functions.push_back({0x1400, 0x1500, "__memset_avx2_unaligned_erms"});
+    // Two touching stacks: inside malloc (its header) under leak_fn, and memset under Foo::bar.
+    src.raw[{100, 7}] = RawStack{0, {0x1010, 0x401010, 0x401110}};
+    src.raw[{100, 8}] = RawStack{0, {0x1410, 0x401310, 0x401110}};
+    src.pages = {{100, 0x10000, 7, 1}, {100, 0x11000, 7, 2}, {100, 0x12000, 7, 3},
+                 {100, 0x20000, 8, 4}, {100, 0x21000, 8, 5},
+                 {300, 0x9000, 7, 6}};  // a process no longer watched
+    FakeMemory mem;
+    mem.memory_of[100] = ProcMemory{8 << 20, 1 << 20, 64 << 20};
+    mem.held[100] = {0x10000, 0x11000, 0x12000, 0x20000};  // 0x21000 was released
+    Aggregator agg(src, r, mem);
+    ProcessMeta m = meta(100);
+    m.tracking = TrackingState::kWatch;
+    m.fault_sample_bytes = 512 * 1024;
+    auto snap = agg.sample({m}, 0);
+
+    const ProcessView* p = find_process(snap, 100);
+    REQUIRE(p);
+    CHECK(p->memory_known);
+    CHECK(p->memory.anon == 8u << 20);
+    // Its series is the kernel's accounting: anonymous memory, resident and swapped out.
+    CHECK(p->series_bytes() == (9 << 20));
+    REQUIRE(p->growth_stacks.size() == 2);
+    CHECK(p->growth_stacks[0].site == "leak_fn");
+    CHECK(p->growth_stacks[0].bytes == 3 * 512 * 1024);
+    CHECK(p->growth_stacks[0].count == 3);
+    // A first touch inside memset belongs to the function that called it.
+    CHECK(p->growth_stacks[1].site == "Foo::bar");
+    CHECK(p->growth_stacks[1].bytes == 512 * 1024);
+    // The released page, and the pages of a process no longer watched, are forgotten.
+    std::set<std::pair<uint32_t, uint64_t>> forgotten(src.forgotten.begin(), src.forgotten.end());
+    CHECK(forgotten == std::set<std::pair<uint32_t, uint64_t>>{{100, 0x21000}, {300, 0x9000}});
+}
+
+TEST_CASE("a sampled page stands for at least a page; probed processes keep their series",
+          "[aggregate][sample][watch]") {
+    FakeSource src;
+    FakeResolver r = layout();
+    src.raw[{100, 7}] = RawStack{0, {0x1010, 0x401010}};
+    src.pages = {{100, 0x10000, 7, 1}};
+    src.totals = {{100, ProcTotals{4096, 4, 4096, 4, 0, 0}}};
+    FakeMemory mem;
+    mem.memory_of[100] = ProcMemory{1 << 20, 0, 2 << 20};
+    mem.held[100] = {0x10000};
+    Aggregator agg(src, r, mem);
+    ProcessMeta m = meta(100);
+    m.tracking = TrackingState::kWatch;
+    m.fault_sample_bytes = 1;  // every page sampled
+    auto snap = agg.sample({m}, 0);
+    REQUIRE(snap.processes.at(0).growth_stacks.size() == 1);
+    CHECK(snap.processes.at(0).growth_stacks[0].bytes == sysconf(_SC_PAGESIZE));
+
+    m.tracking = TrackingState::kFull;
+    snap = agg.sample({m}, 0);
+    CHECK(snap.processes.at(0).series_bytes() == 4096);
+    m.tracking = TrackingState::kEscalated;
+    snap = agg.sample({m}, 0);
+    CHECK(snap.processes.at(0).series_bytes() == 1 << 20);
 }

@@ -361,13 +361,14 @@ TEST_CASE("unwind: auto by default, or frame-pointer, or dwarf", "[config]") {
                         "not \"cfi\""));
 }
 
-TEST_CASE("sample_bytes: a size up to 64MiB, 0 or absent for every allocation", "[config]") {
+TEST_CASE("sample_bytes: a size up to 64MiB, 0 for every allocation, absent: the mode's",
+          "[config]") {
     Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
-                                  "    sample_bytes: 512KiB", "  - name: b",
+                                  "    sample_bytes: 1MiB", "  - name: b",
                                   "    match: {comm: b}", "  - name: c", "    match: {comm: c}",
                                   "    sample_bytes: 0"}));
-    CHECK(config.watch[0].sample_bytes == 512 * 1024);
-    CHECK(config.watch[1].sample_bytes == 0);
+    CHECK(config.watch[0].sample_bytes == 1024 * 1024);
+    CHECK(config.watch[1].sample_bytes == 512 * 1024);  // escalate: escalation.sample_bytes
     CHECK(config.watch[2].sample_bytes == 0);
     CHECK(parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",
                         "    sample_bytes: 64MiB"}))
@@ -383,6 +384,54 @@ TEST_CASE("sample_bytes: a size up to 64MiB, 0 or absent for every allocation", 
     CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
                                "    sample_bytes: [1]"})),
                Contains("t.yaml:4: watch[0].sample_bytes:"));
+}
+
+TEST_CASE("tracking: escalate by default, sampled or full; each mode's sample_bytes",
+          "[config]") {
+    Config config = parsed(lines({"escalation:", "  sample_bytes: 64KiB", "watch:", "  - name: a",
+                                  "    match: {comm: a}", "  - name: b", "    match: {comm: b}",
+                                  "    tracking: sampled", "  - name: c", "    match: {comm: c}",
+                                  "    tracking: full", "  - name: d", "    match: {comm: d}",
+                                  "    tracking: escalate", "    sample_bytes: 0"}));
+    CHECK(config.watch[0].tracking == WatchRule::Tracking::kEscalate);
+    CHECK(config.watch[0].sample_bytes == 64 * 1024);  // after escalation, wherever it is
+    CHECK(config.watch[1].tracking == WatchRule::Tracking::kSampled);
+    CHECK(config.watch[1].sample_bytes == 512 * 1024);
+    CHECK(config.watch[2].tracking == WatchRule::Tracking::kFull);
+    CHECK(config.watch[2].sample_bytes == 0);
+    CHECK(config.watch[3].tracking == WatchRule::Tracking::kEscalate);
+    CHECK(config.watch[3].sample_bytes == 0);
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    tracking: full", "    sample_bytes: 4KiB"})),
+               Contains("t.yaml:5: watch[0].sample_bytes: tracking: full records every "
+                        "allocation"));
+    CHECK_THAT(error_of(lines({"watch:", "  - name: a", "    match: {comm: a}",
+                               "    tracking: always"})),
+               Contains("t.yaml:4: watch[0].tracking: tracking must be escalate, sampled or "
+                        "full, not \"always\""));
+    CHECK_THAT(error_of(lines({"kernel:", "  tracking: sampled"})),
+               Contains("t.yaml:2: kernel.tracking: tracking must be escalate or full"));
+    CHECK(parsed(lines({"kernel:", "  tracking: full"})).kernel.tracking ==
+          WatchRule::Tracking::kFull);
+    CHECK(default_config().kernel.tracking == WatchRule::Tracking::kEscalate);
+}
+
+TEST_CASE("escalation: duration, max_processes, sample_bytes, watch_sample_bytes", "[config]") {
+    Config config = parsed(lines({"escalation:", "  duration: 10m", "  max_processes: 2",
+                                  "  sample_bytes: 0", "  watch_sample_bytes: 64KiB"}));
+    CHECK(config.escalation.duration == std::chrono::minutes(10));
+    CHECK(config.escalation.max_processes == 2);
+    CHECK(config.escalation.sample_bytes == 0);
+    CHECK(config.escalation.watch_sample_bytes == 64 * 1024);
+    const Escalation defaults = default_config().escalation;
+    CHECK(defaults.duration == std::chrono::minutes(30));
+    CHECK(defaults.max_processes == 4);
+    CHECK(defaults.sample_bytes == 512 * 1024);
+    CHECK(defaults.watch_sample_bytes == 512 * 1024);
+    CHECK_THAT(error_of(lines({"escalation:", "  watch_sample_bytes: 0"})),
+               Contains("t.yaml:2: escalation.watch_sample_bytes:"));
+    CHECK_THAT(error_of(lines({"escalation:", "  spare: 1"})),
+               Contains("t.yaml:2: escalation.spare:"));
 }
 
 TEST_CASE("min_size above max_size is an inverted range", "[config][errors]") {

@@ -62,7 +62,8 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
         c = base;
     };
 
-    auto& [listen_address, interval, log_level, kernel, leak_detection, watch, limits, source] = c;
+    auto& [listen_address, interval, log_level, kernel, leak_detection, escalation, watch, limits,
+           source] = c;
     listen_address = "127.0.0.1:1";
     expect("listen_address", Takes::kRestart);
     interval = 7s;
@@ -76,7 +77,7 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
     source = "/elsewhere.yaml";
     expect("source (the file read)", Takes::kNothing);
 
-    auto& [k_enabled, kinds, k_min_size, k_max_size, include_movable_pages] = kernel;
+    auto& [k_enabled, kinds, k_min_size, k_max_size, include_movable_pages, k_tracking] = kernel;
     k_enabled = true;
     expect("kernel.enabled", Takes::kRestart);
     kinds[2] = false;
@@ -87,6 +88,18 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
     expect("kernel.max_size", Takes::kRestart);
     include_movable_pages = true;
     expect("kernel.include_movable_pages", Takes::kRestart);
+    k_tracking = WatchRule::Tracking::kFull;
+    expect("kernel.tracking", Takes::kRestart);
+
+    auto& [e_duration, max_processes, e_sample_bytes, watch_sample_bytes] = escalation;
+    e_duration = 1min;
+    expect("escalation.duration", Takes::kLive);
+    max_processes = 1;
+    expect("escalation.max_processes", Takes::kLive);
+    e_sample_bytes = 0;
+    expect("escalation.sample_bytes", Takes::kLive);
+    watch_sample_bytes = 4096;
+    expect("escalation.watch_sample_bytes", Takes::kLive);
 
     auto& [d_enabled, window, min_rate, min_growth, confidence, max_series] = leak_detection;
     d_enabled = false;
@@ -104,7 +117,7 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
 
     auto& [live_allocations, stacks, stack_totals, processes, threads, top_stacks,
            kernel_live_allocations, kernel_stacks, kernel_totals, top_processes, symbol_files,
-           symbol_cache_entries] = limits;
+           symbol_cache_entries, growth_pages] = limits;
     live_allocations = 1;
     expect("limits.live_allocations", Takes::kRestart);
     stacks = 1;
@@ -129,6 +142,8 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
     expect("limits.symbol_files", Takes::kLive);
     symbol_cache_entries = 1;
     expect("limits.symbol_cache_entries", Takes::kLive);
+    growth_pages = 1;
+    expect("limits.growth_pages", Takes::kRestart);
 
     CHECK(changed_keys(base, base).empty());
 }
@@ -144,7 +159,8 @@ TEST_CASE("every WatchRule field is one key, classified", "[config][reload]") {
         r = base;
     };
 
-    auto& [name, match, allocator, min_size, max_size, min_age, sample_bytes, unwind, line] = r;
+    auto& [name, match, allocator, min_size, max_size, min_age, sample_bytes, unwind, tracking,
+           line] = r;
     name = "other";
     expect("watch.name", Takes::kReattach);
     min_size = 1;
@@ -157,6 +173,8 @@ TEST_CASE("every WatchRule field is one key, classified", "[config][reload]") {
     expect("watch.sample_bytes", Takes::kReattach);
     unwind = WatchRule::Unwind::kDwarf;
     expect("watch.unwind", Takes::kReattach);
+    tracking = WatchRule::Tracking::kFull;
+    expect("watch.tracking", Takes::kReattach);
     line = 12;
     expect("watch (line in the file)", Takes::kNothing);
 

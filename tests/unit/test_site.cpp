@@ -103,3 +103,30 @@ TEST_CASE("function_name drops parameter lists and qualifiers for site labels",
     frames[1].symbol = "Session::open(int)";
     CHECK(site_of(frames) == "Session::open");
 }
+
+TEST_CASE("touch_site_of: past the allocator, its unnamed internals and the memory writers",
+          "[aggregate][site][watch]") {
+    Frame internal;  // a stripped libc's _int_malloc
+    internal.module = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+    internal.module_offset = 0x98109;
+    std::vector<Frame> in_malloc = {internal, frame_named("malloc"), frame_named("churn_buffers"),
+                                    frame_named("main")};
+    CHECK(touch_site_of(in_malloc) == "churn_buffers");
+    CHECK(site_of(in_malloc) == "churn_buffers");
+    std::vector<Frame> in_memset = {frame_named("__memset_avx2_unaligned_erms"),
+                                    frame_named("leak_record_entry"), frame_named("main")};
+    CHECK(touch_site_of(in_memset) == "leak_record_entry");
+    CHECK(site_of(in_memset) == "__memset_avx2_unaligned_erms");  // as an allocation site
+    CHECK(is_memory_writer_frame("memcpy"));
+    CHECK(is_memory_writer_frame("__memmove_avx_unaligned_erms"));
+    CHECK_FALSE(is_memory_writer_frame("memory_pool_grow"));  // a name that only looks alike
+    // A stripped libc names none of its memset variants: any C library frame writes for its
+    // caller.
+    std::vector<Frame> unnamed_memset = {internal, frame_named("leak_steady_growth")};
+    CHECK(touch_site_of(unnamed_memset) == "leak_steady_growth");
+    // Outside the C library, an unnamed first frame is the code that touched.
+    Frame own = internal;
+    own.module = "/usr/bin/app";
+    std::vector<Frame> app = {own, frame_named("main")};
+    CHECK(touch_site_of(app) == own.display());
+}

@@ -103,7 +103,15 @@ struct FakeAttacher : Attacher {
         return {};
     }
     void unwatch(uint32_t tgid) override { watched.erase(tgid); }
+    std::map<uint32_t, uint64_t> tier;  // watch tier: pid -> fault sampling
+    Result<void> watch_memory(uint32_t tgid, const Recording&, uint64_t sample_bytes) override {
+        tier[tgid] = sample_bytes;
+        return {};
+    }
+    void unwatch_memory(uint32_t tgid) override { tier.erase(tgid); }
     void purge(const std::set<uint32_t>& tgids) override { purges.push_back(tgids); }
+    std::vector<std::set<uint32_t>> probe_purges;
+    void purge_probes(const std::set<uint32_t>& tgids) override { probe_purges.push_back(tgids); }
 
     int attaches_of(pid_t pid) const {
         int n = 0;
@@ -117,10 +125,14 @@ struct FakeAttacher : Attacher {
     }
 };
 
-WatchRule rule(const std::string& name, const std::string& comm) {
+// A rule whose processes get their allocator probes at once (tracking: full); the watch tier
+// has tests of its own below.
+WatchRule rule(const std::string& name, const std::string& comm,
+               WatchRule::Tracking tracking = WatchRule::Tracking::kFull) {
     WatchRule r;
     r.name = name;
     r.match.comm = comm;
+    r.tracking = tracking;
     return r;
 }
 
@@ -331,4 +343,50 @@ TEST_CASE("resolve names an address with the process's own maps", "[tracker]") {
     Frame unknown = f.tracker->resolve(kOther, malloc_at);
     CHECK(unknown.module == "[unknown]");
     CHECK(unknown.symbol.empty());
+}
+
+TEST_CASE("tracking: escalate watches a process without probes until it is escalated",
+          "[tracker][watch]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app");
+    WatchRule r = rule("web", "app", WatchRule::Tracking::kEscalate);
+    r.sample_bytes = 8192;
+    Escalation e;
+    e.watch_sample_bytes = 64 * 1024;
+    f.tracker = std::make_unique<Tracker>(f.attacher, f.proc, f.symbolizer,
+                                          std::vector<WatchRule>{r}, e);
+    f.tracker->scan();
+    CHECK(f.attacher.attaches.empty());
+    CHECK(f.attacher.tier == std::map<uint32_t, uint64_t>{{kApp, 64 * 1024}});
+    auto meta = f.tracker->processes().at(0);
+    CHECK(meta.tracking == TrackingState::kWatch);
+    CHECK(meta.fault_sample_bytes == 64 * 1024);
+    const double attached_at = meta.attached_at;
+
+    // Escalated: its probes, with the rule's sampling; still the same watched process.
+    REQUIRE(f.tracker->escalate(kApp, "a test").has_value());
+    CHECK(f.attacher.attaches_of(kApp) == 1);
+    CHECK(f.attacher.watched.at(kApp).sample_bytes == 8192);
+    meta = f.tracker->processes().at(0);
+    CHECK(meta.tracking == TrackingState::kEscalated);
+    CHECK(meta.escalated_at > 0);
+    CHECK(meta.attached_at == attached_at);
+    CHECK(f.tracker->escalated() == 1);
+    CHECK_FALSE(f.tracker->escalate(kApp, "twice").has_value());
+
+    // Released: the probes and what they recorded go, the watch tier stays.
+    f.tracker->release(kApp, "a test");
+    CHECK_FALSE(f.attacher.watched.contains(kApp));
+    REQUIRE(f.attacher.probe_purges.size() == 1);
+    CHECK(f.attacher.probe_purges[0] == std::set<uint32_t>{kApp});
+    CHECK(f.attacher.tier.contains(kApp));
+    CHECK(f.tracker->processes().at(0).tracking == TrackingState::kWatch);
+    CHECK(f.tracker->escalated() == 0);
+
+    // Exit: out of the tier, and everything of it purged.
+    f.tracker->on_event(event(LW_EVENT_EXIT, kApp));
+    f.tracker->tick();
+    CHECK(f.attacher.tier.empty());
+    CHECK(f.attacher.purged(kApp));
+    CHECK_FALSE(f.tracker->escalate(kApp, "gone").has_value());
 }

@@ -32,11 +32,14 @@ cat >/host/run/matrix/leakwatch.yaml <<YAML
 interval: 1000ms
 kernel:
   enabled: true
+  tracking: full
 watch:
   - name: steady
+    tracking: full
     match:
       comm: leak_steady
   - name: nofp
+    tracking: full
     match:
       comm: leak_nofp
 YAML
