@@ -172,7 +172,7 @@ mark stopped
 
 # A kernel without BTF: /sys/kernel/btf hidden, leakwatchd must refuse to start and say why;
 # then the same BTF as a file where libbpf looks for one (/boot/vmlinux-RELEASE) lets it run.
-printf 'interval: 1000ms\nkernel:\n  enabled: true\n' >/host/run/matrix/nobtf.yaml
+printf 'interval: 1000ms\nkernel:\n  enabled: true\n  tracking: full\n' >/host/run/matrix/nobtf.yaml
 cp /sys/kernel/btf/vmlinux /host/run/matrix/vmlinux.btf
 mount -t tmpfs tmpfs /host/sys/kernel/btf
 timeout 120 chroot /host "$LEAKWATCHD" --config /run/matrix/nobtf.yaml \
