@@ -25,6 +25,10 @@ const volatile __u32 nr_cpus = 1;
 const volatile bool include_movable = false;
 #define LW_GFP_MOVABLE 0x08u
 
+/* Module loads and unloads since the object was loaded (module_load, module_free), stored in
+ * every new kernel stack (lw_kstack.modules); the daemon reads it with the symbols. */
+__u32 module_generation = 0;
+
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 262144);
@@ -89,6 +93,7 @@ static __always_inline __u64 capture_kstack(void *ctx)
         return 0;
     }
     s->nr = n / sizeof(__u64);
+    s->modules = module_generation;
     __u64 h = stack_hash(0x9e3779b97f4a7c15ULL, s->ips, s->nr);
     if (!bpf_map_lookup_elem(&kstacks, &h)) {
         long err = bpf_map_update_elem(&kstacks, &h, s, BPF_NOEXIST);
@@ -260,25 +265,50 @@ int BPF_PROG(mm_page_free_batched, struct page *page)
     return kfree_addr(LW_KS_PAGE, (__u64)page);
 }
 
-/* 6.2+: (call_site, reserved, is_atomic, size, align, base_addr, off, ptr, bytes_alloc, gfp);
- * before: (reserved, is_atomic, size, align, base_addr, off, ptr), where the memory is size
- * bytes on every possible CPU. */
+/* 6.2+ (and Debian's 6.1): (call_site, reserved, is_atomic, size, align, base_addr, off, ptr,
+ * bytes_alloc, gfp); before: (reserved, is_atomic, size, align, base_addr, off, ptr). The memory
+ * taken is `size` bytes on every possible CPU. bytes_alloc is not used: it adds what memory
+ * cgroups charge for the chunk's per-object vector (two pointers per 4 bytes: 3x the size on one
+ * CPU), a vector allocated once per chunk, not per allocation. */
 SEC("raw_tp/percpu_alloc_percpu")
 int percpu_alloc_percpu(__u64 *ctx)
 {
-    __u64 ptr, bytes;
+    __u64 ptr, size;
+    /* The barriers keep each branch's reads in it: merged into one read at a chosen offset, the
+     * verifier refuses them (a modified context pointer), and each layout's offsets are valid
+     * only for its own tracepoint. */
     if (bpf_core_field_exists(struct trace_event_raw_percpu_alloc_percpu, bytes_alloc)) {
         ptr = ctx[7];
-        bytes = ctx[8];
+        size = ctx[3];
+        barrier_var(ptr);
+        barrier_var(size);
     } else {
         ptr = ctx[6];
-        bytes = ctx[2] * nr_cpus;
+        size = ctx[2];
+        barrier_var(ptr);
+        barrier_var(size);
     }
-    return kalloc(ctx, LW_KS_PERCPU, LW_K_PERCPU, ptr, bytes);
+    return kalloc(ctx, LW_KS_PERCPU, LW_K_PERCPU, ptr, size * nr_cpus);
 }
 
 SEC("raw_tp/percpu_free_percpu")
 int BPF_PROG(percpu_free_percpu, void *base_addr, int off, void *ptr)
 {
     return kfree_addr(LW_KS_PERCPU, (__u64)ptr);
+}
+
+/* A module's code can only run between these two: its load is counted before its init runs,
+ * its unload after its exit function. */
+SEC("raw_tp/module_load")
+int module_load(void *ctx)
+{
+    __sync_fetch_and_add(&module_generation, 1);
+    return 0;
+}
+
+SEC("raw_tp/module_free")
+int module_free(void *ctx)
+{
+    __sync_fetch_and_add(&module_generation, 1);
+    return 0;
 }

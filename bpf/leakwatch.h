@@ -68,6 +68,8 @@ enum lw_lost_reason {
     /* counted by the daemon, not in BPF */
     LW_LOST_ATTACH_DROPPED,    /* a process a rule matched was gone before it was attached */
     LW_LOST_EXEC_UNREAD,       /* an exec'd process was gone before the rules could be tried */
+    LW_LOST_K_PROGRAM_MISSED,  /* the kernel skipped a kmem program run: it was already running
+                                  on that CPU (read by the daemon from the programs' info) */
     LW_LOST_MAX,
 };
 
@@ -325,7 +327,10 @@ struct lw_ktotals_key {
 
 struct lw_kstack {
     __u32 nr;
-    __u32 pad;
+    /* Module loads and unloads counted (kmem.bpf.c's module_generation) when the stack was
+     * first stored: the daemon names a frame in a module only from symbols read when that module
+     * was already loaded, never after another module that took its addresses later. */
+    __u32 modules;
     __u64 ips[LW_MAX_STACK_DEPTH];
 };
 

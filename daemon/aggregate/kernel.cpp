@@ -58,31 +58,45 @@ uint64_t kernel_stack_id(const std::vector<Frame>& frames) {
     return frames.empty() ? 0 : h;
 }
 
+void KernelAggregator::name_frames(const KernelStack& stack, Resolved& r) {
+    // A copy: snapshots already published share the frames named before.
+    auto frames = r.frames ? std::make_shared<std::vector<Frame>>(*r.frames)
+                           : std::make_shared<std::vector<Frame>>(stack.ips.size());
+    bool all = true;
+    for (size_t i = 0; i < stack.ips.size() && i < frames->size(); i++) {
+        Frame& f = (*frames)[i];
+        if (!f.symbol.empty()) continue;  // named once: kept, also after its module is gone
+        // Return addresses past the first frame: look up the call instruction.
+        uint64_t addr = stack.ips[i];
+        f = namer_.name(i == 0 ? addr : addr - 1, stack.modules);
+        if (i != 0) {
+            f.address = addr;
+            if (!f.symbol.empty()) f.offset += 1;
+            f.module_offset += 1;
+        }
+        all = all && !f.symbol.empty();
+    }
+    r.site = kernel_site_of(*frames);
+    r.backing = backs_slab_or_kmalloc(*frames);
+    r.interrupt = in_interrupt(*frames);
+    r.frames = std::move(frames);
+    if (all)
+        r.unnamed.reset();
+    else if (!r.unnamed)
+        r.unnamed = stack;
+}
+
 const KernelAggregator::Resolved& KernelAggregator::resolve(uint64_t id) {
     if (auto it = cache_.find(id); it != cache_.end()) return it->second;
     Resolved r;
-    auto frames = std::make_shared<std::vector<Frame>>();
     auto raw = id ? source_.kernel_stack(id) : std::nullopt;
     if (raw) {
-        for (size_t i = 0; i < raw->size(); i++) {
-            // Return addresses past the first frame: look up the call instruction.
-            uint64_t addr = (*raw)[i];
-            Frame f = resolve_(i == 0 ? addr : addr - 1);
-            if (i != 0) {
-                f.address = addr;
-                if (!f.symbol.empty()) f.offset += 1;
-                f.module_offset += 1;
-            }
-            frames->push_back(std::move(f));
-        }
-        r.site = kernel_site_of(*frames);
-        r.backing = backs_slab_or_kmalloc(*frames);
-        r.interrupt = in_interrupt(*frames);
-        r.id = kernel_stack_id(*frames);
+        name_frames(*raw, r);
+        r.id = kernel_stack_id(*r.frames);
     } else {
+        r.frames = std::make_shared<std::vector<Frame>>();
         r.site = "[unknown]";
     }
-    r.frames = std::move(frames);
     if (id && !raw) {  // not stored (yet): look again next time
         unresolved_ = std::move(r);
         return unresolved_;
@@ -95,7 +109,18 @@ KernelView KernelAggregator::sample() {
     std::map<std::pair<uint32_t, uint64_t>, KernelStackView> stacks;   // (kind, stack)
     std::map<std::pair<uint32_t, uint64_t>, KernelProcessView> procs;  // (tgid, start)
     std::vector<KernelTotals> empty;
-    for (const auto& t : source_.kernel_totals()) {
+    const auto totals = source_.kernel_totals();
+    // Every stack is named before any is counted: new stacks with addresses the namer cannot
+    // name yet (a module loaded since it read the symbols) may make it read them again, and
+    // then they are named in this same sample.
+    for (const auto& t : totals)
+        if (t.kind < view.bytes.size()) resolve(t.stack);
+    if (uint64_t version = namer_.refresh(); version != names_version_) {
+        names_version_ = version;
+        for (auto& [id, r] : cache_)
+            if (r.unnamed) name_frames(*r.unnamed, r);
+    }
+    for (const auto& t : totals) {
         view.totals_entries++;
         view.live_records += static_cast<uint64_t>(std::max<int64_t>(t.count, 0));
         if (t.kind >= view.bytes.size()) continue;

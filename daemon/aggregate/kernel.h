@@ -61,7 +61,19 @@ struct KernelView {
     uint64_t live_records = 0;
 };
 
-using KernelResolver = std::function<Frame(uint64_t address)>;
+// Names kernel code addresses: the kernel's symbols in the daemon (symbols/kernel_symbols.h),
+// a table of fake functions in tests.
+class KernelNamer {
+  public:
+    virtual ~KernelNamer() = default;
+    // The frame at `address` of a stack stored when the kernel had counted `modules` module
+    // loads and unloads (KernelStack::modules); unnamed when it cannot be named (yet).
+    virtual Frame name(uint64_t address, uint32_t modules) = 0;
+    // Called after each sample's stacks were named: may read the symbols again (for addresses
+    // that could not be named). A number that changes when more may be named now: stacks with
+    // unnamed frames are then named again.
+    virtual uint64_t refresh() = 0;
+};
 // The comm of process `tgid` if it is still the one that started at `start_ns`, else nullopt.
 using ProcessLookup = std::function<std::optional<std::string>(uint32_t tgid, uint64_t start_ns)>;
 
@@ -78,11 +90,13 @@ uint64_t kernel_stack_id(const std::vector<Frame>& frames);
 
 class KernelAggregator {
   public:
-    KernelAggregator(KernelSource& source, KernelResolver resolve, ProcessLookup lookup)
-        : source_(source), resolve_(std::move(resolve)), lookup_(std::move(lookup)) {}
+    KernelAggregator(KernelSource& source, KernelNamer& namer, ProcessLookup lookup)
+        : source_(source), namer_(namer), lookup_(std::move(lookup)) {}
 
     // Reads the totals once, and deletes the empty ones of processes that are gone (their
-    // pid can be reused; their key, which holds the start time, never will be).
+    // pid can be reused; their key, which holds the start time, never will be). A stack's
+    // frames are named once and kept; only frames still unnamed are named again, when the
+    // namer can name more.
     KernelView sample();
 
   private:
@@ -92,14 +106,20 @@ class KernelAggregator {
         std::string site;
         bool backing = false;
         bool interrupt = false;  // made while serving an interrupt: charged to no process
+        // Kept while some frame is unnamed, to name it again later.
+        std::optional<KernelStack> unnamed;
     };
     const Resolved& resolve(uint64_t id);
+    // Names the frames of `stack` that `frames` (empty: all) has not named, and what follows
+    // from the frames: the site, backing pages, interrupt context.
+    void name_frames(const KernelStack& stack, Resolved& r);
 
     KernelSource& source_;
-    KernelResolver resolve_;
+    KernelNamer& namer_;
     ProcessLookup lookup_;
     std::unordered_map<uint64_t, Resolved> cache_;
     Resolved unresolved_;
+    uint64_t names_version_ = 0;
 };
 
 }  // namespace leakwatch

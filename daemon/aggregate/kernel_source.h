@@ -18,11 +18,18 @@ struct KernelTotals {
     int64_t count = 0;
 };
 
+struct KernelStack {
+    std::vector<uint64_t> ips;  // innermost first
+    // Module loads and unloads the kernel had counted when the stack was first stored
+    // (lw_kstack.modules); 0 on kernels that do not count them.
+    uint32_t modules = 0;
+};
+
 class KernelSource {
   public:
     virtual ~KernelSource() = default;
     virtual std::vector<KernelTotals> kernel_totals() = 0;
-    virtual std::optional<std::vector<uint64_t>> kernel_stack(uint64_t id) = 0;
+    virtual std::optional<KernelStack> kernel_stack(uint64_t id) = 0;
     // Deletes totals that are zero and belong to processes that are gone.
     virtual void remove_kernel_totals(const std::vector<KernelTotals>& keys) = 0;
     // Its own loss counters (the kernel_* reasons).

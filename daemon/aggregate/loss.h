@@ -109,6 +109,13 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "a process exited before leakwatchd could read its `/proc` entry to try the rules on it, "
      "and a rule might have matched it (its `comm` and pid did not rule it out) | none: it lived "
      "about a millisecond; a process that lives longer is attached"},
+    {LW_LOST_K_PROGRAM_MISSED, "kernel_program_missed", false,
+     "the kernel skipped some kernel allocation or free events: the tracepoint's program was "
+     "already running on that CPU",
+     "the kernel skipped a kernel allocation or free tracepoint's program: it was already running "
+     "on that CPU (an interrupt inside it; on kernels that run tracepoints with preemption on, "
+     "such as 7.2, a task switched out inside it); an allocation is not counted, a free leaves "
+     "its allocation outstanding | none"},
 }};
 
 // Every reason has its row, at the index of its id (a missing row would be zero-filled).

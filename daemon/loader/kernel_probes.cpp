@@ -92,6 +92,14 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
         bpf_program__set_autoload(w.prog, want && exists);
         if (want && exists) probes->tracepoints_.push_back({w.tracepoint, w.prog, w.kinds});
     }
+    // Not allocations: they count module loads and unloads (KernelStack::modules), attached
+    // whatever is traced, so that every stack records the count.
+    bpf_program* module_progs[] = {skel->progs.module_load, skel->progs.module_free};
+    bool modules_exist = true;
+    for (const char* name : {"btf_trace_module_load", "btf_trace_module_free"})
+        modules_exist =
+            modules_exist && btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) >= 0;
+    for (auto* prog : module_progs) bpf_program__set_autoload(prog, modules_exist);
     btf__free(vmlinux);
 
     if (keeper) {
@@ -105,6 +113,21 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
         if (auto ok = keep_maps(*probes->kept_, skel->obj, kScratchMaps); !ok)
             return std::unexpected(ok.error());
     }
+    if (modules_exist) {
+        for (auto* prog : module_progs) {
+            bpf_link* link = bpf_program__attach(prog);
+            if (!link)
+                return fail_errno(std::string("attaching tracepoint ") + bpf_program__name(prog),
+                                  errno);
+            probes->module_links_.push_back(link);
+        }
+    }
+    probes->modules_counted_ = modules_exist;
+    // A kernel without loadable modules (no /proc/modules) has nothing to count.
+    if (!modules_exist && ::access("/proc/modules", F_OK) == 0)
+        spdlog::info(
+            "kernel: this kernel has no module_load/module_free tracepoints: frames in modules "
+            "are named from the symbols as last read, whichever module held the address then");
     if (config.tracking == WatchRule::Tracking::kFull) {
         KernelTargets all;
         for (size_t i = 0; i < k.size(); i++) all.kinds[i] = k[i];
@@ -188,6 +211,7 @@ void KernelProbes::refresh_attached() {
 KernelProbes::~KernelProbes() {
     for (auto& t : tracepoints_)
         if (t.link) bpf_link__destroy(t.link);
+    for (auto* link : module_links_) bpf_link__destroy(link);
     if (skel_) kmem_bpf__destroy(skel_);
 }
 
@@ -200,11 +224,17 @@ std::vector<KernelTotals> KernelProbes::kernel_totals() {
     return out;
 }
 
-std::optional<std::vector<uint64_t>> KernelProbes::kernel_stack(uint64_t id) {
+std::optional<KernelStack> KernelProbes::kernel_stack(uint64_t id) {
     lw_kstack s{};
     if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.kstacks), &id, &s)) return std::nullopt;
     uint32_t nr = std::min<uint32_t>(s.nr, LW_MAX_STACK_DEPTH);
-    return std::vector<uint64_t>(s.ips, s.ips + nr);
+    return KernelStack{std::vector<uint64_t>(s.ips, s.ips + nr), s.modules};
+}
+
+std::optional<uint32_t> KernelProbes::module_generation() const {
+    if (!modules_counted_) return std::nullopt;
+    // The object's .bss, mapped into the daemon: the BPF programs add to it atomically.
+    return __atomic_load_n(&skel_->bss->module_generation, __ATOMIC_RELAXED);
 }
 
 void KernelProbes::remove_kernel_totals(const std::vector<KernelTotals>& keys) {
@@ -220,7 +250,16 @@ void KernelProbes::remove_kernel_totals(const std::vector<KernelTotals>& keys) {
 }
 
 LostCounters KernelProbes::lost() {
-    return read_lost(skel_->maps.klost, ncpus_);
+    LostCounters lost = read_lost(skel_->maps.klost, ncpus_);
+    // Runs the kernel skipped: the program was already running on that CPU (5.12+ counts them).
+    // Loaded programs keep their count while detached (escalation), so all are summed.
+    for (const auto& t : tracepoints_) {
+        bpf_prog_info info{};
+        uint32_t size = sizeof(info);
+        if (bpf_obj_get_info_by_fd(bpf_program__fd(t.prog), &info, &size) == 0)
+            lost[LW_LOST_K_PROGRAM_MISSED] += info.recursion_misses;
+    }
+    return lost;
 }
 
 std::vector<MapUsage> KernelProbes::usage(uint64_t live_records, uint64_t totals_entries) {

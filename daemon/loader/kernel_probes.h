@@ -40,11 +40,14 @@ class KernelProbes : public KernelSource {
     ~KernelProbes() override;
 
     std::vector<KernelTotals> kernel_totals() override;
-    std::optional<std::vector<uint64_t>> kernel_stack(uint64_t id) override;
+    std::optional<KernelStack> kernel_stack(uint64_t id) override;
     void remove_kernel_totals(const std::vector<KernelTotals>& keys) override;
     LostCounters lost() override;
     std::vector<MapUsage> usage(uint64_t live_records, uint64_t totals_entries) override;
     const std::vector<std::string>& attached() const { return attached_; }
+    // Module loads and unloads since the probes were loaded, as stacks record them
+    // (KernelStack::modules); nullopt when this kernel has no module tracepoints to count them.
+    std::optional<uint32_t> module_generation() const;
 
   private:
     KernelProbes() = default;
@@ -61,6 +64,8 @@ class KernelProbes : public KernelSource {
     };
     std::vector<Tracepoint> tracepoints_;  // those this kernel has, of the enabled kinds
     KernelTargets targets_;
+    std::vector<bpf_link*> module_links_;  // module_load, module_free: always attached
+    bool modules_counted_ = false;
     std::vector<std::string> attached_;
     Limits limits_;
     int ncpus_ = 1;

@@ -15,7 +15,7 @@
 #include "loader/kernel_probes.h"
 #include "proc/kernel_memory.h"
 #include "service/privileges.h"
-#include "symbols/kallsyms.h"
+#include "symbols/kernel_symbols.h"
 #include "unwind/snapshots.h"
 #include "util/clock.h"
 
@@ -41,18 +41,22 @@ ProcessLookup comm_if_started_at(const ProcReader& proc) {
 
 }  // namespace
 
-// Kernel allocations: system-wide tracepoints, symbolized from /proc/kallsyms.
-struct Daemon::Kernel {
+// Kernel allocations: system-wide tracepoints, symbolized from /proc/kallsyms (read again as
+// modules come and go, symbols/kernel_symbols.h).
+struct Daemon::Kernel : KernelNamer {
     std::unique_ptr<KernelProbes> probes;
-    Kallsyms kallsyms;
+    KernelSymbols symbols;
     KernelAggregator aggregator;
 
-    Kernel(std::unique_ptr<KernelProbes> p, Kallsyms k, const ProcReader& proc)
+    Kernel(std::unique_ptr<KernelProbes> p, KernelSymbols k, const ProcReader& proc)
         : probes(std::move(p)),
-          kallsyms(std::move(k)),
-          aggregator(
-              *probes, [this](uint64_t addr) { return kallsyms.symbolize(addr); },
-              comm_if_started_at(proc)) {}
+          symbols(std::move(k)),
+          aggregator(*probes, *this, comm_if_started_at(proc)) {}
+
+    Frame name(uint64_t address, uint32_t modules) override {
+        return symbols.symbolize(address, modules);
+    }
+    uint64_t refresh() override { return symbols.refresh(); }
 
     // kernel.tracking: escalate: the counters followed, and what is escalated of them.
     bool escalates = false;
@@ -156,11 +160,13 @@ struct Daemon::Kernel {
                                                 Keeper* keeper) {
         auto probes = KernelProbes::load(config.kernel, config.limits, keeper);
         if (!probes) return std::unexpected(probes.error());
-        auto kallsyms = Kallsyms::load();
-        if (!kallsyms) return std::unexpected(kallsyms.error());
+        KernelProbes* counter = probes->get();
+        auto symbols = KernelSymbols::load(
+            {.module_generation = [counter] { return counter->module_generation(); }});
+        if (!symbols) return std::unexpected(symbols.error());
         std::string names;
         for (const auto& n : (*probes)->attached()) names += (names.empty() ? "" : ", ") + n;
-        auto kernel = std::make_unique<Kernel>(std::move(*probes), std::move(*kallsyms), proc);
+        auto kernel = std::make_unique<Kernel>(std::move(*probes), std::move(*symbols), proc);
         kernel->kinds = config.kernel.kinds;
         kernel->escalates = config.kernel.tracking == WatchRule::Tracking::kEscalate;
         if (kernel->escalates) {
@@ -171,10 +177,10 @@ struct Daemon::Kernel {
                 "kernel allocations: following the kernel's counters (slab caches, "
                 "percpu, pages, vmalloc); a cache or kind that keeps growing gets its "
                 "tracepoints ({} kernel symbols)",
-                kernel->kallsyms.size());
+                kernel->symbols.size());
         } else {
             spdlog::info("kernel allocations: tracing {} ({} kernel symbols)", names,
-                         kernel->kallsyms.size());
+                         kernel->symbols.size());
         }
         return kernel;
     }

@@ -1,5 +1,6 @@
 #include "symbols/kallsyms.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -64,9 +65,19 @@ struct Parsed {
 
 class KallsymsBuilder {
   public:
-    static Result<Kallsyms> build(std::string_view text) {
+    static Result<Kallsyms> build(std::string_view text,
+                                  const std::vector<Kallsyms::Section>& sections) {
         KallsymsBuilder b;
         if (auto ok = b.read_lines(text); !ok) return std::unexpected(ok.error());
+        auto& starts = b.out_.section_starts_;
+        starts.resize(b.out_.modules_.size());
+        for (const auto& section : sections) {
+            // Sections of modules without symbols bound nothing.
+            auto it = b.module_index_.find(section.module);
+            if (section.start != 0 && it != b.module_index_.end())
+                starts[it->second].push_back(section.start);
+        }
+        for (auto& v : starts) std::sort(v.begin(), v.end());
         return b.finish();
     }
 
@@ -135,6 +146,9 @@ class KallsymsBuilder {
         // A zero address is either hidden (all are zero then, checked in finish) or a per-CPU
         // offset, which is no code address.
         if (start == 0 || (!text && !is_data_type(type))) return {};
+        // arm64 mapping symbols ("$x" code, "$d" data), which kernels before 6.2 list for
+        // modules at their functions' addresses: markers, not names.
+        if (name.starts_with('$')) return {};
         auto index = module_of(module, line_no);
         if (!index) return std::unexpected(index.error());
         lines_.push_back(Parsed{start, name, *index, text && !is_end_marker(name)});
@@ -200,11 +214,54 @@ class KallsymsBuilder {
     }
 };
 
-Result<Kallsyms> Kallsyms::parse(std::string_view text) {
-    return KallsymsBuilder::build(text);
+Result<Kallsyms> Kallsyms::parse(std::string_view text, const std::vector<Section>& sections) {
+    return KallsymsBuilder::build(text, sections);
 }
 
-Result<Kallsyms> Kallsyms::load(const std::string& path) {
+namespace {
+
+// A small file's contents, or "" when it cannot be read.
+std::string read_small(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {};
+    std::string out(64, '\0');
+    ssize_t n = ::read(fd, out.data(), out.size());
+    ::close(fd);
+    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return out;
+}
+
+std::vector<std::string> entries_of(const std::string& dir) {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return out;
+    while (const dirent* e = ::readdir(d))
+        if (e->d_name[0] != '.' || (e->d_name[1] != '\0' && e->d_name[1] != '.'))
+            out.emplace_back(e->d_name);
+    ::closedir(d);
+    return out;
+}
+
+}  // namespace
+
+std::vector<Kallsyms::Section> Kallsyms::module_sections(const std::string& sys_module) {
+    std::vector<Section> out;
+    for (const auto& name : entries_of(sys_module)) {
+        // Built-in "modules" have no sections folder.
+        std::string dir = sys_module + "/" + name + "/sections";
+        for (const auto& section : entries_of(dir)) {
+            std::string text = read_small(dir + "/" + section);
+            uint64_t start = 0;
+            const char* begin = text.data();
+            if (text.starts_with("0x")) begin += 2;
+            std::from_chars(begin, text.data() + text.size(), start, 16);
+            if (start != 0) out.push_back({start, "[" + name + "]"});
+        }
+    }
+    return out;
+}
+
+Result<Kallsyms> Kallsyms::load(const std::string& path, const std::string& sys_module) {
     // procfs reports size 0, so read until EOF rather than by the file's size.
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fail_errno("open " + path, errno);
@@ -227,7 +284,8 @@ Result<Kallsyms> Kallsyms::load(const std::string& path) {
         if (n == 0) break;
     }
     ::close(fd);
-    auto parsed = parse(text);
+    auto parsed =
+        parse(text, sys_module.empty() ? std::vector<Section>{} : module_sections(sys_module));
     if (!parsed) return fail(path + ": " + parsed.error().message);
     return parsed;
 }
@@ -236,6 +294,16 @@ std::string Kallsyms::name_of(const Entry& e) const {
     std::string_view name(names_.data() + e.name_offset, e.name_size & ~kPaddingFlag);
     if (e.name_size & kPaddingFlag) return std::string(kPaddingPrefix) + std::string(name);
     return std::string(name);
+}
+
+std::map<std::string, uint64_t, std::less<>> Kallsyms::module_starts() const {
+    std::vector<uint64_t> first(modules_.size(), UINT64_MAX);
+    for (const auto& e : entries_)
+        if (e.name_size != 0) first[e.module] = std::min(first[e.module], e.start);
+    std::map<std::string, uint64_t, std::less<>> out;
+    for (size_t i = 1; i < modules_.size(); i++)  // 0 is "[kernel]"
+        if (first[i] != UINT64_MAX) out.emplace(modules_[i], first[i]);
+    return out;
 }
 
 Frame Kallsyms::symbolize(uint64_t address) const {
@@ -252,6 +320,11 @@ Frame Kallsyms::symbolize(uint64_t address) const {
     if (e.name_size == 0) return f;
     bool bounded = it != entries_.end() && it->module == e.module;
     if (!bounded && address - e.start >= kMaxUnboundedSize) return f;
+    if (e.module < section_starts_.size()) {
+        const auto& starts = section_starts_[e.module];
+        auto next = std::upper_bound(starts.begin(), starts.end(), e.start);
+        if (next != starts.end() && address >= *next) return f;
+    }
     f.symbol = name_of(e);
     f.offset = address - e.start;
     f.module = modules_[e.module];

@@ -1,17 +1,22 @@
-"""Kernel images (and the guests' busybox) for the kernel/architecture matrix.
+"""Kernel images (and the guests' busybox) for the kernel/architecture matrix, and the headers
+to build a module for each of them.
 
 Packages are found through a private apt configuration: its own sources list, state and
 cache directories under the matrix cache, never the machine's /etc/apt sources. A package is
 resolved to an exact file and SHA256 from the signed Packages index, downloaded once and kept
 under that hash (cache/debs/<sha256>.deb); what the guests need from it (the kernel, a few
-modules, the BTF) is extracted once under the same hash. Every failure says which package of
-which suite could not be had and why."""
+modules, the BTF) is extracted once under the same hash. A kernel's headers (its
+linux-headers-<release> and the -common part that one includes) and the kbuild tools that go
+with them (linux-kbuild-*, of this machine's architecture: they run here) are fetched the same
+way and extracted once, into one folder per set of packages. Every failure says which package
+of which suite could not be had and why."""
 import functools
 import gzip
 import hashlib
 import json
 import lzma
 import os
+import platform
 import re
 import shutil
 import struct
@@ -63,6 +68,7 @@ class PrivateApt:
 
     def __init__(self, arch):
         self.arch = DPKG_ARCH[arch]
+        self.parsed = {}
         self.root = os.path.join(cache_dir(), "apt", self.arch)
         for sub in ("etc/sources.list.d", "etc/preferences.d", "state/lists/partial",
                     "cache/archives/partial"):
@@ -112,7 +118,13 @@ class PrivateApt:
         return f"{self.arch} indices updated in {time.monotonic() - start:.0f}s"
 
     def packages(self, uri, suite):
-        """Stanzas of one suite's Packages index (only the kernel's and busybox-static)."""
+        """Stanzas of one suite's Packages index: the kernel's packages, its headers and kbuild
+        tools, busybox-static and libc6. Read once per run."""
+        if (uri, suite) not in self.parsed:
+            self.parsed[(uri, suite)] = self._read_packages(uri, suite)
+        return self.parsed[(uri, suite)]
+
+    def _read_packages(self, uri, suite):
         lists = os.path.join(self.root, "state/lists")
         host_path = re.sub(r"^https?://", "", uri).rstrip("/").replace("/", "_")
         name = f"{host_path}_dists_{suite}_main_binary-{self.arch}_Packages"
@@ -132,8 +144,9 @@ class PrivateApt:
                     continue
                 if line.startswith("Package: "):
                     p = line[9:].strip()
-                    wanted = p.startswith(("linux-image-", "linux-binary-", "linux-modules-")) \
-                        or p == "busybox-static"
+                    wanted = p.startswith(("linux-image-", "linux-binary-", "linux-modules-",
+                                           "linux-headers-", "linux-kbuild-")) \
+                        or p in ("busybox-static", "libc6")
                 if wanted:
                     stanza.append(line)
         if wanted:
@@ -218,6 +231,21 @@ def resolve(apt, suites, meta, skip=()):
         pkg["meta"] = (meta, stanza["Version"], suite)
         return pkg
     raise FetchError("; ".join(problems) or f"no usable {meta} in {', '.join(suites)}")
+
+
+def exact(apt, suites, name, version):
+    """Package `name` at exactly `version`, from the first of `suites` that lists it."""
+    for uri, suite in sorted(SUITES, key=lambda us: suites.index(us[1]) if us[1] in suites
+                             else len(suites)):
+        if suite not in suites:
+            continue
+        for s in apt.packages(uri, suite).get(name, []):
+            if s["Version"] == version:
+                return {"package": name, "version": version, "suite": suite,
+                        "sha256": s["SHA256"], "size": int(s["Size"]), "arch": apt.arch,
+                        "depends": s.get("Depends", "")}
+    raise FetchError(f"no {name} {version} ({apt.arch}) in {', '.join(suites)}: the archive "
+                     f"has moved or never had it")
 
 
 def fetch_all(apt, pkg):
@@ -362,6 +390,95 @@ def prepare_kernel(debs, sha, arch):
     return meta
 
 
+def host_glibc():
+    """This machine's C library version, e.g. "2.36"."""
+    return os.confstr("CS_GNU_LIBC_VERSION").split()[-1]
+
+
+def is_elf_executable(path):
+    if not os.path.isfile(path) or os.path.islink(path) or not os.access(path, os.X_OK):
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def prepare_headers(debs, key, release, libc):
+    """Extracts a kernel's headers and kbuild tools once per set of packages; returns
+    headers.json: {"release", "build" (the folder, relative to the extraction, to run
+    make -C in), "cc" (the compiler the kernel was built with), "kbuild", "wrapped"}.
+
+    Debian's headers name their -common part by absolute path (/usr/src/...): that is rewritten
+    to the extraction. When the kbuild tools need a newer C library than this machine's (those
+    of trixie and later want glibc 2.38), `libc` is extracted beside them and each tool is
+    replaced by a script that runs it with that library's dynamic loader."""
+    out = os.path.join(cache_dir(), "prepared", key)
+    meta_path = os.path.join(out, "headers.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            return json.load(f)
+    staging = out + ".tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    for deb in debs:
+        deb_extract(deb, staging)
+    # The packages' documentation, and links that point outside the extraction (/lib/modules/
+    # RELEASE/build -> /usr/src/...): nothing here uses them, and a dangling link trips whatever
+    # walks the cache.
+    shutil.rmtree(os.path.join(staging, "usr/share"), ignore_errors=True)
+    for root, dirs, files in os.walk(staging):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                os.unlink(path)
+    build = f"usr/src/linux-headers-{release}"
+    makefile = os.path.join(staging, build, "Makefile")
+    if not os.path.exists(makefile):
+        raise FetchError(f"headers of {release}: no {build}/Makefile in "
+                         f"{' '.join(os.path.basename(d) for d in debs)}")
+    with open(makefile) as f:
+        text = f.read()
+    with open(makefile, "w") as f:
+        f.write(text.replace("/usr/src/", f"{out}/usr/src/"))
+    kbuild = [d for d in os.listdir(os.path.join(staging, "usr/lib"))
+              if d.startswith("linux-kbuild-")]
+    if len(kbuild) != 1:
+        raise FetchError(f"headers of {release}: expected one linux-kbuild folder, found {kbuild}")
+    wrapped = []
+    if libc:
+        libdir = next((d for d in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
+                       if os.path.exists(os.path.join(staging, d, "ld-linux-x86-64.so.2"))),
+                      None)
+        if not libdir:
+            raise FetchError(f"{os.path.basename(debs[-1])}: no ld-linux-x86-64.so.2 in it")
+        for root, _, files in os.walk(os.path.join(staging, "usr/lib", kbuild[0])):
+            for name in files:
+                path = os.path.join(root, name)
+                if not is_elf_executable(path):
+                    continue
+                final = os.path.join(out, os.path.relpath(path, staging))
+                os.rename(path, path + ".bin")
+                with open(path, "w") as f:
+                    # --argv0: Debian's objtool and modpost pick the real program by their
+                    # own name
+                    f.write(f"#!/bin/sh\n# {name} needs the C library of its Debian release\n"
+                            f"exec {out}/{libdir}/ld-linux-x86-64.so.2 --library-path "
+                            f"{out}/{libdir} --argv0 \"$0\" {final}.bin \"$@\"\n")
+                os.chmod(path, 0o755)
+                wrapped.append(os.path.relpath(path, staging))
+    cc = None
+    with open(os.path.join(staging, build, ".config")) as f:
+        for line in f:
+            if line.startswith("CONFIG_CC_VERSION_TEXT="):
+                cc = line.split("=", 1)[1].strip().strip('"')
+    meta = {"release": release, "build": build, "cc": cc, "kbuild": kbuild[0],
+            "wrapped": sorted(wrapped)}
+    with open(os.path.join(staging, "headers.json"), "w") as f:
+        json.dump(meta, f)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    return meta
+
+
 def prepare_busybox(deb, sha):
     out = os.path.join(cache_dir(), "prepared", sha)
     path = os.path.join(out, "busybox")
@@ -424,6 +541,42 @@ class Fetcher:
         meta_json = prepare_kernel(debs, key, arch)
         return pkg, os.path.join(cache_dir(), "prepared", key), meta_json
 
+    def headers(self, arch, pkg, kmeta, suites):
+        """(the folder to build modules in, as `make -C FOLDER M=...`, and its headers.json) for
+        a kernel kernel() returned: linux-headers-<release> of the kernel's exact version, the
+        -common package it depends on, and the linux-kbuild-* package it depends on, of this
+        machine's architecture and the same version (its tools run here, also when the modules
+        are cross-built for another architecture)."""
+        apt = self.apt(arch)
+        host = self.apt(platform.machine())
+        release, version = kmeta["release"], pkg["version"]
+        order = [pkg["suite"]] + [s for s in suites if s != pkg["suite"]]
+        hdr = exact(apt, order, f"linux-headers-{release}", version)
+        common = re.search(r"(?:^|,)\s*(linux-headers-[^\s,(|]+-common)(?=[\s,(]|$)",
+                           hdr["depends"])
+        kbuild = re.search(r"(?:^|,)\s*(linux-kbuild-[^\s,(|]+)", hdr["depends"])
+        if not common or not kbuild:
+            raise FetchError(f"{hdr['package']} {version} depends on no -common headers or no "
+                             f"kbuild package: {hdr['depends']!r}")
+        parts = [(apt, hdr), (apt, exact(apt, order, common.group(1), version)),
+                 (host, exact(host, order, kbuild.group(1), version))]
+        kb = parts[-1][1]
+        need = re.search(r"(?:^|,)\s*libc6 \(>= ([^)]+)\)", kb["depends"])
+        libc = bool(need) and version_key(need.group(1), host_glibc()) > 0
+        if libc:
+            family = [s for _, s in SUITES if s.split("-")[0] == kb["suite"].split("-")[0]]
+            parts.append((host, resolve(host, family, "libc6")))
+        key = hashlib.sha256(" ".join(p["sha256"] for _, p in parts).encode()).hexdigest()
+        self.used |= {key} | {p["sha256"] for _, p in parts}
+        # Once extracted, the packages themselves are not needed again.
+        extracted = os.path.exists(os.path.join(cache_dir(), "prepared", key, "headers.json"))
+        debs = [] if extracted else [fetch(a, p) for a, p in parts]
+        meta = prepare_headers(debs, key, release, libc)
+        meta["key"] = key
+        meta["cached"] = extracted or all(p.get("cached") for _, p in parts)
+        meta["packages"] = [f"{p['package']} {p['version']} ({p['arch']})" for _, p in parts]
+        return os.path.join(cache_dir(), "prepared", key, meta["build"]), meta
+
     def busybox(self, arch):
         apt = self.apt(arch)
         pkg = resolve(apt, ["bookworm", "bookworm-security"], "busybox-static")
@@ -441,7 +594,7 @@ class Fetcher:
                     continue
                 path = os.path.join(d, name)
                 if os.path.isdir(path):
-                    freed += sum(os.path.getsize(os.path.join(r, f))
+                    freed += sum(os.lstat(os.path.join(r, f)).st_size
                                  for r, _, fs in os.walk(path) for f in fs)
                     shutil.rmtree(path, ignore_errors=True)
                 else:

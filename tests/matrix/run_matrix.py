@@ -13,6 +13,11 @@ guest/checks.sh leaves the daemon's answers. Checks, per kernel:
   kernel_held  the pages of kleak_pipes' pipes show at the pipe write sites within 10%, in
                kernel stacks naming the pipe functions, attributed to the fixture
   kernel_freed after the fixture exits, less than 10% is left and its series is gone
+  kmod         the test module lw_kleak (tests/kmod, built against the kernel's own headers),
+               loaded after leakwatchd started: per kind, the stacks whose site is its leaking
+               function hold what it reports it leaked within 5%, in bytes and allocations (its
+               freed share not counted), naming the function in [lw_kleak], and so do the
+               /metrics series with that site; after rmmod the same, still named
 Prints one table, kernel by kernel; each failure names the kernel and the check. Exit 0 when
 all pass, 1 when any fails, 77 (skipped) when kernels could not be fetched and the matrix is
 optional (--optional or LEAKWATCH_MATRIX_OPTIONAL=1)."""
@@ -31,6 +36,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kernels  # noqa: E402
+import kmod  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # arch, series (None: whatever the suite's newest is), suites searched, newest first wins
@@ -69,9 +75,9 @@ def cpio_entry(name, mode, data=b"", rdev=(0, 0)):
     return out
 
 
-def make_initramfs(path, busybox, kdir, kmeta, env):
+def make_initramfs(path, busybox, kdir, kmeta, env, test_module=None):
     parts = []
-    for d in ("bin", "dev", "proc", "sys", "host", "out", "tmp", "modules"):
+    for d in ("bin", "dev", "proc", "sys", "host", "out", "tmp", "modules", "kmod"):
         parts.append(cpio_entry(d, stat.S_IFDIR | 0o755))
     parts.append(cpio_entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     with open(busybox, "rb") as f:
@@ -82,6 +88,9 @@ def make_initramfs(path, busybox, kdir, kmeta, env):
     for m in kmeta["modules"]:
         with open(os.path.join(kdir, "modules", m + ".ko"), "rb") as f:
             parts.append(cpio_entry(f"modules/{m}.ko", stat.S_IFREG | 0o644, f.read()))
+    if test_module:
+        with open(test_module, "rb") as f:
+            parts.append(cpio_entry(f"kmod/{kmod.MODULE}.ko", stat.S_IFREG | 0o644, f.read()))
     env_text = "".join(f"{k}='{v}'\n" for k, v in env.items())
     parts.append(cpio_entry("matrix.env", stat.S_IFREG | 0o644, env_text.encode()))
     parts.append(cpio_entry("TRAILER!!!", 0))
@@ -144,7 +153,8 @@ def run_guest(entry, kdir, kmeta, busybox, binaries, workdir, jobs):
     leakwatchd, fixtures = binaries[arch]
     initrd = os.path.join(workdir, name + ".cpio")
     make_initramfs(initrd, busybox, kdir, kmeta, {
-        "MODULES": " ".join(kmeta["modules"]), "LEAKWATCHD": leakwatchd, "FIXTURES": fixtures})
+        "MODULES": " ".join(kmeta["modules"]), "LEAKWATCHD": leakwatchd, "FIXTURES": fixtures},
+        entry.get("kmod"))
     cmd = qemu_command(arch, kdir, initrd, out, jobs)
     log(f"{name}: booting")
     start = time.monotonic()
@@ -312,6 +322,7 @@ def evaluate(out, entry, kmeta, elapsed, timed_out):
                       f"exit (truth {truth})"))
             if any(p["pid"] == pid for p in freed["processes"]):
                 fail(("kernel_freed", f"the exited kleak_pipes ({pid}) still has a kernel series"))
+    evaluate_kmod(out, entry, r, fail)
     code = (read(out, "daemon_exit") or "").strip()
     if code != "0":
         fail(("daemon_stop", f"leakwatchd exit status on SIGTERM: {code or 'none'}"))
@@ -331,6 +342,31 @@ def evaluate(out, entry, kmeta, elapsed, timed_out):
     r["btf"] = "error+file" if not any(c in ("no_btf", "external_btf")
                                        for c, _ in r["failures"]) else "FAIL"
     return r
+
+
+def evaluate_kmod(out, entry, r, fail):
+    if entry.get("kmod_error"):
+        fail(("kmod", entry["kmod_error"]))
+        return
+    truth = kmod.leaked(out, "kmod")
+    if truth is None:
+        fail(("kmod", f"{kmod.MODULE} did not finish; insmod said "
+              f"{(read(out, 'kmod_insmod.log') or '').strip()!r}"))
+        return
+    code = (read(out, "kmod_rmmod") or "").strip()
+    if code != "0":
+        fail(("kmod", f"rmmod {kmod.MODULE} exited {code or '?'}: "
+              f"{(read(out, 'kmod_rmmod.log') or '').strip()!r}"))
+    rows, example = kmod.evaluate(truth, read_json(out, "kmod_held.json"),
+                                  read_json(out, "kmod_unloaded.json"), fail,
+                                  (read(out, "metrics_kmod.txt") or "",
+                                   read(out, "metrics_kmod_unloaded.txt") or ""))
+    r["kmod"] = rows
+    r["kmod_stack"] = example
+    r["kmod_freed"] = truth["freed"][1]
+    m = re.search(r'^leakwatch_lost_events_total\{reason="kernel_program_missed"\} (\d+)',
+                  read(out, "metrics_kmod.txt") or "", re.M)
+    r["kmod_missed"] = m.group(1) if m else "0"
 
 
 # ---------------------------------------------------------------- table
@@ -353,11 +389,38 @@ def table(results, wall):
                      f"{r['seconds']:.0f}",
                      "PASS" if not r["failures"] else
                      "FAIL: " + ",".join(sorted({c for c, _ in r["failures"]}))))
+    print_rows(rows)
+    print(f"\ntest module {kmod.MODULE}: what it leaked, and leakwatchd's outstanding bytes "
+          f"(allocations) at its leaking function, loaded and after rmmod")
+    rows = [("arch", "kernel", "kind", "leaked per the module", "leakwatchd, loaded",
+             "after rmmod", "within 5%", "kmem program runs missed")]
+    for r in results:
+        for kind, k in (r.get("kmod") or {}).items():
+            def fig(phase):
+                if phase not in k:
+                    return "-"
+                return (f"{k[phase]} ({k[phase + '_count']}) "
+                        f"{100.0 * k[phase] / k['truth']:.1f}%" if k["truth"] else "-")
+            ok = all(kmod.within(k.get(p, -1), k["truth"]) and
+                     kmod.within(k.get(p + "_count", -1), k["truth_count"])
+                     for p in ("held", "unloaded"))
+            rows.append((r["arch"], r["release"], kind, f"{k['truth']} ({k['truth_count']})",
+                         fig("held"), fig("unloaded"), "yes" if ok else "NO",
+                         r.get("kmod_missed", "-")))
+    print_rows(rows)
+    for r in results:
+        if r.get("kmod_stack"):
+            print(f"\n{r['arch']} {r['release']}: the kmalloc leak's stack "
+                  f"({r.get('kmod_freed', '?')} objects freed again by the module, not counted)")
+            print(r["kmod_stack"])
+    print(f"matrix wall time: {wall:.0f}s")
+
+
+def print_rows(rows):
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     print("\n".join(lines))
-    print(f"matrix wall time: {wall:.0f}s")
 
 
 def main():
@@ -403,6 +466,17 @@ def main():
         except kernels.FetchError as err:
             fetch_errors.append((e["key"], str(err)))
             log(f"{e['key']}: COULD NOT FETCH: {err}")
+    t1 = time.monotonic()
+    for e in entries:
+        if "kmeta" not in e:
+            continue
+        try:
+            e["kmod"], note = kmod.build(fetcher, e)
+            log(f"{e['key']}: {note}")
+        except kmod.BuildError as err:
+            e["kmod_error"] = f"building {kmod.MODULE}: {err}"
+            log(f"{e['key']}: {e['kmod_error']}")
+    log(f"test module ready in {time.monotonic() - t1:.0f}s")
     for note in fetcher.notes:
         log(note)
     if not args.only and not fetch_errors:

@@ -255,3 +255,63 @@ TEST_CASE("Kallsyms::load parses the real /proc/kallsyms in well under a second"
     }
     CHECK(checked > 10000);
 }
+
+TEST_CASE("a module's section starts end the function before them", "[kallsyms]") {
+    std::string text =
+        "ffffffff81000000 T _stext\n"
+        "ffffffff81000100 T other\n"
+        "ffffffffc0900000 t virtio_probe\t[virtio_pci]\n"
+        "ffffffffc0a01000 t leak_fn\t[memory_leak]\n";
+    auto plain = Kallsyms::parse(text);
+    // The second section's start is hidden (zero): it bounds nothing.
+    auto bounded =
+        Kallsyms::parse(text, {{0xffffffffc0a02000, "[memory_leak]"}, {0, "[memory_leak]"}});
+    REQUIRE(plain);
+    REQUIRE(bounded);
+    CHECK(plain->symbolize(0xffffffffc0a02010).symbol == "leak_fn");  // the 64 KiB guess
+    check_unknown(*bounded, 0xffffffffc0a02010);
+    CHECK(bounded->symbolize(0xffffffffc0a01ff0).symbol == "leak_fn");
+    CHECK(bounded->size() == plain->size());
+    CHECK(bounded->module_starts() == plain->module_starts());
+
+    // Another module's section start inside leak_fn (its freed init code, reused for
+    // memory_leak's text) does not end leak_fn; a module without symbols bounds nothing.
+    auto other = Kallsyms::parse(
+        text, {{0xffffffffc0a01010, "[virtio_pci]"}, {0xffffffffc0a01020, "[no_symbols]"}});
+    REQUIRE(other);
+    CHECK(other->symbolize(0xffffffffc0a01030).symbol == "leak_fn");
+}
+
+TEST_CASE("module sections are read from /sys/module/NAME/sections", "[kallsyms]") {
+    auto sections =
+        Kallsyms::module_sections(std::string(LEAKWATCH_FIXTURES) + "/kallsyms/sys_module");
+    std::vector<std::pair<uint64_t, std::string>> got;
+    for (const auto& s : sections) got.emplace_back(s.start, s.module);
+    std::sort(got.begin(), got.end());
+    // virtio_pci's .rodata reads 0 (hidden) and the built-in "kernel" has no sections: left out.
+    CHECK(got == std::vector<std::pair<uint64_t, std::string>>{
+                     {0xffffffffc0200000, "[virtio_pci]"},
+                     {0xffffffffc0a01000, "[lw_kleak]"},
+                     {0xffffffffc0a01100, "[lw_kleak]"},
+                     {0xffffffffc0a03000, "[lw_kleak]"},
+                     {0xffffffffc0a05000, "[lw_kleak]"},
+                     {0xffffffffc0a05800, "[lw_kleak]"},
+                 });
+    CHECK(Kallsyms::module_sections("/nonexistent").empty());
+}
+
+TEST_CASE("arm64 mapping symbols of modules name nothing", "[kallsyms]") {
+    // As 5.10's and 6.1's /proc/kallsyms list an arm64 module: "$x" before the function at the
+    // same address, and at the start of .exit.text.
+    auto k = Kallsyms::parse(
+        "ffff800008010000 T _stext\n"
+        "ffffc7faa26fa000 t $x\t[lw_kleak]\n"
+        "ffffc7faa26fa000 t lwk_free_held\t[lw_kleak]\n"
+        "ffffc7faa26fa0a0 t lwk_leak_kmalloc\t[lw_kleak]\n"
+        "ffffc7faa26fa488 t $x\t[lw_kleak]\n"
+        "ffffc7faa26fa488 t lwk_exit\t[lw_kleak]\n");
+    REQUIRE(k);
+    CHECK(k->size() == 4);
+    CHECK(k->symbolize(0xffffc7faa26fa010).symbol == "lwk_free_held");
+    CHECK(k->symbolize(0xffffc7faa26fa490).symbol == "lwk_exit");
+}

@@ -1,6 +1,7 @@
 // KernelAggregator (aggregate/kernel.cpp) on plain data: what the kmem maps would hold, and
 // symbols by address.
 #include <catch2/catch.hpp>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -15,10 +16,10 @@ struct FakeKernel : KernelSource {
     std::map<uint64_t, std::vector<uint64_t>> stacks;
     std::vector<KernelTotals> removed;
     std::vector<KernelTotals> kernel_totals() override { return totals; }
-    std::optional<std::vector<uint64_t>> kernel_stack(uint64_t id) override {
+    std::optional<KernelStack> kernel_stack(uint64_t id) override {
         auto it = stacks.find(id);
         if (it == stacks.end()) return std::nullopt;
-        return it->second;
+        return KernelStack{it->second, 0};
     }
     void remove_kernel_totals(const std::vector<KernelTotals>& keys) override {
         removed.insert(removed.end(), keys.begin(), keys.end());
@@ -63,6 +64,18 @@ Frame resolve(uint64_t addr) {
     }
     return f;
 }
+// Names addresses with resolve(); `refresh` as the test sets it.
+struct TableNamer : KernelNamer {
+    std::function<Frame(uint64_t)> table = resolve;
+    uint64_t version = 1;
+    std::vector<uint64_t> asked;
+    Frame name(uint64_t address, uint32_t) override {
+        asked.push_back(address);
+        return table(address);
+    }
+    uint64_t refresh() override { return version; }
+};
+
 std::vector<uint64_t> stack_of(std::initializer_list<const char*> names) {
     std::vector<uint64_t> out;
     for (const char* n : names) out.push_back(at(n));
@@ -82,7 +95,8 @@ TEST_CASE("kernel totals per kind, stack and process", "[kernel]") {
         {100, 2, 5000, 2, 8192, 2},  // page, pid 100
     };
     std::set<uint32_t> alive = {100, 200};
-    KernelAggregator agg(src, resolve, [&](uint32_t pid, uint64_t) -> std::optional<std::string> {
+    TableNamer namer;
+    KernelAggregator agg(src, namer, [&](uint32_t pid, uint64_t) -> std::optional<std::string> {
         if (!alive.count(pid)) return std::nullopt;
         return std::string("p").append(std::to_string(pid));
     });
@@ -111,7 +125,8 @@ TEST_CASE("pages that back slab objects are counted once, as the objects", "[ker
                               "kmem_cache_alloc_noprof", "do_pipe2"});
     src.stacks[2] = stack_of({"kmem_cache_alloc_noprof", "do_pipe2"});
     src.totals = {{100, 2, 1, 1, 8192, 1}, {100, 1, 1, 2, 4096, 64}};
-    KernelAggregator agg(src, resolve, [](uint32_t, uint64_t) { return std::string("p"); });
+    TableNamer namer;
+    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return std::string("p"); });
     KernelView v = agg.sample();
     CHECK(v.bytes[2] == 0);  // the slab's page
     CHECK(v.backing_bytes == 8192);
@@ -127,7 +142,8 @@ TEST_CASE("allocations made serving an interrupt are charged to no process", "[k
     src.stacks[1] = stack_of(
         {"__kmalloc_noprof", "__alloc_skb", "net_rx_action", "handle_softirqs", "do_syscall_64"});
     src.totals = {{100, 0, 1, 1, 2048, 1}};
-    KernelAggregator agg(src, resolve, [](uint32_t, uint64_t) { return std::string("p"); });
+    TableNamer namer;
+    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return std::string("p"); });
     KernelView v = agg.sample();
     CHECK(v.bytes[0] == 2048);
     REQUIRE(v.stacks.size() == 1);
@@ -144,7 +160,8 @@ TEST_CASE("empty totals of processes that are gone are deleted, others kept", "[
         {400, 0, 8000, 1, 64, 1},  // gone, still holding memory: kept, but no process series
         {0, 0, 0, 1, 0, 0},        // no process: never deleted
     };
-    KernelAggregator agg(src, resolve, [](uint32_t pid, uint64_t) -> std::optional<std::string> {
+    TableNamer namer;
+    KernelAggregator agg(src, namer, [](uint32_t pid, uint64_t) -> std::optional<std::string> {
         if (pid == 100) return std::string("alive");
         return std::nullopt;
     });
@@ -164,7 +181,8 @@ TEST_CASE("a reused pid is a different process", "[kernel]") {
     FakeKernel src;
     src.stacks[1] = stack_of({"__kmalloc_noprof", "alloc_pipe_info"});
     src.totals = {{100, 0, 5000, 1, 64, 1}, {100, 0, 9000, 1, 128, 2}};
-    KernelAggregator agg(src, resolve, [](uint32_t, uint64_t start) -> std::optional<std::string> {
+    TableNamer namer;
+    KernelAggregator agg(src, namer, [](uint32_t, uint64_t start) -> std::optional<std::string> {
         if (start == 9000) return std::string("new");
         return std::nullopt;  // the pid now belongs to the process that started at 9000
     });
@@ -185,4 +203,61 @@ TEST_CASE("in_interrupt knows x86 and arm64 interrupt entries", "[kernel]") {
     CHECK(in_interrupt(frames({"__kmalloc_noprof", "__do_softirq.cold"})));
     CHECK(in_interrupt(frames({"kmalloc", "gic_handle_irq", "el1_interrupt"})));
     CHECK_FALSE(in_interrupt(frames({"__kmalloc_noprof", "alloc_pipe_info", "do_syscall_64"})));
+}
+
+TEST_CASE("unnamed frames are named again when the namer can name more; named ones are kept",
+          "[kernel]") {
+    FakeKernel src;
+    // Stack 1 is named at once; stack 2's caller (0x20010) is in a module the namer does not
+    // know yet.
+    src.stacks[1] = stack_of({"__kmalloc_noprof", "alloc_pipe_info", "do_syscall_64"});
+    src.stacks[2] = {at("__kmalloc_noprof"), 0x20010, at("do_syscall_64")};
+    src.totals = {{0, 0, 0, 1, 1024, 1}, {0, 0, 0, 2, 2048, 2}};
+    TableNamer namer;
+    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return std::string("p"); });
+
+    auto stack = [](const KernelView& v, uint64_t id) {
+        for (const auto& s : v.stacks)
+            if (s.id == id) return s;
+        FAIL("no stack " << id);
+        return KernelStackView{};
+    };
+    KernelView v = agg.sample();
+    CHECK(stack(v, 1).site == "alloc_pipe_info");
+    CHECK(stack(v, 2).site == "[unknown]");
+    auto published = stack(v, 2).frames;
+
+    // The module's symbols are read (a new version); in the same table, stack 1's caller now
+    // names another function, as if its address had been reused.
+    namer.table = [](uint64_t addr) {
+        Frame f = resolve(addr);
+        if (addr / 0x1000 == 0x20) {
+            f.symbol = "leak_fn";
+            f.offset = addr % 0x1000;
+            f.module = "[lw_kleak]";
+        }
+        if (addr / 0x1000 == 3) f.symbol = "other_fn";
+        return f;
+    };
+    namer.version = 2;
+    namer.asked.clear();
+    v = agg.sample();
+    CHECK(stack(v, 2).site == "leak_fn");          // named in the same sample as the new version
+    CHECK(stack(v, 1).site == "alloc_pipe_info");  // named frames are never looked up again
+    // Only stack 2's unnamed frame was asked for again.
+    REQUIRE(namer.asked.size() == 1);
+    CHECK(namer.asked[0] == 0x20010 - 1);
+    auto frames = stack(v, 2).frames;
+    REQUIRE(frames->size() == 3);
+    CHECK((*frames)[1].symbol == "leak_fn");
+    CHECK((*frames)[1].module == "[lw_kleak]");
+    CHECK((*frames)[1].offset == 0x10);  // the return address's offset, not the call's
+    CHECK((*frames)[1].address == 0x20010);
+    // What a published snapshot holds is not changed under it.
+    CHECK((*published)[1].symbol.empty());
+
+    // Without a new version nothing is asked again.
+    namer.asked.clear();
+    agg.sample();
+    CHECK(namer.asked.empty());
 }
