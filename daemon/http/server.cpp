@@ -393,6 +393,8 @@ struct HttpServer::Route {
     }
 };
 
+HttpServer::HttpServer(const PublishedState& state) : state_(state) {}
+
 std::string civetweb_ports(const std::string& listen_address) {
     if (!listen_address.empty() && listen_address[0] == ':') return listen_address.substr(1);
     if (!listen_address.empty() && listen_address[0] == '[') {

@@ -56,7 +56,7 @@ class HttpServer {
 
   private:
     struct Route;
-    HttpServer(const PublishedState& state) : state_(state) {}
+    explicit HttpServer(const PublishedState& state);
     // Starts civetweb with this web config (nullptr: none).
     Result<void> start_context(std::shared_ptr<const WebConfig> web);
     void stop_context();

@@ -621,7 +621,7 @@ void Tracker::rematch(pid_t pid) {
         fresh.cgroup != t.info.cgroup ? "moved to cgroup " + fresh.cgroup : "its uid changed";
     why += now ? "; rule '" + now->name + "' matches it now" : "; no rule matches it now";
     detach(pid, why.c_str());
-    consider(pid, false);
+    consider(pid, Seen::kScan);
 }
 
 void Tracker::set_rules(std::vector<WatchRule> rules) {
