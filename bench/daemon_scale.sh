@@ -16,13 +16,11 @@
 # Environment: BUILD (build directory, default ./build), PROCS (100), BLOCKS (10000), STACKS
 # (100, at most 1000), CHURN (pairs per second per process, 100), INTERVAL (the daemon's
 # interval, 5s), WINDOW (seconds, 60), SCRAPES (20), LEAK_DETECTION (true; false to see what
-# the detector's share is), DAEMON_FLAGS (more leakwatchd flags, e.g.
+# the detector's share is), UNWIND (the rule's unwind: auto, frame-pointer or dwarf; default
+# auto), DAEMON_FLAGS (more leakwatchd flags, e.g.
 # "--probe-mode multi"), TRACKING (the rule's tracking, full; escalate for the watch tier:
 # no allocator probe, so the allocations are not counted and the daemon's cost is the tier's
 # own), SKIP_BUILD=1 (use the binaries already built), PYTHON (default
-# the detector's share is), UNWIND (the rule's unwind: auto, frame-pointer or dwarf; default
-# auto), DAEMON_FLAGS (more leakwatchd flags, e.g.
-# "--probe-mode multi"), SKIP_BUILD=1 (use the binaries already built), PYTHON (default
 # /usr/bin/python3 if present).
 set -euo pipefail
 
@@ -36,8 +34,8 @@ INTERVAL=${INTERVAL:-5s}
 WINDOW=${WINDOW:-60}
 SCRAPES=${SCRAPES:-20}
 LEAK_DETECTION=${LEAK_DETECTION:-true}
-TRACKING=${TRACKING:-full}
 UNWIND=${UNWIND:-auto}
+TRACKING=${TRACKING:-full}
 read -r -a DAEMON_FLAGS <<<"${DAEMON_FLAGS:-}"
 if [[ -z ${PYTHON:-} ]]; then
     PYTHON=python3

@@ -3,7 +3,9 @@
 One run, as root. leakwatchd serves with --web.config.file: a certificate for 127.0.0.1 signed
 by a CA this test makes (openssl), and one basic-auth user whose bcrypt hash comes from
 libcrypt; `promtool check web-config` validates the file first. It watches leak_steady (a leak
-of 64 KiB every 100 ms in leak_record_entry) by pid, with leak_detection.window 20s, and the
+of 64 KiB every 100 ms in leak_record_entry) by pid with its allocator probed (tracking: full),
+patterns' leak_steady_growth (256 KiB every 100 ms, up to 64 MiB) by pid in the default
+tracking (the watch tier, escalated once suspected), with leak_detection.window 20s, and the
 kernel's page allocations. The real Debian `prometheus` scrapes it every second as three jobs:
 
   leakwatch            https, the CA, the right user and password: must be up
@@ -236,6 +238,7 @@ def test_dashboard_tls(cleanup):
     check(r.returncode == 0, "promtool rejects the web config")
 
     fixture = start(cleanup, Fixture, "leak_steady", "65536", "100000", "100")
+    tier = start(cleanup, Fixture, "patterns", "leak", "chunk=256KiB", "tick_ms=100", "cap=64MiB")
     config = f"""interval: 1s
 leak_detection:
   window: 20s
@@ -248,6 +251,9 @@ watch:
     tracking: full
     match:
       pid: {fixture.pid}
+  - name: tier
+    match:
+      pid: {tier.pid}
 """
     daemon = start(cleanup, Daemon, config, ("--web.config.file", files.web), None, False)
     def serving():
@@ -278,6 +284,7 @@ watch:
               f"plain HTTP to the TLS port: {targets['leakwatch_plain']}")
 
         fixture.go()
+        tier.go()
         t_go = time.monotonic()
         wait_until(lambda: prom.api("/api/v1/query", query='leakwatch_leak_suspected{job='
                                     '"leakwatch",scope="stack",site="leak_record_entry"} == 1')
