@@ -31,6 +31,8 @@ SITES = {"kmalloc": "lwk_leak_kmalloc", "kmem_cache": "lwk_leak_cache",
 # Configuration symbols that say the kernel's compiler has an option, with that option.
 FALLBACKS = [("CONFIG_CC_HAS_MIN_FUNCTION_ALIGNMENT", "-fmin-function-alignment=16")]
 TOLERANCE = 0.05
+# Below TOLERANCE, only when the kernel's count of skipped program runs accounts for it.
+SHORT_TOLERANCE = 0.20
 
 
 class BuildError(Exception):
@@ -140,13 +142,18 @@ def series_bytes(metrics_text, site):
     return sum(int(m.group(1)) for m in pattern.finditer(metrics_text or ""))
 
 
-def evaluate(truth, held, unloaded, fail, metrics=(None, None)):
+def evaluate(truth, held, unloaded, fail, metrics=(None, None), missed=0):
     """Checks one guest's run: per kind, the stacks at the module's function hold what it leaked
     within TOLERANCE, in bytes and in allocations (so the freed share is not counted), each
     names the function in [lw_kleak]; after rmmod the same, still named. `metrics`, the
     /metrics texts taken with `held` and `unloaded` (None: not checked): the series with the
-    function as their site must hold the same within TOLERANCE. Returns {kind: {...}} for the
-    table, and the kmalloc stack as text."""
+    function as their site must hold the same within TOLERANCE.
+
+    `missed`: kmem program runs the kernel skipped while the module ran (kernel_program_missed;
+    each loses at most one allocation or free). A shortfall beyond TOLERANCE is accepted only
+    when those skipped runs account for every allocation missing, and never beyond
+    SHORT_TOLERANCE; the row then says "short" (7.2, where tracepoints run with preemption on).
+    Returns {kind: {...}} for the table, and the kmalloc stack as text."""
     rows = {}
     example = None
     for kind in SITES:
@@ -156,24 +163,31 @@ def evaluate(truth, held, unloaded, fail, metrics=(None, None)):
             if k is None:
                 fail(("kmod", f"no /api/v1/kernel answer {phase}"))
                 continue
-            if text is not None:
-                series = series_bytes(text, SITES[kind])
-                row[phase + "_series"] = series
-                if not within(series, t_bytes):
-                    fail(("kmod", f"{kind} ({phase}): the /metrics series with site="
-                          f"{SITES[kind]} hold {series} bytes, the module leaked {t_bytes} (5%)"))
             stacks = module_stacks(k, kind)
             got = sum(s["outstanding_bytes"] for s in stacks)
             count = sum(s["outstanding_allocations"] for s in stacks)
             row[phase] = got
             row[phase + "_count"] = count
             what = "after rmmod" if phase == "unloaded" else "loaded"
-            if not within(got, t_bytes) or not within(count, t_count):
+            explained = (t_count - count <= missed and
+                         within(got, t_bytes, SHORT_TOLERANCE) and
+                         within(count, t_count, SHORT_TOLERANCE) and got <= t_bytes)
+            if not (within(got, t_bytes) and within(count, t_count)) and explained:
+                row["short"] = True
+            elif not within(got, t_bytes) or not within(count, t_count):
                 sites = sorted({(s["kind"], s["site"]) for s in k["stacks"]
                                 if any(f.get("module") == f"[{MODULE}]" for f in s["frames"])})
                 fail(("kmod", f"{kind} ({what}): stacks at {SITES[kind]} hold {got} bytes in "
                       f"{count} allocations, the module leaked {t_bytes} in {t_count} (5%); "
                       f"stacks with [{MODULE}] frames: {sites}"))
+            if text is not None:
+                series = series_bytes(text, SITES[kind])
+                row[phase + "_series"] = series
+                if not within(series, t_bytes) and not (
+                        explained and within(series, t_bytes, SHORT_TOLERANCE) and
+                        series <= t_bytes):
+                    fail(("kmod", f"{kind} ({phase}): the /metrics series with site="
+                          f"{SITES[kind]} hold {series} bytes, the module leaked {t_bytes} (5%)"))
             unnamed = [s["stack_id"] for s in stacks if not named(s, kind)]
             if unnamed:
                 fail(("kmod", f"{kind} ({what}): stacks {unnamed} do not name {SITES[kind]} in "
@@ -184,5 +198,5 @@ def evaluate(truth, held, unloaded, fail, metrics=(None, None)):
     return rows, example
 
 
-def within(actual, expected):
-    return expected > 0 and abs(actual - expected) <= TOLERANCE * expected
+def within(actual, expected, tolerance=TOLERANCE):
+    return expected > 0 and abs(actual - expected) <= tolerance * expected

@@ -119,6 +119,8 @@ say "kernel leak measured"
 kmod_leak() {
     label=$1
     shift
+    # The kernel's count of skipped kmem program runs before it, for the check's figure.
+    get /metrics "metrics_${label}_before.txt"
     insmod /kmod/lw_kleak.ko "$@" >"/out/${label}_insmod.log" 2>&1 || { say "insmod failed"; return 1; }
     mark "${label}_loaded"
     # Polled once a second: each poll forks, and every allocation the shell makes runs the kmem
@@ -146,8 +148,19 @@ kmod_leak() {
 # bytes and names.
 if [ -f /kmod/lw_kleak.ko ]; then
     if kmod_leak kmod count=400 per_tick=50 interval_ms=20 free_every=4; then
+        # leakwatchd names the module's frames once it has read the symbols again, at most once
+        # per 10 s: wait until every leaking function is a site, at most 20 s.
         sleep 4
-        get "/api/v1/kernel?top=10000" kmod_held.json
+        n=0
+        while get "/api/v1/kernel?top=10000" kmod_held.json; do
+            named=0
+            for site in lwk_leak_kmalloc lwk_leak_cache lwk_leak_pages lwk_leak_percpu; do
+                grep -q "\"site\": *\"$site\"" /out/kmod_held.json && named=$((named + 1))
+            done
+            n=$((n + 1))
+            [ $named = 4 ] || [ $n -gt 16 ] && break
+            sleep 1
+        done
         get /metrics metrics_kmod.txt
         rmmod lw_kleak >/out/kmod_rmmod.log 2>&1
         echo $? >/out/kmod_rmmod
