@@ -290,9 +290,11 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
         bool first_exact = exact && i == 0;
         if (!first_exact && range_kind(cfg, pc) == LW_RANGE_FP) {
             /* A frame record: the caller's rbp at rbp, the return address above it. rbp 0 is
-             * the outermost frame's (the ABI's end of the chain). */
+             * the outermost frame's (the ABI's end of the chain). rbp may equal sp: a function
+             * with no locals calls right after `push rbp; mov rsp, rbp`, and its frame record
+             * is then just above the return address its callee popped. */
             __u64 frame[2];
-            if (bp <= sp || (bp & 7) ||
+            if (bp < sp || (bp & 7) ||
                 bpf_probe_read_user(frame, sizeof(frame), (void *)bp)) {
                 truncated = bp != 0;
                 break;

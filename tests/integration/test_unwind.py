@@ -120,6 +120,29 @@ def test_cxx_method(cleanup):
           "tables")
 
 
+def test_thin_frames(cleanup):
+    """By frame pointers through a function with no locals, which calls malloc right after its
+    prologue (its frame record is then just above the return address): the default walk goes
+    on to its callers. It once stopped there, and every stack of such code ended at it."""
+    fixture = start(cleanup, Fixture("leak_thin", "500", "500"))
+    daemon = start(cleanup, Daemon(pid_rules([("thin", fixture.pid, None)])))
+    wait_until(lambda: daemon.process(fixture.pid), 10, "the fixture to be attached")
+    fixture.go()
+    truth = int(fixture.expect("leaked"))
+    time.sleep(2 * INTERVAL)
+    stacks = daemon.stacks(fixture.pid)
+    for s in stacks:
+        print("leak_thin", s["site"], s["outstanding_bytes"], s["complete"], symbols(s))
+    leak = [s for s in stacks if s["site"] == "thin_grab"]
+    check(sum(s["outstanding_bytes"] for s in leak) == truth,
+          f"site thin_grab holds {sum(s['outstanding_bytes'] for s in leak)} bytes, truth {truth}")
+    for s in leak:
+        check(s["complete"], f"incomplete stack {symbols(s)}")
+        check(in_order(symbols(s), ["malloc", "thin_grab", "thin_layer", "main"]),
+              f"frames {symbols(s)}")
+    check_nothing_lost(daemon, ["stack_truncated", "stack_capture_failed"])
+
+
 def test_default_cxx(cleanup):
     """The default config names the method that calls `new`, in C++ built without frame
     pointers (-O2) and with them (-O1 -fno-omit-frame-pointer), libstdc++ having none: bytes
@@ -204,4 +227,5 @@ def test_nofp_churn(cleanup):
 if __name__ == "__main__":
     require_root()
     run({"nofp_callers": test_nofp_callers, "cxx_method": test_cxx_method,
-         "default_cxx": test_default_cxx, "nofp_churn": test_nofp_churn})
+         "default_cxx": test_default_cxx, "nofp_churn": test_nofp_churn,
+         "thin_frames": test_thin_frames})
