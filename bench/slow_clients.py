@@ -22,7 +22,7 @@ os.environ.setdefault("FIXTURES_BIN", "build/tests/bin")
 from lwtest import Daemon, Fixture, wait_until  # noqa: E402
 
 SCRAPERS = int(os.environ.get("SCRAPERS", "4"))
-SECONDS = float(os.environ.get("SECONDS", "10"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\nUser-Agent: slow\r\n\r\n"
 
 

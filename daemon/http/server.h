@@ -45,7 +45,7 @@ class HttpServer {
 
     // Worker threads (each serves one connection at a time) and how long a request may take
     // to arrive before its connection is closed.
-    static constexpr int kWorkerThreads = 16;
+    static constexpr int kWorkerThreads = 64;
     static constexpr int kRequestTimeoutMs = 5000;
 
     // Serves requests whose URI matches civetweb's `pattern` with `handler`, behind the guard

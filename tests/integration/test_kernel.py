@@ -16,7 +16,7 @@ PIPE_PAGE_SITES = ("anon_pipe_write", "pipe_write")  # 6.x / before the anon_pip
 
 
 def kernel(daemon):
-    return daemon.json("/api/v1/kernel?top=10000")
+    return daemon.json("/api/v1/kernel?top=1000")
 
 
 def site_totals(k, kind, sites):

@@ -96,20 +96,20 @@ fi
 
 # Kernel: kleak_pipes holds 300 pipes with 16 KiB each, then exits and frees them.
 sleep 3
-get "/api/v1/kernel?top=10000" kernel_base.json
+get "/api/v1/kernel?top=1000" kernel_base.json
 FIXTURE_GO=/run/matrix/go_pipes chroot /host "$FIXTURES/kleak_pipes" 300 16384 >/out/pipes.out 2>&1 &
 PIPES=$(wait_line /out/pipes.out pid 60)
 touch /host/run/matrix/go_pipes
 wait_line /out/pipes.out pipe_pages 120 >/dev/null
 sleep 4
-get "/api/v1/kernel?top=10000" kernel_held.json
+get "/api/v1/kernel?top=1000" kernel_held.json
 get /metrics metrics_held.txt
 echo "$PIPES" >/out/pipes.pid
 mark pipes_held
 kill -9 "$PIPES"
 wait "$PIPES" 2>/dev/null  # reaped: no zombie left in /proc
 sleep 4
-get "/api/v1/kernel?top=10000" kernel_freed.json
+get "/api/v1/kernel?top=1000" kernel_freed.json
 mark pipes_freed
 say "kernel leak measured"
 
