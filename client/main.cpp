@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     top_cmd->add_option("-k,--top", top_n, "stacks per process")
         ->capture_default_str()
-        ->check(CLI::Range(1, 10000));
+        ->check(CLI::Range(1, 1000));
     top_cmd->add_option("-p,--pid", top_pids, "only these processes (repeatable)");
 
     auto* stacks_cmd = app.add_subcommand("stacks", "a process's stacks, each with its frames");
@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
     stacks_cmd->add_option("PID", stacks_pid, "a watched process")->required();
     stacks_cmd->add_option("-k,--top", stacks_top, "how many stacks")
         ->capture_default_str()
-        ->check(CLI::Range(1, 10000));
+        ->check(CLI::Range(1, 1000));
 
     auto* leaks_cmd = app.add_subcommand("leaks", "what the leak detector suspects now");
     bool leak_frames = false;

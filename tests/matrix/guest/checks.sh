@@ -152,7 +152,7 @@ if [ -f /kmod/lw_kleak.ko ]; then
         # per 10 s: wait until every leaking function is a site, at most 20 s.
         sleep 4
         n=0
-        while get "/api/v1/kernel?top=10000" kmod_held.json; do
+        while get "/api/v1/kernel?top=1000" kmod_held.json; do
             named=0
             for site in lwk_leak_kmalloc lwk_leak_cache lwk_leak_pages lwk_leak_percpu; do
                 grep -q "\"site\": *\"$site\"" /out/kmod_held.json && named=$((named + 1))
@@ -165,7 +165,7 @@ if [ -f /kmod/lw_kleak.ko ]; then
         rmmod lw_kleak >/out/kmod_rmmod.log 2>&1
         echo $? >/out/kmod_rmmod
         sleep 4
-        get "/api/v1/kernel?top=10000" kmod_unloaded.json
+        get "/api/v1/kernel?top=1000" kmod_unloaded.json
         get /metrics metrics_kmod_unloaded.txt
         mark kmod_unloaded
     fi
