@@ -2,12 +2,19 @@
 # What leakwatchd costs a real application: Debian's redis-server (linked with libjemalloc)
 # driven by redis-benchmark over 127.0.0.1, in requests per second.
 #
-# Cases, run in turn in each repetition, each against a fresh private redis-server:
+# Cases (CASES), run in turn in each repetition, each against a fresh private redis-server:
 #   untraced        nothing attached
-#   traced          leakwatchd with default settings: one rule
+#   watch           leakwatchd with the default tracking (escalate) and one rule
 #                   {name: redis, match: {comm: redis-server, pid: PID}, allocator: {library: libjemalloc}}
-#                   (the pid only keeps the daemon off any other redis-server on the machine)
-#   sampled-S       the same rule with `sample_bytes: S`, for each S in SAMPLES
+#                   (the pid only keeps the daemon off any other redis-server on the machine):
+#                   the watch tier, no allocator probe; valid only if redis stayed in it
+#   escalated       the same, with redis escalated through POST /api/v1/escalate before the
+#                   tests: allocator probes sampling escalation.sample_bytes (512KiB)
+#   full            the same rule with `tracking: full`: every allocation recorded
+#   sampled-S       the rule with `tracking: sampled, sample_bytes: S`, for each S in SAMPLES
+#   heaptrack       redis-server started under heaptrack (LD_PRELOAD); see HEAPTRACK below
+#   bpftrace        a bpftrace script (bench/outstanding.bt) keeping outstanding bytes per user
+#                   stack of redis's jemalloc malloc/free
 # Every redis-benchmark test (TESTS) at every value size (SIZES) runs once per case per
 # repetition; the table shows the median requests/second of the REPS repetitions and its ratio
 # to untraced, then redis-server's CPU time per request (user + system from /proc/PID/stat).
@@ -20,7 +27,12 @@
 # Environment: BUILD (default ./build), SKIP_BUILD=1 (use $BUILD/bin/leakwatchd as it is),
 # REPS (3), REQUESTS (per test run, 200000), CLIENTS (50), PIPELINE (1),
 # TESTS ("set get lpush lpop"), SIZES (value sizes for -d, "3 1024"), KEYSPACE (-r, 10000),
-# SAMPLES (sample_bytes values, "512KiB"; empty for none), PROBE_COUNTS (1).
+# SAMPLES (sample_bytes values, "512KiB"; empty for none), PROBE_COUNTS (1),
+# CASES (default "untraced watch escalated full sampled-S... heaptrack bpftrace"; a
+# comparison whose tool is not installed is left out and said so), HEAPTRACK: "preload"
+# (default) starts redis under `heaptrack`; "attach" injects it into the running redis with
+# `heaptrack -p`, which needs gdb to call into the process (on some kernels gdb 13 cannot:
+# "Couldn't write extended state status"; the case is then invalid and says why).
 # Installs redis-server and redis-tools with apt-get when they are missing. On a machine run
 # by systemd that also enables the package's own redis service on port 6379; this script
 # does not use it.
@@ -37,6 +49,7 @@ SIZES=${SIZES:-3 1024}
 KEYSPACE=${KEYSPACE:-10000}
 SAMPLES=${SAMPLES-512KiB}
 PROBE_COUNTS=${PROBE_COUNTS:-1}
+HEAPTRACK=${HEAPTRACK:-preload}
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "redis.sh: must run as root (uprobes and BPF)" >&2
@@ -111,18 +124,30 @@ for p in json.load(sys.stdin)["processes"]:
               p["outstanding_allocations"])' "$1" 2>/dev/null || true
 }
 
+api_tracking() {  # how the daemon tracks one pid now: watch, escalated, sampled, full
+    curl -sf --max-time 2 "http://127.0.0.1:$DPORT/api/v1/processes" |
+        "$PY" -c 'import json, sys
+for p in json.load(sys.stdin)["processes"]:
+    if p["pid"] == int(sys.argv[1]):
+        print(p.get("tracking", "?"))' "$1" 2>/dev/null || true
+}
+
 redis_info() {  # redis_info FIELD: one field of INFO
     redis-cli -h 127.0.0.1 -p "$RPORT" info all | tr -d '\r' | sed -n "s/^$1://p"
 }
 
-start_redis() {  # sets RPORT, REDIS_PID
+start_redis() {  # start_redis [LAUNCHER...]; sets RPORT, REDIS_PID, LAUNCH_PID
     RPORT=$(free_port)
-    redis-server --save '' --appendonly no --port "$RPORT" --bind 127.0.0.1 --daemonize no \
-                 --dir "$WORK" --logfile "$WORK/redis.log" &
-    REDIS_PID=$!
+    "$@" redis-server --save '' --appendonly no --port "$RPORT" --bind 127.0.0.1 --daemonize no \
+                 --dir "$WORK" --logfile "$WORK/redis.log" >"$WORK/launcher.log" 2>&1 &
+    LAUNCH_PID=$!
     local i
-    for ((i = 0; i < 100; i++)); do
-        [[ $(redis-cli -h 127.0.0.1 -p "$RPORT" ping 2>/dev/null) == PONG ]] && return 0
+    for ((i = 0; i < 300; i++)); do
+        if [[ $(redis-cli -h 127.0.0.1 -p "$RPORT" ping 2>/dev/null) == PONG ]]; then
+            # Under a launcher (heaptrack) redis is its child: its own pid is what counts.
+            REDIS_PID=$(redis_info process_id)
+            return 0
+        fi
         sleep 0.1
     done
     echo "redis.sh: redis-server did not answer on 127.0.0.1:$RPORT; its log:" >&2
@@ -132,10 +157,10 @@ start_redis() {  # sets RPORT, REDIS_PID
 
 stop_redis() {
     redis-cli -h 127.0.0.1 -p "$RPORT" shutdown nosave >/dev/null 2>&1 || kill -TERM "$REDIS_PID"
-    wait "$REDIS_PID" || true
+    wait "$LAUNCH_PID" || true
 }
 
-write_config() {  # write_config FILE PID [SAMPLE_BYTES]
+write_config() {  # write_config FILE PID [SAMPLE_BYTES]; TRACKING=escalate for the default
     {
         echo "watch:"
         echo "  - name: redis"
@@ -144,7 +169,9 @@ write_config() {  # write_config FILE PID [SAMPLE_BYTES]
         echo "      pid: $2"
         echo "    allocator:"
         echo "      library: libjemalloc"
-        if [[ -n ${3:-} ]]; then
+        if [[ ${TRACKING:-} == escalate ]]; then
+            :  # the default
+        elif [[ -n ${3:-} ]]; then
             echo "    tracking: sampled"
             echo "    sample_bytes: $3"
         else
@@ -188,6 +215,94 @@ start_daemon() {
 stop_daemon() {
     kill -TERM "$DAEMON_PID" 2>/dev/null || true
     wait "$DAEMON_PID" || echo "redis.sh: leakwatchd exited with status $?" >&2
+}
+
+# Escalates redis through the API, as an operator would, and waits until its allocator probes
+# count. Sets ESCALATE_ERROR on failure.
+escalate_redis() {
+    ESCALATE_ERROR=""
+    local code i
+    code=$(curl -s -o "$WORK/escalate.out" -w '%{http_code}' -X POST \
+                "http://127.0.0.1:$DPORT/api/v1/escalate?pid=$REDIS_PID")
+    if [[ $code != 202 ]]; then
+        ESCALATE_ERROR="POST /api/v1/escalate answered $code: $(cat "$WORK/escalate.out")"
+        return 1
+    fi
+    for ((i = 0; i < 300; i++)); do
+        [[ $(api_tracking "$REDIS_PID") == escalated ]] && return 0
+        sleep 0.1
+    done
+    ESCALATE_ERROR="still '$(api_tracking "$REDIS_PID")' 30 s after the request"
+    return 1
+}
+
+# The comparisons. start_tool CASE attaches the tool to $REDIS_PID (heaptrack in preload mode is
+# already there: redis was started under it); sets TOOL_PID, or TOOL_ERROR and returns 1.
+start_tool() {
+    TOOL_PID="" TOOL_ERROR=""
+    local i
+    case $1 in
+        heaptrack)
+            if [[ $HEAPTRACK == attach ]]; then
+                heaptrack -p "$REDIS_PID" -o "$WORK/heaptrack" >"$WORK/tool.log" 2>&1 &
+                TOOL_PID=$!
+                for ((i = 0; i < 600; i++)); do
+                    grep -q 'injection finished' "$WORK/tool.log" && break
+                    sleep 0.1
+                done
+                if grep -q -e 'No symbol "heaptrack_inject"' -e "Couldn't write" "$WORK/tool.log" ||
+                   ! grep -q 'injection finished' "$WORK/tool.log"; then
+                    TOOL_ERROR="heaptrack -p did not inject: $(grep -v '^$' "$WORK/tool.log" | tail -3 | tr '\n' ' ')"
+                    return 1
+                fi
+            fi
+            ;;
+        bpftrace)
+            sed "s|@LIB@|$JEMALLOC|g" "$ROOT/bench/outstanding.bt" >"$WORK/outstanding.bt"
+            bpftrace "$WORK/outstanding.bt" "$REDIS_PID" >"$WORK/tool.log" 2>&1 &
+            TOOL_PID=$!
+            for ((i = 0; i < 600; i++)); do
+                grep -q '^Attaching' "$WORK/tool.log" && break
+                kill -0 "$TOOL_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            if ! grep -q '^Attaching' "$WORK/tool.log"; then
+                TOOL_ERROR="bpftrace did not attach: $(tail -3 "$WORK/tool.log" | tr '\n' ' ')"
+                return 1
+            fi
+            sleep 1  # attaching happens after that line
+            ;;
+    esac
+}
+
+stop_tool() {  # bpftrace prints its maps and exits on SIGINT; heaptrack ends with redis
+    if [[ -n $TOOL_PID && $c == bpftrace ]]; then
+        kill -INT "$TOOL_PID" 2>/dev/null || true
+        wait "$TOOL_PID" || true
+    fi
+}
+
+tool_result() {  # after redis stopped: sets TOOL_NOTE, or TOOL_ERROR when the tool saw nothing
+    TOOL_ERROR="" TOOL_NOTE=""
+    case $1 in
+        heaptrack)
+            [[ -n $TOOL_PID ]] && { wait "$TOOL_PID" || true; }
+            local f bytes
+            f=$(ls "$WORK"/heaptrack*.zst "$WORK"/heaptrack*.gz 2>/dev/null | head -1 || true)
+            bytes=$(stat -c %s "$f" 2>/dev/null || echo 0)
+            TOOL_NOTE="heaptrack ($HEAPTRACK) wrote $bytes bytes of trace"
+            if ((bytes < 1024)); then
+                TOOL_ERROR="heaptrack recorded nothing: $(tail -3 "$WORK/launcher.log" "$WORK/tool.log" 2>/dev/null | tr '\n' ' ')"
+            fi
+            rm -f "$WORK"/heaptrack*
+            ;;
+        bpftrace)
+            local stacks
+            stacks=$(grep -c '^@bytes\[' "$WORK/tool.log" || true)
+            TOOL_NOTE="bpftrace kept outstanding bytes for $stacks user stacks"
+            ((stacks > 0)) || TOOL_ERROR="bpftrace printed no stack: $(tail -3 "$WORK/tool.log" | tr '\n' ' ')"
+            ;;
+    esac
 }
 
 # One redis-benchmark run of one test; sets RPS, REDIS_US (redis CPU µs per request),
@@ -240,10 +355,20 @@ for p in json.load(sys.stdin):
 }
 
 # --- measure -------------------------------------------------------------------------------
-CASES=(untraced traced)
-for s in $SAMPLES; do CASES+=("sampled-$s"); done
+if [[ -n ${CASES:-} ]]; then
+    read -r -a CASES <<<"$CASES"
+else
+    CASES=(untraced watch escalated full)
+    for s in $SAMPLES; do CASES+=("sampled-$s"); done
+    CASES+=(heaptrack bpftrace)
+fi
 declare -A SKIP
 for c in "${CASES[@]}"; do
+    if [[ $c == heaptrack ]] && ! command -v heaptrack >/dev/null; then
+        SKIP[$c]="heaptrack is not installed (Debian: heaptrack)"
+    elif [[ $c == bpftrace ]] && ! command -v bpftrace >/dev/null; then
+        SKIP[$c]="bpftrace is not installed (Debian: bpftrace)"
+    fi
     if [[ $c == sampled-* ]] && ! config_ok "${c#sampled-}"; then
         SKIP[$c]=$REJECTED
         echo "# $c: SKIPPED, leakwatchd rejects sample_bytes: ${c#sampled-}: $REJECTED" >&2
@@ -257,6 +382,8 @@ echo "# $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo |
 echo "# $REDIS_VERSION"
 echo "# allocator: ${JEMALLOC:-none found} ($(dpkg-query -W -f='${Package} ${Version}' libjemalloc2 2>/dev/null || echo '?'))"
 echo "# leakwatchd: $("$DAEMON" --version 2>&1 | head -1), $DAEMON"
+command -v heaptrack >/dev/null && echo "# $(heaptrack --version 2>&1 | head -1) ($HEAPTRACK)"
+command -v bpftrace >/dev/null && echo "# $(bpftrace --version 2>&1 | head -1), bench/outstanding.bt"
 echo "# redis-benchmark -n $REQUESTS -c $CLIENTS -P $PIPELINE -r $KEYSPACE -t {${TESTS// /,}} -d {${SIZES// /,}}; median of $REPS"
 echo "# kernel.bpf_stats_enabled=${STATS_BEFORE:-?}; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -265,13 +392,31 @@ NOTES=() INVALID=()
 for ((rep = 1; rep <= REPS; rep++)); do
     for c in "${CASES[@]}"; do
         [[ -n ${SKIP[$c]:-} ]] && continue
-        start_redis
-        DAEMON_PID=""
-        if [[ $c != untraced ]]; then
+        DAEMON_PID="" TOOL_PID="" TRACKING=""
+        if [[ $c == heaptrack && $HEAPTRACK == preload ]]; then
+            start_redis heaptrack -o "$WORK/heaptrack"
+        else
+            start_redis
+        fi
+        if [[ $c == heaptrack || $c == bpftrace ]]; then
+            if ! start_tool "$c"; then
+                INVALID+=("$c rep $rep: $TOOL_ERROR")
+                stop_tool
+                stop_redis
+                continue
+            fi
+        elif [[ $c != untraced ]]; then
+            [[ $c == watch || $c == escalated ]] && TRACKING=escalate
             sample=""
             [[ $c == sampled-* ]] && sample=${c#sampled-}
             if ! start_daemon "$sample"; then
                 INVALID+=("$c rep $rep: leakwatchd never listed redis pid $REDIS_PID")
+                stop_daemon
+                stop_redis
+                continue
+            fi
+            if [[ $c == escalated ]] && ! escalate_redis; then
+                INVALID+=("$c rep $rep: redis pid $REDIS_PID was not escalated: $ESCALATE_ERROR")
                 stop_daemon
                 stop_redis
                 continue
@@ -293,6 +438,10 @@ for ((rep = 1; rep <= REPS; rep++)); do
                     echo "# $c: redis pid no longer listed by the API after $t -d $size" >&2
                     got_rps[invalid]=1
                 fi
+                if [[ $c == watch && $(api_tracking "$REDIS_PID") != watch ]]; then
+                    echo "# $c: redis left the watch tier during $t -d $size" >&2
+                    got_rps[invalid]=1
+                fi
             done
         done
         valid=1
@@ -307,7 +456,14 @@ for ((rep = 1; rep <= REPS; rep++)); do
             redis-cli -h 127.0.0.1 -p "$RPORT" flushall sync >/dev/null
             sleep 6
             read -r _ _ o2 n2 <<<"$(api_process "$REDIS_PID")"
-            if [[ -n ${got_rps[invalid]:-} || -z ${a1:-} || ${a1:-0} -le ${a0:-0} ]]; then
+            if [[ $c == watch ]]; then
+                # The watch tier counts no allocation: valid when redis was listed, in the
+                # tier, all along, and its memory was read.
+                if [[ -n ${got_rps[invalid]:-} || -z ${a1:-} ]]; then
+                    valid=0
+                    INVALID+=("$c rep $rep: not listed in the watch tier all along; figures left out")
+                fi
+            elif [[ -n ${got_rps[invalid]:-} || -z ${a1:-} || ${a1:-0} -le ${a0:-0} ]]; then
                 valid=0
                 INVALID+=("$c rep $rep: not attached (API before: '${a0:-}', after: '${a1:-}' allocations); figures left out")
             fi
@@ -319,10 +475,19 @@ for ((rep = 1; rep <= REPS; rep++)); do
             fi
             NOTES+=("$c rep $rep: leakwatchd counted $((${a1:-0} - ${a0:-0})) allocations and $((${f1:-0} - ${f0:-0})) frees; outstanding $o0 -> $o1 bytes ($n0 -> $n1 blocks) with ${keys:-0} keys, redis used_memory $m0 -> $m1 bytes; after FLUSHALL outstanding ${o2:-?} bytes (${n2:-?} blocks); leakwatchd CPU ${dcpu} s over the tests; others at most ${maxothers}")
             stop_daemon
+        elif [[ -n $TOOL_PID || $c == heaptrack ]]; then
+            stop_tool
+            stop_redis
+            tool_result "$c"
+            if [[ -n $TOOL_ERROR ]]; then
+                valid=0
+                INVALID+=("$c rep $rep: $TOOL_ERROR")
+            fi
+            NOTES+=("$c rep $rep: $TOOL_NOTE; others at most ${maxothers}")
         else
             NOTES+=("$c rep $rep: others at most ${maxothers}")
         fi
-        stop_redis
+        [[ -n $TOOL_PID || $c == heaptrack ]] || stop_redis
         if ((valid)); then
             for size in $SIZES; do
                 for t in $TESTS; do
@@ -341,6 +506,7 @@ done
 # In classic mode each function has its own entry program (alloc_return: every return); the
 # default mode runs one program per call entry and, where the entry asks for it, per return.
 probe_pass() {
+    TRACKING=""
     local mode=$1 sample=${2:-} flags=() ids names r t size n total line sep
     [[ $mode != default ]] && flags=(--probe-mode "$mode")
     local title="probe mode $mode, ${sample:+sample_bytes $sample}"
@@ -410,11 +576,11 @@ fi
 # --- report --------------------------------------------------------------------------------
 fmt_rps() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
 echo
-header="| test | -d | untraced rps | traced rps (ratio) |"
-rule="|---|---:|---:|---:|"
+header="| test | -d | untraced rps |"
+rule="|---|---:|---:|"
 for c in "${CASES[@]}"; do
-    [[ $c == sampled-* ]] || continue
-    header+=" sample_bytes ${c#sampled-} rps (ratio) |"
+    [[ $c == untraced ]] && continue
+    header+=" $c rps (ratio) |"
     rule+="---:|"
 done
 echo "$header"
@@ -463,7 +629,7 @@ for size in $SIZES; do
     done
 done
 echo
-echo "ratio: traced rps / untraced rps. others: CPUs the rest of the machine kept busy during a"
+echo "ratio: the case's rps / untraced rps. others: CPUs the rest of the machine kept busy during a"
 echo "test (busy time minus redis-server, redis-benchmark and leakwatchd, over the wall time)."
 echo
 printf '%s\n' "${NOTES[@]}"

@@ -20,6 +20,9 @@
 #                   in BPF with the rules read from CFI instead of by frame pointers
 #   auto            the same with `unwind: auto` (the default): by the frame pointer through
 #                   the files whose functions keep one (the bench), by rules elsewhere (libc)
+#   watch           leakwatchd with the default tracking (escalate): the process in the watch
+#                   tier (its memory read every interval, first-touch page faults sampled), no
+#                   allocator probe; N=PAIRS like untraced, since it is as short
 # The leakwatchd, multi and sampled cases walk by frame pointers (`unwind: frame-pointer`).
 # ns/pair is wall time over the whole loop (all threads) divided by the pairs; cpu ns/pair is
 # the bench's CPU time (user + system, where uprobe handling is charged) over the pairs.
@@ -39,7 +42,7 @@ REPS=${REPS:-3}
 MODES=${MODES:-fixed random}
 SAMPLE=${SAMPLE:-512KiB}
 DEPTH=${DEPTH:-0}
-CASES=${CASES:-untraced floor floor-free floor-entries leakwatchd leakwatchd-multi sampled sampled-multi dwarf auto}
+CASES=${CASES:-untraced watch floor floor-free floor-entries leakwatchd leakwatchd-multi sampled sampled-multi dwarf auto}
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "run.sh: must run as root (uprobes and BPF)" >&2
@@ -182,8 +185,10 @@ watch:
   - name: bench
     match:
       comm: alloc_bench
-    tracking: $([[ $2 == 0 ]] && echo full || echo sampled)
-    sample_bytes: $2
+$(if [[ $2 == watch ]]; then :; else
+    echo "    tracking: $([[ $2 == 0 ]] && echo full || echo sampled)"
+    echo "    sample_bytes: $2"
+fi)
     unwind: ${3:-frame-pointer}
 EOF
     "$DAEMON" --config "$WORK/leakwatch.yaml" --web.listen-address "127.0.0.1:$PORT" \
@@ -199,8 +204,8 @@ stop_daemon() {
                             cat "$WORK/daemon.log" >&2; exit 1; }
 }
 
-run_daemon() {  # MODE; also sets DAEMON_CPU_S, DAEMON_MAX_RSS, SEEN_ALLOCS
-    start_bench "$1" "$TRACED_PAIRS"
+run_daemon() {  # MODE [PAIRS]; also sets DAEMON_CPU_S, DAEMON_MAX_RSS, SEEN_ALLOCS
+    start_bench "$1" "${2:-$TRACED_PAIRS}"
     local i
     for ((i = 0; i < 600; i++)); do
         [[ " $(api_pids) " == *" $BENCH_PID "* ]] && break
@@ -266,6 +271,7 @@ for mode in $MODES; do
             sampled-multi) start_daemon multi "$SAMPLE" ;;
             dwarf) start_daemon auto 0 dwarf ;;
             auto) start_daemon auto 0 auto ;;
+            watch) start_daemon auto watch ;;
         esac
         walls=() cpus=() others=() misses=0
         for ((rep = 1; rep <= REPS; rep++)); do
@@ -275,11 +281,12 @@ for mode in $MODES; do
                 floor-free+*) run_floor "$mode" "malloc,free+$FREE_SKIP,malloc_ret" ;;
                 floor-entries+*) run_floor "$mode" "malloc,free+$FREE_SKIP" ;;
                 leakwatchd* | sampled* | dwarf | auto) run_daemon "$mode" ;;
+                watch) run_daemon "$mode" "$PAIRS" ;;
             esac
             echo "# $mode $c run $rep: $RESULT others_busy_cpus=$OTHERS" >&2
             # A probed run as fast as an untraced one had no probe in effect, though the
             # attach succeeded: say so and run it again rather than average it in.
-            if [[ $c != untraced ]] &&
+            if [[ $c != untraced && $c != watch ]] &&
                 awk -v x="$(field cpu_ns_per_pair "$RESULT")" -v u="${CPU[$mode,untraced]}" \
                     'BEGIN { exit !(x < 2 * u) }'; then
                 ANOMALIES+=("$mode $c run $rep: $(field ns_per_pair "$RESULT") ns/pair, as if untraced, although the probes were reported attached; run again")
@@ -294,12 +301,12 @@ for mode in $MODES; do
             walls+=("$(field ns_per_pair "$RESULT")")
             cpus+=("$(field cpu_ns_per_pair "$RESULT")")
             others+=("$OTHERS")
-            if [[ $c == leakwatchd* || $c == sampled* || $c == dwarf || $c == auto ]]; then
+            if [[ $c == leakwatchd* || $c == sampled* || $c == dwarf || $c == auto || $c == watch ]]; then
                 wall_s=$(awk -v ns="$(field elapsed_ns "$RESULT")" 'BEGIN { printf "%.1f", ns / 1e9 }')
                 DAEMON_NOTES+=("$mode $c run $rep: bench loop ${wall_s} s; leakwatchd CPU ${DAEMON_CPU_S} s, max RSS $((DAEMON_MAX_RSS / 1024)) MiB (idle $((DAEMON_IDLE_RSS / 1024)) MiB); API showed $SEEN_ALLOCS allocations")
             fi
         done
-        [[ $c == leakwatchd* || $c == sampled* || $c == dwarf || $c == auto ]] && stop_daemon
+        [[ $c == leakwatchd* || $c == sampled* || $c == dwarf || $c == auto || $c == watch ]] && stop_daemon
         WALL[$mode,$c]=$(printf '%s\n' "${walls[@]}" | median)
         CPU[$mode,$c]=$(printf '%s\n' "${cpus[@]}" | median)
         NOISE[$mode,$c]=$(printf '%s\n' "${others[@]}" | sort -g | tail -1)
@@ -317,7 +324,7 @@ for mode in $MODES; do
     base=${WALL[$mode,untraced]} cbase=${CPU[$mode,untraced]}
     for c in "${cases[@]}"; do
         n=$TRACED_PAIRS
-        [[ $c == untraced ]] && n=$PAIRS
+        [[ $c == untraced || $c == watch ]] && n=$PAIRS
         awk -v m="$mode" -v c="$c" -v n="$n" -v w="${WALL[$mode,$c]}" -v b="$base" \
             -v cw="${CPU[$mode,$c]}" -v cb="$cbase" -v o="${NOISE[$mode,$c]}" 'BEGIN {
                 printf "| %-6s | %-16s | %8d | %9.1f | %9.1f | %7.1fx | %11.1f | %12.1f | %6.2f |\n",

@@ -23,17 +23,24 @@ uint64_t number(std::string_view s) {
     return v;
 }
 
-}  // namespace
-
-std::vector<SlabCache> parse_slabinfo(std::string_view text) {
-    std::vector<SlabCache> out;
+// Calls fn with each line of text, without its newline.
+template <typename Fn>
+void for_each_line(std::string_view text, Fn fn) {
     size_t pos = 0;
     while (pos < text.size()) {
         size_t end = text.find('\n', pos);
         if (end == std::string_view::npos) end = text.size();
-        std::string_view line = text.substr(pos, end - pos);
+        fn(text.substr(pos, end - pos));
         pos = end + 1;
-        if (line.starts_with("slabinfo") || line.starts_with('#')) continue;
+    }
+}
+
+}  // namespace
+
+std::vector<SlabCache> parse_slabinfo(std::string_view text) {
+    std::vector<SlabCache> out;
+    for_each_line(text, [&](std::string_view line) {
+        if (line.starts_with("slabinfo") || line.starts_with('#')) return;
         // name active_objs num_objs objsize objperslab pagesperslab : tunables ...
         std::string_view fields[4];
         size_t n = 0, at = 0;
@@ -45,26 +52,21 @@ std::vector<SlabCache> parse_slabinfo(std::string_view text) {
             fields[n++] = line.substr(start, stop - start);
             at = stop;
         }
-        if (n < 4) continue;
+        if (n < 4) return;
         out.push_back({std::string(fields[0]), number(fields[1]), number(fields[3])});
-    }
+    });
     return out;
 }
 
 void parse_meminfo(std::string_view text, KernelMemory& out) {
     std::map<std::string_view, uint64_t> kb;
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t end = text.find('\n', pos);
-        if (end == std::string_view::npos) end = text.size();
-        std::string_view line = text.substr(pos, end - pos);
-        pos = end + 1;
+    for_each_line(text, [&](std::string_view line) {
         size_t colon = line.find(':');
-        if (colon == std::string_view::npos) continue;
+        if (colon == std::string_view::npos) return;
         size_t digits = line.find_first_not_of(' ', colon + 1);
-        if (digits == std::string_view::npos) continue;
+        if (digits == std::string_view::npos) return;
         kb[line.substr(0, colon)] = number(line.substr(digits));
-    }
+    });
     out.percpu = kb["Percpu"] * 1024;
     out.vmalloc = kb["VmallocUsed"] * 1024;
     int64_t other = static_cast<int64_t>(kb["MemTotal"]) - static_cast<int64_t>(kb["MemFree"]);
