@@ -18,4 +18,8 @@ cmake --build "$dir" -j"$(nproc)" "${targets[@]}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$dir"
-ctest --output-on-failure -L unit -LE root -j"$(nproc)" "$@"
+# Left out here (run in build/ as usual): a test that copies its own thread's stack, redzones
+# included, to unwind it as the BPF side would, which AddressSanitizer reports by design.
+echo "not run under ASan: unit.unwind.unwinding this process's own stack agrees with glibc's backtrace()"
+ctest --output-on-failure -L unit -LE root -j"$(nproc)" \
+    -E "unit[.]unwind[.]unwinding this process.s own stack agrees" "$@"

@@ -250,7 +250,7 @@ def scenario(c, deb, fixture, timings):
     check(any(re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", s) for s in kernel_sites),
           f"kernel stacks are not symbolized (kallsyms unreadable in the sandbox?): {kernel_sites}")
     units = {l.get("unit") for n, l, v in ms
-             if n == "leakwatch_outstanding_bytes" and l.get("pid") == str(pid1)}
+             if n == "leakwatch_outstanding_bytes" and l.get("watch") == "steady1"}
     check(units == {f"{UNIT1}.service"},
           f"fixture 1 (matched by its unit) has unit labels {units}, not {UNIT1}.service")
     t = step("/metrics shows the leak (exact bytes, unit label) and symbolized kernel stacks", t)

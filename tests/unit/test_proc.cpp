@@ -211,19 +211,29 @@ TEST_CASE("ProcReader parses stat when comm holds spaces and parentheses", "[pro
     CHECK(info->argv == std::vector<std::string>{"odd: worker"});  // NUL padding dropped
 }
 
+// One process in a /proc tree of its own (removed with it): its comm, command line (NULs
+// between the arguments) and Uid line, with a stat the reader accepts.
+struct OneProcess {
+    std::filesystem::path root;
+    OneProcess(int pid, const std::string& comm, const std::string& cmdline,
+               const std::string& uid_line) {
+        root = std::filesystem::temp_directory_path() /
+               ("leakwatch-proc-" + std::to_string(getpid()) + "-" + std::to_string(pid));
+        const auto dir = root / std::to_string(pid);
+        std::filesystem::create_directories(dir);
+        std::ofstream(dir / "comm") << comm << '\n';
+        std::ofstream(dir / "cmdline", std::ios::binary) << cmdline;
+        std::ofstream(dir / "stat") << pid << " (x) S 1 " << pid << ' ' << pid
+                                    << " 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 1 1 1\n";
+        std::ofstream(dir / "status") << uid_line << '\n';
+    }
+    ~OneProcess() { std::filesystem::remove_all(root); }
+};
+
 TEST_CASE("comm is shown as valid text, and matched as the kernel has it", "[proc][reader]") {
-    namespace fs = std::filesystem;
-    const fs::path root =
-        fs::temp_directory_path() / ("leakwatch-proc-" + std::to_string(getpid()));
-    fs::create_directories(root / "77");
-    std::ofstream(root / "77" / "comm") << "\xff\xfe"
-                                        << "leak\x1b[31m\n";
-    std::ofstream(root / "77" / "cmdline") << "/tmp/\xff\xfeleak" << '\0';
-    std::ofstream(root / "77" / "stat")
-        << "77 (x) S 1 77 77 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 1 1 1\n";
-    std::ofstream(root / "77" / "status") << "Uid:\t5\t6\t6\t6\n";
-    auto info = ProcReader(root.string()).process(77);
-    fs::remove_all(root);
+    OneProcess p(77, "\xff\xfeleak\x1b[31m", std::string("/tmp/\xff\xfeleak") + '\0',
+                 "Uid:\t5\t6\t6\t6");
+    auto info = ProcReader(p.root.string()).process(77);
     REQUIRE(info);
     CHECK(info->raw_comm == "\xff\xfeleak\x1b[31m");
     CHECK(info->comm == "\xef\xbf\xbd\xef\xbf\xbdleak\xef\xbf\xbd[31m");
@@ -235,20 +245,11 @@ TEST_CASE("comm is shown as valid text, and matched as the kernel has it", "[pro
 }
 
 TEST_CASE("a command line is read no further than kMaxCommandLine", "[proc][reader]") {
-    namespace fs = std::filesystem;
-    const fs::path root = fs::temp_directory_path() / ("leakwatch-cmd-" + std::to_string(getpid()));
-    fs::create_directories(root / "78");
-    {
-        std::ofstream out(root / "78" / "cmdline", std::ios::binary);
-        const std::string arg(128 << 10, 'a');
-        for (int i = 0; i < 24; i++) out << arg << '\0';  // 3 MiB
-    }
-    std::ofstream(root / "78" / "comm") << "big\n";
-    std::ofstream(root / "78" / "stat")
-        << "78 (big) S 1 78 78 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 1 1 1\n";
-    std::ofstream(root / "78" / "status") << "Uid:\t0\t0\t0\t0\n";
-    auto info = ProcReader(root.string()).process(78);
-    fs::remove_all(root);
+    std::string cmdline;
+    const std::string arg(128 << 10, 'a');
+    for (int i = 0; i < 24; i++) cmdline += arg + '\0';  // 3 MiB
+    OneProcess p(78, "big", cmdline, "Uid:\t0\t0\t0\t0");
+    auto info = ProcReader(p.root.string()).process(78);
     REQUIRE(info);
     size_t bytes = 0;
     for (const auto& a : info->argv) bytes += a.size() + 1;
