@@ -371,9 +371,9 @@ def test_fake_libc(cleanup):
 def test_cmdline_two_mib(cleanup):
     """A 2 MiB command line (16 arguments of 128 KiB - 1 of 'a', no 'c') against pathological
     patterns: with std::regex the daemon died of a stack overflow within a second. RE2 matches
-    the command line (its first 1 MiB) in linear time: no match for (a|b)*c, a match for
-    (a+)+$; the daemon serves all along. The rules are restricted by pid, so that no other
-    process of this machine is matched."""
+    the command line (its first 1 MiB) in linear time: no match for (a|b)*c$ (anchored at the
+    end: the fixture's own path may hold a c), a match for (a+)+$; the daemon serves all along.
+    The rules are restricted by pid, so that no other process of this machine is matched."""
     require_root()
     # execve takes up to a quarter of the stack limit in arguments: 2 MiB needs more than 8.
     resource.setrlimit(resource.RLIMIT_STACK, (64 << 20, 64 << 20))
@@ -383,10 +383,10 @@ def test_cmdline_two_mib(cleanup):
     size = len(open(f"/proc/{no.pid}/cmdline", "rb").read())
     check(size >= 2 << 20, f"the command line is {size} bytes")
     daemon = start(cleanup, Daemon(pid_config([
-        ("nomatch", no.pid, "      cmdline: '(a|b)*c'\n"),
+        ("nomatch", no.pid, "      cmdline: '(a|b)*c$'\n"),
         ("match", yes.pid, "      cmdline: '(a+)+$'\n")])))
     wait_until(lambda: daemon.process(yes.pid), 10, "the (a+)+$ process to be watched")
-    check(daemon.process(no.pid) is None, "(a|b)*c matched a command line without a c")
+    check(daemon.process(no.pid) is None, "(a|b)*c$ matched a command line that ends in a")
     # A process started now is matched at its exec event: how long until it is watched.
     t0 = time.time()
     late = start(cleanup, Fixture("leak_steady", str(LEAK), str(TICKS), str(TICK_MS), *args))
