@@ -63,6 +63,18 @@ std::string stack_block(const nlohmann::json& s, const std::string& indent) {
     return out;
 }
 
+// " FILE:LINE" of a frame or an inlined function, when it has them. Appended piece by piece:
+// GCC 12's -Wrestrict misfires on `":" + std::string` in Release builds (a false positive
+// inside libstdc++).
+void append_place(std::string& out, const nlohmann::json& j) {
+    if (!j.contains("file")) return;
+    out += ' ';
+    out += str(j, "file");
+    if (!j.contains("line")) return;
+    out += ':';
+    out += str(j, "line");
+}
+
 }  // namespace
 
 std::string format_frame(const nlohmann::json& f, const std::string& indent) {
@@ -73,14 +85,12 @@ std::string format_frame(const nlohmann::json& f, const std::string& indent) {
         name += printf_string("+0x%" PRIx64, num(f, "offset"));
     std::string line =
         indent + str(f, "address") + " " + name + " [" + base_name(str(f, "module")) + "]";
-    if (f.contains("file"))
-        line += " " + str(f, "file") + (f.contains("line") ? ":" + str(f, "line") : "");
-    line += "\n";
+    append_place(line, f);
+    line += '\n';
     for (const auto& in : f.value("inlined", nlohmann::json::array())) {
         line += indent + "  (inlined) " + str(in, "function");
-        if (in.contains("file"))
-            line += " " + str(in, "file") + (in.contains("line") ? ":" + str(in, "line") : "");
-        line += "\n";
+        append_place(line, in);
+        line += '\n';
     }
     return line;
 }
@@ -95,7 +105,10 @@ std::string format_top(const std::vector<nlohmann::json>& processes, size_t top,
         "processes watched:\n",
         clock, top, processes.size());
     for (const auto& p : processes) {
-        out += "\n" + process_line(p);
+        // Appended piece by piece: GCC 12's -Wrestrict misfires on `"\n" + std::string` in
+        // Release builds (a false positive inside libstdc++).
+        out += '\n';
+        out += process_line(p);
         size_t shown = 0;
         for (const auto& s : p.value("stacks", nlohmann::json::array())) {
             if (shown++ == top) break;

@@ -339,7 +339,9 @@ def scenario(c, deb, fixture, timings):
              "nothing pinned", t)
 
     # ---- upgrade keeps the edited conffile and restarts; purge removes everything
-    edited = config([RULE1]) + "# edited by the operator\n"
+    # Fixture 1's rule widened to fixture 3's unit too (a glob with a set).
+    edited = (config([("steady1", {"unit": "lw-fixture[13].service"})]) +
+              "# edited by the operator\n")
     c.write("/etc/leakwatch/leakwatch.yaml", edited)
     c.run(["systemctl", "start", "leakwatch"])
     # A third fixture leaks under the running leakwatchd (fixture 1, attached anew after the
