@@ -18,7 +18,7 @@ arm64_packages=(
     libc6-dev libstdc++-12-dev
     libbpf-dev libelf-dev libdw-dev zlib1g-dev
     libcivetweb-dev libspdlog-dev libfmt-dev libsystemd-dev libcap-ng-dev
-    libre2-dev libssl-dev
+    libre2-dev libssl-dev libprotobuf-dev libcurl4-openssl-dev libcrypt-dev
     libyaml-cpp0.7
     libjemalloc2
 )
