@@ -343,9 +343,13 @@ Result<std::vector<MapEntry>> parse_maps(std::string_view text) {
 const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr) {
     auto after = std::upper_bound(maps.begin(), maps.end(), addr,
                                   [](uint64_t a, const MapEntry& m) { return a < m.start; });
-    if (after == maps.begin()) return nullptr;
-    const MapEntry& candidate = *std::prev(after);
-    return candidate.contains(addr) ? &candidate : nullptr;
+    // The kernel's lines are sorted and disjoint, but a file name with a newline adds lines of
+    // the process's choosing (duplicate starts, empty ranges): look a few entries back.
+    for (int i = 0; i < 8 && after != maps.begin(); i++) {
+        --after;
+        if (after->contains(addr)) return &*after;
+    }
+    return nullptr;
 }
 
 std::vector<int> ProcReader::pids() const {

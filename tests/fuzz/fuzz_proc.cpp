@@ -16,10 +16,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string_view text(reinterpret_cast<const char*>(data), size);
     if (auto maps = parse_maps(text)) {
         // find_mapping takes the kernel's order (sorted by start); what it finds holds the
-        // address asked for, and a non-empty mapping's own start is found.
+        // address asked for, and in disjoint maps (the kernel's) a non-empty mapping's own start
+        // is found. (Lines a file name forged can overlap: then only the first holds.)
         const bool sorted =
             std::is_sorted(maps->begin(), maps->end(),
-                           [](const auto& a, const auto& b) { return a.start < b.start; });
+                           [](const auto& a, const auto& b) { return a.start < b.start; }) &&
+            std::adjacent_find(maps->begin(), maps->end(), [](const auto& a, const auto& b) {
+                return b.start < a.end;
+            }) == maps->end();
         for (const auto& m : *maps) {
             if (m.end < m.start) __builtin_trap();
             if (!sorted) continue;

@@ -181,6 +181,17 @@ TEST_CASE("find_mapping finds the mapping containing an address", "[proc][maps]"
     CHECK(find_mapping({}, 0x1000) == nullptr);
 }
 
+// A file name with a newline forges lines of /proc/PID/maps: a duplicate start with an empty
+// range after the real mapping (found by fuzz_proc) must not hide the real one.
+TEST_CASE("find_mapping looks past forged empty lines with the same start", "[proc][maps]") {
+    std::vector<MapEntry> maps = {mapping(0x1000, 0x2000, "/a"), mapping(0x3000, 0x4000, "/b"),
+                                  mapping(0x3000, 0x3000, "/forged")};
+    REQUIRE(find_mapping(maps, 0x3000) != nullptr);
+    CHECK(find_mapping(maps, 0x3000)->path == "/b");
+    CHECK(find_mapping(maps, 0x3800)->path == "/b");
+    CHECK(find_mapping(maps, 0x2800) == nullptr);
+}
+
 TEST_CASE("ProcReader lists numeric entries in ascending order", "[proc][reader]") {
     ProcReader reader(kProc);
     // "self", "12abc", "uptime" and "container" are not processes.
