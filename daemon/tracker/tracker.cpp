@@ -153,9 +153,15 @@ std::optional<Tracker::ProbePlan> Tracker::probe_plan(const ProcessInfo& info,
         slot->key = key;
     }
     auto take = [&]() -> std::optional<ProbePlan> {
-        std::lock_guard lock(slot->mu);
-        if (!slot->plan) return std::nullopt;
-        ProbePlan plan = std::move(*slot->plan);
+        // Held here: erasing the map's entry may drop the last other owner, and the slot's
+        // mutex must outlive its lock.
+        const std::shared_ptr<PlanSlot> held = slot;
+        std::optional<ProbePlan> plan;
+        {
+            std::lock_guard lock(held->mu);
+            if (!held->plan) return std::nullopt;
+            plan = std::move(*held->plan);
+        }
         plans_.erase(pid);
         return plan;
     };
