@@ -13,7 +13,14 @@
  * The rest are never freed, not even when the module is unloaded. What stays allocated is reported
  * in /sys/module/lw_kleak/parameters/leaked_<kind>_bytes and leaked_<kind>_count, in the sizes the
  * allocators hand out (ksize, the cache's object size, whole pages, the per-CPU size times the
- * possible CPUs); `done` turns Y when every allocation and free is made.
+ * possible CPUs); `done` turns Y when every allocation and free is made. Writing 1 to `stop` ends
+ * the leak early (at the next tick), for a check that lets it run until it has seen enough.
+ *
+ * When each tick ran, for a check that compares what was leaked after a given moment (the kernel
+ * matrix's escalation check): `loaded_at_ns` is the load's CLOCK_REALTIME, and `ticks` has one
+ * line per tick that allocated, "<ms after loaded_at_ns> <objects kept of each kind so far>"
+ * (every kind keeps the same number: each tick makes one of each kind per step). The first
+ * LWK_MAX_TICKS ticks are listed; `tick_max_us` is the longest a tick took.
  *
  * Work items run in a kworker (process context, so GFP_KERNEL and alloc_percpu may sleep), and
  * their allocations are charged to no process.
@@ -23,9 +30,12 @@
 #include <linux/module.h>
 #include <linux/percpu.h>
 #include <linux/slab.h>
+#include <linux/timekeeping.h>
 #include <linux/workqueue.h>
 
 #define LWK_MAX_PER_TICK 64
+/* Lines of "ms kept\n" that fit a parameter's page: at most 14 bytes each up to 1000 s. */
+#define LWK_MAX_TICKS 256
 
 static unsigned int count = 400;
 module_param(count, uint, 0444);
@@ -69,6 +79,42 @@ module_param(freed, ulong, 0444);
 MODULE_PARM_DESC(freed, "objects freed again, all kinds");
 static bool done;
 module_param(done, bool, 0444);
+static bool stop;
+module_param(stop, bool, 0644);
+MODULE_PARM_DESC(stop, "write 1 to stop leaking at the next tick");
+static unsigned long loaded_at_ns;
+module_param(loaded_at_ns, ulong, 0444);
+static unsigned long tick_max_us;
+module_param(tick_max_us, ulong, 0444);
+
+static struct {
+    u32 ms;    /* after loaded_at_ns */
+    u32 kept;  /* objects kept of each kind after the tick */
+} ticks_seen[LWK_MAX_TICKS];
+static unsigned int ticks_recorded;
+
+static int lwk_ticks_get(char *buf, const struct kernel_param *kp)
+{
+    unsigned int i, n = smp_load_acquire(&ticks_recorded);
+    int len = 0;
+
+    for (i = 0; i < n; i++)
+        len += scnprintf(buf + len, PAGE_SIZE - len, "%u %u\n", ticks_seen[i].ms,
+                         ticks_seen[i].kept);
+    return len;
+}
+
+static int lwk_ticks_set(const char *val, const struct kernel_param *kp)
+{
+    return -EPERM;
+}
+
+static const struct kernel_param_ops lwk_ticks_ops = {
+    .set = lwk_ticks_set,
+    .get = lwk_ticks_get,
+};
+module_param_cb(ticks, &lwk_ticks_ops, NULL, 0444);
+MODULE_PARM_DESC(ticks, "per tick that allocated: ms after loaded_at_ns, objects kept so far");
 
 static struct kmem_cache *lwk_cache;
 static unsigned int made;
@@ -157,12 +203,30 @@ static void lwk_free_held(void)
 static void lwk_tick(struct work_struct *work);
 static DECLARE_DELAYED_WORK(lwk_work, lwk_tick);
 
+/* The tick's start, and the objects kept of each kind once it is done. */
+static void lwk_record_tick(u64 start_ns)
+{
+    u64 took_us = (ktime_get_real_ns() - start_ns) / NSEC_PER_USEC;
+    unsigned int n = ticks_recorded;
+
+    if (took_us > tick_max_us)
+        tick_max_us = took_us;
+    if (n == LWK_MAX_TICKS)
+        return;
+    ticks_seen[n].ms = (u32)((start_ns - loaded_at_ns) / NSEC_PER_MSEC);
+    ticks_seen[n].kept = (u32)leaked_kmalloc_count;
+    smp_store_release(&ticks_recorded, n + 1);
+}
+
 static void lwk_tick(struct work_struct *work)
 {
+    bool go_on = !READ_ONCE(stop);
+    u64 start_ns;
     unsigned int i;
 
     lwk_free_held();
-    for (i = 0; i < per_tick && made < count; i++, made++) {
+    start_ns = ktime_get_real_ns();
+    for (i = 0; go_on && i < per_tick && made < count; i++, made++) {
         bool keep = free_every == 0 || (made + 1) % free_every != 0;
 
         /* A kind that fails to allocate stops the module: the truth must stay exact. */
@@ -174,7 +238,9 @@ static void lwk_tick(struct work_struct *work)
         if (!keep)
             to_free.n++;
     }
-    if (made < count || to_free.n) {
+    if (i)
+        lwk_record_tick(start_ns);
+    if ((go_on && made < count) || to_free.n) {
         schedule_delayed_work(&lwk_work, msecs_to_jiffies(interval_ms));
         return;
     }
@@ -192,6 +258,7 @@ static int __init lwk_init(void)
     lwk_cache = kmem_cache_create(cache_name, cache_size, 0, SLAB_NOLEAKTRACE, NULL);
     if (!lwk_cache)
         return -ENOMEM;
+    loaded_at_ns = ktime_get_real_ns();
     schedule_delayed_work(&lwk_work, 0);
     return 0;
 }
