@@ -34,8 +34,8 @@
 #include <linux/workqueue.h>
 
 #define LWK_MAX_PER_TICK 64
-/* Lines of "ms kept\n" that fit a parameter's page: at most 14 bytes each up to 1000 s. */
-#define LWK_MAX_TICKS 256
+/* Lines of "ms kept\n" that fit a parameter's page: at most 13 bytes each up to 1000 s. */
+#define LWK_MAX_TICKS 300
 
 static unsigned int count = 400;
 module_param(count, uint, 0444);

@@ -14,6 +14,7 @@ and the headers' Makefile passes options on that word. Where this machine's comp
 the fallback it has for older compilers (-falign-functions for -fmin-function-alignment). Module
 BTF is not generated (CONFIG_DEBUG_INFO_BTF_MODULES off): it needs pahole, and neither loading
 the module nor tracing its allocations uses it."""
+import datetime
 import hashlib
 import os
 import re
@@ -200,3 +201,242 @@ def evaluate(truth, held, unloaded, fail, metrics=(None, None), missed=0):
 
 def within(actual, expected, tolerance=TOLERANCE):
     return expected > 0 and abs(actual - expected) <= tolerance * expected
+
+
+# ---------------------------------------------------------------- found by escalation
+
+# checks.sh's escalation phase loads the module with its cache under this name.
+ESCALATE_CACHE = "lw_kleak_esc"
+SLAB_KINDS = ("kmalloc", "kmem_cache")
+
+
+def counter_kind(name):
+    """The kind leakwatchd traces a counter's allocations as (daemon/service/daemon.cpp's
+    kind_of), None for vmalloc."""
+    if name in ("page", "percpu"):
+        return name
+    if name == "vmalloc":
+        return None
+    return "kmalloc" if name.startswith(("kmalloc-", "dma-kmalloc-")) else "kmem_cache"
+
+
+def slab_sizes(text):
+    """{cache: object size} of a /proc/slabinfo text."""
+    sizes = {}
+    for line in (text or "").splitlines():
+        f = line.split()
+        if len(f) > 4 and f[1].isdigit() and f[3].isdigit():
+            sizes[f[0]] = int(f[3])
+    return sizes
+
+
+def module_counters(truth, sizes):
+    """The counter each kind of the module grows: its own cache, the kmalloc cache of its
+    objects' size, and the page and percpu estimates."""
+    unit = truth["kmalloc"][0] // max(truth["kmalloc"][1], 1)
+    kmalloc = [n for n, s in sizes.items() if n.startswith("kmalloc-") and s == unit and
+               not n.startswith(("kmalloc-cg-", "kmalloc-rcl-"))]
+    return {"kmalloc": kmalloc[0] if kmalloc else f"kmalloc-{unit}",
+            "kmem_cache": ESCALATE_CACHE, "page": "page", "percpu": "percpu"}
+
+
+def recording_start(kind, size, escalated, sizes):
+    """When leakwatchd began recording the module's allocations of `kind` (object size `size`):
+    the kernel programs record an allocation when its kind is escalated and, for the slab kinds,
+    its object size is one of the escalated caches' (the filter holds kinds and sizes apart, so
+    both must be on). `escalated`: {counter: escalated_at}. Returns (unix seconds, the counter
+    whose escalation completed the filter), or (None, None)."""
+    by_kind = [(t, n) for n, t in escalated.items() if counter_kind(n) == kind]
+    if not by_kind:
+        return None, None
+    first = min(by_kind)
+    if kind not in SLAB_KINDS:
+        return first
+    by_size = [(t, n) for n, t in escalated.items()
+               if counter_kind(n) in SLAB_KINDS and sizes.get(n) == size]
+    if not by_size:
+        return None, None
+    return max(first, min(by_size))
+
+
+def ticks(text):
+    """checks.sh's esc_ticks (the module's `ticks`): [(ms after load, objects kept so far)]."""
+    out = []
+    for line in (text or "").splitlines():
+        f = line.split()
+        if len(f) == 2 and f[0].isdigit() and f[1].isdigit():
+            out.append((int(f[0]), int(f[1])))
+    return out
+
+
+def kept_since(history, loaded_at, since, final):
+    """Objects of each kind the module kept in the ticks that started after `since` (unix
+    seconds): final minus what it had kept by the last tick before. Also the time from `since`
+    to the nearest tick (s): a tick that near may have run while the tracepoints were being
+    attached, on either side."""
+    before = 0
+    nearest = None
+    for ms, kept in history:
+        at = loaded_at + ms / 1000.0
+        if at < since:
+            before = kept
+        if nearest is None or abs(at - since) < abs(nearest):
+            nearest = at - since
+    return final - before, nearest
+
+
+# A fall of the page estimate between two of checks.sh's polls larger than this is not the
+# module's: it frees 2 of its 8 blocks of 64 KiB a tick while it allocates 8.
+PAGE_FALL = 1 << 20
+
+
+def page_falls(meminfo_text, log_text, loaded_at):
+    """Where the page estimate (daemon/proc/kernel_memory.cpp) fell by PAGE_FALL or more between
+    two polls (checks.sh's esc_meminfo), as text: the seconds after insmod, the fall, what
+    AnonPages, AnonHugePages and MemFree did meanwhile, and when leakwatchd read the kernel's
+    symbols again (from its log). In the runs looked at, the falls and jumps came with those
+    rereads, with AnonPages and AnonHugePages moving while MemFree did not follow: transparent
+    huge pages of processes' memory being split or collapsed move the estimate by megabytes."""
+    samples, cur = [], None
+    for line in (meminfo_text or "").splitlines():
+        if line.startswith("at "):
+            cur = {"uptime": float(line.split()[1])}
+            samples.append(cur)
+        elif cur is not None and ":" in line:
+            k, _, v = line.partition(":")
+            cur[k] = int(v.split()[0]) * 1024
+    if not samples:
+        return []
+
+    def estimate(m):
+        return m.get("MemTotal", 0) - m.get("MemFree", 0) - sum(m.get(k, 0) for k in (
+            "Buffers", "Cached", "AnonPages", "Slab", "KernelStack", "PageTables", "Percpu"))
+    reads = []
+    for stamp in re.findall(r"^(\S+) info kernel symbols read again", log_text or "", re.M):
+        at = datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc)
+        reads.append(at.timestamp() - loaded_at)
+    # Poll times are the guest's uptime; the first poll is at insmod, give or take a second.
+    t0 = samples[0]["uptime"]
+    out = []
+    for a, b in zip(samples, samples[1:]):
+        fall = estimate(a) - estimate(b)
+        if fall >= PAGE_FALL:
+            def d(k):
+                return (b.get(k, 0) - a.get(k, 0)) >> 20
+            out.append(f"{fall >> 20} MiB at about {b['uptime'] - t0:.0f}s after insmod "
+                       f"(AnonPages {d('AnonPages'):+d} MiB, AnonHugePages "
+                       f"{d('AnonHugePages'):+d} MiB, MemFree {d('MemFree'):+d} MiB)")
+    if out and reads:
+        out.append("leakwatchd read the kernel's symbols again at "
+                   + ", ".join(f"{r:.0f}s" for r in reads))
+    return out
+
+
+def escalation_reasons(log_text):
+    """{counter: the reason leakwatchd logged} for its escalations, and the counters released."""
+    escalated = dict(re.findall(r"kernel: escalated (\S+): (.*?); tracing", log_text or ""))
+    released = re.findall(r"kernel: released (\S+): (.*?); its tracepoints off", log_text or "")
+    return escalated, released
+
+
+def evaluate_escalation(data, fail, missed=0):
+    """Checks the escalation phase of one guest. `data`: the phase's files as read (see
+    run_matrix.evaluate_escalation). What is compared, per kind: the module's objects kept in
+    the ticks that started after leakwatchd began recording that kind (recording_start), times
+    their size, against the bytes and allocations of the stacks at the module's function for
+    the kind, within TOLERANCE (the short exception of evaluate() for skipped program runs).
+    Allocations made before the escalation are not traced, so only what came after can be
+    outstanding. Returns the table rows and notes on what else was escalated."""
+    truth, ticks_text, base, held = (data.get(k) for k in ("truth", "ticks", "base", "held"))
+    if base is None or held is None:
+        fail(("kmod_escalate", f"no /api/v1/kernel answer "
+              f"{'before the module' if base is None else 'at the end'}"))
+        return [], []
+    if base.get("stacks"):
+        fail(("kmod_escalate", f"kernel stacks before any escalation (tracepoints attached "
+              f"before a counter grew): {[s['site'] for s in base['stacks']][:8]}"))
+    if "following the kernel's counters" not in (data.get("log") or ""):
+        fail(("kmod_escalate", "leakwatchd did not start following the kernel's counters"))
+    sizes = slab_sizes(data.get("slabinfo_after")) or slab_sizes(data.get("slabinfo_before"))
+    counters = module_counters(truth, sizes)
+    escalated = {c["counter"]: c["escalated_at"] for c in held["counters"] if c["escalated"]}
+    reasons, released = escalation_reasons(data.get("log"))
+    base_bytes = {c["counter"]: c["bytes"] for c in base["counters"]}
+    # A counter's bytes in the first answer that showed it escalated.
+    at_escalation = {}
+    for poll in data.get("polls", []):
+        for c in poll["counters"]:
+            if c["escalated"] and c["counter"] not in at_escalation:
+                at_escalation[c["counter"]] = c["bytes"]
+    loaded_at = data["loaded_at"]
+    history = ticks(ticks_text)
+    if not history or history[-1][1] != truth["kmalloc"][1]:
+        fail(("kmod_escalate", f"the module's ticks end at {history[-1] if history else None}, "
+              f"before its last ({truth['kmalloc'][1]} kept): the times are incomplete"))
+        return [], []
+    rows = []
+    for kind, counter in counters.items():
+        t_bytes, t_count = truth[kind]
+        unit = t_bytes // t_count if t_count else 0
+        row = {"kind": kind, "counter": counter, "unit": unit,
+               "grown": (at_escalation.get(counter, 0) - base_bytes.get(counter, 0)
+                         if counter in at_escalation else None)}
+        rows.append(row)
+        since, by = recording_start(kind, unit, escalated, sizes)
+        if since is None:
+            final = next((c for c in held["counters"] if c["counter"] == counter), None)
+            grew = (final["bytes"] - base_bytes.get(counter, 0)) if final else None
+            gone = [why for name, why in released if name == counter]
+            row["missing"] = ((f"escalated, then released ({gone[0]}), and not escalated again"
+                               if gone else "not escalated") +
+                              f": the counter grew {grew} bytes from insmod to the "
+                              f"end, the module kept {t_bytes}"
+                              + (f"; growth {final['growth_bytes_per_second']:.0f} B/s, suspected "
+                                 f"{final['leak_suspected']}" if final else ""))
+            falls = page_falls(data.get("meminfo"), data.get("log"), loaded_at)
+            if kind == "page" and falls:
+                # The estimate fell, which the module cannot make it do: the detector judges a
+                # series with such a fall on its envelopes for 4 windows (docs/detection.md).
+                row["missing"] += "; the page estimate fell " + "; ".join(falls)
+                row["explained"] = True
+            else:
+                fail(("kmod_escalate", f"{kind}: {counter} {row['missing']}"))
+            continue
+        count, nearest = kept_since(history, loaded_at, since, t_count)
+        row.update(after=since - loaded_at, by=by, truth=count * unit, truth_count=count,
+                   nearest=nearest)
+        stacks = module_stacks(held, kind)
+        got = sum(s["outstanding_bytes"] for s in stacks)
+        n = sum(s["outstanding_allocations"] for s in stacks)
+        row.update(got=got, got_count=n)
+        unnamed = [s["stack_id"] for s in stacks if not named(s, kind)]
+        if unnamed:
+            fail(("kmod_escalate", f"{kind}: stacks {unnamed} do not name {SITES[kind]} in "
+                  f"[{MODULE}]"))
+        ok = within(got, count * unit) and within(n, count)
+        short = (not ok and count - n <= missed and got <= count * unit and
+                 within(got, count * unit, SHORT_TOLERANCE))
+        row["verdict"] = "yes" if ok else ("short, runs skipped" if short else "NO")
+        if not ok and not short:
+            fail(("kmod_escalate", f"{kind}: stacks at {SITES[kind]} hold {got} bytes in {n} "
+                  f"allocations; the module kept {count * unit} in {count} after {by} was "
+                  f"escalated {since - loaded_at:.1f}s after insmod (5%; nearest tick "
+                  f"{nearest:+.3f}s from it)"))
+        if kind == "kmalloc" and stacks:
+            row["stack"] = stack_text(max(stacks, key=lambda s: s["outstanding_bytes"]))
+    mine = {r["counter"] for r in rows}
+    others = []
+    for name, at in sorted(escalated.items(), key=lambda kv: kv[1]):
+        if name in mine:
+            continue
+        grown = at_escalation.get(name, 0) - base_bytes.get(name, 0)
+        others.append(f"{name} ({counter_kind(name) or 'not traceable'}) escalated "
+                      f"{at - loaded_at:.1f}s after insmod, grown {grown} bytes since: "
+                      f"{reasons.get(name, 'no reason logged')}")
+        if grown <= 0:
+            fail(("kmod_escalate", f"{name} was escalated but had not grown: {others[-1]}"))
+    # A counter of the module's released before the end has its records dropped: it is compared
+    # from its escalation again, or reported as not escalated above.
+    for name, why in released:
+        others.append(f"{name} released before the end: {why}")
+    return rows, others

@@ -18,6 +18,12 @@ guest/checks.sh leaves the daemon's answers. Checks, per kernel:
                function hold what it reports it leaked within 5%, in bytes and allocations (its
                freed share not counted), naming the function in [lw_kleak], and so do the
                /metrics series with that site; after rmmod the same, still named
+  kmod_escalate the same module with kernel.tracking: escalate (the default), leakwatchd
+               started first with no allocation tracepoint: the counters the module grows (its
+               own cache, kmalloc-1k, page, percpu) are escalated, nothing escalated had not
+               grown, and per kind the stacks at its function hold, within 5%, what the module
+               kept in the ticks after leakwatchd began recording that kind
+               (kmod.evaluate_escalation says precisely what is compared)
 Prints one table, kernel by kernel; each failure names the kernel and the check. Exit 0 when
 all pass, 1 when any fails, 77 (skipped) when kernels could not be fetched and the matrix is
 optional (--optional or LEAKWATCH_MATRIX_OPTIONAL=1)."""
@@ -102,7 +108,7 @@ def make_initramfs(path, busybox, kdir, kmeta, env, test_module=None):
 
 def cross_build(args, fetcher):
     """The aarch64 build of leakwatchd and the fixtures, its BPF against an arm64 BTF."""
-    build = args.aarch64_build
+    build = os.path.abspath(args.aarch64_build)  # the guests run it from /host, not from here
     os.makedirs(build, exist_ok=True)
     btf = os.path.join(build, "vmlinux-arm64.btf")
     pkg, kdir, kmeta = fetcher.kernel("aarch64", "6.1", ["bookworm", "bookworm-security"])
@@ -344,6 +350,13 @@ def evaluate(out, entry, kmeta, elapsed, timed_out):
     return r
 
 
+def missed_runs(out, name):
+    """kernel_program_missed in a /metrics text the guest left."""
+    m = re.search(r'^leakwatch_lost_events_total\{reason="kernel_program_missed"\} (\d+)',
+                  read(out, name) or "", re.M)
+    return int(m.group(1)) if m else 0
+
+
 def evaluate_kmod(out, entry, r, fail):
     if entry.get("kmod_error"):
         fail(("kmod", entry["kmod_error"]))
@@ -357,12 +370,8 @@ def evaluate_kmod(out, entry, r, fail):
     if code != "0":
         fail(("kmod", f"rmmod {kmod.MODULE} exited {code or '?'}: "
               f"{(read(out, 'kmod_rmmod.log') or '').strip()!r}"))
-    def missed(name):
-        m = re.search(r'^leakwatch_lost_events_total\{reason="kernel_program_missed"\} (\d+)',
-                      read(out, name) or "", re.M)
-        return int(m.group(1)) if m else 0
     # Skipped kmem program runs while the module ran: before insmod to the answer checked.
-    during = missed("metrics_kmod.txt") - missed("metrics_kmod_before.txt")
+    during = missed_runs(out, "metrics_kmod.txt") - missed_runs(out, "metrics_kmod_before.txt")
     rows, example = kmod.evaluate(truth, read_json(out, "kmod_held.json"),
                                   read_json(out, "kmod_unloaded.json"), fail,
                                   (read(out, "metrics_kmod.txt") or "",
@@ -370,7 +379,35 @@ def evaluate_kmod(out, entry, r, fail):
     r["kmod"] = rows
     r["kmod_stack"] = example
     r["kmod_freed"] = truth["freed"][1]
-    r["kmod_missed"] = f"{missed('metrics_kmod.txt')} ({during} while it ran)"
+    r["kmod_missed"] = f"{missed_runs(out, 'metrics_kmod.txt')} ({during} while it ran)"
+    evaluate_escalation(out, r, fail)
+
+
+def evaluate_escalation(out, r, fail):
+    """The module found from the kernel's counters (checks.sh's escalation phase)."""
+    if not os.path.exists(os.path.join(out, "esc_leakwatchd.log")):
+        fail(("kmod_escalate", "the escalation phase did not run"))
+        return
+    truth = kmod.leaked(out, "esc")
+    if truth is None:
+        fail(("kmod_escalate", f"{kmod.MODULE} (escalate) did not finish; insmod said "
+              f"{(read(out, 'esc_insmod.log') or '').strip()!r}"))
+        return
+    loaded_at = fixture_value(read(out, "esc_truth"), "loaded_at_ns")
+    polls = sorted((int(n[len("esc_poll_"):-len(".json")]), n) for n in os.listdir(out)
+                   if re.fullmatch(r"esc_poll_\d+\.json", n))
+    data = {"truth": truth, "ticks": read(out, "esc_ticks"), "loaded_at": loaded_at / 1e9,
+            "base": read_json(out, "esc_base.json"), "held": read_json(out, "esc_held.json"),
+            "polls": [p for p in (read_json(out, n) for _, n in polls) if p],
+            "log": read(out, "esc_leakwatchd.log"), "meminfo": read(out, "esc_meminfo"),
+            "slabinfo_before": read(out, "esc_slabinfo_before"),
+            "slabinfo_after": read(out, "esc_slabinfo_after")}
+    during = missed_runs(out, "metrics_esc.txt") - missed_runs(out, "metrics_esc_before.txt")
+    rows, others = kmod.evaluate_escalation(data, fail, during)
+    r["esc"] = rows
+    r["esc_others"] = others
+    r["esc_missed"] = during
+    r["esc_tick_us"] = fixture_value(read(out, "esc_truth"), "tick_max_us")
 
 
 # ---------------------------------------------------------------- table
@@ -413,6 +450,35 @@ def table(results, wall):
                          fig("held"), fig("unloaded"), verdict,
                          r.get("kmod_missed", "-")))
     print_rows(rows)
+    print(f"\n{kmod.MODULE} found from the kernel's counters (kernel.tracking: escalate): the "
+          f"counter of each kind it grows, when leakwatchd escalated it (s after insmod), what "
+          f"the counter had grown by then, what the module kept after the escalation and what "
+          f"leakwatchd holds at its function, bytes (allocations)")
+    rows = [("arch", "kernel", "counter", "escalated", "kind", "counter grown",
+             "module kept after", "leakwatchd", "ratio", "within 5%", "nearest tick")]
+    for r in results:
+        for k in r.get("esc") or []:
+            if "missing" in k:
+                rows.append((r["arch"], r["release"], k["counter"], "no", k["kind"], "-", "-",
+                             "-", "-", "not escalated (below)" if k.get("explained") else "NO",
+                             "-"))
+                continue
+            by = "" if k["by"] == k["counter"] else f" (filter complete with {k['by']})"
+            rows.append((r["arch"], r["release"], k["counter"], f"{k['after']:.1f}s{by}",
+                         k["kind"], str(k["grown"]) if k["grown"] is not None else "-",
+                         f"{k['truth']} ({k['truth_count']})", f"{k['got']} ({k['got_count']})",
+                         f"{k['got'] / k['truth']:.3f}" if k["truth"] else "-", k["verdict"],
+                         f"{k['nearest'] * 1000:+.0f}ms" if k["nearest"] is not None else "-"))
+    print_rows(rows)
+    for r in results:
+        if "esc" not in r:
+            continue
+        print(f"{r['arch']} {r['release']}: kmem program runs skipped meanwhile "
+              f"{r.get('esc_missed')}, longest tick {r.get('esc_tick_us')} us; escalated besides "
+              f"the module's counters: {'; '.join(r['esc_others']) or 'nothing'}")
+        for k in r["esc"]:
+            if "missing" in k:
+                print(f"  {k['counter']} {k['missing']}")
     for r in results:
         if r.get("kmod_stack"):
             print(f"\n{r['arch']} {r['release']}: the kmalloc leak's stack "
