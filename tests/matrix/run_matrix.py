@@ -357,14 +357,22 @@ def missed_runs(out, name):
     return int(m.group(1)) if m else 0
 
 
+def module_truth(out, label, check, fail):
+    """What the module reported it leaked in checks.sh's kmod_leak LABEL (kmod.leaked); None,
+    and a failure of `check`, when it did not finish."""
+    truth = kmod.leaked(out, label)
+    if truth is None:
+        fail((check, f"{kmod.MODULE} did not finish; insmod said "
+              f"{(read(out, f'{label}_insmod.log') or '').strip()!r}"))
+    return truth
+
+
 def evaluate_kmod(out, entry, r, fail):
     if entry.get("kmod_error"):
         fail(("kmod", entry["kmod_error"]))
         return
-    truth = kmod.leaked(out, "kmod")
+    truth = module_truth(out, "kmod", "kmod", fail)
     if truth is None:
-        fail(("kmod", f"{kmod.MODULE} did not finish; insmod said "
-              f"{(read(out, 'kmod_insmod.log') or '').strip()!r}"))
         return
     code = (read(out, "kmod_rmmod") or "").strip()
     if code != "0":
@@ -388,10 +396,8 @@ def evaluate_escalation(out, r, fail):
     if not os.path.exists(os.path.join(out, "esc_leakwatchd.log")):
         fail(("kmod_escalate", "the escalation phase did not run"))
         return
-    truth = kmod.leaked(out, "esc")
+    truth = module_truth(out, "esc", "kmod_escalate", fail)
     if truth is None:
-        fail(("kmod_escalate", f"{kmod.MODULE} (escalate) did not finish; insmod said "
-              f"{(read(out, 'esc_insmod.log') or '').strip()!r}"))
         return
     loaded_at = fixture_value(read(out, "esc_truth"), "loaded_at_ns")
     polls = sorted((int(n[len("esc_poll_"):-len(".json")]), n) for n in os.listdir(out)

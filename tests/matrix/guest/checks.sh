@@ -21,6 +21,18 @@ wait_line() {
     grep -m1 "^$2" "$1" | cut -d' ' -f2
 }
 
+# serving PID FILE PATH SECONDS WHAT: until leakwatchd (PID) answers PATH, its answer in
+# /out/FILE; gives up when it has exited or after SECONDS, saying so (WHAT names it).
+serving() {
+    n=0
+    until timeout 20 wget -q -O "/out/$2" "$URL$3" 2>/dev/null; do
+        kill -0 "$1" 2>/dev/null || { say "$5 exited"; return 1; }
+        n=$((n + 1))
+        [ $n -gt $(($4 * 2)) ] && { say "$5 serves no $3 after $4 s"; return 1; }
+        sleep 0.5
+    done
+}
+
 uname -r >/out/uname
 getconf PAGESIZE >/out/pagesize 2>/dev/null || echo 4096 >/out/pagesize
 ls /sys/kernel/btf/vmlinux >/out/btf 2>&1
@@ -46,13 +58,10 @@ YAML
 chroot /host "$LEAKWATCHD" --config /run/matrix/leakwatch.yaml --web.listen-address 127.0.0.1:$PORT \
     --log-level debug >/out/leakwatchd.log 2>&1 &
 LW=$!
-n=0
-until timeout 20 wget -q -O /out/metrics_start.txt "$URL/metrics" 2>/dev/null; do
-    kill -0 "$LW" 2>/dev/null || { say "leakwatchd exited"; echo exited >/out/daemon_failed; exit 1; }
-    n=$((n + 1))
-    [ $n -gt 600 ] && { say "leakwatchd serves no /metrics after 300 s"; exit 1; }
-    sleep 0.5
-done
+if ! serving "$LW" metrics_start.txt /metrics 300 leakwatchd; then
+    kill -0 "$LW" 2>/dev/null || echo exited >/out/daemon_failed
+    exit 1
+fi
 mark daemon_up
 say "leakwatchd up"
 
@@ -113,6 +122,24 @@ get "/api/v1/kernel?top=1000" kernel_freed.json
 mark pipes_freed
 say "kernel leak measured"
 
+# module_done LABEL: waits until lw_kleak has made every allocation and free (at most 120 s),
+# then leaves what it reports in /out/LABEL_truth ("leaked_<kind>_bytes N" lines, done Y;
+# kmod.leaked reads it) and when its ticks ran in /out/LABEL_ticks. Polled once a second: each
+# poll forks, and every allocation the shell makes runs the kmem programs (see
+# kernel_program_missed in docs/compatibility.md).
+module_done() {
+    n=0
+    until [ "$(cat /sys/module/lw_kleak/parameters/done 2>/dev/null)" = Y ]; do
+        n=$((n + 1))
+        [ $n -gt 120 ] && { say "lw_kleak ($1) not done after 120 s"; break; }
+        sleep 1
+    done
+    for f in /sys/module/lw_kleak/parameters/*; do
+        [ "${f##*/}" = ticks ] || echo "${f##*/} $(cat "$f")"
+    done >"/out/$1_truth"
+    cat /sys/module/lw_kleak/parameters/ticks >"/out/$1_ticks"
+}
+
 # kmod_leak LABEL [PARAM=VALUE...]: loads the test module lw_kleak (tests/kmod) with those
 # parameters, waits until it has made every allocation and free, and leaves what it reports it
 # leaked in /out/LABEL_truth ("leaked_<kind>_bytes N" lines, done Y; kmod.leaked reads it).
@@ -123,17 +150,7 @@ kmod_leak() {
     get /metrics "metrics_${label}_before.txt"
     insmod /kmod/lw_kleak.ko "$@" >"/out/${label}_insmod.log" 2>&1 || { say "insmod failed"; return 1; }
     mark "${label}_loaded"
-    # Polled once a second: each poll forks, and every allocation the shell makes runs the kmem
-    # programs (see kernel_program_missed in docs/compatibility.md).
-    n=0
-    until [ "$(cat /sys/module/lw_kleak/parameters/done 2>/dev/null)" = Y ]; do
-        n=$((n + 1))
-        [ $n -gt 120 ] && { say "lw_kleak not done after 120 s"; break; }
-        sleep 1
-    done
-    for f in /sys/module/lw_kleak/parameters/*; do
-        echo "${f##*/} $(cat "$f")"
-    done >"/out/${label}_truth"
+    module_done "$label"
     # For a look at how its frames were named: its symbols, and where its sections start.
     grep '\[lw_kleak\]' /proc/kallsyms >"/out/${label}_kallsyms"
     for f in /sys/module/lw_kleak/sections/.[!.]* /sys/module/lw_kleak/sections/*; do
@@ -207,13 +224,7 @@ YAML
     chroot /host "$LEAKWATCHD" --config /run/matrix/escalate.yaml \
         --web.listen-address 127.0.0.1:$PORT --log-level debug >/out/esc_leakwatchd.log 2>&1 &
     LW=$!
-    n=0
-    until timeout 20 wget -q -O /out/esc_base.json "$URL/api/v1/kernel?top=1000" 2>/dev/null; do
-        kill -0 "$LW" 2>/dev/null || { say "leakwatchd (escalate) exited"; break; }
-        n=$((n + 1))
-        [ $n -gt 600 ] && { say "leakwatchd (escalate) serves nothing after 300 s"; break; }
-        sleep 0.5
-    done
+    serving "$LW" esc_base.json "/api/v1/kernel?top=1000" 300 "leakwatchd (escalate)"
     mark esc_daemon_up
     sleep 2  # a few samples of the counters before the leak
     get "/api/v1/kernel?top=1000" esc_base.json
@@ -247,16 +258,7 @@ YAML
         mark esc_escalated
         sleep 10
         echo 1 >/sys/module/lw_kleak/parameters/stop
-        n=0
-        until [ "$(cat /sys/module/lw_kleak/parameters/done)" = Y ]; do
-            n=$((n + 1))
-            [ $n -gt 20 ] && { say "lw_kleak (escalate) not done"; break; }
-            sleep 0.5
-        done
-        for f in /sys/module/lw_kleak/parameters/*; do
-            [ "${f##*/}" = ticks ] || echo "${f##*/} $(cat "$f")"
-        done >/out/esc_truth
-        cat /sys/module/lw_kleak/parameters/ticks >/out/esc_ticks
+        module_done esc
         mark esc_stopped
         sleep 2
         get "/api/v1/kernel?top=1000" esc_held.json
@@ -282,13 +284,7 @@ cp /host/run/matrix/vmlinux.btf "/host/boot/vmlinux-$(uname -r)"
 chroot /host "$LEAKWATCHD" --config /run/matrix/nobtf.yaml --web.listen-address 127.0.0.1:$PORT \
     >/out/extbtf.log 2>&1 &
 LW=$!
-n=0
-until timeout 20 wget -q -O /out/metrics_extbtf.txt "$URL/metrics" 2>/dev/null; do
-    kill -0 "$LW" 2>/dev/null || { say "leakwatchd with /boot/vmlinux-$(uname -r) exited"; break; }
-    n=$((n + 1))
-    [ $n -gt 240 ] && { say "leakwatchd with an external BTF serves no /metrics"; break; }
-    sleep 0.5
-done
+serving "$LW" metrics_extbtf.txt /metrics 120 "leakwatchd with /boot/vmlinux-$(uname -r)"
 sleep 3  # a sample or two of the kernel allocations
 get /metrics metrics_extbtf.txt
 kill -TERM "$LW" 2>/dev/null
