@@ -61,6 +61,8 @@ class Files:
     """A directory with the CA, the server's certificate and key, the web config and the
     password file; removed at cleanup."""
 
+    san = "IP:127.0.0.1,DNS:localhost"  # the names of the server's certificate
+
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="leakwatch-e2e-tls-")
         self.ca = self.path("ca.crt")
@@ -69,7 +71,7 @@ class Files:
                      ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
                       "server.csr", "-subj", "/CN=127.0.0.1"]):
             self.openssl(*args)
-        self.write("san.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        self.write("san.cnf", f"subjectAltName={self.san}\n")
         self.openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                      "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")
         self.web = self.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n"
