@@ -69,6 +69,7 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
         r.site = site_of(*frames, meta.symbol_prefix);
         r.allocator_frames = static_cast<uint32_t>(allocator_frames(*frames, meta.symbol_prefix));
         r.touch_site = touch_site_of(*frames, meta.symbol_prefix);
+        r.touch_frames = static_cast<uint32_t>(touch_frames(*frames, meta.symbol_prefix));
     } else {
         r.site = "[unknown]";
         r.touch_site = r.site;
@@ -238,7 +239,7 @@ void Aggregator::add_growth_stacks(const std::vector<ProcessMeta>& processes, Sn
             auto [at, fresh] = by_id.try_emplace(r.id, view->growth_stacks.size());
             if (fresh)
                 view->growth_stacks.push_back(
-                    {r.id, 0, 0, r.touch_site, r.frames, {}, r.incomplete});
+                    {r.id, 0, 0, r.touch_site, r.frames, {}, r.incomplete, 0, 0, r.touch_frames});
             view->growth_stacks[at->second].bytes += weight;
             view->growth_stacks[at->second].count += 1;
         }
