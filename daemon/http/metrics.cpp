@@ -160,7 +160,7 @@ LabelSet process_owner(const ProcessView& p) {
 LabelSet kernel_process_owner(const KernelProcessView& p) {
     LabelSet l;
     l.add("watch", "kernel").add("pid", std::to_string(p.pid)).add("comm", p.comm);
-    l.add("unit", "");
+    l.add("unit", p.unit);
     return l;
 }
 
@@ -334,8 +334,9 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
     for (size_t i = 0; i < snap.processes.size(); i++) {
         const ProcessView& p = snap.processes[i];
         if (!p.memory_known) continue;
-        for (auto [kind, bytes] : {std::pair{"anon", p.memory.anon}, std::pair{"swap", p.memory.swap},
-                                   std::pair{"data", p.memory.data}}) {
+        for (auto [kind, bytes] :
+             {std::pair{"anon", p.memory.anon}, std::pair{"swap", p.memory.swap},
+              std::pair{"data", p.memory.data}}) {
             labels.clear();
             w.sample(labels.add(owners[i]).add("kind", kind), static_cast<double>(bytes));
         }
@@ -353,13 +354,13 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
              "faults), for the top stacks of each process.",
              "gauge");
     for (size_t i = 0; i < snap.processes.size(); i++) {
-        for_exported_stacks(snap.processes[i].growth_stacks, status.top_stacks, false,
-                            [&](const StackView& s, bool) {
-                                labels.clear();
-                                labels.add(owners[i]).add_hex_id("stack_id", s.id).add("site",
-                                                                                       s.site);
-                                w.sample(labels, static_cast<double>(s.bytes));
-                            });
+        for_exported_stacks(
+            snap.processes[i].growth_stacks, status.top_stacks, false,
+            [&](const StackView& s, bool) {
+                labels.clear();
+                labels.add(owners[i]).add_hex_id("stack_id", s.id).add("site", s.site);
+                w.sample(labels, static_cast<double>(s.bytes));
+            });
     }
 
     w.family("leakwatch_growth_bytes_per_second",
