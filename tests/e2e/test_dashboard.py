@@ -148,6 +148,21 @@ def https_get(port, path, files, auth=None):
         return e.code, e.read()
 
 
+def tls_daemon(cleanup, config, files):
+    """leakwatchd with the web config of `files`, once it answers over TLS with the user's
+    credentials."""
+    daemon = start(cleanup, Daemon, config, ("--web.config.file", files.web), None, False)
+
+    def serving():
+        check(daemon.proc.poll() is None, "leakwatchd exited:\n" + daemon.log_text())
+        try:
+            return https_get(daemon.port, "/api/v1/processes", files, (USER, PASSWORD))[0] == 200
+        except (urllib.error.URLError, ConnectionError):
+            return False
+    wait_until(serving, 30, "leakwatchd over TLS")
+    return daemon
+
+
 def check_protected(port, files):
     """Every kind of path asks for the credentials; plain HTTP gets no answer."""
     for path in ("/metrics", "/api/v1/processes", "/api/v1/leaks", "/api/v1/stacks?pid=1",
@@ -257,14 +272,7 @@ watch:
     match:
       pid: {tier.pid}
 """
-    daemon = start(cleanup, Daemon, config, ("--web.config.file", files.web), None, False)
-    def serving():
-        check(daemon.proc.poll() is None, "leakwatchd exited:\n" + daemon.log_text())
-        try:
-            return https_get(daemon.port, "/api/v1/processes", files, (USER, PASSWORD))[0] == 200
-        except (urllib.error.URLError, ConnectionError):
-            return False
-    wait_until(serving, 30, "leakwatchd over TLS")
+    daemon = tls_daemon(cleanup, config, files)
     check_protected(daemon.port, files)
     prom = start(cleanup, Prometheus, daemon.port, files)
     try:

@@ -38,9 +38,9 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from lwtest import Daemon, Fixture, check, require_root, run, wait_until  # noqa: E402
+from lwtest import Fixture, check, require_root, run, wait_until  # noqa: E402
 from test_alerting import BinaryServer, require_binary, start  # noqa: E402
-from test_dashboard import PASSWORD, USER, Files, bcrypt, https_get  # noqa: E402
+from test_dashboard import Files, bcrypt, https_get, tls_daemon  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OPERATIONS = os.path.join(REPO, "docs", "operations.md")
@@ -173,15 +173,7 @@ watch:
     match:
       pid: {fixture.pid}
 """
-    daemon = start(cleanup, Daemon, config, ("--web.config.file", files.web), None, False)
-
-    def serving():
-        check(daemon.proc.poll() is None, "leakwatchd exited:\n" + daemon.log_text())
-        try:
-            return https_get(daemon.port, "/api/v1/processes", files, (USER, PASSWORD))[0] == 200
-        except (urllib.error.URLError, ConnectionError):
-            return False
-    wait_until(serving, 30, "leakwatchd over TLS")
+    daemon = tls_daemon(cleanup, config, files)
 
     receiver = start(cleanup, Receiver, files)
     receiver.wait_ready()

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 
 from lwtest import Daemon, Fixture, check, require_root, run, start, wait_until
-from test_client import TempDir, bcrypt, go_pprof, make_tls, top_rows
+from test_client import TempDir, go_pprof, make_tls, top_rows, web_config
 
 LEAK, TICKS = 65536, 40
 GO = os.environ.get("GO", "/usr/bin/go")
@@ -108,10 +108,7 @@ def test_pprof_scrape_tls(cleanup):
     tls = start(cleanup, TempDir("leakwatch-pprof-tls-")).path
     home = start(cleanup, TempDir("leakwatch-pprof-scrape-")).path
     make_tls(tls)
-    web = os.path.join(tls, "web.yml")
-    with open(web, "w") as fh:
-        fh.write("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-                 f"basic_auth_users:\n  parca: '{bcrypt('scrape-secret')}'\n")
+    web = web_config(tls, "parca", "scrape-secret")
     ca = os.path.join(tls, "ca.crt")
     f, d = leaked(cleanup, ("--web.config.file", web), wait=False)
     ctx = ssl.create_default_context(cafile=ca)
