@@ -30,14 +30,10 @@ import urllib.error
 import urllib.request
 
 from lwtest import Daemon, Fixture, check, require_root, run, start, wait_until
-from test_client import TempDir, go_pprof, make_tls, top_rows, web_config
+from test_client import (LEAK, TICKS, TempDir, go_pprof, leaked_fixture, make_tls,
+                         site_total, top_rows, web_config)
 
-LEAK, TICKS = 65536, 40
 GO = os.environ.get("GO", "/usr/bin/go")
-
-
-def site_total(d, pid, site):
-    return sum(s["outstanding_bytes"] for s in d.stacks(pid, 100) if s["site"] == site)
 
 
 def scrape(url, headers=None, context=None):
@@ -65,18 +61,9 @@ def first_row(out, truth, fn):
           f"{rows[:3]}\n{out}")
 
 
-def leaked(cleanup, extra_args=(), wait=True):
-    f = start(cleanup, Fixture("leak_steady", str(LEAK), str(TICKS), "20"))
-    d = Daemon(f"interval: 500ms\nwatch:\n  - name: steady\n    tracking: full\n    match:\n"
-               f"      pid: {f.pid}\n", extra_args=extra_args, wait=wait)
-    cleanup.append(d)
-    return f, d
-
-
 def test_pprof_scrape(cleanup):
-    f, d = leaked(cleanup)
+    f, d = leaked_fixture(cleanup)
     home = start(cleanup, TempDir("leakwatch-pprof-scrape-")).path
-    wait_until(lambda: d.process(f.pid), 20, "the fixture attached")
     f.go()
     truth = int(f.expect("leaked"))
     check(truth == LEAK * TICKS, f"the fixture leaked {truth}")
@@ -110,7 +97,10 @@ def test_pprof_scrape_tls(cleanup):
     make_tls(tls)
     web = web_config(tls, "parca", "scrape-secret")
     ca = os.path.join(tls, "ca.crt")
-    f, d = leaked(cleanup, ("--web.config.file", web), wait=False)
+    f = start(cleanup, Fixture("leak_steady", str(LEAK), str(TICKS), "20"))
+    d = start(cleanup, Daemon(f"interval: 500ms\nwatch:\n  - name: steady\n    tracking: full\n"
+                              f"    match:\n      pid: {f.pid}\n",
+                              extra_args=("--web.config.file", web), wait=False))
     ctx = ssl.create_default_context(cafile=ca)
     auth = {"Authorization": "Basic cGFyY2E6c2NyYXBlLXNlY3JldA=="}  # parca:scrape-secret
 
