@@ -15,8 +15,12 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+import debian_rootfs  # noqa: E402
 
 from lwtest import (Daemon, Fixture, check, in_order, metric, pid_rules, require_root, run,
                     start, symbols, wait_until, within)
@@ -152,11 +156,12 @@ def python_frames(stack):
             if f.get("module") == "[python]"]
 
 
-def check_python_leak(truth, stacks):
+def check_python_leak(truth, stacks, script=None):
     """The bytearray leak's stack names leak_buffers as its site, its callers main and
     <module>, each at its line of the script, under the interpreter's PyByteArray_Resize; it
-    holds the leaked bytes within 10%."""
-    script = os.path.join(PROGS, "python", "leak_bytearray.py")
+    holds the leaked bytes within 10%. `script`: its path as the process sees it."""
+    source = os.path.join(PROGS, "python", "leak_bytearray.py")
+    script = script or source
     leak = [s for s in stacks if s["site"] == "leak_buffers"]
     check(leak, f"no stack with site leak_buffers: {[s['site'] for s in stacks[:10]]}")
     held = sum(s["outstanding_bytes"] for s in leak)
@@ -168,9 +173,9 @@ def check_python_leak(truth, stacks):
                       for f in top["frames"]])
     check(in_order(names, ["PyByteArray_Resize", "leak_buffers", "main", "<module>"]),
           f"frames: {names}")
-    want = [("leak_buffers", script, script_line(script, "kept.append(bytearray(size))")),
-            ("main", script, script_line(script, "    leak_buffers(size, count)")),
-            ("<module>", script, script_line(script, "    main()"))]
+    want = [("leak_buffers", script, script_line(source, "kept.append(bytearray(size))")),
+            ("main", script, script_line(source, "    leak_buffers(size, count)")),
+            ("<module>", script, script_line(source, "    main()"))]
     check(python_frames(top) == want, f"Python frames {python_frames(top)}, want {want}")
     # Each Python frame stands once, where the interpreter ran it: no evaluation loop frame
     # is left between them, and no perf map name doubles them.
@@ -255,6 +260,65 @@ def test_python_unsupported(cleanup):
     check(counted == 1, f"python_unsupported counted {counted}, want 1")
 
 
+class InRoot(Fixture):
+    """The bytearray leak under a Debian release's own python3.X, in a copy-on-write overlay of
+    a cached root file system (tests/harness/debian_rootfs.py) it runs chrooted in: leakwatchd
+    finds its files through /proc/PID/root."""
+
+    def __init__(self, name, suite, interpreter):
+        rootfs = debian_rootfs.ensure(name, suite, [f"{os.path.basename(interpreter)}-minimal"])
+        self.overlay = debian_rootfs.Overlay(rootfs, tempfile.mkdtemp(prefix="leakwatch-py-"))
+        try:
+            shutil.copy(os.path.join(PROGS, "python", "leak_bytearray.py"),
+                        self.overlay.path("/root/leak_bytearray.py"))
+            os.makedirs(self.overlay.path("/root/go"))
+            # env(1) sets FIXTURE_GO to the go file's path inside the root.
+            super().__init__("FIXTURE_GO=/root/go/go", "/usr/sbin/chroot", self.overlay.root,
+                             interpreter, "/root/leak_bytearray.py", str(SIZE), str(COUNT),
+                             prefix=("/usr/bin/env",))
+        except BaseException:
+            self.overlay.remove()
+            raise
+        # The fixture waits for its go files inside its root.
+        shutil.rmtree(self.dir)
+        self.dir = self.overlay.path("/root/go")
+
+    def stop(self):
+        super().stop()
+        self.overlay.remove()
+
+
+def python_in_root(cleanup, name, suite, interpreter):
+    """The bytearray leak under a Debian release's python, named as on the host."""
+    fixture = start(cleanup, InRoot(name, suite, interpreter))
+    daemon = start(cleanup, Daemon(pid_rules([("python", fixture.pid, "dwarf")])))
+    wait_until(lambda: daemon.process(fixture.pid), 20, "the python fixture to be attached")
+    fixture.go()
+    fixture.expect("warm")
+    time.sleep(2 * INTERVAL)
+    before = daemon.process(fixture.pid)["outstanding_bytes"]
+    fixture.go("go.leak")
+    truth = int(fixture.expect("leaked"))
+    time.sleep(2 * INTERVAL)
+    grew = daemon.process(fixture.pid)["outstanding_bytes"] - before
+    stacks = daemon.stacks(fixture.pid, 1000)
+    for s in stacks[:3]:
+        print(s["site"], s["outstanding_bytes"], symbols(s)[:16])
+    print(f"process grew by {grew} while leaking {truth}")
+    check(within(grew, truth, 0.10), f"process grew by {grew}, truth {truth}")
+    check_python_leak(truth, stacks, script="/root/leak_bytearray.py")
+
+
+def test_python_debian_11(cleanup):
+    # Debian 11's python3.9 (3.9.2), libpython linked into the executable.
+    python_in_root(cleanup, "python39", "bullseye", "/usr/bin/python3.9")
+
+
+def test_python_debian_13(cleanup):
+    # Debian 13's python3.13.
+    python_in_root(cleanup, "python313", "trixie", "/usr/bin/python3.13")
+
+
 def test_python_debian_311(cleanup):
     # Debian 12's own python3 (3.11, libpython linked into the executable, no -X perf): the
     # Python frames are read from the interpreter's thread state at each allocation.
@@ -269,4 +333,6 @@ if __name__ == "__main__":
          "python_debian_311": test_python_debian_311,
          "python_312": test_python_312,
          "python_c_extension": test_python_c_extension,
-         "python_unsupported": test_python_unsupported})
+         "python_unsupported": test_python_unsupported,
+         "python_debian_11": test_python_debian_11,
+         "python_debian_13": test_python_debian_13})

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -211,4 +213,62 @@ TEST_CASE("python: versions without offsets have no layout", "[python]") {
     CHECK(leakwatch::python_layout(8) == nullptr);
     CHECK(leakwatch::python_layout(14) == nullptr);
     for (int minor = 9; minor <= 13; minor++) CHECK(leakwatch::python_layout(minor) != nullptr);
+}
+
+namespace {
+
+// Runs tests/fixtures/python/check_layout.py under `interpreter` with the offsets of its
+// version: what it prints ("ok", or the first field that differs).
+std::string check_layout(const std::string& interpreter, const leakwatch::PythonLayout& l) {
+    std::string cmd = interpreter + " " + LEAKWATCH_FIXTURES + "/python/check_layout.py";
+    for (unsigned v : {unsigned(l.key_off), unsigned(l.thread_id_off), unsigned(l.frame_off),
+                       unsigned(l.cframe_off), unsigned(l.code_off), unsigned(l.back_off),
+                       unsigned(l.co_firstlineno), unsigned(l.co_filename), unsigned(l.co_name),
+                       unsigned(l.co_qualname), unsigned(l.co_linetable)})
+        cmd += " " + std::to_string(v);
+    cmd += " 2>&1";
+    std::string out;
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+        char buf[512];
+        while (fgets(buf, sizeof(buf), p)) out += buf;
+        if (pclose(p) != 0 && out.empty()) out = "exited with an error";
+    }
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("python: the offsets of each version match that interpreter build", "[python]") {
+    // Debian 12's own python3.11 (scripts/deps.sh) always; pyenv's builds where they are (this
+    // machine has 3.9.18, 3.10.13, 3.11.7, 3.12.1 and 3.13.0): each checked in its own process.
+    std::vector<std::pair<int, std::string>> interpreters = {{11, "/usr/bin/python3.11"}};
+    const char* home = std::getenv("HOME");
+    const std::string pyenv = std::getenv("PYENV_ROOT") ? std::getenv("PYENV_ROOT")
+                                                         : std::string(home ? home : "") + "/.pyenv";
+    for (int minor = 9; minor <= 13; minor++) {
+        const std::string glob_dir = pyenv + "/versions";
+        if (FILE* p = popen(("ls -d " + glob_dir + "/3." + std::to_string(minor) +
+                             ".*/bin/python3." + std::to_string(minor) + " 2>/dev/null")
+                                .c_str(),
+                            "r")) {
+            char buf[512];
+            while (fgets(buf, sizeof(buf), p)) {
+                std::string path(buf);
+                path.erase(path.find_last_not_of('\n') + 1);
+                interpreters.emplace_back(minor, path);
+            }
+            pclose(p);
+        }
+    }
+    for (const auto& [minor, interpreter] : interpreters) {
+        const leakwatch::PythonLayout* layout = leakwatch::python_layout(minor);
+        REQUIRE(layout != nullptr);
+        INFO(interpreter);
+        CHECK(check_layout(interpreter, *layout) == "ok");
+    }
+    // Which builds were checked, in the test's output.
+    std::string checked;
+    for (const auto& [minor, interpreter] : interpreters) checked += " " + interpreter;
+    WARN("checked:" << checked);
 }
