@@ -40,7 +40,7 @@ struct RawStack {
     bool pending = false;    // frames up to one whose snapshot was in flight (callers missing)
     // Python frames, innermost first, as the BPF side encodes them (bpf/leakwatch.h: code
     // object, instruction as recorded, group end).
-    std::vector<uint64_t> python;
+    std::vector<uint64_t> python{};
 };
 
 struct LiveAllocation {

@@ -100,7 +100,8 @@ Result<std::optional<ElfRuntime>> read_runtime(const OpenFile& file) {
                 out.runtime_vaddr = sym.st_value;
                 out.runtime_size = sym.st_size;
                 found = true;
-            } else if (std::strcmp(name, "Py_Version") == 0 && sym.st_size == 4) {
+            } else if (std::strcmp(name, "Py_Version") == 0 &&
+                       (sym.st_size == 4 || sym.st_size == 8)) {  // unsigned long: 8
                 version_vaddr = sym.st_value;
             }
         }
@@ -286,6 +287,55 @@ int line_locations(const std::string& t, int first, int64_t index) {
     return 0;
 }
 
+// 3.13's _Py_DebugOffsets (at _PyRuntime + 0): where each field this layout needs is, as
+// byte offsets into that struct. Its layout changes between minor versions (3.14 inserted
+// fields): only 3.13's is known.
+struct DebugField {
+    size_t at;
+    uint16_t PythonLayout::*field;
+};
+constexpr size_t kDebugOffsetsSize = 584;
+constexpr std::array<DebugField, 13> kDebugFields313 = {{
+    {184, &PythonLayout::frame_off},       // thread_state.current_frame
+    {192, &PythonLayout::thread_id_off},   // thread_state.thread_id
+    {232, &PythonLayout::back_off},        // interpreter_frame.previous
+    {240, &PythonLayout::code_off},        // interpreter_frame.executable
+    {248, &PythonLayout::instr_off},       // interpreter_frame.instr_ptr
+    {264, &PythonLayout::entry_off},       // interpreter_frame.owner
+    {280, &PythonLayout::co_filename},     // code_object.filename
+    {288, &PythonLayout::co_name},         // code_object.name
+    {296, &PythonLayout::co_qualname},     // code_object.qualname
+    {304, &PythonLayout::co_linetable},    // code_object.linetable
+    {312, &PythonLayout::co_firstlineno},  // code_object.firstlineno
+    {344, &PythonLayout::code_units_off},  // code_object.co_code_adaptive
+    {560, &PythonLayout::ascii_data},      // unicode_object.asciiobject_size
+}};
+
+// The layout a 3.13 runtime describes in its _Py_DebugOffsets, over the table's (which has
+// what the struct does not: the thread-state key, the shim's owner value). An error when the
+// struct is not there or describes a build the table's other fields do not fit.
+Result<PythonLayout> debug_offsets_layout(const OpenFile& file, const ElfRuntime& r,
+                                          PythonLayout layout) {
+    auto off = file_offset(r.loads, r.runtime_vaddr);
+    if (!off) return fail("its _PyRuntime is not in the file");
+    auto bytes = read_at(file, *off, kDebugOffsetsSize);
+    if (!bytes || bytes->size() != kDebugOffsetsSize || bytes->compare(0, 8, "xdebugpy") != 0)
+        return fail("its _PyRuntime has no _Py_DebugOffsets");
+    const std::string& d = *bytes;
+    if (((field<uint64_t>(d, 8) >> 16) & 0xff) != static_cast<uint64_t>(layout.minor))
+        return fail("its _Py_DebugOffsets are of another version");
+    if (field<uint64_t>(d, 16) != 0)
+        return fail("it is a free-threaded build (its objects are laid out differently)");
+    if (field<uint64_t>(d, 24) != r.runtime_size)
+        return fail("its _Py_DebugOffsets give another size of _PyRuntime");
+    for (const auto& f : kDebugFields313) {
+        const uint64_t v = field<uint64_t>(d, f.at);
+        if (v > 0xfff0) return fail("its _Py_DebugOffsets hold an offset out of range");
+        layout.*f.field = static_cast<uint16_t>(v);
+    }
+    return layout;
+}
+
 }  // namespace
 
 const PythonLayout* python_layout(int minor) {
@@ -343,15 +393,26 @@ std::optional<PythonRuntime> find_python(const ProcReader& proc, int pid,
         } else if (!layout) {
             out.why_unsupported = "leakwatch has no frame offsets for CPython 3." +
                                   std::to_string(out.minor) + " (3.9 to 3.13 are known)";
-        } else if (r.runtime_size != layout->runtime_size) {
+        } else if (out.minor < 13 && r.runtime_size != layout->runtime_size) {
+            // (3.13+: the runtime's own _Py_DebugOffsets give its size and offsets; Debian
+            // 13's 3.13.5 has a _PyRuntime 56 bytes larger than 3.13.0's, the offsets used
+            // unchanged)
             out.why_unsupported = "its _PyRuntime has " + std::to_string(r.runtime_size) +
                                   " bytes where CPython 3." + std::to_string(out.minor) + " has " +
                                   std::to_string(layout->runtime_size) +
                                   ": a build whose offsets leakwatch does not know";
         } else if (!placed) {
             out.why_unsupported = "its runtime's mapping was not found";
+        } else if (out.minor >= 13) {
+            auto described = debug_offsets_layout(*file, r, *layout);
+            if (!described) {
+                out.why_unsupported = described.error().message;
+            } else {
+                out.layout = *described;
+                out.key_address = bias + r.runtime_vaddr + layout->key_off;
+            }
         } else {
-            out.layout = layout;
+            out.layout = *layout;
             out.key_address = bias + r.runtime_vaddr + layout->key_off;
         }
         return out;

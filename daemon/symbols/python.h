@@ -17,7 +17,7 @@ namespace leakwatch {
 // builds as distributions ship them: no Py_TRACE_REFS, no free threading).
 struct PythonLayout {
     int minor = 0;
-    uint64_t runtime_size = 0;  // sizeof(_PyRuntimeState): st_size of _PyRuntime, checked
+    uint64_t runtime_size = 0;  // sizeof(_PyRuntimeState): st_size of _PyRuntime, checked (<3.13)
     uint32_t key_off = 0;       // _PyRuntime -> autoTSSkey's u32 key
     // The thread state and frames (bpf/leakwatch.h, lw_py_cfg, says how they are walked).
     uint16_t thread_id_off = 0;
@@ -49,14 +49,18 @@ struct PythonRuntime {
     int minor = 0;             // 3.minor
     std::string module;        // the file holding the runtime: the executable or libpython
     uint64_t key_address = 0;  // of autoTSSkey's key in the process
-    const PythonLayout* layout = nullptr;  // nullptr: a version without offsets
-    std::string why_unsupported;           // when layout is nullptr
+    // The version's offsets (3.13+: those its _Py_DebugOffsets give); none: a version or
+    // build without offsets.
+    std::optional<PythonLayout> layout;
+    std::string why_unsupported;  // when there is no layout
 };
 
 // Finds the CPython runtime a process runs: the executable or a mapped libpython3.X whose
 // dynamic symbols define _PyRuntime. Its version comes from Py_Version (3.11+) or the file's
-// name (python3.X, libpython3.X), and the size of _PyRuntime must be the layout's. nullopt: no
-// CPython in the process. Reads the files through the process's root (proc/files.h).
+// name (python3.X, libpython3.X), and the size of _PyRuntime must be the layout's; from 3.13 on
+// the offsets the runtime describes itself (_Py_DebugOffsets, read from the file) replace the
+// table's. nullopt: no CPython in the process. Reads the files through the process's root
+// (proc/files.h).
 std::optional<PythonRuntime> find_python(const ProcReader& proc, int pid,
                                          const std::vector<MapEntry>& maps, const std::string& exe,
                                          uint64_t max_file_bytes);

@@ -212,7 +212,7 @@ Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
     recording.dwarf_unwind = rule.unwind != WatchRule::Unwind::kFramePointer;
     if (rule.unwind == WatchRule::Unwind::kAuto) add_frame_pointer_code(pid, maps, exe, recording);
     if (const PythonRuntime* py = python_runtime(pid, maps, exe)) {
-        recording.python = py->layout;
+        recording.python = &*py->layout;
         recording.python_key_address = py->key_address;
         recording.python_max_frames = python_max_frames_;
     }

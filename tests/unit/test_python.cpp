@@ -204,7 +204,7 @@ TEST_CASE("python: the runtime of Debian's python3.11 is found, with its version
     INFO(runtime->why_unsupported);
     CHECK(runtime->minor == 11);
     CHECK(runtime->module == exe);
-    REQUIRE(runtime->layout != nullptr);
+    REQUIRE(runtime->layout.has_value());
     CHECK(runtime->layout->minor == 11);
     CHECK(runtime->key_address != 0);
 }
@@ -245,7 +245,7 @@ TEST_CASE("python: the offsets of each version match that interpreter build", "[
     std::vector<std::pair<int, std::string>> interpreters = {{11, "/usr/bin/python3.11"}};
     const char* home = std::getenv("HOME");
     const std::string pyenv = std::getenv("PYENV_ROOT") ? std::getenv("PYENV_ROOT")
-                                                         : std::string(home ? home : "") + "/.pyenv";
+                                                        : std::string(home ? home : "") + "/.pyenv";
     for (int minor = 9; minor <= 13; minor++) {
         const std::string glob_dir = pyenv + "/versions";
         if (FILE* p = popen(("ls -d " + glob_dir + "/3." + std::to_string(minor) +
