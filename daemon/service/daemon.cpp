@@ -11,6 +11,7 @@
 
 #include "aggregate/kernel.h"
 #include "detect/follow.h"
+#include "http/metrics.h"
 #include "leakwatch.h"
 #include "loader/kernel_probes.h"
 #include "proc/kernel_memory.h"
@@ -388,7 +389,8 @@ void Daemon::sample() {
     status_.unwind = unwinder_.stats();
     status_.files_refused = refused_files();
     status_.file_loads_stuck = symbolizer_.loader().stats().stuck;
-    state_.publish(std::move(snap), status_);
+    auto exposition = std::make_shared<const std::string>(render_metrics(*snap, status_, false));
+    state_.publish(std::move(snap), status_, std::move(exposition));
     if (++samples_since_save_ >= save_every_) save_state();
 }
 

@@ -26,6 +26,8 @@ constexpr size_t kPythonCodes = 4096;
 // exec event is retried this often until its allocator is mapped.
 constexpr std::chrono::milliseconds kRetryEvery{5};
 constexpr int kMaxAttempts = 400;  // 2 s
+// A process attached this long ago is looked at again (Tracker::recheck_).
+constexpr auto kRecheckAfter = std::chrono::seconds(1);
 // A process whose files are still being read (on the loader) is looked at this often.
 constexpr std::chrono::milliseconds kLoadingRetryEvery{50};
 
@@ -305,6 +307,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
             "bytes it touches first (no uprobes until it is suspected of leaking)",
             pid, info.comm, rule.name, escalation_.watch_sample_bytes);
         tracked_[pid] = std::move(t);
+        recheck_.emplace_back(pid, Clock::now() + kRecheckAfter);
         return Outcome::kAttached;
     }
     Outcome o = attach_probes(info, rule, t.maps, t.attached_at, log_not_yet, t.attachment);
@@ -312,6 +315,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     t.state = rule.tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                              : TrackingState::kFull;
     tracked_[pid] = std::move(t);
+    recheck_.emplace_back(pid, Clock::now() + kRecheckAfter);
     return Outcome::kAttached;
 }
 
@@ -510,20 +514,15 @@ bool might_match(const std::vector<WatchRule>& rules, pid_t pid, const char* com
 
 }  // namespace
 
-void Tracker::miss(pid_t pid, Missed why) {
-    auto [it, added] = missed_.emplace(pid, why);
-    if (!added) it->second = std::max(it->second, why);
+// Counted at once: every caller knows the process is gone (or exiting), and the kernel sends
+// no exit event for a process that was never watched, so waiting for one counted them only at
+// the next scan, tens of seconds later.
+void Tracker::miss(Missed why) {
+    (why == Missed::kDropped ? attaches_dropped_ : execs_unread_)++;
 }
 
 void Tracker::miss_if_gone(pid_t pid) {
-    if (!proc_.start_time(pid)) miss(pid, Missed::kDropped);
-}
-
-void Tracker::settle(pid_t pid) {
-    auto it = missed_.find(pid);
-    if (it == missed_.end()) return;
-    (it->second == Missed::kDropped ? attaches_dropped_ : execs_unread_)++;
-    missed_.erase(it);
+    if (!proc_.start_time(pid)) miss(Missed::kDropped);
 }
 
 void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
@@ -531,7 +530,7 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     const bool fresh_exec = seen == Seen::kExec;
     auto info = proc_.process(pid);
     if (!info) {
-        if (comm && might_match(rules_, pid, comm)) miss(pid, Missed::kUnread);
+        if (comm && might_match(rules_, pid, comm)) miss(Missed::kUnread);
         return;
     }
     if (auto f = failed_.find(pid); f != failed_.end()) {
@@ -541,7 +540,7 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     const WatchRule* rule = matching_rule(rules_, *info);
     if (!rule) {
         // Exited already (a zombie: no exe, no maps), before the rules could be tried.
-        if (comm && info->exe.empty() && might_match(rules_, pid, comm)) miss(pid, Missed::kUnread);
+        if (comm && info->exe.empty() && might_match(rules_, pid, comm)) miss(Missed::kUnread);
         return;
     }
     // A forked child has its parent's image: when its allocator is not mapped, it has exec'd
@@ -604,9 +603,8 @@ void Tracker::on_event(const lw_event& e) {
         case LW_EVENT_EXIT:
             detach(pid, "exit", true);
             // Matched, waiting for its allocator to be mapped, and gone: dropped.
-            if (pending_.erase(pid)) miss(pid, Missed::kDropped);
+            if (pending_.erase(pid)) miss(Missed::kDropped);
             failed_.erase(pid);
-            settle(pid);
             break;
         default:
             break;
@@ -617,6 +615,10 @@ int Tracker::tick() {
     flush_purges();
     auto now = Clock::now();
     auto next = now + std::chrono::milliseconds(100);
+    for (; !recheck_.empty() && recheck_.front().second <= now; recheck_.pop_front()) {
+        const pid_t pid = recheck_.front().first;
+        if (tracked_.count(pid) && !proc_.has_memory(pid)) detach(pid, "exit", true);
+    }
     for (auto it = pending_.begin(); it != pending_.end();) {
         Pending& p = it->second;
         if (p.next > now) {
@@ -661,11 +663,6 @@ void Tracker::scan() {
     }
     for (auto it = failed_.begin(); it != failed_.end();)
         it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
-    // Exits whose events were lost (the ring buffer full) are settled here.
-    std::vector<pid_t> gone;
-    for (const auto& [pid, why] : missed_)
-        if (!alive.count(pid)) gone.push_back(pid);
-    for (pid_t pid : gone) settle(pid);
     flush_purges();
     for (pid_t pid : pids)
         if (!pending_.count(pid)) consider(pid, Seen::kScan);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -156,13 +157,12 @@ class Tracker : public FrameResolver {
     enum class Seen { kScan, kFork, kExec };
     // `comm`: at an exec event, the new image's comm (the event's), else null.
     void consider(pid_t pid, Seen seen, const char* comm = nullptr);
-    // A short-lived process not watched: remembered until it exits, then counted once.
-    enum class Missed { kUnread, kDropped };  // the later one wins
-    void miss(pid_t pid, Missed why);
+    // A short-lived process not watched, known to be gone: counted (an exec unread, or an
+    // attach dropped).
+    enum class Missed { kUnread, kDropped };
+    void miss(Missed why);
     // A failed attach of a process that is no longer there: an attach dropped.
     void miss_if_gone(pid_t pid);
-    // At its exit (or when a scan finds it gone): its miss, if any, counted.
-    void settle(pid_t pid);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
     // Why a process could not be attached: a warning, or a debug line when it has exited.
     void log_failure(const ProcessInfo& info, const std::string& message);
@@ -199,10 +199,13 @@ class Tracker : public FrameResolver {
     pid_t self_;
     std::map<pid_t, Tracked> tracked_;
     std::map<pid_t, Pending> pending_;
+    // Processes attached lately and when to look again whether they are still there: one that
+    // exited while it was attached sent no exit event (it was not yet in the `watched` map),
+    // and would hold its probes' descriptors until the next scan.
+    std::deque<std::pair<pid_t, Clock::time_point>> recheck_;
     std::map<pid_t, uint64_t> failed_;  // pid -> start_time of a process that cannot be attached
     std::set<std::string> single_stepped_;  // "path:function" already logged as single-stepped
     std::set<uint32_t> purge_;
-    std::map<pid_t, Missed> missed_;
     uint64_t attaches_dropped_ = 0;
     uint64_t execs_unread_ = 0;
     // Per mapped file (path, device, inode, offset of its executable mapping): how its

@@ -1,4 +1,5 @@
 // The Prometheus exposition of a snapshot (http/metrics.cpp), checked with promtool.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -91,6 +92,32 @@ TEST_CASE("render_metrics reports the snapshot's numbers", "[http][metrics]") {
     status.last_reload_ok = true;
     auto ok = parse_exposition(render_metrics(make_snapshot(), status));
     CHECK(ok.one("leakwatch_config_last_reload_successful", {}).value == 1);
+}
+
+TEST_CASE("the published exposition and the live families make the whole exposition",
+          "[http][metrics]") {
+    auto status = make_status();
+    status.http_failures = {{"/api/v1/stacks", 3}};
+    const std::string whole = render_metrics(make_snapshot(), status);
+    const std::string published = render_metrics(make_snapshot(), status, false);
+    const std::string live = render_live_metrics(status);
+    CHECK(published.find("leakwatch_http_handler_failures_total") == std::string::npos);
+    CHECK(parse_exposition(live)
+              .one("leakwatch_http_handler_failures_total", {{"path", "/api/v1/stacks"}})
+              .value == 3);
+    // The same samples, families in another order.
+    auto sorted_lines = [](const std::string& text) {
+        std::vector<std::string> lines;
+        size_t at = 0;
+        while (at < text.size()) {
+            size_t end = text.find('\n', at);
+            lines.push_back(text.substr(at, end - at));
+            at = end + 1;
+        }
+        std::sort(lines.begin(), lines.end());
+        return lines;
+    };
+    CHECK(sorted_lines(published + live) == sorted_lines(whole));
 }
 
 TEST_CASE("render_metrics keeps the top_stacks largest stacks of each process", "[http][metrics]") {
