@@ -722,6 +722,7 @@ void Tracker::detach_all() {
 
 void Tracker::release_all() {
     tracked_.clear();
+    python_.clear();
 }
 
 std::string Tracker::kept_tag(pid_t pid, uint64_t start_time, double attached_at,

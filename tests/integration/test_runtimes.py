@@ -50,11 +50,16 @@ def tool(name):
 
 
 def warm_leak(cleanup, name, *argv):
-    """Starts a runtime fixture (argv, through env), watches it with unwind: dwarf, lets it
-    warm its path up ("warm"), then leak ("leaked"). Returns the fixture, the daemon, the
-    process's outstanding bytes before the leak, and what it says it leaked."""
+    """Starts a runtime fixture (argv, through env) and leaks with it (watch_and_leak)."""
     fixture = start(cleanup, Fixture(*argv, prefix=("/usr/bin/env",)))
     start(cleanup, Removed(f"/tmp/perf-{fixture.pid}.map"))
+    return watch_and_leak(cleanup, name, fixture)
+
+
+def watch_and_leak(cleanup, name, fixture):
+    """Watches a started fixture with unwind: dwarf, lets it warm its path up ("warm"), then
+    leak ("leaked"). Returns the fixture, the daemon, the process's outstanding bytes before
+    the leak, and what it says it leaked."""
     daemon = start(cleanup, Daemon(pid_rules([(name, fixture.pid, "dwarf")])))
     wait_until(lambda: daemon.process(fixture.pid), 20, f"the {name} fixture to be attached")
     fixture.go()
@@ -63,6 +68,19 @@ def warm_leak(cleanup, name, *argv):
     before = daemon.process(fixture.pid)["outstanding_bytes"]
     fixture.go("go.leak")
     return fixture, daemon, before, int(fixture.expect("leaked"))
+
+
+def leak_stacks(fixture, daemon, before, truth):
+    """After a leak: checks the process grew by the leaked bytes within 10%; returns its
+    stacks."""
+    time.sleep(2 * INTERVAL)
+    grew = daemon.process(fixture.pid)["outstanding_bytes"] - before
+    stacks = daemon.stacks(fixture.pid, 1000)
+    for s in stacks[:3]:
+        print(s["site"], s["outstanding_bytes"], symbols(s)[:16])
+    print(f"process grew by {grew} while leaking {truth}")
+    check(within(grew, truth, 0.10), f"process grew by {grew}, truth {truth}")
+    return stacks
 
 
 def test_java_direct_buffers(cleanup):
@@ -123,14 +141,7 @@ def python_leak(cleanup, interpreter, *flags):
     script = os.path.join(PROGS, "python", "leak_bytearray.py")
     fixture, daemon, before, truth = warm_leak(cleanup, "python", interpreter, *flags, script,
                                                str(SIZE), str(COUNT))
-    time.sleep(2 * INTERVAL)
-    grew = daemon.process(fixture.pid)["outstanding_bytes"] - before
-    stacks = daemon.stacks(fixture.pid, 1000)
-    for s in stacks[:3]:
-        print(s["site"], s["outstanding_bytes"], symbols(s)[:16])
-    print(f"process grew by {grew} while leaking {truth}")
-    check(within(grew, truth, 0.10), f"process grew by {grew}, truth {truth}")
-    return truth, stacks, daemon
+    return truth, leak_stacks(fixture, daemon, before, truth), daemon
 
 
 def test_python_perf_trampoline(cleanup):
@@ -156,21 +167,28 @@ def python_frames(stack):
             if f.get("module") == "[python]"]
 
 
+def held_by_site(stacks, site, truth):
+    """The stacks whose site is `site` hold `truth` bytes within 10%; returns the largest of
+    them (its frames printed)."""
+    leak = [s for s in stacks if s["site"] == site]
+    check(leak, f"no stack with site {site}: {[s['site'] for s in stacks[:10]]}")
+    held = sum(s["outstanding_bytes"] for s in leak)
+    print(f"site {site} holds {held} in {len(leak)} stacks, truth {truth}")
+    check(within(held, truth, 0.10), f"site {site} holds {held}, truth {truth}")
+    top = max(leak, key=lambda s: s["outstanding_bytes"])
+    print("frames:", [(f.get("symbol"), f.get("file", ""), f.get("line", 0))
+                      for f in top["frames"]])
+    return top
+
+
 def check_python_leak(truth, stacks, script=None):
     """The bytearray leak's stack names leak_buffers as its site, its callers main and
     <module>, each at its line of the script, under the interpreter's PyByteArray_Resize; it
     holds the leaked bytes within 10%. `script`: its path as the process sees it."""
     source = os.path.join(PROGS, "python", "leak_bytearray.py")
     script = script or source
-    leak = [s for s in stacks if s["site"] == "leak_buffers"]
-    check(leak, f"no stack with site leak_buffers: {[s['site'] for s in stacks[:10]]}")
-    held = sum(s["outstanding_bytes"] for s in leak)
-    print(f"site leak_buffers holds {held} in {len(leak)} stacks")
-    check(within(held, truth, 0.10), f"site leak_buffers holds {held}, truth {truth}")
-    top = max(leak, key=lambda s: s["outstanding_bytes"])
+    top = held_by_site(stacks, "leak_buffers", truth)
     names = symbols(top)
-    print("frames:", [(f.get("symbol"), f.get("file", ""), f.get("line", 0))
-                      for f in top["frames"]])
     check(in_order(names, ["PyByteArray_Resize", "leak_buffers", "main", "<module>"]),
           f"frames: {names}")
     want = [("leak_buffers", script, script_line(source, "kept.append(bytearray(size))")),
@@ -221,19 +239,9 @@ def test_python_c_extension(cleanup):
     script = os.path.join(PROGS, "python", "leak_extension.py")
     fixture, daemon, before, truth = warm_leak(cleanup, "python", interpreter, script, where,
                                                str(SIZE), str(COUNT))
-    time.sleep(2 * INTERVAL)
-    grew = daemon.process(fixture.pid)["outstanding_bytes"] - before
-    check(within(grew, truth, 0.10), f"process grew by {grew}, truth {truth}")
-    stacks = daemon.stacks(fixture.pid, 1000)
-    leak = [s for s in stacks if s["site"] == "extleak_alloc_block"]
-    check(leak, f"no stack with site extleak_alloc_block: {[s['site'] for s in stacks[:10]]}")
-    held = sum(s["outstanding_bytes"] for s in leak)
-    print(f"site extleak_alloc_block holds {held} in {len(leak)} stacks, truth {truth}")
-    check(within(held, truth, 0.10), f"site extleak_alloc_block holds {held}, truth {truth}")
-    top = max(leak, key=lambda s: s["outstanding_bytes"])
+    stacks = leak_stacks(fixture, daemon, before, truth)
+    top = held_by_site(stacks, "extleak_alloc_block", truth)
     names = symbols(top)
-    print("frames:", [(f.get("symbol"), f.get("file", ""), f.get("line", 0))
-                      for f in top["frames"]])
     check(in_order(names, ["malloc", "extleak_alloc_block", "extleak_leak",
                            "leak_through_extension", "main", "<module>"]), f"frames: {names}")
     want = [("leak_through_extension", script, script_line(script, "    extleak.leak(size, count)")),
@@ -291,21 +299,8 @@ class InRoot(Fixture):
 def python_in_root(cleanup, name, suite, interpreter):
     """The bytearray leak under a Debian release's python, named as on the host."""
     fixture = start(cleanup, InRoot(name, suite, interpreter))
-    daemon = start(cleanup, Daemon(pid_rules([("python", fixture.pid, "dwarf")])))
-    wait_until(lambda: daemon.process(fixture.pid), 20, "the python fixture to be attached")
-    fixture.go()
-    fixture.expect("warm")
-    time.sleep(2 * INTERVAL)
-    before = daemon.process(fixture.pid)["outstanding_bytes"]
-    fixture.go("go.leak")
-    truth = int(fixture.expect("leaked"))
-    time.sleep(2 * INTERVAL)
-    grew = daemon.process(fixture.pid)["outstanding_bytes"] - before
-    stacks = daemon.stacks(fixture.pid, 1000)
-    for s in stacks[:3]:
-        print(s["site"], s["outstanding_bytes"], symbols(s)[:16])
-    print(f"process grew by {grew} while leaking {truth}")
-    check(within(grew, truth, 0.10), f"process grew by {grew}, truth {truth}")
+    _, daemon, before, truth = watch_and_leak(cleanup, "python", fixture)
+    stacks = leak_stacks(fixture, daemon, before, truth)
     check_python_leak(truth, stacks, script="/root/leak_bytearray.py")
 
 
