@@ -8,9 +8,11 @@ and named from /tmp/perf-PID.map, which `jcmd PID Compiler.perfmap` writes.
 Python (tests/progs/python/leak_bytearray.py, the article's other demonstration): bytearrays
 kept in a list, leaked in leak_buffers() called from main() called from <module>. The Python
 frames are read from the interpreter's own state at each allocation (no -X perf needed):
-Debian 12's python3.11 and pyenv's 3.12 (with and without -X perf, whose perf-map frames must
-not double them); a C extension's own allocating function (tests/progs/python/extleak.c,
-built for pyenv's 3.12); and pyenv's 3.8, which has no offsets: native frames only."""
+Debian 12's python3.11, Debian 11's python3.9 and Debian 13's python3.13 (chrooted in cached
+root file systems), and pyenv's 3.12 (with and without -X perf, whose perf-map frames must not
+double them); a C extension's own allocating function (tests/progs/python/extleak.c, built
+for pyenv's 3.12); a program embedding libpython3.12 (tests/progs/python/embed.c); and pyenv's
+3.8, which has no offsets: native frames only."""
 import glob
 import os
 import shutil
@@ -250,6 +252,26 @@ def test_python_c_extension(cleanup):
     check(python_frames(top) == want, f"Python frames {python_frames(top)}, want {want}")
 
 
+def test_python_embedded(cleanup):
+    # A program of its own (not named python) that embeds pyenv's 3.12 through libpython3.12.so
+    # (tests/progs/python/embed.c) and runs the bytearray leak.
+    interpreter = pyenv_python("3.12")
+    config = interpreter + "-config"
+    flags = subprocess.run([config, "--includes"], capture_output=True, text=True, check=True,
+                           timeout=60).stdout.split()
+    libs = subprocess.run([config, "--ldflags", "--embed"], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.split()
+    libdir = os.path.join(os.path.dirname(os.path.dirname(interpreter)), "lib")
+    where = start(cleanup, Removed(tempfile.mkdtemp(prefix="leakwatch-embed-"))).path
+    program = os.path.join(where, "embed_leak")
+    subprocess.run(["cc", "-O2", "-g", *flags, os.path.join(PROGS, "python", "embed.c"), "-o",
+                    program, *libs, f"-Wl,-rpath,{libdir}"], check=True, timeout=120)
+    script = os.path.join(PROGS, "python", "leak_bytearray.py")
+    fixture, daemon, before, truth = warm_leak(cleanup, "python", program, script, str(SIZE),
+                                               str(COUNT))
+    check_python_leak(truth, leak_stacks(fixture, daemon, before, truth))
+
+
 def test_python_unsupported(cleanup):
     # pyenv's 3.8: a version leakwatch has no offsets for. Its stacks keep their native frames
     # and bytes; the log says so once, and the metric counts the process once.
@@ -328,6 +350,7 @@ if __name__ == "__main__":
          "python_debian_311": test_python_debian_311,
          "python_312": test_python_312,
          "python_c_extension": test_python_c_extension,
+         "python_embedded": test_python_embedded,
          "python_unsupported": test_python_unsupported,
          "python_debian_11": test_python_debian_11,
          "python_debian_13": test_python_debian_13})
