@@ -160,7 +160,7 @@ LabelSet process_owner(const ProcessView& p) {
 LabelSet kernel_process_owner(const KernelProcessView& p) {
     LabelSet l;
     l.add("watch", "kernel").add("pid", std::to_string(p.pid)).add("comm", p.comm);
-    l.add("unit", "");
+    l.add("unit", p.unit);
     return l;
 }
 

@@ -59,11 +59,14 @@ class PublishedState {
     // with live false), rendered by the publisher; null: rendered at each scrape.
     void publish(std::shared_ptr<const Snapshot> snapshot, DaemonStatus status,
                  std::shared_ptr<const std::string> exposition = nullptr) {
-        std::lock_guard lock(mu_);
-        history_.record(*snapshot);
-        snapshot_ = std::move(snapshot);
-        status_ = std::move(status);
-        exposition_ = std::move(exposition);
+        {
+            std::lock_guard lock(mu_);
+            history_.record(*snapshot);
+            snapshot_.swap(snapshot);
+            std::swap(status_, status);
+            exposition_.swap(exposition);
+        }
+        // The previous ones are freed here, out of the lock that every request takes.
     }
     // What a scrape sends: the published exposition (null when none was) and a status that
     // holds only what the live families need.

@@ -70,7 +70,10 @@ class Tracker : public FrameResolver {
     // (kept_tag). A process is adopted when it is the same process (pid and start time), is
     // still recorded (it has not exec'ed since: the BPF side stops recording at exec), and a
     // rule equal to the one it was attached for matches it; it keeps its attached_at, so its
-    // series go on. The probes of the others are detached. Returns the adopted pids.
+    // series go on. A process of the watch tier kept with the probes of its escalation is
+    // adopted escalated since the same moment (its duration goes on), and back in the watch
+    // tier; the detector's history, restored from the state directory, carries its suspicion.
+    // The probes of the others are detached. Returns the adopted pids.
     std::set<uint32_t> adopt(std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept);
 
     std::vector<ProcessMeta> processes() const;
@@ -123,9 +126,10 @@ class Tracker : public FrameResolver {
         std::mutex mu;
         std::optional<ProbePlan> plan;
     };
-    // The tag a process's probes are kept under: pid, start time, attached_at (µs), rule digest.
+    // The tag a process's probes are kept under: pid, start time, attached_at (µs), rule digest,
+    // and for a process of the watch tier escalated, when it was (µs).
     static std::string kept_tag(pid_t pid, uint64_t start_time, double attached_at,
-                                const WatchRule& rule);
+                                const WatchRule& rule, double escalated_at = 0);
 
   private:
     struct Tracked {
@@ -168,9 +172,10 @@ class Tracker : public FrameResolver {
     void log_failure(const ProcessInfo& info, const std::string& message);
     // The allocator probes of a process and its recording, started; `out` gets them.
     // `attached_at`: when the process was first watched (a kept probe's tag carries it).
+    // `escalated_at`: when a process of the watch tier was escalated (its kept tag says so).
     Outcome attach_probes(const ProcessInfo& info, const WatchRule& rule,
                           const std::vector<MapEntry>& maps, double attached_at, bool log_not_yet,
-                          std::unique_ptr<Attachment>& out);
+                          std::unique_ptr<Attachment>& out, double escalated_at = 0);
     // How the process's stacks are walked (its rule's unwind, and its code ranges).
     Recording stack_recording(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps,
                               const std::string& exe);

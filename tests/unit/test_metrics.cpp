@@ -294,3 +294,37 @@ TEST_CASE("render_metrics exports the symbol caches; source lines stay out of la
     CHECK(text.find("inner") == std::string::npos);
     CHECK(text == render_metrics(make_snapshot(), status));
 }
+
+TEST_CASE("the kernel's series of a process carry its unit, like its user series",
+          "[http][metrics]") {
+    Snapshot snap = make_snapshot();
+    KernelView k;
+    KernelProcessView web;
+    web.pid = 300;
+    web.comm = "nginx";
+    web.unit = "nginx.service";
+    web.bytes = 8192;
+    web.count = 2;
+    web.growth.followed = web.growth.suspected = true;
+    web.growth.rate = 10;
+    KernelProcessView other;
+    other.pid = 301;
+    other.comm = "cat";
+    other.bytes = 4096;
+    other.count = 1;
+    k.processes = {web, other};
+    snap.kernel = k;
+    auto exp = parse_exposition(render_metrics(snap, make_status()));
+    const Labels web_labels = {
+        {"watch", "kernel"}, {"pid", "300"}, {"comm", "nginx"}, {"unit", "nginx.service"}};
+    CHECK(exp.one("leakwatch_outstanding_bytes", web_labels).value == 8192);
+    CHECK(exp.one("leakwatch_outstanding_allocations", web_labels).value == 2);
+    Labels suspected = web_labels;
+    suspected["scope"] = "process";
+    suspected["stack_id"] = "";
+    suspected["site"] = "";
+    CHECK(exp.one("leakwatch_leak_suspected", suspected).value == 1);
+    const Labels other_labels = {
+        {"watch", "kernel"}, {"pid", "301"}, {"comm", "cat"}, {"unit", ""}};
+    CHECK(exp.one("leakwatch_outstanding_bytes", other_labels).value == 4096);
+}
