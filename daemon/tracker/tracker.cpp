@@ -19,6 +19,9 @@ namespace leakwatch {
 
 namespace {
 
+// Code objects remembered per process (their names, files and line tables), at most.
+constexpr size_t kPythonCodes = 4096;
+
 // ld.so maps the C library a few hundred microseconds after exec; a process caught at its
 // exec event is retried this often until its allocator is mapped.
 constexpr std::chrono::milliseconds kRetryEvery{5};
@@ -210,10 +213,69 @@ Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
 #if defined(__x86_64__)
     recording.dwarf_unwind = rule.unwind != WatchRule::Unwind::kFramePointer;
     if (rule.unwind == WatchRule::Unwind::kAuto) add_frame_pointer_code(pid, maps, exe, recording);
+    if (const PythonRuntime* py = python_runtime(pid, maps, exe)) {
+        recording.python = &*py->layout;
+        recording.python_key_address = py->key_address;
+        recording.python_max_frames = python_max_frames_;
+    }
 #else
     (void)pid, (void)rule, (void)maps, (void)exe;
 #endif
     return recording;
+}
+
+const PythonRuntime* Tracker::python_runtime(pid_t pid, const std::vector<MapEntry>& maps,
+                                             const std::string& exe) {
+    auto [it, fresh] = python_.try_emplace(pid);
+    PythonProcess& p = it->second;
+    if (fresh) {
+        p.runtime = find_python(proc_, pid, maps, exe, symbolizer_.max_file_bytes());
+        if (p.runtime && !p.runtime->layout) {
+            python_unsupported_++;
+            spdlog::warn("pid {}: CPython in {}, but {}: its stacks have native frames only", pid,
+                         p.runtime->module, p.runtime->why_unsupported);
+        } else if (p.runtime) {
+            spdlog::info("pid {}: CPython 3.{} in {}: Python frames are read", pid,
+                         p.runtime->minor, p.runtime->module);
+        }
+    }
+    return p.runtime && p.runtime->layout ? &*p.runtime : nullptr;
+}
+
+Frame Tracker::resolve_python(uint32_t pid, uint64_t code, uint32_t instruction) {
+    Frame f;
+    f.address = code;
+    f.module = "[python]";
+    f.module_offset = code;
+    auto it = python_.find(static_cast<pid_t>(pid));
+    if (it == python_.end() || !it->second.runtime || !it->second.runtime->layout) return f;
+    PythonProcess& p = it->second;
+    const PythonLayout& layout = *p.runtime->layout;
+    // A code object freed and another made at its address: its header differs.
+    auto known = p.codes.find(code);
+    if (known != p.codes.end()) {
+        auto header = read_python_code_header(proc_, static_cast<int>(pid), layout, code);
+        if (!header || *header != known->second.header) {
+            p.codes.erase(known);
+            known = p.codes.end();
+        }
+    }
+    if (known == p.codes.end()) {
+        auto read = read_python_code(proc_, static_cast<int>(pid), layout, code);
+        if (!read) {
+            spdlog::debug("pid {}: code object at {:#x}: {}", pid, code, read.error().message);
+            return f;
+        }
+        if (p.codes.size() >= kPythonCodes) p.codes.clear();
+        known = p.codes.emplace(code, std::move(*read)).first;
+    }
+    const PythonCode& c = known->second;
+    f.symbol = c.qualname;
+    f.file = c.filename;
+    const int line =
+        python_line(c, p.runtime->minor, python_instruction_index(layout, instruction));
+    f.line = line > 0 ? static_cast<uint32_t>(line) : 0;
+    return f;
 }
 
 Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
@@ -259,7 +321,8 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
 
 Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule& rule,
                                         const std::vector<MapEntry>& maps, double attached_at,
-                                        bool log_not_yet, std::unique_ptr<Attachment>& out) {
+                                        bool log_not_yet, std::unique_ptr<Attachment>& out,
+                                        double escalated_at) {
     const pid_t pid = info.pid;
     auto mapping = find_allocator_mapping(maps, rule.allocator, info.exe);
     if (!mapping) {
@@ -322,7 +385,7 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
     }
 
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
-    target.keep_as = kept_tag(pid, info.start_time, attached_at, rule);
+    target.keep_as = kept_tag(pid, info.start_time, attached_at, rule, escalated_at);
     auto attachment = attacher_.attach(pid, target);
     if (!attachment) {
         log_failure(info, attachment.error().message);
@@ -360,13 +423,15 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (!maps) return std::unexpected(maps.error());
     t.maps = std::move(*maps);
     t.maps_read = Clock::now();
-    if (attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment) !=
+    // In whole microseconds, as its kept tag carries it.
+    const double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    if (attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment, escalated_at) !=
         Outcome::kAttached)
         return fail("pid " + std::to_string(pid) +
                     ": its allocator probes could not be "
                     "attached (the log says why)");
     t.state = TrackingState::kEscalated;
-    t.escalated_at = unix_seconds();
+    t.escalated_at = escalated_at;
     spdlog::info("escalated pid {} ({}) of rule '{}': {}; allocator probes, {}", pid, t.info.comm,
                  t.rule.name, reason,
                  t.rule.sample_bytes
@@ -513,6 +578,7 @@ void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     spdlog::info("stopped watching pid {} ({}): {}", pid, it->second.info.comm, why);
     if (in_background) reaper_.dispose(std::move(it->second.attachment));
     tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
+    python_.erase(pid);
     symbolizer_.forget_process(pid);
     purge_.insert(static_cast<uint32_t>(pid));
 }
@@ -649,6 +715,7 @@ void Tracker::detach_all() {
         if (t.attachment) attachments.push_back(std::move(t.attachment));
     }
     tracked_.clear();
+    python_.clear();
     // Each uprobe link waits for a grace period on release; releasing them from several
     // threads lets those waits overlap.
     std::vector<std::thread> threads;
@@ -658,21 +725,28 @@ void Tracker::detach_all() {
 
 void Tracker::release_all() {
     tracked_.clear();
+    python_.clear();
 }
 
 std::string Tracker::kept_tag(pid_t pid, uint64_t start_time, double attached_at,
-                              const WatchRule& rule) {
-    return fmt::format("p_{}_{}_{}_{:016x}", pid, start_time,
-                       static_cast<uint64_t>(std::llround(attached_at * 1e6)), rule_digest(rule));
+                              const WatchRule& rule, double escalated_at) {
+    std::string tag =
+        fmt::format("p_{}_{}_{}_{:016x}", pid, start_time,
+                    static_cast<uint64_t>(std::llround(attached_at * 1e6)), rule_digest(rule));
+    if (escalated_at > 0)
+        tag += fmt::format("_e{}", static_cast<uint64_t>(std::llround(escalated_at * 1e6)));
+    return tag;
 }
 
 std::set<uint32_t> Tracker::adopt(
     std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept) {
     std::set<uint32_t> adopted;
     for (auto& [tag, attachment] : kept) {
-        unsigned long long pid = 0, start = 0, attached_us = 0, digest = 0;
-        int n =
-            std::sscanf(tag.c_str(), "p_%llu_%llu_%llu_%llx", &pid, &start, &attached_us, &digest);
+        unsigned long long pid = 0, start = 0, attached_us = 0, digest = 0, escalated_us = 0;
+        const int fields = std::sscanf(tag.c_str(), "p_%llu_%llu_%llu_%llx_e%llu", &pid, &start,
+                                       &attached_us, &digest, &escalated_us);
+        const bool escalated = fields == 5;
+        const int n = std::min(fields, 4);
         std::optional<ProcessInfo> info;
         if (n == 4)
             if (auto found = proc_.process(static_cast<pid_t>(pid))) info = std::move(*found);
@@ -683,9 +757,9 @@ std::set<uint32_t> Tracker::adopt(
                           : !attacher_.watching(uint32_t(pid))      ? "exec'ed"
                           : !rule || rule_digest(*rule) != digest   ? "rules changed"
                           : tracked_.count(static_cast<pid_t>(pid)) ? "adopted twice"
-                          // Its escalation's state is not kept: back to the watch tier, anew.
-                          : rule->tracking == WatchRule::Tracking::kEscalate ? "escalated"
-                                                                             : nullptr;
+                          : (rule->tracking == WatchRule::Tracking::kEscalate) != escalated
+                              ? "kept for another tracking"
+                              : nullptr;
         auto maps = why ? Result<std::vector<MapEntry>>(fail("")) : proc_.maps(info->pid);
         if (!why && !maps) why = "gone";
         if (why) {
@@ -694,12 +768,32 @@ std::set<uint32_t> Tracker::adopt(
             continue;
         }
         const double attached_at = double(attached_us) / 1e6;
-        spdlog::info(
-            "adopted pid {} ({}) for rule '{}': its probes counted while no leakwatchd ran", pid,
-            info->comm, rule->name);
+        // Its BPF side reads Python frames already: they are named as before.
+        python_runtime(info->pid, *maps, info->exe);
         Tracked t{*info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
         t.state = rule->tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                                   : TrackingState::kFull;
+        if (escalated) {
+            // Back in the watch tier too (its sampled pages start anew), escalated as before.
+            Recording stacks = stack_recording(info->pid, *rule, t.maps, info->exe);
+            if (auto ok = attacher_.watch_memory(static_cast<uint32_t>(pid), stacks,
+                                                 escalation_.watch_sample_bytes);
+                !ok) {
+                spdlog::info("not adopting the probes kept for pid {}: {}", pid,
+                             ok.error().message);
+                reaper_.dispose(std::move(t.attachment));
+                python_.erase(info->pid);
+                continue;
+            }
+            t.state = TrackingState::kEscalated;
+            t.escalated_at = double(escalated_us) / 1e6;
+            t.fault_sample_bytes = escalation_.watch_sample_bytes;
+        }
+        spdlog::info(
+            "adopted pid {} ({}) for rule '{}'{}: its probes counted while no leakwatchd ran", pid,
+            info->comm, rule->name,
+            escalated ? fmt::format(", escalated {:.0f}s ago", unix_seconds() - t.escalated_at)
+                      : std::string());
         tracked_[info->pid] = std::move(t);
         adopted.insert(static_cast<uint32_t>(pid));
     }

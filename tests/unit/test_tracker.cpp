@@ -537,6 +537,42 @@ TEST_CASE("adopt: the kept probes of the same process, still recorded, for the s
     CHECK(f.attacher.detached == 0);
 }
 
+TEST_CASE("adopt: a process of the watch tier kept escalated is adopted escalated",
+          "[tracker][restart][watch]") {
+    const WatchRule r = rule("web", "app", WatchRule::Tracking::kEscalate);
+    Escalation e;
+    e.watch_sample_bytes = 64 * 1024;
+    Fixture f;
+    f.proc_tree.add(kApp, "app", 1000);
+    f.tracker =
+        std::make_unique<Tracker>(f.attacher, f.proc, f.symbolizer, std::vector<WatchRule>{r}, e);
+    f.attacher.watched[kApp] = Recording{};  // its escalation's probes still record it
+    const double attached_at = 1733000000.5, escalated_at = 1733000100.25;
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept;
+    kept.emplace_back(Tracker::kept_tag(kApp, 1000, attached_at, r, escalated_at),
+                      std::make_unique<FakeAttachment>(f.attacher.detached));
+    CHECK(f.tracker->adopt(std::move(kept)) == std::set<uint32_t>{kApp});
+    auto meta = f.tracker->processes().at(0);
+    CHECK(meta.tracking == TrackingState::kEscalated);
+    CHECK(meta.escalated_at == escalated_at);
+    CHECK(meta.attached_at == attached_at);
+    CHECK(f.attacher.tier == std::map<uint32_t, uint64_t>{{kApp, 64 * 1024}});
+    CHECK(f.tracker->escalated() == 1);
+    // Released as any escalated process: its probes go, it stays in the watch tier.
+    f.tracker->release(kApp, "a test");
+    CHECK(f.tracker->processes().at(0).tracking == TrackingState::kWatch);
+    CHECK(f.attacher.tier.count(kApp) == 1);
+
+    // Kept without an escalation (a rule with probes all the time then) while its rule is
+    // escalate now: another tracking, dropped.
+    Fixture g;
+    g.proc_tree.add(kApp, "app", 1000);
+    g.tracker =
+        std::make_unique<Tracker>(g.attacher, g.proc, g.symbolizer, std::vector<WatchRule>{r}, e);
+    g.attacher.watched[kApp] = Recording{};
+    CHECK(g.tracker->adopt(kept_app(g, r, 1000, attached_at)).empty());
+}
+
 TEST_CASE("adopt: kept probes of another process, an exec'ed one or another rule are dropped",
           "[tracker][restart]") {
     const WatchRule r = rule("web", "app");
