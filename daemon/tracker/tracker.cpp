@@ -214,6 +214,15 @@ Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
     return recording;
 }
 
+void Tracker::watch_jvm(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps) {
+    for (const auto& m : maps) {
+        if (m.path.ends_with("/libjvm.so")) {
+            symbolizer_.watch_jvm(static_cast<int>(pid), rule.jvm_attach);
+            return;
+        }
+    }
+}
+
 Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
                                      bool log_not_yet) {
     const pid_t pid = info.pid;
@@ -242,6 +251,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
             "watching pid {} ({}) for rule '{}': its memory, and a page fault in {} "
             "bytes it touches first (no uprobes until it is suspected of leaking)",
             pid, info.comm, rule.name, escalation_.watch_sample_bytes);
+        watch_jvm(pid, rule, t.maps);
         tracked_[pid] = std::move(t);
         return Outcome::kAttached;
     }
@@ -249,6 +259,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     if (o != Outcome::kAttached) return o;
     t.state = rule.tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                              : TrackingState::kFull;
+    watch_jvm(pid, rule, t.maps);
     tracked_[pid] = std::move(t);
     return Outcome::kAttached;
 }
