@@ -18,7 +18,9 @@
 # interval, 5s), WINDOW (seconds, 60), SCRAPES (20), LEAK_DETECTION (true; false to see what
 # the detector's share is), UNWIND (the rule's unwind: auto, frame-pointer or dwarf; default
 # auto), DAEMON_FLAGS (more leakwatchd flags, e.g.
-# "--probe-mode multi"), TRACKING (the rule's tracking, full; escalate for the watch tier:
+# "--probe-mode multi"), DAEMON_WRAPPER (a command leakwatchd runs under, e.g.
+# "heaptrack -o /tmp/lw-heap": heaptrack's preloaded form; the figures are then the wrapped
+# daemon's), TRACKING (the rule's tracking, full; escalate for the watch tier:
 # no allocator probe, so the allocations are not counted and the daemon's cost is the tier's
 # own), SKIP_BUILD=1 (use the binaries already built), PYTHON (default
 # /usr/bin/python3 if present).
@@ -37,6 +39,7 @@ LEAK_DETECTION=${LEAK_DETECTION:-true}
 UNWIND=${UNWIND:-auto}
 TRACKING=${TRACKING:-full}
 read -r -a DAEMON_FLAGS <<<"${DAEMON_FLAGS:-}"
+read -r -a DAEMON_WRAPPER <<<"${DAEMON_WRAPPER:-}"
 if [[ -z ${PYTHON:-} ]]; then
     PYTHON=python3
     [[ -x /usr/bin/python3 ]] && PYTHON=/usr/bin/python3
@@ -156,6 +159,7 @@ watch:
     tracking: $TRACKING
     match:
       comm: hold
+      exe: $(readlink -f "$HOLD")  # this tree's hold only: never another run's processes
     unwind: $UNWIND
 EOF
 
@@ -169,9 +173,20 @@ echo "# limits: live_allocations $LIVE_LIMIT, stacks $STACK_LIMIT, stack_totals 
 echo "# leakwatchd: $DAEMON ${DAEMON_FLAGS[*]+${DAEMON_FLAGS[*]}} (built $(date -u -r "$DAEMON" '+%Y-%m-%d %H:%M UTC'))"
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-"$DAEMON" --config "$WORK/leakwatch.yaml" --web.listen-address "127.0.0.1:$PORT" \
-          --log-level warn ${DAEMON_FLAGS[@]+"${DAEMON_FLAGS[@]}"} >"$WORK/daemon.log" 2>&1 &
-DAEMON_PID=$!
+${DAEMON_WRAPPER[@]+"${DAEMON_WRAPPER[@]}"} \
+    "$DAEMON" --config "$WORK/leakwatch.yaml" --web.listen-address "127.0.0.1:$PORT" \
+    --log-level warn ${DAEMON_FLAGS[@]+"${DAEMON_FLAGS[@]}"} >"$WORK/daemon.log" 2>&1 &
+DAEMON_JOB=$!
+DAEMON_PID=$DAEMON_JOB
+if ((${#DAEMON_WRAPPER[@]})); then  # the wrapper's child is the daemon
+    for ((i = 0; i < 100; i++)); do
+        DAEMON_PID=$(pgrep -P "$DAEMON_JOB" -x leakwatchd || true)
+        [[ -n $DAEMON_PID ]] && break
+        sleep 0.1
+    done
+    [[ -n $DAEMON_PID ]] || { echo "daemon_scale.sh: no leakwatchd under ${DAEMON_WRAPPER[*]}" >&2
+                              cat "$WORK/daemon.log" >&2; exit 1; }
+fi
 wait_for_daemon daemon_scale.sh
 IDLE_RSS=$(status_kib "$DAEMON_PID" VmRSS)
 
@@ -345,5 +360,5 @@ for pid in "${HOLD_PIDS[@]}"; do
     wait "$pid" || true
 done
 kill -TERM "$DAEMON_PID"
-wait "$DAEMON_PID" || { echo "daemon_scale.sh: leakwatchd exited with status $?; its log:" >&2
+wait "$DAEMON_JOB" || { echo "daemon_scale.sh: leakwatchd exited with status $?; its log:" >&2
                         cat "$WORK/daemon.log" >&2; exit 1; }

@@ -5,7 +5,10 @@
  *
  * PROBES is a comma-separated list of malloc (entry uprobe), free (entry uprobe), malloc_ret
  * (uretprobe on malloc) and free+OFFSET (entry-only uprobe OFFSET bytes into free, e.g. free+9
- * past glibc's `test %rdi,%rdi; je`); the default is malloc,free,malloc_ret. The libc is the
+ * past glibc's `test %rdi,%rdi; je`); the default is malloc,free,malloc_ret. Probes written
+ * s:malloc and s:free+OFFSET go into one session-uprobe link (6.13+), as leakwatchd's default
+ * probe mode places them: malloc's entry and return, free's entry only (its entry returns 1,
+ * which skips the return). The libc is the
  * one PID maps (found in /proc/PID/maps, opened through /proc/PID/root); libbpf resolves the
  * symbols (func_name). Prints "attached ..." once the probes are in place; exits on SIGINT or
  * SIGTERM, or when PID is gone, destroying the links (about 130 ms each on Linux 6.18).
@@ -19,7 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <linux/bpf.h>
+#include <sys/syscall.h>
 
 #include "empty.skel.h"
 
@@ -29,6 +37,7 @@ struct probe {
     const char *func; /* libc symbol */
     size_t offset;    /* from the symbol */
     int retprobe;
+    int session; /* in the one session link: entry and return (malloc), entry only (free) */
 };
 #define MAX_PROBES 8
 
@@ -77,8 +86,12 @@ static int parse_probes(const char *list, struct probe probes[MAX_PROBES])
     char *save = NULL;
     int n = 0;
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        struct probe p = {NULL, 0, 0};
+        struct probe p = {NULL, 0, 0, 0};
         char *end;
+        if (strncmp(tok, "s:", 2) == 0) {
+            p.session = 1;
+            tok += 2;
+        }
         if (strcmp(tok, "malloc") == 0) {
             p.func = "malloc";
         } else if (strcmp(tok, "malloc_ret") == 0) {
@@ -90,7 +103,7 @@ static int parse_probes(const char *list, struct probe probes[MAX_PROBES])
                    (p.offset = strtoul(tok + 5, &end, 0), *end == '\0')) {
             p.func = "free";
         } else {
-            fprintf(stderr, "floor: unknown probe \"%s\" (malloc, free, malloc_ret, free+OFFSET)\n",
+            fprintf(stderr, "floor: unknown probe \"%s\" (malloc, free, malloc_ret, free+OFFSET, s:...)\n",
                     tok);
             n = -1;
             break;
@@ -100,16 +113,103 @@ static int parse_probes(const char *list, struct probe probes[MAX_PROBES])
             n = -1;
             break;
         }
+        if (p.session && p.retprobe) {
+            fprintf(stderr, "floor: s:%s: a session probe has its return already\n", tok);
+            n = -1;
+            break;
+        }
         probes[n++] = p;
     }
     free(copy);
     return n;
 }
 
+/* The file offset of a function of an ELF file (its .dynsym or .symtab value, through the
+ * loadable segment that holds it), or -1. */
+static long func_file_offset(const char *path, const char *func)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    elf_version(EV_CURRENT);
+    Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
+    long found = -1;
+    GElf_Addr value = 0;
+    for (Elf_Scn *scn = NULL; elf && !value && (scn = elf_nextscn(elf, scn));) {
+        GElf_Shdr sh;
+        if (!gelf_getshdr(scn, &sh) || (sh.sh_type != SHT_DYNSYM && sh.sh_type != SHT_SYMTAB))
+            continue;
+        Elf_Data *data = elf_getdata(scn, NULL);
+        for (size_t i = 0; data && sh.sh_entsize && i < sh.sh_size / sh.sh_entsize; i++) {
+            GElf_Sym sym;
+            const char *name;
+            if (gelf_getsym(data, (int)i, &sym) && GELF_ST_TYPE(sym.st_info) == STT_FUNC &&
+                sym.st_value && (name = elf_strptr(elf, sh.sh_link, sym.st_name)) &&
+                strcmp(name, func) == 0) {
+                value = sym.st_value;
+                break;
+            }
+        }
+    }
+    size_t nph = 0;
+    if (value && elf_getphdrnum(elf, &nph) == 0) {
+        for (size_t i = 0; i < nph; i++) {
+            GElf_Phdr ph;
+            if (gelf_getphdr(elf, (int)i, &ph) && ph.p_type == PT_LOAD && value >= ph.p_vaddr &&
+                value < ph.p_vaddr + ph.p_filesz) {
+                found = (long)(value - ph.p_vaddr + ph.p_offset);
+                break;
+            }
+        }
+    }
+    if (elf)
+        elf_end(elf);
+    close(fd);
+    return found;
+}
+
+/* One session-uprobe link for the probes marked session (the libbpf of Debian 12 predates
+ * session links: created with the bpf system call, as leakwatchd does), or -1. */
+static int attach_session(int prog_fd, const char *libc, long pid, const struct probe *probes,
+                          int nprobes)
+{
+    __u64 offsets[MAX_PROBES], cookies[MAX_PROBES];
+    __u32 cnt = 0;
+    for (int i = 0; i < nprobes; i++) {
+        if (!probes[i].session)
+            continue;
+        long off = func_file_offset(libc, probes[i].func);
+        if (off < 0) {
+            fprintf(stderr, "floor: %s not found in %s\n", probes[i].func, libc);
+            return -1;
+        }
+        offsets[cnt] = (__u64)off + probes[i].offset;
+        cookies[cnt++] = strcmp(probes[i].func, "free") == 0; /* 1: skip the return */
+    }
+    /* BPF_LINK_CREATE's uprobe_multi arguments (Linux 6.6+; Debian 12's headers are 6.1's). */
+    union {
+        struct {
+            __u32 prog_fd, target_fd, attach_type, flags;
+            __u64 path, offsets, ref_ctr_offsets, cookies;
+            __u32 cnt, multi_flags, pid;
+        } a;
+        unsigned char bytes[128];
+    } attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.a.prog_fd = (__u32)prog_fd;
+    attr.a.attach_type = 57; /* BPF_TRACE_UPROBE_SESSION */
+    attr.a.path = (__u64)(unsigned long)libc;
+    attr.a.offsets = (__u64)(unsigned long)offsets;
+    attr.a.cookies = (__u64)(unsigned long)cookies;
+    attr.a.cnt = cnt;
+    attr.a.pid = (__u32)pid;
+    return (int)syscall(__NR_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s PID [malloc,free,malloc_ret,free+OFFSET]\n", argv[0]);
+        fprintf(stderr, "usage: %s PID [[s:]malloc,[s:]free[+OFFSET],malloc_ret]\n", argv[0]);
         return 2;
     }
     char *end;
@@ -134,15 +234,34 @@ int main(int argc, char **argv)
     if (find_libc(pid, libc, sizeof(libc)))
         return 1;
 
-    struct empty_bpf *skel = empty_bpf__open_and_load();
-    if (!skel) {
+    int sessions = 0;
+    for (int i = 0; i < nprobes; i++)
+        sessions += probes[i].session;
+    struct empty_bpf *skel = empty_bpf__open();
+    if (skel) {
+        bpf_program__set_autoload(skel->progs.empty_session, sessions > 0);
+        bpf_program__set_expected_attach_type(skel->progs.empty_session, 57);
+    }
+    if (!skel || empty_bpf__load(skel)) {
         fprintf(stderr, "floor: loading the BPF object: %s\n", strerror(errno));
+        empty_bpf__destroy(skel);
         return 1;
     }
     struct bpf_link *links[MAX_PROBES] = {0};
-    int rc = 0;
+    int rc = 0, session_fd = -1;
+    if (sessions) {
+        session_fd =
+            attach_session(bpf_program__fd(skel->progs.empty_session), libc, pid, probes, nprobes);
+        if (session_fd < 0) {
+            fprintf(stderr, "floor: session uprobe link in %s: %s\n", libc, strerror(errno));
+            rc = 1;
+            goto out;
+        }
+    }
     for (int i = 0; i < nprobes; i++) {
         const struct probe *p = &probes[i];
+        if (p->session)
+            continue;
         /* With func_name, the offset argument is relative to the function. */
         LIBBPF_OPTS(bpf_uprobe_opts, opts, .func_name = p->func, .retprobe = p->retprobe);
         links[i] = bpf_program__attach_uprobe_opts(program_for(skel, p), (pid_t)pid, libc,
@@ -167,6 +286,8 @@ int main(int argc, char **argv)
             break;
     }
 out:
+    if (session_fd >= 0)
+        close(session_fd);
     for (int i = 0; i < nprobes; i++)
         bpf_link__destroy(links[i]);
     empty_bpf__destroy(skel);

@@ -12,6 +12,9 @@
 #                   (only when free starts that way): empty probes where leakwatchd puts them
 #   floor-entries   empty uprobes on malloc and free+OFF only, no uretprobe: the floor of a
 #                   session uprobe whose entry skips the return (a call that is not sampled)
+#   floor-session+OFF  one session-uprobe link (6.13+), empty, at malloc (entry and return)
+#                   and free+OFF (entry only): the link type and the sites of leakwatchd's
+#                   default probe mode, so the floor full tracking is compared with
 #   leakwatchd      the daemon tracking the process (all its allocator probes), interval 1s,
 #                   full tracking, session uprobes where the kernel has them (auto)
 #   leakwatchd-multi        the same with --probe-mode multi (entry and return links, 6.6+)
@@ -42,7 +45,7 @@ REPS=${REPS:-3}
 MODES=${MODES:-fixed random}
 SAMPLE=${SAMPLE:-512KiB}
 DEPTH=${DEPTH:-0}
-CASES=${CASES:-untraced watch floor floor-free floor-entries leakwatchd leakwatchd-multi sampled sampled-multi dwarf auto}
+CASES=${CASES:-untraced watch floor floor-free floor-entries floor-session leakwatchd leakwatchd-multi sampled sampled-multi dwarf auto}
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "run.sh: must run as root (uprobes and BPF)" >&2
@@ -257,7 +260,7 @@ for mode in $MODES; do
     cases=()
     for c in $CASES; do
         case $c in
-            floor-free|floor-entries) [[ -n $FREE_SKIP ]] && cases+=("$c+$FREE_SKIP") ;;
+            floor-free|floor-entries|floor-session) [[ -n $FREE_SKIP ]] && cases+=("$c+$FREE_SKIP") ;;
             *) cases+=("$c") ;;
         esac
     done
@@ -280,6 +283,7 @@ for mode in $MODES; do
                 floor) run_floor "$mode" malloc,free,malloc_ret ;;
                 floor-free+*) run_floor "$mode" "malloc,free+$FREE_SKIP,malloc_ret" ;;
                 floor-entries+*) run_floor "$mode" "malloc,free+$FREE_SKIP" ;;
+                floor-session+*) run_floor "$mode" "s:malloc,s:free+$FREE_SKIP" ;;
                 leakwatchd* | sampled* | dwarf | auto) run_daemon "$mode" ;;
                 watch) run_daemon "$mode" "$PAIRS" ;;
             esac

@@ -77,7 +77,9 @@ struct StackView {
     bool incomplete = false;
     uint64_t alloc_bytes = 0;  // allocated since the process was attached (freed or not)
     uint64_t alloc_count = 0;
-    uint32_t allocator_frames = 0;  // the innermost frames that are the allocator's own
+    // The innermost frames that are the allocator's own (growth stacks: that come before the
+    // touch site's, see touch_frames)
+    uint32_t allocator_frames = 0;
 };
 
 struct ProcessView {
@@ -149,6 +151,7 @@ class Aggregator {
         bool unnamed_jit = false;  // has frames in anonymous memory without a name
         bool incomplete = false;   // StackView::incomplete
         uint32_t allocator_frames = 0;
+        uint32_t touch_frames = 0;  // touch_frames(), for the stack as a first touch
         uint64_t jit_generation = 0;
     };
     const Resolved& resolve_stack(const ProcessMeta& meta, uint64_t id);

@@ -149,8 +149,8 @@ KernelView KernelAggregator::sample() {
         }
     }
 
-    std::map<std::pair<uint32_t, uint64_t>, std::optional<std::string>> who;
-    auto comm_of = [&](uint32_t tgid, uint64_t start) -> const std::optional<std::string>& {
+    std::map<std::pair<uint32_t, uint64_t>, std::optional<ProcessIdentity>> who;
+    auto comm_of = [&](uint32_t tgid, uint64_t start) -> const std::optional<ProcessIdentity>& {
         auto key = std::make_pair(tgid, start);
         auto it = who.find(key);
         if (it == who.end()) it = who.emplace(key, lookup_(tgid, start)).first;
@@ -162,9 +162,10 @@ KernelView KernelAggregator::sample() {
     if (!gone.empty()) source_.remove_kernel_totals(gone);
 
     for (auto& [key, p] : procs) {
-        const auto& comm = comm_of(key.first, key.second);
-        if (!comm || p.bytes <= 0) continue;  // exited: its bytes stay in the kind and stack totals
-        p.comm = *comm;
+        const auto& id = comm_of(key.first, key.second);
+        if (!id || p.bytes <= 0) continue;  // exited: its bytes stay in the kind and stack totals
+        p.comm = id->comm;
+        p.unit = id->unit;
         view.processes.push_back(std::move(p));
     }
     for (auto& [key, s] : stacks) view.stacks.push_back(std::move(s));

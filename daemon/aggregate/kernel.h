@@ -29,6 +29,7 @@ struct KernelProcessView {
     uint32_t pid = 0;
     uint64_t start = 0;  // boot-time ns: pid and start name the process
     std::string comm;
+    std::string unit;  // the `unit` label (proc/proc.h, unit_label), as for user series
     int64_t bytes = 0;
     int64_t count = 0;
     Growth growth;
@@ -74,8 +75,14 @@ class KernelNamer {
     // unnamed frames are then named again.
     virtual uint64_t refresh() = 0;
 };
-// The comm of process `tgid` if it is still the one that started at `start_ns`, else nullopt.
-using ProcessLookup = std::function<std::optional<std::string>(uint32_t tgid, uint64_t start_ns)>;
+// What names a process in the kernel's series: its comm, and the unit label of its cgroup.
+struct ProcessIdentity {
+    std::string comm;
+    std::string unit;
+};
+// Process `tgid`'s identity if it is still the one that started at `start_ns`, else nullopt.
+using ProcessLookup =
+    std::function<std::optional<ProcessIdentity>(uint32_t tgid, uint64_t start_ns)>;
 
 // True when a kernel stack runs in interrupt context: it passes through a hard interrupt,
 // softirq or NMI entry (x86 and arm64 names).

@@ -139,13 +139,14 @@ bool in_c_library(const Frame& f) {
     return m.starts_with("libc.so") || m.starts_with("libc-");
 }
 
-std::string first_caller(const std::vector<Frame>& frames, std::string_view prefix,
-                         bool past_memory_writers) {
+// The index of the site's frame, frames.size() when there is none.
+size_t first_caller_index(const std::vector<Frame>& frames, std::string_view prefix,
+                          bool past_memory_writers) {
     // Interpreted Python (3.12+ with -X perf): the innermost Python function, named by the
     // interpreter's perf map, is the site; the C frames between it and the allocator are the
     // interpreter running it.
-    for (const auto& f : frames)
-        if (f.symbol.starts_with("py::")) return f.symbol;
+    for (size_t i = 0; i < frames.size(); i++)
+        if (frames[i].symbol.starts_with("py::")) return i;
     // A first touch inside the C library (memset, memcpy, its allocator's internals: named or
     // not, a stripped libc names none of them) belongs to its caller.
     auto inside = [&](const Frame& f) {
@@ -161,19 +162,30 @@ std::string first_caller(const std::vector<Frame>& frames, std::string_view pref
         else if (!frames[i].symbol.empty() && !inside(frames[i]))
             break;
     }
-    for (size_t i = start; i < frames.size(); i++) {
-        const Frame& f = frames[i];
-        if (inside(f)) continue;
-        if (!f.symbol.empty()) return function_name(f.symbol);
-        return f.display();
-    }
-    return "[unknown]";
+    for (size_t i = start; i < frames.size(); i++)
+        if (!inside(frames[i])) return i;
+    return frames.size();
+}
+
+std::string first_caller(const std::vector<Frame>& frames, std::string_view prefix,
+                         bool past_memory_writers) {
+    const size_t i = first_caller_index(frames, prefix, past_memory_writers);
+    if (i == frames.size()) return "[unknown]";
+    const Frame& f = frames[i];
+    if (f.symbol.starts_with("py::")) return f.symbol;
+    if (!f.symbol.empty()) return function_name(f.symbol);
+    return f.display();
 }
 
 }  // namespace
 
 std::string touch_site_of(const std::vector<Frame>& frames, std::string_view prefix) {
     return first_caller(frames, prefix, true);
+}
+
+size_t touch_frames(const std::vector<Frame>& frames, std::string_view prefix) {
+    const size_t i = first_caller_index(frames, prefix, true);
+    return i == frames.size() ? 0 : i;
 }
 
 std::string site_of(const std::vector<Frame>& frames, std::string_view prefix) {

@@ -37,4 +37,9 @@ bool is_memory_writer_frame(std::string_view symbol);
 // allocator and the memory writers, like site_of.
 std::string touch_site_of(const std::vector<Frame>& frames, std::string_view prefix = {});
 
+// How many of a first touch's innermost frames come before its site's (the allocator, the
+// memory writers): a growth profile's samples begin at the site, as a heap profile's do after
+// allocator_frames. 0 when the stack has no site.
+size_t touch_frames(const std::vector<Frame>& frames, std::string_view prefix = {});
+
 }  // namespace leakwatch

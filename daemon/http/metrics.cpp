@@ -160,7 +160,7 @@ LabelSet process_owner(const ProcessView& p) {
 LabelSet kernel_process_owner(const KernelProcessView& p) {
     LabelSet l;
     l.add("watch", "kernel").add("pid", std::to_string(p.pid)).add("comm", p.comm);
-    l.add("unit", "");
+    l.add("unit", p.unit);
     return l;
 }
 
@@ -250,8 +250,22 @@ namespace {
 
 // Writes the exposition into `out`, handing it to `sink` (when there is one) every `piece`
 // bytes and at the end.
+// The families counted live by the HTTP server (not part of a snapshot).
+void render_live(const DaemonStatus& status, Writer& w) {
+    LabelSet labels;
+    w.family("leakwatch_http_handler_failures_total",
+             "HTTP requests whose handler failed (answered 500, or cut short), by path.",
+             "counter");
+    for (const auto& [path, n] : status.http_failures) {
+        labels.clear();
+        w.sample(labels.add("path", path), static_cast<double>(n));
+    }
+}
+
+// Writes the exposition into `out`, handing it to `sink` (when there is one) every `piece`
+// bytes and at the end; `live`: with the families the HTTP server counts.
 void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
-            const MetricsSink* sink, size_t piece) {
+            const MetricsSink* sink, size_t piece, bool live = true) {
     Writer w(out, sink, piece);
 
     std::vector<LabelSet> owners;
@@ -334,8 +348,9 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
     for (size_t i = 0; i < snap.processes.size(); i++) {
         const ProcessView& p = snap.processes[i];
         if (!p.memory_known) continue;
-        for (auto [kind, bytes] : {std::pair{"anon", p.memory.anon}, std::pair{"swap", p.memory.swap},
-                                   std::pair{"data", p.memory.data}}) {
+        for (auto [kind, bytes] :
+             {std::pair{"anon", p.memory.anon}, std::pair{"swap", p.memory.swap},
+              std::pair{"data", p.memory.data}}) {
             labels.clear();
             w.sample(labels.add(owners[i]).add("kind", kind), static_cast<double>(bytes));
         }
@@ -353,13 +368,13 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
              "faults), for the top stacks of each process.",
              "gauge");
     for (size_t i = 0; i < snap.processes.size(); i++) {
-        for_exported_stacks(snap.processes[i].growth_stacks, status.top_stacks, false,
-                            [&](const StackView& s, bool) {
-                                labels.clear();
-                                labels.add(owners[i]).add_hex_id("stack_id", s.id).add("site",
-                                                                                       s.site);
-                                w.sample(labels, static_cast<double>(s.bytes));
-                            });
+        for_exported_stacks(
+            snap.processes[i].growth_stacks, status.top_stacks, false,
+            [&](const StackView& s, bool) {
+                labels.clear();
+                labels.add(owners[i]).add_hex_id("stack_id", s.id).add("site", s.site);
+                w.sample(labels, static_cast<double>(s.bytes));
+            });
     }
 
     w.family("leakwatch_growth_bytes_per_second",
@@ -473,13 +488,7 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
     w.family("leakwatch_file_loads_stuck",
              "Reads of files of watched processes going on for more than 2 seconds now.", "gauge");
     w.sample(static_cast<double>(status.file_loads_stuck));
-    w.family("leakwatch_http_handler_failures_total",
-             "HTTP requests whose handler failed (answered 500, or cut short), by path.",
-             "counter");
-    for (const auto& [path, n] : status.http_failures) {
-        labels.clear();
-        w.sample(labels.add("path", path), static_cast<double>(n));
-    }
+    if (live) render_live(status, w);
     w.family("leakwatch_last_sample_timestamp_seconds", "When the BPF maps were last read.",
              "gauge");
     w.sample(std::chrono::duration<double>(snap.taken.time_since_epoch()).count());
@@ -536,7 +545,7 @@ void render_metrics(const Snapshot& snap, const DaemonStatus& status, const Metr
     render(snap, status, out, &sink, piece);
 }
 
-std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
+std::string render_metrics(const Snapshot& snap, const DaemonStatus& status, bool live) {
     std::string out;
     // About 130 bytes a sample: stacks dominate, three samples each when the detector
     // follows them.
@@ -544,7 +553,15 @@ std::string render_metrics(const Snapshot& snap, const DaemonStatus& status) {
     for (const auto& p : snap.processes)
         stacks += std::min<size_t>(p.stacks.size(), status.top_stacks);
     out.reserve(8192 + 400 * snap.processes.size() + 400 * stacks);
-    render(snap, status, out, nullptr, SIZE_MAX);
+    render(snap, status, out, nullptr, SIZE_MAX, live);
+    out.shrink_to_fit();  // kept for an interval when published
+    return out;
+}
+
+std::string render_live_metrics(const DaemonStatus& status) {
+    std::string out;
+    Writer w(out, nullptr, SIZE_MAX);
+    render_live(status, w);
     return out;
 }
 

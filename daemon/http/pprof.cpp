@@ -39,7 +39,7 @@ class ProfileBuilder {
     // The sample begins at frame `first`: a heap profile's leaf is the function that
     // allocated, as in Go's, so `-top` lists allocation sites rather than malloc.
     void add_stack(const std::vector<Frame>* frames, size_t first,
-                   const std::array<int64_t, 4>& values,
+                   const std::array<int64_t, std::size(kSampleTypes)>& values,
                    const std::vector<std::pair<std::string, std::string>>& labels) {
         pb::Sample* sample = profile_.add_sample();
         if (frames) {
@@ -228,12 +228,14 @@ Result<std::string> pprof_profile(const Snapshot& snap, const ProfileSelection& 
         vt->set_type(b.str(type));
         vt->set_unit(b.str(std::string_view(type).ends_with("_space") ? "bytes" : "count"));
     }
+    bool any_allocation = false, any_growth = false;
     if (sel.kernel && snap.kernel) {
         // Kernel stacks keep what they hold now, not what they allocated: alloc_* are 0.
         for (const auto& s : snap.kernel->stacks) {
             if (s.bytes <= 0 && s.count <= 0) continue;
-            b.add_stack(s.frames.get(), 0, {0, 0, s.count, s.bytes},
+            b.add_stack(s.frames.get(), 0, {0, 0, s.count, s.bytes, 0, 0},
                         {{"kind", std::string(kKernelKinds[s.kind])}});
+            any_allocation = true;
         }
     } else if (!sel.kernel) {
         for (const auto& proc : snap.processes) {
@@ -244,8 +246,15 @@ Result<std::string> pprof_profile(const Snapshot& snap, const ProfileSelection& 
                 if (s.bytes <= 0 && s.count <= 0 && s.alloc_count == 0) continue;
                 b.add_stack(s.frames.get(), s.allocator_frames,
                             {static_cast<int64_t>(s.alloc_count),
-                             static_cast<int64_t>(s.alloc_bytes), s.count, s.bytes},
+                             static_cast<int64_t>(s.alloc_bytes), s.count, s.bytes, 0, 0},
                             labels);
+                any_allocation = true;
+            }
+            for (const auto& s : proc.growth_stacks) {
+                if (s.bytes <= 0) continue;
+                b.add_stack(s.frames.get(), s.allocator_frames, {0, 0, 0, 0, s.count, s.bytes},
+                            labels);
+                any_growth = true;
             }
         }
     }
@@ -257,7 +266,9 @@ Result<std::string> pprof_profile(const Snapshot& snap, const ProfileSelection& 
         std::chrono::duration_cast<std::chrono::nanoseconds>(snap.taken.time_since_epoch())
             .count());
     p.add_comment(b.str("leakwatch " + version));
-    p.set_default_sample_type(b.str("inuse_space"));
+    // A profile of the watch tier alone opens on what it has rather than on zeros.
+    p.set_default_sample_type(
+        b.str(any_growth && !any_allocation ? "growth_space" : "inuse_space"));
     b.finish();
     std::string raw;
     if (!p.SerializeToString(&raw)) return fail("pprof: the profile does not serialize");

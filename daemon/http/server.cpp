@@ -77,6 +77,18 @@ std::optional<uint64_t> count_param(mg_connection* conn, const char* name, uint6
 // The exposition is sent as it is rendered, a piece at a time: chunked to HTTP/1.1 clients
 // (Prometheus), delimited by the connection's close to HTTP/1.0 ones.
 int handle_metrics(mg_connection* conn, const PublishedState& state) {
+    if (auto [text, live] = state.read_exposition(); text) {
+        // Published with its snapshot: nothing to render but the live families.
+        std::string tail = render_live_metrics(live) + render_process_metrics();
+        t_answered = true;
+        mg_printf(conn,
+                  "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                  "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
+                  text->size() + tail.size(), t_extra_headers.c_str());
+        if (mg_write(conn, text->data(), text->size()) > 0)
+            mg_write(conn, tail.data(), tail.size());
+        return 1;
+    }
     auto [snap, status] = state.read();
     t_large_answer = true;
     const mg_request_info* ri = mg_get_request_info(conn);

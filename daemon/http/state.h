@@ -4,16 +4,16 @@
 
 #include <atomic>
 #include <map>
-#include <utility>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "aggregate/aggregator.h"
-#include "proc/files.h"
 #include "http/history.h"
+#include "proc/files.h"
 #include "unwind/unwinder.h"
 
 namespace leakwatch {
@@ -55,11 +55,26 @@ class PublishedState {
         std::lock_guard lock(mu_);
         return std::exchange(requests_, {});
     }
-    void publish(std::shared_ptr<const Snapshot> snapshot, DaemonStatus status) {
+    // `exposition`: the snapshot's /metrics text without the live families (render_metrics
+    // with live false), rendered by the publisher; null: rendered at each scrape.
+    void publish(std::shared_ptr<const Snapshot> snapshot, DaemonStatus status,
+                 std::shared_ptr<const std::string> exposition = nullptr) {
+        {
+            std::lock_guard lock(mu_);
+            history_.record(*snapshot);
+            snapshot_.swap(snapshot);
+            std::swap(status_, status);
+            exposition_.swap(exposition);
+        }
+        // The previous ones are freed here, out of the lock that every request takes.
+    }
+    // What a scrape sends: the published exposition (null when none was) and a status that
+    // holds only what the live families need.
+    std::pair<std::shared_ptr<const std::string>, DaemonStatus> read_exposition() const {
         std::lock_guard lock(mu_);
-        history_.record(*snapshot);
-        snapshot_ = std::move(snapshot);
-        status_ = std::move(status);
+        DaemonStatus live;
+        live.http_failures.assign(http_failures_.begin(), http_failures_.end());
+        return {exposition_, std::move(live)};
     }
     std::pair<std::shared_ptr<const Snapshot>, DaemonStatus> read() const {
         std::lock_guard lock(mu_);
@@ -86,6 +101,7 @@ class PublishedState {
     std::map<std::string, uint64_t, std::less<>> http_failures_;
     History history_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
+    std::shared_ptr<const std::string> exposition_;
     DaemonStatus status_;
     mutable std::vector<OperatorRequest> requests_;
 };

@@ -423,6 +423,12 @@ Result<uint64_t> ProcReader::start_time(int pid) const {
     return parse_start_time(*text, path);
 }
 
+bool ProcReader::has_memory(int pid) const {
+    char target[16];  // any length: only whether it reads
+    const std::string path = root_ + "/" + std::to_string(pid) + "/exe";
+    return readlink(path.c_str(), target, sizeof(target)) >= 0;
+}
+
 Result<ProcMemory> ProcReader::memory(int pid) const {
     auto text = read_file(root_ + "/" + std::to_string(pid) + "/status");
     if (!text) return std::unexpected(text.error());

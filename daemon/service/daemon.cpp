@@ -11,6 +11,7 @@
 
 #include "aggregate/kernel.h"
 #include "detect/follow.h"
+#include "http/metrics.h"
 #include "leakwatch.h"
 #include "loader/kernel_probes.h"
 #include "proc/kernel_memory.h"
@@ -28,15 +29,16 @@ using Clock = std::chrono::steady_clock;
 // How long one sample waits for files of watched processes, in all.
 constexpr std::chrono::milliseconds kSampleWaitBudget{1000};
 
-// The comm of a process if it is still the one that started at start_ns (boot-time ns), for
-// the kernel aggregator; /proc/PID/stat counts the start in clock ticks since boot.
-ProcessLookup comm_if_started_at(const ProcReader& proc) {
+// The comm and unit of a process if it is still the one that started at start_ns (boot-time
+// ns), for the kernel aggregator; /proc/PID/stat counts the start in clock ticks since boot.
+ProcessLookup identity_if_started_at(const ProcReader& proc) {
     const uint64_t ns_per_tick = 1000000000ull / static_cast<uint64_t>(sysconf(_SC_CLK_TCK));
-    return [&proc, ns_per_tick](uint32_t tgid, uint64_t start_ns) -> std::optional<std::string> {
-        auto info = proc.process(static_cast<int>(tgid));
-        if (!info || info->start_time != start_ns / ns_per_tick) return std::nullopt;
-        return info->comm;
-    };
+    return
+        [&proc, ns_per_tick](uint32_t tgid, uint64_t start_ns) -> std::optional<ProcessIdentity> {
+            auto info = proc.process(static_cast<int>(tgid));
+            if (!info || info->start_time != start_ns / ns_per_tick) return std::nullopt;
+            return ProcessIdentity{info->comm, unit_label(info->cgroup)};
+        };
 }
 
 }  // namespace
@@ -51,7 +53,7 @@ struct Daemon::Kernel : KernelNamer {
     Kernel(std::unique_ptr<KernelProbes> p, KernelSymbols k, const ProcReader& proc)
         : probes(std::move(p)),
           symbols(std::move(k)),
-          aggregator(*probes, *this, comm_if_started_at(proc)) {}
+          aggregator(*probes, *this, identity_if_started_at(proc)) {}
 
     Frame name(uint64_t address, uint32_t modules) override {
         return symbols.symbolize(address, modules);
@@ -386,7 +388,8 @@ void Daemon::sample() {
     status_.unwind = unwinder_.stats();
     status_.files_refused = refused_files();
     status_.file_loads_stuck = symbolizer_.loader().stats().stuck;
-    state_.publish(std::move(snap), status_);
+    auto exposition = std::make_shared<const std::string>(render_metrics(*snap, status_, false));
+    state_.publish(std::move(snap), status_, std::move(exposition));
     if (++samples_since_save_ >= save_every_) save_state();
 }
 

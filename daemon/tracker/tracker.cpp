@@ -23,6 +23,8 @@ namespace {
 // exec event is retried this often until its allocator is mapped.
 constexpr std::chrono::milliseconds kRetryEvery{5};
 constexpr int kMaxAttempts = 400;  // 2 s
+// A process attached this long ago is looked at again (Tracker::recheck_).
+constexpr auto kRecheckAfter = std::chrono::seconds(1);
 // A process whose files are still being read (on the loader) is looked at this often.
 constexpr std::chrono::milliseconds kLoadingRetryEvery{50};
 
@@ -253,6 +255,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
             pid, info.comm, rule.name, escalation_.watch_sample_bytes);
         watch_jvm(pid, rule, t.maps);
         tracked_[pid] = std::move(t);
+        recheck_.emplace_back(pid, Clock::now() + kRecheckAfter);
         return Outcome::kAttached;
     }
     Outcome o = attach_probes(info, rule, t.maps, t.attached_at, log_not_yet, t.attachment);
@@ -261,12 +264,14 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
                                                              : TrackingState::kFull;
     watch_jvm(pid, rule, t.maps);
     tracked_[pid] = std::move(t);
+    recheck_.emplace_back(pid, Clock::now() + kRecheckAfter);
     return Outcome::kAttached;
 }
 
 Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule& rule,
                                         const std::vector<MapEntry>& maps, double attached_at,
-                                        bool log_not_yet, std::unique_ptr<Attachment>& out) {
+                                        bool log_not_yet, std::unique_ptr<Attachment>& out,
+                                        double escalated_at) {
     const pid_t pid = info.pid;
     auto mapping = find_allocator_mapping(maps, rule.allocator, info.exe);
     if (!mapping) {
@@ -329,7 +334,7 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
     }
 
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
-    target.keep_as = kept_tag(pid, info.start_time, attached_at, rule);
+    target.keep_as = kept_tag(pid, info.start_time, attached_at, rule, escalated_at);
     auto attachment = attacher_.attach(pid, target);
     if (!attachment) {
         log_failure(info, attachment.error().message);
@@ -367,13 +372,15 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (!maps) return std::unexpected(maps.error());
     t.maps = std::move(*maps);
     t.maps_read = Clock::now();
-    if (attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment) !=
+    // In whole microseconds, as its kept tag carries it.
+    const double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    if (attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment, escalated_at) !=
         Outcome::kAttached)
         return fail("pid " + std::to_string(pid) +
                     ": its allocator probes could not be "
                     "attached (the log says why)");
     t.state = TrackingState::kEscalated;
-    t.escalated_at = unix_seconds();
+    t.escalated_at = escalated_at;
     spdlog::info("escalated pid {} ({}) of rule '{}': {}; allocator probes, {}", pid, t.info.comm,
                  t.rule.name, reason,
                  t.rule.sample_bytes
@@ -459,20 +466,15 @@ bool might_match(const std::vector<WatchRule>& rules, pid_t pid, const char* com
 
 }  // namespace
 
-void Tracker::miss(pid_t pid, Missed why) {
-    auto [it, added] = missed_.emplace(pid, why);
-    if (!added) it->second = std::max(it->second, why);
+// Counted at once: every caller knows the process is gone (or exiting), and the kernel sends
+// no exit event for a process that was never watched, so waiting for one counted them only at
+// the next scan, tens of seconds later.
+void Tracker::miss(Missed why) {
+    (why == Missed::kDropped ? attaches_dropped_ : execs_unread_)++;
 }
 
 void Tracker::miss_if_gone(pid_t pid) {
-    if (!proc_.start_time(pid)) miss(pid, Missed::kDropped);
-}
-
-void Tracker::settle(pid_t pid) {
-    auto it = missed_.find(pid);
-    if (it == missed_.end()) return;
-    (it->second == Missed::kDropped ? attaches_dropped_ : execs_unread_)++;
-    missed_.erase(it);
+    if (!proc_.start_time(pid)) miss(Missed::kDropped);
 }
 
 void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
@@ -480,7 +482,7 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     const bool fresh_exec = seen == Seen::kExec;
     auto info = proc_.process(pid);
     if (!info) {
-        if (comm && might_match(rules_, pid, comm)) miss(pid, Missed::kUnread);
+        if (comm && might_match(rules_, pid, comm)) miss(Missed::kUnread);
         return;
     }
     if (auto f = failed_.find(pid); f != failed_.end()) {
@@ -490,7 +492,7 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     const WatchRule* rule = matching_rule(rules_, *info);
     if (!rule) {
         // Exited already (a zombie: no exe, no maps), before the rules could be tried.
-        if (comm && info->exe.empty() && might_match(rules_, pid, comm)) miss(pid, Missed::kUnread);
+        if (comm && info->exe.empty() && might_match(rules_, pid, comm)) miss(Missed::kUnread);
         return;
     }
     // A forked child has its parent's image: when its allocator is not mapped, it has exec'd
@@ -552,9 +554,8 @@ void Tracker::on_event(const lw_event& e) {
         case LW_EVENT_EXIT:
             detach(pid, "exit", true);
             // Matched, waiting for its allocator to be mapped, and gone: dropped.
-            if (pending_.erase(pid)) miss(pid, Missed::kDropped);
+            if (pending_.erase(pid)) miss(Missed::kDropped);
             failed_.erase(pid);
-            settle(pid);
             break;
         default:
             break;
@@ -565,6 +566,10 @@ int Tracker::tick() {
     flush_purges();
     auto now = Clock::now();
     auto next = now + std::chrono::milliseconds(100);
+    for (; !recheck_.empty() && recheck_.front().second <= now; recheck_.pop_front()) {
+        const pid_t pid = recheck_.front().first;
+        if (tracked_.count(pid) && !proc_.has_memory(pid)) detach(pid, "exit", true);
+    }
     for (auto it = pending_.begin(); it != pending_.end();) {
         Pending& p = it->second;
         if (p.next > now) {
@@ -609,11 +614,6 @@ void Tracker::scan() {
     }
     for (auto it = failed_.begin(); it != failed_.end();)
         it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
-    // Exits whose events were lost (the ring buffer full) are settled here.
-    std::vector<pid_t> gone;
-    for (const auto& [pid, why] : missed_)
-        if (!alive.count(pid)) gone.push_back(pid);
-    for (pid_t pid : gone) settle(pid);
     flush_purges();
     for (pid_t pid : pids)
         if (!pending_.count(pid)) consider(pid, Seen::kScan);
@@ -675,18 +675,24 @@ void Tracker::release_all() {
 }
 
 std::string Tracker::kept_tag(pid_t pid, uint64_t start_time, double attached_at,
-                              const WatchRule& rule) {
-    return fmt::format("p_{}_{}_{}_{:016x}", pid, start_time,
-                       static_cast<uint64_t>(std::llround(attached_at * 1e6)), rule_digest(rule));
+                              const WatchRule& rule, double escalated_at) {
+    std::string tag =
+        fmt::format("p_{}_{}_{}_{:016x}", pid, start_time,
+                    static_cast<uint64_t>(std::llround(attached_at * 1e6)), rule_digest(rule));
+    if (escalated_at > 0)
+        tag += fmt::format("_e{}", static_cast<uint64_t>(std::llround(escalated_at * 1e6)));
+    return tag;
 }
 
 std::set<uint32_t> Tracker::adopt(
     std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept) {
     std::set<uint32_t> adopted;
     for (auto& [tag, attachment] : kept) {
-        unsigned long long pid = 0, start = 0, attached_us = 0, digest = 0;
-        int n =
-            std::sscanf(tag.c_str(), "p_%llu_%llu_%llu_%llx", &pid, &start, &attached_us, &digest);
+        unsigned long long pid = 0, start = 0, attached_us = 0, digest = 0, escalated_us = 0;
+        const int fields = std::sscanf(tag.c_str(), "p_%llu_%llu_%llu_%llx_e%llu", &pid, &start,
+                                       &attached_us, &digest, &escalated_us);
+        const bool escalated = fields == 5;
+        const int n = std::min(fields, 4);
         std::optional<ProcessInfo> info;
         if (n == 4)
             if (auto found = proc_.process(static_cast<pid_t>(pid))) info = std::move(*found);
@@ -697,9 +703,9 @@ std::set<uint32_t> Tracker::adopt(
                           : !attacher_.watching(uint32_t(pid))      ? "exec'ed"
                           : !rule || rule_digest(*rule) != digest   ? "rules changed"
                           : tracked_.count(static_cast<pid_t>(pid)) ? "adopted twice"
-                          // Its escalation's state is not kept: back to the watch tier, anew.
-                          : rule->tracking == WatchRule::Tracking::kEscalate ? "escalated"
-                                                                             : nullptr;
+                          : (rule->tracking == WatchRule::Tracking::kEscalate) != escalated
+                              ? "kept for another tracking"
+                              : nullptr;
         auto maps = why ? Result<std::vector<MapEntry>>(fail("")) : proc_.maps(info->pid);
         if (!why && !maps) why = "gone";
         if (why) {
@@ -708,12 +714,29 @@ std::set<uint32_t> Tracker::adopt(
             continue;
         }
         const double attached_at = double(attached_us) / 1e6;
-        spdlog::info(
-            "adopted pid {} ({}) for rule '{}': its probes counted while no leakwatchd ran", pid,
-            info->comm, rule->name);
         Tracked t{*info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
         t.state = rule->tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                                   : TrackingState::kFull;
+        if (escalated) {
+            // Back in the watch tier too (its sampled pages start anew), escalated as before.
+            Recording stacks = stack_recording(info->pid, *rule, t.maps, info->exe);
+            if (auto ok = attacher_.watch_memory(static_cast<uint32_t>(pid), stacks,
+                                                 escalation_.watch_sample_bytes);
+                !ok) {
+                spdlog::info("not adopting the probes kept for pid {}: {}", pid,
+                             ok.error().message);
+                reaper_.dispose(std::move(t.attachment));
+                continue;
+            }
+            t.state = TrackingState::kEscalated;
+            t.escalated_at = double(escalated_us) / 1e6;
+            t.fault_sample_bytes = escalation_.watch_sample_bytes;
+        }
+        spdlog::info(
+            "adopted pid {} ({}) for rule '{}'{}: its probes counted while no leakwatchd ran", pid,
+            info->comm, rule->name,
+            escalated ? fmt::format(", escalated {:.0f}s ago", unix_seconds() - t.escalated_at)
+                      : std::string());
         tracked_[info->pid] = std::move(t);
         adopted.insert(static_cast<uint32_t>(pid));
     }

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -67,7 +68,10 @@ class Tracker : public FrameResolver {
     // (kept_tag). A process is adopted when it is the same process (pid and start time), is
     // still recorded (it has not exec'ed since: the BPF side stops recording at exec), and a
     // rule equal to the one it was attached for matches it; it keeps its attached_at, so its
-    // series go on. The probes of the others are detached. Returns the adopted pids.
+    // series go on. A process of the watch tier kept with the probes of its escalation is
+    // adopted escalated since the same moment (its duration goes on), and back in the watch
+    // tier; the detector's history, restored from the state directory, carries its suspicion.
+    // The probes of the others are detached. Returns the adopted pids.
     std::set<uint32_t> adopt(std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept);
 
     std::vector<ProcessMeta> processes() const;
@@ -114,9 +118,10 @@ class Tracker : public FrameResolver {
         std::mutex mu;
         std::optional<ProbePlan> plan;
     };
-    // The tag a process's probes are kept under: pid, start time, attached_at (µs), rule digest.
+    // The tag a process's probes are kept under: pid, start time, attached_at (µs), rule digest,
+    // and for a process of the watch tier escalated, when it was (µs).
     static std::string kept_tag(pid_t pid, uint64_t start_time, double attached_at,
-                                const WatchRule& rule);
+                                const WatchRule& rule, double escalated_at = 0);
 
   private:
     struct Tracked {
@@ -148,21 +153,21 @@ class Tracker : public FrameResolver {
     enum class Seen { kScan, kFork, kExec };
     // `comm`: at an exec event, the new image's comm (the event's), else null.
     void consider(pid_t pid, Seen seen, const char* comm = nullptr);
-    // A short-lived process not watched: remembered until it exits, then counted once.
-    enum class Missed { kUnread, kDropped };  // the later one wins
-    void miss(pid_t pid, Missed why);
+    // A short-lived process not watched, known to be gone: counted (an exec unread, or an
+    // attach dropped).
+    enum class Missed { kUnread, kDropped };
+    void miss(Missed why);
     // A failed attach of a process that is no longer there: an attach dropped.
     void miss_if_gone(pid_t pid);
-    // At its exit (or when a scan finds it gone): its miss, if any, counted.
-    void settle(pid_t pid);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
     // Why a process could not be attached: a warning, or a debug line when it has exited.
     void log_failure(const ProcessInfo& info, const std::string& message);
     // The allocator probes of a process and its recording, started; `out` gets them.
     // `attached_at`: when the process was first watched (a kept probe's tag carries it).
+    // `escalated_at`: when a process of the watch tier was escalated (its kept tag says so).
     Outcome attach_probes(const ProcessInfo& info, const WatchRule& rule,
                           const std::vector<MapEntry>& maps, double attached_at, bool log_not_yet,
-                          std::unique_ptr<Attachment>& out);
+                          std::unique_ptr<Attachment>& out, double escalated_at = 0);
     // How the process's stacks are walked (its rule's unwind, and its code ranges).
     // A HotSpot JVM (libjvm.so mapped): its structures are read (its interpreted frames named),
     // and its perf map asked for if its rule lets it.
@@ -190,10 +195,13 @@ class Tracker : public FrameResolver {
     pid_t self_;
     std::map<pid_t, Tracked> tracked_;
     std::map<pid_t, Pending> pending_;
+    // Processes attached lately and when to look again whether they are still there: one that
+    // exited while it was attached sent no exit event (it was not yet in the `watched` map),
+    // and would hold its probes' descriptors until the next scan.
+    std::deque<std::pair<pid_t, Clock::time_point>> recheck_;
     std::map<pid_t, uint64_t> failed_;  // pid -> start_time of a process that cannot be attached
     std::set<std::string> single_stepped_;  // "path:function" already logged as single-stepped
     std::set<uint32_t> purge_;
-    std::map<pid_t, Missed> missed_;
     uint64_t attaches_dropped_ = 0;
     uint64_t execs_unread_ = 0;
     // Per mapped file (path, device, inode, offset of its executable mapping): how its

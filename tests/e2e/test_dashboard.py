@@ -61,6 +61,8 @@ class Files:
     """A directory with the CA, the server's certificate and key, the web config and the
     password file; removed at cleanup."""
 
+    san = "IP:127.0.0.1,DNS:localhost"  # the names of the server's certificate
+
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="leakwatch-e2e-tls-")
         self.ca = self.path("ca.crt")
@@ -69,7 +71,7 @@ class Files:
                      ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
                       "server.csr", "-subj", "/CN=127.0.0.1"]):
             self.openssl(*args)
-        self.write("san.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        self.write("san.cnf", f"subjectAltName={self.san}\n")
         self.openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                      "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")
         self.web = self.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n"
@@ -144,6 +146,21 @@ def https_get(port, path, files, auth=None):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def tls_daemon(cleanup, config, files):
+    """leakwatchd with the web config of `files`, once it answers over TLS with the user's
+    credentials."""
+    daemon = start(cleanup, Daemon, config, ("--web.config.file", files.web), None, False)
+
+    def serving():
+        check(daemon.proc.poll() is None, "leakwatchd exited:\n" + daemon.log_text())
+        try:
+            return https_get(daemon.port, "/api/v1/processes", files, (USER, PASSWORD))[0] == 200
+        except (urllib.error.URLError, ConnectionError):
+            return False
+    wait_until(serving, 30, "leakwatchd over TLS")
+    return daemon
 
 
 def check_protected(port, files):
@@ -255,14 +272,7 @@ watch:
     match:
       pid: {tier.pid}
 """
-    daemon = start(cleanup, Daemon, config, ("--web.config.file", files.web), None, False)
-    def serving():
-        check(daemon.proc.poll() is None, "leakwatchd exited:\n" + daemon.log_text())
-        try:
-            return https_get(daemon.port, "/api/v1/processes", files, (USER, PASSWORD))[0] == 200
-        except (urllib.error.URLError, ConnectionError):
-            return False
-    wait_until(serving, 30, "leakwatchd over TLS")
+    daemon = tls_daemon(cleanup, config, files)
     check_protected(daemon.port, files)
     prom = start(cleanup, Prometheus, daemon.port, files)
     try:

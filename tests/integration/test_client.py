@@ -223,13 +223,19 @@ def make_tls(d):
             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")
 
 
-def test_client_tls_auth(cleanup):
-    d = start(cleanup, TempDir("leakwatch-tls-")).path
-    make_tls(d)
+def web_config(d, user, password):
+    """web.yml in d (made by make_tls): TLS with its certificate, one basic-auth user."""
     web = os.path.join(d, "web.yml")
     with open(web, "w") as f:
         f.write("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-                f"basic_auth_users:\n  ops: '{bcrypt('s3cret')}'\n")
+                f"basic_auth_users:\n  {user}: '{bcrypt(password)}'\n")
+    return web
+
+
+def test_client_tls_auth(cleanup):
+    d = start(cleanup, TempDir("leakwatch-tls-")).path
+    make_tls(d)
+    web = web_config(d, "ops", "s3cret")
     pw = os.path.join(d, "pw")
     with open(pw, "w") as f:
         f.write("s3cret\n")

@@ -142,5 +142,72 @@ def test_sigkill_keeps_state(cleanup):
     check(os.listdir(state.dir) == ["detector.state"], f"state directory: {os.listdir(state.dir)}")
 
 
+def escalate_config(pid):
+    return f"""
+interval: {int(INTERVAL * 1000)}ms
+leak_detection:
+  window: {WINDOW}s
+escalation:
+  sample_bytes: 0
+watch:
+  - name: steady
+    match:
+      pid: {pid}
+"""
+
+
+def test_sigkill_keeps_escalation(cleanup):
+    """A process of the watch tier (tracking: escalate, the default) escalated by an operator
+    before it leaks, every allocation traced (escalation.sample_bytes: 0); leakwatchd is killed
+    while it leaks and started again: the process is adopted escalated, since the same moment,
+    and its leak site holds the fixture's truth to the byte."""
+    require_root()
+    bpffs = start(cleanup, BpfFs())
+    state = start(cleanup, StateDir())
+    args = ("--bpf-pin-dir", bpffs.pins, "--state-dir", state.dir)
+    ticks = 400  # 16 s
+    fixture = start(cleanup, Fixture("leak_steady", str(LEAK), str(ticks), str(TICK_MS)))
+    daemon = start(cleanup, Daemon(escalate_config(fixture.pid), args))
+    p = wait_until(lambda: daemon.process(fixture.pid), 10, "the fixture to be watched")
+    check(p["tracking"] == "watch", f"tracking {p['tracking']} before the escalation")
+    req = __import__("urllib.request").request.Request(
+        f"http://127.0.0.1:{daemon.port}/api/v1/escalate?pid={fixture.pid}", method="POST")
+    with __import__("urllib.request").request.urlopen(req, timeout=5) as r:
+        check(r.status == 202, f"POST escalate: {r.status}")
+    p = wait_until(lambda: (lambda p: p if p["tracking"] == "escalated" else None)(
+        daemon.process(fixture.pid)), 10, "the escalation")
+    escalated_at = p["escalated_at"]
+    fixture.go()
+    time.sleep(8)
+    before_kill, _ = leak_stack(daemon, fixture.pid)
+    check(before_kill > 0, "nothing at leak_record_entry before the kill")
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait()
+    time.sleep(3)
+    cleanup.remove(daemon)
+    daemon.log.close()
+    daemon = start(cleanup, Daemon(escalate_config(fixture.pid), args))
+    p = wait_until(lambda: daemon.process(fixture.pid), 10, "the fixture in the new API")
+    log = daemon.log_text()
+    check(f"adopted pid {fixture.pid}" in log and "escalated" in log,
+          "not adopted escalated:\n" + log[-3000:])
+    check(p["tracking"] == "escalated", f"tracking {p['tracking']} after the restart")
+    check(abs(p["escalated_at"] - escalated_at) < 1e-3,
+          f"escalated_at {p['escalated_at']} after the restart, {escalated_at} before")
+    truth = int(fixture.expect("leaked", timeout=60))
+    check(truth == LEAK * ticks, f"fixture leaked {truth}")
+    time.sleep(2 * INTERVAL)
+    leaked, _ = leak_stack(daemon, fixture.pid)
+    churn = daemon.site_bytes(fixture.pid).get("churn_buffers", 0)
+    print(f"escalated at {escalated_at:.3f}, killed with {before_kill} bytes at "
+          f"leak_record_entry, adopted escalated at {p['escalated_at']:.3f}; after the leak "
+          f"{leaked} bytes (truth {truth}), churn_buffers {churn}")
+    check(leaked == truth, f"leak_record_entry holds {leaked} bytes, truth {truth}")
+    check(0 <= churn <= CHURN_MAX, f"churn_buffers holds {churn} bytes (at most {CHURN_MAX})")
+    daemon.stop()
+    check(bpffs.entries() == [], f"pinned after a stop: {bpffs.entries()}")
+
+
 if __name__ == "__main__":
-    run({"sigkill_keeps_state": test_sigkill_keeps_state})
+    run({"sigkill_keeps_state": test_sigkill_keeps_state,
+         "sigkill_keeps_escalation": test_sigkill_keeps_escalation})

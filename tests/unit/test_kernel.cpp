@@ -96,9 +96,9 @@ TEST_CASE("kernel totals per kind, stack and process", "[kernel]") {
     };
     std::set<uint32_t> alive = {100, 200};
     TableNamer namer;
-    KernelAggregator agg(src, namer, [&](uint32_t pid, uint64_t) -> std::optional<std::string> {
+    KernelAggregator agg(src, namer, [&](uint32_t pid, uint64_t) -> std::optional<ProcessIdentity> {
         if (!alive.count(pid)) return std::nullopt;
-        return std::string("p").append(std::to_string(pid));
+        return ProcessIdentity{"p" + std::to_string(pid), pid == 100 ? "nginx.service" : ""};
     });
     KernelView v = agg.sample();
     CHECK(v.bytes[0] == 1536);
@@ -114,6 +114,8 @@ TEST_CASE("kernel totals per kind, stack and process", "[kernel]") {
     REQUIRE(v.processes.size() == 2);
     CHECK(v.processes[0].pid == 100);
     CHECK(v.processes[0].comm == "p100");
+    CHECK(v.processes[0].unit == "nginx.service");
+    CHECK(v.processes[1].unit.empty());
     CHECK(v.processes[0].bytes == 1024 + 8192);
     CHECK(v.processes[1].pid == 200);
     CHECK(v.processes[1].bytes == 512);
@@ -126,7 +128,7 @@ TEST_CASE("pages that back slab objects are counted once, as the objects", "[ker
     src.stacks[2] = stack_of({"kmem_cache_alloc_noprof", "do_pipe2"});
     src.totals = {{100, 2, 1, 1, 8192, 1}, {100, 1, 1, 2, 4096, 64}};
     TableNamer namer;
-    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return std::string("p"); });
+    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return ProcessIdentity{"p", ""}; });
     KernelView v = agg.sample();
     CHECK(v.bytes[2] == 0);  // the slab's page
     CHECK(v.backing_bytes == 8192);
@@ -143,7 +145,7 @@ TEST_CASE("allocations made serving an interrupt are charged to no process", "[k
         {"__kmalloc_noprof", "__alloc_skb", "net_rx_action", "handle_softirqs", "do_syscall_64"});
     src.totals = {{100, 0, 1, 1, 2048, 1}};
     TableNamer namer;
-    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return std::string("p"); });
+    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return ProcessIdentity{"p", ""}; });
     KernelView v = agg.sample();
     CHECK(v.bytes[0] == 2048);
     REQUIRE(v.stacks.size() == 1);
@@ -161,8 +163,8 @@ TEST_CASE("empty totals of processes that are gone are deleted, others kept", "[
         {0, 0, 0, 1, 0, 0},        // no process: never deleted
     };
     TableNamer namer;
-    KernelAggregator agg(src, namer, [](uint32_t pid, uint64_t) -> std::optional<std::string> {
-        if (pid == 100) return std::string("alive");
+    KernelAggregator agg(src, namer, [](uint32_t pid, uint64_t) -> std::optional<ProcessIdentity> {
+        if (pid == 100) return ProcessIdentity{"alive", ""};
         return std::nullopt;
     });
     KernelView v = agg.sample();
@@ -182,10 +184,11 @@ TEST_CASE("a reused pid is a different process", "[kernel]") {
     src.stacks[1] = stack_of({"__kmalloc_noprof", "alloc_pipe_info"});
     src.totals = {{100, 0, 5000, 1, 64, 1}, {100, 0, 9000, 1, 128, 2}};
     TableNamer namer;
-    KernelAggregator agg(src, namer, [](uint32_t, uint64_t start) -> std::optional<std::string> {
-        if (start == 9000) return std::string("new");
-        return std::nullopt;  // the pid now belongs to the process that started at 9000
-    });
+    KernelAggregator agg(
+        src, namer, [](uint32_t, uint64_t start) -> std::optional<ProcessIdentity> {
+            if (start == 9000) return ProcessIdentity{"new", ""};
+            return std::nullopt;  // the pid now belongs to the process that started at 9000
+        });
     KernelView v = agg.sample();
     REQUIRE(v.processes.size() == 1);
     CHECK(v.processes[0].comm == "new");
@@ -214,7 +217,7 @@ TEST_CASE("unnamed frames are named again when the namer can name more; named on
     src.stacks[2] = {at("__kmalloc_noprof"), 0x20010, at("do_syscall_64")};
     src.totals = {{0, 0, 0, 1, 1024, 1}, {0, 0, 0, 2, 2048, 2}};
     TableNamer namer;
-    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return std::string("p"); });
+    KernelAggregator agg(src, namer, [](uint32_t, uint64_t) { return ProcessIdentity{"p", ""}; });
 
     auto stack = [](const KernelView& v, uint64_t id) {
         for (const auto& s : v.stacks)

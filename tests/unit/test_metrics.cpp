@@ -1,4 +1,5 @@
 // The Prometheus exposition of a snapshot (http/metrics.cpp), checked with promtool.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -91,6 +92,32 @@ TEST_CASE("render_metrics reports the snapshot's numbers", "[http][metrics]") {
     status.last_reload_ok = true;
     auto ok = parse_exposition(render_metrics(make_snapshot(), status));
     CHECK(ok.one("leakwatch_config_last_reload_successful", {}).value == 1);
+}
+
+TEST_CASE("the published exposition and the live families make the whole exposition",
+          "[http][metrics]") {
+    auto status = make_status();
+    status.http_failures = {{"/api/v1/stacks", 3}};
+    const std::string whole = render_metrics(make_snapshot(), status);
+    const std::string published = render_metrics(make_snapshot(), status, false);
+    const std::string live = render_live_metrics(status);
+    CHECK(published.find("leakwatch_http_handler_failures_total") == std::string::npos);
+    CHECK(parse_exposition(live)
+              .one("leakwatch_http_handler_failures_total", {{"path", "/api/v1/stacks"}})
+              .value == 3);
+    // The same samples, families in another order.
+    auto sorted_lines = [](const std::string& text) {
+        std::vector<std::string> lines;
+        size_t at = 0;
+        while (at < text.size()) {
+            size_t end = text.find('\n', at);
+            lines.push_back(text.substr(at, end - at));
+            at = end + 1;
+        }
+        std::sort(lines.begin(), lines.end());
+        return lines;
+    };
+    CHECK(sorted_lines(published + live) == sorted_lines(whole));
 }
 
 TEST_CASE("render_metrics keeps the top_stacks largest stacks of each process", "[http][metrics]") {
@@ -266,4 +293,38 @@ TEST_CASE("render_metrics exports the symbol caches; source lines stay out of la
     CHECK(text.find("file.c") == std::string::npos);
     CHECK(text.find("inner") == std::string::npos);
     CHECK(text == render_metrics(make_snapshot(), status));
+}
+
+TEST_CASE("the kernel's series of a process carry its unit, like its user series",
+          "[http][metrics]") {
+    Snapshot snap = make_snapshot();
+    KernelView k;
+    KernelProcessView web;
+    web.pid = 300;
+    web.comm = "nginx";
+    web.unit = "nginx.service";
+    web.bytes = 8192;
+    web.count = 2;
+    web.growth.followed = web.growth.suspected = true;
+    web.growth.rate = 10;
+    KernelProcessView other;
+    other.pid = 301;
+    other.comm = "cat";
+    other.bytes = 4096;
+    other.count = 1;
+    k.processes = {web, other};
+    snap.kernel = k;
+    auto exp = parse_exposition(render_metrics(snap, make_status()));
+    const Labels web_labels = {
+        {"watch", "kernel"}, {"pid", "300"}, {"comm", "nginx"}, {"unit", "nginx.service"}};
+    CHECK(exp.one("leakwatch_outstanding_bytes", web_labels).value == 8192);
+    CHECK(exp.one("leakwatch_outstanding_allocations", web_labels).value == 2);
+    Labels suspected = web_labels;
+    suspected["scope"] = "process";
+    suspected["stack_id"] = "";
+    suspected["site"] = "";
+    CHECK(exp.one("leakwatch_leak_suspected", suspected).value == 1);
+    const Labels other_labels = {
+        {"watch", "kernel"}, {"pid", "301"}, {"comm", "cat"}, {"unit", ""}};
+    CHECK(exp.one("leakwatch_outstanding_bytes", other_labels).value == 4096);
 }

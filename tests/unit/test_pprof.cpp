@@ -141,7 +141,8 @@ TEST_CASE("pprof: the sample types in one fixed order, inuse_space the default",
     for (const auto& t : p.sample_type())
         types.push_back(text(p, t.type()) + "/" + text(p, t.unit()));
     CHECK(types == std::vector<std::string>{"alloc_objects/count", "alloc_space/bytes",
-                                            "inuse_objects/count", "inuse_space/bytes"});
+                                            "inuse_objects/count", "inuse_space/bytes",
+                                            "growth_pages/count", "growth_space/bytes"});
     CHECK(text(p, p.default_sample_type()) == "inuse_space");
     CHECK(text(p, p.period_type().type()) == "space");
     CHECK(text(p, p.period_type().unit()) == "bytes");
@@ -156,7 +157,7 @@ TEST_CASE("pprof: samples begin at the allocating function, with values and labe
     REQUIRE(p.sample_size() == 2);
     const pb::Sample& leak = p.sample(0);
     CHECK(std::vector<int64_t>(leak.value().begin(), leak.value().end()) ==
-          std::vector<int64_t>{3, 3 << 20, 3, 3 << 20});
+          std::vector<int64_t>{3, 3 << 20, 3, 3 << 20, 0, 0});
     // malloc (the allocator's frame) is left out; inlined functions innermost first, then the
     // frame's own function.
     CHECK(names(p, leak) == std::vector<std::string>{"grab", "make_node", "leak_nodes", "main"});
@@ -164,7 +165,7 @@ TEST_CASE("pprof: samples begin at the allocating function, with values and labe
           std::map<std::string, std::string>{{"pid", "77"}, {"comm", "appd"}, {"watch", "app"}});
     const pb::Sample& churn = p.sample(1);
     CHECK(std::vector<int64_t>(churn.value().begin(), churn.value().end()) ==
-          std::vector<int64_t>{5000, 50 << 20, 0, 0});
+          std::vector<int64_t>{5000, 50 << 20, 0, 0, 0, 0});
     CHECK(names(p, churn) == std::vector<std::string>{"?", "churn", "main"});
 }
 
@@ -234,7 +235,7 @@ TEST_CASE("pprof: kernel stacks hold what they hold now, labelled by kind", "[ht
     pb::Profile p = decode(snap, of_kernel());
     REQUIRE(p.sample_size() == 1);
     CHECK(std::vector<int64_t>(p.sample(0).value().begin(), p.sample(0).value().end()) ==
-          std::vector<int64_t>{0, 0, 2, 8192});
+          std::vector<int64_t>{0, 0, 2, 8192, 0, 0});
     CHECK(labels(p, p.sample(0)) == std::map<std::string, std::string>{{"kind", "kmalloc"}});
     CHECK(names(p, p.sample(0)) == std::vector<std::string>{"__kmalloc", "pipe_write"});
 }
@@ -263,4 +264,55 @@ TEST_CASE("folded stacks: a name cannot break the format", "[http][pprof]") {
     p.stacks = {{0x1, 10, 1, "f", frames, {}}};
     snap.processes = {p};
     CHECK(folded_stacks(snap, {}) == "a:b [1];f:g:h 10\n");
+}
+
+TEST_CASE("pprof: the watch tier's growth stacks are growth_* samples from their touch site",
+          "[http][pprof][watch]") {
+    // A process in the watch tier: no allocator stacks, two stacks that first touched pages it
+    // still holds (each sampled page standing for 64 KiB), one inside memset.
+    auto leak = std::make_shared<std::vector<Frame>>(std::vector<Frame>{
+        frame(0x7f00000b1000, "__memset_avx2_unaligned_erms", 0x40, kLibc, 0xb1000, kLibcBuildId),
+        frame(0x555500001740, "leak_steady_growth", 0x30, "/usr/bin/appd", 0x1740, "aa11"),
+        frame(0x555500001300, "main", 0x40, "/usr/bin/appd", 0x1300, "aa11")});
+    auto stack = std::make_shared<std::vector<Frame>>(std::vector<Frame>{
+        frame(0x555500001600, "fill_table", 0x10, "/usr/bin/appd", 0x1600, "aa11"),
+        frame(0x555500001310, "main", 0x50, "/usr/bin/appd", 0x1310, "aa11")});
+    Snapshot snap;
+    ProcessView w;
+    w.pid = 88;
+    w.watch = "tier";
+    w.comm = "appd";
+    w.tracking = TrackingState::kWatch;
+    StackView g1{0x1, 40 * 65536, 40, "leak_steady_growth", leak, {}, false, 0, 0, 1};
+    StackView g2{0x2, 3 * 65536, 3, "fill_table", stack, {}, false, 0, 0, 0};
+    StackView gone{0x3, 0, 0, "fill_table", stack, {}, false, 0, 0, 0};
+    w.growth_stacks = {g1, g2, gone};
+    snap.processes = {w};
+
+    pb::Profile p = decode(snap, of_pid(88));
+    // Only growth samples: the profile opens on growth_space, not on inuse_space's zeros.
+    CHECK(text(p, p.default_sample_type()) == "growth_space");
+    REQUIRE(p.sample_size() == 2);  // a stack whose pages are all gone has nothing to show
+    const pb::Sample& s = p.sample(0);
+    CHECK(std::vector<int64_t>(s.value().begin(), s.value().end()) ==
+          std::vector<int64_t>{0, 0, 0, 0, 40, 40 * 65536});
+    CHECK(names(p, s) == std::vector<std::string>{"leak_steady_growth", "main"});
+    CHECK(labels(p, s) ==
+          std::map<std::string, std::string>{{"pid", "88"}, {"comm", "appd"}, {"watch", "tier"}});
+    CHECK(names(p, p.sample(1)) == std::vector<std::string>{"fill_table", "main"});
+
+    // With allocator stacks beside them (another process, escalated), inuse_space stays the
+    // default and growth samples add nothing to inuse_*.
+    Snapshot both = leaky_snapshot();
+    both.processes.push_back(w);
+    pb::Profile q = decode(both, {});
+    CHECK(text(q, q.default_sample_type()) == "inuse_space");
+    REQUIRE(q.sample_size() == 4);
+    int64_t inuse = 0, growth = 0;
+    for (const auto& x : q.sample()) {
+        inuse += x.value(3);
+        growth += x.value(5);
+    }
+    CHECK(inuse == 3 << 20);
+    CHECK(growth == 43 * 65536);
 }

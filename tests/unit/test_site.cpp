@@ -140,4 +140,10 @@ TEST_CASE("touch_site_of: past the allocator, its unnamed internals and the memo
     own.module = "/usr/bin/app";
     std::vector<Frame> app = {own, frame_named("main")};
     CHECK(touch_site_of(app) == own.display());
+    // A growth profile's samples begin at that frame.
+    CHECK(touch_frames(in_malloc) == 2);
+    CHECK(touch_frames(in_memset) == 1);
+    CHECK(touch_frames(unnamed_memset) == 1);
+    CHECK(touch_frames(app) == 0);
+    CHECK(touch_frames({internal}) == 0);  // no site: the whole stack
 }

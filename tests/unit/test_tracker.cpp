@@ -384,24 +384,29 @@ TEST_CASE("short-lived processes are counted: gone before attached, gone before 
     f.proc_tree.remove(kApp);
     f.tracker->on_event(event(LW_EVENT_EXIT, kApp));
     CHECK(f.tracker->attaches_dropped() == 1);
-    // Gone before its /proc entry was read: its comm says a rule might have matched it. Counted
-    // once, at its exit, however many of its events found it gone.
+    // Gone before its /proc entry was read: its comm says a rule might have matched it.
+    // Counted at once: the kernel sends no exit event for a process never watched (its fork
+    // event, which carries no comm, counts nothing).
     f.tracker->on_event(event(LW_EVENT_FORK, kOther));
-    f.tracker->on_event(exec_of(kOther, "app"));
     CHECK(f.tracker->execs_unread() == 0);
-    f.tracker->on_event(event(LW_EVENT_EXIT, kOther));
+    f.tracker->on_event(exec_of(kOther, "app"));
     CHECK(f.tracker->execs_unread() == 1);
     // ...or that none would have.
     f.tracker->on_event(exec_of(kChild, "sh"));
-    f.tracker->on_event(event(LW_EVENT_EXIT, kChild));
     CHECK(f.tracker->execs_unread() == 1);
-    // Exec'd and gone before it was read, its exit event lost
-    // (the ring buffer full), a scan settles it.
-    f.tracker->on_event(exec_of(kOther, "app"));
-    CHECK(f.tracker->execs_unread() == 1);
+    // A scan finds nothing more to count.
     f.tracker->scan();
-    CHECK(f.tracker->execs_unread() == 2);
-    CHECK(f.tracker->attaches_dropped() == 1);
+    CHECK(f.tracker->execs_unread() == 1);
+    // Matched, its attach tried and failed as it exited (no exit event follows): dropped.
+    f.proc_tree.add(kChild, "app", 1000, false);
+    f.tracker->on_event(exec_of(kChild, "app"));
+    f.proc_tree.remove(kChild);
+    for (int i = 0; i < 200 && f.tracker->attaches_dropped() < 2; i++) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        f.tracker->tick();
+    }
+    CHECK(f.tracker->attaches_dropped() == 2);
+    CHECK(f.tracker->execs_unread() == 1);
     CHECK(f.attacher.attaches.empty());
 }
 
@@ -530,6 +535,42 @@ TEST_CASE("adopt: the kept probes of the same process, still recorded, for the s
     f.tracker->scan();
     CHECK(f.attacher.attaches.empty());  // adopted, not attached again
     CHECK(f.attacher.detached == 0);
+}
+
+TEST_CASE("adopt: a process of the watch tier kept escalated is adopted escalated",
+          "[tracker][restart][watch]") {
+    const WatchRule r = rule("web", "app", WatchRule::Tracking::kEscalate);
+    Escalation e;
+    e.watch_sample_bytes = 64 * 1024;
+    Fixture f;
+    f.proc_tree.add(kApp, "app", 1000);
+    f.tracker =
+        std::make_unique<Tracker>(f.attacher, f.proc, f.symbolizer, std::vector<WatchRule>{r}, e);
+    f.attacher.watched[kApp] = Recording{};  // its escalation's probes still record it
+    const double attached_at = 1733000000.5, escalated_at = 1733000100.25;
+    std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept;
+    kept.emplace_back(Tracker::kept_tag(kApp, 1000, attached_at, r, escalated_at),
+                      std::make_unique<FakeAttachment>(f.attacher.detached));
+    CHECK(f.tracker->adopt(std::move(kept)) == std::set<uint32_t>{kApp});
+    auto meta = f.tracker->processes().at(0);
+    CHECK(meta.tracking == TrackingState::kEscalated);
+    CHECK(meta.escalated_at == escalated_at);
+    CHECK(meta.attached_at == attached_at);
+    CHECK(f.attacher.tier == std::map<uint32_t, uint64_t>{{kApp, 64 * 1024}});
+    CHECK(f.tracker->escalated() == 1);
+    // Released as any escalated process: its probes go, it stays in the watch tier.
+    f.tracker->release(kApp, "a test");
+    CHECK(f.tracker->processes().at(0).tracking == TrackingState::kWatch);
+    CHECK(f.attacher.tier.count(kApp) == 1);
+
+    // Kept without an escalation (a rule with probes all the time then) while its rule is
+    // escalate now: another tracking, dropped.
+    Fixture g;
+    g.proc_tree.add(kApp, "app", 1000);
+    g.tracker =
+        std::make_unique<Tracker>(g.attacher, g.proc, g.symbolizer, std::vector<WatchRule>{r}, e);
+    g.attacher.watched[kApp] = Recording{};
+    CHECK(g.tracker->adopt(kept_app(g, r, 1000, attached_at)).empty());
 }
 
 TEST_CASE("adopt: kept probes of another process, an exec'ed one or another rule are dropped",
