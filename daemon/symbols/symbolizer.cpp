@@ -830,9 +830,9 @@ std::optional<HotSpotBlob> Symbolizer::java_blob(int pid, uint64_t pc, bool* pen
     return hotspot_blob(process_memory(proc_, pid), *layout, pc);
 }
 
-void Symbolizer::name_java_blob(int pid, uint64_t address, Frame& frame) {
-    // Keyed apart from the Method* names: code addresses with bit 62 set.
-    const auto key = std::make_pair(pid, address | (uint64_t{1} << 62));
+void Symbolizer::name_java_frame(int pid, uint64_t key_address, const std::string& job,
+                                 const JavaNamer& read, Frame& frame) {
+    const auto key = std::make_pair(pid, key_address);
     auto known = [&] {
         std::lock_guard lock(java_->mu);
         if (auto* name = java_->names.get(key)) {
@@ -844,57 +844,13 @@ void Symbolizer::name_java_blob(int pid, uint64_t address, Frame& frame) {
     if (known()) return;
     bool pending = false;
     auto layout = java_layout(pid, &pending);
-    if (!layout || layout->heaps.empty()) {
-        frame.pending |= pending;
-        return;
-    }
-    char hex[32];
-    std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(address));
-    const std::string job = "javablob:" + std::to_string(pid) + ":" + hex;
-    auto wait = wait_for(job);
-    if (!wait) return;
-    auto load = [java = java_, proc = proc_, pid, address, layout, key] {
-        auto mem = process_memory(proc, pid);
-        std::string name;
-        if (auto blob = hotspot_blob(mem, *layout, address); blob && blob->nmethod) {
-            if (auto n = hotspot_method_name(mem, *layout, blob->method))
-                name = shown_text(*n, kMaxShownName);
-        }
-        std::lock_guard lock(java->mu);
-        java->names.put(key, name);
-    };
-    if (loader_.run(job, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting) {
-        frame.pending = true;
-        return;
-    }
-    known();
-}
-
-void Symbolizer::name_java_method(int pid, uint64_t address, Frame& frame) {
-    // A return address's lookup is one below it: the Method* is 8-byte aligned.
-    const uint64_t method = ((address & ~kJavaMethodTag) + 7) & ~uint64_t{7};
-    frame.module = "[java]";
-    frame.module_offset = 0;
-    const auto key = std::make_pair(pid, method);
-    auto known = [&] {
-        std::lock_guard lock(java_->mu);
-        if (auto* name = java_->names.get(key)) {
-            frame.symbol = *name;
-            return true;
-        }
-        return false;
-    };
-    if (known()) return;
-    auto layout = java_layout(pid, &frame.pending);
+    frame.pending |= pending;
     if (!layout) return;
-    char hex[32];
-    std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(method));
-    const std::string job = "java:" + std::to_string(pid) + ":" + hex;
     auto wait = wait_for(job);
     if (!wait) return;
     // The process's memory is read on the loader: a process in trouble may hold its mm lock.
-    auto load = [java = java_, proc = proc_, pid, method, layout, key] {
-        auto name = hotspot_method_name(process_memory(proc, pid), *layout, method);
+    auto load = [java = java_, proc = proc_, pid, layout, key, read] {
+        auto name = read(process_memory(proc, pid), *layout);
         std::lock_guard lock(java->mu);
         java->names.put(key, name ? shown_text(*name, kMaxShownName) : std::string());
     };
@@ -903,6 +859,38 @@ void Symbolizer::name_java_method(int pid, uint64_t address, Frame& frame) {
         return;
     }
     known();
+}
+
+static std::string hex_key(const char* kind, int pid, uint64_t address) {
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(address));
+    return std::string(kind) + ":" + std::to_string(pid) + ":" + hex;
+}
+
+void Symbolizer::name_java_blob(int pid, uint64_t address, Frame& frame) {
+    // Keyed apart from the Method* names: code addresses with bit 62 set.
+    name_java_frame(
+        pid, address | (uint64_t{1} << 62), hex_key("javablob", pid, address),
+        [address](const JvmMemory& mem, const HotSpotLayout& layout) -> std::optional<std::string> {
+            if (layout.heaps.empty()) return std::nullopt;
+            auto blob = hotspot_blob(mem, layout, address);
+            if (!blob || !blob->nmethod) return std::nullopt;
+            return hotspot_method_name(mem, layout, blob->method);
+        },
+        frame);
+}
+
+void Symbolizer::name_java_method(int pid, uint64_t address, Frame& frame) {
+    // A return address's lookup is one below it: the Method* is 8-byte aligned.
+    const uint64_t method = ((address & ~kJavaMethodTag) + 7) & ~uint64_t{7};
+    frame.module = "[java]";
+    frame.module_offset = 0;
+    name_java_frame(
+        pid, method, hex_key("java", pid, method),
+        [method](const JvmMemory& mem, const HotSpotLayout& layout) {
+            return hotspot_method_name(mem, layout, method);
+        },
+        frame);
 }
 
 uint64_t Symbolizer::perf_map_generation(int pid) {

@@ -213,6 +213,11 @@ class Symbolizer {
     struct Java;
     std::shared_ptr<Java> java_;
     std::shared_ptr<const HotSpotLayout> java_layout(int pid, bool* pending);
+    using JavaNamer =
+        std::function<std::optional<std::string>(const JvmMemory&, const HotSpotLayout&)>;
+    // Names a frame of JVM pid by `read` (on the loader), cached under (pid, key_address).
+    void name_java_frame(int pid, uint64_t key_address, const std::string& job,
+                         const JavaNamer& read, Frame& frame);
     void name_java_method(int pid, uint64_t address, Frame& frame);
     // Names a frame in a JVM's code cache from its blob's Method*, when the perf map does not.
     void name_java_blob(int pid, uint64_t address, Frame& frame);

@@ -175,10 +175,9 @@ def jvm_host_pid(launcher):
 def check_java_site(daemon, pid, before, before_site, truth):
     """The leak is charged to LeakHot.fillCache, its bytes within 10% of the truth."""
     site = "LeakHot.fillCache"
-    # If the JIT compiled fillCache again when the leak began (a branch the warm-up never
-    # took), the new code is named once the JVM is asked again (within 20 s).
+    # Stacks are named within a few samples (a frame's name is read on the loader).
     try:
-        wait_until(lambda: within(site_bytes(daemon, pid) - before_site, truth, 0.10), 60,
+        wait_until(lambda: within(site_bytes(daemon, pid) - before_site, truth, 0.10), 30,
                    f"the leak's bytes under site {site}")
     except Exception as e:
         print(e)
@@ -191,7 +190,17 @@ def check_java_site(daemon, pid, before, before_site, truth):
     print(f"process grew by {grew}, site {site} grew by {held}, truth {truth}, "
           f"unwind_pending {pending:.0f}")
     check(within(grew, truth, 0.10), f"process grew by {grew}, truth {truth}")
-    check(within(held, truth, 0.10), f"site {site} grew by {held}, truth {truth}")
+    # As in java_direct_buffers: when the JIT compiles again during the leak, the allocations
+    # made through each new return address until its rule is in keep partial stacks
+    # (unwind_pending), ending inside the JVM's allocation path.
+    partial = sum(s["outstanding_bytes"] for s in stacks
+                  if "Unsafe_AllocateMemory0" in symbols(s) and s["site"] == "[unknown]")
+    print(f"partial stacks {partial}")
+    check(within(held + partial, truth, 0.10),
+          f"site {site} grew by {held}, partial stacks {partial}, truth {truth}")
+    check(partial <= pending * SIZE, f"{partial} bytes in partial stacks, only {pending:.0f} "
+          "allocations counted unwind_pending")
+    check(held >= 0.8 * truth, f"site {site} grew by only {held} of {truth}")
     top = max((s for s in stacks if s["site"] == site), key=lambda s: s["outstanding_bytes"])
     names = symbols(top)
     check(in_order(names, ["malloc", "Unsafe_AllocateMemory0", "LeakHot.fillCache(int, int)"]),
