@@ -11,6 +11,10 @@ runs the loop and reads each of the daemon's BPF programs' run_cnt and run_time_
 before and after: the time the BPF programs themselves took, without the trap of the uprobe
 that runs them. Environment: PAIRS, CASES (default "full/frame-pointer full/auto full/dwarf
 sampled/auto").
+
+A case "python/N" runs Debian's python3.11 instead, allocating and freeing a 64 KiB bytearray
+PAIRS times four Python calls deep (PyByteArray_Resize -> realloc, then free), watched with
+`unwind: auto` and python.max_frames N (0: no Python frames read): the cost of the Python frames.
 """
 import json
 import os
@@ -52,16 +56,44 @@ def prog_stats(pid):
     return out
 
 
+# The Python case's loop: one realloc (the bytearray's buffer) and one free per pair.
+PYTHON_LOOP = """
+import os, sys, time
+def leaf():
+    b = bytearray(65536)
+    del b
+def mid():
+    leaf()
+def top(n):
+    for _ in range(n):
+        mid()
+go, n = sys.argv[1], int(sys.argv[2])
+while not os.path.exists(go):
+    time.sleep(0.01)
+t = time.perf_counter_ns()
+top(n)
+print("ns_per_pair=%d" % ((time.perf_counter_ns() - t) // n), flush=True)
+"""
+
+
 def run_case(case, work):
     tracking, unwind = case.split("/")
     go = os.path.join(work, "go")
-    bench = subprocess.Popen([f"{BUILD}/bin/alloc_bench", "fixed", str(PAIRS)],
-                             env=dict(os.environ, BENCH_GO=go), stdout=subprocess.PIPE, text=True)
+    python = ""
+    if tracking == "python":
+        python = f"python:\n  max_frames: {int(unwind)}\n"
+        tracking, unwind = "full", "auto"
+        bench = subprocess.Popen(["/usr/bin/python3.11", "-c", PYTHON_LOOP, go, str(PAIRS)],
+                                 stdout=subprocess.PIPE, text=True)
+    else:
+        bench = subprocess.Popen([f"{BUILD}/bin/alloc_bench", "fixed", str(PAIRS)],
+                                 env=dict(os.environ, BENCH_GO=go), stdout=subprocess.PIPE,
+                                 text=True)
     port = free_port()
     cfg = os.path.join(work, "leakwatch.yaml")
     with open(cfg, "w") as f:
-        f.write(f'interval: 1s\nwatch:\n  - name: bench\n    match:\n      pid: {bench.pid}\n'
-                f'    tracking: {tracking}\n    unwind: {unwind}\n')
+        f.write(f'interval: 1s\n{python}watch:\n  - name: bench\n    match:\n'
+                f'      pid: {bench.pid}\n    tracking: {tracking}\n    unwind: {unwind}\n')
     log = open(os.path.join(work, "daemon.log"), "w")
     daemon = subprocess.Popen([f"{BUILD}/bin/leakwatchd", "--config", cfg,
                                "--web.listen-address", f"127.0.0.1:{port}"],

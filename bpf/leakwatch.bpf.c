@@ -186,6 +186,77 @@ static __always_inline void store_stack(struct lw_key *key, struct lw_stack *s)
 }
 
 #if defined(__TARGET_ARCH_x86)
+/* ---- Python frames (leakwatch.h, lw_py_cfg) ---- */
+
+static __always_inline __u64 read_user_u64(__u64 addr)
+{
+    __u64 v = 0;
+    bpf_probe_read_user(&v, sizeof(v), (void *)addr);
+    return v;
+}
+
+/* The Python frames of the current thread into the stack scratch's py (none when the process
+ * runs no CPython the daemon knows, or this thread runs no Python). A frame that cannot be read
+ * ends the walk. A global function: the verifier checks it once, on its own, rather than in
+ * every path of each program that records a stack (inlined, it took them past the verifier's
+ * budget). */
+__attribute__((noinline)) int read_python(__u32 tgid)
+{
+    __u32 zero = 0;
+    struct lw_stack *s = bpf_map_lookup_elem(&stack_scratch, &zero);
+    if (!s)
+        return 0;
+    s->py_nr = 0;
+    struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watched, &tgid);
+    if (!cfg || !cfg->py.key_addr)
+        return 0;
+    const struct lw_py_cfg *py = &cfg->py;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    __u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+    __u32 key = 0;
+    /* glibc keeps keys 0-31 in struct pthread itself: {seq, data} pairs of 16 bytes */
+    if (!fsbase || bpf_probe_read_user(&key, sizeof(key), (void *)py->key_addr) || key >= 32)
+        return 0;
+    __u64 tstate = read_user_u64(fsbase + py->tsd_off + 16 * key + 8);
+    /* the slot is this thread's own; its thread id says the state is too */
+    if (!tstate || read_user_u64(tstate + py->thread_id_off) != fsbase)
+        return 0;
+    __u64 f = read_user_u64(tstate + py->frame_off);
+    if (f && py->cframe_off != LW_PY_NONE)
+        f = read_user_u64(f + py->cframe_off);
+    const __u32 max = py->max_frames < LW_PY_MAX_FRAMES ? py->max_frames : LW_PY_MAX_FRAMES;
+    const __u8 group = py->group;
+    const bool pointer = py->instr == LW_PY_INSTR_PTR;
+    /* One slot per frame walked, the shims' included: the slot is the loop's index, so the
+     * verifier sees one state per step. */
+    __u32 n = 0;
+    for (int i = 0; i < LW_PY_MAX_FRAMES; i++) {
+        if (!f || (__u32)i >= max)
+            break;
+        __u64 code = read_user_u64(f + py->code_off);
+        __u64 back = read_user_u64(f + py->back_off);
+        __u64 raw = read_user_u64(f + py->instr_off);
+        __u8 entry = 0;
+        bpf_probe_read_user(&entry, sizeof(entry), (void *)(f + py->entry_off));
+        f = back;
+        /* The instruction as the daemon decodes it: its offset in bytes from the code object
+         * (a pointer into its bytecode, 3.11+) or f_lasti (an int, -1 before the first) + 1;
+         * 0xffff: not known. */
+        __u64 at = pointer ? raw - code : (__u64)(__u32)((__s32)raw + 1);
+        if (at > 0xffff)
+            at = 0xffff;
+        __u64 v = (code & 0xfffffffffff8ULL) | at << LW_PY_INSTR_SHIFT;
+        if (group == LW_PY_GROUP_EACH || (group == LW_PY_GROUP_IS_ENTRY && entry))
+            v |= LW_PY_GROUP_END;
+        if (group == LW_PY_GROUP_SHIM && entry == 3)
+            v = LW_PY_SHIM;
+        s->py[i] = v;
+        n = i + 1;
+    }
+    s->py_nr = n;
+    return 0;
+}
+
 /* Copies the frame's registers and the stack above it for the daemon to unwind. The largest
  * readable slice: the stack's top may be closer than LW_SNAPSHOT_BYTES. */
 static __always_inline bool send_snapshot(__u32 tgid, __u64 id, __u64 key, __u64 ip, __u64 sp,
@@ -374,6 +445,7 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
             count_lost(LW_LOST_UNWIND_PENDING);
         }
     }
+    h = python_hash(h, s->py, s->py_nr);
     struct lw_key key = {.tgid = tgid, .id = h};
     store_stack(&key, s);
     return h;
@@ -389,6 +461,7 @@ static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
     if (!s)
         return 0;
 #if defined(__TARGET_ARCH_x86)
+    read_python(tgid);
     if (cfg->flags & LW_CFG_DWARF)
         return walk_stack(tgid, s, cfg, PT_REGS_IP(ctx), PT_REGS_SP(ctx), PT_REGS_FP(ctx),
                           false);
@@ -401,7 +474,11 @@ static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
     s->nr = n / sizeof(__u64);
     s->flags = 0;
     s->caller = caller_address(ctx);
+#if !defined(__TARGET_ARCH_x86)
+    s->py_nr = 0;
+#endif
     __u64 h = stack_hash(mix64(s->caller ^ 0x9e3779b97f4a7c15ULL), s->ips, s->nr);
+    h = python_hash(h, s->py, s->py_nr);
     struct lw_key key = {.tgid = tgid, .id = h};
     store_stack(&key, s);
     return h;
@@ -906,6 +983,7 @@ int BPF_PROG(watch_fault, unsigned long address, struct pt_regs *regs, unsigned 
     if (!s)
         return 0;
     __u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp), bp = BPF_CORE_READ(regs, bp);
+    s->py_nr = 0; /* a first touch is named by its native frames */
     struct lw_growth g = {.stack = walk_stack(tgid, s, cfg, ip, sp, bp, true),
                           .ts_ns = bpf_ktime_get_ns()};
     struct lw_key key = {.tgid = tgid, .id = address & ~(page_size - 1)};

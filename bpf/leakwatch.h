@@ -70,6 +70,8 @@ enum lw_lost_reason {
     LW_LOST_EXEC_UNREAD,       /* an exec'd process was gone before the rules could be tried */
     LW_LOST_K_PROGRAM_MISSED,  /* the kernel skipped a kmem program run: it was already running
                                   on that CPU (read by the daemon from the programs' info) */
+    LW_LOST_PYTHON_UNSUPPORTED, /* a CPython process whose version has no frame offsets: its
+                                   stacks have native frames only (once per process) */
     LW_LOST_MAX,
 };
 
@@ -103,6 +105,55 @@ struct lw_code_range {
     __u32 pad;
 };
 
+/* Python frames (x86-64): where a CPython process keeps its threads' frames, written by the
+ * daemon (symbols/python.h has the offsets per version). At each recorded allocation the BPF
+ * side finds the thread's PyThreadState in the thread's pthread key slot of the interpreter's
+ * autoTSSkey (set while the thread runs Python, also while it has released the GIL), checks it
+ * is this thread's, and walks its frame chain from the innermost frame: per frame the code
+ * object's address and the instruction being executed. Names and lines are read by the daemon,
+ * once per code object. */
+#define LW_PY_MAX_FRAMES 32 /* a power of two: indexes are masked */
+#define LW_PY_NONE 0xffffu
+
+enum lw_py_instr {
+    LW_PY_LASTI = 1,     /* int f_lasti at instr_off (3.9: in bytes, 3.10: in code units) */
+    LW_PY_INSTR_PTR = 3, /* pointer to the instruction at instr_off, into the code object's
+                            bytecode (3.11+) */
+};
+
+enum lw_py_group {
+    LW_PY_GROUP_EACH = 1,     /* every frame has a native evaluation frame of its own (<= 3.10) */
+    LW_PY_GROUP_IS_ENTRY = 2, /* a group ends with the frame whose u8 at entry_off is set (3.11) */
+    LW_PY_GROUP_SHIM = 3,     /* a frame whose u8 owner at entry_off is 3 is the C stack's shim:
+                                 not a Python frame, it ends the group before it (3.12+) */
+};
+
+struct lw_py_cfg {
+    __u64 key_addr;     /* address of the u32 autoTSSkey; 0: no Python frames */
+    __u16 tsd_off;      /* glibc: struct pthread's first block of key slots, from fsbase */
+    __u16 thread_id_off; /* PyThreadState.thread_id (pthread_self) */
+    __u16 frame_off;    /* PyThreadState: the current frame, or its _PyCFrame (cframe_off) */
+    __u16 cframe_off;   /* _PyCFrame.current_frame, LW_PY_NONE when frame_off is the frame */
+    __u16 code_off;     /* frame: its code object */
+    __u16 back_off;     /* frame: the calling frame */
+    __u16 instr_off;
+    __u16 entry_off;
+    __u8 instr;         /* enum lw_py_instr */
+    __u8 group;         /* enum lw_py_group */
+    __u16 max_frames;   /* python.max_frames, at most LW_PY_MAX_FRAMES */
+    __u16 pad[4];
+};
+
+/* A Python frame in a stack: the code object's address (8-aligned, below 2^48); above bit 48
+ * its instruction, as read (LW_PY_INSTR_PTR: its byte offset from the code object; LW_PY_LASTI:
+ * f_lasti + 1), 0xffff when larger; and bit 0 set on the outermost frame of a group run by one
+ * native evaluation frame. The daemon turns it into an instruction index. */
+#define LW_PY_GROUP_END 1ULL
+/* The C stack's shim frame (LW_PY_GROUP_SHIM): not a Python frame, it ends the group of the
+ * frames before it. */
+#define LW_PY_SHIM LW_PY_GROUP_END
+#define LW_PY_INSTR_SHIFT 48
+
 /* Per watched process, written by the daemon when it attaches. */
 struct lw_proc_cfg {
     __u64 min_size;
@@ -119,6 +170,7 @@ struct lw_proc_cfg {
     /* Walks with rules (LW_CFG_DWARF): code walked by frame pointers instead, where the
      * daemon found that the functions keep them (see lw_code_range). */
     struct lw_code_range ranges[LW_MAX_RANGES];
+    struct lw_py_cfg py;
 };
 
 #define LW_CFG_PARTIAL 1u /* sampling or a size filter: not every call is recorded */
@@ -188,6 +240,11 @@ struct lw_stack {
     __u32 flags; /* LW_STACK_PARTIAL: a snapshot's frames, until the daemon completes them */
     __u64 caller;
     __u64 ips[LW_MAX_STACK_DEPTH];
+    /* The Python frames active at the allocation, innermost first (lw_py_cfg): part of the
+     * stack's id, so two Python callers of one native path are two stacks. */
+    __u32 py_nr;
+    __u32 py_pad;
+    __u64 py[LW_PY_MAX_FRAMES];
 };
 
 #define LW_STACK_PARTIAL 1u

@@ -29,4 +29,19 @@ static __always_inline __u64 stack_hash(__u64 seed, const __u64 *ips, __u32 nr)
     return h ? h : 1;
 }
 
+/* The id of a stack with Python frames: its native frames' id, then the Python frames'. The
+ * same as the native id when there are none. */
+static __always_inline __u64 python_hash(__u64 h, const __u64 *py, __u32 nr)
+{
+    if (!nr)
+        return h;
+    h = mix64(h ^ 0x707974686f6eULL);
+    for (int i = 0; i < LW_PY_MAX_FRAMES; i++) {
+        if ((__u32)i >= nr)
+            break;
+        h = mix64(h ^ py[i]) + i;
+    }
+    return h ? h : 1;
+}
+
 #endif

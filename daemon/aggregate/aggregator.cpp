@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "aggregate/site.h"
+#include "leakwatch.h"
 
 namespace leakwatch {
 
@@ -32,6 +33,27 @@ std::vector<uint64_t> frame_addresses(const RawStack& raw) {
         out.push_back(raw.caller);
     for (size_t i = 1; i < raw.ips.size(); i++) out.push_back(raw.ips[i]);
     return out;
+}
+
+std::string interleave_python(std::vector<Frame>& frames, std::vector<std::vector<Frame>> groups) {
+    std::vector<Frame> out;
+    out.reserve(frames.size() + groups.size() * 4);
+    std::string interpreter;
+    size_t next = 0;
+    for (auto& f : frames) {
+        if (f.symbol.starts_with("py::")) continue;
+        if (next < groups.size() && f.symbol.starts_with("_PyEval_EvalFrameDefault")) {
+            if (interpreter.empty()) interpreter = f.module.str();
+            for (auto& p : groups[next]) out.push_back(std::move(p));
+            next++;
+            continue;
+        }
+        out.push_back(std::move(f));
+    }
+    for (; next < groups.size(); next++)
+        for (auto& p : groups[next]) out.push_back(std::move(p));
+    frames = std::move(out);
+    return interpreter;
 }
 
 const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, uint64_t id) {
@@ -69,7 +91,24 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
             pending |= f.pending;
             frames->push_back(std::move(f));
         }
-        r.site = site_of(*frames, meta.symbol_prefix);
+        std::string interpreter;
+        if (!raw->python.empty()) {
+            std::vector<std::vector<Frame>> groups(1);
+            for (uint64_t v : raw->python) {
+                // LW_PY_SHIM: the group before it ends (if it was not ended already)
+                if (v == LW_PY_SHIM) {
+                    if (!groups.back().empty()) groups.emplace_back();
+                    continue;
+                }
+                groups.back().push_back(resolver_.resolve_python(meta.pid, v & 0xfffffffffff8ull,
+                                                                 static_cast<uint32_t>(v >> 48)));
+                if (v & LW_PY_GROUP_END) groups.emplace_back();
+            }
+            if (groups.back().empty()) groups.pop_back();
+            interpreter = interleave_python(*frames, std::move(groups));
+        }
+        r.site = raw->python.empty() ? site_of(*frames, meta.symbol_prefix)
+                                     : python_site_of(*frames, interpreter, meta.symbol_prefix);
         r.allocator_frames = static_cast<uint32_t>(allocator_frames(*frames, meta.symbol_prefix));
         r.touch_site = touch_site_of(*frames, meta.symbol_prefix);
         r.touch_frames = static_cast<uint32_t>(touch_frames(*frames, meta.symbol_prefix));

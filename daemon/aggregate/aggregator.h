@@ -126,7 +126,24 @@ class FrameResolver {
     // A number that changes when more of a process's JIT-compiled code can be named (its perf
     // map was read anew): stacks with unnamed JIT frames are then resolved again.
     virtual uint64_t jit_generation(uint32_t pid) = 0;
+    // A Python frame: its code object's function, file and the line of the instruction
+    // (as the BPF side recorded it, bpf/leakwatch.h). Module "[python]".
+    virtual Frame resolve_python(uint32_t pid, uint64_t code, uint32_t instruction) {
+        (void)pid, (void)instruction;
+        Frame f;
+        f.address = code;
+        f.module = "[python]";
+        f.module_offset = code;
+        return f;
+    }
 };
+
+// Puts a stack's Python frames in place of the native frames of the interpreter that run them:
+// the k-th group (bpf/leakwatch.h) replaces the k-th native _PyEval_EvalFrameDefault, innermost
+// first; groups left over go after the native frames. Frames the interpreter's perf map names
+// (-X perf trampolines, "py::") go: the Python frames name them. Returns the interpreter's
+// module ("" when no frame was replaced).
+std::string interleave_python(std::vector<Frame>& frames, std::vector<std::vector<Frame>> groups);
 
 // The frame addresses of a raw stack, caller included once: frame-pointer walking from an
 // allocator's first instruction skips the direct caller unless the kernel adds it itself.

@@ -192,4 +192,20 @@ std::string site_of(const std::vector<Frame>& frames, std::string_view prefix) {
     return first_caller(frames, prefix, false);
 }
 
+std::string python_site_of(const std::vector<Frame>& frames, std::string_view interpreter,
+                           std::string_view prefix) {
+    for (size_t i = allocator_frames(frames, prefix); i < frames.size(); i++) {
+        const Frame& f = frames[i];
+        if (f.module == "[python]") {
+            if (!f.symbol.empty()) return f.symbol;
+            continue;
+        }
+        if (f.symbol.empty() || in_c_library(f) ||
+            (!interpreter.empty() && f.module == interpreter))
+            continue;
+        return function_name(f.symbol);
+    }
+    return site_of(frames, prefix);
+}
+
 }  // namespace leakwatch

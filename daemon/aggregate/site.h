@@ -28,6 +28,13 @@ std::string function_name(std::string_view symbol);
 // "[unknown]" when the stack has no frame outside the allocator.
 std::string site_of(const std::vector<Frame>& frames, std::string_view prefix = {});
 
+// The site of a stack with Python frames (module "[python]"): the innermost Python function,
+// past the allocator and the native frames of the interpreter (module `interpreter`), the C
+// library and unnamed code; a named C function of another module met before it (a C extension
+// that allocates) is the site instead.
+std::string python_site_of(const std::vector<Frame>& frames, std::string_view interpreter,
+                           std::string_view prefix = {});
+
 // True for the C library's functions that write memory on their caller's behalf (memset,
 // memcpy, memmove and their per-CPU variants such as __memset_avx2_unaligned_erms, bzero, the
 // string copies): a first touch of new memory inside them belongs to their caller.

@@ -38,6 +38,9 @@ struct RawStack {
     bool partial = false;    // a snapshot's frames so far, not yet completed by the daemon
     bool truncated = false;  // the walk stopped before the outermost frame
     bool pending = false;    // frames up to one whose snapshot was in flight (callers missing)
+    // Python frames, innermost first, as the BPF side encodes them (bpf/leakwatch.h: code
+    // object, instruction as recorded, group end).
+    std::vector<uint64_t> python{};
 };
 
 struct LiveAllocation {

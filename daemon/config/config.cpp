@@ -199,9 +199,12 @@ std::string type_name(const YAML::Node& node) {
 
 using KnownKeys = std::span<const std::string_view>;
 
-constexpr std::array<std::string_view, 9> kTopKeys{
-    "listen_address", "expose_kernel_addresses", "interval",  "log_level", "kernel", "watch",
-    "limits",         "leak_detection",          "escalation"};
+constexpr std::array<std::string_view, 10> kTopKeys{
+    "listen_address", "expose_kernel_addresses", "interval",   "log_level", "kernel", "watch",
+    "limits",         "leak_detection",          "escalation", "python"};
+constexpr std::array<std::string_view, 1> kPythonKeys{"max_frames"};
+// The BPF side's bound (bpf/leakwatch.h, LW_PY_MAX_FRAMES).
+constexpr uint64_t kMaxPythonFrames = 32;
 constexpr std::array<std::string_view, 4> kEscalationKeys{"duration", "max_processes",
                                                           "sample_bytes", "watch_sample_bytes"};
 constexpr std::array<std::string_view, 6> kDetectionKeys{"enabled",    "window",     "min_rate",
@@ -291,6 +294,8 @@ class Parser {
                 ok = parse_detection(entry, config.leak_detection);
             } else if (entry.key == "escalation") {
                 ok = parse_escalation(entry, config.escalation);
+            } else if (entry.key == "python") {
+                ok = parse_python(entry, config.python);
             }
             if (!ok) return std::unexpected(ok.error());
         }
@@ -485,6 +490,24 @@ class Parser {
         return error(entry, std::string("tracking must be ") +
                                 (kernel ? "escalate or full" : "escalate, sampled or full") +
                                 ", not " + quoted(value));
+    }
+
+    Result<void> parse_python(const Entry& entry, PythonFrames& p) const {
+        auto entries = mapping_of(entry, kPythonKeys);
+        if (!entries) return std::unexpected(entries.error());
+        for (const Entry& field : *entries) {
+            if (field.key == "max_frames") {
+                // 0 reads none: the processes keep their native frames.
+                if (field.value.IsScalar() && field.value.Scalar() == "0") {
+                    p.max_frames = 0;
+                    continue;
+                }
+                auto n = count_of(field, kMaxPythonFrames);
+                if (!n) return std::unexpected(n.error());
+                p.max_frames = static_cast<uint32_t>(*n);
+            }
+        }
+        return {};
     }
 
     Result<void> parse_escalation(const Entry& entry, Escalation& e) const {

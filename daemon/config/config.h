@@ -118,6 +118,11 @@ struct Escalation {
     uint64_t watch_sample_bytes = 512 * 1024;
 };
 
+// Python frames in the stacks of CPython processes (x86-64).
+struct PythonFrames {
+    uint32_t max_frames = 16;  // read per allocation, innermost first; 0: none read
+};
+
 // The kinds of kernel allocation leakwatch can trace, by their names in the config.
 inline constexpr std::array<std::string_view, 4> kKernelKinds = {"kmalloc", "kmem_cache", "page",
                                                                  "percpu"};
@@ -154,6 +159,7 @@ struct Config {
     KernelConfig kernel;
     LeakDetection leak_detection;
     Escalation escalation;
+    PythonFrames python;
     std::vector<WatchRule> watch;
     Limits limits;
     std::string source;  // file name it was read from, or "<built-in>"

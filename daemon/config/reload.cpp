@@ -134,6 +134,7 @@ constexpr ConfigKey kConfigKeys[] = {
     key<&Config::escalation, &Escalation::sample_bytes>("escalation.sample_bytes", Takes::kLive),
     key<&Config::escalation, &Escalation::watch_sample_bytes>("escalation.watch_sample_bytes",
                                                               Takes::kLive),
+    key<&Config::python, &PythonFrames::max_frames>("python.max_frames", Takes::kLive),
     {"watch", Takes::kLive, {}, &rules_differ, &keep<&Config::watch>},
     key<&Config::limits, &Limits::live_allocations>("limits.live_allocations", Takes::kRestart,
                                                     kMapWarning),

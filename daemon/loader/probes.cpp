@@ -181,6 +181,21 @@ lw_proc_cfg proc_cfg(const Recording& r) {
     };
     add_ranges(r.rules_code, LW_RANGE_RULES);
     add_ranges(r.frame_pointer_code, LW_RANGE_FP);
+    if (const PythonLayout* py = r.python; py && r.python_key_address && r.python_max_frames) {
+        cfg.py.key_addr = r.python_key_address;
+        cfg.py.tsd_off = 0x310;  // glibc x86-64: struct pthread's specific_1stblock
+        cfg.py.thread_id_off = py->thread_id_off;
+        cfg.py.frame_off = py->frame_off;
+        cfg.py.cframe_off = py->cframe_off;
+        cfg.py.code_off = py->code_off;
+        cfg.py.back_off = py->back_off;
+        cfg.py.instr_off = py->instr_off;
+        cfg.py.entry_off = py->entry_off;
+        cfg.py.instr = py->instr == PythonLayout::Instr::kPointer ? LW_PY_INSTR_PTR : LW_PY_LASTI;
+        cfg.py.group = static_cast<__u8>(py->group);
+        cfg.py.max_frames =
+            static_cast<__u16>(std::min<uint32_t>(r.python_max_frames, LW_PY_MAX_FRAMES));
+    }
     return cfg;
 }
 
@@ -717,7 +732,10 @@ std::optional<RawStack> Probes::stack(uint32_t tgid, uint64_t id) {
     out.ips.assign(s.ips, s.ips + nr);
     // The id the BPF side gives these frames: the same for a snapshot's stack once completed
     // (stored under the snapshot's id) and for the walks after it.
-    out.content_id = stack_hash(mix64(s.caller ^ 0x9e3779b97f4a7c15ULL), s.ips, nr);
+    uint32_t py_nr = std::min<uint32_t>(s.py_nr, LW_PY_MAX_FRAMES);
+    out.python.assign(s.py, s.py + py_nr);
+    out.content_id = python_hash(stack_hash(mix64(s.caller ^ 0x9e3779b97f4a7c15ULL), s.ips, nr),
+                                 s.py, py_nr);
     out.partial = s.flags & LW_STACK_PARTIAL;
     out.truncated = s.flags & LW_STACK_TRUNCATED;
     out.pending = s.flags & LW_STACK_PENDING;

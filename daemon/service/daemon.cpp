@@ -214,6 +214,7 @@ Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Keeper> kee
       aggregator_(*probes_, tracker_, memory_reader_),
       unwinder_(proc_, symbolizer_),
       detector_(config_.leak_detection) {
+    tracker_.set_python_max_frames(config_.python.max_frames);
     probes_->set_event_handler([this](const lw_event& e) { tracker_.on_event(e); });
     probes_->set_snapshot_handler(
         [this](const lw_snapshot& s) { complete_snapshot(*probes_, unwinder_, s); });
@@ -366,6 +367,7 @@ void Daemon::sample() {
     symbolizer_.end_sample();
     snap->lost[LW_LOST_ATTACH_DROPPED] += tracker_.attaches_dropped();
     snap->lost[LW_LOST_EXEC_UNREAD] += tracker_.execs_unread();
+    snap->lost[LW_LOST_PYTHON_UNSUPPORTED] += tracker_.python_unsupported();
     // DWARF is held only while new stacks are symbolized; give its memory back.
     if (symbolizer_.release_debug_info()) malloc_trim(0);
     if (kernel_) {
@@ -452,6 +454,7 @@ void Daemon::apply(Reload reload) {
     symbolizer_.set_limits(config_.limits.symbol_files, config_.limits.symbol_cache_entries,
                            config_.limits.file_size);
     tracker_.set_escalation(config_.escalation);
+    tracker_.set_python_max_frames(config_.python.max_frames);
     detector_.reconfigure(config_.leak_detection);
     status_.top_stacks = config_.limits.top_stacks;
     status_.top_processes = config_.limits.top_processes;

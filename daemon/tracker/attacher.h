@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "symbols/python.h"
 #include "util/result.h"
 
 namespace leakwatch {
@@ -48,6 +49,11 @@ struct Recording {
     // addresses [first, second), and inside it code walked by rules anyway.
     std::vector<std::pair<uint64_t, uint64_t>> frame_pointer_code;
     std::vector<std::pair<uint64_t, uint64_t>> rules_code;
+    // CPython's frames (x86-64): the layout of its version and where its thread-state key is;
+    // nullptr: none read.
+    const PythonLayout* python = nullptr;
+    uint64_t python_key_address = 0;
+    uint32_t python_max_frames = 0;
 };
 
 // The uprobes of one process; detached when destroyed.

@@ -19,6 +19,9 @@ namespace leakwatch {
 
 namespace {
 
+// Code objects remembered per process (their names, files and line tables), at most.
+constexpr size_t kPythonCodes = 4096;
+
 // ld.so maps the C library a few hundred microseconds after exec; a process caught at its
 // exec event is retried this often until its allocator is mapped.
 constexpr std::chrono::milliseconds kRetryEvery{5};
@@ -210,6 +213,11 @@ Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
 #if defined(__x86_64__)
     recording.dwarf_unwind = rule.unwind != WatchRule::Unwind::kFramePointer;
     if (rule.unwind == WatchRule::Unwind::kAuto) add_frame_pointer_code(pid, maps, exe, recording);
+    if (const PythonRuntime* py = python_runtime(pid, maps, exe)) {
+        recording.python = &*py->layout;
+        recording.python_key_address = py->key_address;
+        recording.python_max_frames = python_max_frames_;
+    }
 #else
     (void)pid, (void)rule, (void)maps, (void)exe;
 #endif
@@ -223,6 +231,60 @@ void Tracker::watch_jvm(pid_t pid, const WatchRule& rule, const std::vector<MapE
             return;
         }
     }
+}
+
+const PythonRuntime* Tracker::python_runtime(pid_t pid, const std::vector<MapEntry>& maps,
+                                             const std::string& exe) {
+    auto [it, fresh] = python_.try_emplace(pid);
+    PythonProcess& p = it->second;
+    if (fresh) {
+        p.runtime = find_python(proc_, pid, maps, exe, symbolizer_.max_file_bytes());
+        if (p.runtime && !p.runtime->layout) {
+            python_unsupported_++;
+            spdlog::warn("pid {}: CPython in {}, but {}: its stacks have native frames only", pid,
+                         p.runtime->module, p.runtime->why_unsupported);
+        } else if (p.runtime) {
+            spdlog::info("pid {}: CPython 3.{} in {}: Python frames are read", pid,
+                         p.runtime->minor, p.runtime->module);
+        }
+    }
+    return p.runtime && p.runtime->layout ? &*p.runtime : nullptr;
+}
+
+Frame Tracker::resolve_python(uint32_t pid, uint64_t code, uint32_t instruction) {
+    Frame f;
+    f.address = code;
+    f.module = "[python]";
+    f.module_offset = code;
+    auto it = python_.find(static_cast<pid_t>(pid));
+    if (it == python_.end() || !it->second.runtime || !it->second.runtime->layout) return f;
+    PythonProcess& p = it->second;
+    const PythonLayout& layout = *p.runtime->layout;
+    // A code object freed and another made at its address: its header differs.
+    auto known = p.codes.find(code);
+    if (known != p.codes.end()) {
+        auto header = read_python_code_header(proc_, static_cast<int>(pid), layout, code);
+        if (!header || *header != known->second.header) {
+            p.codes.erase(known);
+            known = p.codes.end();
+        }
+    }
+    if (known == p.codes.end()) {
+        auto read = read_python_code(proc_, static_cast<int>(pid), layout, code);
+        if (!read) {
+            spdlog::debug("pid {}: code object at {:#x}: {}", pid, code, read.error().message);
+            return f;
+        }
+        if (p.codes.size() >= kPythonCodes) p.codes.clear();
+        known = p.codes.emplace(code, std::move(*read)).first;
+    }
+    const PythonCode& c = known->second;
+    f.symbol = c.qualname;
+    f.file = c.filename;
+    const int line =
+        python_line(c, p.runtime->minor, python_instruction_index(layout, instruction));
+    f.line = line > 0 ? static_cast<uint32_t>(line) : 0;
+    return f;
 }
 
 Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
@@ -527,6 +589,7 @@ void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     spdlog::info("stopped watching pid {} ({}): {}", pid, it->second.info.comm, why);
     if (in_background) reaper_.dispose(std::move(it->second.attachment));
     tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
+    python_.erase(pid);
     symbolizer_.forget_process(pid);
     purge_.insert(static_cast<uint32_t>(pid));
 }
@@ -663,6 +726,7 @@ void Tracker::detach_all() {
         if (t.attachment) attachments.push_back(std::move(t.attachment));
     }
     tracked_.clear();
+    python_.clear();
     // Each uprobe link waits for a grace period on release; releasing them from several
     // threads lets those waits overlap.
     std::vector<std::thread> threads;
@@ -672,6 +736,7 @@ void Tracker::detach_all() {
 
 void Tracker::release_all() {
     tracked_.clear();
+    python_.clear();
 }
 
 std::string Tracker::kept_tag(pid_t pid, uint64_t start_time, double attached_at,
@@ -714,6 +779,8 @@ std::set<uint32_t> Tracker::adopt(
             continue;
         }
         const double attached_at = double(attached_us) / 1e6;
+        // Its BPF side reads Python frames already: they are named as before.
+        python_runtime(info->pid, *maps, info->exe);
         Tracked t{*info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
         t.state = rule->tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                                   : TrackingState::kFull;
@@ -726,6 +793,7 @@ std::set<uint32_t> Tracker::adopt(
                 spdlog::info("not adopting the probes kept for pid {}: {}", pid,
                              ok.error().message);
                 reaper_.dispose(std::move(t.attachment));
+                python_.erase(info->pid);
                 continue;
             }
             t.state = TrackingState::kEscalated;

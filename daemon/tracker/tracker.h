@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "aggregate/aggregator.h"
@@ -20,6 +21,7 @@
 #include "proc/proc.h"
 #include "symbols/cfi.h"
 #include "symbols/lru.h"
+#include "symbols/python.h"
 #include "symbols/symbolizer.h"
 #include "tracker/attacher.h"
 #include "tracker/placement.h"
@@ -85,6 +87,12 @@ class Tracker : public FrameResolver {
     size_t escalated() const;
     // Symbolizes an address of a watched process with its own maps.
     Frame resolve(uint32_t pid, uint64_t address) override;
+    Frame resolve_python(uint32_t pid, uint64_t code, uint32_t instruction) override;
+    // CPython processes whose version has no offsets (their stacks have native frames only),
+    // counted once each.
+    uint64_t python_unsupported() const { return python_unsupported_; }
+    // Python frames read per allocation, at most (python.max_frames).
+    void set_python_max_frames(uint32_t max) { python_max_frames_ = max; }
     uint64_t jit_generation(uint32_t pid) override;
 
     // How the functions of one mapped file use the frame pointer, and the ELF address its
@@ -182,6 +190,10 @@ class Tracker : public FrameResolver {
     void add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
                                 const std::string& exe, Recording& recording);
     void flush_purges();
+    // The CPython runtime of a process, found once per attachment (logged when it has no
+    // offsets); nullptr when it runs none or one without offsets.
+    const PythonRuntime* python_runtime(pid_t pid, const std::vector<MapEntry>& maps,
+                                        const std::string& exe);
     // Matches a watched process again with its cgroup and uids as they are now (a process can
     // be moved, or change its uid): under another rule, or none, it is detached (and attached
     // for the other rule).
@@ -208,6 +220,14 @@ class Tracker : public FrameResolver {
     // functions use the frame pointer, and the ELF address that offset is loaded at.
     std::shared_ptr<FramePointerFiles> frame_pointer_files_ = std::make_shared<FramePointerFiles>();
     std::map<pid_t, std::shared_ptr<PlanSlot>> plans_;  // probe plans being made
+    // CPython processes: their runtime and their code objects read so far, by address.
+    struct PythonProcess {
+        std::optional<PythonRuntime> runtime;  // nullopt: no CPython
+        std::unordered_map<uint64_t, PythonCode> codes;
+    };
+    std::map<pid_t, PythonProcess> python_;
+    uint64_t python_unsupported_ = 0;
+    uint32_t python_max_frames_ = 16;
     Reaper reaper_;  // last: destroyed first, detaching what is still queued
 };
 

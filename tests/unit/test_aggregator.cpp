@@ -718,3 +718,65 @@ TEST_CASE("a sampled page stands for at least a page; probed processes keep thei
     snap = agg.sample({m}, 0);
     CHECK(snap.processes.at(0).series_bytes() == 1 << 20);
 }
+
+// --- Python frames ---------------------------------------------------------------------------
+
+namespace {
+
+// Names code objects by address, with the instruction index + 1 as the line.
+struct PythonResolver : FakeResolver {
+    std::map<uint64_t, std::string> code;
+    Frame resolve_python(uint32_t pid, uint64_t address, uint32_t instruction) override {
+        Frame f = FrameResolver::resolve_python(pid, address, instruction);
+        f.symbol = code[address];
+        f.line = instruction;
+        return f;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("sample puts each group of Python frames in place of its evaluation frame",
+          "[aggregate][sample][python]") {
+    PythonResolver r;
+    r.functions = {{0x1000, 0x1100, "malloc"},
+                   {0x401000, 0x401100, "PyByteArray_Resize"},
+                   {0x401100, 0x401200, "_PyEval_EvalFrameDefault"},
+                   {0x401200, 0x401300, "builtin_sorted"},
+                   {0x401300, 0x401400, "Py_RunMain"},
+                   {0x401400, 0x401500, "py::trampoline:/srv/app.py"}};
+    r.code = {{0x7000, "inner"}, {0x7100, "Klass.key"}, {0x7200, "outer"}};
+    FakeSource src;
+    src.stacks = {{100, 1, 400, 4}};
+    // malloc <- PyByteArray_Resize <- eval <- trampoline <- sorted <- eval <- Py_RunMain; the
+    // Python frames in two groups: [inner, Klass.key] and [outer].
+    RawStack raw{0x401010, {0x1000, 0x401010, 0x401110, 0x401410, 0x401210, 0x401110, 0x401310}};
+    // The first group ends at its last frame's bit (3.11), the second at a shim (3.12+: 1).
+    raw.python = {0x7000 | (5ull << 48), 0x7100 | (2ull << 48) | 1, 0x7200 | (9ull << 48), 1};
+    src.raw[{100, 1}] = raw;
+    Aggregator agg(src, r, no_memory);
+    auto snap = agg.sample({meta(100)}, 0);
+    const auto& stack = snap.processes.at(0).stacks.at(0);
+    CHECK(symbols_of(stack) == std::vector<std::string>{"malloc", "PyByteArray_Resize", "inner",
+                                                        "Klass.key", "builtin_sorted", "outer",
+                                                        "Py_RunMain"});
+    CHECK(stack.site == "inner");
+    CHECK(stack.frames->at(2).module == "[python]");
+    CHECK(stack.frames->at(2).line == 5);
+    CHECK(stack.frames->at(5).line == 9);
+}
+
+TEST_CASE("Python groups without an evaluation frame go after the native frames",
+          "[aggregate][python]") {
+    auto named = [](const std::string& s) {
+        Frame f;
+        f.symbol = s;
+        return f;
+    };
+    std::vector<Frame> frames = {named("malloc"), named("worker")};
+    std::vector<std::vector<Frame>> groups = {{named("a")}, {named("b")}};
+    CHECK(interleave_python(frames, groups).empty());
+    REQUIRE(frames.size() == 4);
+    CHECK(frames[2].symbol == "a");
+    CHECK(frames[3].symbol == "b");
+}

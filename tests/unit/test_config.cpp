@@ -453,6 +453,17 @@ TEST_CASE("escalation: duration, max_processes, sample_bytes, watch_sample_bytes
                Contains("t.yaml:2: escalation.spare:"));
 }
 
+TEST_CASE("python: max_frames 0 to 32, 16 by default", "[config]") {
+    CHECK(default_config().python.max_frames == 16);
+    CHECK(parsed(lines({"python:", "  max_frames: 32"})).python.max_frames == 32);
+    CHECK(parsed(lines({"python:", "  max_frames: 0"})).python.max_frames == 0);
+    CHECK_THAT(error_of(lines({"python:", "  max_frames: 33"})),
+               Contains("t.yaml:2: python.max_frames:"));
+    CHECK_THAT(error_of(lines({"python:", "  max_frames: -1"})),
+               Contains("t.yaml:2: python.max_frames:"));
+    CHECK_THAT(error_of(lines({"python:", "  depth: 1"})), Contains("t.yaml:2: python.depth:"));
+}
+
 TEST_CASE("min_size above max_size is an inverted range", "[config][errors]") {
     std::string message = error_of(lines({
         "watch:",                // 1

@@ -63,7 +63,7 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
     };
 
     auto& [listen_address, expose_kernel_addresses, interval, log_level, kernel, leak_detection,
-           escalation, watch, limits, source] = c;
+           escalation, python, watch, limits, source] = c;
     listen_address = "127.0.0.1:1";
     expect("listen_address", Takes::kRestart);
     expose_kernel_addresses = true;
@@ -102,6 +102,10 @@ TEST_CASE("every Config field is one key, classified", "[config][reload]") {
     expect("escalation.sample_bytes", Takes::kLive);
     watch_sample_bytes = 4096;
     expect("escalation.watch_sample_bytes", Takes::kLive);
+
+    auto& [py_max_frames] = python;
+    py_max_frames = 4;
+    expect("python.max_frames", Takes::kLive);
 
     auto& [d_enabled, window, min_rate, min_growth, confidence, max_series] = leak_detection;
     d_enabled = false;

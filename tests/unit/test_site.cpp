@@ -147,3 +147,28 @@ TEST_CASE("touch_site_of: past the allocator, its unnamed internals and the memo
     CHECK(touch_frames(app) == 0);
     CHECK(touch_frames({internal}) == 0);  // no site: the whole stack
 }
+
+TEST_CASE("python_site_of: the innermost Python function past the interpreter, or a C extension",
+          "[aggregate][site]") {
+    auto in = [](const std::string& symbol, const std::string& module) {
+        Frame f;
+        f.symbol = symbol;
+        f.module = module;
+        return f;
+    };
+    const std::string python = "/usr/bin/python3.11";
+    // Interpreted code allocating: the interpreter's C functions (named or not) are passed.
+    std::vector<Frame> interpreted = {in("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+                                      in("", python), in("PyByteArray_Resize", python),
+                                      in("leak_buffers", "[python]"), in("main", "[python]")};
+    CHECK(python_site_of(interpreted, python) == "leak_buffers");
+    // A C extension's own function allocating: it is the site; its Python caller follows.
+    std::vector<Frame> extension = {in("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+                                    in("extleak_alloc_block(unsigned long)", "/x/extleak.so"),
+                                    in("cfunction_call", python), in("caller", "[python]")};
+    CHECK(python_site_of(extension, python) == "extleak_alloc_block");
+    // A Python frame that could not be named: the next named one.
+    std::vector<Frame> unnamed = {in("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+                                  in("", "[python]"), in("outer", "[python]")};
+    CHECK(python_site_of(unnamed, python) == "outer");
+}
