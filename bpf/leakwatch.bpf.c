@@ -380,6 +380,21 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
                 missing = true;
                 break;
             }
+            if (r->kind == LW_UW_JAVA_INTERP) {
+                /* method, last sp, sender sp, saved rbp, return address: rbp - 24 up */
+                __u64 w[5];
+                if (bp < sp || (bp & 7) ||
+                    bpf_probe_read_user(w, sizeof(w), (void *)(bp - 24)) || w[2] <= sp) {
+                    truncated = true;
+                    break;
+                }
+                if (w[0] && n > 0)
+                    s->ips[n - 1] = w[0] | LW_JAVA_METHOD;
+                sp = w[2];
+                bp = w[3];
+                pc = w[4];
+                goto next;
+            }
             if (r->kind != LW_UW_CFA_SP && r->kind != LW_UW_CFA_BP)
                 break;
             __u64 cfa = (r->kind == LW_UW_CFA_BP ? bp : sp) + (__s64)r->cfa_off;
@@ -393,6 +408,7 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
             sp = cfa;
             pc = ra;
         }
+    next:
         if (!pc)
             break;
         if (n >= LW_DWARF_FRAMES) {

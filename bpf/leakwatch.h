@@ -272,7 +272,16 @@ enum lw_unwind_kind {
     LW_UW_CFA_SP = 1, /* CFA = the frame's sp + cfa_off */
     LW_UW_CFA_BP = 2, /* CFA = the frame's rbp + cfa_off */
     LW_UW_END = 3,    /* outermost frame, or nothing known: the walk stops here */
+    /* A HotSpot interpreter frame (x86-64): the frame's rbp is its frame pointer; the method
+     * it runs (a Method*) is at rbp - 24, the caller's sp at rbp - 8 (a compiled caller's
+     * unextended sp), its rbp at rbp, its return address at rbp + 8. The frame is recorded as
+     * the Method* | LW_JAVA_METHOD, which the daemon names from the JVM's structures. */
+    LW_UW_JAVA_INTERP = 4,
 };
+
+/* A stack frame that is an interpreted Java method (a Method*), not a code address: user
+ * addresses never have bit 63 set. */
+#define LW_JAVA_METHOD (1ULL << 63)
 
 /* The caller's frame is: sp = CFA, return address at CFA - 8, and rbp read at CFA + bp_off
  * when bp_saved (else unchanged). */

@@ -213,9 +213,9 @@ constexpr std::array<std::string_view, 6> kLogLevels{"trace", "debug", "info",
                                                      "warn",  "error", "critical"};
 constexpr std::array<std::string_view, 6> kKernelKeys{
     "enabled", "kinds", "min_size", "max_size", "tracking", "include_movable_pages"};
-constexpr std::array<std::string_view, 9> kRuleKeys{"name",     "match",        "allocator",
-                                                    "min_size", "max_size",     "min_age",
-                                                    "tracking", "sample_bytes", "unwind"};
+constexpr std::array<std::string_view, 10> kRuleKeys{
+    "name",    "match",    "allocator",    "min_size", "max_size",
+    "min_age", "tracking", "sample_bytes", "unwind",   "jvm_attach"};
 constexpr std::array<std::string_view, 7> kMatchKeys{"comm", "exe",    "pid", "cmdline",
                                                      "uid",  "cgroup", "unit"};
 constexpr std::string_view kMatchKeyList = "comm, exe, pid, cmdline, uid, cgroup, unit";
@@ -703,6 +703,10 @@ class Parser {
                                             " is larger than 64MiB; use 0 to record every "
                                             "allocation");
                 }
+            } else if (entry.key == "jvm_attach") {
+                if (!entry.value.IsScalar() ||
+                    !YAML::convert<bool>::decode(entry.value, rule.jvm_attach))
+                    return wrong_type(entry, "true or false");
             } else if (entry.key == "unwind") {
                 const std::string value = entry.value.IsScalar() ? entry.value.Scalar() : "";
                 if (value == "auto") {

@@ -69,6 +69,11 @@ struct WatchRule {
     // code without frame pointers are missed); kDwarf, the CFI for every frame.
     enum class Unwind { kAuto, kFramePointer, kDwarf };
     Unwind unwind = Unwind::kAuto;
+    // A HotSpot JVM the rule matches is asked for its perf map (Compiler.perfmap through its
+    // attach socket, as jcmd does) when it is first watched and, rate-limited, when its stacks
+    // hold JIT code the map does not name; false: never (its JIT frames stay unnamed unless it
+    // writes a map by itself).
+    bool jvm_attach = true;
     // How a matched process is tracked (docs/configuration.md, "Tracking modes"): kEscalate,
     // the watch tier (the kernel's accounting and sampled first-touch page faults, no uprobe)
     // until the leak detector suspects the process, then allocator probes for a while

@@ -94,6 +94,7 @@ constexpr RuleKey kRuleKeys[] = {
     rule_key<&WatchRule::min_age>("watch.min_age", Takes::kReattach),
     rule_key<&WatchRule::sample_bytes>("watch.sample_bytes", Takes::kReattach),
     rule_key<&WatchRule::unwind>("watch.unwind", Takes::kReattach),
+    rule_key<&WatchRule::jvm_attach>("watch.jvm_attach", Takes::kReattach),
     rule_key<&WatchRule::tracking>("watch.tracking", Takes::kReattach),
     rule_key<&WatchRule::line>("watch (line in the file)", Takes::kNothing),
 };

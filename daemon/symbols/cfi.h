@@ -22,7 +22,9 @@ namespace leakwatch {
 struct UnwindRule {
     // LW_UW_*; and kPending, the daemon's own: the file's CFI is still being read, so no rule
     // is known yet (none is stored: a walk that needs it sends its snapshot again).
-    enum Kind : uint32_t { kCfaSp = 1, kCfaBp = 2, kEnd = 3, kPending = 0xff };
+    // kJavaInterp: a HotSpot interpreter frame (LW_UW_JAVA_INTERP): walked from its rbp, and
+    // recorded as the Method* it runs.
+    enum Kind : uint32_t { kCfaSp = 1, kCfaBp = 2, kEnd = 3, kJavaInterp = 4, kPending = 0xff };
     Kind kind = kEnd;
     int32_t cfa_offset = 0;
     int32_t bp_offset = 0;
@@ -33,6 +35,7 @@ struct UnwindRule {
     // Code with a frame pointer and no CFI (JIT-compiled code): push %rbp; mov %rsp,%rbp.
     static UnwindRule frame_pointer() { return {kCfaBp, 16, -16, true}; }
     static UnwindRule pending() { return {kPending, 0, 0, false}; }
+    static UnwindRule java_interpreter() { return {kJavaInterp, 16, -16, true}; }
 };
 
 // How the functions of one file use the frame pointer, by the CFI in the middle of each

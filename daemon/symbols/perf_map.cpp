@@ -1,5 +1,7 @@
 #include "symbols/perf_map.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <charconv>
 #include <fstream>
@@ -109,15 +111,10 @@ void PerfMaps::set_max_bytes(uint64_t max_bytes) {
 
 namespace {
 
-struct Read {
-    std::string identity;  // "" when there is no file to read
-    std::shared_ptr<const PerfMap> map;
-    bool unchanged = false;  // the same file as last time: keep what was parsed
-};
-
 // Reads pid's perf map, unless it is the file already read (`last`).
-Read read_perf_map(const ProcReader& proc, int pid, uint64_t max_bytes, const std::string& last) {
-    Read out;
+PerfMaps::Read read_perf_map(const ProcReader& proc, int pid, uint64_t max_bytes,
+                             const std::string& last) {
+    PerfMaps::Read out;
     ProcessInfo owner;
     owner.pid = pid;
     if (!proc.reread_uid_and_cgroup(owner)) return out;  // gone
@@ -162,6 +159,18 @@ Read read_perf_map(const ProcReader& proc, int pid, uint64_t max_bytes, const st
 
 }  // namespace
 
+void PerfMaps::store(Shared& shared, int pid, Read r) {
+    std::lock_guard lock(shared.mu);
+    Entry* e = shared.entries.peek(pid);
+    if (e == nullptr) return;  // forgotten meanwhile
+    e->loaded = true;
+    if (r.unchanged) return;
+    if (!r.map && !e->map && e->identity.empty()) return;  // still none
+    e->map = std::move(r.map);
+    e->identity = std::move(r.identity);
+    e->generation = shared.next_generation++;
+}
+
 bool PerfMaps::refresh(int pid, bool at_once) {
     const auto now = std::chrono::steady_clock::now();
     std::string last;
@@ -178,16 +187,7 @@ bool PerfMaps::refresh(int pid, bool at_once) {
         first = !e->loaded;
     }
     auto load = [proc = proc_, shared = shared_, pid, max_bytes, last] {
-        Read r = read_perf_map(proc, pid, max_bytes, last);
-        std::lock_guard lock(shared->mu);
-        Entry* e = shared->entries.peek(pid);
-        if (e == nullptr) return;  // forgotten meanwhile
-        e->loaded = true;
-        if (r.unchanged) return;
-        if (!r.map && !e->map && e->identity.empty()) return;  // still none
-        e->map = std::move(r.map);
-        e->identity = std::move(r.identity);
-        e->generation = shared->next_generation++;
+        store(*shared, pid, read_perf_map(proc, pid, max_bytes, last));
     };
     // Only a first read is waited for; later ones replace the map when they are done.
     const std::string key = "perf:" + std::to_string(pid);
@@ -200,6 +200,65 @@ bool PerfMaps::refresh(int pid, bool at_once) {
         return false;
     }
     return loader_.run(key, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting && first;
+}
+
+void PerfMaps::watch_jvm(int pid) {
+    {
+        std::lock_guard lock(shared_->mu);
+        if (!shared_->jvms.try_emplace(pid).second) return;  // known already
+        if (!shared_->entries.peek(pid)) shared_->entries.put(pid, Entry{});
+    }
+    request_attach(pid, true);
+}
+
+bool PerfMaps::request_attach(int pid, bool now) {
+    const auto at = std::chrono::steady_clock::now();
+    uint64_t max_bytes = 0;
+    {
+        std::lock_guard lock(shared_->mu);
+        auto it = shared_->jvms.find(pid);
+        if (it == shared_->jvms.end() || it->second.unable) return false;
+        Jvm& jvm = it->second;
+        if (jvm.attaching) return true;
+        // Each ask waits twice as long as the one before, up to kMaxAttachInterval: a JVM
+        // whose stacks keep code its map never names is not asked every few seconds for ever.
+        auto interval = std::min<std::chrono::milliseconds>(
+            options_.attach_interval * (1u << std::min<uint64_t>(jvm.attaches, 6) >> 1),
+            kMaxAttachInterval);
+        if (!now && jvm.attaches > 0 && at - jvm.asked < interval) return false;
+        jvm.attaching = true;
+        jvm.asked = at;
+        jvm.attaches++;
+        max_bytes = shared_->max_bytes;
+    }
+    auto load = [proc = proc_, shared = shared_, pid, max_bytes, limits = options_.attach_limits] {
+        auto reply = jvm_command(proc, pid, "Compiler.perfmap", limits);
+        bool unable = false;
+        if (!reply) {
+            spdlog::debug("pid {}: no perf map from the JVM: {}", pid, reply.error().message);
+        } else if (reply->code != 0) {
+            // JDK 11 has no Compiler.perfmap ("Unknown diagnostic command"); a JVM that says
+            // no once says it each time.
+            unable = true;
+            spdlog::info(
+                "pid {}: the JVM does not write a perf map (Compiler.perfmap: {} {}); "
+                "its JIT frames stay unnamed",
+                pid, reply->code, shown_text(reply->output, 200));
+        } else {
+            spdlog::debug("pid {}: the JVM wrote its perf map", pid);
+        }
+        Read r = reply && reply->code == 0 ? read_perf_map(proc, pid, max_bytes, "") : Read{};
+        if (r.map || !r.identity.empty()) store(*shared, pid, std::move(r));
+        std::lock_guard lock(shared->mu);
+        auto it = shared->jvms.find(pid);
+        if (it == shared->jvms.end()) return;
+        it->second.attaching = false;
+        it->second.unable = unable;
+        it->second.asked = std::chrono::steady_clock::now();
+    };
+    // Never waited for: the JVM may take seconds to answer, or never do.
+    loader_.run("attach:" + std::to_string(pid), std::move(load), std::chrono::milliseconds(0));
+    return true;
 }
 
 std::optional<PerfMap::Symbol> PerfMaps::find(int pid, uint64_t addr, bool recheck, bool* pending) {
@@ -216,11 +275,24 @@ std::optional<PerfMap::Symbol> PerfMaps::find(int pid, uint64_t addr, bool reche
         loading = refresh(pid, true);
         found = lookup();
     }
+    // JIT code the map does not name yet: a JVM is asked for a new one, and its frames are
+    // named once it is read. Until then the unwinder (`recheck`) is told to wait rather than
+    // take the frame-pointer rule, which it would keep for that address: HotSpot's compiled
+    // frames keep no frame pointer by default.
+    if (!found && (request_attach(pid, false) || (recheck && may_attach(pid)))) loading = true;
     if (pending) *pending = loading;
     return found;
 }
 
+bool PerfMaps::may_attach(int pid) {
+    std::lock_guard lock(shared_->mu);
+    auto it = shared_->jvms.find(pid);
+    return it != shared_->jvms.end() && !it->second.unable;
+}
+
 uint64_t PerfMaps::generation(int pid) {
+    // Asked for stacks with JIT frames the map did not name: the JVM is asked again when due.
+    request_attach(pid, false);
     refresh(pid, false);
     std::lock_guard lock(shared_->mu);
     Entry* e = shared_->entries.peek(pid);
@@ -230,6 +302,7 @@ uint64_t PerfMaps::generation(int pid) {
 void PerfMaps::forget(int pid) {
     std::lock_guard lock(shared_->mu);
     shared_->entries.erase(pid);
+    shared_->jvms.erase(pid);
 }
 
 }  // namespace leakwatch

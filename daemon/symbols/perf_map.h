@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "proc/jvm_attach.h"
 #include "proc/proc.h"
 #include "symbols/lru.h"
 #include "util/bounded_loader.h"
@@ -56,6 +57,9 @@ std::string perf_map_symbol(std::string_view name);
 // The perf maps of watched processes, read when first needed and again when the file changes
 // (checked at most once a second per process), for at most max_processes processes (least
 // recently used out first). Thread-safe.
+// The longest wait between two asks of a JVM for its perf map.
+constexpr std::chrono::minutes kMaxAttachInterval{5};
+
 class PerfMaps {
   public:
     struct Options {
@@ -65,6 +69,11 @@ class PerfMaps {
         std::function<std::optional<std::chrono::milliseconds>(const std::string&)> wait =
             [](const std::string&) { return std::chrono::milliseconds(250); };
         size_t max_processes = 64;
+        // A JVM's perf map is asked for (jcmd's Compiler.perfmap, spoken by proc/jvm_attach.h)
+        // at most this often while its stacks hold JIT code the map does not name.
+        // (doubling after each ask, up to kMaxAttachInterval).
+        std::chrono::milliseconds attach_interval = std::chrono::seconds(10);
+        AttachLimits attach_limits = {};
     };
     PerfMaps(const ProcReader& proc, BoundedLoader& loader, Options options);
     PerfMaps(const ProcReader& proc, BoundedLoader& loader) : PerfMaps(proc, loader, Options{}) {}
@@ -76,11 +85,22 @@ class PerfMaps {
     std::optional<PerfMap::Symbol> find(int pid, uint64_t addr, bool recheck = false,
                                         bool* pending = nullptr);
     // Changes whenever pid's map is read anew: frames resolved with an older generation may
-    // now be named.
+    // now be named. Asked for stacks that hold unnamed JIT frames: a JVM (watch_jvm) is asked
+    // for a new map when due.
     uint64_t generation(int pid);
+    // pid is a HotSpot JVM whose rule lets leakwatchd ask it for its perf map: asked at once,
+    // then again (at most once an attach_interval) when an address in anonymous executable
+    // memory is not in its map. A JVM that cannot write one (JDK 11) is not asked again.
+    void watch_jvm(int pid);
     // Drops what is held of a process that is no longer watched.
     void forget(int pid);
     void set_max_bytes(uint64_t max_bytes);
+
+    struct Read {
+        std::string identity;  // "" when there is no file to read
+        std::shared_ptr<const PerfMap> map;
+        bool unchanged = false;  // the same file as last time: keep what was parsed
+    };
 
   private:
     struct Entry {
@@ -90,9 +110,16 @@ class PerfMaps {
         bool loaded = false;  // read (or found absent) at least once
         std::chrono::steady_clock::time_point checked{};
     };
+    struct Jvm {
+        bool attaching = false;
+        bool unable = false;  // the JVM cannot write a perf map: not asked again
+        std::chrono::steady_clock::time_point asked{};
+        uint64_t attaches = 0;
+    };
     struct Shared {
         std::mutex mu;
         LruCache<int, Entry> entries;
+        std::map<int, Jvm> jvms;  // the processes watch_jvm named, until forgotten
         uint64_t next_generation = 1;
         uint64_t max_bytes = 0;
         explicit Shared(size_t max) : entries(max) {}
@@ -100,6 +127,13 @@ class PerfMaps {
     // Looks at the file again when due (`now`: at once), in the background; returns whether
     // its first read is still going on.
     bool refresh(int pid, bool now);
+    // What a read found, into pid's entry.
+    static void store(Shared& shared, int pid, Read r);
+    // Asks JVM pid for its perf map when it is due (`now`: whatever the interval); returns
+    // whether an attach is going on.
+    bool request_attach(int pid, bool now);
+    // Whether pid is a JVM that may still write a map naming more code.
+    bool may_attach(int pid);
 
     ProcReader proc_;  // a copy: reads go on in loader threads that may outlive the caller
     BoundedLoader& loader_;

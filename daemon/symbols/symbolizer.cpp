@@ -478,7 +478,8 @@ Symbolizer::Symbolizer(const ProcReader& proc, SymbolizerOptions options)
       perf_maps_(
           proc_, loader_,
           PerfMaps::Options{.max_bytes = options_.max_file_bytes,
-                            .wait = [this](const std::string& key) { return wait_for(key); }}) {}
+                            .wait = [this](const std::string& key) { return wait_for(key); }}),
+      java_(std::make_shared<Java>()) {}
 
 Symbolizer::~Symbolizer() = default;
 
@@ -624,6 +625,10 @@ Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEn
 Frame Symbolizer::symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t address) {
     Frame frame;
     frame.address = address;
+    if (address & kJavaMethodTag) {
+        name_java_method(pid, address, frame);
+        return frame;
+    }
     const MapEntry* m = find_mapping(maps, address);
     if (m == nullptr) {
         // No module: the offset is the address itself, so display() still shows it.
@@ -639,6 +644,9 @@ Frame Symbolizer::symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t
             if (auto s = perf_maps_.find(pid, address, false, &frame.pending)) {
                 frame.symbol = perf_map_symbol(s->name);
                 frame.offset = address - s->start;
+            } else {
+                // HotSpot: the compiled method from the JVM's own code cache
+                name_java_blob(pid, address, frame);
             }
         }
         return frame;
@@ -735,6 +743,156 @@ void Symbolizer::add_source(int pid, const MapEntry& mapping, const ElfFile& fil
     frame.inlined = source->inlined;
 }
 
+// What is known of the JVMs watched: their layouts (loaded once per process; retried a few
+// times while the JVM is still starting) and their interpreted methods' names.
+struct Symbolizer::Java {
+    struct Jvm {
+        std::shared_ptr<const HotSpotLayout> layout;
+        std::string error;  // of the last failed read
+        int failures = 0;
+        std::chrono::steady_clock::time_point failed{};
+    };
+    struct NameHash {
+        size_t operator()(const std::pair<int, uint64_t>& k) const {
+            return std::hash<uint64_t>()(k.second * 31 + static_cast<uint64_t>(k.first));
+        }
+    };
+    std::mutex mu;
+    std::map<int, Jvm> jvms;
+    // (pid, Method*) -> "pkg.Class.method(args)", "" when it could not be read
+    LruCache<std::pair<int, uint64_t>, std::string, NameHash> names{1 << 16};
+};
+
+void Symbolizer::watch_jvm(int pid, bool attach) {
+    {
+        std::lock_guard lock(java_->mu);
+        java_->jvms.try_emplace(pid);
+    }
+    java_layout(pid, nullptr);  // read in the background from now on
+    if (attach) perf_maps_.watch_jvm(pid);
+}
+
+std::shared_ptr<const HotSpotLayout> Symbolizer::java_layout(int pid, bool* pending) {
+    constexpr int kMaxFailures = 5;
+    constexpr auto kRetry = std::chrono::seconds(5);
+    {
+        std::lock_guard lock(java_->mu);
+        auto it = java_->jvms.find(pid);
+        if (it == java_->jvms.end()) return nullptr;
+        if (it->second.layout) return it->second.layout;
+        if (it->second.failures >= kMaxFailures ||
+            (it->second.failures > 0 &&
+             std::chrono::steady_clock::now() - it->second.failed < kRetry))
+            return nullptr;
+    }
+    const std::string job = "hotspot:" + std::to_string(pid);
+    auto wait = wait_for(job);
+    if (!wait) return nullptr;  // reading it is stuck: its frames stay unnamed
+    auto load = [java = java_, proc = proc_, pid, max_bytes = max_file_bytes()] {
+        auto layout = hotspot_layout_of(proc, pid, max_bytes);
+        std::lock_guard lock(java->mu);
+        auto it = java->jvms.find(pid);
+        if (it == java->jvms.end()) return;
+        if (layout) {
+            it->second.layout = std::make_shared<const HotSpotLayout>(*layout);
+            spdlog::debug("pid {}: the JVM's interpreter is at {:#x}-{:#x}", pid,
+                          layout->interpreter_lo, layout->interpreter_hi);
+            return;
+        }
+        if (++it->second.failures == kMaxFailures || it->second.error != layout.error().message) {
+            spdlog::info(
+                "pid {}: the JVM's structures cannot be read ({}); its interpreted "
+                "frames stay unnamed",
+                pid, layout.error().message);
+        }
+        it->second.error = layout.error().message;
+        it->second.failed = std::chrono::steady_clock::now();
+    };
+    if (loader_.run(job, std::move(load), pending ? *wait : std::chrono::milliseconds(0)) ==
+        BoundedLoader::Outcome::kWaiting) {
+        if (pending) *pending = true;
+        return nullptr;
+    }
+    std::lock_guard lock(java_->mu);
+    auto it = java_->jvms.find(pid);
+    return it == java_->jvms.end() ? nullptr : it->second.layout;
+}
+
+std::optional<std::pair<uint64_t, uint64_t>> Symbolizer::java_interpreter(int pid, bool* pending) {
+    auto layout = java_layout(pid, pending);
+    if (!layout) return std::nullopt;
+    return std::make_pair(layout->interpreter_lo, layout->interpreter_hi);
+}
+
+std::optional<HotSpotBlob> Symbolizer::java_blob(int pid, uint64_t pc, bool* pending) {
+    auto layout = java_layout(pid, pending);
+    if (!layout || layout->heaps.empty()) return std::nullopt;
+    return hotspot_blob(process_memory(proc_, pid), *layout, pc);
+}
+
+void Symbolizer::name_java_frame(int pid, uint64_t key_address, const std::string& job,
+                                 const JavaNamer& read, Frame& frame) {
+    const auto key = std::make_pair(pid, key_address);
+    auto known = [&] {
+        std::lock_guard lock(java_->mu);
+        if (auto* name = java_->names.get(key)) {
+            frame.symbol = *name;
+            return true;
+        }
+        return false;
+    };
+    if (known()) return;
+    bool pending = false;
+    auto layout = java_layout(pid, &pending);
+    frame.pending |= pending;
+    if (!layout) return;
+    auto wait = wait_for(job);
+    if (!wait) return;
+    // The process's memory is read on the loader: a process in trouble may hold its mm lock.
+    auto load = [java = java_, proc = proc_, pid, layout, key, read] {
+        auto name = read(process_memory(proc, pid), *layout);
+        std::lock_guard lock(java->mu);
+        java->names.put(key, name ? shown_text(*name, kMaxShownName) : std::string());
+    };
+    if (loader_.run(job, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting) {
+        frame.pending = true;
+        return;
+    }
+    known();
+}
+
+static std::string hex_key(const char* kind, int pid, uint64_t address) {
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(address));
+    return std::string(kind) + ":" + std::to_string(pid) + ":" + hex;
+}
+
+void Symbolizer::name_java_blob(int pid, uint64_t address, Frame& frame) {
+    // Keyed apart from the Method* names: code addresses with bit 62 set.
+    name_java_frame(
+        pid, address | (uint64_t{1} << 62), hex_key("javablob", pid, address),
+        [address](const JvmMemory& mem, const HotSpotLayout& layout) -> std::optional<std::string> {
+            if (layout.heaps.empty()) return std::nullopt;
+            auto blob = hotspot_blob(mem, layout, address);
+            if (!blob || !blob->nmethod) return std::nullopt;
+            return hotspot_method_name(mem, layout, blob->method);
+        },
+        frame);
+}
+
+void Symbolizer::name_java_method(int pid, uint64_t address, Frame& frame) {
+    // A return address's lookup is one below it: the Method* is 8-byte aligned.
+    const uint64_t method = ((address & ~kJavaMethodTag) + 7) & ~uint64_t{7};
+    frame.module = "[java]";
+    frame.module_offset = 0;
+    name_java_frame(
+        pid, method, hex_key("java", pid, method),
+        [method](const JvmMemory& mem, const HotSpotLayout& layout) {
+            return hotspot_method_name(mem, layout, method);
+        },
+        frame);
+}
+
 uint64_t Symbolizer::perf_map_generation(int pid) {
     return perf_maps_.generation(pid);
 }
@@ -745,6 +903,11 @@ std::optional<PerfMap::Symbol> Symbolizer::jit_blob(int pid, uint64_t addr, bool
 
 void Symbolizer::forget_process(int pid) {
     perf_maps_.forget(pid);
+    {
+        // Its names go with the LRU: a Method* is only looked up with its pid.
+        std::lock_guard lock(java_->mu);
+        java_->jvms.erase(pid);
+    }
     std::lock_guard lock(shared_->mu);
     auto& m = shared_->mappings;
     m.erase(m.lower_bound({pid, 0, 0, 0, 0, ""}), m.lower_bound({pid + 1, 0, 0, 0, 0, ""}));

@@ -15,6 +15,7 @@
 #include "proc/files.h"
 #include "proc/proc.h"
 #include "symbols/debuginfo.h"
+#include "symbols/hotspot.h"
 #include "symbols/lru.h"
 #include "symbols/perf_map.h"
 #include "symbols/shared_string.h"
@@ -150,6 +151,17 @@ class Symbolizer {
     Frame symbolize(int pid, const std::vector<MapEntry>& maps, uint64_t address);
     size_t cached_files() const;
     // Changes whenever the perf map of pid (JIT-compiled code's names) is read anew.
+    // pid is a HotSpot JVM: its structures are read (symbols/hotspot.h) so that its
+    // interpreted frames are walked and named; `attach`: its perf map may be asked for too
+    // (PerfMaps::watch_jvm).
+    void watch_jvm(int pid, bool attach);
+    // The interpreter's code [first, second) of JVM pid, once its structures are read;
+    // `pending` (if given) is set while they are being read.
+    std::optional<std::pair<uint64_t, uint64_t>> java_interpreter(int pid, bool* pending = nullptr);
+    // The code blob of a compiled frame of JVM pid (symbols/hotspot.h), read from its code
+    // cache; nullopt when pid is no JVM watched, its structures are not read (yet: `pending`),
+    // or pc is in no blob.
+    std::optional<HotSpotBlob> java_blob(int pid, uint64_t pc, bool* pending = nullptr);
     uint64_t perf_map_generation(int pid);
     // The JIT code blob of pid's perf map that holds addr. When the map does not name it, the
     // file is checked for changes at once rather than after a second (the unwinder's rules,
@@ -197,6 +209,18 @@ class Symbolizer {
     // Last: destroyed first, so that no load starts once the rest is gone.
     BoundedLoader loader_;
     PerfMaps perf_maps_;
+    // The JVMs' layouts and their methods' names (symbols/hotspot.h).
+    struct Java;
+    std::shared_ptr<Java> java_;
+    std::shared_ptr<const HotSpotLayout> java_layout(int pid, bool* pending);
+    using JavaNamer =
+        std::function<std::optional<std::string>(const JvmMemory&, const HotSpotLayout&)>;
+    // Names a frame of JVM pid by `read` (on the loader), cached under (pid, key_address).
+    void name_java_frame(int pid, uint64_t key_address, const std::string& job,
+                         const JavaNamer& read, Frame& frame);
+    void name_java_method(int pid, uint64_t address, Frame& frame);
+    // Names a frame in a JVM's code cache from its blob's Method*, when the perf map does not.
+    void name_java_blob(int pid, uint64_t address, Frame& frame);
 };
 
 }  // namespace leakwatch

@@ -224,6 +224,15 @@ Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
     return recording;
 }
 
+void Tracker::watch_jvm(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps) {
+    for (const auto& m : maps) {
+        if (m.path.ends_with("/libjvm.so")) {
+            symbolizer_.watch_jvm(static_cast<int>(pid), rule.jvm_attach);
+            return;
+        }
+    }
+}
+
 const PythonRuntime* Tracker::python_runtime(pid_t pid, const std::vector<MapEntry>& maps,
                                              const std::string& exe) {
     auto [it, fresh] = python_.try_emplace(pid);
@@ -306,6 +315,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
             "watching pid {} ({}) for rule '{}': its memory, and a page fault in {} "
             "bytes it touches first (no uprobes until it is suspected of leaking)",
             pid, info.comm, rule.name, escalation_.watch_sample_bytes);
+        watch_jvm(pid, rule, t.maps);
         tracked_[pid] = std::move(t);
         recheck_.emplace_back(pid, Clock::now() + kRecheckAfter);
         return Outcome::kAttached;
@@ -314,6 +324,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     if (o != Outcome::kAttached) return o;
     t.state = rule.tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                              : TrackingState::kFull;
+    watch_jvm(pid, rule, t.maps);
     tracked_[pid] = std::move(t);
     recheck_.emplace_back(pid, Clock::now() + kRecheckAfter);
     return Outcome::kAttached;

@@ -177,6 +177,9 @@ class Tracker : public FrameResolver {
                           const std::vector<MapEntry>& maps, double attached_at, bool log_not_yet,
                           std::unique_ptr<Attachment>& out, double escalated_at = 0);
     // How the process's stacks are walked (its rule's unwind, and its code ranges).
+    // A HotSpot JVM (libjvm.so mapped): its structures are read (its interpreted frames named),
+    // and its perf map asked for if its rule lets it.
+    void watch_jvm(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps);
     Recording stack_recording(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps,
                               const std::string& exe);
     // `in_background`: only when the process is gone for good (exit). Otherwise the old

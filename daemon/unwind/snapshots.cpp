@@ -5,9 +5,12 @@
 #include <algorithm>
 
 #include "leakwatch.h"
+#include "symbols/hotspot.h"
 #include "util/clock.h"
 
 namespace leakwatch {
+
+static_assert(kJavaMethodTag == LW_JAVA_METHOD);
 
 void complete_snapshot(SnapshotMaps& maps, Unwinder& unwinder, const lw_snapshot& snapshot) {
     // A process no longer watched (it exited, or was purged meanwhile): nothing of it is
@@ -29,8 +32,9 @@ void complete_snapshot(SnapshotMaps& maps, Unwinder& unwinder, const lw_snapshot
     // no deeper than the stack holds (rules past that would never be used).
     auto steps = unwinder.unwind_snapshot(static_cast<int>(snapshot.tgid), start,
                                           LW_DWARF_FRAMES - stack.nr + 1);
+    const uint32_t first = stack.nr;  // the snapshot's own ip is frame first - 1
     for (size_t i = 0; i < steps.size(); i++) {
-        const auto& [pc, rule] = steps[i];
+        const auto& [pc, rule, java_method] = steps[i];
         // Its file's CFI is still being read: no rule to store, and the walk stopped here.
         if (rule.kind == UnwindRule::kPending) break;
         lw_unwind_rule r{};
@@ -39,9 +43,12 @@ void complete_snapshot(SnapshotMaps& maps, Unwinder& unwinder, const lw_snapshot
         r.bp_off = rule.bp_offset;
         r.bp_saved = rule.bp_saved ? 1 : 0;
         // The first step of a walk from a page fault is an instruction's own rule.
-        maps.set_unwind_rule(snapshot.tgid, i == 0 && start.exact_ip ? pc | LW_RULE_EXACT : pc,
-                             r);
+        maps.set_unwind_rule(snapshot.tgid, i == 0 && start.exact_ip ? pc | LW_RULE_EXACT : pc, r);
         if (i > 0) stack.ips[stack.nr++] = pc;
+        // An interpreted Java frame is recorded as its method, as the BPF walk records it.
+        uint32_t at = i == 0 ? first - 1 : stack.nr - 1;
+        if (java_method != 0 && at > 0 && at < LW_DWARF_FRAMES)
+            stack.ips[at] = java_method | LW_JAVA_METHOD;
     }
     maps.set_stack(snapshot.tgid, snapshot.id, stack);
     // The rules are in: walks through these frames go on in BPF, and a walk that misses

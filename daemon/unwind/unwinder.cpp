@@ -32,6 +32,18 @@ std::vector<UnwindStep> unwind(const UnwindStart& start,
     while (pc != 0 && steps.size() < max_frames) {
         UnwindRule rule = rule_for(pc);
         steps.push_back({pc, rule});
+        if (rule.kind == UnwindRule::kJavaInterp) {
+            // as the BPF side does: the method at rbp - 24, the caller's sp at rbp - 8
+            uint64_t method = 0, sender_sp = 0, saved_bp = 0, ra = 0;
+            if (bp < sp || (bp & 7) || !read(bp - 24, method) || !read(bp - 8, sender_sp) ||
+                !read(bp, saved_bp) || !read(bp + 8, ra) || sender_sp <= sp)
+                break;
+            steps.back().java_method = method;
+            sp = sender_sp;
+            bp = saved_bp;
+            pc = ra;
+            continue;
+        }
         if (rule.kind != UnwindRule::kCfaSp && rule.kind != UnwindRule::kCfaBp) break;
         uint64_t cfa = (rule.kind == UnwindRule::kCfaBp ? bp : sp) +
                        static_cast<uint64_t>(static_cast<int64_t>(rule.cfa_offset));
@@ -123,26 +135,85 @@ std::optional<UnwindRule> rule_from_code(std::span<const uint8_t>, uint64_t) {
 Unwinder::Unwinder(const ProcReader& proc, Symbolizer& symbolizer, size_t max_files)
     : proc_(proc), files_(max_files), symbolizer_(symbolizer) {}
 
+std::optional<UnwindRule> rule_from_hotspot_prologue(std::span<const uint8_t> code, uint64_t ra) {
+    // Matched as bytes, not decoded from the start: the JVM patches a jmp over the first five
+    // bytes of a method it makes not entrant (frames of it still on stacks stay valid), which
+    // leaves the stack bang's tail as garbage before the push.
+    constexpr size_t kSearch = 96;
+    for (size_t i = 0; i < code.size() && i < kSearch; i++) {
+        if (code[i] != 0x55) continue;  // push %rbp
+        size_t at = i + 1;
+        auto has = [&](std::initializer_list<uint8_t> bytes) {
+            if (at + bytes.size() > code.size()) return false;
+            size_t k = at;
+            for (uint8_t b : bytes)
+                if (code[k++] != b) return false;
+            return true;
+        };
+        // mov %rsp,%rbp (-XX:+PreserveFramePointer), in either encoding
+        if (has({0x48, 0x8b, 0xec}) || has({0x48, 0x89, 0xe5})) at += 3;
+        int64_t size = -1;
+        if (has({0x48, 0x83, 0xec}) && at + 4 <= code.size()) {  // sub $imm8,%rsp
+            size = static_cast<int8_t>(code[at + 3]);
+            at += 4;
+        } else if (has({0x48, 0x81, 0xec}) && at + 7 <= code.size()) {  // sub $imm32,%rsp
+            int32_t v = 0;
+            std::memcpy(&v, &code[at + 3], sizeof v);
+            size = v;
+            at += 7;
+        }
+        if (size <= 0 || size % 8 != 0 || size >= (1 << 20) || at > ra) continue;
+        return UnwindRule{UnwindRule::kCfaSp, static_cast<int32_t>(16 + size), -16, true};
+    }
+    return std::nullopt;
+}
+
+bool is_hotspot_method(std::string_view name) {
+    // "ReturnType pkg.Class.method(Args)": a space before the class, none right before '('
+    size_t paren = name.find('(');
+    return paren != std::string_view::npos && paren > 0 && name[paren - 1] != ' ' &&
+           name.back() == ')' && name.substr(0, paren).find(' ') != std::string_view::npos &&
+           !name.starts_with("py::");
+}
+
 UnwindRule Unwinder::jit_rule(int pid, uint64_t pc) {
     // The blob's start from the runtime's perf map, its code from the process's memory.
     constexpr uint64_t kMaxDecoded = 4096;
+    // A HotSpot method's prologue is within its first bytes, wherever the return address is.
+    constexpr uint64_t kMaxPrologue = 256;
     bool pending = false;
+    // The JVM's interpreter, known from its own structures (JDK 11 has no perf map).
+    if (auto interpreter = symbolizer_.java_interpreter(pid, &pending)) {
+        if (pc - 1 >= interpreter->first && pc - 1 < interpreter->second)
+            return UnwindRule::java_interpreter();
+    }
+    if (pending) return UnwindRule::pending();
+    // A compiled frame is its code blob's size (in words) below the caller's sp, the caller's
+    // rbp saved right under the return address; a stub of size 0 keeps a frame pointer.
+    if (auto compiled = symbolizer_.java_blob(pid, pc - 1, &pending);
+        compiled && compiled->frame_size > 0)
+        return UnwindRule{UnwindRule::kCfaSp, compiled->frame_size * 8, -16, true};
+    if (pending) return UnwindRule::pending();
     auto blob = symbolizer_.jit_blob(pid, pc - 1, &pending);
     if (pending) return UnwindRule::pending();
-    if (blob && pc - blob->start <= kMaxDecoded) {
-        std::vector<uint8_t> code(pc - blob->start);
+    const bool hotspot = blob && is_hotspot_method(blob->name);
+    if (blob && (hotspot || pc - blob->start <= kMaxDecoded)) {
+        const uint64_t ra = pc - blob->start;
+        std::vector<uint8_t> code(hotspot ? std::min(ra, kMaxPrologue) : ra);
         std::string mem = proc_.root() + "/" + std::to_string(pid) + "/mem";
         int fd = ::open(mem.c_str(), O_RDONLY | O_CLOEXEC);
         if (fd >= 0) {
             ssize_t n = ::pread(fd, code.data(), code.size(), static_cast<off_t>(blob->start));
             ::close(fd);
             if (n == static_cast<ssize_t>(code.size())) {
-                if (auto rule = rule_from_code(code, code.size())) return *rule;
+                auto rule = hotspot ? rule_from_hotspot_prologue(code, ra)
+                                    : rule_from_code(code, code.size());
+                if (rule) return *rule;
             }
         }
     }
-    // JVMs keep frame pointers in JIT-compiled code (HotSpot's compiled frames with
-    // -XX:+PreserveFramePointer, its interpreter always).
+    // JVMs keep frame pointers in JIT-compiled code (HotSpot's interpreter and stubs, and its
+    // compiled frames with -XX:+PreserveFramePointer).
     return UnwindRule::frame_pointer();
 }
 
@@ -184,8 +255,7 @@ CfiFile* Unwinder::file_for(int pid, const MapEntry& mapping, bool& pending) {
     return files_.put(key, std::move(cfi)).get();
 }
 
-UnwindRule Unwinder::rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc,
-                              bool exact) {
+UnwindRule Unwinder::rule_for(int pid, const std::vector<MapEntry>& maps, uint64_t pc, bool exact) {
     if (pc == 0) return UnwindRule::end();
     // A return address's rule is the one inside the call; an exact address's its own.
     const uint64_t at = exact ? pc : pc - 1;

@@ -40,6 +40,8 @@ struct UnwindStart {
 struct UnwindStep {
     uint64_t pc = 0;  // a frame's return address
     UnwindRule rule;  // the rule found for it
+    // With kJavaInterp: the Method* the interpreter frame runs (0 when it holds none).
+    uint64_t java_method = 0;
 };
 
 // Walks from `start`: looks up each return address's rule and applies it, exactly as the BPF
@@ -56,6 +58,18 @@ std::vector<UnwindStep> unwind(const UnwindStart& start,
 // CPython 3.12's perf trampoline, `sub $8,%rsp; call *%rcx`). nullopt when an instruction on
 // the way moves rsp or rbp otherwise, or branches before a frame pointer is set up. x86-64.
 std::optional<UnwindRule> rule_from_code(std::span<const uint8_t> code, uint64_t ra);
+
+// The rule of a HotSpot compiled method (an nmethod, C1 or C2, or a native wrapper), from its
+// prologue alone: a frame of a fixed size below the return address for the whole body, built by
+// `push %rbp; [mov %rsp,%rbp;] sub $n,%rsp` after an optional inline-cache check (a compare and
+// a conditional jump away) and stack bangs (stores below rsp). CFA = rsp + 8 + 8 + n, the
+// caller's rbp at CFA - 16, as the JVM's own walk has it, with or without
+// -XX:+PreserveFramePointer. `ra` (code-relative) must lie past the prologue. nullopt for any
+// other shape. x86-64.
+std::optional<UnwindRule> rule_from_hotspot_prologue(std::span<const uint8_t> code, uint64_t ra);
+// Whether a perf map name is HotSpot's for a Java method ("void pkg.Class.m(int)"), not one of
+// its stubs ("Interpreter", "StubRoutines (1)", "I2C/C2I adapters").
+bool is_hotspot_method(std::string_view perf_map_name);
 
 struct UnwindStats {
     uint64_t snapshots = 0;    // snapshots unwound

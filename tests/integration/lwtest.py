@@ -158,8 +158,9 @@ class Daemon(Server):
 class Fixture:
     """A fixture program from tests/progs, held at its start line until go() is called."""
 
-    def __init__(self, name, *args, argv0=None, env=None, prefix=()):
-        self.dir = tempfile.mkdtemp(prefix="leakwatch-fixture-")
+    def __init__(self, name, *args, argv0=None, env=None, prefix=(), tmpdir=None):
+        # tmpdir: where its go files are, e.g. outside /tmp for a fixture with a /tmp of its own
+        self.dir = tempfile.mkdtemp(prefix="leakwatch-fixture-", dir=tmpdir)
         self.go_file = os.path.join(self.dir, "go")
         e = dict(os.environ, FIXTURE_GO=self.go_file, **(env or {}))
         path = os.path.join(FIXTURES, name) if not prefix else name

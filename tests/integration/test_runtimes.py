@@ -16,6 +16,7 @@ for pyenv's 3.12); a program embedding libpython3.12 (tests/progs/python/embed.c
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from lwtest import (Daemon, Fixture, check, in_order, metric, pid_rules, require
 INTERVAL = 1.0
 PROGS = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "progs"))
 SIZE, COUNT, WARMUP = 65536, 1000, 5000
+JAVA_WARMUP = 50000  # calls of LeakHot.fillCache's loop: C2 compiles it
 
 
 class Removed:
@@ -43,6 +45,20 @@ class Removed:
             shutil.rmtree(self.path)
         elif os.path.exists(self.path):
             os.remove(self.path)
+
+
+class Killed:
+    """A process the test started in namespaces of its own (not a child of the test's): killed
+    at the end."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def stop(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def tool(name):
@@ -135,6 +151,178 @@ def test_java_direct_buffers(cleanup):
     # The walk goes on through the Java frames to the JVM's native ones that called them.
     below = names[names.index("LeakDirect.leakBuffer(int)"):]
     check(any(n.startswith("JavaCalls::call_helper(") for n in below), f"frames: {names}")
+
+
+def java_hot(cleanup, *prefix):
+    """LeakHot.java under a plain `java` (no flags), watched with the default unwinding while
+    it warms its path up (the JIT compiles fillCache; leakwatchd asks the JVM for its perf map
+    when it starts watching it, and again when its stacks hold compiled code the map does not
+    name yet), then leaking. Returns the fixture, the daemon, the JVM's host pid, its
+    outstanding bytes before the leak and the truth. `prefix` runs java inside other namespaces
+    (then the JVM's host pid is the prefix's child's)."""
+    java = tool("java")
+    fixture = start(cleanup, Fixture(*prefix, java, os.path.join(PROGS, "java", "LeakHot.java"),
+                                     str(SIZE), str(COUNT), str(JAVA_WARMUP),
+                                     prefix=("/usr/bin/env",), tmpdir="/var/tmp"))
+    pid = jvm_host_pid(fixture.proc.pid) if prefix else fixture.pid
+    if prefix:
+        start(cleanup, Killed(pid))
+    start(cleanup, Removed(f"/tmp/perf-{pid}.map"))
+    daemon = start(cleanup, Daemon(pid_rules([("java", pid, None)])))
+    wait_until(lambda: daemon.process(pid), 20, "the JVM to be attached")
+    fixture.go()
+    fixture.expect("warm")
+    # The perf map the JVM wrote when leakwatchd started watching it (the JVM's own code cache
+    # names what was compiled later).
+    perf_map = f"/proc/{pid}/root/tmp/perf-{fixture.pid}.map"
+    wait_until(lambda: os.path.exists(perf_map), 10, "the JVM to write its perf map")
+    wait_until(lambda: [s for s in daemon.stacks(pid, 1000) if s["site"] == "LeakHot.fillCache"],
+               10, "the warm-up's stacks to be named LeakHot.fillCache")
+    before = daemon.process(pid)["outstanding_bytes"]
+    before_site = site_bytes(daemon, pid)
+    fixture.go("go.leak")
+    return fixture, daemon, pid, before, before_site, int(fixture.expect("leaked"))
+
+
+def site_bytes(daemon, pid, site="LeakHot.fillCache"):
+    return sum(s["outstanding_bytes"] for s in daemon.stacks(pid, 1000) if s["site"] == site)
+
+
+def jvm_host_pid(launcher):
+    """The host pid of the java process `launcher` (unshare) runs in new namespaces."""
+    def find():
+        for task in os.listdir(f"/proc/{launcher}/task"):
+            with open(f"/proc/{launcher}/task/{task}/children") as f:
+                for child in f.read().split():
+                    with open(f"/proc/{child}/comm") as c:
+                        if c.read().strip() == "java":
+                            return int(child)
+        return None
+    return wait_until(find, 20, "the JVM under unshare")
+
+
+def check_java_site(daemon, pid, before, before_site, truth):
+    """The leak is charged to LeakHot.fillCache, its bytes within 10% of the truth."""
+    site = "LeakHot.fillCache"
+    # Stacks are named within a few samples (a frame's name is read on the loader).
+    try:
+        wait_until(lambda: within(site_bytes(daemon, pid) - before_site, truth, 0.10), 30,
+                   f"the leak's bytes under site {site}")
+    except Exception as e:
+        print(e)
+    stacks = daemon.stacks(pid, 1000)
+    for s in stacks[:4]:
+        print(s["site"], s["outstanding_bytes"], symbols(s)[:14])
+    grew = daemon.process(pid)["outstanding_bytes"] - before
+    held = site_bytes(daemon, pid) - before_site
+    pending = metric(daemon, "leakwatch_lost_events_total", reason="unwind_pending")
+    print(f"process grew by {grew}, site {site} grew by {held}, truth {truth}, "
+          f"unwind_pending {pending:.0f}")
+    check(within(grew, truth, 0.10), f"process grew by {grew}, truth {truth}")
+    # As in java_direct_buffers: when the JIT compiles again during the leak, the allocations
+    # made through each new return address until its rule is in keep partial stacks
+    # (unwind_pending), ending inside the JVM's allocation path.
+    partial = sum(s["outstanding_bytes"] for s in stacks
+                  if "Unsafe_AllocateMemory0" in symbols(s) and s["site"] == "[unknown]")
+    print(f"partial stacks {partial}")
+    check(within(held + partial, truth, 0.10),
+          f"site {site} grew by {held}, partial stacks {partial}, truth {truth}")
+    check(partial <= pending * SIZE, f"{partial} bytes in partial stacks, only {pending:.0f} "
+          "allocations counted unwind_pending")
+    check(held >= 0.8 * truth, f"site {site} grew by only {held} of {truth}")
+    top = max((s for s in stacks if s["site"] == site), key=lambda s: s["outstanding_bytes"])
+    names = symbols(top)
+    check(in_order(names, ["malloc", "Unsafe_AllocateMemory0", "LeakHot.fillCache(int, int)"]),
+          f"frames: {names}")
+    # The walk goes on past the compiled frame (no frame pointer in it) to main, interpreted
+    # (named from its interpreter frame).
+    below = names[names.index("LeakHot.fillCache(int, int)") + 1:]
+    check("LeakHot.main(java.lang.String[])" in below, f"frames: {names}")
+    return names
+
+
+def test_java_hot_default_flags(cleanup):
+    # No -XX:+PreserveFramePointer and no jcmd: leakwatchd has the JVM write its perf map.
+    fixture, daemon, pid, before, before_site, truth = java_hot(cleanup)
+    check(os.path.exists(f"/tmp/perf-{pid}.map"), "no perf map: the daemon did not attach")
+    check_java_site(daemon, pid, before, before_site, truth)
+
+
+def test_java_hot_namespaces(cleanup):
+    # The JVM in pid and mount namespaces of its own, with a /tmp of its own: leakwatchd names
+    # its files by its pid there (1) and reaches them through /proc/PID/root.
+    fixture, daemon, pid, before, before_site, truth = java_hot(
+        cleanup, "unshare", "--pid", "--mount", "--fork", "--propagation", "private", "sh", "-c",
+        'mount -t tmpfs tmpfs /tmp && exec "$0" "$@"')
+    check(not os.path.exists(f"/tmp/perf-{pid}.map"), "a perf map in the host's /tmp")
+    check(os.path.exists(f"/proc/{pid}/root/tmp/perf-1.map"),
+          "no /tmp/perf-1.map in the JVM's own /tmp")
+    check_java_site(daemon, pid, before, before_site, truth)
+
+
+def test_java_interpreted(cleanup):
+    # The article's demo as operators run it: a method called 4 times a second stays
+    # interpreted; its frame is named from the Method* the interpreter frame holds, read
+    # through the JVM's own VMStructs. No JVM flag, default configuration.
+    java = tool("java")
+    size, count = 262144, 40
+    fixture = start(cleanup, Fixture(java, os.path.join(PROGS, "java", "LeakSlow.java"),
+                                     str(size), str(count), prefix=("/usr/bin/env",)))
+    pid = fixture.pid
+    start(cleanup, Removed(f"/tmp/perf-{pid}.map"))
+    daemon = start(cleanup, Daemon(pid_rules([("java", pid, None)])))
+    wait_until(lambda: daemon.process(pid), 20, "the JVM to be attached")
+    time.sleep(2 * INTERVAL)
+    before = daemon.process(pid)["outstanding_bytes"]
+    fixture.go()
+    truth = int(fixture.expect("leaked"))
+    time.sleep(2 * INTERVAL)
+    stacks = daemon.stacks(pid, 1000)
+    for s in stacks[:4]:
+        print(s["site"], s["outstanding_bytes"], symbols(s)[:16])
+    site = "LeakSlow.leakBuffer"
+    leak = [s for s in stacks if s["site"] == site]
+    held = sum(s["outstanding_bytes"] for s in leak)
+    grew = daemon.process(pid)["outstanding_bytes"] - before
+    pending = metric(daemon, "leakwatch_lost_events_total", reason="unwind_pending")
+    print(f"process grew by {grew}, site {site} holds {held}, truth {truth}, "
+          f"unwind_pending {pending:.0f}")
+    check(leak, f"no stack with site {site}: {[s['site'] for s in stacks[:10]]}")
+    check(within(held, truth, 0.10), f"site {site} holds {held}, truth {truth}")
+    names = symbols(max(leak, key=lambda s: s["outstanding_bytes"]))
+    check(in_order(names, ["malloc", "Unsafe_AllocateMemory0",
+                           "java.nio.DirectByteBuffer.<init>(int)",
+                           "java.nio.ByteBuffer.allocateDirect(int)", "LeakSlow.leakBuffer(int)",
+                           "LeakSlow.main(java.lang.String[])"]), f"frames: {names}")
+    check(not any(n == "Interpreter" for n in names), f"an unnamed interpreter frame: {names}")
+
+
+def test_java_attach_off(cleanup):
+    # jvm_attach: false: the daemon leaves the JVM alone (no perf map, no attach listener).
+    java = tool("java")
+    fixture = start(cleanup, Fixture(java, os.path.join(PROGS, "java", "LeakHot.java"),
+                                     str(SIZE), "1", "1000", prefix=("/usr/bin/env",)))
+    start(cleanup, Removed(f"/tmp/perf-{fixture.pid}.map"))
+    config = pid_rules([("java", fixture.pid, None)]) + "    jvm_attach: false\n"
+    daemon = start(cleanup, Daemon(config))
+    wait_until(lambda: daemon.process(fixture.pid), 20, "the JVM to be attached")
+    fixture.go()
+    fixture.expect("warm")
+    fixture.go("go.leak")
+    fixture.expect("leaked")
+    time.sleep(3 * INTERVAL)
+    check(not os.path.exists(f"/tmp/perf-{fixture.pid}.map"), "a perf map written")
+    check(not os.path.exists(f"/tmp/.java_pid{fixture.pid}"), "an attach listener started")
+
+
+def python312():
+    """A CPython 3.12 or later: Debian 12 has 3.11 only; this machine's pyenv has newer ones
+    (the interpreter itself, not pyenv's shim, whose pid is not the interpreter's)."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    found = sorted(glob.glob(os.path.join(root, "versions", "3.1[2-9]*", "bin", "python3.1[2-9]")))
+    check(found, f"no CPython 3.12+ under {root}/versions: this test needs one (python3.12 or "
+          "later with the perf trampoline; Debian 12 packages only 3.11)")
+    return found[-1]
 
 
 def python_leak(cleanup, interpreter, *flags):
@@ -346,6 +534,10 @@ def test_python_debian_311(cleanup):
 if __name__ == "__main__":
     require_root()
     run({"java_direct_buffers": test_java_direct_buffers,
+         "java_hot_default_flags": test_java_hot_default_flags,
+         "java_hot_namespaces": test_java_hot_namespaces,
+         "java_attach_off": test_java_attach_off,
+         "java_interpreted": test_java_interpreted,
          "python_perf_trampoline": test_python_perf_trampoline,
          "python_debian_311": test_python_debian_311,
          "python_312": test_python_312,

@@ -372,6 +372,16 @@ TEST_CASE("unwind: auto by default, or frame-pointer, or dwarf", "[config]") {
                  "not \"cfi\""));
 }
 
+TEST_CASE("jvm_attach: on by default, off per rule", "[config]") {
+    Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: java}",
+                                  "    jvm_attach: false", "  - name: b", "    match: {comm: b}"}));
+    CHECK_FALSE(config.watch[0].jvm_attach);
+    CHECK(config.watch[1].jvm_attach);
+    CHECK_THAT(
+        error_of(lines({"watch:", "  - name: a", "    match: {comm: a}", "    jvm_attach: maybe"})),
+        Contains("t.yaml:4: watch[0].jvm_attach"));
+}
+
 TEST_CASE("sample_bytes: a size up to 64MiB, 0 for every allocation, absent: the mode's",
           "[config]") {
     Config config = parsed(lines({"watch:", "  - name: a", "    match: {comm: a}",

@@ -171,8 +171,8 @@ TEST_CASE("every WatchRule field is one key, classified", "[config][reload]") {
         r = base;
     };
 
-    auto& [name, match, allocator, min_size, max_size, min_age, sample_bytes, unwind, tracking,
-           line] = r;
+    auto& [name, match, allocator, min_size, max_size, min_age, sample_bytes, unwind, jvm_attach,
+           tracking, line] = r;
     name = "other";
     expect("watch.name", Takes::kReattach);
     min_size = 1;
@@ -185,6 +185,8 @@ TEST_CASE("every WatchRule field is one key, classified", "[config][reload]") {
     expect("watch.sample_bytes", Takes::kReattach);
     unwind = WatchRule::Unwind::kDwarf;
     expect("watch.unwind", Takes::kReattach);
+    jvm_attach = false;
+    expect("watch.jvm_attach", Takes::kReattach);
     tracking = WatchRule::Tracking::kFull;
     expect("watch.tracking", Takes::kReattach);
     line = 12;

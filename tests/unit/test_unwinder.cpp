@@ -169,3 +169,52 @@ TEST_CASE("rules of JIT code from its instructions", "[unwind]") {
     CHECK_FALSE(rule_from_code(trampoline, 9).has_value());
     CHECK_FALSE(rule_from_code(trampoline, 0).has_value());
 }
+
+TEST_CASE("HotSpot compiled methods: the frame their prologue builds", "[unwind]") {
+    using leakwatch::is_hotspot_method;
+    using leakwatch::rule_from_hotspot_prologue;
+    // JDK 17's native wrapper of Unsafe.allocateMemory0, as read from a running JVM: the inline
+    // cache check (je over a jmp to the miss handler), a stack bang, push %rbp; mov %rsp,%rbp;
+    // sub $0x40,%rsp
+    const std::vector<uint8_t> wrapper = {
+        0x44, 0x8b, 0x56, 0x08, 0x49, 0xbb, 0x00, 0x00, 0x00, 0x93, 0xe6, 0x7f,
+        0x00, 0x00, 0x4d, 0x03, 0xd3, 0x49, 0x3b, 0xc2, 0x0f, 0x84, 0x06, 0x00,
+        0x00, 0x00, 0xe9, 0x41, 0x35, 0xa6, 0xff, 0x90, 0x89, 0x84, 0x24, 0x00,
+        0xc0, 0xfe, 0xff, 0x55, 0x48, 0x8b, 0xec, 0x48, 0x83, 0xec, 0x40, 0x48};
+    auto rule = rule_from_hotspot_prologue(wrapper, 0x60);
+    REQUIRE(rule.has_value());
+    CHECK(*rule == UnwindRule{UnwindRule::kCfaSp, 16 + 0x40, -16, true});
+    // C2's LeakHot.fillCache: stack bang, push %rbp, sub $0xb0,%rsp (no frame pointer)
+    const std::vector<uint8_t> c2 = {0x89, 0x84, 0x24, 0x00, 0xc0, 0xfe, 0xff, 0x55,
+                                     0x48, 0x81, 0xec, 0xb0, 0x00, 0x00, 0x00, 0x48};
+    rule = rule_from_hotspot_prologue(c2, 0x200);
+    REQUIRE(rule.has_value());
+    CHECK(*rule == UnwindRule{UnwindRule::kCfaSp, 16 + 0xb0, -16, true});
+    // The same method made not entrant: a jmp patched over the bang's first five bytes
+    const std::vector<uint8_t> patched = {0xe9, 0x1b, 0x1a, 0x37, 0x07, 0xfe, 0xff, 0x55,
+                                          0x48, 0x81, 0xec, 0xa0, 0x00, 0x00, 0x00};
+    rule = rule_from_hotspot_prologue(patched, 0x100);
+    REQUIRE(rule.has_value());
+    CHECK(*rule == UnwindRule{UnwindRule::kCfaSp, 16 + 0xa0, -16, true});
+    // C1: push %rbp; sub $0x30,%rsp
+    const std::vector<uint8_t> c1 = {0x89, 0x84, 0x24, 0x00, 0xc0, 0xfe,
+                                     0xff, 0x55, 0x48, 0x83, 0xec, 0x30};
+    rule = rule_from_hotspot_prologue(c1, 0x40);
+    REQUIRE(rule.has_value());
+    CHECK(*rule == UnwindRule{UnwindRule::kCfaSp, 16 + 0x30, -16, true});
+    // A return address inside the prologue, or no frame of that shape: no rule
+    CHECK_FALSE(rule_from_hotspot_prologue(c1, 8).has_value());
+    CHECK_FALSE(rule_from_hotspot_prologue(std::vector<uint8_t>{0x55, 0x48, 0x89, 0xe5, 0xc3}, 0x40)
+                    .has_value());
+    CHECK_FALSE(rule_from_hotspot_prologue(std::vector<uint8_t>{0x55, 0x48, 0x83, 0xec, 0xf0},
+                                           0x40)
+                    .has_value());  // a negative size
+
+    CHECK(is_hotspot_method("void LeakHot.fillCache(int, int)"));
+    CHECK(is_hotspot_method("long jdk.internal.misc.Unsafe.allocateMemory0(long)"));
+    CHECK(is_hotspot_method("java.nio.ByteBuffer java.nio.ByteBuffer.allocateDirect(int)"));
+    CHECK_FALSE(is_hotspot_method("Interpreter"));
+    CHECK_FALSE(is_hotspot_method("StubRoutines (1)"));
+    CHECK_FALSE(is_hotspot_method("I2C/C2I adapters"));
+    CHECK_FALSE(is_hotspot_method("py::leak_buffers:/tmp/leak.py"));
+}

@@ -1,0 +1,215 @@
+// Reading a JVM's description of its own structures (symbols/hotspot.cpp) from a memory image
+// built here with JDK 17's layout (the offsets Debian 12's libjvm.so exports), and naming a
+// Method* through it; hostile tables are refused. A real JVM: tests/integration/test_runtimes.py.
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "symbols/hotspot.h"
+
+using namespace leakwatch;
+
+TEST_CASE("method descriptors as Java parameter lists", "[hotspot]") {
+    CHECK(java_parameters("(I)V") == "(int)");
+    CHECK(java_parameters("()V") == "()");
+    CHECK(java_parameters("(JLjava/lang/String;[[B)Ljava/nio/ByteBuffer;") ==
+          "(long, java.lang.String, byte[][])");
+    CHECK(java_parameters("(II)V") == "(int, int)");
+    CHECK_FALSE(java_parameters("I)V"));
+    CHECK_FALSE(java_parameters("(Ljava/lang/String"));
+    CHECK_FALSE(java_parameters("(Q)V"));
+    CHECK_FALSE(java_parameters("(V)V"));
+    CHECK_FALSE(java_parameters("(I"));
+}
+
+namespace {
+
+// A sparse memory image: bytes at addresses.
+struct Image {
+    std::map<uint64_t, std::vector<uint8_t>> chunks;
+    uint64_t next = 0x10000;
+
+    uint64_t put(const void* data, size_t len, size_t align = 8) {
+        next = (next + align - 1) / align * align;
+        uint64_t at = next;
+        auto* p = static_cast<const uint8_t*>(data);
+        chunks[at] = std::vector<uint8_t>(p, p + len);
+        next += len + 64;  // a gap: reads across chunks fail
+        return at;
+    }
+    uint64_t str(const std::string& s) { return put(s.c_str(), s.size() + 1, 1); }
+    uint64_t word(uint64_t v) { return put(&v, sizeof v); }
+    template <class T>
+    void write(uint64_t addr, T v) {
+        for (auto& [at, bytes] : chunks) {
+            if (addr >= at && addr + sizeof v <= at + bytes.size()) {
+                std::memcpy(bytes.data() + (addr - at), &v, sizeof v);
+                return;
+            }
+        }
+        FAIL("write outside the image");
+    }
+    JvmMemory reader() const {
+        return [this](uint64_t addr, void* out, size_t len) {
+            auto it = chunks.upper_bound(addr);
+            if (it == chunks.begin()) return false;
+            --it;
+            const auto& [at, bytes] = *it;
+            if (addr + len > at + bytes.size()) return false;
+            std::memcpy(out, bytes.data() + (addr - at), len);
+            return true;
+        };
+    }
+};
+
+struct Field {
+    std::string type, name;
+    bool is_static;
+    uint64_t value;  // offset, or address of a static
+};
+
+// VMStructs tables with the layout descriptors of JDK 17 (stride 48; type entries stride 40).
+struct FakeJvm {
+    Image mem;
+    std::map<std::string, uint64_t> symbols;  // name -> address (bias 0)
+    uint64_t method = 0;
+
+    void table(const std::vector<Field>& fields, const std::map<std::string, uint64_t>& sizes,
+               uint64_t struct_stride = 48) {
+        std::vector<uint8_t> structs((fields.size() + 1) * struct_stride, 0);
+        for (size_t i = 0; i < fields.size(); i++) {
+            uint8_t* e = structs.data() + i * struct_stride;
+            uint64_t tn = mem.str(fields[i].type), fn = mem.str(fields[i].name);
+            int32_t st = fields[i].is_static;
+            std::memcpy(e + 0, &tn, 8);
+            std::memcpy(e + 8, &fn, 8);
+            std::memcpy(e + 24, &st, 4);
+            std::memcpy(e + (st ? 40 : 32), &fields[i].value, 8);
+        }
+        std::vector<uint8_t> types((sizes.size() + 1) * 40, 0);
+        size_t i = 0;
+        for (const auto& [name, size] : sizes) {
+            uint64_t tn = mem.str(name);
+            std::memcpy(types.data() + i * 40, &tn, 8);
+            std::memcpy(types.data() + i * 40 + 32, &size, 8);
+            i++;
+        }
+        symbols["gHotSpotVMStructs"] = mem.word(mem.put(structs.data(), structs.size()));
+        symbols["gHotSpotVMTypes"] = mem.word(mem.put(types.data(), types.size()));
+        symbols["gHotSpotVMStructEntryArrayStride"] = mem.word(struct_stride);
+        symbols["gHotSpotVMStructEntryTypeNameOffset"] = mem.word(0);
+        symbols["gHotSpotVMStructEntryFieldNameOffset"] = mem.word(8);
+        symbols["gHotSpotVMStructEntryIsStaticOffset"] = mem.word(24);
+        symbols["gHotSpotVMStructEntryOffsetOffset"] = mem.word(32);
+        symbols["gHotSpotVMStructEntryAddressOffset"] = mem.word(40);
+        symbols["gHotSpotVMTypeEntryArrayStride"] = mem.word(40);
+        symbols["gHotSpotVMTypeEntryTypeNameOffset"] = mem.word(0);
+        symbols["gHotSpotVMTypeEntrySizeOffset"] = mem.word(32);
+    }
+
+    uint64_t symbol(const std::string& text) {
+        // JDK 17: a u4 hash and refcount, the u2 length at 4, the bytes at 6
+        std::vector<uint8_t> s(8 + text.size(), 0);
+        uint16_t len = static_cast<uint16_t>(text.size());
+        std::memcpy(s.data() + 4, &len, 2);
+        std::memcpy(s.data() + 6, text.data(), text.size());
+        return mem.put(s.data(), s.size());
+    }
+
+    // JDK 17's offsets, and one method: LeakSlow.leakBuffer(I)V
+    explicit FakeJvm(uint64_t const_method_offset = 8) {
+        uint64_t stub_buffer = 0x7f0000001000;
+        std::vector<uint8_t> queue(32, 0);
+        std::memcpy(queue.data() + 8, &stub_buffer, 8);
+        int32_t limit = 0x1a920;
+        std::memcpy(queue.data() + 20, &limit, 4);
+        uint64_t queue_at = mem.put(queue.data(), queue.size());
+        uint64_t code_static = mem.word(queue_at);
+        table({{"Method", "_constMethod", false, const_method_offset},
+               {"ConstMethod", "_constants", false, 8},
+               {"ConstMethod", "_name_index", false, 34},
+               {"ConstMethod", "_signature_index", false, 36},
+               {"ConstantPool", "_pool_holder", false, 24},
+               {"Klass", "_name", false, 24},
+               {"Symbol", "_length", false, 4},
+               {"Symbol", "_body", false, 6},
+               {"AbstractInterpreter", "_code", true, code_static},
+               {"StubQueue", "_stub_buffer", false, 8},
+               {"StubQueue", "_buffer_limit", false, 20}},
+              {{"Method", 88},
+               {"ConstMethod", 48},
+               {"ConstantPool", 72},
+               {"Klass", 208},
+               {"Symbol", 8}});
+        // the class, its pool (72 bytes, then slots), the method
+        std::vector<uint8_t> klass(208, 0);
+        uint64_t klass_name = symbol("LeakSlow");
+        std::memcpy(klass.data() + 24, &klass_name, 8);
+        uint64_t klass_at = mem.put(klass.data(), klass.size());
+        std::vector<uint8_t> pool(72 + 8 * 8, 0);
+        std::memcpy(pool.data() + 24, &klass_at, 8);
+        uint64_t name = symbol("leakBuffer") | 1, sig = symbol("(I)V") | 1;  // tagged slots
+        std::memcpy(pool.data() + 72 + 8 * 3, &name, 8);
+        std::memcpy(pool.data() + 72 + 8 * 5, &sig, 8);
+        uint64_t pool_at = mem.put(pool.data(), pool.size());
+        std::vector<uint8_t> cm(48, 0);
+        std::memcpy(cm.data() + 8, &pool_at, 8);
+        uint16_t ni = 3, si = 5;
+        std::memcpy(cm.data() + 34, &ni, 2);
+        std::memcpy(cm.data() + 36, &si, 2);
+        uint64_t cm_at = mem.put(cm.data(), cm.size());
+        std::vector<uint8_t> m(88, 0);
+        std::memcpy(m.data() + 8, &cm_at, 8);
+        method = mem.put(m.data(), m.size());
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a JVM's tables give the offsets, the interpreter and a method's name", "[hotspot]") {
+    FakeJvm jvm;
+    auto layout = read_hotspot_layout(jvm.mem.reader(), jvm.symbols, 0);
+    REQUIRE(layout);
+    CHECK(layout->method_const == 8);
+    CHECK(layout->const_name == 34);
+    CHECK(layout->pool_size == 72);
+    CHECK(layout->symbol_length == 4);
+    CHECK(layout->symbol_body == 6);
+    CHECK(layout->interpreter_lo == 0x7f0000001000);
+    CHECK(layout->interpreter_hi == 0x7f0000001000 + 0x1a920);
+    CHECK(hotspot_method_name(jvm.mem.reader(), *layout, jvm.method) == "LeakSlow.leakBuffer(int)");
+    // Not a Method*: unaligned, unmapped, or leading to garbage
+    CHECK_FALSE(hotspot_method_name(jvm.mem.reader(), *layout, jvm.method + 1));
+    CHECK_FALSE(hotspot_method_name(jvm.mem.reader(), *layout, 0x7000));
+    CHECK_FALSE(hotspot_method_name(jvm.mem.reader(), *layout, jvm.symbols["gHotSpotVMTypes"]));
+}
+
+TEST_CASE("hostile tables are refused", "[hotspot]") {
+    SECTION("a field outside its class") {
+        FakeJvm jvm(4096);  // Method::_constMethod beyond sizeof(Method)
+        auto layout = read_hotspot_layout(jvm.mem.reader(), jvm.symbols, 0);
+        REQUIRE_FALSE(layout);
+        CHECK(layout.error().message.find("Method::_constMethod") != std::string::npos);
+    }
+    SECTION("a stride past the bound") {
+        FakeJvm jvm;
+        jvm.mem.write<uint64_t>(jvm.symbols["gHotSpotVMStructEntryArrayStride"], 4096);
+        CHECK_FALSE(read_hotspot_layout(jvm.mem.reader(), jvm.symbols, 0));
+    }
+    SECTION("a table without its end") {
+        FakeJvm jvm;
+        // the table pointer moved onto memory that never ends with a NULL type name: reads
+        // run off the image and fail, never loop
+        jvm.mem.write<uint64_t>(jvm.symbols["gHotSpotVMStructs"], 0x10000);
+        CHECK_FALSE(read_hotspot_layout(jvm.mem.reader(), jvm.symbols, 0));
+    }
+    SECTION("an export missing") {
+        FakeJvm jvm;
+        jvm.symbols.erase("gHotSpotVMTypes");
+        auto layout = read_hotspot_layout(jvm.mem.reader(), jvm.symbols, 0);
+        REQUIRE_FALSE(layout);
+        CHECK(layout.error().message.find("gHotSpotVMTypes") != std::string::npos);
+    }
+}
