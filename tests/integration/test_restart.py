@@ -47,14 +47,18 @@ class StateDir:
         subprocess.run(["rm", "-rf", self.dir])
 
 
-def config(pid):
+def config(pid, escalate=False):
+    """The fixture's rule with tracking: full, or the default (escalate) with every allocation
+    traced once escalated."""
     return f"""
 interval: {int(INTERVAL * 1000)}ms
 leak_detection:
   window: {WINDOW}s
+escalation:
+  sample_bytes: 0
 watch:
   - name: steady
-    tracking: full
+    tracking: {"escalate" if escalate else "full"}
     match:
       pid: {pid}
 """
@@ -142,20 +146,6 @@ def test_sigkill_keeps_state(cleanup):
     check(os.listdir(state.dir) == ["detector.state"], f"state directory: {os.listdir(state.dir)}")
 
 
-def escalate_config(pid):
-    return f"""
-interval: {int(INTERVAL * 1000)}ms
-leak_detection:
-  window: {WINDOW}s
-escalation:
-  sample_bytes: 0
-watch:
-  - name: steady
-    match:
-      pid: {pid}
-"""
-
-
 def test_sigkill_keeps_escalation(cleanup):
     """A process of the watch tier (tracking: escalate, the default) escalated by an operator
     before it leaks, every allocation traced (escalation.sample_bytes: 0); leakwatchd is killed
@@ -167,7 +157,7 @@ def test_sigkill_keeps_escalation(cleanup):
     args = ("--bpf-pin-dir", bpffs.pins, "--state-dir", state.dir)
     ticks = 400  # 16 s
     fixture = start(cleanup, Fixture("leak_steady", str(LEAK), str(ticks), str(TICK_MS)))
-    daemon = start(cleanup, Daemon(escalate_config(fixture.pid), args))
+    daemon = start(cleanup, Daemon(config(fixture.pid, escalate=True), args))
     p = wait_until(lambda: daemon.process(fixture.pid), 10, "the fixture to be watched")
     check(p["tracking"] == "watch", f"tracking {p['tracking']} before the escalation")
     req = __import__("urllib.request").request.Request(
@@ -186,7 +176,7 @@ def test_sigkill_keeps_escalation(cleanup):
     time.sleep(3)
     cleanup.remove(daemon)
     daemon.log.close()
-    daemon = start(cleanup, Daemon(escalate_config(fixture.pid), args))
+    daemon = start(cleanup, Daemon(config(fixture.pid, escalate=True), args))
     p = wait_until(lambda: daemon.process(fixture.pid), 10, "the fixture in the new API")
     log = daemon.log_text()
     check(f"adopted pid {fixture.pid}" in log and "escalated" in log,
