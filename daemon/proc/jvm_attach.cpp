@@ -4,6 +4,7 @@
 #include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -75,6 +76,9 @@ class ThreadCreds {
     ~ThreadCreds() {
         ::syscall(SYS_setresuid, -1, uid_, -1);
         ::syscall(SYS_setresgid, -1, gid_, -1);
+        // A change of effective ids makes the kernel mark the process not dumpable (no core
+        // dump, /proc/self owned by root): back as it was, now that the ids are.
+        if (ok_) ::prctl(PR_SET_DUMPABLE, 1);
     }
     bool ok() const { return ok_; }
 
@@ -95,6 +99,7 @@ struct Session {
     int tmp_fd;  // the JVM's /tmp, opened as the daemon
     std::string socket_name, trigger_name, what;
     const AttachLimits& limits;
+    mutable bool signalled = false;  // SIGQUIT sent
 
     // The listener's socket: a socket owned by the JVM's user; nullopt when there is none yet.
     Result<bool> socket_present() const {
@@ -132,6 +137,7 @@ struct Session {
         if (::kill(pid, SIGQUIT) != 0) {
             out = fail_errno(what + ": SIGQUIT", errno);
         } else {
+            signalled = true;
             const auto deadline = Clock::now() + limits.listener;
             int delay = 20;
             while (Clock::now() < deadline) {
@@ -168,9 +174,23 @@ struct Session {
         ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         sockaddr_un addr{};
         addr.sun_family = AF_UNIX;
-        // Through the directory opened as the daemon: the thread's own ids could not pass
-        // /proc/PID/root of a process in another user namespace.
-        const std::string path = "/proc/self/fd/" + std::to_string(tmp_fd) + "/" + socket_name;
+        // The socket itself, opened without following a symlink and checked again, then
+        // connected to through that descriptor: by name, connect would follow a symlink
+        // swapped in since socket_present() (one resolved in the daemon's root). Through the
+        // directory opened as the daemon: the thread's own ids could not pass /proc/PID/root
+        // of a process in another user namespace.
+        Fd entry(::openat(tmp_fd, socket_name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (entry.get() < 0) {
+            if (errno == ENOENT) refused = true;
+            return fail_errno(what + ": " + socket_name, errno);
+        }
+        struct stat st {};
+        if (::fstat(entry.get(), &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != target.euid) {
+            refuse_file(Refusal::kOwner, what,
+                        socket_name + " is no longer a socket of the JVM's user");
+            return fail(what + ": " + socket_name + " changed");
+        }
+        const std::string path = "/proc/self/fd/" + std::to_string(entry.get());
         if (path.size() >= sizeof addr.sun_path) return fail(what + ": socket path too long");
         path.copy(addr.sun_path, path.size());
         if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
@@ -300,7 +320,7 @@ std::string attach_request(std::string_view command) {
 }
 
 Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_view command,
-                                const AttachLimits& limits) {
+                                const AttachLimits& limits, bool* signalled) {
     const std::string base = proc.root() + "/" + std::to_string(pid);
     std::string status;
     {
@@ -312,6 +332,12 @@ Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_vie
     }
     auto target = parse_attach_target(status, base + "/status");
     if (!target) return std::unexpected(target.error());
+    // A JVM started with the attach mechanism off answers SIGQUIT with a thread dump on its
+    // output every time: never signal it (its command line as the rules read it, bounded).
+    if (auto info = proc.process(pid))
+        for (const auto& arg : info->argv)
+            if (arg == "-XX:+DisableAttachMechanism")
+                return fail("the JVM runs with -XX:+DisableAttachMechanism");
     // The JVM's /tmp inside its own root: a symlink there is resolved within that root.
     Fd root(::open((base + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (root.get() < 0) return fail_errno(base + "/root", errno);
@@ -336,6 +362,7 @@ Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_vie
     Result<std::string> reply = fail("not run");
     std::thread worker([&] { reply = session.run(request); });
     worker.join();
+    if (signalled) *signalled = session.signalled;
     if (!reply) return std::unexpected(reply.error());
     auto parsed = parse_attach_reply(*reply);
     if (!parsed) return fail(session.what + ": " + parsed.error().message);

@@ -425,8 +425,27 @@ Result<uint64_t> ProcReader::start_time(int pid) const {
 
 bool ProcReader::has_memory(int pid) const {
     char target[16];  // any length: only whether it reads
-    const std::string path = root_ + "/" + std::to_string(pid) + "/exe";
-    return readlink(path.c_str(), target, sizeof(target)) >= 0;
+    const std::string dir = root_ + "/" + std::to_string(pid);
+    if (readlink((dir + "/exe").c_str(), target, sizeof(target)) >= 0) return true;
+    // The main thread may have exited while others run on: any thread with the memory.
+    DIR* tasks = opendir((dir + "/task").c_str());
+    if (!tasks) return false;
+    bool found = false;
+    int looked = 0;
+    while (dirent* e = readdir(tasks)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        if (++looked > 256) {  // a process of more threads than that: assume it lives
+            found = true;
+            break;
+        }
+        const std::string exe = dir + "/task/" + e->d_name + "/exe";
+        if (readlink(exe.c_str(), target, sizeof(target)) >= 0) {
+            found = true;
+            break;
+        }
+    }
+    closedir(tasks);
+    return found;
 }
 
 Result<ProcMemory> ProcReader::memory(int pid) const {

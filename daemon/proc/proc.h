@@ -96,8 +96,8 @@ class ProcReader {
     Result<void> reread_uid_and_cgroup(ProcessInfo& info) const;
     Result<std::vector<MapEntry>> maps(int pid) const;
     Result<uint64_t> start_time(int pid) const;
-    // Whether the process still has its memory (its exe link reads): false once it exits,
-    // from the moment its memory is released, zombie included.
+    // Whether the process still has its memory (the exe link of one of its threads reads):
+    // false once it exits, from the moment its memory is released, zombie included.
     bool has_memory(int pid) const;
     Result<ProcMemory> memory(int pid) const;
     // For each page address (sorted or not), whether the process still holds it as its own

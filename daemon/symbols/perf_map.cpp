@@ -232,9 +232,18 @@ bool PerfMaps::request_attach(int pid, bool now) {
         max_bytes = shared_->max_bytes;
     }
     auto load = [proc = proc_, shared = shared_, pid, max_bytes, limits = options_.attach_limits] {
-        auto reply = jvm_command(proc, pid, "Compiler.perfmap", limits);
+        bool signalled = false;
+        auto reply = jvm_command(proc, pid, "Compiler.perfmap", limits, &signalled);
         bool unable = false;
-        if (!reply) {
+        if (!reply && (signalled ||
+                       reply.error().message.find("DisableAttachMechanism") != std::string::npos)) {
+            // Not asked again: it was sent SIGQUIT and did not answer (its attach mechanism
+            // off, its listener slow or refused), and such a JVM prints a thread dump for each.
+            unable = true;
+            spdlog::info("pid {}: no perf map from the JVM, not asked again: {}", pid,
+                         reply.error().message);
+        } else if (!reply) {
+            // Not signalled (not yet catching SIGQUIT, just started): asked again later.
             spdlog::debug("pid {}: no perf map from the JVM: {}", pid, reply.error().message);
         } else if (reply->code != 0) {
             // JDK 11 has no Compiler.perfmap ("Unknown diagnostic command"); a JVM that says

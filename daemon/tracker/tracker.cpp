@@ -779,7 +779,8 @@ std::set<uint32_t> Tracker::adopt(
             continue;
         }
         const double attached_at = double(attached_us) / 1e6;
-        // Its BPF side reads Python frames already: they are named as before.
+        // Its BPF side reads Python frames already: they are named as before; a JVM's frames
+        // are named from its own structures again (and its perf map asked for, once more).
         python_runtime(info->pid, *maps, info->exe);
         Tracked t{*info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
         t.state = rule->tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
@@ -800,6 +801,7 @@ std::set<uint32_t> Tracker::adopt(
             t.escalated_at = double(escalated_us) / 1e6;
             t.fault_sample_bytes = escalation_.watch_sample_bytes;
         }
+        watch_jvm(info->pid, *rule, t.maps);
         spdlog::info(
             "adopted pid {} ({}) for rule '{}'{}: its probes counted while no leakwatchd ran", pid,
             info->comm, rule->name,

@@ -161,7 +161,13 @@ def java_hot(cleanup, *prefix):
     outstanding bytes before the leak and the truth. `prefix` runs java inside other namespaces
     (then the JVM's host pid is the prefix's child's)."""
     java = tool("java")
-    fixture = start(cleanup, Fixture(*prefix, java, os.path.join(PROGS, "java", "LeakHot.java"),
+    source = os.path.join(PROGS, "java", "LeakHot.java")
+    if prefix:
+        # The prefix may mount a /tmp of its own, which hides a source tree under /tmp (a CI
+        # clone): the JVM reads a copy from /var/tmp.
+        copy_dir = start(cleanup, Removed(tempfile.mkdtemp(prefix="lw-java-", dir="/var/tmp")))
+        source = shutil.copy(source, copy_dir.path)
+    fixture = start(cleanup, Fixture(*prefix, java, source,
                                      str(SIZE), str(COUNT), str(JAVA_WARMUP),
                                      prefix=("/usr/bin/env",), tmpdir="/var/tmp"))
     pid = jvm_host_pid(fixture.proc.pid) if prefix else fixture.pid
