@@ -97,6 +97,7 @@ struct Session {
     int pid;
     AttachTarget target;
     int tmp_fd;  // the JVM's /tmp, opened as the daemon
+    int pidfd;   // the JVM itself (-1: the kernel has no pidfd_open), opened before it was read
     std::string socket_name, trigger_name, what;
     const AttachLimits& limits;
     mutable bool signalled = false;  // SIGQUIT sent
@@ -134,7 +135,10 @@ struct Session {
         if (!created && errno != EEXIST) return fail_errno(what + ": " + trigger_name, errno);
         Result<void> out = fail(what + ": no listener " + std::to_string(limits.listener.count()) +
                                 " ms after SIGQUIT");
-        if (::kill(pid, SIGQUIT) != 0) {
+        // Through the pidfd when there is one: the process whose status and command line were
+        // read, never one that got its pid since.
+        if ((pidfd >= 0 ? ::syscall(SYS_pidfd_send_signal, pidfd, SIGQUIT, nullptr, 0)
+                        : ::kill(pid, SIGQUIT)) != 0) {
             out = fail_errno(what + ": SIGQUIT", errno);
         } else {
             signalled = true;
@@ -322,6 +326,9 @@ std::string attach_request(std::string_view command) {
 Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_view command,
                                 const AttachLimits& limits, bool* signalled) {
     const std::string base = proc.root() + "/" + std::to_string(pid);
+    // Opened first: what is read of the process below is of the one the signal can reach.
+    // Only for the host's /proc (the pid is the host's then).
+    Fd pidfd(proc.root() == "/proc" ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1);
     std::string status;
     {
         std::ifstream in(base + "/status");
@@ -353,6 +360,7 @@ Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_vie
         pid,
         *target,
         tmp.get(),
+        pidfd.get(),
         ".java_pid" + ns,
         ".attach_pid" + ns,
         "the attach socket of pid " + std::to_string(pid) + " (/tmp/.java_pid" + ns + ")",
