@@ -324,7 +324,7 @@ std::string attach_request(std::string_view command) {
 }
 
 Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_view command,
-                                const AttachLimits& limits, bool* signalled) {
+                                const AttachLimits& limits, bool* give_up) {
     const std::string base = proc.root() + "/" + std::to_string(pid);
     // Opened first: what is read of the process below is of the one the signal can reach.
     // Only for the host's /proc (the pid is the host's then).
@@ -343,8 +343,10 @@ Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_vie
     // output every time: never signal it (its command line as the rules read it, bounded).
     if (auto info = proc.process(pid))
         for (const auto& arg : info->argv)
-            if (arg == "-XX:+DisableAttachMechanism")
+            if (arg == "-XX:+DisableAttachMechanism") {
+                if (give_up) *give_up = true;
                 return fail("the JVM runs with -XX:+DisableAttachMechanism");
+            }
     // The JVM's /tmp inside its own root: a symlink there is resolved within that root.
     Fd root(::open((base + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (root.get() < 0) return fail_errno(base + "/root", errno);
@@ -370,7 +372,7 @@ Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_vie
     Result<std::string> reply = fail("not run");
     std::thread worker([&] { reply = session.run(request); });
     worker.join();
-    if (signalled) *signalled = session.signalled;
+    if (give_up) *give_up = session.signalled;
     if (!reply) return std::unexpected(reply.error());
     auto parsed = parse_attach_reply(*reply);
     if (!parsed) return fail(session.what + ": " + parsed.error().message);

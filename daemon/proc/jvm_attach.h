@@ -56,10 +56,11 @@ Result<AttachReply> parse_attach_reply(std::string_view reply);
 std::string attach_request(std::string_view command);
 
 // Runs `command` (e.g. "Compiler.perfmap") in JVM `pid`. Blocks up to the limits: callers run
-// it on a thread of their own (util/bounded_loader.h). `signalled` (when given) is set when the
-// JVM was sent SIGQUIT to start its listener, whatever came of it (a JVM whose listener did not
-// come prints a thread dump for each such signal: not to be asked again).
+// it on a thread of their own (util/bounded_loader.h). `give_up` (when given) is set when a failure
+// would come again, so the JVM is not to be asked again: it was sent SIGQUIT to start its
+// listener, whatever came of it (a JVM whose listener did not come prints a thread dump for each
+// such signal), or it runs with its attach mechanism off.
 Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_view command,
-                                const AttachLimits& limits = {}, bool* signalled = nullptr);
+                                const AttachLimits& limits = {}, bool* give_up = nullptr);
 
 }  // namespace leakwatch

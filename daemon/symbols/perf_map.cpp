@@ -232,13 +232,13 @@ bool PerfMaps::request_attach(int pid, bool now) {
         max_bytes = shared_->max_bytes;
     }
     auto load = [proc = proc_, shared = shared_, pid, max_bytes, limits = options_.attach_limits] {
-        bool signalled = false;
-        auto reply = jvm_command(proc, pid, "Compiler.perfmap", limits, &signalled);
+        bool give_up = false;
+        auto reply = jvm_command(proc, pid, "Compiler.perfmap", limits, &give_up);
         bool unable = false;
-        if (!reply && (signalled ||
-                       reply.error().message.find("DisableAttachMechanism") != std::string::npos)) {
-            // Not asked again: it was sent SIGQUIT and did not answer (its attach mechanism
-            // off, its listener slow or refused), and such a JVM prints a thread dump for each.
+        if (!reply && give_up) {
+            // Not asked again: it was sent SIGQUIT and did not answer (its listener slow or
+            // refused), or its attach mechanism is off; such a JVM prints a thread dump for
+            // each SIGQUIT.
             unable = true;
             spdlog::info("pid {}: no perf map from the JVM, not asked again: {}", pid,
                          reply.error().message);
