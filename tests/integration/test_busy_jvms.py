@@ -12,6 +12,7 @@ import tempfile
 import time
 
 from lwtest import Daemon, Fixture, check, metric, require_root, run, start, wait_until
+from test_hostile import Cleanup
 
 INTERVAL = 1.0
 LEAK, TICKS, TICK_MS = 4096, 40, 25
@@ -29,14 +30,6 @@ print("pid", os.getpid(), flush=True)
 while True:
     time.sleep(60)
 """
-
-
-class Cleanup:
-    def __init__(self, fn):
-        self.fn = fn
-
-    def stop(self):
-        self.fn()
 
 
 def test_jvms_never_answering(cleanup):

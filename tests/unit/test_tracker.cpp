@@ -179,6 +179,13 @@ lw_event event(uint32_t type, int pid) {
     return e;
 }
 
+// An exec event, with the new image's comm.
+lw_event exec_of(int pid, const char* comm) {
+    lw_event e = event(LW_EVENT_EXEC, pid);
+    std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
+    return e;
+}
+
 // The tracker with what it works on.
 struct Fixture {
     FixtureProc proc_tree;
@@ -373,11 +380,6 @@ TEST_CASE("short-lived processes are counted: gone before attached, gone before 
           "[tracker][storm]") {
     Fixture f;
     f.start({rule("web", "app")});
-    auto exec_of = [](int pid, const char* comm) {
-        lw_event e = event(LW_EVENT_EXEC, pid);
-        std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
-        return e;
-    };
     // Matched at its exec, waiting for its allocator, then gone: an attach dropped.
     f.proc_tree.add(kApp, "app", 1000, false);
     f.tracker->on_event(exec_of(kApp, "app"));
@@ -655,15 +657,22 @@ TEST_CASE("tracking: escalate watches a process without probes until it is escal
     CHECK_FALSE(f.tracker->escalate(kApp, "gone").has_value());
 }
 
+namespace {
+
+// A rule on the executable (no comm): a zombie, whose exe link is gone, is read and unmatched.
+WatchRule by_exe() {
+    WatchRule r = rule("web", "app");
+    r.match.comm.reset();
+    r.match.exe = "/usr/bin/app";
+    return r;
+}
+
+}  // namespace
+
 TEST_CASE("a short-lived process counts once, whatever the order of its events",
           "[tracker][storm]") {
     Fixture f;
     f.start({rule("web", "app")});
-    auto exec_of = [](int pid, const char* comm) {
-        lw_event e = event(LW_EVENT_EXEC, pid);
-        std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
-        return e;
-    };
     auto retry_until_dropped = [&](uint64_t dropped) {
         for (int i = 0; i < 200 && f.tracker->attaches_dropped() < dropped; i++) {
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -678,12 +687,7 @@ TEST_CASE("a short-lived process counts once, whatever the order of its events",
         CHECK(f.tracker->attaches_dropped() == 0);
     }
     SECTION("exited before its second exec was read (a zombie), then gone") {
-        // A rule on the executable, which a zombie no longer shows: it is read, and unread.
-        WatchRule by_exe;
-        by_exe.name = "web";
-        by_exe.match.exe = "/usr/bin/app";
-        by_exe.tracking = WatchRule::Tracking::kFull;
-        f.start({by_exe});
+        f.start({by_exe()});
         f.proc_tree.add(kApp, "app", 1000, false);
         fs::remove(fs::path(f.proc_tree.root()) / std::to_string(kApp) / "exe");
         f.tracker->on_event(exec_of(kApp, "app"));
@@ -731,11 +735,7 @@ TEST_CASE("a short-lived process counts once, whatever the order of its events",
         CHECK(f.tracker->execs_unread() == 2);
     }
     SECTION("the pid's next process counts again") {
-        WatchRule by_exe;
-        by_exe.name = "web";
-        by_exe.match.exe = "/usr/bin/app";
-        by_exe.tracking = WatchRule::Tracking::kFull;
-        f.start({by_exe});
+        f.start({by_exe()});
         f.tracker->on_event(exec_of(kApp, "app"));
         CHECK(f.tracker->execs_unread() == 1);
         // Read alive (another start time), then gone before its attach.
