@@ -277,10 +277,9 @@ std::optional<HotSpotBlob> hotspot_blob(const JvmMemory& mem, const HotSpotLayou
             !read_value(mem, b.address + l.blob_name, name) || b.frame_size < 0 ||
             b.frame_size > (1 << 17))
             return {};
-        char text[16] = {};
-        if (name != 0 && mem(name, text, sizeof text - 1)) {
-            std::string_view n(text, strnlen(text, sizeof text - 1));
-            b.nmethod = n == "nmethod" || n == "native nmethod";
+        if (auto text = read_cstring(mem, name); text && printable(*text)) {
+            b.name = std::move(*text);
+            b.nmethod = b.name == "nmethod" || b.name == "native nmethod";
         }
         if (b.nmethod && !read_value(mem, b.address + l.blob_method, b.method)) return {};
         return b;

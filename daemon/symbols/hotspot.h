@@ -68,6 +68,9 @@ struct HotSpotBlob {
     // its Method*.
     bool nmethod = false;
     uint64_t method = 0;
+    // Its name ("nmethod", "StubRoutines (1)", "Interpreter"...): what names a frame in a stub
+    // when no perf map does (JDK 11 writes none).
+    std::string name;
 };
 // The blob holding pc, through the segment map of its heap (at most 32 steps back).
 std::optional<HotSpotBlob> hotspot_blob(const JvmMemory& mem, const HotSpotLayout& layout,

@@ -874,7 +874,11 @@ void Symbolizer::name_java_blob(int pid, uint64_t address, Frame& frame) {
         [address](const JvmMemory& mem, const HotSpotLayout& layout) -> std::optional<std::string> {
             if (layout.heaps.empty()) return std::nullopt;
             auto blob = hotspot_blob(mem, layout, address);
-            if (!blob || !blob->nmethod) return std::nullopt;
+            if (!blob) return std::nullopt;
+            if (!blob->nmethod) {  // a stub: the call stub, an adapter, a runtime stub
+                if (blob->name.empty()) return std::nullopt;
+                return std::optional<std::string>(blob->name);
+            }
             return hotspot_method_name(mem, layout, blob->method);
         },
         frame);

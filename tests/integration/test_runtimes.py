@@ -13,6 +13,7 @@ root file systems), and pyenv's 3.12 (with and without -X perf, whose perf-map f
 double them); a C extension's own allocating function (tests/progs/python/extleak.c, built
 for pyenv's 3.12); a program embedding libpython3.12 (tests/progs/python/embed.c); and pyenv's
 3.8, which has no offsets: native frames only."""
+import functools
 import glob
 import os
 import shutil
@@ -153,23 +154,50 @@ def test_java_direct_buffers(cleanup):
     check(any(n.startswith("JavaCalls::call_helper(") for n in below), f"frames: {names}")
 
 
-def java_hot(cleanup, *prefix):
+# The JDKs the Java tests run under: Debian 12's openjdk-17 on the host (the source launcher
+# runs the fixtures), and Debian 11's openjdk-11 and Debian 13's openjdk-21 chrooted in cached
+# root file systems that hold only their JRE (the fixtures are compiled on the host for Java 11).
+JDK_ROOTS = {
+    11: ("jdk11", "bullseye", "openjdk-11-jre-headless"),
+    21: ("jdk21", "trixie", "openjdk-21-jre-headless"),
+}
+
+
+def java_fixture(cleanup, jdk, main, *args, prefix=(), tmpdir=None):
+    """tests/progs/java/MAIN.java run with args by JDK `jdk` (17: the host's java, under
+    `prefix`; 11, 21: chrooted in their root file systems). Returns the started fixture."""
+    source = os.path.join(PROGS, "java", main + ".java")
+    if jdk == 17:
+        return start(cleanup, Fixture(*prefix, tool("java"), source, *args,
+                                      prefix=("/usr/bin/env",), tmpdir=tmpdir))
+    check(not prefix, "namespaces of their own only for the host's JDK")
+    name, suite, package = JDK_ROOTS[jdk]
+    classes = start(cleanup, Removed(tempfile.mkdtemp(prefix="lw-java-classes-")))
+    out = subprocess.run([tool("javac"), "--release", "11", "-d", classes.path, source],
+                         capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0, f"javac {source}: {out.stdout} {out.stderr}")
+    return start(cleanup, InRoot(name, suite, [package], [classes.path],
+                                 f"/usr/lib/jvm/java-{jdk}-openjdk-amd64/bin/java", "-cp",
+                                 "/root/" + os.path.basename(classes.path), main, *args))
+
+
+def java_hot(cleanup, *prefix, jdk=17):
     """LeakHot.java under a plain `java` (no flags), watched with the default unwinding while
     it warms its path up (the JIT compiles fillCache; leakwatchd asks the JVM for its perf map
     when it starts watching it, and again when its stacks hold compiled code the map does not
     name yet), then leaking. Returns the fixture, the daemon, the JVM's host pid, its
     outstanding bytes before the leak and the truth. `prefix` runs java inside other namespaces
-    (then the JVM's host pid is the prefix's child's)."""
-    java = tool("java")
-    source = os.path.join(PROGS, "java", "LeakHot.java")
+    (then the JVM's host pid is the prefix's child's); `jdk` as java_fixture."""
+    args = (str(SIZE), str(COUNT), str(JAVA_WARMUP))
     if prefix:
         # The prefix may mount a /tmp of its own, which hides a source tree under /tmp (a CI
         # clone): the JVM reads a copy from /var/tmp.
         copy_dir = start(cleanup, Removed(tempfile.mkdtemp(prefix="lw-java-", dir="/var/tmp")))
-        source = shutil.copy(source, copy_dir.path)
-    fixture = start(cleanup, Fixture(*prefix, java, source,
-                                     str(SIZE), str(COUNT), str(JAVA_WARMUP),
-                                     prefix=("/usr/bin/env",), tmpdir="/var/tmp"))
+        source = shutil.copy(os.path.join(PROGS, "java", "LeakHot.java"), copy_dir.path)
+        fixture = start(cleanup, Fixture(*prefix, tool("java"), source, *args,
+                                         prefix=("/usr/bin/env",), tmpdir="/var/tmp"))
+    else:
+        fixture = java_fixture(cleanup, jdk, "LeakHot", *args, tmpdir="/var/tmp")
     pid = jvm_host_pid(fixture.proc.pid) if prefix else fixture.pid
     if prefix:
         start(cleanup, Killed(pid))
@@ -181,7 +209,8 @@ def java_hot(cleanup, *prefix):
     # The perf map the JVM wrote when leakwatchd started watching it (the JVM's own code cache
     # names what was compiled later).
     perf_map = f"/proc/{pid}/root/tmp/perf-{fixture.pid}.map"
-    wait_until(lambda: os.path.exists(perf_map), 10, "the JVM to write its perf map")
+    if jdk != 11:  # JDK 11 has no Compiler.perfmap: its code cache alone names what it compiled
+        wait_until(lambda: os.path.exists(perf_map), 10, "the JVM to write its perf map")
     wait_until(lambda: [s for s in daemon.stacks(pid, 1000) if s["site"] == "LeakHot.fillCache"],
                10, "the warm-up's stacks to be named LeakHot.fillCache")
     before = daemon.process(pid)["outstanding_bytes"]
@@ -244,13 +273,26 @@ def check_java_site(daemon, pid, before, before_site, truth):
     # (named from its interpreter frame).
     below = names[names.index("LeakHot.fillCache(int, int)") + 1:]
     check("LeakHot.main(java.lang.String[])" in below, f"frames: {names}")
+    # The call stub that called main is named, by the perf map or (JDK 11) the code cache.
+    stub = below[below.index("LeakHot.main(java.lang.String[])") + 1]
+    check(stub.startswith("StubRoutines ("), f"frames: {names}")
     return names
 
 
-def test_java_hot_default_flags(cleanup):
-    # No -XX:+PreserveFramePointer and no jcmd: leakwatchd has the JVM write its perf map.
-    fixture, daemon, pid, before, before_site, truth = java_hot(cleanup)
-    check(os.path.exists(f"/tmp/perf-{pid}.map"), "no perf map: the daemon did not attach")
+def test_java_hot_default_flags(cleanup, jdk=17):
+    # No -XX:+PreserveFramePointer and no jcmd: leakwatchd has the JVM write its perf map (JDK
+    # 17 and later), and walks and names the compiled frames from the JVM's code cache.
+    fixture, daemon, pid, before, before_site, truth = java_hot(cleanup, jdk=jdk)
+    perf_map = f"/proc/{pid}/root/tmp/perf-{pid}.map"
+    if jdk == 11:
+        check(not os.path.exists(perf_map), "a perf map from JDK 11, which has no Compiler.perfmap")
+        said = [line for line in daemon.log_text().splitlines()
+                if "the JVM does not write a perf map" in line]
+        print("\n".join(said))
+        check(len(said) == 1 and "Unknown diagnostic command" in said[0],
+              f"{len(said)} log lines say JDK 11 writes no perf map")
+    else:
+        check(os.path.exists(perf_map), "no perf map: the daemon did not attach")
     check_java_site(daemon, pid, before, before_site, truth)
 
 
@@ -266,14 +308,12 @@ def test_java_hot_namespaces(cleanup):
     check_java_site(daemon, pid, before, before_site, truth)
 
 
-def test_java_interpreted(cleanup):
+def test_java_interpreted(cleanup, jdk=17):
     # The article's demo as operators run it: a method called 4 times a second stays
     # interpreted; its frame is named from the Method* the interpreter frame holds, read
     # through the JVM's own VMStructs. No JVM flag, default configuration.
-    java = tool("java")
     size, count = 262144, 40
-    fixture = start(cleanup, Fixture(java, os.path.join(PROGS, "java", "LeakSlow.java"),
-                                     str(size), str(count), prefix=("/usr/bin/env",)))
+    fixture = java_fixture(cleanup, jdk, "LeakSlow", str(size), str(count))
     pid = fixture.pid
     start(cleanup, Removed(f"/tmp/perf-{pid}.map"))
     daemon = start(cleanup, Daemon(pid_rules([("java", pid, None)])))
@@ -282,11 +322,16 @@ def test_java_interpreted(cleanup):
     before = daemon.process(pid)["outstanding_bytes"]
     fixture.go()
     truth = int(fixture.expect("leaked"))
-    time.sleep(2 * INTERVAL)
+    site = "LeakSlow.leakBuffer"
+    # On a loaded machine the last allocations may be counted a few intervals late.
+    try:
+        wait_until(lambda: within(site_bytes(daemon, pid, site), truth, 0.10), 20,
+                   f"the leak's bytes under site {site}")
+    except Exception as e:
+        print(e)
     stacks = daemon.stacks(pid, 1000)
     for s in stacks[:4]:
         print(s["site"], s["outstanding_bytes"], symbols(s)[:16])
-    site = "LeakSlow.leakBuffer"
     leak = [s for s in stacks if s["site"] == site]
     held = sum(s["outstanding_bytes"] for s in leak)
     grew = daemon.process(pid)["outstanding_bytes"] - before
@@ -485,21 +530,28 @@ def test_python_unsupported(cleanup):
 
 
 class InRoot(Fixture):
-    """The bytearray leak under a Debian release's own python3.X, in a copy-on-write overlay of
-    a cached root file system (tests/harness/debian_rootfs.py) it runs chrooted in: leakwatchd
-    finds its files through /proc/PID/root."""
+    """A fixture chrooted in a copy-on-write overlay of a cached root file system
+    (tests/harness/debian_rootfs.py) made with `packages`: `files` (paths on the host) are
+    copied to its /root, and argv runs there with /proc mounted; leakwatchd on the host finds
+    its files through /proc/PID/root."""
 
-    def __init__(self, name, suite, interpreter):
-        rootfs = debian_rootfs.ensure(name, suite, [f"{os.path.basename(interpreter)}-minimal"])
-        self.overlay = debian_rootfs.Overlay(rootfs, tempfile.mkdtemp(prefix="leakwatch-py-"))
+    def __init__(self, name, suite, packages, files, *argv):
+        rootfs = debian_rootfs.ensure(name, suite, packages)
+        self.overlay = debian_rootfs.Overlay(rootfs, tempfile.mkdtemp(prefix="leakwatch-root-"))
         try:
-            shutil.copy(os.path.join(PROGS, "python", "leak_bytearray.py"),
-                        self.overlay.path("/root/leak_bytearray.py"))
+            for path in files:
+                target = self.overlay.path("/root/" + os.path.basename(path))
+                if os.path.isdir(path):
+                    shutil.copytree(path, target)
+                else:
+                    shutil.copy(path, target)
             os.makedirs(self.overlay.path("/root/go"))
+            # The JVM reads /proc/self (its stack, its cgroup limits); removed with the overlay.
+            subprocess.run(["mount", "-t", "proc", "proc", self.overlay.path("/proc")],
+                           check=True)
             # env(1) sets FIXTURE_GO to the go file's path inside the root.
             super().__init__("FIXTURE_GO=/root/go/go", "/usr/sbin/chroot", self.overlay.root,
-                             interpreter, "/root/leak_bytearray.py", str(SIZE), str(COUNT),
-                             prefix=("/usr/bin/env",))
+                             *argv, prefix=("/usr/bin/env",))
         except BaseException:
             self.overlay.remove()
             raise
@@ -514,7 +566,10 @@ class InRoot(Fixture):
 
 def python_in_root(cleanup, name, suite, interpreter):
     """The bytearray leak under a Debian release's python, named as on the host."""
-    fixture = start(cleanup, InRoot(name, suite, interpreter))
+    fixture = start(cleanup, InRoot(name, suite, [f"{os.path.basename(interpreter)}-minimal"],
+                                    [os.path.join(PROGS, "python", "leak_bytearray.py")],
+                                    interpreter, "/root/leak_bytearray.py", str(SIZE),
+                                    str(COUNT)))
     _, daemon, before, truth = watch_and_leak(cleanup, "python", fixture)
     stacks = leak_stacks(fixture, daemon, before, truth)
     check_python_leak(truth, stacks, script="/root/leak_bytearray.py")
@@ -544,6 +599,9 @@ if __name__ == "__main__":
          "java_hot_namespaces": test_java_hot_namespaces,
          "java_attach_off": test_java_attach_off,
          "java_interpreted": test_java_interpreted,
+         **{f"{name}_jdk{jdk}": functools.partial(test, jdk=jdk) for jdk in JDK_ROOTS
+            for name, test in (("java_interpreted", test_java_interpreted),
+                               ("java_hot_default_flags", test_java_hot_default_flags))},
          "python_perf_trampoline": test_python_perf_trampoline,
          "python_debian_311": test_python_debian_311,
          "python_312": test_python_312,

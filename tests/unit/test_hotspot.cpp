@@ -186,6 +186,43 @@ TEST_CASE("a JVM's tables give the offsets, the interpreter and a method's name"
     CHECK_FALSE(hotspot_method_name(jvm.mem.reader(), *layout, jvm.symbols["gHotSpotVMTypes"]));
 }
 
+TEST_CASE("a code blob found through its heap's segment map, and its name", "[hotspot]") {
+    Image mem;
+    // JDK 17's offsets: HeapBlock 16 bytes, CodeBlob::_frame_size 28, _name 96,
+    // CompiledMethod::_method 112
+    HotSpotLayout l;
+    l.heap_block = 16;
+    l.blob_frame_size = 28;
+    l.blob_name = 96;
+    l.blob_method = 112;
+    // Four 128-byte segments: the call stub in the first, an nmethod in the next two, one free.
+    const uint64_t stub_name = mem.str("StubRoutines (1)"), nmethod_name = mem.str("nmethod");
+    std::vector<uint8_t> code(4 * 128, 0);
+    auto put = [&](size_t at, auto v) { std::memcpy(code.data() + at, &v, sizeof v); };
+    put(16 + 96, stub_name);
+    put(128 + 16 + 28, int32_t{4});
+    put(128 + 16 + 96, nmethod_name);
+    put(128 + 16 + 112, uint64_t{0x7f0000123450});
+    const uint64_t lo = mem.put(code.data(), code.size(), 128);
+    const uint8_t segmap[4] = {0, 0, 1, 0xff};
+    l.heaps.push_back({lo, lo + code.size(), mem.put(segmap, sizeof segmap), 7});
+
+    auto stub = hotspot_blob(mem.reader(), l, lo + 60);
+    REQUIRE(stub);
+    CHECK(stub->address == lo + 16);
+    CHECK(stub->frame_size == 0);
+    CHECK_FALSE(stub->nmethod);
+    CHECK(stub->name == "StubRoutines (1)");
+    auto compiled = hotspot_blob(mem.reader(), l, lo + 2 * 128 + 5);  // its second segment
+    REQUIRE(compiled);
+    CHECK(compiled->address == lo + 128 + 16);
+    CHECK(compiled->frame_size == 4);
+    CHECK(compiled->nmethod);
+    CHECK(compiled->method == 0x7f0000123450);
+    CHECK_FALSE(hotspot_blob(mem.reader(), l, lo + 3 * 128));      // a free segment
+    CHECK_FALSE(hotspot_blob(mem.reader(), l, lo + code.size()));  // outside the heap
+}
+
 TEST_CASE("hostile tables are refused", "[hotspot]") {
     SECTION("a field outside its class") {
         FakeJvm jvm(4096);  // Method::_constMethod beyond sizeof(Method)

@@ -3,7 +3,8 @@
 // for its perf map itself). Run with the source launcher:
 //   java LeakHot.java SIZE COUNT WARMUP
 // Prints "pid N"; waits for the file named by FIXTURE_GO, if set; fills the cache with WARMUP
-// one-byte buffers (so that fillCache is compiled, as a hot path of a running server is),
+// one-byte buffers and 20 of SIZE bytes (so that fillCache is compiled, as a hot path of a
+// running server is, for both sizes: JDK 11's C2 otherwise recompiles at the first large one),
 // waits 2 s for the JIT to finish what it queued, prints "warm", waits for FIXTURE_GO + ".leak"; leaks COUNT buffers of SIZE bytes through the
 // same method; prints "leaked N".
 import java.nio.ByteBuffer;
@@ -32,7 +33,12 @@ public class LeakHot {
         String go = System.getenv("FIXTURE_GO");
         waitFor(go);
         // in rounds, so that fillCache is compiled whole (not only its loop, on stack)
-        for (int i = 0; i < 1000; i++) fillCache(1, warmup / 1000);
+        for (int i = 0; i < 1000; i++) {
+            fillCache(1, warmup / 1000);
+            // now and then a buffer of the leak's size: the compiled code has seen both (a JIT
+            // that saw only small ones may compile the large one's path as a trap and recompile)
+            if (i % 50 == 0) fillCache(size, 1);
+        }
         Thread.sleep(2000);  // the compilations queued meanwhile are done
         System.out.println("warm " + warmup);
         waitFor(go == null ? null : go + ".leak");
