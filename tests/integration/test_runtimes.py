@@ -312,11 +312,19 @@ def test_java_interpreted(cleanup, jdk=17):
     # The article's demo as operators run it: a method called 4 times a second stays
     # interpreted; its frame is named from the Method* the interpreter frame holds, read
     # through the JVM's own VMStructs. No JVM flag, default configuration.
-    size, count = 262144, 40
-    fixture = java_fixture(cleanup, jdk, "LeakSlow", str(size), str(count))
+    fixture = java_fixture(cleanup, jdk, "LeakSlow", *LEAK_SLOW_ARGS)
+    start(cleanup, Removed(f"/tmp/perf-{fixture.pid}.map"))
+    daemon = start(cleanup, Daemon(pid_rules([("java", fixture.pid, None)])))
+    check_interpreted_leak(fixture, daemon)
+
+
+LEAK_SLOW_ARGS = ("262144", "40")  # LeakSlow.java: 40 direct buffers of 256 KiB, 4 a second
+
+
+def check_interpreted_leak(fixture, daemon):
+    """LeakSlow.java watched by `daemon`: let it leak; its interpreted leakBuffer is the site of
+    the leak's bytes (within 10%), with the JVM's frames in order below it."""
     pid = fixture.pid
-    start(cleanup, Removed(f"/tmp/perf-{pid}.map"))
-    daemon = start(cleanup, Daemon(pid_rules([("java", pid, None)])))
     wait_until(lambda: daemon.process(pid), 20, "the JVM to be attached")
     time.sleep(2 * INTERVAL)
     before = daemon.process(pid)["outstanding_bytes"]

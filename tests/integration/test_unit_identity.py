@@ -16,11 +16,9 @@ import os
 import re
 import shutil
 import tempfile
-import time
 
-from lwtest import (Daemon, Fixture, check, in_order, pid_rules, require_root, run, start,
-                    symbols, wait_until, within)
-from test_runtimes import INTERVAL, PROGS, Removed, tool
+from lwtest import Daemon, Fixture, check, pid_rules, require_root, run, start
+from test_runtimes import LEAK_SLOW_ARGS, PROGS, Removed, check_interpreted_leak, tool
 
 UNIT = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "systemd",
                                      "leakwatch.service"))
@@ -63,10 +61,9 @@ def test_java_under_unit(cleanup):
     os.chmod(work.path, 0o755)
     source = shutil.copy(os.path.join(PROGS, "java", "LeakSlow.java"), work.path)
     os.chmod(source, 0o644)
-    size, count = 262144, 40
     fixture = start(cleanup, Fixture(
         "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "env",
-        f"HOME={work.path}", java, source, str(size), str(count),
+        f"HOME={work.path}", java, source, *LEAK_SLOW_ARGS,
         prefix=("/usr/bin/env",), tmpdir=work.path))
     os.chmod(fixture.dir, 0o755)
     pid = fixture.pid
@@ -82,26 +79,9 @@ def test_java_under_unit(cleanup):
     check(bounding.bit_count() == len(unit_capabilities()),
           f"leakwatchd's bounding set {bounding:#x}, the unit grants {unit_capabilities()}")
 
-    wait_until(lambda: daemon.process(pid), 20, "the JVM to be attached")
-    time.sleep(2 * INTERVAL)
-    fixture.go()
-    truth = int(fixture.expect("leaked"))
-    time.sleep(2 * INTERVAL)
     # The interpreted leaking method is the site, named from the Method* its interpreter frame
     # holds, read through the JVM's own structures.
-    site = "LeakSlow.leakBuffer"
-    stacks = daemon.stacks(pid, 1000)
-    for s in stacks[:3]:
-        print(s["site"], s["outstanding_bytes"], symbols(s)[:16])
-    leak = [s for s in stacks if s["site"] == site]
-    held = sum(s["outstanding_bytes"] for s in leak)
-    print(f"site {site} holds {held}, truth {truth}")
-    check(leak, f"no stack with site {site}: {[s['site'] for s in stacks[:10]]}")
-    check(within(held, truth, 0.10), f"site {site} holds {held}, truth {truth}")
-    names = symbols(max(leak, key=lambda s: s["outstanding_bytes"]))
-    check(in_order(names, ["malloc", "Unsafe_AllocateMemory0",
-                           "java.nio.ByteBuffer.allocateDirect(int)", site + "(int)",
-                           "LeakSlow.main(java.lang.String[])"]), f"frames: {names}")
+    check_interpreted_leak(fixture, daemon)
 
     # The attach was not tried: the JVM's owner checks would refuse the daemon.
     check(not os.path.exists(f"/tmp/perf-{pid}.map"), "a perf map was written")
@@ -112,6 +92,7 @@ def test_java_under_unit(cleanup):
                          r"CAP_SETUID and CAP_SETGID not granted", l)]
     check(len(said) == 1, f"the log says why {len(said)} times (once expected)")
     print(said[0])
+
 
 if __name__ == "__main__":
     require_root()
