@@ -7,6 +7,7 @@ which aborts the connection: the waiting readers get an error."""
 import ctypes
 import errno
 import os
+import select
 import struct
 import threading
 
@@ -40,7 +41,9 @@ class StallFs:
             os.close(self.fd)
             raise OSError(err, f"mount fuse on {mountpoint}: {os.strerror(err)}")
         self.path = os.path.join(mountpoint, name)
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def _reply(self, unique, error=0, body=b""):
         try:
@@ -49,11 +52,15 @@ class StallFs:
             pass  # the request was interrupted, or the connection is gone
 
     def _serve(self):
-        while True:
+        # Polled, not blocked in read(): a read under way holds the device open, and the
+        # connection is only aborted when the device's last reference goes.
+        while not self._stopping:
+            if not select.select([self.fd], [], [], 0.1)[0]:
+                continue
             try:
                 msg = os.read(self.fd, (1 << 20) + 4096)
             except OSError:
-                return  # stopped
+                return
             # struct fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid, ...
             length, op, unique, node = struct.unpack_from("IIQQ", msg)
             body = msg[40:length]
@@ -89,5 +96,7 @@ class StallFs:
         if self.fd < 0:
             return
         self._libc.umount2(self.mountpoint.encode(), MNT_DETACH)
+        self._stopping = True
+        self._thread.join()
         fd, self.fd = self.fd, -1
         os.close(fd)  # aborts the connection: blocked readers get an error
