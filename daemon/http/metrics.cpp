@@ -488,6 +488,14 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
     w.family("leakwatch_file_loads_stuck",
              "Reads of files of watched processes going on for more than 2 seconds now.", "gauge");
     w.sample(static_cast<double>(status.file_loads_stuck));
+    w.family("leakwatch_attach_retries_total",
+             "Processes whose allocator's file was too slow to read at first, tried again later "
+             "(each once).",
+             "counter");
+    w.sample(static_cast<double>(status.attach_retries));
+    w.family("leakwatch_jvm_attaches_queued_total",
+             "JVM attaches (perf map requests) that waited for one in flight to end.", "counter");
+    w.sample(static_cast<double>(status.jvm_attaches_queued));
     if (live) render_live(status, w);
     w.family("leakwatch_last_sample_timestamp_seconds", "When the BPF maps were last read.",
              "gauge");

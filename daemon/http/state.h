@@ -30,9 +30,11 @@ struct DaemonStatus {
     uint32_t top_stacks = 20;
     uint32_t top_processes = 20;
     std::vector<SymbolCacheStats> symbol_caches;  // the symbolizer's caches, for self metrics
-    UnwindStats unwind;             // stack snapshots unwound from CFI (`unwind: dwarf`)
-    RefusalCounts files_refused{};  // files of watched processes not read, by reason
-    uint64_t file_loads_stuck = 0;  // file reads on the loader going on for seconds now
+    UnwindStats unwind;                // stack snapshots unwound from CFI (`unwind: dwarf`)
+    RefusalCounts files_refused{};     // files of watched processes not read, by reason
+    uint64_t file_loads_stuck = 0;     // file reads on the loader going on for seconds now
+    uint64_t attach_retries = 0;       // processes retried: their allocator's file was slow
+    uint64_t jvm_attaches_queued = 0;  // JVM attaches that waited for one in flight to end
     bool expose_kernel_addresses = false;
     // Requests whose handler failed, by path (filled in when read: the server counts them).
     std::vector<std::pair<std::string, uint64_t>> http_failures;

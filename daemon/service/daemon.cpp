@@ -390,6 +390,8 @@ void Daemon::sample() {
     status_.unwind = unwinder_.stats();
     status_.files_refused = refused_files();
     status_.file_loads_stuck = symbolizer_.loader().stats().stuck;
+    status_.attach_retries = tracker_.attaches_retried();
+    status_.jvm_attaches_queued = symbolizer_.jvm_attaches_queued();
     auto exposition = std::make_shared<const std::string>(render_metrics(*snap, status_, false));
     state_.publish(std::move(snap), status_, std::move(exposition));
     if (++samples_since_save_ >= save_every_) save_state();

@@ -100,8 +100,14 @@ PerfMaps::PerfMaps(const ProcReader& proc, BoundedLoader& loader, Options option
     : proc_(proc),
       loader_(loader),
       options_(options),
-      shared_(std::make_shared<Shared>(options.max_processes)) {
+      shared_(std::make_shared<Shared>(options.max_processes)),
+      attach_loader_(options.max_attaches, std::chrono::hours(1)) {
     shared_->max_bytes = options.max_bytes;
+}
+
+uint64_t PerfMaps::attaches_queued() const {
+    std::lock_guard lock(shared_->mu);
+    return shared_->attaches_queued;
 }
 
 void PerfMaps::set_max_bytes(uint64_t max_bytes) {
@@ -230,15 +236,24 @@ bool PerfMaps::request_attach(int pid, bool now) {
         jvm.asked = at;
         jvm.attaches++;
         max_bytes = shared_->max_bytes;
+        if (shared_->attaches_in_flight++ >= options_.max_attaches) shared_->attaches_queued++;
     }
-    auto load = [proc = proc_, shared = shared_, pid, max_bytes, limits = options_.attach_limits] {
+    // Out of flight when the load is done with, or dropped (one of this pid's is queued).
+    std::shared_ptr<void> in_flight(nullptr, [shared = shared_](void*) {
+        std::lock_guard lock(shared->mu);
+        shared->attaches_in_flight--;
+    });
+    auto load = [proc = proc_, shared = shared_, pid, max_bytes, limits = options_.attach_limits,
+                 command = options_.command, in_flight = std::move(in_flight)] {
+        (void)in_flight;  // held until the load is done with
         bool give_up = false;
-        auto reply = jvm_command(proc, pid, "Compiler.perfmap", limits, &give_up);
+        auto reply = command(proc, pid, "Compiler.perfmap", limits, &give_up);
         bool unable = false;
         if (!reply && give_up) {
             // Not asked again: it was sent SIGQUIT and did not answer (its listener slow or
             // refused), or its attach mechanism is off; such a JVM prints a thread dump for
-            // each SIGQUIT.
+            // each SIGQUIT. Or the daemon can pass none of its checks (not root, and unable to
+            // become its user: the shipped unit).
             unable = true;
             spdlog::info("pid {}: no perf map from the JVM, not asked again: {}", pid,
                          reply.error().message);
@@ -266,7 +281,8 @@ bool PerfMaps::request_attach(int pid, bool now) {
         it->second.asked = std::chrono::steady_clock::now();
     };
     // Never waited for: the JVM may take seconds to answer, or never do.
-    loader_.run("attach:" + std::to_string(pid), std::move(load), std::chrono::milliseconds(0));
+    attach_loader_.run("attach:" + std::to_string(pid), std::move(load),
+                       std::chrono::milliseconds(0));
     return true;
 }
 

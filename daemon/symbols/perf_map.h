@@ -74,6 +74,17 @@ class PerfMaps {
         // (doubling after each ask, up to kMaxAttachInterval).
         std::chrono::milliseconds attach_interval = std::chrono::seconds(10);
         AttachLimits attach_limits = {};
+        // JVM attaches in flight at most: each may take attach_limits' 20 s when the JVM does
+        // not answer, on threads of their own, so that the reads of perf maps (and of every
+        // other file, on the shared loader) never wait behind them. The others wait their turn.
+        size_t max_attaches = 2;
+        // Runs a command in a JVM: jvm_command (tests put a JVM of their own here).
+        std::function<Result<AttachReply>(const ProcReader&, int, std::string_view,
+                                          const AttachLimits&, bool*)>
+            command = [](const ProcReader& proc, int pid, std::string_view command,
+                         const AttachLimits& limits, bool* give_up) {
+                return jvm_command(proc, pid, command, limits, give_up);
+            };
     };
     PerfMaps(const ProcReader& proc, BoundedLoader& loader, Options options);
     PerfMaps(const ProcReader& proc, BoundedLoader& loader) : PerfMaps(proc, loader, Options{}) {}
@@ -95,6 +106,8 @@ class PerfMaps {
     // Drops what is held of a process that is no longer watched.
     void forget(int pid);
     void set_max_bytes(uint64_t max_bytes);
+    // JVM attaches that waited for one in flight to end (Options::max_attaches), since start.
+    uint64_t attaches_queued() const;
 
     struct Read {
         std::string identity;  // "" when there is no file to read
@@ -122,6 +135,8 @@ class PerfMaps {
         std::map<int, Jvm> jvms;  // the processes watch_jvm named, until forgotten
         uint64_t next_generation = 1;
         uint64_t max_bytes = 0;
+        size_t attaches_in_flight = 0;  // queued or running on attach_loader_
+        uint64_t attaches_queued = 0;
         explicit Shared(size_t max) : entries(max) {}
     };
     // Looks at the file again when due (`now`: at once), in the background; returns whether
@@ -139,6 +154,7 @@ class PerfMaps {
     BoundedLoader& loader_;
     Options options_;
     std::shared_ptr<Shared> shared_;
+    BoundedLoader attach_loader_;  // JVM attaches only, Options::max_attaches threads
 };
 
 }  // namespace leakwatch

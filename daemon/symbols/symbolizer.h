@@ -190,6 +190,8 @@ class Symbolizer {
     // The loader threads that read files for this symbolizer; the tracker and the unwinder
     // read theirs on it too.
     BoundedLoader& loader() { return loader_; }
+    // JVM attaches that waited their turn (PerfMaps::attaches_queued).
+    uint64_t jvm_attaches_queued() const { return perf_maps_.attaches_queued(); }
     // How long to wait for the load of `key` now: the options' wait, less what the sample's
     // budget has left, and nothing for a load already waited for once. When the load has run
     // longer than options.slow, nullopt: its file is to be given up on.

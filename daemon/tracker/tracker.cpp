@@ -27,6 +27,23 @@ constexpr int kMaxAttempts = 400;  // 2 s
 constexpr auto kRecheckAfter = std::chrono::seconds(1);
 // A process whose files are still being read (on the loader) is looked at this often.
 constexpr std::chrono::milliseconds kLoadingRetryEvery{50};
+// A process whose allocator's file is too slow to read (Tracker::retry_slow) is tried again
+// after kSlowRetryFirst, doubling up to kSlowRetryMax, kSlowRetries times (13.5 min in all).
+constexpr std::chrono::seconds kSlowRetryFirst{1};
+constexpr std::chrono::seconds kSlowRetryMax{300};
+constexpr int kSlowRetries = 10;
+constexpr std::chrono::seconds slow_retry_delay(int retry) {
+    return std::min(kSlowRetryMax, kSlowRetryFirst * (int64_t{1} << std::min(retry, 20)));
+}
+constexpr std::chrono::seconds slow_retry_total() {
+    std::chrono::seconds total{0};
+    for (int i = 0; i < kSlowRetries; i++) total += slow_retry_delay(i);
+    return total;
+}
+static_assert(slow_retry_total() == std::chrono::seconds(811));
+// How long a process counted as missed is remembered, so that its later events do not count it
+// again (Tracker::missed_).
+constexpr auto kMissedRemembered = std::chrono::seconds(5);
 
 }  // namespace
 
@@ -170,11 +187,11 @@ std::optional<Tracker::ProbePlan> Tracker::probe_plan(const ProcessInfo& info,
     if (auto plan = take()) return plan;
     auto wait = symbolizer_.wait_for(key);
     if (!wait) {
-        refuse_file(Refusal::kSlow, mapping.path + " (pid " + std::to_string(pid) + ")",
-                    "reading the allocator's file takes too long; the process is not watched");
-        plans_.erase(pid);
+        // The slot stays: a read that ends after all leaves its plan there for the next try,
+        // and one that never ends (a file that never answers) is not started again.
         ProbePlan slow;
         slow.error = mapping.path + ": too slow to read";
+        slow.slow = true;
         return slow;
     }
     std::vector<MapEntry> code;
@@ -310,6 +327,7 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
     if (python_loading(info, maps)) return Outcome::kLoading;
     auto plan = probe_plan(info, rule, maps, *mapping);
     if (!plan) return Outcome::kLoading;
+    if (plan->slow) return Outcome::kSlow;
     if (!plan->error.empty()) {
         log_failure(info, plan->error);
         return Outcome::kFailed;
@@ -496,12 +514,20 @@ bool might_match(const std::vector<WatchRule>& rules, pid_t pid, const char* com
 // Counted at once: every caller knows the process is gone (or exiting), and the kernel sends
 // no exit event for a process that was never watched, so waiting for one counted them only at
 // the next scan, tens of seconds later.
-void Tracker::miss(Missed why) {
+void Tracker::miss(Missed why, pid_t pid, uint64_t start_time) {
+    if (auto it = missed_.find(pid); it != missed_.end()) {
+        // The same process when the start times agree, or when this event found it gone
+        // already (0). One counted as gone before it was read (0) cannot be read later: a
+        // process read now is another one.
+        const uint64_t known = it->second.start_time;
+        if (start_time == 0 || known == start_time) return;
+    }
+    missed_[pid] = {start_time, Clock::now()};
     (why == Missed::kDropped ? attaches_dropped_ : execs_unread_)++;
 }
 
-void Tracker::miss_if_gone(pid_t pid) {
-    if (!proc_.start_time(pid)) miss(Missed::kDropped);
+void Tracker::miss_if_gone(pid_t pid, uint64_t start_time) {
+    if (!proc_.start_time(pid)) miss(Missed::kDropped, pid, start_time);
 }
 
 void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
@@ -509,7 +535,7 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     const bool fresh_exec = seen == Seen::kExec;
     auto info = proc_.process(pid);
     if (!info) {
-        if (comm && might_match(rules_, pid, comm)) miss(Missed::kUnread);
+        if (comm && might_match(rules_, pid, comm)) miss(Missed::kUnread, pid, 0);
         return;
     }
     if (auto f = failed_.find(pid); f != failed_.end()) {
@@ -519,7 +545,8 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     const WatchRule* rule = matching_rule(rules_, *info);
     if (!rule) {
         // Exited already (a zombie: no exe, no maps), before the rules could be tried.
-        if (comm && info->exe.empty() && might_match(rules_, pid, comm)) miss(Missed::kUnread);
+        if (comm && info->exe.empty() && might_match(rules_, pid, comm))
+            miss(Missed::kUnread, pid, info->start_time);
         return;
     }
     // A forked child has its parent's image: when its allocator is not mapped, it has exec'd
@@ -532,6 +559,11 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
         case Outcome::kLoading:
             pending_[pid] = Pending{*info, *rule, 1, Clock::now() + kLoadingRetryEvery};
             break;
+        case Outcome::kSlow: {
+            Pending p{*info, *rule, 1, Clock::now()};
+            if (retry_slow(pid, p)) pending_[pid] = std::move(p);
+            break;
+        }
         case Outcome::kNotYet:
             if (fresh_exec) {
                 pending_[pid] = Pending{*info, *rule, 1, Clock::now() + kRetryEvery};
@@ -540,9 +572,43 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
             [[fallthrough]];
         case Outcome::kFailed:
             failed_[pid] = info->start_time;
-            miss_if_gone(pid);
+            miss_if_gone(pid, info->start_time);
             break;
     }
+}
+
+bool Tracker::retry_slow(pid_t pid, Pending& p) {
+    const auto& info = p.info;
+    if (!proc_.start_time(pid)) {
+        plans_.erase(pid);
+        miss(Missed::kDropped, pid, info.start_time);
+        return false;
+    }
+    std::string file = "the allocator's file";
+    if (auto maps = proc_.maps(pid))
+        if (auto m = find_allocator_mapping(*maps, p.rule.allocator, info.exe)) file = m->path;
+    if (p.slow_retries >= kSlowRetries) {
+        // A file that never answers (FUSE, a hung NFS server) stays refused.
+        plans_.erase(pid);
+        failed_[pid] = info.start_time;
+        refuse_file(Refusal::kSlow, file + " (pid " + std::to_string(pid) + ")",
+                    fmt::format("reading the allocator's file took too long {} times over {} "
+                                "s; the process is not watched",
+                                kSlowRetries + 1, slow_retry_total().count()));
+        return false;
+    }
+    if (p.slow_retries == 0) {
+        attaches_retried_++;
+        spdlog::warn(
+            "pid {} ({}): reading {}, its allocator's file, takes too long (a busy machine, or a "
+            "slow file system); tried again in {} s, then at doubling intervals up to {} s, {} "
+            "times at most (logged once per process; counted in "
+            "leakwatch_attach_retries_total)",
+            pid, info.comm, file, kSlowRetryFirst.count(), kSlowRetryMax.count(), kSlowRetries);
+    }
+    p.next = Clock::now() + slow_retry_delay(p.slow_retries);
+    p.slow_retries++;
+    return true;
 }
 
 void Tracker::detach(pid_t pid, const char* why, bool in_background) {
@@ -584,8 +650,13 @@ void Tracker::on_event(const lw_event& e) {
         case LW_EVENT_EXIT:
             detach(pid, "exit", true);
             // Matched, waiting for its allocator to be mapped, and gone: dropped.
-            if (pending_.erase(pid)) miss(Missed::kDropped);
+            if (auto p = pending_.find(pid); p != pending_.end()) {
+                miss(Missed::kDropped, pid, p->second.info.start_time);
+                pending_.erase(p);
+            }
             failed_.erase(pid);
+            // Its last event: the pid's next process is another one.
+            missed_.erase(pid);
             break;
         default:
             break;
@@ -595,6 +666,13 @@ void Tracker::on_event(const lw_event& e) {
 int Tracker::tick() {
     flush_purges();
     auto now = Clock::now();
+    // The events of a process are read within moments of each other; the pid's next process,
+    // gone before it was read too, must count again.
+    if (!missed_.empty() && now - missed_expired_ >= std::chrono::seconds(1)) {
+        std::erase_if(missed_,
+                      [&](const auto& m) { return now - m.second.at > kMissedRemembered; });
+        missed_expired_ = now;
+    }
     auto next = now + std::chrono::milliseconds(100);
     for (; !recheck_.empty() && recheck_.front().second <= now; recheck_.pop_front()) {
         const pid_t pid = recheck_.front().first;
@@ -609,6 +687,15 @@ int Tracker::tick() {
         }
         bool last = ++p.attempts >= kMaxAttempts;
         Outcome o = try_attach(p.info, p.rule, last);
+        if (o == Outcome::kSlow) {
+            if (retry_slow(it->first, p)) {
+                next = std::min(next, p.next);
+                ++it;
+            } else {
+                it = pending_.erase(it);
+            }
+            continue;
+        }
         if ((o == Outcome::kNotYet && !last) || o == Outcome::kLoading) {
             // Loading ends by itself: a file too slow to read fails the attach.
             p.next = now + (o == Outcome::kLoading ? kLoadingRetryEvery : kRetryEvery);
@@ -618,7 +705,7 @@ int Tracker::tick() {
         }
         if (o != Outcome::kAttached) {
             failed_[it->first] = p.info.start_time;
-            miss_if_gone(it->first);
+            miss_if_gone(it->first, p.info.start_time);
         }
         it = pending_.erase(it);
     }
@@ -644,6 +731,7 @@ void Tracker::scan() {
     }
     for (auto it = failed_.begin(); it != failed_.end();)
         it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
+
     flush_purges();
     for (pid_t pid : pids)
         if (!pending_.count(pid)) consider(pid, Seen::kScan);

@@ -85,6 +85,9 @@ class Tracker : public FrameResolver {
     // Each process counts once, in one of the two, when it exits.
     uint64_t attaches_dropped() const { return attaches_dropped_; }
     uint64_t execs_unread() const { return execs_unread_; }
+    // Processes whose allocator's file was too slow to read at their first attach, and so were
+    // tried again later (each counted once, however many tries it took).
+    uint64_t attaches_retried() const { return attaches_retried_; }
     size_t escalated() const;
     // Symbolizes an address of a watched process with its own maps.
     Frame resolve(uint32_t pid, uint64_t address) override;
@@ -113,6 +116,7 @@ class Tracker : public FrameResolver {
     // same content), the instructions from its bytes. Made on the loader.
     struct ProbePlan {
         std::string error;               // when nothing can be probed
+        bool slow = false;               // its file took too long to read: tried again later
         std::shared_ptr<OpenFile> file;  // held until the probes are attached: their path
         struct Probe {
             const char* function;
@@ -149,10 +153,16 @@ class Tracker : public FrameResolver {
         WatchRule rule;
         int attempts = 0;
         Clock::time_point next;
+        int slow_retries = 0;  // tries after its allocator's file was too slow to read
     };
     // kNotYet: its allocator is not mapped yet (a fresh exec); kLoading: its files are still
-    // being read (on the symbolizer's loader).
-    enum class Outcome { kAttached, kNotYet, kLoading, kFailed };
+    // being read (on the symbolizer's loader); kSlow: reading its allocator's file has taken
+    // longer than the symbolizer's `slow` (a busy machine, or a file that never answers).
+    enum class Outcome { kAttached, kNotYet, kLoading, kSlow, kFailed };
+    // A process whose allocator's file was too slow to read: tried again later, at doubling
+    // intervals, a bounded number of times (logged and counted once); then given up on.
+    // Returns whether it stays pending.
+    bool retry_slow(pid_t pid, Pending& p);
 
     // The plan for a process, nullopt while its files are read.
     std::optional<ProbePlan> probe_plan(const ProcessInfo& info, const WatchRule& rule,
@@ -163,11 +173,12 @@ class Tracker : public FrameResolver {
     // `comm`: at an exec event, the new image's comm (the event's), else null.
     void consider(pid_t pid, Seen seen, const char* comm = nullptr);
     // A short-lived process not watched, known to be gone: counted (an exec unread, or an
-    // attach dropped).
+    // attach dropped), once per process whatever its events' order: `start_time` when its
+    // /proc entry was read, else 0 (it was gone before).
     enum class Missed { kUnread, kDropped };
-    void miss(Missed why);
+    void miss(Missed why, pid_t pid, uint64_t start_time);
     // A failed attach of a process that is no longer there: an attach dropped.
-    void miss_if_gone(pid_t pid);
+    void miss_if_gone(pid_t pid, uint64_t start_time);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
     // Why a process could not be attached: a warning, or a debug line when it has exited.
     void log_failure(const ProcessInfo& info, const std::string& message);
@@ -222,6 +233,19 @@ class Tracker : public FrameResolver {
     std::set<uint32_t> purge_;
     uint64_t attaches_dropped_ = 0;
     uint64_t execs_unread_ = 0;
+    uint64_t attaches_retried_ = 0;
+    // The processes counted by miss(), so that none counts twice: a process that exec'ed twice
+    // before its events were read, or was counted at a failed attach and then at a late exec
+    // event, has more than one event saying it is gone. Forgotten at its exit event, or after
+    // kMissedRemembered (5 s, at a tick); a process of that pid read with another start time
+    // counts anew meanwhile. (A process of a reused pid gone before it was read, within those
+    // 5 s, is taken for the one before: the events carry no start time.)
+    struct MissedProcess {
+        uint64_t start_time = 0;  // 0: gone before its /proc entry was read
+        Clock::time_point at;
+    };
+    std::map<pid_t, MissedProcess> missed_;
+    Clock::time_point missed_expired_{};
     // Per mapped file (path, device, inode, offset of its executable mapping): how its
     // functions use the frame pointer, and the ELF address that offset is loaded at.
     std::shared_ptr<FramePointerFiles> frame_pointer_files_ = std::make_shared<FramePointerFiles>();

@@ -214,6 +214,8 @@ TEST_CASE("render_metrics exports refused files and handler failures", "[http][m
     status.files_refused[static_cast<size_t>(Refusal::kNotRegular)] = 3;
     status.files_refused[static_cast<size_t>(Refusal::kTooLarge)] = 1;
     status.file_loads_stuck = 2;
+    status.attach_retries = 5;
+    status.jvm_attaches_queued = 6;
     status.http_failures = {{"/api/v1/processes", 4}, {"/metrics", 0}};
     auto exp = parse_exposition(render_metrics(make_snapshot(), status));
     CHECK(exp.named("leakwatch_files_refused_total").size() == kRefusalNames.size());
@@ -221,6 +223,8 @@ TEST_CASE("render_metrics exports refused files and handler failures", "[http][m
     CHECK(exp.one("leakwatch_files_refused_total", {{"reason", "too_large"}}).value == 1);
     CHECK(exp.one("leakwatch_files_refused_total", {{"reason", "slow"}}).value == 0);
     CHECK(exp.one("leakwatch_file_loads_stuck", {}).value == 2);
+    CHECK(exp.one("leakwatch_attach_retries_total", {}).value == 5);
+    CHECK(exp.one("leakwatch_jvm_attaches_queued_total", {}).value == 6);
     CHECK(exp.one("leakwatch_http_handler_failures_total", {{"path", "/api/v1/processes"}}).value ==
           4);
     CHECK(exp.one("leakwatch_http_handler_failures_total", {{"path", "/metrics"}}).value == 0);

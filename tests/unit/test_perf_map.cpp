@@ -3,10 +3,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -111,4 +115,79 @@ TEST_CASE("perf map names are shown text", "[perf_map]") {
     CHECK(map.find(0x1000)->name ==
           "\xef\xbf\xbd\xef\xbf\xbd"
           "evil\xef\xbf\xbd[2J");
+}
+
+TEST_CASE("JVMs that do not answer hold no more than their own attach threads", "[perf_map]") {
+    // Eight JVMs whose attach never ends until released, beside a process whose perf map is
+    // read: its read must not wait behind them.
+    std::string path = "/tmp/perf-" + std::to_string(getpid()) + ".map";
+    {
+        std::ofstream out(path);
+        out << "1000 100 jitted\n";
+    }
+    struct Jvms {
+        std::mutex mu;
+        std::condition_variable cv;
+        bool released = false;
+        int in_flight = 0, most = 0, asked = 0;
+    };
+    auto jvms = std::make_shared<Jvms>();
+    struct Release {
+        std::shared_ptr<Jvms> jvms;
+        ~Release() {
+            std::lock_guard lock(jvms->mu);
+            jvms->released = true;
+            jvms->cv.notify_all();
+        }
+    } release{jvms};
+    leakwatch::PerfMaps::Options options;
+    options.command = [jvms](const ProcReader&, int, std::string_view,
+                             const leakwatch::AttachLimits&,
+                             bool*) -> leakwatch::Result<leakwatch::AttachReply> {
+        std::unique_lock lock(jvms->mu);
+        jvms->asked++;
+        jvms->most = std::max(jvms->most, ++jvms->in_flight);
+        jvms->cv.wait(lock, [&] { return jvms->released; });
+        jvms->in_flight--;
+        return leakwatch::fail("no answer");
+    };
+    ProcReader proc;
+    leakwatch::BoundedLoader loader;
+    leakwatch::PerfMaps maps(proc, loader, options);
+    constexpr int kFirstJvm = 4190101, kJvms = 8;
+    for (int pid = kFirstJvm; pid < kFirstJvm + kJvms; pid++) {
+        maps.watch_jvm(pid);
+        // JVMs found one after another (a loader thread takes a load when it wakes).
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    {
+        std::lock_guard lock(jvms->mu);
+        CHECK(jvms->asked == 2);
+        CHECK(jvms->most == 2);
+    }
+    CHECK(maps.attaches_queued() == kJvms - 2);
+    // Within the first read's wait (250 ms), though every JVM is still attached to or queued.
+    const auto t0 = std::chrono::steady_clock::now();
+    auto found = maps.find(getpid(), 0x1010);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(300));
+    REQUIRE(found.has_value());
+    CHECK(found->name == "jitted");
+    // Released, the queued JVMs are asked in turn, two at a time.
+    {
+        std::lock_guard lock(jvms->mu);
+        jvms->released = true;
+        jvms->cv.notify_all();
+    }
+    for (int i = 0; i < 200; i++) {
+        {
+            std::lock_guard lock(jvms->mu);
+            if (jvms->asked == kJvms) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::lock_guard lock(jvms->mu);
+    CHECK(jvms->asked == kJvms);
+    CHECK(jvms->most == 2);
+    std::remove(path.c_str());
 }

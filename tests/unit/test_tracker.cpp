@@ -179,6 +179,13 @@ lw_event event(uint32_t type, int pid) {
     return e;
 }
 
+// An exec event, with the new image's comm.
+lw_event exec_of(int pid, const char* comm) {
+    lw_event e = event(LW_EVENT_EXEC, pid);
+    std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
+    return e;
+}
+
 // The tracker with what it works on.
 struct Fixture {
     FixtureProc proc_tree;
@@ -373,11 +380,6 @@ TEST_CASE("short-lived processes are counted: gone before attached, gone before 
           "[tracker][storm]") {
     Fixture f;
     f.start({rule("web", "app")});
-    auto exec_of = [](int pid, const char* comm) {
-        lw_event e = event(LW_EVENT_EXEC, pid);
-        std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
-        return e;
-    };
     // Matched at its exec, waiting for its allocator, then gone: an attach dropped.
     f.proc_tree.add(kApp, "app", 1000, false);
     f.tracker->on_event(exec_of(kApp, "app"));
@@ -653,4 +655,147 @@ TEST_CASE("tracking: escalate watches a process without probes until it is escal
     CHECK(f.attacher.tier.empty());
     CHECK(f.attacher.purged(kApp));
     CHECK_FALSE(f.tracker->escalate(kApp, "gone").has_value());
+}
+
+namespace {
+
+// A rule on the executable (no comm): a zombie, whose exe link is gone, is read and unmatched.
+WatchRule by_exe() {
+    WatchRule r = rule("web", "app");
+    r.match.comm.reset();
+    r.match.exe = "/usr/bin/app";
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("a short-lived process counts once, whatever the order of its events",
+          "[tracker][storm]") {
+    Fixture f;
+    f.start({rule("web", "app")});
+    auto retry_until_dropped = [&](uint64_t dropped) {
+        for (int i = 0; i < 200 && f.tracker->attaches_dropped() < dropped; i++) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            f.tracker->tick();
+        }
+    };
+
+    SECTION("exec'ed twice, both events read after it was gone") {
+        f.tracker->on_event(exec_of(kApp, "app"));
+        f.tracker->on_event(exec_of(kApp, "app"));
+        CHECK(f.tracker->execs_unread() == 1);
+        CHECK(f.tracker->attaches_dropped() == 0);
+    }
+    SECTION("exited before its second exec was read (a zombie), then gone") {
+        f.start({by_exe()});
+        f.proc_tree.add(kApp, "app", 1000, false);
+        fs::remove(fs::path(f.proc_tree.root()) / std::to_string(kApp) / "exe");
+        f.tracker->on_event(exec_of(kApp, "app"));
+        CHECK(f.tracker->execs_unread() == 1);
+        f.tracker->on_event(exec_of(kApp, "app"));
+        f.proc_tree.remove(kApp);
+        f.tracker->on_event(exec_of(kApp, "app"));
+        CHECK(f.tracker->execs_unread() == 1);
+    }
+    SECTION("its attach dropped, then a late exec event finds it gone") {
+        f.proc_tree.add(kApp, "app", 1000, false);
+        f.tracker->on_event(exec_of(kApp, "app"));
+        f.proc_tree.remove(kApp);
+        retry_until_dropped(1);
+        CHECK(f.tracker->attaches_dropped() == 1);
+        f.tracker->on_event(exec_of(kApp, "app"));
+        CHECK(f.tracker->execs_unread() == 0);
+        CHECK(f.tracker->attaches_dropped() == 1);
+    }
+    SECTION("found gone at a late exec event, then found gone at its failed attach") {
+        f.proc_tree.add(kApp, "app", 1000, false);
+        f.tracker->on_event(exec_of(kApp, "app"));  // waiting for its allocator
+        f.proc_tree.remove(kApp);
+        f.tracker->on_event(exec_of(kApp, "app"));  // exec'ed again; gone when read
+        retry_until_dropped(1);
+        CHECK(f.tracker->execs_unread() + f.tracker->attaches_dropped() == 1);
+    }
+    SECTION("pending, gone, then its exit event after the failed attach") {
+        f.proc_tree.add(kApp, "app", 1000, false);
+        f.tracker->on_event(exec_of(kApp, "app"));
+        f.proc_tree.remove(kApp);
+        retry_until_dropped(1);
+        f.tracker->on_event(event(LW_EVENT_EXIT, kApp));
+        f.tracker->tick();
+        CHECK(f.tracker->attaches_dropped() == 1);
+        CHECK(f.tracker->execs_unread() == 0);
+    }
+    SECTION("after a while, a process of the same pid gone before it was read counts again") {
+        f.tracker->on_event(exec_of(kApp, "app"));
+        f.tracker->on_event(exec_of(kApp, "app"));
+        CHECK(f.tracker->execs_unread() == 1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5100));
+        f.tracker->tick();
+        f.tracker->on_event(exec_of(kApp, "app"));
+        CHECK(f.tracker->execs_unread() == 2);
+    }
+    SECTION("the pid's next process counts again") {
+        f.start({by_exe()});
+        f.tracker->on_event(exec_of(kApp, "app"));
+        CHECK(f.tracker->execs_unread() == 1);
+        // Read alive (another start time), then gone before its attach.
+        f.proc_tree.add(kApp, "app", 2000, false);
+        f.tracker->on_event(exec_of(kApp, "app"));
+        f.proc_tree.remove(kApp);
+        retry_until_dropped(1);
+        CHECK(f.tracker->attaches_dropped() == 1);
+        // And a third, read as a zombie with yet another start time.
+        f.proc_tree.add(kApp, "app", 3000, false);
+        fs::remove(fs::path(f.proc_tree.root()) / std::to_string(kApp) / "exe");
+        f.tracker->on_event(exec_of(kApp, "app"));
+        CHECK(f.tracker->execs_unread() == 2);
+        CHECK(f.tracker->attaches_dropped() == 1);
+    }
+}
+
+TEST_CASE("a process whose allocator's file is slow to read at first is tried again", "[tracker]") {
+    FixtureProc proc_tree;
+    proc_tree.add(kApp, "app");
+    ProcReader proc{proc_tree.root()};
+    SymbolizerOptions options;
+    options.wait = std::chrono::milliseconds(20);
+    options.slow = std::chrono::milliseconds(300);
+    Symbolizer symbolizer{proc, options};
+    FakeAttacher attacher;
+    Tracker tracker(attacher, proc, symbolizer, {rule("web", "app")});
+    // A busy machine: the loader's working threads are all taken by reads that go on, so the
+    // read of the allocator's file waits its turn longer than `slow`.
+    auto busy = std::make_shared<std::atomic<bool>>(true);
+    struct Release {
+        std::shared_ptr<std::atomic<bool>> busy;
+        ~Release() { *busy = false; }
+    } release{busy};
+    for (const char* key : {"busy-1", "busy-2"}) {
+        symbolizer.loader().run(
+            key,
+            [busy] {
+                while (*busy) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            },
+            std::chrono::milliseconds(0));
+    }
+    tracker.scan();
+    const auto began = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - began < std::chrono::milliseconds(600)) {
+        tracker.tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(tracker.attached() == 0);
+    CHECK(tracker.attaches_retried() == 1);
+    // The machine is less busy: the read ends, and the next try (1 s after the first gave up)
+    // attaches the process; a scan meanwhile does not give up on it either.
+    *busy = false;
+    tracker.scan();
+    for (int i = 0; i < 300 && tracker.attached() == 0; i++) {
+        tracker.tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(tracker.attached() == 1);
+    CHECK(attacher.attaches_of(kApp) == 1);
+    CHECK(tracker.attaches_retried() == 1);  // once per process, not per try
+    CHECK(tracker.attaches_dropped() == 0);
 }
