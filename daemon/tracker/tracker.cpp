@@ -324,7 +324,9 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         return Outcome::kNotYet;
     }
     // Read on the loader: a file of the process may block whoever reads it.
-    if (python_loading(info, maps)) return Outcome::kLoading;
+    // Its interpreter's runtime is looked for beside the plan (both on the loader), so that a
+    // busy loader delays the attach once, not twice.
+    const bool python_pending = python_loading(info, maps);
     auto plan = probe_plan(info, rule, maps, *mapping);
     if (!plan) return Outcome::kLoading;
     if (plan->slow) return Outcome::kSlow;
@@ -332,6 +334,9 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         log_failure(info, plan->error);
         return Outcome::kFailed;
     }
+    // Still being looked for: tried again (the plan is made again then, from the parsed-file
+    // cache).
+    if (python_pending && python_loading(info, maps)) return Outcome::kLoading;
 
     ProbeTarget target;
     // The very file the plan was read from: the kernel resolves no path of the process's.
