@@ -35,7 +35,10 @@ MapEntry mapping(const std::string& path) {
 struct Interpreter {
     pid_t pid = -1;
     uint64_t code = 0;
+    leakwatch::ProcessInfo info;
+    std::vector<MapEntry> maps;
     Interpreter() {
+        REQUIRE(access("/usr/bin/python3.11", X_OK) == 0);
         int out[2];
         REQUIRE(pipe(out) == 0);
         pid = fork();
@@ -63,6 +66,13 @@ struct Interpreter {
         }
         close(out[0]);
         code = std::stoull(std::string(buf, n));
+        ProcReader proc;
+        auto read_info = proc.process(pid);
+        auto read_maps = proc.maps(pid);
+        REQUIRE(read_info);
+        REQUIRE(read_maps);
+        info = std::move(*read_info);
+        maps = std::move(*read_maps);
     }
     ~Interpreter() {
         kill(pid, SIGKILL);
@@ -99,13 +109,10 @@ TEST_CASE("python namer: the C library a process maps", "[python]") {
 }
 
 TEST_CASE("python namer: a code object is named from the process, per process start", "[python]") {
-    REQUIRE(access("/usr/bin/python3.11", X_OK) == 0);
     Interpreter py;
     ProcReader proc;
-    auto info = proc.process(py.pid);
-    auto maps = proc.maps(py.pid);
-    REQUIRE(info);
-    REQUIRE(maps);
+    auto* info = &py.info;
+    auto* maps = &py.maps;
     Symbolizer symbolizer(proc);
     PythonNamer frames(proc, symbolizer);
 
@@ -145,13 +152,10 @@ TEST_CASE("python namer: a code object is named from the process, per process st
 }
 
 TEST_CASE("python namer: a CPython on another C library than glibc is not read", "[python]") {
-    REQUIRE(access("/usr/bin/python3.11", X_OK) == 0);
     Interpreter py;
     ProcReader proc;
-    auto info = proc.process(py.pid);
-    auto maps = proc.maps(py.pid);
-    REQUIRE(info);
-    REQUIRE(maps);
+    auto* info = &py.info;
+    auto* maps = &py.maps;
     // Its maps as musl's would read: the same interpreter, musl's C library.
     bool renamed = false;
     for (MapEntry& m : *maps) {
