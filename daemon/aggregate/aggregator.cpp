@@ -102,6 +102,8 @@ const Aggregator::Resolved& Aggregator::resolve_stack(const ProcessMeta& meta, u
                 }
                 groups.back().push_back(resolver_.resolve_python(meta.pid, v & 0xfffffffffff8ull,
                                                                  static_cast<uint32_t>(v >> 48)));
+                // its code object still being read (on the loader): named next time
+                pending |= groups.back().back().pending;
                 if (v & LW_PY_GROUP_END) groups.emplace_back();
             }
             if (groups.back().empty()) groups.pop_back();

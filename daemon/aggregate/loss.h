@@ -117,11 +117,12 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "such as 7.2, a task switched out inside it); an allocation is not counted, a free leaves "
      "its allocation outstanding | none"},
     {LW_LOST_PYTHON_UNSUPPORTED, "python_unsupported", true,
-     "CPython processes of a version leakwatch has no frame offsets for: their stacks have "
-     "native frames only",
-     "a watched CPython process runs a version (or a build) leakwatch has no frame offsets for; "
-     "counted once per process, and its log line names the version | none: its stacks keep "
-     "their native frames and bytes; 3.9 to 3.13 are known"},
+     "CPython processes of a version leakwatch has no frame offsets for, or on a C library "
+     "other than glibc: their stacks have native frames only",
+     "a watched CPython process runs a version (or a build) leakwatch has no frame offsets for, "
+     "or runs on a C library other than glibc (musl: the thread-state lookup is glibc's); "
+     "counted once per process, and its log line names the version or the C library | none: "
+     "its stacks keep their native frames and bytes; 3.9 to 3.13 are known"},
 }};
 
 // Every reason has its row, at the index of its id (a missing row would be zero-filled).

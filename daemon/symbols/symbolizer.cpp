@@ -747,6 +747,9 @@ void Symbolizer::add_source(int pid, const MapEntry& mapping, const ElfFile& fil
 // times while the JVM is still starting) and their interpreted methods' names.
 struct Symbolizer::Java {
     struct Jvm {
+        // This process's own: a load for a JVM that exited (its pid reused by another JVM
+        // meanwhile) writes nothing.
+        uint64_t id = 0;
         std::shared_ptr<const HotSpotLayout> layout;
         std::string error;  // of the last failed read
         int failures = 0;
@@ -759,14 +762,41 @@ struct Symbolizer::Java {
     };
     std::mutex mu;
     std::map<int, Jvm> jvms;
+    uint64_t next_id = 1;
     // (pid, Method*) -> "pkg.Class.method(args)", "" when it could not be read
     LruCache<std::pair<int, uint64_t>, std::string, NameHash> names{1 << 16};
+    // (pid, pc) -> the code blob holding pc (unwinding), and when it was read
+    struct Blob {
+        std::optional<HotSpotBlob> blob;
+        std::chrono::steady_clock::time_point read;
+    };
+    LruCache<std::pair<int, uint64_t>, Blob, NameHash> blobs{1 << 14};
+
+    // The names and blobs of pid. Caller holds mu.
+    // The id of the JVM at pid (0: none). Caller holds mu.
+    uint64_t id_of(int pid) const {
+        auto it = jvms.find(pid);
+        return it == jvms.end() ? 0 : it->second.id;
+    }
+    void forget_entries(int pid) {
+        std::vector<std::pair<int, uint64_t>> keys;
+        names.for_each([&](const auto& k, const auto&) {
+            if (k.first == pid) keys.push_back(k);
+        });
+        for (const auto& k : keys) names.erase(k);
+        keys.clear();
+        blobs.for_each([&](const auto& k, const auto&) {
+            if (k.first == pid) keys.push_back(k);
+        });
+        for (const auto& k : keys) blobs.erase(k);
+    }
 };
 
 void Symbolizer::watch_jvm(int pid, bool attach) {
     {
         std::lock_guard lock(java_->mu);
-        java_->jvms.try_emplace(pid);
+        auto [it, fresh] = java_->jvms.try_emplace(pid);
+        if (fresh) it->second.id = java_->next_id++;
     }
     java_layout(pid, nullptr);  // read in the background from now on
     if (attach) perf_maps_.watch_jvm(pid);
@@ -775,24 +805,26 @@ void Symbolizer::watch_jvm(int pid, bool attach) {
 std::shared_ptr<const HotSpotLayout> Symbolizer::java_layout(int pid, bool* pending) {
     constexpr int kMaxFailures = 5;
     constexpr auto kRetry = std::chrono::seconds(5);
+    uint64_t id = 0;
     {
         std::lock_guard lock(java_->mu);
         auto it = java_->jvms.find(pid);
         if (it == java_->jvms.end()) return nullptr;
         if (it->second.layout) return it->second.layout;
+        id = it->second.id;
         if (it->second.failures >= kMaxFailures ||
             (it->second.failures > 0 &&
              std::chrono::steady_clock::now() - it->second.failed < kRetry))
             return nullptr;
     }
-    const std::string job = "hotspot:" + std::to_string(pid);
+    const std::string job = "hotspot:" + std::to_string(pid) + ':' + std::to_string(id);
     auto wait = wait_for(job);
     if (!wait) return nullptr;  // reading it is stuck: its frames stay unnamed
-    auto load = [java = java_, proc = proc_, pid, max_bytes = max_file_bytes()] {
+    auto load = [java = java_, proc = proc_, pid, id, max_bytes = max_file_bytes()] {
         auto layout = hotspot_layout_of(proc, pid, max_bytes);
         std::lock_guard lock(java->mu);
         auto it = java->jvms.find(pid);
-        if (it == java->jvms.end()) return;
+        if (it == java->jvms.end() || it->second.id != id) return;
         if (layout) {
             it->second.layout = std::make_shared<const HotSpotLayout>(*layout);
             spdlog::debug("pid {}: the JVM's interpreter is at {:#x}-{:#x}", pid,
@@ -824,10 +856,47 @@ std::optional<std::pair<uint64_t, uint64_t>> Symbolizer::java_interpreter(int pi
     return std::make_pair(layout->interpreter_lo, layout->interpreter_hi);
 }
 
+static std::string hex_key(const char* kind, int pid, uint64_t address) {
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(address));
+    return std::string(kind) + ":" + std::to_string(pid) + ":" + hex;
+}
+
 std::optional<HotSpotBlob> Symbolizer::java_blob(int pid, uint64_t pc, bool* pending) {
+    // A blob freed and its code cache space reused: read anew after this long.
+    constexpr auto kFresh = std::chrono::seconds(2);
     auto layout = java_layout(pid, pending);
     if (!layout || layout->heaps.empty()) return std::nullopt;
-    return hotspot_blob(process_memory(proc_, pid), *layout, pc);
+    const auto key = std::make_pair(pid, pc);
+    auto known = [&]() -> std::optional<std::optional<HotSpotBlob>> {
+        std::lock_guard lock(java_->mu);
+        if (auto* b = java_->blobs.get(key);
+            b && std::chrono::steady_clock::now() - b->read < kFresh)
+            return b->blob;
+        return std::nullopt;
+    };
+    if (auto blob = known()) return *blob;
+    const std::string job = hex_key("javacode", pid, pc);
+    auto wait = wait_for(job);
+    if (!wait) return std::nullopt;  // reading its code cache is stuck: no blob
+    // The code cache is read on the loader: a process in trouble may block its reader.
+    uint64_t id = 0;
+    {
+        std::lock_guard lock(java_->mu);
+        id = java_->id_of(pid);
+    }
+    auto load = [java = java_, proc = proc_, pid, id, pc, layout, key] {
+        Java::Blob b{hotspot_blob(process_memory(proc, pid), *layout, pc),
+                     std::chrono::steady_clock::now()};
+        std::lock_guard lock(java->mu);
+        if (java->id_of(pid) == id) java->blobs.put(key, b);
+    };
+    if (loader_.run(job, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting) {
+        if (pending) *pending = true;
+        return std::nullopt;
+    }
+    if (auto blob = known()) return *blob;
+    return std::nullopt;
 }
 
 void Symbolizer::name_java_frame(int pid, uint64_t key_address, const std::string& job,
@@ -849,22 +918,22 @@ void Symbolizer::name_java_frame(int pid, uint64_t key_address, const std::strin
     auto wait = wait_for(job);
     if (!wait) return;
     // The process's memory is read on the loader: a process in trouble may hold its mm lock.
-    auto load = [java = java_, proc = proc_, pid, layout, key, read] {
+    uint64_t id = 0;
+    {
+        std::lock_guard lock(java_->mu);
+        id = java_->id_of(pid);
+    }
+    auto load = [java = java_, proc = proc_, pid, id, layout, key, read] {
         auto name = read(process_memory(proc, pid), *layout);
         std::lock_guard lock(java->mu);
-        java->names.put(key, name ? shown_text(*name, kMaxShownName) : std::string());
+        if (java->id_of(pid) == id)
+            java->names.put(key, name ? shown_text(*name, kMaxShownName) : std::string());
     };
     if (loader_.run(job, std::move(load), *wait) == BoundedLoader::Outcome::kWaiting) {
         frame.pending = true;
         return;
     }
     known();
-}
-
-static std::string hex_key(const char* kind, int pid, uint64_t address) {
-    char hex[32];
-    std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(address));
-    return std::string(kind) + ":" + std::to_string(pid) + ":" + hex;
 }
 
 void Symbolizer::name_java_blob(int pid, uint64_t address, Frame& frame) {
@@ -908,9 +977,11 @@ std::optional<PerfMap::Symbol> Symbolizer::jit_blob(int pid, uint64_t addr, bool
 void Symbolizer::forget_process(int pid) {
     perf_maps_.forget(pid);
     {
-        // Its names go with the LRU: a Method* is only looked up with its pid.
+        // Its names and blobs too: another JVM at this pid (reused, or after an exec) has
+        // other methods at the same addresses.
         std::lock_guard lock(java_->mu);
         java_->jvms.erase(pid);
+        java_->forget_entries(pid);
     }
     std::lock_guard lock(shared_->mu);
     auto& m = shared_->mappings;

@@ -19,9 +19,6 @@ namespace leakwatch {
 
 namespace {
 
-// Code objects remembered per process (their names, files and line tables), at most.
-constexpr size_t kPythonCodes = 4096;
-
 // ld.so maps the C library a few hundred microseconds after exec; a process caught at its
 // exec event is retried this often until its allocator is mapped.
 constexpr std::chrono::milliseconds kRetryEvery{5};
@@ -224,19 +221,21 @@ void Tracker::log_failure(const ProcessInfo& info, const std::string& message) {
                 info.comm, message);
 }
 
-Recording Tracker::stack_recording(pid_t pid, const WatchRule& rule,
-                                   const std::vector<MapEntry>& maps, const std::string& exe) {
+Recording Tracker::stack_recording(const ProcessInfo& info, const WatchRule& rule,
+                                   const std::vector<MapEntry>& maps) {
     Recording recording;
 #if defined(__x86_64__)
     recording.dwarf_unwind = rule.unwind != WatchRule::Unwind::kFramePointer;
-    if (rule.unwind == WatchRule::Unwind::kAuto) add_frame_pointer_code(pid, maps, exe, recording);
-    if (const PythonRuntime* py = python_runtime(pid, maps, exe)) {
+    if (rule.unwind == WatchRule::Unwind::kAuto)
+        add_frame_pointer_code(info.pid, maps, info.exe, recording);
+    // Its layout is the PythonNamer entry's, which lives while the process is watched.
+    if (auto py = python_runtime(info, maps)) {
         recording.python = &*py->layout;
         recording.python_key_address = py->key_address;
         recording.python_max_frames = python_max_frames_;
     }
 #else
-    (void)pid, (void)rule, (void)maps, (void)exe;
+    (void)info, (void)rule, (void)maps;
 #endif
     return recording;
 }
@@ -250,58 +249,22 @@ void Tracker::watch_jvm(pid_t pid, const WatchRule& rule, const std::vector<MapE
     }
 }
 
-const PythonRuntime* Tracker::python_runtime(pid_t pid, const std::vector<MapEntry>& maps,
-                                             const std::string& exe) {
-    auto [it, fresh] = python_.try_emplace(pid);
-    PythonProcess& p = it->second;
-    if (fresh) {
-        p.runtime = find_python(proc_, pid, maps, exe, symbolizer_.max_file_bytes());
-        if (p.runtime && !p.runtime->layout) {
-            python_unsupported_++;
-            spdlog::warn("pid {}: CPython in {}, but {}: its stacks have native frames only", pid,
-                         p.runtime->module, p.runtime->why_unsupported);
-        } else if (p.runtime) {
-            spdlog::info("pid {}: CPython 3.{} in {}: Python frames are read", pid,
-                         p.runtime->minor, p.runtime->module);
-        }
-    }
-    return p.runtime && p.runtime->layout ? &*p.runtime : nullptr;
+std::shared_ptr<const PythonRuntime> Tracker::python_runtime(const ProcessInfo& info,
+                                                             const std::vector<MapEntry>& maps,
+                                                             bool* pending) {
+    return python_.runtime(info.pid, info.start_time, maps, info.exe, pending);
+}
+
+bool Tracker::python_loading(const ProcessInfo& info, const std::vector<MapEntry>& maps) {
+    // The attach waits for its interpreter's files as for its allocator's: a file too slow to
+    // read is refused, and the process watched without Python frames.
+    bool pending = false;
+    python_runtime(info, maps, &pending);
+    return pending;
 }
 
 Frame Tracker::resolve_python(uint32_t pid, uint64_t code, uint32_t instruction) {
-    Frame f;
-    f.address = code;
-    f.module = "[python]";
-    f.module_offset = code;
-    auto it = python_.find(static_cast<pid_t>(pid));
-    if (it == python_.end() || !it->second.runtime || !it->second.runtime->layout) return f;
-    PythonProcess& p = it->second;
-    const PythonLayout& layout = *p.runtime->layout;
-    // A code object freed and another made at its address: its header differs.
-    auto known = p.codes.find(code);
-    if (known != p.codes.end()) {
-        auto header = read_python_code_header(proc_, static_cast<int>(pid), layout, code);
-        if (!header || *header != known->second.header) {
-            p.codes.erase(known);
-            known = p.codes.end();
-        }
-    }
-    if (known == p.codes.end()) {
-        auto read = read_python_code(proc_, static_cast<int>(pid), layout, code);
-        if (!read) {
-            spdlog::debug("pid {}: code object at {:#x}: {}", pid, code, read.error().message);
-            return f;
-        }
-        if (p.codes.size() >= kPythonCodes) p.codes.clear();
-        known = p.codes.emplace(code, std::move(*read)).first;
-    }
-    const PythonCode& c = known->second;
-    f.symbol = c.qualname;
-    f.file = c.filename;
-    const int line =
-        python_line(c, p.runtime->minor, python_instruction_index(layout, instruction));
-    f.line = line > 0 ? static_cast<uint32_t>(line) : 0;
-    return f;
+    return python_.resolve(pid, code, instruction);
 }
 
 Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
@@ -318,8 +281,9 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     const double attached_at = std::floor(unix_seconds() * 1e6) / 1e6;
     Tracked t{info, rule, nullptr, std::move(*maps), Clock::now(), attached_at};
     if (rule.tracking == WatchRule::Tracking::kEscalate) {
+        if (python_loading(info, t.maps)) return Outcome::kLoading;
         // The watch tier: no uprobe, nothing to wait for.
-        Recording stacks = stack_recording(pid, rule, t.maps, info.exe);
+        Recording stacks = stack_recording(info, rule, t.maps);
         if (auto ok = attacher_.watch_memory(static_cast<uint32_t>(pid), stacks,
                                              escalation_.watch_sample_bytes);
             !ok) {
@@ -360,6 +324,9 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         return Outcome::kNotYet;
     }
     // Read on the loader: a file of the process may block whoever reads it.
+    // Its interpreter's runtime is looked for beside the plan (both on the loader), so that a
+    // busy loader delays the attach once, not twice.
+    const bool python_pending = python_loading(info, maps);
     auto plan = probe_plan(info, rule, maps, *mapping);
     if (!plan) return Outcome::kLoading;
     if (plan->slow) return Outcome::kSlow;
@@ -367,6 +334,9 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         log_failure(info, plan->error);
         return Outcome::kFailed;
     }
+    // Still being looked for: tried again (the plan is made again then, from the parsed-file
+    // cache).
+    if (python_pending && python_loading(info, maps)) return Outcome::kLoading;
 
     ProbeTarget target;
     // The very file the plan was read from: the kernel resolves no path of the process's.
@@ -420,7 +390,7 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         log_failure(info, attachment.error().message);
         return Outcome::kFailed;
     }
-    Recording recording = stack_recording(pid, rule, maps, info.exe);
+    Recording recording = stack_recording(info, rule, maps);
     recording.min_size = rule.min_size;
     recording.max_size = rule.max_size;
     recording.sample_bytes = rule.sample_bytes;
@@ -648,6 +618,9 @@ bool Tracker::retry_slow(pid_t pid, Pending& p) {
 
 void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     plans_.erase(pid);
+    // Also when it was not watched (an attach that failed after its runtime was found): the
+    // process at this pid after an exec or a reuse is another one.
+    python_.forget(pid);
     auto it = tracked_.find(pid);
     if (it == tracked_.end()) return;
     attacher_.unwatch(static_cast<uint32_t>(pid));
@@ -655,7 +628,6 @@ void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     spdlog::info("stopped watching pid {} ({}): {}", pid, it->second.info.comm, why);
     if (in_background) reaper_.dispose(std::move(it->second.attachment));
     tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
-    python_.erase(pid);
     symbolizer_.forget_process(pid);
     purge_.insert(static_cast<uint32_t>(pid));
 }
@@ -869,20 +841,20 @@ std::set<uint32_t> Tracker::adopt(
         const double attached_at = double(attached_us) / 1e6;
         // Its BPF side reads Python frames already: they are named as before; a JVM's frames
         // are named from its own structures again (and its perf map asked for, once more).
-        python_runtime(info->pid, *maps, info->exe);
+        python_runtime(*info, *maps);
         Tracked t{*info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
         t.state = rule->tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                                   : TrackingState::kFull;
         if (escalated) {
             // Back in the watch tier too (its sampled pages start anew), escalated as before.
-            Recording stacks = stack_recording(info->pid, *rule, t.maps, info->exe);
+            Recording stacks = stack_recording(*info, *rule, t.maps);
             if (auto ok = attacher_.watch_memory(static_cast<uint32_t>(pid), stacks,
                                                  escalation_.watch_sample_bytes);
                 !ok) {
                 spdlog::info("not adopting the probes kept for pid {}: {}", pid,
                              ok.error().message);
                 reaper_.dispose(std::move(t.attachment));
-                python_.erase(info->pid);
+                python_.forget(info->pid);
                 continue;
             }
             t.state = TrackingState::kEscalated;

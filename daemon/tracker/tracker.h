@@ -22,6 +22,7 @@
 #include "symbols/cfi.h"
 #include "symbols/lru.h"
 #include "symbols/python.h"
+#include "symbols/python_namer.h"
 #include "symbols/symbolizer.h"
 #include "tracker/attacher.h"
 #include "tracker/placement.h"
@@ -93,7 +94,7 @@ class Tracker : public FrameResolver {
     Frame resolve_python(uint32_t pid, uint64_t code, uint32_t instruction) override;
     // CPython processes whose version has no offsets (their stacks have native frames only),
     // counted once each.
-    uint64_t python_unsupported() const { return python_unsupported_; }
+    uint64_t python_unsupported() const { return python_.unsupported(); }
     // Python frames read per allocation, at most (python.max_frames).
     void set_python_max_frames(uint32_t max) { python_max_frames_ = max; }
     uint64_t jit_generation(uint32_t pid) override;
@@ -191,8 +192,8 @@ class Tracker : public FrameResolver {
     // A HotSpot JVM (libjvm.so mapped): its structures are read (its interpreted frames named),
     // and its perf map asked for if its rule lets it.
     void watch_jvm(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps);
-    Recording stack_recording(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps,
-                              const std::string& exe);
+    Recording stack_recording(const ProcessInfo& info, const WatchRule& rule,
+                              const std::vector<MapEntry>& maps);
     // `in_background`: only when the process is gone for good (exit). Otherwise the old
     // probes must be gone before new ones attach, or the new image would be counted twice.
     void detach(pid_t pid, const char* why, bool in_background = false);
@@ -201,10 +202,15 @@ class Tracker : public FrameResolver {
     void add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
                                 const std::string& exe, Recording& recording);
     void flush_purges();
-    // The CPython runtime of a process, found once per attachment (logged when it has no
-    // offsets); nullptr when it runs none or one without offsets.
-    const PythonRuntime* python_runtime(pid_t pid, const std::vector<MapEntry>& maps,
-                                        const std::string& exe);
+    // The CPython runtime of a process, found once per process (logged when it has no
+    // offsets), on the loader; nullptr when it runs none or one without offsets, or while it
+    // is being read (then *pending).
+    std::shared_ptr<const PythonRuntime> python_runtime(const ProcessInfo& info,
+                                                        const std::vector<MapEntry>& maps,
+                                                        bool* pending = nullptr);
+    // Whether the CPython runtime of a process is still being looked for (then the attach
+    // waits: Outcome::kLoading).
+    bool python_loading(const ProcessInfo& info, const std::vector<MapEntry>& maps);
     // Matches a watched process again with its cgroup and uids as they are now (a process can
     // be moved, or change its uid): under another rule, or none, it is detached (and attached
     // for the other rule).
@@ -244,13 +250,8 @@ class Tracker : public FrameResolver {
     // functions use the frame pointer, and the ELF address that offset is loaded at.
     std::shared_ptr<FramePointerFiles> frame_pointer_files_ = std::make_shared<FramePointerFiles>();
     std::map<pid_t, std::shared_ptr<PlanSlot>> plans_;  // probe plans being made
-    // CPython processes: their runtime and their code objects read so far, by address.
-    struct PythonProcess {
-        std::optional<PythonRuntime> runtime;  // nullopt: no CPython
-        std::unordered_map<uint64_t, PythonCode> codes;
-    };
-    std::map<pid_t, PythonProcess> python_;
-    uint64_t python_unsupported_ = 0;
+    // CPython processes: their runtime and their code objects, read on the loader.
+    PythonNamer python_{proc_, symbolizer_};
     uint32_t python_max_frames_ = 16;
     Reaper reaper_;  // last: destroyed first, detaching what is still queued
 };

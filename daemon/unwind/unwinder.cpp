@@ -198,19 +198,55 @@ UnwindRule Unwinder::jit_rule(int pid, uint64_t pc) {
     if (pending) return UnwindRule::pending();
     const bool hotspot = blob && is_hotspot_method(blob->name);
     if (blob && (hotspot || pc - blob->start <= kMaxDecoded)) {
+        // The code is read from the process's memory on the loader (a process in trouble may
+        // block its reader), once per blob and return address while the perf map is the same
+        // (its generation is unique across processes: a reused pid's map is another).
+        char where[64];
+        std::snprintf(where, sizeof where, "%d:%llx:%llx:", pid,
+                      static_cast<unsigned long long>(blob->start),
+                      static_cast<unsigned long long>(pc));
+        const std::string key = where + std::to_string(symbolizer_.perf_map_generation(pid));
+        if (auto* known = jit_rules_.get(key)) {
+            if (*known) return **known;
+            return UnwindRule::frame_pointer();
+        }
+        const std::string job = "jitcode:" + key;
+        auto wait = symbolizer_.wait_for(job);
+        if (!wait) {
+            jit_rules_.put(key, std::nullopt);  // stuck: walked by the frame pointer
+            return UnwindRule::frame_pointer();
+        }
         const uint64_t ra = pc - blob->start;
-        std::vector<uint8_t> code(hotspot ? std::min(ra, kMaxPrologue) : ra);
-        std::string mem = proc_.root() + "/" + std::to_string(pid) + "/mem";
-        int fd = ::open(mem.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t n = ::pread(fd, code.data(), code.size(), static_cast<off_t>(blob->start));
-            ::close(fd);
-            if (n == static_cast<ssize_t>(code.size())) {
-                auto rule = hotspot ? rule_from_hotspot_prologue(code, ra)
-                                    : rule_from_code(code, code.size());
-                if (rule) return *rule;
+        auto load = [proc = proc_, loaded = loaded_, pid, key, start = blob->start, ra,
+                     size = hotspot ? std::min(ra, kMaxPrologue) : ra, hotspot] {
+            std::optional<UnwindRule> rule;
+            std::vector<uint8_t> code(size);
+            std::string mem = proc.root() + "/" + std::to_string(pid) + "/mem";
+            int fd = ::open(mem.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                ssize_t n = ::pread(fd, code.data(), code.size(), static_cast<off_t>(start));
+                ::close(fd);
+                if (n == static_cast<ssize_t>(code.size()))
+                    rule = hotspot ? rule_from_hotspot_prologue(code, ra)
+                                   : rule_from_code(code, code.size());
+            }
+            std::lock_guard lock(loaded->mu);
+            loaded->jit_rules[key] = rule;
+        };
+        if (symbolizer_.loader().run(job, std::move(load), *wait) ==
+            BoundedLoader::Outcome::kWaiting)
+            return UnwindRule::pending();
+        std::optional<UnwindRule> rule;
+        {
+            std::lock_guard lock(loaded_->mu);
+            auto it = loaded_->jit_rules.find(key);
+            if (it != loaded_->jit_rules.end()) {
+                rule = it->second;
+                loaded_->jit_rules.erase(it);
             }
         }
+        jit_rules_.put(key, rule);
+        if (rule) return *rule;
     }
     // JVMs keep frame pointers in JIT-compiled code (HotSpot's interpreter and stubs, and its
     // compiled frames with -XX:+PreserveFramePointer).

@@ -108,12 +108,15 @@ class Unwinder {
     struct Loaded {
         std::mutex mu;
         std::map<std::string, std::shared_ptr<CfiFile>> files;
+        std::map<std::string, std::optional<UnwindRule>> jit_rules;  // from the JIT code read
     };
 
     ProcReader proc_;  // a copy: loads may outlive the caller's
     // by path + device + inode; nullptr: no CFI (or too slow to read)
     LruCache<std::string, std::shared_ptr<CfiFile>> files_;
     std::shared_ptr<Loaded> loaded_ = std::make_shared<Loaded>();
+    // "pid:blob start:pc:perf map generation" -> the rule its code gives; nullopt: none
+    LruCache<std::string, std::optional<UnwindRule>> jit_rules_{4096};
     Symbolizer& symbolizer_;  // where JIT code blobs start
     std::atomic<uint64_t> snapshots_{0}, rules_{0}, nanoseconds_{0};
 };

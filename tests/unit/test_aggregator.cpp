@@ -766,6 +766,38 @@ TEST_CASE("sample puts each group of Python frames in place of its evaluation fr
     CHECK(stack.frames->at(5).line == 9);
 }
 
+TEST_CASE("a Python frame whose code object is still being read is named in a later sample",
+          "[aggregate][sample][python]") {
+    // The code object is read on the loader: pending the first time, named the next.
+    struct Pending : PythonResolver {
+        int asked = 0;
+        Frame resolve_python(uint32_t pid, uint64_t address, uint32_t instruction) override {
+            if (asked++ == 0) {
+                Frame f = FrameResolver::resolve_python(pid, address, instruction);
+                f.pending = true;
+                return f;
+            }
+            return PythonResolver::resolve_python(pid, address, instruction);
+        }
+    } r;
+    r.functions = {{0x1000, 0x1100, "malloc"},
+                   {0x401000, 0x401100, "PyByteArray_Resize"},
+                   {0x401100, 0x401200, "_PyEval_EvalFrameDefault"}};
+    r.code = {{0x7000, "leaky"}};
+    FakeSource src;
+    src.stacks = {{100, 1, 400, 4}};
+    RawStack raw{0x401010, {0x1000, 0x401010, 0x401110}};
+    raw.python = {0x7000 | (3ull << 48) | 1};
+    src.raw[{100, 1}] = raw;
+    Aggregator agg(src, r, no_memory);
+    auto first = agg.sample({meta(100)}, 0);
+    CHECK(first.processes.at(0).stacks.at(0).frames->at(2).symbol.empty());
+    auto second = agg.sample({meta(100)}, 0);
+    CHECK(symbols_of(second.processes.at(0).stacks.at(0)) ==
+          std::vector<std::string>{"malloc", "PyByteArray_Resize", "leaky"});
+    CHECK(second.processes.at(0).stacks.at(0).site == "leaky");
+}
+
 TEST_CASE("Python groups without an evaluation frame go after the native frames",
           "[aggregate][python]") {
     auto named = [](const std::string& s) {

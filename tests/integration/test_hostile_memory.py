@@ -1,0 +1,114 @@
+"""Root tests: a watched process whose memory blocks whoever reads it (issue 15).
+
+A CPython process (Debian's python3.11) points the name of the code object of the function it
+allocates from at a page of a file mapped from a FUSE file system that never answers reads
+(tests/harness/stall_fs.py, tests/progs/python/hostile_code.py): reading that name through
+/proc/PID/mem waits for as long as the file system lives. leakwatchd names Python frames from
+their code objects; the read must hold up a loader thread, never the main loop. A second,
+steadily leaking C fixture is watched beside it: its bytes must keep growing snapshot after
+snapshot, and the samples must keep coming, while the hostile process is watched and after
+its read is refused as slow (counted in leakwatch_files_refused_total{reason="slow"})."""
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+import stall_fs  # noqa: E402
+
+from lwtest import (Daemon, Fixture, check, metric, require_root, run, start,  # noqa: E402
+                    wait_until)
+
+INTERVAL = 1.0
+PROGS = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "progs"))
+PYTHON = "/usr/bin/python3.11"
+LEAK, TICK_MS = 4096, 50
+WATCHED_FOR = 20.0  # seconds: past the symbolizer's `slow` (10 s), when the read is refused
+
+
+class Cleanup:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def stop(self):
+        self.fn()
+
+
+def last_sample(daemon):
+    return [v for n, l, v in daemon.metrics() if n == "leakwatch_last_sample_timestamp_seconds"][0]
+
+
+def test_python_code_on_stalled_page(cleanup):
+    require_root()
+    check(os.access(PYTHON, os.X_OK), f"{PYTHON} is missing (scripts/deps.sh installs python3)")
+    d = tempfile.mkdtemp(prefix="lw-stall-")
+    start(cleanup, Cleanup(lambda: shutil.rmtree(d, ignore_errors=True)))
+    mnt = os.path.join(d, "mnt")
+    os.mkdir(mnt)
+    fs = start(cleanup, stall_fs.StallFs(mnt))
+    hostile = start(cleanup, Fixture(os.path.join(PROGS, "python", "hostile_code.py"), fs.path,
+                                     str(LEAK), str(TICK_MS), prefix=(PYTHON,)))
+    steady = start(cleanup, Fixture("leak_steady", str(LEAK), "1000000", str(TICK_MS)))
+    daemon = start(cleanup, Daemon(
+        f"interval: {int(INTERVAL * 1000)}ms\nwatch:\n"
+        f"  - name: hostile\n    tracking: full\n    unwind: dwarf\n    match:\n"
+        f"      pid: {hostile.pid}\n"
+        f"  - name: steady\n    tracking: full\n    match:\n      pid: {steady.pid}\n"))
+    # Stopped first: aborting the file system wakes every reader still waiting on it.
+    start(cleanup, Cleanup(fs.stop))
+    wait_until(lambda: daemon.process(hostile.pid) and daemon.process(steady.pid), 20,
+               "both fixtures to be watched")
+    steady.go()
+    hostile.go()
+    hostile.expect("pointed")
+
+    # Each second: the samples keep coming (the loop runs) and the steady leak keeps growing.
+    t0 = time.monotonic()
+    growth, worst_age, last_bytes = [], 0.0, None
+    while time.monotonic() - t0 < WATCHED_FOR:
+        time.sleep(1.0)
+        took = time.monotonic()
+        age = time.time() - last_sample(daemon)
+        took = time.monotonic() - took
+        check(took < 1.0, f"/metrics took {took:.2f}s")
+        worst_age = max(worst_age, age)
+        check(age < 3 * INTERVAL + 1,
+              f"{time.monotonic() - t0:.0f}s in: the last sample is {age:.1f}s old: the main "
+              f"loop is stalled (the FUSE file system had {fs.reads} reads waiting)")
+        p = daemon.process(steady.pid)
+        check(p, "the steady fixture is no longer watched")
+        if last_bytes is not None:
+            growth.append(p["outstanding_bytes"] - last_bytes)
+        last_bytes = p["outstanding_bytes"]
+    print(f"oldest sample seen: {worst_age:.2f}s; steady growth per second: {growth}")
+    # 20 ticks of 4 KiB a second: ~80 KiB. A poll may fall twice within one sample (the
+    # samples are 1 s apart): every 3 s some growth.
+    windows = [sum(growth[i:i + 3]) for i in range(len(growth) - 2)]
+    check(all(w > 0 for w in windows), f"the steady leak stopped growing: {growth}")
+    check(sum(growth) >= LEAK * (1000 // TICK_MS) * (WATCHED_FOR - 3) * 0.8,
+          f"the steady leak grew by {sum(growth)} in {WATCHED_FOR:.0f}s")
+    # The daemon did read the hostile page (else this test proves nothing), and refused it.
+    check(fs.reads >= 1, "nothing read the hostile page: its frames were never named")
+    check(metric(daemon, "leakwatch_files_refused_total", reason="slow") >= 1,
+          "the stalled read was not counted as refused (slow)")
+    check(f"/proc/{hostile.pid}/mem (Python code objects)" in daemon.log_text(),
+          "the log does not say which process's memory was refused")
+    # Its Python frames stay unnamed ("[python]"), its native ones named.
+    stacks = daemon.stacks(hostile.pid, 100)
+    check(stacks, "the hostile process has no stacks")
+    frames = [f for s in stacks for f in s["frames"]]
+    check(any(f.get("module") == "[python]" for f in frames),
+          "no Python frame in the hostile process's stacks: its code objects were never asked for")
+    check(not any(f.get("symbol") == "Hostile.leak" for f in frames),
+          "Hostile.leak was named: its name's page was read")
+    # Its bytes up to then are counted. (It stops allocating soon after the read blocks: the
+    # blocked reader holds its memory map's lock for reading, and its own next brk or mmap
+    # waits for it to be let go; only itself is held up.)
+    check(daemon.process(hostile.pid)["outstanding_bytes"] >= LEAK,
+          "the hostile process's kept bytearrays are not counted")
+    check(daemon.proc.poll() is None, "leakwatchd exited")
+
+
+if __name__ == "__main__":
+    run({name[5:]: fn for name, fn in list(globals().items()) if name.startswith("test_")})
