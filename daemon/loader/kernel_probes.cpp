@@ -63,32 +63,28 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
     // either slab kind.
     auto& k = config.kinds;
     constexpr uint32_t kSlab = 1u << LW_K_KMALLOC | 1u << LW_K_KMEM_CACHE;
+// A tracepoint, its first program and its backup (the same name with _backup: bpf/kmem.bpf.c).
+#define LW_WANT(tp, kinds) \
+    { #tp, skel->progs.tp, skel->progs.tp##_backup, kinds }
     struct Want {
         const char* tracepoint;
         bpf_program* prog;
         bpf_program* backup;
         uint32_t kinds;
     } wants[] = {
-        {"kmalloc", skel->progs.kmalloc, skel->progs.kmalloc_backup, 1u << LW_K_KMALLOC},
-        {"kmalloc_node", skel->progs.kmalloc_node, skel->progs.kmalloc_node_backup,
-         1u << LW_K_KMALLOC},
-        {"kmem_cache_alloc", skel->progs.kmem_cache_alloc, skel->progs.kmem_cache_alloc_backup,
-         1u << LW_K_KMEM_CACHE},
-        {"kmem_cache_alloc_node", skel->progs.kmem_cache_alloc_node,
-         skel->progs.kmem_cache_alloc_node_backup, 1u << LW_K_KMEM_CACHE},
-        {"kfree", skel->progs.kfree, skel->progs.kfree_backup, kSlab},
-        {"kmem_cache_free", skel->progs.kmem_cache_free, skel->progs.kmem_cache_free_backup, kSlab},
-        {"mm_page_alloc", skel->progs.mm_page_alloc, skel->progs.mm_page_alloc_backup,
-         1u << LW_K_PAGE},
-        {"mm_page_free", skel->progs.mm_page_free, skel->progs.mm_page_free_backup,
-         1u << LW_K_PAGE},
-        {"mm_page_free_batched", skel->progs.mm_page_free_batched,
-         skel->progs.mm_page_free_batched_backup, 1u << LW_K_PAGE},
-        {"percpu_alloc_percpu", skel->progs.percpu_alloc_percpu,
-         skel->progs.percpu_alloc_percpu_backup, 1u << LW_K_PERCPU},
-        {"percpu_free_percpu", skel->progs.percpu_free_percpu,
-         skel->progs.percpu_free_percpu_backup, 1u << LW_K_PERCPU},
+        LW_WANT(kmalloc, 1u << LW_K_KMALLOC),
+        LW_WANT(kmalloc_node, 1u << LW_K_KMALLOC),
+        LW_WANT(kmem_cache_alloc, 1u << LW_K_KMEM_CACHE),
+        LW_WANT(kmem_cache_alloc_node, 1u << LW_K_KMEM_CACHE),
+        LW_WANT(kfree, kSlab),
+        LW_WANT(kmem_cache_free, kSlab),
+        LW_WANT(mm_page_alloc, 1u << LW_K_PAGE),
+        LW_WANT(mm_page_free, 1u << LW_K_PAGE),
+        LW_WANT(mm_page_free_batched, 1u << LW_K_PAGE),
+        LW_WANT(percpu_alloc_percpu, 1u << LW_K_PERCPU),
+        LW_WANT(percpu_free_percpu, 1u << LW_K_PERCPU),
     };
+#undef LW_WANT
     uint32_t enabled = 0;
     for (size_t i = 0; i < k.size(); i++)
         if (k[i]) enabled |= 1u << i;
