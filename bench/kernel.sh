@@ -43,7 +43,7 @@ for _ in $(seq "$REPS"); do
             "$bin" --config "$WORK/$c.yaml" --web.listen-address "127.0.0.1:$port" \
                 --log-level warn >"$WORK/daemon.log" 2>&1 &
             daemon=$!
-            for _ in $(seq 100); do curl -sf "127.0.0.1:$port/metrics" >/dev/null && break; sleep 0.1; done
+            for _ in $(seq 600); do curl -sf "127.0.0.1:$port/metrics" >/dev/null && break; sleep 0.1; done
             curl -sf "127.0.0.1:$port/metrics" >/dev/null || { echo "kernel.sh: leakwatchd did not start:" >&2; cat "$WORK/daemon.log" >&2; exit 1; }
         fi
         read -r w cpu < <(run_bench)
