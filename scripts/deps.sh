@@ -50,6 +50,8 @@ test_packages=(
     # libFuzzer targets (tests/fuzz): clang 16 builds the daemon's C++23 (clang 14 cannot use
     # libstdc++ 12's <expected>), with its fuzzer, ASan and UBSan runtimes
     clang-16 libclang-rt-16-dev
+    # a compiler cache for the sanitized and fuzz builds (scripts/ccache.sh)
+    ccache
     # go tool pprof reads the profiles; headless Chromium and its WebDriver draw the landing
     # page; the Kubernetes manifests are parsed with PyYAML; certificates for the TLS tests
     golang-go chromium chromium-driver python3-yaml openssl

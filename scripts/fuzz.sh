@@ -16,7 +16,8 @@ if [[ "${1:-}" == --build-only ]]; then
     shift
 fi
 # clang 16: Debian 12's clang 14 cannot compile libstdc++ 12's <expected>.
-CC=${FUZZ_CC:-clang-16} CXX=${FUZZ_CXX:-clang++-16} cmake -S . -B "$dir" \
+source scripts/ccache.sh
+CC=${FUZZ_CC:-clang-16} CXX=${FUZZ_CXX:-clang++-16} cmake -S . -B "$dir" "${launcher[@]}" \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEAKWATCH_FUZZ=ON -DBUILD_TESTING=OFF \
     -DLEAKWATCH_BENCH=OFF >/dev/null
 cmake --build "$dir" -j"$(nproc)" --target fuzz_all

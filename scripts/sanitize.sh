@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${SANITIZE_BUILD_DIR:-build-sanitize}
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEAKWATCH_SANITIZE=ON \
+source scripts/ccache.sh
+cmake -S . -B "$dir" "${launcher[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEAKWATCH_SANITIZE=ON \
     -DLEAKWATCH_WERROR="${LEAKWATCH_WERROR:-ON}" -DBUILD_TESTING=ON -DLEAKWATCH_BENCH=OFF \
     >/dev/null
 # Only the unit test executables (and what they link): no fixtures, no daemon.

@@ -100,7 +100,8 @@ struct Session {
     int pidfd;   // the JVM itself (-1: the kernel has no pidfd_open), opened before it was read
     std::string socket_name, trigger_name, what;
     const AttachLimits& limits;
-    mutable bool signalled = false;  // SIGQUIT sent
+    mutable bool signalled = false;    // SIGQUIT sent
+    mutable bool no_identity = false;  // the daemon cannot pass the JVM's owner checks
 
     // The listener's socket: a socket owned by the JVM's user; nullopt when there is none yet.
     Result<bool> socket_present() const {
@@ -248,8 +249,17 @@ struct Session {
 
     Result<std::string> run(const std::string& request) const {
         ThreadCreds creds(target.euid, target.egid);
-        // Without the switch (no CAP_SETUID), root still passes the JVM's checks; others fail
-        // there and are told so by the JVM closing the connection.
+        // Without the switch (no CAP_SETUID/CAP_SETGID), root still passes the JVM's checks.
+        // Anyone else (the shipped unit's dynamic user) fails every one of them: the trigger
+        // file is not the JVM's user's, SIGQUIT is refused, a connection is closed. Nothing is
+        // tried then, and the JVM is not asked again (the ids will not change).
+        if (!creds.ok() && ::geteuid() != 0) {
+            no_identity = true;
+            return fail(what + ": the daemon can become neither the JVM's user (" +
+                        std::to_string(target.euid) +
+                        ") nor root (CAP_SETUID and CAP_SETGID not granted); Java frames are "
+                        "named from the JVM's own structures only");
+        }
         auto present = socket_present();
         if (!present) return std::unexpected(present.error());
         if (*present) {
@@ -372,7 +382,7 @@ Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_vie
     Result<std::string> reply = fail("not run");
     std::thread worker([&] { reply = session.run(request); });
     worker.join();
-    if (give_up) *give_up = session.signalled;
+    if (give_up) *give_up = session.signalled || session.no_identity;
     if (!reply) return std::unexpected(reply.error());
     auto parsed = parse_attach_reply(*reply);
     if (!parsed) return fail(session.what + ": " + parsed.error().message);

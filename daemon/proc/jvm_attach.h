@@ -59,7 +59,8 @@ std::string attach_request(std::string_view command);
 // it on a thread of their own (util/bounded_loader.h). `give_up` (when given) is set when a failure
 // would come again, so the JVM is not to be asked again: it was sent SIGQUIT to start its
 // listener, whatever came of it (a JVM whose listener did not come prints a thread dump for each
-// such signal), or it runs with its attach mechanism off.
+// such signal), or it runs with its attach mechanism off, or the daemon can neither become its
+// user nor is root (no CAP_SETUID/CAP_SETGID: the shipped unit), so that the JVM refuses it.
 Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_view command,
                                 const AttachLimits& limits = {}, bool* give_up = nullptr);
 

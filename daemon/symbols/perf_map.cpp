@@ -238,7 +238,8 @@ bool PerfMaps::request_attach(int pid, bool now) {
         if (!reply && give_up) {
             // Not asked again: it was sent SIGQUIT and did not answer (its listener slow or
             // refused), or its attach mechanism is off; such a JVM prints a thread dump for
-            // each SIGQUIT.
+            // each SIGQUIT. Or the daemon can pass none of its checks (not root, and unable to
+            // become its user: the shipped unit).
             unable = true;
             spdlog::info("pid {}: no perf map from the JVM, not asked again: {}", pid,
                          reply.error().message);

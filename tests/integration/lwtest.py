@@ -89,7 +89,8 @@ class Server:
 
 
 class Daemon(Server):
-    def __init__(self, config_text, extra_args=(), env=None, wait=True):
+    def __init__(self, config_text, extra_args=(), env=None, wait=True, prefix=()):
+        # prefix: runs leakwatchd under it (e.g. setpriv, for another user and capabilities)
         self.dir = tempfile.mkdtemp(prefix="leakwatch-test-")
         self.config = os.path.join(self.dir, "leakwatch.yaml")
         # LEAKWATCH_UNWIND runs a test's rules with that stack walk (frame-pointer or dwarf)
@@ -112,7 +113,7 @@ class Daemon(Server):
         if "--bpf-pin-dir" not in extra_args:
             extra_args = (*extra_args, "--bpf-pin-dir", "")
         self.proc = subprocess.Popen(
-            [LEAKWATCHD, "--config", self.config, "--web.listen-address",
+            [*prefix, LEAKWATCHD, "--config", self.config, "--web.listen-address",
              f"127.0.0.1:{self.port}", "--log-level", "debug", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
         if wait:
