@@ -3,7 +3,9 @@
 # leakwatchd's kernel watch tier (kernel.enabled: true, the default tracking: escalate) and
 # with it tracing every kernel allocation (tracking: full), the median of REPS runs each,
 # alternating. A benchmark, not a test: it prints figures. Run as root on an
-# otherwise idle machine. Environment: BUILD (default ./build), ITERATIONS (200000), REPS (5).
+# otherwise idle machine. Environment: BUILD (default ./build), ITERATIONS (200000), REPS (5),
+# BASELINE (another leakwatchd, e.g. main's build: adds the case full-baseline, tracking: full
+# with it, to compare two builds in one run).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
@@ -26,16 +28,22 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 printf 'interval: 1s\nkernel:\n  enabled: true\n' >"$WORK/watch.yaml"
 printf 'interval: 1s\nkernel:\n  enabled: true\n  tracking: full\n' >"$WORK/full.yaml"
 CASES=(untraced watch full)
+if [[ -n ${BASELINE:-} ]]; then
+    cp "$WORK/full.yaml" "$WORK/full-baseline.yaml"
+    CASES+=(full-baseline)
+fi
 
 declare -A WALL CPU
 for _ in $(seq "$REPS"); do
     for c in "${CASES[@]}"; do
         daemon=""
         if [[ $c != untraced ]]; then
-            "$BUILD/bin/leakwatchd" --config "$WORK/$c.yaml" --web.listen-address "127.0.0.1:$port" \
+            bin=$BUILD/bin/leakwatchd
+            [[ $c == full-baseline ]] && bin=$BASELINE
+            "$bin" --config "$WORK/$c.yaml" --web.listen-address "127.0.0.1:$port" \
                 --log-level warn >"$WORK/daemon.log" 2>&1 &
             daemon=$!
-            for _ in $(seq 100); do curl -sf "127.0.0.1:$port/metrics" >/dev/null && break; sleep 0.1; done
+            for _ in $(seq 600); do curl -sf "127.0.0.1:$port/metrics" >/dev/null && break; sleep 0.1; done
             curl -sf "127.0.0.1:$port/metrics" >/dev/null || { echo "kernel.sh: leakwatchd did not start:" >&2; cat "$WORK/daemon.log" >&2; exit 1; }
         fi
         read -r w cpu < <(run_bench)

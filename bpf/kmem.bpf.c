@@ -57,11 +57,24 @@ struct {
     __type(value, __u64);
 } klost SEC(".maps");
 
+/* A stack is walked into a per-CPU scratch, but a kmem program can be interrupted on its CPU
+ * (an interrupt that allocates) or, where tracepoints run with preemption on (7.2), switched out
+ * for another task that allocates: the other run would overwrite the frames half-way. So each
+ * capture marks the slot with a token of its own and checks it is still there after hashing and
+ * after storing; slots picked by thread id keep two tasks apart most of the time. */
+#define LW_KSCRATCH_SLOTS 4
+/* A read the compiler must do where it is written: another run may have changed the value. */
+#define LW_READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+struct lw_kscratch {
+    __u64 owner;
+    struct lw_kstack s;
+};
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
+    __uint(max_entries, LW_KSCRATCH_SLOTS);
     __type(key, __u32);
-    __type(value, struct lw_kstack);
+    __type(value, struct lw_kscratch);
 } kstack_scratch SEC(".maps");
 
 /* Written by the daemon: everything, or (kernel.tracking: escalate) what it escalated. */
@@ -80,13 +93,16 @@ static __always_inline void count_lost(__u32 reason)
 }
 
 /* The whole kernel stack (up to kernel.perf_event_max_stack frames, 127 by default), stored
- * once under a hash of its frames. */
+ * once under a hash of its frames. 0 when it could not be captured whole. */
 static __always_inline __u64 capture_kstack(void *ctx)
 {
-    __u32 zero = 0;
-    struct lw_kstack *s = bpf_map_lookup_elem(&kstack_scratch, &zero);
-    if (!s)
+    __u32 slot = (__u32)bpf_get_current_pid_tgid() & (LW_KSCRATCH_SLOTS - 1);
+    struct lw_kscratch *sc = bpf_map_lookup_elem(&kstack_scratch, &slot);
+    if (!sc)
         return 0;
+    __u64 me = ((__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32()) | 1;
+    sc->owner = me;
+    struct lw_kstack *s = &sc->s;
     long n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), 0);
     if (n <= 0) {
         count_lost(LW_LOST_K_STACK_FAILED);
@@ -95,10 +111,20 @@ static __always_inline __u64 capture_kstack(void *ctx)
     s->nr = n / sizeof(__u64);
     s->modules = module_generation;
     __u64 h = stack_hash(0x9e3779b97f4a7c15ULL, s->ips, s->nr);
+    if (LW_READ_ONCE(sc->owner) != me) { /* another run wrote the slot meanwhile */
+        count_lost(LW_LOST_K_STACK_FAILED);
+        return 0;
+    }
     if (!bpf_map_lookup_elem(&kstacks, &h)) {
         long err = bpf_map_update_elem(&kstacks, &h, s, BPF_NOEXIST);
         if (err && err != -17 /* EEXIST */)
             count_lost(LW_LOST_K_STACKS_FULL);
+        if (!err && LW_READ_ONCE(sc->owner) != me) {
+            /* overwritten between the check and the copy: what was stored is not h's frames */
+            bpf_map_delete_elem(&kstacks, &h);
+            count_lost(LW_LOST_K_STACK_FAILED);
+            return 0;
+        }
     }
     return h;
 }
@@ -139,14 +165,23 @@ static __always_inline void account(const struct lw_kalloc *a, __s64 sign)
     __sync_fetch_and_add(&t->count, sign);
 }
 
-static __always_inline int kfree_addr(__u32 space, __u64 addr)
+/* Every kmem tracepoint has two programs, attached in this order (a tracepoint calls its
+ * callbacks of equal priority in the order they were registered): the kernel skips a program's
+ * run when that program is already active on the CPU, and a second program has a count of its
+ * own, so it is active then only when it was itself interrupted or preempted. The backup does
+ * the work only when the first did not: for a free, the first deleted the record; for an
+ * allocation, the first's record of this very event is younger than LW_BACKUP_SEEN_NS. */
+#define LW_BACKUP_SEEN_NS 5000000ULL
+
+static __always_inline int kfree_addr(__u32 space, __u64 addr, bool backup)
 {
     if (addr < 4096) /* NULL, ZERO_SIZE_PTR */
         return 0;
     struct lw_kkey key = {.addr = addr, .space = space};
     struct lw_kalloc *found = bpf_map_lookup_elem(&klive, &key);
     if (!found) {
-        count_lost(LW_LOST_K_UNKNOWN_FREE);
+        if (!backup) /* the backup's not-found is the first's delete */
+            count_lost(LW_LOST_K_UNKNOWN_FREE);
         return 0;
     }
     struct lw_kalloc a = *found;
@@ -173,12 +208,16 @@ static __always_inline bool wanted(__u32 kind, __u64 size)
     return false;
 }
 
-static __always_inline int kalloc(void *ctx, __u32 space, __u32 kind, __u64 addr, __u64 size)
+static __always_inline int kalloc(void *ctx, __u32 space, __u32 kind, __u64 addr, __u64 size,
+                                  bool backup)
 {
     if (addr < 4096 || size < min_size || size > max_size || !wanted(kind, size))
         return 0;
     struct lw_kkey key = {.addr = addr, .space = space};
     struct lw_kalloc *old = bpf_map_lookup_elem(&klive, &key);
+    if (old && backup && old->kind == kind &&
+        bpf_ktime_get_ns() - LW_READ_ONCE(old->ts_ns) < LW_BACKUP_SEEN_NS)
+        return 0; /* the first program recorded it */
     if (old) {
         /* the free of the previous object here was not seen: replace it */
         struct lw_kalloc prev = *old;
@@ -197,81 +236,82 @@ static __always_inline int kalloc(void *ctx, __u32 space, __u32 kind, __u64 addr
     return 0;
 }
 
-/* kmalloc(call_site, ptr, bytes_req, bytes_alloc, gfp[, node]): ptr and bytes_alloc sit at
- * the same places in 5.10's kmem_alloc layout and in 6.x's. */
-SEC("raw_tp/kmalloc")
-int BPF_PROG(kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
-             size_t bytes_alloc)
-{
-    return kalloc(ctx, LW_KS_SLAB, LW_K_KMALLOC, (__u64)ptr, bytes_alloc);
-}
+/* Raw tracepoint arguments, each widened to 64 bits, as BPF_PROG would name them. */
+#define LW_ARG(i) (((__u64 *)ctx)[i])
 
-SEC("raw_tp/kmalloc_node")
-int BPF_PROG(kmalloc_node, unsigned long call_site, const void *ptr, size_t bytes_req,
-             size_t bytes_alloc)
+/* The two programs of a tracepoint: the first, and its backup (see LW_BACKUP_SEEN_NS). */
+#define LW_KMEM_PROGS(tp, handler)                                                             \
+    SEC("raw_tp/" #tp)                                                                         \
+    int tp(__u64 *ctx)                                                                         \
+    {                                                                                          \
+        return handler(ctx, false);                                                            \
+    }                                                                                          \
+    SEC("raw_tp/" #tp)                                                                         \
+    int tp##_backup(__u64 *ctx)                                                                \
+    {                                                                                          \
+        return handler(ctx, true);                                                             \
+    }
+
+/* kmalloc(call_site, ptr, bytes_req, bytes_alloc, gfp[, node]): ptr and bytes_alloc sit at
+ * the same places in 5.10's kmem_alloc layout and in 6.x's; so do kmalloc_node's. */
+static __always_inline int on_kmalloc(__u64 *ctx, bool backup)
 {
-    return kalloc(ctx, LW_KS_SLAB, LW_K_KMALLOC, (__u64)ptr, bytes_alloc);
+    return kalloc(ctx, LW_KS_SLAB, LW_K_KMALLOC, LW_ARG(1), LW_ARG(3), backup);
 }
+LW_KMEM_PROGS(kmalloc, on_kmalloc)
+LW_KMEM_PROGS(kmalloc_node, on_kmalloc)
 
 /* 6.1+: kmem_cache_alloc(call_site, ptr, struct kmem_cache *s, gfp, node), size from s;
  * before: kmem_cache_alloc(call_site, ptr, bytes_req, bytes_alloc, gfp). */
-SEC("raw_tp/kmem_cache_alloc")
-int BPF_PROG(kmem_cache_alloc, unsigned long call_site, const void *ptr, __u64 arg2, __u64 arg3)
+static __always_inline int on_kmem_cache_alloc(__u64 *ctx, bool backup)
 {
     __u64 size;
     if (bpf_core_type_exists(struct trace_event_raw_kmem_cache_alloc))
-        size = BPF_CORE_READ((struct kmem_cache *)arg2, size);
+        size = BPF_CORE_READ((struct kmem_cache *)LW_ARG(2), size);
     else
-        size = arg3;
-    return kalloc(ctx, LW_KS_SLAB, LW_K_KMEM_CACHE, (__u64)ptr, size);
+        size = LW_ARG(3);
+    return kalloc(ctx, LW_KS_SLAB, LW_K_KMEM_CACHE, LW_ARG(1), size, backup);
 }
+LW_KMEM_PROGS(kmem_cache_alloc, on_kmem_cache_alloc)
 
-SEC("raw_tp/kmem_cache_alloc_node")
-int BPF_PROG(kmem_cache_alloc_node, unsigned long call_site, const void *ptr, size_t bytes_req,
-             size_t bytes_alloc)
+static __always_inline int on_kmem_cache_alloc_node(__u64 *ctx, bool backup)
 {
-    return kalloc(ctx, LW_KS_SLAB, LW_K_KMEM_CACHE, (__u64)ptr, bytes_alloc);
+    return kalloc(ctx, LW_KS_SLAB, LW_K_KMEM_CACHE, LW_ARG(1), LW_ARG(3), backup);
 }
+LW_KMEM_PROGS(kmem_cache_alloc_node, on_kmem_cache_alloc_node)
 
-SEC("raw_tp/kfree")
-int BPF_PROG(kfree, unsigned long call_site, const void *ptr)
+/* kfree(call_site, ptr), kmem_cache_free(call_site, ptr[, name]) */
+static __always_inline int on_slab_free(__u64 *ctx, bool backup)
 {
-    return kfree_addr(LW_KS_SLAB, (__u64)ptr);
+    return kfree_addr(LW_KS_SLAB, LW_ARG(1), backup);
 }
+LW_KMEM_PROGS(kfree, on_slab_free)
+LW_KMEM_PROGS(kmem_cache_free, on_slab_free)
 
-SEC("raw_tp/kmem_cache_free")
-int BPF_PROG(kmem_cache_free, unsigned long call_site, const void *ptr)
+/* mm_page_alloc(page, order, gfp, migratetype) */
+static __always_inline int on_page_alloc(__u64 *ctx, bool backup)
 {
-    return kfree_addr(LW_KS_SLAB, (__u64)ptr);
-}
-
-SEC("raw_tp/mm_page_alloc")
-int BPF_PROG(mm_page_alloc, struct page *page, unsigned int order, unsigned int gfp)
-{
-    if (!include_movable && (gfp & LW_GFP_MOVABLE))
+    if (!include_movable && ((__u32)LW_ARG(2) & LW_GFP_MOVABLE))
         return 0;
-    return kalloc(ctx, LW_KS_PAGE, LW_K_PAGE, (__u64)page, (__u64)page_size << (order & 31));
+    return kalloc(ctx, LW_KS_PAGE, LW_K_PAGE, LW_ARG(0),
+                  (__u64)page_size << ((__u32)LW_ARG(1) & 31), backup);
 }
+LW_KMEM_PROGS(mm_page_alloc, on_page_alloc)
 
-SEC("raw_tp/mm_page_free")
-int BPF_PROG(mm_page_free, struct page *page)
+/* mm_page_free(page, order), mm_page_free_batched(page) */
+static __always_inline int on_page_free(__u64 *ctx, bool backup)
 {
-    return kfree_addr(LW_KS_PAGE, (__u64)page);
+    return kfree_addr(LW_KS_PAGE, LW_ARG(0), backup);
 }
-
-SEC("raw_tp/mm_page_free_batched")
-int BPF_PROG(mm_page_free_batched, struct page *page)
-{
-    return kfree_addr(LW_KS_PAGE, (__u64)page);
-}
+LW_KMEM_PROGS(mm_page_free, on_page_free)
+LW_KMEM_PROGS(mm_page_free_batched, on_page_free)
 
 /* 6.2+ (and Debian's 6.1): (call_site, reserved, is_atomic, size, align, base_addr, off, ptr,
  * bytes_alloc, gfp); before: (reserved, is_atomic, size, align, base_addr, off, ptr). The memory
  * taken is `size` bytes on every possible CPU. bytes_alloc is not used: it adds what memory
  * cgroups charge for the chunk's per-object vector (two pointers per 4 bytes: 3x the size on one
  * CPU), a vector allocated once per chunk, not per allocation. */
-SEC("raw_tp/percpu_alloc_percpu")
-int percpu_alloc_percpu(__u64 *ctx)
+static __always_inline int on_percpu_alloc(__u64 *ctx, bool backup)
 {
     __u64 ptr, size;
     /* The barriers keep each branch's reads in it: merged into one read at a chosen offset, the
@@ -288,14 +328,16 @@ int percpu_alloc_percpu(__u64 *ctx)
         barrier_var(ptr);
         barrier_var(size);
     }
-    return kalloc(ctx, LW_KS_PERCPU, LW_K_PERCPU, ptr, size * nr_cpus);
+    return kalloc(ctx, LW_KS_PERCPU, LW_K_PERCPU, ptr, size * nr_cpus, backup);
 }
+LW_KMEM_PROGS(percpu_alloc_percpu, on_percpu_alloc)
 
-SEC("raw_tp/percpu_free_percpu")
-int BPF_PROG(percpu_free_percpu, void *base_addr, int off, void *ptr)
+/* percpu_free_percpu(base_addr, off, ptr) */
+static __always_inline int on_percpu_free(__u64 *ctx, bool backup)
 {
-    return kfree_addr(LW_KS_PERCPU, (__u64)ptr);
+    return kfree_addr(LW_KS_PERCPU, LW_ARG(2), backup);
 }
+LW_KMEM_PROGS(percpu_free_percpu, on_percpu_free)
 
 /* A module's code can only run between these two: its load is counted before its init runs,
  * its unload after its exit function. */

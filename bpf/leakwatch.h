@@ -68,10 +68,13 @@ enum lw_lost_reason {
     /* counted by the daemon, not in BPF */
     LW_LOST_ATTACH_DROPPED,    /* a process a rule matched was gone before it was attached */
     LW_LOST_EXEC_UNREAD,       /* an exec'd process was gone before the rules could be tried */
-    LW_LOST_K_PROGRAM_MISSED,  /* the kernel skipped a kmem program run: it was already running
-                                  on that CPU (read by the daemon from the programs' info) */
+    LW_LOST_K_PROGRAM_MISSED,  /* the kernel skipped a kmem backup program's run: it was
+                                  already running on that CPU (read by the daemon from the
+                                  programs' info); the upper bound of events neither program saw */
     LW_LOST_PYTHON_UNSUPPORTED, /* a CPython process whose version has no frame offsets: its
                                    stacks have native frames only (once per process) */
+    LW_LOST_K_FIRST_MISSED,    /* the kernel skipped a kmem tracepoint's first program: its backup
+                                  ran instead (not a loss unless the backup missed it too) */
     LW_LOST_MAX,
 };
 

@@ -110,12 +110,13 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "and a rule might have matched it (its `comm` and pid did not rule it out) | none: it lived "
      "about a millisecond; a process that lives longer is attached"},
     {LW_LOST_K_PROGRAM_MISSED, "kernel_program_missed", false,
-     "the kernel skipped some kernel allocation or free events: the tracepoint's program was "
-     "already running on that CPU",
-     "the kernel skipped a kernel allocation or free tracepoint's program: it was already running "
-     "on that CPU (an interrupt inside it; on kernels that run tracepoints with preemption on, "
-     "such as 7.2, a task switched out inside it); an allocation is not counted, a free leaves "
-     "its allocation outstanding | none"},
+     "the kernel skipped some kernel allocation or free events: both programs of the tracepoint "
+     "were already running on that CPU",
+     "the kernel skipped a kernel allocation or free tracepoint's backup program: it was already "
+     "running on that CPU (an interrupt inside it; on kernels that run tracepoints with "
+     "preemption on, such as 7.2, a task switched out inside it). An event is lost only when the "
+     "first program missed it too, so this is an upper bound of the loss: an allocation not "
+     "counted, or a free that leaves its allocation outstanding | none"},
     {LW_LOST_PYTHON_UNSUPPORTED, "python_unsupported", true,
      "CPython processes of a version leakwatch has no frame offsets for, or on a C library "
      "other than glibc: their stacks have native frames only",
@@ -123,6 +124,12 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "or runs on a C library other than glibc (musl: the thread-state lookup is glibc's); "
      "counted once per process, and its log line names the version or the C library | none: "
      "its stacks keep their native frames and bytes; 3.9 to 3.13 are known"},
+    {LW_LOST_K_FIRST_MISSED, "kernel_first_program_missed", true,
+     "the kernel skipped some kernel allocation or free tracepoints' first program; their backup "
+     "programs ran instead",
+     "the kernel skipped a kernel allocation or free tracepoint's first program (it was already "
+     "running on that CPU); the tracepoint's backup program did the work, unless it was running "
+     "too (then counted as `kernel_program_missed`) | none: not a loss by itself"},
 }};
 
 // Every reason has its row, at the index of its id (a missing row would be zero-filled).

@@ -23,6 +23,9 @@ namespace {
 // is kept across restarts (keep.h), maps added later included.
 const std::set<std::string> kScratchMaps = {"kstack_scratch"};
 
+// The kept link of a tracepoint's backup program: its name's, and this.
+constexpr const char* kBackupSuffix = "_backup";
+
 }  // namespace
 
 Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& config,
@@ -60,23 +63,28 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
     // either slab kind.
     auto& k = config.kinds;
     constexpr uint32_t kSlab = 1u << LW_K_KMALLOC | 1u << LW_K_KMEM_CACHE;
+// A tracepoint, its first program and its backup (the same name with _backup: bpf/kmem.bpf.c).
+#define LW_WANT(tp, kinds) \
+    { #tp, skel->progs.tp, skel->progs.tp##_backup, kinds }
     struct Want {
         const char* tracepoint;
         bpf_program* prog;
+        bpf_program* backup;
         uint32_t kinds;
     } wants[] = {
-        {"kmalloc", skel->progs.kmalloc, 1u << LW_K_KMALLOC},
-        {"kmalloc_node", skel->progs.kmalloc_node, 1u << LW_K_KMALLOC},
-        {"kmem_cache_alloc", skel->progs.kmem_cache_alloc, 1u << LW_K_KMEM_CACHE},
-        {"kmem_cache_alloc_node", skel->progs.kmem_cache_alloc_node, 1u << LW_K_KMEM_CACHE},
-        {"kfree", skel->progs.kfree, kSlab},
-        {"kmem_cache_free", skel->progs.kmem_cache_free, kSlab},
-        {"mm_page_alloc", skel->progs.mm_page_alloc, 1u << LW_K_PAGE},
-        {"mm_page_free", skel->progs.mm_page_free, 1u << LW_K_PAGE},
-        {"mm_page_free_batched", skel->progs.mm_page_free_batched, 1u << LW_K_PAGE},
-        {"percpu_alloc_percpu", skel->progs.percpu_alloc_percpu, 1u << LW_K_PERCPU},
-        {"percpu_free_percpu", skel->progs.percpu_free_percpu, 1u << LW_K_PERCPU},
+        LW_WANT(kmalloc, 1u << LW_K_KMALLOC),
+        LW_WANT(kmalloc_node, 1u << LW_K_KMALLOC),
+        LW_WANT(kmem_cache_alloc, 1u << LW_K_KMEM_CACHE),
+        LW_WANT(kmem_cache_alloc_node, 1u << LW_K_KMEM_CACHE),
+        LW_WANT(kfree, kSlab),
+        LW_WANT(kmem_cache_free, kSlab),
+        LW_WANT(mm_page_alloc, 1u << LW_K_PAGE),
+        LW_WANT(mm_page_free, 1u << LW_K_PAGE),
+        LW_WANT(mm_page_free_batched, 1u << LW_K_PAGE),
+        LW_WANT(percpu_alloc_percpu, 1u << LW_K_PERCPU),
+        LW_WANT(percpu_free_percpu, 1u << LW_K_PERCPU),
     };
+#undef LW_WANT
     uint32_t enabled = 0;
     for (size_t i = 0; i < k.size(); i++)
         if (k[i]) enabled |= 1u << i;
@@ -90,7 +98,9 @@ Result<std::unique_ptr<KernelProbes>> KernelProbes::load(const KernelConfig& con
         if (want && !exists)
             spdlog::debug("kernel: tracepoint {} does not exist on this kernel", w.tracepoint);
         bpf_program__set_autoload(w.prog, want && exists);
-        if (want && exists) probes->tracepoints_.push_back({w.tracepoint, w.prog, w.kinds});
+        bpf_program__set_autoload(w.backup, want && exists);
+        if (want && exists)
+            probes->tracepoints_.push_back({w.tracepoint, w.prog, w.backup, w.kinds});
     }
     // Not allocations: they count module loads and unloads (KernelStack::modules), attached
     // whatever is traced, so that every stack records the count.
@@ -152,10 +162,15 @@ Result<void> KernelProbes::set_targets(const KernelTargets& targets) {
         filter.sizes[filter.nsizes++] = size;
     }
     // Attach first, then record: an allocation is never recorded without its free's probe.
+    // The backup after the first: a tracepoint runs its programs in the order they came.
     for (auto& t : tracepoints_) {
         if ((t.kinds & filter.kinds) == 0 || t.link) continue;
         t.link = bpf_program__attach(t.prog);
         if (!t.link) return fail_errno(std::string("attaching tracepoint ") + t.name, errno);
+        t.backup_link = bpf_program__attach(t.backup);
+        if (!t.backup_link)
+            return fail_errno(std::string("attaching the backup program of tracepoint ") + t.name,
+                              errno);
     }
     uint32_t zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.kfilter), &zero, &filter, BPF_ANY))
@@ -163,9 +178,14 @@ Result<void> KernelProbes::set_targets(const KernelTargets& targets) {
     uint32_t served = 0;  // kinds whose frees are still seen
     for (auto& t : tracepoints_) {
         if ((t.kinds & filter.kinds) == 0 && t.link) {
-            if (kept_) kept_->forget(std::string("links/ev_") + t.name);
+            if (kept_) {
+                kept_->forget(std::string("links/ev_") + t.name);
+                kept_->forget(std::string("links/ev_") + t.name + kBackupSuffix);
+            }
             bpf_link__destroy(t.link);
             t.link = nullptr;
+            if (t.backup_link) bpf_link__destroy(t.backup_link);
+            t.backup_link = nullptr;
         }
         if (t.link) served |= t.kinds;
     }
@@ -197,8 +217,11 @@ Result<void> KernelProbes::set_targets(const KernelTargets& targets) {
 
 void KernelProbes::keep_attached() {
     std::vector<std::pair<std::string, int>> links;
-    for (const auto& t : tracepoints_)
+    for (const auto& t : tracepoints_) {
         if (t.link) links.emplace_back(t.name, bpf_link__fd(t.link));
+        if (t.backup_link)
+            links.emplace_back(std::string(t.name) + kBackupSuffix, bpf_link__fd(t.backup_link));
+    }
     keep_links(kept_.get(), links);
 }
 
@@ -209,8 +232,10 @@ void KernelProbes::refresh_attached() {
 }
 
 KernelProbes::~KernelProbes() {
-    for (auto& t : tracepoints_)
+    for (auto& t : tracepoints_) {
         if (t.link) bpf_link__destroy(t.link);
+        if (t.backup_link) bpf_link__destroy(t.backup_link);
+    }
     for (auto* link : module_links_) bpf_link__destroy(link);
     if (skel_) kmem_bpf__destroy(skel_);
 }
@@ -252,12 +277,17 @@ void KernelProbes::remove_kernel_totals(const std::vector<KernelTotals>& keys) {
 LostCounters KernelProbes::lost() {
     LostCounters lost = read_lost(skel_->maps.klost, ncpus_);
     // Runs the kernel skipped: the program was already running on that CPU (5.12+ counts them).
-    // Loaded programs keep their count while detached (escalation), so all are summed.
-    for (const auto& t : tracepoints_) {
+    // Loaded programs keep their count while detached (escalation), so all are summed. An
+    // event is lost only when both programs skipped it: the backup's count bounds that.
+    auto misses = [](bpf_program* prog) -> uint64_t {
         bpf_prog_info info{};
         uint32_t size = sizeof(info);
-        if (bpf_obj_get_info_by_fd(bpf_program__fd(t.prog), &info, &size) == 0)
-            lost[LW_LOST_K_PROGRAM_MISSED] += info.recursion_misses;
+        if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &size) != 0) return 0;
+        return info.recursion_misses;
+    };
+    for (const auto& t : tracepoints_) {
+        lost[LW_LOST_K_FIRST_MISSED] += misses(t.prog);
+        lost[LW_LOST_K_PROGRAM_MISSED] += misses(t.backup);
     }
     return lost;
 }

@@ -56,11 +56,15 @@ class KernelProbes : public KernelSource {
     void keep_attached();
     kmem_bpf* skel_ = nullptr;
     std::shared_ptr<KeptSet> kept_;
+    // Each tracepoint has two programs, attached first then backup: the backup records what
+    // the first could not (the kernel skipped it: it was already running on that CPU).
     struct Tracepoint {
         const char* name;
         bpf_program* prog;
+        bpf_program* backup;
         uint32_t kinds;  // the kinds it serves (1 << kind)
         bpf_link* link = nullptr;
+        bpf_link* backup_link = nullptr;
     };
     std::vector<Tracepoint> tracepoints_;  // those this kernel has, of the enabled kinds
     KernelTargets targets_;

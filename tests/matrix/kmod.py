@@ -31,9 +31,9 @@ SITES = {"kmalloc": "lwk_leak_kmalloc", "kmem_cache": "lwk_leak_cache",
          "page": "lwk_leak_pages", "percpu": "lwk_leak_percpu"}
 # Configuration symbols that say the kernel's compiler has an option, with that option.
 FALLBACKS = [("CONFIG_CC_HAS_MIN_FUNCTION_ALIGNMENT", "-fmin-function-alignment=16")]
+# No exception for runs the kernel skipped: every kmem tracepoint has a backup program
+# (bpf/kmem.bpf.c), and an event is lost only when both were skipped.
 TOLERANCE = 0.05
-# Below TOLERANCE, only when the kernel's count of skipped program runs accounts for it.
-SHORT_TOLERANCE = 0.20
 
 
 class BuildError(Exception):
@@ -143,17 +143,12 @@ def series_bytes(metrics_text, site):
     return sum(int(m.group(1)) for m in pattern.finditer(metrics_text or ""))
 
 
-def evaluate(truth, held, unloaded, fail, metrics=(None, None), missed=0):
+def evaluate(truth, held, unloaded, fail, metrics=(None, None)):
     """Checks one guest's run: per kind, the stacks at the module's function hold what it leaked
     within TOLERANCE, in bytes and in allocations (so the freed share is not counted), each
     names the function in [lw_kleak]; after rmmod the same, still named. `metrics`, the
     /metrics texts taken with `held` and `unloaded` (None: not checked): the series with the
     function as their site must hold the same within TOLERANCE.
-
-    `missed`: kmem program runs the kernel skipped while the module ran (kernel_program_missed;
-    each loses at most one allocation or free). A shortfall beyond TOLERANCE is accepted only
-    when those skipped runs account for every allocation missing, and never beyond
-    SHORT_TOLERANCE; the row then says "short" (7.2, where tracepoints run with preemption on).
     Returns {kind: {...}} for the table, and the kmalloc stack as text."""
     rows = {}
     example = None
@@ -170,12 +165,7 @@ def evaluate(truth, held, unloaded, fail, metrics=(None, None), missed=0):
             row[phase] = got
             row[phase + "_count"] = count
             what = "after rmmod" if phase == "unloaded" else "loaded"
-            explained = (t_count - count <= missed and
-                         within(got, t_bytes, SHORT_TOLERANCE) and
-                         within(count, t_count, SHORT_TOLERANCE) and got <= t_bytes)
-            if not (within(got, t_bytes) and within(count, t_count)) and explained:
-                row["short"] = True
-            elif not within(got, t_bytes) or not within(count, t_count):
+            if not within(got, t_bytes) or not within(count, t_count):
                 sites = sorted({(s["kind"], s["site"]) for s in k["stacks"]
                                 if any(f.get("module") == f"[{MODULE}]" for f in s["frames"])})
                 fail(("kmod", f"{kind} ({what}): stacks at {SITES[kind]} hold {got} bytes in "
@@ -184,9 +174,7 @@ def evaluate(truth, held, unloaded, fail, metrics=(None, None), missed=0):
             if text is not None:
                 series = series_bytes(text, SITES[kind])
                 row[phase + "_series"] = series
-                if not within(series, t_bytes) and not (
-                        explained and within(series, t_bytes, SHORT_TOLERANCE) and
-                        series <= t_bytes):
+                if not within(series, t_bytes):
                     fail(("kmod", f"{kind} ({phase}): the /metrics series with site="
                           f"{SITES[kind]} hold {series} bytes, the module leaked {t_bytes} (5%)"))
             unnamed = [s["stack_id"] for s in stacks if not named(s, kind)]
@@ -339,12 +327,12 @@ def escalation_reasons(log_text):
     return escalated, released
 
 
-def evaluate_escalation(data, fail, missed=0):
+def evaluate_escalation(data, fail):
     """Checks the escalation phase of one guest. `data`: the phase's files as read (see
     run_matrix.evaluate_escalation). What is compared, per kind: the module's objects kept in
     the ticks that started after leakwatchd began recording that kind (recording_start), times
     their size, against the bytes and allocations of the stacks at the module's function for
-    the kind, within TOLERANCE (the short exception of evaluate() for skipped program runs).
+    the kind, within TOLERANCE.
     Allocations made before the escalation are not traced, so only what came after can be
     outstanding. Returns the table rows and notes on what else was escalated."""
     truth, ticks_text, base, held = (data.get(k) for k in ("truth", "ticks", "base", "held"))
@@ -414,10 +402,8 @@ def evaluate_escalation(data, fail, missed=0):
             fail(("kmod_escalate", f"{kind}: stacks {unnamed} do not name {SITES[kind]} in "
                   f"[{MODULE}]"))
         ok = within(got, count * unit) and within(n, count)
-        short = (not ok and count - n <= missed and got <= count * unit and
-                 within(got, count * unit, SHORT_TOLERANCE))
-        row["verdict"] = "yes" if ok else ("short, runs skipped" if short else "NO")
-        if not ok and not short:
+        row["verdict"] = "yes" if ok else "NO"
+        if not ok:
             fail(("kmod_escalate", f"{kind}: stacks at {SITES[kind]} hold {got} bytes in {n} "
                   f"allocations; the module kept {count * unit} in {count} after {by} was "
                   f"escalated {since - loaded_at:.1f}s after insmod (5%; nearest tick "
