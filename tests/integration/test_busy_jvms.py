@@ -12,10 +12,9 @@ import tempfile
 import time
 
 from lwtest import Daemon, Fixture, check, metric, require_root, run, start, wait_until
-from test_hostile import Cleanup
+from test_hostile import LEAK, TICKS, Cleanup, jit_leak_with_map
 
 INTERVAL = 1.0
-LEAK, TICKS, TICK_MS = 4096, 40, 25
 JVMS = 8
 # How long after its leak the JIT frame must be named: the first read of a perf map is waited
 # for 250 ms, the samples are a second apart. Eight JVMs on the shared loader held it ~10 s.
@@ -44,14 +43,10 @@ def test_jvms_never_answering(cleanup):
     for j in jvms:
         trigger = f"/tmp/.attach_pid{j.pid}"
         start(cleanup, Cleanup(lambda t=trigger: os.path.lexists(t) and os.remove(t)))
-    fixture = start(cleanup, Fixture("jit_leak", str(LEAK), str(TICKS), str(TICK_MS)))
-    fixture.expect("jit")
-    parts = fixture.lines[-1].split()
-    jit, size = int(parts[1], 16), int(parts[2], 16)
-    map_path = f"/tmp/perf-{fixture.pid}.map"
-    start(cleanup, Cleanup(lambda: os.path.lexists(map_path) and os.remove(map_path)))
-    with open(map_path, "w") as f:
-        f.write(f"{jit:x} {size:x} jitted_leak_caller\n")
+    def write_map(path, jit, size):
+        with open(path, "w") as f:
+            f.write(f"{jit:x} {size:x} jitted_leak_caller\n")
+    fixture = jit_leak_with_map(cleanup, write_map)
 
     text = f"interval: {int(INTERVAL * 1000)}ms\nwatch:\n"
     for i, j in enumerate(jvms):

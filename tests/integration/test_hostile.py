@@ -6,7 +6,6 @@ claiming the real one's build-id, a 2 MiB command line against a pathological pa
 between cgroups. Every test checks that the daemon keeps serving (/metrics answers quickly,
 the leak's bytes keep updating, exactly) and that what it refused is counted."""
 import os
-import re
 import resource
 import shutil
 import struct
@@ -121,9 +120,9 @@ def test_hostile_name(cleanup):
 
 # ---- item 2: hostile perf maps and files -------------------------------------------------
 
-def jit_fixture(cleanup, make_map):
-    """jit_leak, its perf map made hostile by make_map(path, jit_address, jit_size) before it
-    is watched; returns the daemon and the fixture, the leak done."""
+def jit_leak_with_map(cleanup, make_map):
+    """jit_leak started, its perf map made by make_map(path, jit_address, jit_size) (removed at
+    the end); returns the fixture, not yet watched."""
     fixture = start(cleanup, Fixture("jit_leak", str(LEAK), str(TICKS), str(TICK_MS)))
     fixture.expect("jit")
     parts = fixture.lines[-1].split()
@@ -131,6 +130,13 @@ def jit_fixture(cleanup, make_map):
     map_path = f"/tmp/perf-{fixture.pid}.map"
     start(cleanup, Cleanup(lambda: os.path.lexists(map_path) and os.remove(map_path)))
     make_map(map_path, jit, size)
+    return fixture
+
+
+def jit_fixture(cleanup, make_map):
+    """jit_leak, its perf map made hostile by make_map(path, jit_address, jit_size) before it
+    is watched; returns the daemon and the fixture, the leak done."""
+    fixture = jit_leak_with_map(cleanup, make_map)
     daemon = start(cleanup, Daemon(pid_config([("jit", fixture.pid, "")])))
     wait_until(lambda: daemon.process(fixture.pid), 10, "jit_leak to be watched")
     fixture.go()
