@@ -117,7 +117,13 @@ class Daemon(Server):
              f"127.0.0.1:{self.port}", "--log-level", "debug", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
         if wait:
-            wait_until(self._up, 20, "leakwatchd to serve /metrics")
+            try:
+                wait_until(self._up, 20, "leakwatchd to serve /metrics")
+            except BaseException:
+                # Not yet in the test's cleanup list: a daemon that did not come up is stopped
+                # here, not left running after the test.
+                self.stop()
+                raise
 
     def _up(self):
         check(self.proc.poll() is None, f"leakwatchd exited with {self.proc.returncode}:\n"
