@@ -8,11 +8,10 @@ frame must be named from its perf map within a few seconds of its leak."""
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 from lwtest import Daemon, Fixture, check, metric, require_root, run, start, wait_until
-from test_hostile import LEAK, TICKS, Cleanup, jit_leak_with_map
+from test_hostile import LEAK, TICKS, Cleanup, jit_leak_with_map, scratch
 
 INTERVAL = 1.0
 JVMS = 8
@@ -33,8 +32,7 @@ while True:
 
 def test_jvms_never_answering(cleanup):
     require_root()
-    d = tempfile.mkdtemp(prefix="lw-busy-jvms-")
-    start(cleanup, Cleanup(lambda: shutil.rmtree(d, ignore_errors=True)))
+    d = scratch(cleanup)
     libjvm = os.path.join(d, "libjvm.so")
     shutil.copyfile("/bin/true", libjvm)
     jvms = [start(cleanup, Fixture(libjvm, prefix=(sys.executable, "-c", FAKE_JVM)))

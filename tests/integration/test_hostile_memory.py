@@ -9,9 +9,7 @@ steadily leaking C fixture is watched beside it: its bytes must keep growing sna
 snapshot, and the samples must keep coming, while the hostile process is watched and after
 its read is refused as slow (counted in leakwatch_files_refused_total{reason="slow"})."""
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
@@ -19,20 +17,13 @@ import stall_fs  # noqa: E402
 
 from lwtest import (Daemon, Fixture, check, metric, require_root, run, start,  # noqa: E402
                     wait_until)
+from test_hostile import Cleanup, scratch  # noqa: E402
 
 INTERVAL = 1.0
 PROGS = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "progs"))
 PYTHON = "/usr/bin/python3.11"
 LEAK, TICK_MS = 4096, 50
 WATCHED_FOR = 20.0  # seconds: past the symbolizer's `slow` (10 s), when the read is refused
-
-
-class Cleanup:
-    def __init__(self, fn):
-        self.fn = fn
-
-    def stop(self):
-        self.fn()
 
 
 def last_sample(daemon):
@@ -42,8 +33,7 @@ def last_sample(daemon):
 def test_python_code_on_stalled_page(cleanup):
     require_root()
     check(os.access(PYTHON, os.X_OK), f"{PYTHON} is missing (scripts/deps.sh installs python3)")
-    d = tempfile.mkdtemp(prefix="lw-stall-")
-    start(cleanup, Cleanup(lambda: shutil.rmtree(d, ignore_errors=True)))
+    d = scratch(cleanup)
     mnt = os.path.join(d, "mnt")
     os.mkdir(mnt)
     fs = start(cleanup, stall_fs.StallFs(mnt))
