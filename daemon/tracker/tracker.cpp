@@ -589,14 +589,17 @@ bool Tracker::retry_slow(pid_t pid, Pending& p) {
         miss(Missed::kDropped, pid, info.start_time);
         return false;
     }
-    std::string file = "the allocator's file";
-    if (auto maps = proc_.maps(pid))
-        if (auto m = find_allocator_mapping(*maps, p.rule.allocator, info.exe)) file = m->path;
+    // The file's name, for the two log lines only: its maps are read then, not at every retry.
+    auto slow_file = [&] {
+        if (auto maps = proc_.maps(pid))
+            if (auto m = find_allocator_mapping(*maps, p.rule.allocator, info.exe)) return m->path;
+        return std::string("the allocator's file");
+    };
     if (p.slow_retries >= kSlowRetries) {
         // A file that never answers (FUSE, a hung NFS server) stays refused.
         plans_.erase(pid);
         failed_[pid] = info.start_time;
-        refuse_file(Refusal::kSlow, file + " (pid " + std::to_string(pid) + ")",
+        refuse_file(Refusal::kSlow, slow_file() + " (pid " + std::to_string(pid) + ")",
                     fmt::format("reading the allocator's file took too long {} times over {} "
                                 "s; the process is not watched",
                                 kSlowRetries + 1, slow_retry_total().count()));
@@ -609,7 +612,8 @@ bool Tracker::retry_slow(pid_t pid, Pending& p) {
             "slow file system); tried again in {} s, then at doubling intervals up to {} s, {} "
             "times at most (logged once per process; counted in "
             "leakwatch_attach_retries_total)",
-            pid, info.comm, file, kSlowRetryFirst.count(), kSlowRetryMax.count(), kSlowRetries);
+            pid, info.comm, slow_file(), kSlowRetryFirst.count(), kSlowRetryMax.count(),
+            kSlowRetries);
     }
     p.next = Clock::now() + slow_retry_delay(p.slow_retries);
     p.slow_retries++;
