@@ -61,19 +61,28 @@ struct {
     __type(value, struct lw_stack);
 } stacks SEC(".maps");
 
+/* Per thread: its outermost allocator call in flight, and its last large free (leakwatch.h).
+ * In task-local storage where the kernel has it (5.11+; `task_storage`, set by the daemon): a
+ * lookup is a pointer in the task rather than a hash and a bucket walk, and the kernel frees it
+ * with the thread. Made at a thread's first allocator call. Older kernels keep the records in a
+ * hash map by thread id (limits.threads entries), deleted when the thread exits. */
+const volatile bool task_storage = false;
+
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 65536);
-    __type(key, __u32);
-    __type(value, struct lw_inflight);
-} inflight SEC(".maps");
+    __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct lw_thread);
+} threads SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
     __type(key, __u32);
-    __type(value, struct lw_freeing);
-} freeing SEC(".maps");
+    __type(value, struct lw_thread);
+} thread_records SEC(".maps");
+
+static const struct lw_thread no_thread = {};
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -88,6 +97,14 @@ struct {
     __type(key, __u32);
     __type(value, struct lw_stack);
 } stack_scratch SEC(".maps");
+
+/* The top of the stack being walked, copied with one read (walk_stack). */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct lw_stack_window);
+} stack_window SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -140,6 +157,24 @@ static __always_inline void count_lost(__u32 reason)
     __u64 *n = bpf_map_lookup_elem(&lost, &reason);
     if (n)
         *n += 1; /* per-CPU slot: no atomic needed */
+}
+
+/* The current thread's record; NULL when it has none (and, with `create`, when none could be
+ * made: out of memory, task storage busy on this CPU, or limits.threads records in use). */
+static __always_inline struct lw_thread *this_thread(bool create)
+{
+    if (task_storage) {
+        struct task_struct *task = bpf_get_current_task_btf();
+        if (create)
+            return bpf_task_storage_get(&threads, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+        return bpf_task_storage_get(&threads, task, 0, 0);
+    }
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    struct lw_thread *th = bpf_map_lookup_elem(&thread_records, &tid);
+    if (th || !create)
+        return th;
+    bpf_map_update_elem(&thread_records, &tid, &no_thread, BPF_NOEXIST);
+    return bpf_map_lookup_elem(&thread_records, &tid);
 }
 
 /* x86 `ret` pops the return address, so at the uretprobe sp is above the entry sp; arm64
@@ -306,6 +341,54 @@ static __always_inline __u32 range_kind(const struct lw_proc_cfg *cfg, __u64 pc)
     return kind;
 }
 
+/* Copies the stack from sp up into the window (walk_stack). A global function, like
+ * stack_words below: verified once, on its own. */
+__attribute__((noinline)) int fill_window(__u64 sp)
+{
+    __u32 zero = 0;
+    struct lw_stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
+    if (!win)
+        return 0;
+    win->base = sp;
+    win->len = sizeof(win->w);
+    if (bpf_probe_read_user(win->w, sizeof(win->w), (void *)sp)) {
+        /* Near the top of its mapping the stack ends within the window: then up to the end of
+         * sp's page, which is mapped (it holds the return address). The length is under
+         * sizeof(win->w) here, or the first read would have stayed in sp's page; the mask is
+         * a bound the verifier can see. */
+        __u32 len = (page_size - (sp & (page_size - 1))) & (sizeof(win->w) - 1);
+        win->len = len;
+        if (bpf_probe_read_user(win->w, len, (void *)sp))
+            win->base = 0;
+    }
+    return 0;
+}
+
+/* Reads one or two words of the stack at addr: from the window copied at the walk's start
+ * when they are in it, else from the process. One copy of the stack's top instead of a read
+ * per frame: each user-memory read has a fixed cost of tens of nanoseconds, which the first
+ * frames of every walk paid several times (docs/performance.md). A global function, verified
+ * once: inlined, its branches in every step of the walk took the programs past the verifier's
+ * budget. */
+__attribute__((noinline)) int stack_words(__u64 addr, struct lw_words *dst, __u32 n)
+{
+    if (!dst)
+        return -1;
+    __u32 zero = 0;
+    struct lw_stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
+    if (!win)
+        return -1;
+    __u64 off = addr - win->base;
+    if (win->base && !(off & 7) && off + 16 <= win->len) {
+        /* in the window, so the masks change nothing: they are bounds the verifier sees */
+        __u32 i = (off >> 3) & (LW_WINDOW_BYTES / 8 - 1);
+        dst->w[0] = win->w[i];
+        dst->w[1] = win->w[(i + 1) & (LW_WINDOW_BYTES / 8 - 1)];
+        return 0;
+    }
+    return bpf_probe_read_user(dst->w, n > 1 ? 16 : 8, (void *)addr) ? -1 : 0;
+}
+
 /* Walks the stack with the daemon's CFI rules (LW_CFG_DWARF), and by the frame pointer in the
  * code ranges whose functions keep one. Two starts: at an allocator's entry (a uprobe placed on
  * or before its first stack push, so the entry frame's CFA is sp + 8 and rbp is the caller's),
@@ -320,11 +403,14 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
     s->ips[0] = ip;
     s->caller = 0;
     __u32 n = 1;
+    fill_window(sp);
     if (!exact) {
-        if (bpf_probe_read_user(&pc, sizeof(pc), (void *)sp)) {
+        struct lw_words ret = {};
+        if (stack_words(sp, &ret, 1)) {
             count_lost(LW_LOST_STACK_FAILED);
             return 0;
         }
+        pc = ret.w[0];
         sp += 8;
         s->ips[1] = pc;
         s->caller = pc;
@@ -364,15 +450,14 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
              * the outermost frame's (the ABI's end of the chain). rbp may equal sp: a function
              * with no locals calls right after `push rbp; mov rsp, rbp`, and its frame record
              * is then just above the return address its callee popped. */
-            __u64 frame[2];
-            if (bp < sp || (bp & 7) ||
-                bpf_probe_read_user(frame, sizeof(frame), (void *)bp)) {
+            struct lw_words frame = {};
+            if (bp < sp || (bp & 7) || stack_words(bp, &frame, 2)) {
                 truncated = bp != 0;
                 break;
             }
             sp = bp + 16;
-            bp = frame[0];
-            pc = frame[1];
+            bp = frame.w[0];
+            pc = frame.w[1];
         } else {
             struct lw_key rkey = {.tgid = tgid, .id = first_exact ? pc | LW_RULE_EXACT : pc};
             struct lw_unwind_rule *r = bpf_map_lookup_elem(&unwind_rules, &rkey);
@@ -398,15 +483,24 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
             if (r->kind != LW_UW_CFA_SP && r->kind != LW_UW_CFA_BP)
                 break;
             __u64 cfa = (r->kind == LW_UW_CFA_BP ? bp : sp) + (__s64)r->cfa_off;
-            __u64 ra = 0;
-            if ((r->bp_saved &&
-                 bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)r->bp_off))) ||
-                bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) || cfa <= sp) {
+            if (cfa <= sp) {
+                truncated = true;
+                break;
+            }
+            struct lw_words saved = {}, ra = {};
+            if (r->bp_saved) {
+                if (stack_words(cfa + (__s64)r->bp_off, &saved, 1)) {
+                    truncated = true;
+                    break;
+                }
+                bp = saved.w[0];
+            }
+            if (stack_words(cfa - 8, &ra, 1)) {
                 truncated = true;
                 break;
             }
             sp = cfa;
-            pc = ra;
+            pc = ra.w[0];
         }
     next:
         if (!pc)
@@ -461,7 +555,12 @@ static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
     if (!s)
         return 0;
 #if defined(__TARGET_ARCH_x86)
-    read_python(tgid);
+    /* Tested here, not only in read_python: a process without Python then pays no call and no
+     * second lookup of its configuration. */
+    if (cfg->py.key_addr)
+        read_python(tgid);
+    else
+        s->py_nr = 0;
     if (cfg->flags & LW_CFG_DWARF)
         return walk_stack(tgid, s, cfg, PT_REGS_IP(ctx), PT_REGS_SP(ctx), PT_REGS_FP(ctx),
                           false);
@@ -496,8 +595,6 @@ static __always_inline void account_free(__u32 tgid, const struct lw_alloc *a)
     }
     struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     if (p) {
-        __sync_fetch_and_add(&p->bytes, -(__s64)a->bytes);
-        __sync_fetch_and_add(&p->count, -(__s64)a->weight);
         __sync_fetch_and_add(&p->free_bytes, a->bytes);
         __sync_fetch_and_add(&p->free_count, a->weight);
         __sync_fetch_and_add(&p->records, -1);
@@ -518,7 +615,6 @@ static __always_inline void account_shrink(__u32 tgid, const struct lw_alloc *a,
     }
     struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     if (p) {
-        __sync_fetch_and_add(&p->bytes, -(__s64)by);
         __sync_fetch_and_add(&p->free_bytes, by);
     }
 }
@@ -553,14 +649,6 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
     __u64 stack = rec->stack, bytes = rec->bytes;
     __u32 weight = rec->weight;
     struct lw_key key = {.tgid = tgid, .id = addr};
-    struct lw_alloc *old = bpf_map_lookup_elem(&live, &key);
-    if (old) {
-        struct lw_alloc prev = *old;
-        count_lost(LW_LOST_MISSED_FREE);
-        if (bpf_map_delete_elem(&live, &key) == 0)
-            account_free(tgid, &prev);
-    }
-
     struct lw_proc_totals *p = bpf_map_lookup_elem(&procs, &tgid);
     struct lw_key skey = {.tgid = tgid, .id = stack};
     struct lw_stack_totals *t = bpf_map_lookup_elem(&stack_totals, &skey);
@@ -590,8 +678,25 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
         __sync_fetch_and_add(&p->alloc_bytes, bytes);
         __sync_fetch_and_add(&p->alloc_count, weight);
     }
-    if (bpf_map_update_elem(&live, &key, &a, BPF_ANY)) {
+    /* Inserted only if new: a record already at this address is a free that was not seen
+     * (it is accounted as freed, then replaced). Cheaper than a lookup before every insert. */
+    long err = bpf_map_update_elem(&live, &key, &a, BPF_NOEXIST);
+    if (err == -17 /* EEXIST */) {
+        struct lw_alloc *old = bpf_map_lookup_elem(&live, &key);
+        if (old) {
+            struct lw_alloc prev = *old;
+            count_lost(LW_LOST_MISSED_FREE);
+            if (bpf_map_delete_elem(&live, &key) == 0)
+                account_free(tgid, &prev);
+        }
+        err = bpf_map_update_elem(&live, &key, &a, BPF_ANY);
+    }
+    if (err) {
         count_lost(LW_LOST_LIVE_FULL);
+        if (p) {
+            __sync_fetch_and_add(&p->dropped_bytes, bytes);
+            __sync_fetch_and_add(&p->dropped_count, weight);
+        }
         return;
     }
     /* No free of this address can race with us: the program learns it only when the
@@ -603,8 +708,6 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
         __sync_fetch_and_add(&t->alloc_count, weight);
     }
     if (p) {
-        __sync_fetch_and_add(&p->bytes, (__s64)bytes);
-        __sync_fetch_and_add(&p->count, weight);
         __sync_fetch_and_add(&p->records, 1);
         if (kind == LW_MMAP)
             __sync_fetch_and_add(&p->mmap_regions, 1);
@@ -614,10 +717,10 @@ static __always_inline void record_alloc(__u32 tgid, __u64 addr, __u64 size,
 /* The in-flight record of this thread's outermost allocator call, or NULL when the
  * current probe fires inside one (malloc -> mmap, realloc -> malloc/free): the outer
  * call's return accounts for the whole operation. */
-static __always_inline bool nested_in_call(__u32 tid, __u64 sp)
+static __always_inline bool nested_in_call(__u64 sp)
 {
-    struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
-    return cur && sp <= cur->sp;
+    struct lw_thread *th = this_thread(false);
+    return th && th->call.sp && sp <= th->call.sp;
 }
 
 /* Whether a call from `caller` comes from inside the allocator library itself (malloc
@@ -634,19 +737,22 @@ static __always_inline bool from_allocator(struct pt_regs *ctx, const struct lw_
 static __always_inline bool alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 arg,
                                         __u32 flags)
 {
-    __u64 id = current_pid_tgid();
-    __u32 tgid = id >> 32, tid = (__u32)id;
+    __u32 tgid = current_pid_tgid() >> 32;
     struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watched, &tgid);
     if (!cfg)
         return false;
 
     __u64 sp = PT_REGS_SP(ctx);
-    struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
-    if (cur) {
-        if (sp <= cur->sp)
+    struct lw_thread *th = this_thread(true);
+    if (!th) {
+        count_lost(LW_LOST_INFLIGHT_FULL);
+        return false;
+    }
+    if (th->call.sp) {
+        if (sp <= th->call.sp)
             return false; /* nested, or a tail call from the outer allocator */
         count_lost(LW_LOST_STALE_INFLIGHT);
-        bpf_map_delete_elem(&inflight, &tid);
+        th->call.sp = 0;
     }
     if ((kind == LW_MMAP || kind == LW_MREMAP) && from_allocator(ctx, cfg))
         return false;
@@ -675,10 +781,7 @@ static __always_inline bool alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 s
         if (cfg->flags & LW_CFG_PARTIAL)
             return false;
     }
-    if (bpf_map_update_elem(&inflight, &tid, &rec, BPF_ANY)) {
-        count_lost(LW_LOST_INFLIGHT_FULL);
-        return false;
-    }
+    th->call = rec;
     return true;
 }
 
@@ -699,15 +802,14 @@ static __always_inline __u32 mul_overflows(__u64 a, __u64 b, __u64 *out)
 static __always_inline int handle_return(struct pt_regs *ctx)
 {
     __u64 ret = PT_REGS_RC(ctx);
-    __u64 id = current_pid_tgid();
-    __u32 tgid = id >> 32, tid = (__u32)id;
-    struct lw_inflight *cur = bpf_map_lookup_elem(&inflight, &tid);
-    if (!cur)
+    __u32 tgid = current_pid_tgid() >> 32;
+    struct lw_thread *th = this_thread(false);
+    if (!th || !th->call.sp)
         return 0; /* second return of a tail call, or the entry was not recorded */
-    if (!RETURNED(PT_REGS_SP(ctx), cur->sp))
+    if (!RETURNED(PT_REGS_SP(ctx), th->call.sp))
         return 0; /* return of a nested call */
-    struct lw_inflight rec = *cur;
-    bpf_map_delete_elem(&inflight, &tid);
+    struct lw_inflight rec = th->call;
+    th->call.sp = 0;
     if (!bpf_map_lookup_elem(&watched, &tgid))
         return 0;
 
@@ -764,25 +866,28 @@ static __always_inline int enter_free(struct pt_regs *ctx, __u64 ptr)
     }
     if (!bpf_map_lookup_elem(&watched, &tgid))
         return 0;
-    __u32 tid = (__u32)id;
     __u64 sp = PT_REGS_SP(ctx);
-    if (nested_in_call(tid, sp))
+    if (nested_in_call(sp))
         return 0;
     if (forget(tgid, &key, found) >= LW_FREEING_MIN) {
-        struct lw_freeing mark = {.sp = sp, .addr = ptr};
-        bpf_map_update_elem(&freeing, &tid, &mark, BPF_ANY);
+        struct lw_thread *th = this_thread(true);
+        if (th) {
+            th->freeing.sp = sp;
+            th->freeing.addr = ptr;
+        }
     }
     return 0;
 }
 
 /* True when this munmap is the allocator's own, inside a free() of a block in the range. */
-static __always_inline bool inside_free(__u32 tid, __u64 sp, __u64 addr, __u64 len)
+static __always_inline bool inside_free(__u64 sp, __u64 addr, __u64 len)
 {
-    struct lw_freeing *mark = bpf_map_lookup_elem(&freeing, &tid);
-    if (!mark)
+    struct lw_thread *th = this_thread(false);
+    if (!th || !th->freeing.sp)
         return false;
+    struct lw_freeing *mark = &th->freeing;
     bool inside = sp < mark->sp && mark->addr >= addr && mark->addr < addr + len;
-    bpf_map_delete_elem(&freeing, &tid);
+    mark->sp = 0;
     return inside;
 }
 
@@ -790,14 +895,12 @@ static __always_inline bool inside_free(__u32 tid, __u64 sp, __u64 addr, __u64 l
  * and ends beyond the range keeps its tail. Scans page by page, jumping over regions. */
 static __always_inline int enter_munmap(struct pt_regs *ctx, __u64 addr, __u64 len)
 {
-    __u64 id = current_pid_tgid();
-    __u32 tgid = id >> 32;
-    __u32 tid = (__u32)id;
+    __u32 tgid = current_pid_tgid() >> 32;
     __u64 sp = PT_REGS_SP(ctx);
     struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watched, &tgid);
     if (!len || !cfg)
         return 0;
-    if (nested_in_call(tid, sp) || inside_free(tid, sp, addr, len))
+    if (nested_in_call(sp) || inside_free(sp, addr, len))
         return 0;
     if (from_allocator(ctx, cfg))
         return 0;
@@ -1040,10 +1143,11 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
-    __u64 id = current_pid_tgid();
-    __u32 tgid = id >> 32, tid = (__u32)id;
-    bpf_map_delete_elem(&inflight, &tid);
-    bpf_map_delete_elem(&freeing, &tid);
+    __u32 tgid = current_pid_tgid() >> 32;
+    if (!task_storage) {
+        __u32 tid = (__u32)bpf_get_current_pid_tgid();
+        bpf_map_delete_elem(&thread_records, &tid);
+    }
     if (BPF_CORE_READ(p, signal, live.counter) != 0)
         return 0; /* other threads of the process live on */
     int was_watched = bpf_map_delete_elem(&watched, &tgid) == 0;

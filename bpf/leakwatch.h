@@ -221,13 +221,16 @@ struct lw_stack_totals {
     __u64 alloc_count;
 };
 
+/* Outstanding bytes are alloc_bytes - free_bytes - dropped_bytes (and counts the same way):
+ * not kept as fields of their own, which cost two more atomic adds per allocation and per
+ * free. */
 struct lw_proc_totals {
-    __s64 bytes;  /* outstanding */
-    __s64 count;
     __u64 alloc_bytes;
     __u64 alloc_count;
     __u64 free_bytes;
     __u64 free_count;
+    __u64 dropped_bytes; /* counted as allocated but not recorded (the live map full) */
+    __u64 dropped_count;
     __s64 mmap_regions; /* live LW_MMAP records: munmap skips its scan when there are none */
     __s64 records;      /* live records (with sampling, fewer than the allocations counted) */
     /* Its entries in `stacks` and in `stack_totals`: each process may fill its share of them
@@ -264,6 +267,7 @@ struct lw_stack {
 #define LW_UNWIND_DEPTH 64       /* frames unwound with rules, at most */
 #define LW_DWARF_FRAMES (LW_UNWIND_DEPTH + 2) /* and with the allocator and its caller */
 #define LW_SNAPSHOT_BYTES 8192   /* stack bytes a snapshot copies, at most */
+#define LW_WINDOW_BYTES 1024     /* stack bytes a walk copies at its start (a power of two) */
 
 /* The rule for the instruction at an address itself (the first frame of a walk that starts at
  * a page fault), in `unwind_rules` under (tgid, address | LW_RULE_EXACT): user addresses never
@@ -336,8 +340,25 @@ struct lw_inflight {
 /* A free() of a block large enough that glibc may have mmapped it, per thread: the munmap
  * glibc then makes from inside free is not the program's own. */
 struct lw_freeing {
-    __u64 sp;
+    __u64 sp; /* 0: no mark */
     __u64 addr;
+};
+
+struct lw_stack_window {
+    __u64 base; /* the address w[0] was copied from; 0: nothing copied */
+    __u64 len;  /* bytes copied */
+    __u64 w[LW_WINDOW_BYTES / 8];
+};
+
+struct lw_words {
+    __u64 w[2];
+};
+
+/* A thread's task-local record: its outermost allocator call in flight (call.sp 0: none) and
+ * its last large free. */
+struct lw_thread {
+    struct lw_inflight call;
+    struct lw_freeing freeing;
 };
 
 /* Frees of at least this many bytes leave an lw_freeing mark (glibc's smallest mmap

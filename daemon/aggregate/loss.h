@@ -31,8 +31,12 @@ inline constexpr std::array<LossReason, LW_LOST_MAX> kLossReasons = {{
      "a new stack's frames could not be stored | raise `limits.stacks`"},
     {LW_LOST_TOTALS_FULL, "stack_totals_map_full", false, "raise limits.stack_totals",
      "a new (process, stack) pair could not be counted | raise `limits.stack_totals`"},
-    {LW_LOST_INFLIGHT_FULL, "inflight_full", false, "raise limits.threads",
-     "too many threads inside an allocator call at once | raise `limits.threads`"},
+    {LW_LOST_INFLIGHT_FULL, "inflight_full", false,
+     "raise limits.threads (kernels before 5.11), else report it",
+     "a thread's record of its allocator call could not be made: before 5.11, `limits.threads` "
+     "threads were inside an allocator call at once; later, the kernel was out of memory or the "
+     "thread's task storage busy on that CPU at that moment; the call is not recorded | before "
+     "5.11 raise `limits.threads`; later, report a high rate with the kernel version"},
     {LW_LOST_STALE_INFLIGHT, "stale_inflight", false, "an allocator call never returned (longjmp?)",
      "an allocator call never returned (longjmp out of it, or a lost return probe) | none"},
     {LW_LOST_UNKNOWN_FREE, "unknown_free", true,

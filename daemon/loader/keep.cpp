@@ -354,7 +354,9 @@ uint64_t state_layout(bpf_object* obj, const std::set<std::string>& scratch) {
     const btf* b = bpf_object__btf(obj);
     bpf_map* map;
     bpf_object__for_each_map(map, obj) {
-        if (!kept_map(bpf_map__name(map), bpf_map__is_internal(map), scratch)) continue;
+        if (!bpf_map__autocreate(map) ||  // not made on this kernel
+            !kept_map(bpf_map__name(map), bpf_map__is_internal(map), scratch))
+            continue;
         text += fmt::format("|{}:{}:{}:{}:{}:{}:", bpf_map__name(map),
                             static_cast<int>(bpf_map__type(map)), bpf_map__key_size(map),
                             bpf_map__value_size(map), bpf_map__max_entries(map),
@@ -372,7 +374,9 @@ Result<void> reuse_kept_maps(KeptSet& set, bpf_object* obj, const std::set<std::
     bpf_map* map;
     size_t reused = 0;
     bpf_object__for_each_map(map, obj) {
-        if (!kept_map(bpf_map__name(map), bpf_map__is_internal(map), scratch)) continue;
+        if (!bpf_map__autocreate(map) ||  // not made on this kernel
+            !kept_map(bpf_map__name(map), bpf_map__is_internal(map), scratch))
+            continue;
         int fd = set.take(std::string("maps/") + bpf_map__name(map));
         if (fd < 0) continue;
         int err = bpf_map__reuse_fd(map, fd);
@@ -388,7 +392,9 @@ Result<void> reuse_kept_maps(KeptSet& set, bpf_object* obj, const std::set<std::
 Result<void> keep_maps(KeptSet& set, bpf_object* obj, const std::set<std::string>& scratch) {
     bpf_map* map;
     bpf_object__for_each_map(map, obj) {
-        if (!kept_map(bpf_map__name(map), bpf_map__is_internal(map), scratch)) continue;
+        if (!bpf_map__autocreate(map) ||  // not made on this kernel
+            !kept_map(bpf_map__name(map), bpf_map__is_internal(map), scratch))
+            continue;
         if (auto ok = set.keep(std::string("maps/") + bpf_map__name(map), bpf_map__fd(map)); !ok)
             return ok;
     }

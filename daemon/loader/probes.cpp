@@ -206,7 +206,7 @@ void delete_keys(int fd, const std::vector<K>& keys) {
 
 // Maps that hold nothing between two runs of a program: not kept. Every other map of the object
 // is kept across restarts (keep.h), maps added later included.
-const std::set<std::string> kScratchMaps = {"stack_scratch"};
+const std::set<std::string> kScratchMaps = {"stack_scratch", "stack_window"};
 
 class UprobeAttachment : public Attachment {
   public:
@@ -291,14 +291,25 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
         spdlog::info("running in a pid namespace (inode {}): BPF reports its pids", ns->ino);
     }
 
+    // Threads' records: task storage where the kernel has it (5.11+), else a hash map by
+    // thread id of limits.threads entries (the BPF side reads which from rodata).
+    const bool task_storage =
+        libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) == 1 &&
+        libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_get_current_task_btf, nullptr) == 1;
+    skel->rodata->task_storage = task_storage;
+    bpf_map__set_autocreate(skel->maps.threads, task_storage);
+    if (!task_storage)
+        spdlog::info("this kernel has no task storage for BPF: threads' allocator calls are "
+                     "kept in a map of limits.threads ({}) entries",
+                     limits.threads);
     struct Sizing {
         bpf_map* map;
         uint32_t entries;
     } sizes[] = {
         {skel->maps.watched, limits.processes},     {skel->maps.procs, limits.processes},
         {skel->maps.live, limits.live_allocations}, {skel->maps.stack_totals, limits.stack_totals},
-        {skel->maps.stacks, limits.stacks},         {skel->maps.inflight, limits.threads},
-        {skel->maps.freeing, limits.threads},       {skel->maps.watch_tier, limits.processes},
+        {skel->maps.stacks, limits.stacks},         {skel->maps.watch_tier, limits.processes},
+        {skel->maps.thread_records, task_storage ? 1 : limits.threads},
         {skel->maps.growth_pages, limits.growth_pages},
     };
     for (const auto& s : sizes) {
@@ -705,7 +716,9 @@ std::vector<std::pair<uint32_t, ProcTotals>> Probes::process_totals() {
     std::vector<std::pair<uint32_t, ProcTotals>> out;
     for_each_entry<uint32_t, lw_proc_totals>(
         bpf_map__fd(skel_->maps.procs), [&](uint32_t tgid, const lw_proc_totals& t) {
-            out.push_back({tgid, ProcTotals{t.bytes, t.count, t.alloc_bytes, t.alloc_count,
+            auto bytes = static_cast<int64_t>(t.alloc_bytes - t.free_bytes - t.dropped_bytes);
+            auto count = static_cast<int64_t>(t.alloc_count - t.free_count - t.dropped_count);
+            out.push_back({tgid, ProcTotals{bytes, count, t.alloc_bytes, t.alloc_count,
                                             t.free_bytes, t.free_count}});
         });
     return out;
@@ -774,7 +787,6 @@ std::vector<MapUsage> Probes::usage() {
         {"stack_totals", count_batched<lw_key, lw_stack_totals>(skel_->maps.stack_totals),
          limits_.stack_totals},
         {"processes", count_entries(skel_->maps.watched), limits_.processes},
-        {"inflight", count_entries(skel_->maps.inflight), limits_.threads},
         {"unwind_rules", count_batched<lw_key, lw_unwind_rule>(skel_->maps.unwind_rules),
          bpf_map__max_entries(skel_->maps.unwind_rules)},
         {"watch_tier", tier_.size(), limits_.processes},
