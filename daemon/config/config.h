@@ -88,12 +88,12 @@ struct WatchRule {
 constexpr uint64_t kMaxSampleBytes = 64ull << 20;
 
 struct Limits {
-    uint32_t live_allocations = 262144;         // BPF map: outstanding allocations, all processes
-    uint32_t stacks = 16384;                    // BPF map: distinct stacks
-    uint32_t stack_totals = 65536;              // BPF map: (process, stack) pairs
-    uint32_t processes = 1024;                  // processes watched at once
+    uint32_t live_allocations = 262144;  // BPF map: outstanding allocations, all processes
+    uint32_t stacks = 16384;             // BPF map: distinct stacks
+    uint32_t stack_totals = 65536;       // BPF map: (process, stack) pairs
+    uint32_t processes = 1024;           // processes watched at once
     uint32_t threads = 65536;  // threads with an allocator call in flight (kernels before 5.11)
-    uint32_t top_stacks = 20;                   // stacks per process exported as metrics
+    uint32_t top_stacks = 20;  // stacks per process exported as metrics
     uint32_t kernel_live_allocations = 262144;  // BPF map: outstanding kernel allocations
     uint32_t kernel_stacks = 16384;             // BPF map: distinct kernel stacks
     uint32_t kernel_totals = 65536;             // BPF map: (process, kind, stack) triples

@@ -299,16 +299,20 @@ Result<std::unique_ptr<Probes>> Probes::load(const Limits& limits, ProbeMode mod
     skel->rodata->task_storage = task_storage;
     bpf_map__set_autocreate(skel->maps.threads, task_storage);
     if (!task_storage)
-        spdlog::info("this kernel has no task storage for BPF: threads' allocator calls are "
-                     "kept in a map of limits.threads ({}) entries",
-                     limits.threads);
+        spdlog::info(
+            "this kernel has no task storage for BPF: threads' allocator calls are "
+            "kept in a map of limits.threads ({}) entries",
+            limits.threads);
     struct Sizing {
         bpf_map* map;
         uint32_t entries;
     } sizes[] = {
-        {skel->maps.watched, limits.processes},     {skel->maps.procs, limits.processes},
-        {skel->maps.live, limits.live_allocations}, {skel->maps.stack_totals, limits.stack_totals},
-        {skel->maps.stacks, limits.stacks},         {skel->maps.watch_tier, limits.processes},
+        {skel->maps.watched, limits.processes},
+        {skel->maps.procs, limits.processes},
+        {skel->maps.live, limits.live_allocations},
+        {skel->maps.stack_totals, limits.stack_totals},
+        {skel->maps.stacks, limits.stacks},
+        {skel->maps.watch_tier, limits.processes},
         {skel->maps.thread_records, task_storage ? 1 : limits.threads},
         {skel->maps.growth_pages, limits.growth_pages},
     };
@@ -541,9 +545,9 @@ Result<void> Probes::watch_memory(uint32_t tgid, const Recording& r, uint64_t fa
     lw_proc_cfg cfg = proc_cfg(r);
     cfg.sample_mean = fault_sample_bytes;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watch_tier), &tgid, &cfg, BPF_ANY))
-        return fail_errno("adding pid " + std::to_string(tgid) +
-                              " to the watch tier (limits.processes reached?)",
-                          errno);
+        return fail_errno(
+            "adding pid " + std::to_string(tgid) + " to the watch tier (limits.processes reached?)",
+            errno);
     tier_.insert(tgid);
 #if defined(__x86_64__)
     if (!fault_link_ && samples_faults()) {
@@ -618,8 +622,8 @@ void Probes::purge_probes(const std::set<uint32_t>& tgids) {
                                      });
     for_each_entry<lw_key, lw_stack_totals>(bpf_map__fd(skel_->maps.stack_totals),
                                             [&](const lw_key& k, const lw_stack_totals&) {
-                                          if (tgids.count(k.tgid)) totals.push_back(k);
-                                      });
+                                                if (tgids.count(k.tgid)) totals.push_back(k);
+                                            });
     delete_keys(bpf_map__fd(skel_->maps.live), live);
     delete_keys(bpf_map__fd(skel_->maps.stack_totals), totals);
     for (uint32_t tgid : tgids) {
@@ -747,8 +751,8 @@ std::optional<RawStack> Probes::stack(uint32_t tgid, uint64_t id) {
     // (stored under the snapshot's id) and for the walks after it.
     uint32_t py_nr = std::min<uint32_t>(s.py_nr, LW_PY_MAX_FRAMES);
     out.python.assign(s.py, s.py + py_nr);
-    out.content_id = python_hash(stack_hash(mix64(s.caller ^ 0x9e3779b97f4a7c15ULL), s.ips, nr),
-                                 s.py, py_nr);
+    out.content_id =
+        python_hash(stack_hash(mix64(s.caller ^ 0x9e3779b97f4a7c15ULL), s.ips, nr), s.py, py_nr);
     out.partial = s.flags & LW_STACK_PARTIAL;
     out.truncated = s.flags & LW_STACK_TRUNCATED;
     out.pending = s.flags & LW_STACK_PENDING;
