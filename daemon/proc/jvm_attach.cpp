@@ -13,8 +13,12 @@
 
 #include <charconv>
 #include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "proc/files.h"
 
@@ -60,10 +64,20 @@ std::vector<uint64_t> numbers_after(std::string_view line, int base) {
 }
 
 // Switches the calling thread's effective ids (the raw system calls: glibc's wrappers would
-// switch every thread of the daemon) and back when it goes.
+// switch every thread of the daemon) and back when it goes. Only the effective ids change: the
+// real and saved ones stay the daemon's, so that the way back needs no privilege and cannot
+// fail. Capabilities (capabilities(7), "Effect of user ID changes on capabilities"): between
+// two non-zero uids (the shipped unit's dynamic user and a JVM's user) the thread keeps its
+// sets. To uid 0 (a root JVM, under the unit) its effective set becomes its permitted one; back
+// from uid 0 to a non-zero uid (the unit's user) the kernel clears the thread's permitted,
+// effective and ambient sets (no SECBIT_KEEP_CAPS here): that thread then has no capability
+// left, which is why it is a thread of its own that ends once the attach is done, and makes no
+// thread of its own (a new thread would inherit its credentials). The other threads are not
+// touched: credentials are per thread.
 class ThreadCreds {
   public:
-    ThreadCreds(uint32_t euid, uint32_t egid) : uid_(::geteuid()), gid_(::getegid()) {
+    ThreadCreds(uint32_t euid, uint32_t egid)
+        : uid_(::geteuid()), gid_(::getegid()), dumpable_(process_dumpable()) {
         if (gid_ != egid && ::syscall(SYS_setresgid, -1, egid, -1) != 0) return;
         if (uid_ != euid && ::syscall(SYS_setresuid, -1, euid, -1) != 0) {
             ::syscall(SYS_setresgid, -1, gid_, -1);
@@ -78,14 +92,105 @@ class ThreadCreds {
         ::syscall(SYS_setresgid, -1, gid_, -1);
         // A change of effective ids makes the kernel mark the process not dumpable (no core
         // dump, /proc/self owned by root): back as it was, now that the ids are.
-        if (ok_) ::prctl(PR_SET_DUMPABLE, 1);
+        if (ok_ && (dumpable_ == 0 || dumpable_ == 1)) ::prctl(PR_SET_DUMPABLE, dumpable_);
     }
     bool ok() const { return ok_; }
 
   private:
+    // As the process was before any thread switched: read once, by the first switch, before
+    // it switches (another attach's switch clears the flag while it lasts).
+    static int process_dumpable() {
+        static const int dumpable = ::prctl(PR_GET_DUMPABLE);
+        return dumpable;
+    }
+
     uint32_t uid_, gid_;
+    int dumpable_;
     bool ok_ = false;
 };
+
+// The attach trigger files this process created and has not removed yet. The thread that
+// created one removes it whatever came of the attach; but one still waiting for the JVM's
+// listener when the daemon stops ends with the process, and its file would stay in the JVM's
+// /tmp: a JVM that finds `.attach_pid<pid>` at its next SIGQUIT (an operator's `kill -3` for a
+// thread dump) starts its attach listener instead of dumping its threads. The stop removes
+// what is left (remove_attach_triggers) and no file is created after it.
+class Triggers {
+  public:
+    struct Trigger {
+        int dir = -1;  // the JVM's /tmp (a descriptor of its own)
+        std::string name;
+        uint32_t euid = 0, egid = 0;
+    };
+
+    // Creates `name` in `dir` (with the caller's ids, the JVM's) and keeps it under `key`: 0,
+    // or an errno: EEXIST (there already: not this process's), ESHUTDOWN (the daemon stops),
+    // or why it could not be created.
+    int create(int dir, const std::string& name, uint32_t euid, uint32_t egid, uint64_t& key) {
+        {
+            std::lock_guard lock(mu_);
+            if (closed_) return ESHUTDOWN;
+        }
+        Trigger t{::fcntl(dir, F_DUPFD_CLOEXEC, 0), name, euid, egid};
+        if (t.dir < 0) return errno;
+        int fd = ::openat(dir, name.c_str(),
+                          O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC | O_NONBLOCK, 0600);
+        if (fd < 0) {
+            int err = errno;
+            ::close(t.dir);
+            return err;
+        }
+        ::close(fd);
+        std::unique_lock lock(mu_);
+        if (closed_) {
+            // The stop came while it was created and did not see it: it goes now.
+            lock.unlock();
+            remove(t);
+            return ESHUTDOWN;
+        }
+        key = next_++;
+        live_.emplace(key, std::move(t));
+        return 0;
+    }
+
+    // Removes the file of `key` (with the caller's ids), unless the stop took it.
+    void release(uint64_t key) {
+        std::unique_lock lock(mu_);
+        auto it = live_.find(key);
+        if (it == live_.end()) return;
+        Trigger t = std::move(it->second);
+        live_.erase(it);
+        lock.unlock();
+        remove(t);
+    }
+
+    // Every file still kept, taken (and, with `refuse_new`, no file created after).
+    std::vector<Trigger> take_all(bool refuse_new) {
+        std::lock_guard lock(mu_);
+        if (refuse_new) closed_ = true;
+        std::vector<Trigger> out;
+        for (auto& [key, t] : live_) out.push_back(std::move(t));
+        live_.clear();
+        return out;
+    }
+
+    static bool remove(const Trigger& t) {
+        bool removed = ::unlinkat(t.dir, t.name.c_str(), 0) == 0;
+        ::close(t.dir);
+        return removed;
+    }
+
+  private:
+    std::mutex mu_;
+    std::map<uint64_t, Trigger> live_;
+    uint64_t next_ = 0;
+    bool closed_ = false;
+};
+
+Triggers& triggers() {
+    static Triggers* t = new Triggers;  // never destroyed: attach threads may outlive main
+    return *t;
+}
 
 int remaining_ms(Clock::time_point deadline) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -129,11 +234,11 @@ struct Session {
             // -Xrs, or the process is no JVM: SIGQUIT would kill it or be lost.
             return fail(what + ": the process does not catch SIGQUIT and has no attach socket");
         }
-        int fd = ::openat(tmp_fd, trigger_name.c_str(),
-                          O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC | O_NONBLOCK, 0600);
-        bool created = fd >= 0;
-        if (fd >= 0) ::close(fd);
-        if (!created && errno != EEXIST) return fail_errno(what + ": " + trigger_name, errno);
+        uint64_t trigger = 0;
+        const int err = triggers().create(tmp_fd, trigger_name, target.euid, target.egid, trigger);
+        const bool created = err == 0;
+        if (err == ESHUTDOWN) return fail(what + ": leakwatchd is stopping");
+        if (!created && err != EEXIST) return fail_errno(what + ": " + trigger_name, err);
         Result<void> out = fail(what + ": no listener " + std::to_string(limits.listener.count()) +
                                 " ms after SIGQUIT");
         // Through the pidfd when there is one: the process whose status and command line were
@@ -162,7 +267,7 @@ struct Session {
             if (!out && Clock::now() >= deadline)
                 refuse_file(Refusal::kSlow, what, "no attach listener after SIGQUIT");
         }
-        if (created) ::unlinkat(tmp_fd, trigger_name.c_str(), 0);
+        if (created) triggers().release(trigger);
         return out;
     }
 
@@ -331,6 +436,26 @@ std::string attach_request(std::string_view command) {
     r += '\0';  // two empty arguments
     r += '\0';
     return r;
+}
+
+size_t remove_attach_triggers(bool refuse_new, std::chrono::milliseconds wait) {
+    // Each as its JVM's user (the only one, with root, that may remove a file from a sticky
+    // /tmp), on a thread of its own for the reasons ThreadCreds gives; the stop waits for them
+    // a bounded time only (the JVM's file system is its own).
+    std::vector<std::future<bool>> removed;
+    for (auto& t : triggers().take_all(refuse_new)) {
+        std::packaged_task<bool()> task([t = std::move(t)] {
+            ThreadCreds creds(t.euid, t.egid);
+            return Triggers::remove(t);
+        });
+        removed.push_back(task.get_future());
+        std::thread(std::move(task)).detach();
+    }
+    const auto deadline = Clock::now() + wait;
+    size_t n = 0;
+    for (auto& r : removed)
+        if (r.wait_until(deadline) == std::future_status::ready && r.get()) n++;
+    return n;
 }
 
 Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_view command,

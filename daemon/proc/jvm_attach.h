@@ -19,6 +19,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -60,8 +61,15 @@ std::string attach_request(std::string_view command);
 // would come again, so the JVM is not to be asked again: it was sent SIGQUIT to start its
 // listener, whatever came of it (a JVM whose listener did not come prints a thread dump for each
 // such signal), or it runs with its attach mechanism off, or the daemon can neither become its
-// user nor is root (no CAP_SETUID/CAP_SETGID: the shipped unit), so that the JVM refuses it.
+// user nor is root (a unit without CAP_SETUID/CAP_SETGID), so that the JVM refuses it.
 Result<AttachReply> jvm_command(const ProcReader& proc, int pid, std::string_view command,
                                 const AttachLimits& limits = {}, bool* give_up = nullptr);
+
+// Removes the trigger files (`.attach_pid<NSPID>`) of attaches still waiting for their JVM's
+// listener, which the process would otherwise leave when it exits; with `refuse_new`, no
+// attach creates one after (the daemon's stop). Waits at most `wait` for the removals; returns
+// how many files were removed.
+size_t remove_attach_triggers(bool refuse_new,
+                              std::chrono::milliseconds wait = std::chrono::seconds(1));
 
 }  // namespace leakwatch

@@ -14,6 +14,7 @@
 #include "http/metrics.h"
 #include "leakwatch.h"
 #include "loader/kernel_probes.h"
+#include "proc/jvm_attach.h"
 #include "proc/kernel_memory.h"
 #include "service/privileges.h"
 #include "symbols/kernel_symbols.h"
@@ -488,6 +489,10 @@ std::string Daemon::status_line() const {
 
 void Daemon::stop() {
     notifier_.stopping();
+    // First, so that no attach starts after: an attach still waiting for its JVM's listener
+    // would leave its trigger file in the JVM's /tmp when the process exits.
+    if (size_t n = remove_attach_triggers(true))
+        spdlog::info("stopping: removed {} JVM attach trigger file(s) of attaches in flight", n);
     save_state();
     // civetweb takes up to 2 s to stop its listener; detaching uprobes takes a kernel grace
     // period each. Both at once.

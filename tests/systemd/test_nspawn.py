@@ -253,6 +253,12 @@ def scenario(c, deb, fixture, timings):
              if n == "leakwatch_outstanding_bytes" and l.get("watch") == "steady1"}
     check(units == {f"{UNIT1}.service"},
           f"fixture 1 (matched by its unit) has unit labels {units}, not {UNIT1}.service")
+    # ProtectProc=invisible: the daemon's /proc shows only what it may ptrace, which with
+    # CAP_SYS_PTRACE is every process (the fixture, root's, was found above).
+    proc_mounts = [l for l in c.run(["cat", f"/proc/{main_pid(c)}/mountinfo"]).stdout.splitlines()
+                   if l.split()[4] == "/proc" and " - proc " in l]
+    check(proc_mounts and all("hidepid=invisible" in l for l in proc_mounts),
+          f"leakwatchd's /proc is not mounted hidepid=invisible: {proc_mounts}")
     t = step("/metrics shows the leak (exact bytes, unit label) and symbolized kernel stacks", t)
 
     # ---- restart: the service manager keeps the maps and probes; the bytes stay exact

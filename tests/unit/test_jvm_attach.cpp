@@ -2,9 +2,11 @@
 // what /proc/PID/status tells, and a listener of our own in a fixture process root standing for
 // a JVM that answers, one that never does, one that answers too much, and a socket that is not
 // the JVM's. (A real JVM, in its own namespaces too: tests/integration/test_runtimes.py.)
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -233,5 +235,104 @@ TEST_CASE("no socket and SIGQUIT not caught: nothing is signalled", "[proc][jvm_
     REQUIRE_FALSE(reply);
     CHECK(reply.error().message.find("does not catch SIGQUIT") != std::string::npos);
     // and no trigger file was left
+    CHECK_FALSE(fs::exists(jvm.dir / "rootfs" / "tmp" / ".attach_pid7"));
+}
+
+namespace {
+
+// A process that catches SIGQUIT and never starts a listener: a JVM that is slow to.
+struct SilentJvm {
+    pid_t pid = -1;
+    SilentJvm() {
+        pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            struct sigaction sa {};
+            sa.sa_handler = [](int) {};
+            ::sigaction(SIGQUIT, &sa, nullptr);
+            for (;;) ::pause();
+        }
+    }
+    ~SilentJvm() {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+    }
+};
+
+// The fake /proc entry of `jvm` moved to `pid`, whose status names it.
+void retarget(FakeJvm& jvm, int pid) {
+    fs::path to = jvm.dir / "proc" / std::to_string(pid);
+    fs::rename(jvm.proc_dir(), to);
+    std::ifstream in(to / "status");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    const std::string from = std::to_string(FakeJvm::kFakePid);
+    for (auto at = text.find(from); at != std::string::npos; at = text.find(from))
+        text.replace(at, from.size(), std::to_string(pid));
+    std::ofstream(to / "status", std::ios::trunc) << text;
+}
+
+bool appears(const fs::path& path) {
+    for (int i = 0; i < 500 && !fs::exists(path); i++) std::this_thread::sleep_for(10ms);
+    return fs::exists(path);
+}
+
+}  // namespace
+
+TEST_CASE("the trigger file of an attach in flight is removed at a stop, and only it",
+          "[proc][jvm_attach]") {
+    SilentJvm child;
+    FakeJvm jvm;
+    retarget(jvm, child.pid);
+    const fs::path trigger = jvm.dir / "rootfs" / "tmp" / ".attach_pid7";
+    SECTION("the daemon's own file") {
+        bool give_up = false;
+        Result<AttachReply> reply = fail("not run");
+        std::thread attach([&] {
+            reply = jvm_command(jvm.proc(), child.pid, "Compiler.perfmap",
+                                AttachLimits{.listener = 1500ms}, &give_up);
+        });
+        REQUIRE(appears(trigger));
+        // The stop, while the attach waits for a listener.
+        CHECK(remove_attach_triggers(false) == 1);
+        CHECK_FALSE(fs::exists(trigger));
+        // Someone else's file of the same name since: the attach, when it ends, leaves it.
+        std::ofstream(trigger) << "";
+        attach.join();
+        REQUIRE_FALSE(reply);
+        CHECK(reply.error().message.find("no listener") != std::string::npos);
+        CHECK(give_up);  // signalled
+        CHECK(fs::exists(trigger));
+        CHECK(remove_attach_triggers(false) == 0);
+        CHECK(fs::exists(trigger));
+    }
+    SECTION("a file that was there before is not the daemon's") {
+        std::ofstream(trigger) << "";
+        auto reply =
+            jvm_command(jvm.proc(), child.pid, "Compiler.perfmap", AttachLimits{.listener = 100ms});
+        REQUIRE_FALSE(reply);
+        CHECK(remove_attach_triggers(false) == 0);
+        CHECK(fs::exists(trigger));
+    }
+    SECTION("an attach that ends removes its file itself") {
+        auto reply =
+            jvm_command(jvm.proc(), child.pid, "Compiler.perfmap", AttachLimits{.listener = 100ms});
+        REQUIRE_FALSE(reply);
+        CHECK_FALSE(fs::exists(trigger));
+        CHECK(remove_attach_triggers(false) == 0);
+    }
+}
+
+// Last in this file: after it, no attach of this process creates a trigger file.
+TEST_CASE("after the stop, no attach creates a trigger file", "[proc][jvm_attach]") {
+    SilentJvm child;
+    FakeJvm jvm;
+    retarget(jvm, child.pid);
+    remove_attach_triggers(true);
+    bool give_up = true;
+    auto reply = jvm_command(jvm.proc(), child.pid, "Compiler.perfmap",
+                             AttachLimits{.listener = 100ms}, &give_up);
+    REQUIRE_FALSE(reply);
+    CHECK(reply.error().message.find("stopping") != std::string::npos);
+    CHECK_FALSE(give_up);  // not signalled
     CHECK_FALSE(fs::exists(jvm.dir / "rootfs" / "tmp" / ".attach_pid7"));
 }
