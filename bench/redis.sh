@@ -17,7 +17,9 @@
 #                   stack of redis's jemalloc malloc/free
 # Every redis-benchmark test (TESTS) at every value size (SIZES) runs once per case per
 # repetition; the table shows the median requests/second of the REPS repetitions and its ratio
-# to untraced, then redis-server's CPU time per request (user + system from /proc/PID/stat).
+# to untraced, then redis-server's CPU time per request (its threads' run time from
+# /proc/PID/task/*/schedstat, in nanoseconds: /proc/PID/stat's ticks of 10 ms were too coarse
+# for runs of a fraction of a second).
 # A traced case counts only when the daemon's API listed the redis pid and counted allocations
 # for it during the case; otherwise the case is reported invalid and left out of the medians.
 # With PROBE_COUNTS=1, further traced passes with kernel.bpf_stats_enabled on count how often
@@ -103,6 +105,9 @@ free_port() {
 }
 
 hz=$(getconf CLK_TCK)
+cpu_ns() {  # CPU time of a pid's threads in nanoseconds (schedstat: not rounded to ticks)
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'
+}
 cpu_ticks() {  # utime + stime of a pid (all its threads), in clock ticks
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
@@ -309,8 +314,9 @@ tool_result() {  # after redis stopped: sets TOOL_NOTE, or TOOL_ERROR when the t
 # BENCH_CPU_S, WALL_S, DAEMON_CPU_S (0 when no daemon), OTHERS (CPUs the rest of the machine
 # kept busy meanwhile).
 run_test() {  # run_test TEST SIZE
-    local r0 b0 d0=0 t0 r1 b1 d1=0 t1 out
+    local r0 b0 d0=0 t0 r1 b1 d1=0 t1 out rn0 rn1
     out=$WORK/bench.csv
+    rn0=$(cpu_ns "$REDIS_PID")
     r0=$(cpu_ticks "$REDIS_PID")
     [[ -n ${DAEMON_PID:-} ]] && d0=$(cpu_ticks "$DAEMON_PID")
     b0=$(busy_ticks)
@@ -324,6 +330,7 @@ run_test() {  # run_test TEST SIZE
     t1=$(now_ns)
     b1=$(busy_ticks)
     r1=$(cpu_ticks "$REDIS_PID")
+    rn1=$(cpu_ns "$REDIS_PID")
     [[ -n ${DAEMON_PID:-} ]] && d1=$(cpu_ticks "$DAEMON_PID")
     RPS=$(awk -F'"' 'NR > 1 && $4 != "" { print $4; exit }' "$out")
     if [[ -z $RPS ]]; then
@@ -334,7 +341,7 @@ run_test() {  # run_test TEST SIZE
     BENCH_CPU_S=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] }
                                 print s }' "$WORK/times")
     WALL_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-    REDIS_US=$(awk -v t=$((r1 - r0)) -v hz="$hz" -v n="$REQUESTS" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }')
+    REDIS_US=$(awk -v t=$((rn1 - rn0)) -v n="$REQUESTS" 'BEGIN { printf "%.3f", t / n / 1e3 }')
     DAEMON_CPU_S=$(awk -v t=$((d1 - d0)) -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')
     OTHERS=$(awk -v busy=$((b1 - b0)) -v mine=$((r1 - r0 + d1 - d0)) -v bench="$BENCH_CPU_S" \
                  -v hz="$hz" -v wall="$WALL_S" \

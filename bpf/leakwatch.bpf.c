@@ -98,14 +98,6 @@ struct {
     __type(value, struct lw_stack);
 } stack_scratch SEC(".maps");
 
-/* The top of the stack being walked, copied with one read (walk_stack). */
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, struct lw_stack_window);
-} stack_window SEC(".maps");
-
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 256 * 1024);
@@ -341,54 +333,6 @@ static __always_inline __u32 range_kind(const struct lw_proc_cfg *cfg, __u64 pc)
     return kind;
 }
 
-/* Copies the stack from sp up into the window (walk_stack). A global function, like
- * stack_words below: verified once, on its own. */
-__attribute__((noinline)) int fill_window(__u64 sp)
-{
-    __u32 zero = 0;
-    struct lw_stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
-    if (!win)
-        return 0;
-    win->base = sp;
-    win->len = sizeof(win->w);
-    if (bpf_probe_read_user(win->w, sizeof(win->w), (void *)sp)) {
-        /* Near the top of its mapping the stack ends within the window: then up to the end of
-         * sp's page, which is mapped (it holds the return address). The length is under
-         * sizeof(win->w) here, or the first read would have stayed in sp's page; the mask is
-         * a bound the verifier can see. */
-        __u32 len = (page_size - (sp & (page_size - 1))) & (sizeof(win->w) - 1);
-        win->len = len;
-        if (bpf_probe_read_user(win->w, len, (void *)sp))
-            win->base = 0;
-    }
-    return 0;
-}
-
-/* Reads one or two words of the stack at addr: from the window copied at the walk's start
- * when they are in it, else from the process. One copy of the stack's top instead of a read
- * per frame: each user-memory read has a fixed cost of tens of nanoseconds, which the first
- * frames of every walk paid several times (docs/performance.md). A global function, verified
- * once: inlined, its branches in every step of the walk took the programs past the verifier's
- * budget. */
-__attribute__((noinline)) int stack_words(__u64 addr, struct lw_words *dst, __u32 n)
-{
-    if (!dst)
-        return -1;
-    __u32 zero = 0;
-    struct lw_stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
-    if (!win)
-        return -1;
-    __u64 off = addr - win->base;
-    if (win->base && !(off & 7) && off + 16 <= win->len) {
-        /* in the window, so the masks change nothing: they are bounds the verifier sees */
-        __u32 i = (off >> 3) & (LW_WINDOW_BYTES / 8 - 1);
-        dst->w[0] = win->w[i];
-        dst->w[1] = win->w[(i + 1) & (LW_WINDOW_BYTES / 8 - 1)];
-        return 0;
-    }
-    return bpf_probe_read_user(dst->w, n > 1 ? 16 : 8, (void *)addr) ? -1 : 0;
-}
-
 /* Walks the stack with the daemon's CFI rules (LW_CFG_DWARF), and by the frame pointer in the
  * code ranges whose functions keep one. Two starts: at an allocator's entry (a uprobe placed on
  * or before its first stack push, so the entry frame's CFA is sp + 8 and rbp is the caller's),
@@ -403,14 +347,11 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
     s->ips[0] = ip;
     s->caller = 0;
     __u32 n = 1;
-    fill_window(sp);
     if (!exact) {
-        struct lw_words ret = {};
-        if (stack_words(sp, &ret, 1)) {
+        if (bpf_probe_read_user(&pc, sizeof(pc), (void *)sp)) {
             count_lost(LW_LOST_STACK_FAILED);
             return 0;
         }
-        pc = ret.w[0];
         sp += 8;
         s->ips[1] = pc;
         s->caller = pc;
@@ -450,14 +391,15 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
              * the outermost frame's (the ABI's end of the chain). rbp may equal sp: a function
              * with no locals calls right after `push rbp; mov rsp, rbp`, and its frame record
              * is then just above the return address its callee popped. */
-            struct lw_words frame = {};
-            if (bp < sp || (bp & 7) || stack_words(bp, &frame, 2)) {
+            __u64 frame[2];
+            if (bp < sp || (bp & 7) ||
+                bpf_probe_read_user(frame, sizeof(frame), (void *)bp)) {
                 truncated = bp != 0;
                 break;
             }
             sp = bp + 16;
-            bp = frame.w[0];
-            pc = frame.w[1];
+            bp = frame[0];
+            pc = frame[1];
         } else {
             struct lw_key rkey = {.tgid = tgid, .id = first_exact ? pc | LW_RULE_EXACT : pc};
             struct lw_unwind_rule *r = bpf_map_lookup_elem(&unwind_rules, &rkey);
@@ -487,20 +429,15 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
                 truncated = true;
                 break;
             }
-            struct lw_words saved = {}, ra = {};
-            if (r->bp_saved) {
-                if (stack_words(cfa + (__s64)r->bp_off, &saved, 1)) {
-                    truncated = true;
-                    break;
-                }
-                bp = saved.w[0];
-            }
-            if (stack_words(cfa - 8, &ra, 1)) {
+            __u64 ra = 0;
+            if ((r->bp_saved &&
+                 bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)r->bp_off))) ||
+                bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
                 truncated = true;
                 break;
             }
             sp = cfa;
-            pc = ra.w[0];
+            pc = ra;
         }
     next:
         if (!pc)

@@ -206,7 +206,7 @@ void delete_keys(int fd, const std::vector<K>& keys) {
 
 // Maps that hold nothing between two runs of a program: not kept. Every other map of the object
 // is kept across restarts (keep.h), maps added later included.
-const std::set<std::string> kScratchMaps = {"stack_scratch", "stack_window"};
+const std::set<std::string> kScratchMaps = {"stack_scratch"};
 
 class UprobeAttachment : public Attachment {
   public:
