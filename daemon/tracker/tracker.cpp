@@ -270,16 +270,21 @@ Frame Tracker::resolve_python(uint32_t pid, uint64_t code, uint32_t instruction)
 Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
                                      bool log_not_yet) {
     const pid_t pid = info.pid;
-    auto maps = proc_.maps(pid);
-    if (!maps) {
-        spdlog::debug("pid {}: {}", pid, maps.error().message);
+    // Read on the loader: a process can hold up the read of its maps (symbols/process_maps.h).
+    // The attach waits for maps read now (tried again later while the read goes on); one
+    // whose read takes longer than `slow` is retried as one whose allocator's file does
+    // (retry_slow).
+    auto maps = symbolizer_.process_maps().read(pid);
+    if (!maps.fresh) return maps.refused ? Outcome::kSlow : Outcome::kLoading;
+    if (!maps.maps) {
+        spdlog::debug("pid {}: {}", pid, maps.error);
         return Outcome::kFailed;  // gone
     }
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
     // In whole microseconds: a kept probe's tag carries it, and the next run's series keys must
     // match.
     const double attached_at = std::floor(unix_seconds() * 1e6) / 1e6;
-    Tracked t{info, rule, nullptr, std::move(*maps), Clock::now(), attached_at};
+    Tracked t{info, rule, nullptr, *maps.maps, Clock::now(), attached_at};
     if (rule.tracking == WatchRule::Tracking::kEscalate) {
         if (python_loading(info, t.maps)) return Outcome::kLoading;
         // The watch tier: no uprobe, nothing to wait for.
@@ -418,10 +423,12 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (t.state != TrackingState::kWatch)
         return fail("pid " + std::to_string(pid) +
                     " is not in the watch tier (tracking: " + tracking_name(t.state) + ")");
-    auto maps = proc_.maps(pid);
-    if (!maps) return std::unexpected(maps.error());
-    t.maps = std::move(*maps);
-    t.maps_read = Clock::now();
+    // Its maps as they are now when they read within the symbolizer's wait; else (a process
+    // holding their read up) the maps read last.
+    auto maps = symbolizer_.process_maps().read(pid);
+    if (maps.fresh && !maps.maps) return fail("pid " + std::to_string(pid) + ": " + maps.error);
+    if (maps.maps) t.maps = *maps.maps;
+    if (maps.fresh) t.maps_read = Clock::now();
     // In whole microseconds, as its kept tag carries it.
     const double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
     if (attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment, escalated_at) !=
@@ -589,31 +596,36 @@ bool Tracker::retry_slow(pid_t pid, Pending& p) {
         miss(Missed::kDropped, pid, info.start_time);
         return false;
     }
-    // The file's name, for the two log lines only: its maps are read then, not at every retry.
+    // The file's name, for the two log lines only, from the maps read last (never read
+    // here: the main loop's). Without them, it is the maps whose read is slow.
+    auto maps = symbolizer_.process_maps().last(pid);
     auto slow_file = [&] {
-        if (auto maps = proc_.maps(pid))
+        if (maps) {
             if (auto m = find_allocator_mapping(*maps, p.rule.allocator, info.exe)) return m->path;
-        return std::string("the allocator's file");
+            return std::string("the allocator's file");
+        }
+        return "/proc/" + std::to_string(pid) + "/maps";
     };
+    const char* what = maps ? "the allocator's file" : "its maps";
     if (p.slow_retries >= kSlowRetries) {
         // A file that never answers (FUSE, a hung NFS server) stays refused.
         plans_.erase(pid);
         failed_[pid] = info.start_time;
         refuse_file(Refusal::kSlow, slow_file() + " (pid " + std::to_string(pid) + ")",
-                    fmt::format("reading the allocator's file took too long {} times over {} "
-                                "s; the process is not watched",
-                                kSlowRetries + 1, slow_retry_total().count()));
+                    fmt::format("reading {} took too long {} times over {} s; the process "
+                                "is not watched",
+                                what, kSlowRetries + 1, slow_retry_total().count()));
         return false;
     }
     if (p.slow_retries == 0) {
         attaches_retried_++;
         spdlog::warn(
-            "pid {} ({}): reading {}, its allocator's file, takes too long (a busy machine, or a "
-            "slow file system); tried again in {} s, then at doubling intervals up to {} s, {} "
-            "times at most (logged once per process; counted in "
+            "pid {} ({}): reading {}, {}, takes too long (a busy machine, a slow file system, "
+            "or a process holding its memory map's lock); tried again in {} s, then at doubling "
+            "intervals up to {} s, {} times at most (logged once per process; counted in "
             "leakwatch_attach_retries_total)",
-            pid, info.comm, slow_file(), kSlowRetryFirst.count(), kSlowRetryMax.count(),
-            kSlowRetries);
+            pid, info.comm, slow_file(), maps ? "its allocator's file" : "its maps",
+            kSlowRetryFirst.count(), kSlowRetryMax.count(), kSlowRetries);
     }
     p.next = Clock::now() + slow_retry_delay(p.slow_retries);
     p.slow_retries++;
@@ -625,6 +637,7 @@ void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     // Also when it was not watched (an attach that failed after its runtime was found): the
     // process at this pid after an exec or a reuse is another one.
     python_.forget(pid);
+    symbolizer_.process_maps().forget(pid);
     auto it = tracked_.find(pid);
     if (it == tracked_.end()) return;
     attacher_.unwatch(static_cast<uint32_t>(pid));
@@ -835,8 +848,12 @@ std::set<uint32_t> Tracker::adopt(
                           : (rule->tracking == WatchRule::Tracking::kEscalate) != escalated
                               ? "kept for another tracking"
                               : nullptr;
-        auto maps = why ? Result<std::vector<MapEntry>>(fail("")) : proc_.maps(info->pid);
-        if (!why && !maps) why = "gone";
+        // Read on the loader (symbols/process_maps.h). A process whose maps do not read
+        // within the wait is adopted without them (its probes kept counting meanwhile): they
+        // are read again when its stacks are named.
+        ProcessMaps::Read maps;
+        if (!why) maps = symbolizer_.process_maps().read(info->pid);
+        if (!why && maps.fresh && !maps.maps) why = "gone";
         if (why) {
             spdlog::info("not adopting the probes kept for pid {}: {}", pid, why);
             reaper_.dispose(std::move(attachment));
@@ -845,8 +862,18 @@ std::set<uint32_t> Tracker::adopt(
         const double attached_at = double(attached_us) / 1e6;
         // Its BPF side reads Python frames already: they are named as before; a JVM's frames
         // are named from its own structures again (and its perf map asked for, once more).
-        python_runtime(*info, *maps);
-        Tracked t{*info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
+        std::vector<MapEntry> read_maps = maps.maps ? *maps.maps : std::vector<MapEntry>{};
+        if (!maps.maps)
+            spdlog::warn("pid {} ({}): its maps are slow to read; adopted without them", pid,
+                         info->comm);
+        else
+            python_runtime(*info, read_maps);
+        Tracked t{*info,
+                  *rule,
+                  std::move(attachment),
+                  std::move(read_maps),
+                  maps.maps ? Clock::now() : Clock::time_point{},
+                  attached_at};
         t.state = rule->tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                                   : TrackingState::kFull;
         if (escalated) {
@@ -898,8 +925,11 @@ Frame Tracker::resolve(uint32_t pid, uint64_t address) {
     Tracked& t = it->second;
     // A library loaded after attach (dlopen) is not in the maps read then: reread them,
     // at most once a second per process.
+    // Read on the loader (symbols/process_maps.h): a read still under way is picked up by a
+    // later pass, the maps read before serve meanwhile.
     if (!find_mapping(t.maps, address) && Clock::now() - t.maps_read > std::chrono::seconds(1)) {
-        if (auto maps = proc_.maps(static_cast<pid_t>(pid))) t.maps = std::move(*maps);
+        auto maps = symbolizer_.process_maps().read(static_cast<pid_t>(pid));
+        if (maps.maps) t.maps = *maps.maps;
         t.maps_read = Clock::now();
     }
     return symbolizer_.symbolize(static_cast<int>(pid), t.maps, address);

@@ -3,6 +3,7 @@
 // test's own libc (its /proc/self/maps lines, reached through a `root` link to /), so the
 // allocator's functions are found in a real ELF file, as in the daemon.
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <gnu/libc-version.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -751,6 +752,44 @@ TEST_CASE("a short-lived process counts once, whatever the order of its events",
         CHECK(f.tracker->execs_unread() == 2);
         CHECK(f.tracker->attaches_dropped() == 1);
     }
+}
+
+TEST_CASE("a process whose maps do not read holds up no scan: it is attached once they do",
+          "[tracker]") {
+    // Its maps file a FIFO nobody writes yet: opening it blocks, as reading a process's maps
+    // does while the process holds up its memory map's lock.
+    FixtureProc proc_tree;
+    proc_tree.add(kApp, "app");
+    const fs::path maps = fs::path(proc_tree.root()) / std::to_string(kApp) / "maps";
+    fs::remove(maps);
+    REQUIRE(::mkfifo(maps.c_str(), 0600) == 0);
+    ProcReader proc{proc_tree.root()};
+    SymbolizerOptions options;
+    options.wait = std::chrono::milliseconds(20);
+    Symbolizer symbolizer{proc, options};
+    FakeAttacher attacher;
+    Tracker tracker(attacher, proc, symbolizer, {rule("web", "app")});
+    tracker.scan();
+    tracker.tick();
+    CHECK(tracker.attached() == 0);
+    // The maps answer (and read at once from now on): the read ends, and a later try attaches
+    // the process with the maps it read.
+    {
+        int fd = ::open(maps.c_str(), O_WRONLY | O_CLOEXEC);
+        REQUIRE(fd >= 0);
+        const std::string text = libc_maps();
+        REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+        ::close(fd);
+    }
+    fs::remove(maps);
+    proc_tree.map_libc(kApp);
+    for (int i = 0; i < 300 && tracker.attached() == 0; i++) {
+        tracker.tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(tracker.attached() == 1);
+    CHECK(attacher.attaches_of(kApp) == 1);
+    CHECK(tracker.attaches_dropped() == 0);
 }
 
 TEST_CASE("a process whose allocator's file is slow to read at first is tried again", "[tracker]") {
