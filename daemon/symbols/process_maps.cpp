@@ -103,4 +103,14 @@ void ProcessMaps::forget(pid_t pid) {
     state_->entries.erase(pid);
 }
 
+void ProcessMaps::forget_unless(const std::function<bool(pid_t)>& keep) {
+    std::lock_guard lock(state_->mu);
+    std::erase_if(state_->entries, [&](const auto& e) { return !keep(e.first); });
+}
+
+size_t ProcessMaps::size() const {
+    std::lock_guard lock(state_->mu);
+    return state_->entries.size();
+}
+
 }  // namespace leakwatch

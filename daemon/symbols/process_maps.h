@@ -50,8 +50,15 @@ class ProcessMaps {
     Read read(pid_t pid);
     // The maps read last of pid, picking up a read ended since; never starts one.
     Maps last(pid_t pid);
-    // What is held of pid goes (it exited, exec'd, or is no longer watched).
+    // What is held of pid goes (it exited, exec'd, is no longer watched, or its attach was
+    // given up).
     void forget(pid_t pid);
+    // What is held of every pid but those `keep` says goes: the processes read once and
+    // neither watched nor waited for any more (the kernel sends no exit event for a process
+    // that was never watched, so nothing else would say they are gone).
+    void forget_unless(const std::function<bool(pid_t)>& keep);
+    // How many processes something is held of.
+    size_t size() const;
 
   private:
     struct State;

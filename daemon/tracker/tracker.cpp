@@ -583,16 +583,23 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
             }
             [[fallthrough]];
         case Outcome::kFailed:
-            failed_[pid] = info->start_time;
+            give_up(pid, info->start_time);
             miss_if_gone(pid, info->start_time);
             break;
     }
+}
+
+void Tracker::give_up(pid_t pid, uint64_t start_time) {
+    failed_[pid] = start_time;
+    // Its maps are not read again until it execs: what was read of them goes.
+    symbolizer_.process_maps().forget(pid);
 }
 
 bool Tracker::retry_slow(pid_t pid, Pending& p) {
     const auto& info = p.info;
     if (!proc_.start_time(pid)) {
         plans_.erase(pid);
+        symbolizer_.process_maps().forget(pid);
         miss(Missed::kDropped, pid, info.start_time);
         return false;
     }
@@ -610,7 +617,7 @@ bool Tracker::retry_slow(pid_t pid, Pending& p) {
     if (p.slow_retries >= kSlowRetries) {
         // A file that never answers (FUSE, a hung NFS server) stays refused.
         plans_.erase(pid);
-        failed_[pid] = info.start_time;
+        give_up(pid, info.start_time);
         refuse_file(Refusal::kSlow, slow_file() + " (pid " + std::to_string(pid) + ")",
                     fmt::format("reading {} took too long {} times over {} s; the process "
                                 "is not watched",
@@ -726,7 +733,7 @@ int Tracker::tick() {
             continue;
         }
         if (o != Outcome::kAttached) {
-            failed_[it->first] = p.info.start_time;
+            give_up(it->first, p.info.start_time);
             miss_if_gone(it->first, p.info.start_time);
         }
         it = pending_.erase(it);
@@ -753,6 +760,10 @@ void Tracker::scan() {
     }
     for (auto it = failed_.begin(); it != failed_.end();)
         it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
+    // The maps read of processes neither watched nor waited for: those that exited unwatched
+    // (no exit event comes for them) and those whose read ended after they were let go.
+    symbolizer_.process_maps().forget_unless(
+        [&](pid_t pid) { return tracked_.count(pid) || pending_.count(pid); });
 
     flush_purges();
     for (pid_t pid : pids)

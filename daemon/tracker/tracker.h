@@ -179,6 +179,8 @@ class Tracker : public FrameResolver {
     void miss(Missed why, pid_t pid, uint64_t start_time);
     // A failed attach of a process that is no longer there: an attach dropped.
     void miss_if_gone(pid_t pid, uint64_t start_time);
+    // Its attach is given up until it execs (or its pid is reused).
+    void give_up(pid_t pid, uint64_t start_time);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
     // Why a process could not be attached: a warning, or a debug line when it has exited.
     void log_failure(const ProcessInfo& info, const std::string& message);

@@ -792,6 +792,56 @@ TEST_CASE("a process whose maps do not read holds up no scan: it is attached onc
     CHECK(tracker.attaches_dropped() == 0);
 }
 
+TEST_CASE("the maps read of processes never attached are not kept: bounded by those watched",
+          "[tracker]") {
+    // Processes a rule matches whose attach fails (refused) or waits for an allocator that is
+    // never mapped, then exit: the kernel sends no exit event for a process never watched.
+    Fixture f;
+    constexpr int kFirst = 4190100;
+    constexpr int kCount = 40;
+    f.proc_tree.add(kApp, "app");
+    for (int i = 0; i < kCount; i++) {
+        f.proc_tree.add(kFirst + i, "app", 1000, i % 2 == 0);
+        if (i % 2 == 0) f.attacher.refuse.insert(kFirst + i);
+    }
+    f.start({rule("web", "app")});
+    f.tracker->scan();
+    auto& maps = f.symbolizer.process_maps();
+    // Given up at once (refused, or no allocator at a scan): nothing kept but the watched one.
+    CHECK(f.tracker->attached() == 1);
+    CHECK(maps.size() == 1);
+
+    // Caught at exec, still without their allocator: they wait, their maps kept meanwhile;
+    // they exit unseen (no exit event) and their next try lets their maps go.
+    for (int i = 1; i < kCount; i += 2) f.tracker->on_event(exec_of(kFirst + i, "app"));
+    CHECK(maps.size() == 1 + kCount / 2);
+    for (int i = 0; i < kCount; i++) f.proc_tree.remove(kFirst + i);
+    for (int i = 0; i < 100 && maps.size() > 1; i++) {
+        f.tracker->tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(maps.size() == 1);
+
+    // Retried until given up (alive, never mapping it): nothing of theirs stays either.
+    for (int i = 0; i < kCount; i++) f.proc_tree.add(kFirst + i, "app", 2000, false);
+    for (int i = 0; i < kCount; i++) f.tracker->on_event(exec_of(kFirst + i, "app"));
+    CHECK(maps.size() == 1 + kCount);
+    for (int i = 0; i < 1000 && maps.size() > 1; i++) {
+        f.tracker->tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(maps.size() == 1);
+
+    // Read for a process no longer watched (as the unwinder's snapshot of one just let go
+    // may): the next scan lets them go.
+    for (int i = 0; i < kCount; i++) maps.read(kFirst + i);
+    CHECK(maps.size() == 1 + kCount);
+    f.tracker->scan();
+    CHECK(maps.size() == 1);
+    CHECK(maps.last(kApp));
+    CHECK(f.tracker->attached() == 1);
+}
+
 TEST_CASE("a process whose allocator's file is slow to read at first is tried again", "[tracker]") {
     FixtureProc proc_tree;
     proc_tree.add(kApp, "app");
