@@ -54,7 +54,9 @@ Tracker::Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symboli
       symbolizer_(symbolizer),
       rules_(std::move(rules)),
       escalation_(escalation),
-      self_(getpid()) {}
+      self_(getpid()),
+      cmdlines_(proc, symbolizer.loader(),
+                [&symbolizer](const std::string& key) { return symbolizer.wait_for(key); }) {}
 
 namespace {
 
@@ -545,7 +547,9 @@ void Tracker::miss_if_gone(pid_t pid, uint64_t start_time) {
 void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     if (pid == self_ || tracked_.count(pid)) return;
     const bool fresh_exec = seen == Seen::kExec;
-    auto info = proc_.process(pid);
+    awaiting_cmdline_.erase(pid);
+    // Without its command line: it is read only when a rule needs it, and on the loader.
+    auto info = proc_.process(pid, false);
     if (!info) {
         if (comm && might_match(rules_, pid, comm)) miss(Missed::kUnread, pid, 0);
         return;
@@ -553,6 +557,27 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     if (auto f = failed_.find(pid); f != failed_.end()) {
         if (f->second == info->start_time && !fresh_exec) return;
         failed_.erase(f);
+    }
+    if (needs_cmdline(rules_, *info)) {
+        // Any process can hold the read of its command line up (tracker/cmdline_reads.h):
+        // one not read yet is matched at a later pass, never guessed.
+        auto read = cmdlines_.read(pid, info->start_time);
+        switch (read.state) {
+            case CmdlineReads::State::kRead:
+                info->argv = std::move(read.argv);
+                break;
+            case CmdlineReads::State::kPending:
+                awaiting_cmdline_[pid] = {seen, Clock::now() + kLoadingRetryEvery};
+                return;
+            case CmdlineReads::State::kSlow:
+                // Refused (counted, logged once): not matched until it execs.
+                cmdlines_.forget(pid);
+                failed_[pid] = info->start_time;
+                return;
+            case CmdlineReads::State::kGone:
+                miss_if_gone(pid, info->start_time);
+                return;
+        }
     }
     const WatchRule* rule = matching_rule(rules_, *info);
     if (!rule) {
@@ -684,6 +709,8 @@ void Tracker::on_event(const lw_event& e) {
                 pending_.erase(p);
             }
             failed_.erase(pid);
+            awaiting_cmdline_.erase(pid);
+            cmdlines_.forget(pid);
             // Its last event: the pid's next process is another one.
             missed_.erase(pid);
             break;
@@ -707,6 +734,11 @@ int Tracker::tick() {
         const pid_t pid = recheck_.front().first;
         if (tracked_.count(pid) && !proc_.has_memory(pid)) detach(pid, "exit", true);
     }
+    std::vector<std::pair<pid_t, Seen>> due;
+    for (const auto& [pid, a] : awaiting_cmdline_)
+        if (a.second <= now) due.emplace_back(pid, a.first);
+    for (const auto& [pid, seen] : due) consider(pid, seen);
+    for (const auto& [pid, a] : awaiting_cmdline_) next = std::min(next, a.second);
     for (auto it = pending_.begin(); it != pending_.end();) {
         Pending& p = it->second;
         if (p.next > now) {
@@ -764,6 +796,8 @@ void Tracker::scan() {
     // (no exit event comes for them) and those whose read ended after they were let go.
     symbolizer_.process_maps().forget_unless(
         [&](pid_t pid) { return tracked_.count(pid) || pending_.count(pid); });
+    std::erase_if(awaiting_cmdline_, [&](const auto& a) { return !alive.count(a.first); });
+    cmdlines_.forget_unless([&](pid_t pid) { return awaiting_cmdline_.count(pid) > 0; });
 
     flush_purges();
     for (pid_t pid : pids)
@@ -802,6 +836,7 @@ void Tracker::set_rules(std::vector<WatchRule> rules) {
     for (pid_t pid : stale) detach(pid, "rules changed");
     pending_.clear();
     failed_.clear();
+    awaiting_cmdline_.clear();
     flush_purges();
     scan();
 }
@@ -847,13 +882,27 @@ std::set<uint32_t> Tracker::adopt(
         const bool escalated = fields == 5;
         const int n = std::min(fields, 4);
         std::optional<ProcessInfo> info;
+        bool cmdline_unread = false;
         if (n == 4)
-            if (auto found = proc_.process(static_cast<pid_t>(pid))) info = std::move(*found);
-        const WatchRule* rule = info ? matching_rule(rules_, *info) : nullptr;
-        const char* why = n != 4                                    ? "unreadable tag"
-                          : !info                                   ? "gone"
-                          : info->start_time != start               ? "pid reused"
-                          : !attacher_.watching(uint32_t(pid))      ? "exec'ed"
+            if (auto found = proc_.process(static_cast<pid_t>(pid), false)) {
+                info = std::move(*found);
+                // Its command line on the loader (tracker/cmdline_reads.h), and only when a
+                // rule needs it. Not read within the wait: not adopted (its probes go), it is
+                // matched anew once its command line is read.
+                if (needs_cmdline(rules_, *info)) {
+                    auto read = cmdlines_.read(info->pid, info->start_time);
+                    if (read.state == CmdlineReads::State::kRead)
+                        info->argv = std::move(read.argv);
+                    else
+                        cmdline_unread = true;
+                }
+            }
+        const WatchRule* rule = info && !cmdline_unread ? matching_rule(rules_, *info) : nullptr;
+        const char* why = n != 4                               ? "unreadable tag"
+                          : !info                              ? "gone"
+                          : info->start_time != start          ? "pid reused"
+                          : cmdline_unread                     ? "its command line is slow to read"
+                          : !attacher_.watching(uint32_t(pid)) ? "exec'ed"
                           : !rule || rule_digest(*rule) != digest   ? "rules changed"
                           : tracked_.count(static_cast<pid_t>(pid)) ? "adopted twice"
                           : (rule->tracking == WatchRule::Tracking::kEscalate) != escalated
