@@ -14,6 +14,7 @@ its memory map's lock, and so makes every later reader of that lock (e.g. of its
 wait too, while it keeps allocating from new code: the daemon's reads of its maps (to unwind
 and to name its stacks) must not hold up the main loop either."""
 import os
+import subprocess
 import sys
 import time
 
@@ -152,6 +153,45 @@ def test_mmap_behind_stalled_read(cleanup):
           "the stalled read was not counted as refused (slow)")
     check(daemon.process(hostile.pid)["outstanding_bytes"] >= LEAK,
           "the hostile process's kept bytearrays are not counted")
+    check(daemon.proc.poll() is None, "leakwatchd exited")
+
+
+def test_cmdline_rule_beside_self_stalled_process(cleanup):
+    """Any local user's process holds up the read of its own /proc/PID/cmdline
+    (tests/progs/python/self_stall.py: a thread of it reads its own page of the stalling file
+    system, another calls mmap behind it). A `cmdline` rule is tried on every process of the
+    host, at every rescan: the main loop must keep sampling and the steady leak keep growing."""
+    require_root()
+    d = scratch(cleanup)
+    mnt = os.path.join(d, "mnt")
+    os.mkdir(mnt)
+    fs = start(cleanup, stall_fs.StallFs(mnt))
+    stalled = start(cleanup, Fixture(os.path.join(PROGS, "python", "self_stall.py"), fs.path,
+                                     prefix=(PYTHON,)))
+    steady = start(cleanup, Fixture("leak_steady", str(LEAK), "1000000", str(TICK_MS)))
+    # The steady fixture by pid first; every other process is tried on the `cmdline` rule.
+    daemon = start(cleanup, Daemon(
+        f"interval: {int(INTERVAL * 1000)}ms\nwatch:\n"
+        f"  - name: steady\n    tracking: full\n    match:\n      pid: {steady.pid}\n"
+        f"  - name: by-line\n    match:\n      cmdline: 'no-process-has-this-argument'\n"))
+    start(cleanup, Cleanup(fs.stop))
+    wait_until(lambda: daemon.process(steady.pid), 20, "the steady fixture to be watched")
+    steady.go()
+    stalled.go()
+    stalled.expect("reading")
+    wait_until(lambda: fs.reads >= 1, 20, "the process to read its own page")
+    wait_until(lambda: threads_in_mmap(stalled.pid), 20, "its mmap to wait behind that read")
+    # Its command line does not read now (else this test proves nothing).
+    probe = subprocess.run(["timeout", "2", "cat", f"/proc/{stalled.pid}/cmdline"],
+                           stdout=subprocess.DEVNULL)
+    check(probe.returncode == 124, f"/proc/{stalled.pid}/cmdline read at once")
+    # Past two rescans (every 10 s at this interval): each tries the rule on it.
+    watch_steady(daemon, steady, fs)
+    check(threads_in_mmap(stalled.pid), "the process's mmap went through")
+    wait_until(lambda: metric(daemon, "leakwatch_files_refused_total", reason="slow") >= 1, 20,
+               "the read of its command line to be refused as slow")
+    check(f"/proc/{stalled.pid}/cmdline" in daemon.log_text(),
+          "the log does not name the command line refused")
     check(daemon.proc.poll() is None, "leakwatchd exited")
 
 
