@@ -368,7 +368,13 @@ std::vector<int> ProcReader::pids() const {
     return result;
 }
 
-Result<ProcessInfo> ProcReader::process(int pid) const {
+Result<std::vector<std::string>> ProcReader::cmdline(int pid) const {
+    auto raw = read_file(root_ + "/" + std::to_string(pid) + "/cmdline", kMaxCommandLine);
+    if (!raw) return std::unexpected(raw.error());
+    return split_cmdline(*raw);
+}
+
+Result<ProcessInfo> ProcReader::process(int pid, bool with_cmdline) const {
     const std::string dir = root_ + "/" + std::to_string(pid);
     ProcessInfo info;
     info.pid = pid;
@@ -379,9 +385,11 @@ Result<ProcessInfo> ProcReader::process(int pid) const {
     if (!info.raw_comm.empty() && info.raw_comm.back() == '\n') info.raw_comm.pop_back();
     info.comm = shown_text(info.raw_comm, kMaxShownName);
 
-    auto cmdline = read_file(dir + "/cmdline", kMaxCommandLine);
-    if (!cmdline) return std::unexpected(cmdline.error());
-    info.argv = split_cmdline(*cmdline);
+    if (with_cmdline) {
+        auto argv = cmdline(pid);
+        if (!argv) return std::unexpected(argv.error());
+        info.argv = std::move(*argv);
+    }
 
     auto start = start_time(pid);
     if (!start) return std::unexpected(start.error());
@@ -547,11 +555,17 @@ bool glob_matches(std::string_view pattern, std::string_view text) {
     return p == pattern.size();
 }
 
-bool matches(const Match& match, const ProcessInfo& info) {
-    const bool any_set = match.comm || match.exe || match.pid || match.cmdline ||
-                         match.cmdline_regex || match.uid || match.cgroup || match.unit;
+namespace {
+
+bool has_cmdline(const Match& match) {
+    return match.cmdline || match.cmdline_regex;
+}
+
+// Every criterion but the command line.
+bool matches_but_cmdline(const Match& match, const ProcessInfo& info) {
+    const bool any_set = match.comm || match.exe || match.pid || has_cmdline(match) || match.uid ||
+                         match.cgroup || match.unit;
     if (!any_set) return false;
-    // The cheap criteria first: the command line is matched last, and only then.
     if (match.pid && *match.pid != info.pid) return false;
     if (match.uid && (info.uid != *match.uid || info.euid != *match.uid)) return false;
     if (match.comm && *match.comm != info.raw_comm) return false;
@@ -562,8 +576,22 @@ bool matches(const Match& match, const ProcessInfo& info) {
         const std::string unit = cgroup_unit(info.cgroup);
         if (unit.empty() || !glob_matches(*match.unit, unit)) return false;
     }
-    if ((match.cmdline || match.cmdline_regex) && !cmdline_matches(match, info)) return false;
     return true;
+}
+
+}  // namespace
+
+bool matches(const Match& match, const ProcessInfo& info) {
+    // The cheap criteria first: the command line is matched last, and only then.
+    if (!matches_but_cmdline(match, info)) return false;
+    if (has_cmdline(match) && !cmdline_matches(match, info)) return false;
+    return true;
+}
+
+bool needs_cmdline(const std::vector<WatchRule>& rules, const ProcessInfo& info) {
+    for (const auto& rule : rules)
+        if (matches_but_cmdline(rule.match, info)) return has_cmdline(rule.match);
+    return false;
 }
 
 const WatchRule* matching_rule(const std::vector<WatchRule>& rules, const ProcessInfo& info) {

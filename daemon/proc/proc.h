@@ -90,7 +90,12 @@ class ProcReader {
     explicit ProcReader(std::string root = "/proc") : root_(std::move(root)) {}
 
     std::vector<int> pids() const;  // numeric entries of the root, ascending
-    Result<ProcessInfo> process(int pid) const;
+    // With its command line unless `with_cmdline` is false (argv left empty): reading
+    // /proc/PID/cmdline takes the process's memory map lock, which the process can hold up
+    // (tracker/cmdline_reads.h); its comm, stat, status, cgroup and exe do not.
+    Result<ProcessInfo> process(int pid, bool with_cmdline = true) const;
+    // /proc/PID/cmdline split at NUL (its first kMaxCommandLine bytes).
+    Result<std::vector<std::string>> cmdline(int pid) const;
     // Reads the ids and the cgroup of a process again (they change: setuid, a move to
     // another cgroup), into `info`.
     Result<void> reread_uid_and_cgroup(ProcessInfo& info) const;
@@ -113,6 +118,9 @@ class ProcReader {
 bool matches(const Match& match, const ProcessInfo& info);
 // The first rule (in file order) matching the process, or nullptr.
 const WatchRule* matching_rule(const std::vector<WatchRule>& rules, const ProcessInfo& info);
+// Whether the rule matching_rule() picks for `info` depends on its command line: the first
+// rule whose other criteria match has a `cmdline` one. False for rule sets without `cmdline`.
+bool needs_cmdline(const std::vector<WatchRule>& rules, const ProcessInfo& info);
 
 // The mapping of the allocator library a rule selects (see Allocator::library), i.e. the
 // first mapping of that file; `exe` is the process's executable path. Error if not mapped.

@@ -36,7 +36,9 @@ ProcessLookup identity_if_started_at(const ProcReader& proc) {
     const uint64_t ns_per_tick = 1000000000ull / static_cast<uint64_t>(sysconf(_SC_CLK_TCK));
     return
         [&proc, ns_per_tick](uint32_t tgid, uint64_t start_ns) -> std::optional<ProcessIdentity> {
-            auto info = proc.process(static_cast<int>(tgid));
+            // Without its command line: reading it takes the process's memory map lock, which
+            // the process can hold up (tracker/cmdline_reads.h).
+            auto info = proc.process(static_cast<int>(tgid), false);
             if (!info || info->start_time != start_ns / ns_per_tick) return std::nullopt;
             return ProcessIdentity{info->comm, unit_label(info->cgroup)};
         };

@@ -479,6 +479,7 @@ Symbolizer::Symbolizer(const ProcReader& proc, SymbolizerOptions options)
           proc_, loader_,
           PerfMaps::Options{.max_bytes = options_.max_file_bytes,
                             .wait = [this](const std::string& key) { return wait_for(key); }}),
+      process_maps_(proc_, loader_, [this](const std::string& key) { return wait_for(key); }),
       java_(std::make_shared<Java>()) {}
 
 Symbolizer::~Symbolizer() = default;
@@ -976,6 +977,7 @@ std::optional<PerfMap::Symbol> Symbolizer::jit_blob(int pid, uint64_t addr, bool
 
 void Symbolizer::forget_process(int pid) {
     perf_maps_.forget(pid);
+    process_maps_.forget(pid);
     {
         // Its names and blobs too: another JVM at this pid (reused, or after an exec) has
         // other methods at the same addresses.

@@ -18,6 +18,7 @@
 #include "symbols/hotspot.h"
 #include "symbols/lru.h"
 #include "symbols/perf_map.h"
+#include "symbols/process_maps.h"
 #include "symbols/shared_string.h"
 #include "util/bounded_loader.h"
 #include "util/result.h"
@@ -190,6 +191,9 @@ class Symbolizer {
     // The loader threads that read files for this symbolizer; the tracker and the unwinder
     // read theirs on it too.
     BoundedLoader& loader() { return loader_; }
+    // The maps of the processes symbolized and unwound, read on that loader (the tracker's
+    // and the unwinder's reads of /proc/PID/maps alike: one read in flight per process).
+    ProcessMaps& process_maps() { return process_maps_; }
     // JVM attaches that waited their turn (PerfMaps::attaches_queued).
     uint64_t jvm_attaches_queued() const { return perf_maps_.attaches_queued(); }
     // How long to wait for the load of `key` now: the options' wait, less what the sample's
@@ -211,6 +215,7 @@ class Symbolizer {
     // Last: destroyed first, so that no load starts once the rest is gone.
     BoundedLoader loader_;
     PerfMaps perf_maps_;
+    ProcessMaps process_maps_;
     // The JVMs' layouts and their methods' names (symbols/hotspot.h).
     struct Java;
     std::shared_ptr<Java> java_;

@@ -54,7 +54,9 @@ Tracker::Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symboli
       symbolizer_(symbolizer),
       rules_(std::move(rules)),
       escalation_(escalation),
-      self_(getpid()) {}
+      self_(getpid()),
+      cmdlines_(proc, symbolizer.loader(),
+                [&symbolizer](const std::string& key) { return symbolizer.wait_for(key); }) {}
 
 namespace {
 
@@ -270,16 +272,21 @@ Frame Tracker::resolve_python(uint32_t pid, uint64_t code, uint32_t instruction)
 Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& rule,
                                      bool log_not_yet) {
     const pid_t pid = info.pid;
-    auto maps = proc_.maps(pid);
-    if (!maps) {
-        spdlog::debug("pid {}: {}", pid, maps.error().message);
+    // Read on the loader: a process can hold up the read of its maps (symbols/process_maps.h).
+    // The attach waits for maps read now (tried again later while the read goes on); one
+    // whose read takes longer than `slow` is retried as one whose allocator's file does
+    // (retry_slow).
+    auto maps = symbolizer_.process_maps().read(pid);
+    if (!maps.fresh) return maps.refused ? Outcome::kSlow : Outcome::kLoading;
+    if (!maps.maps) {
+        spdlog::debug("pid {}: {}", pid, maps.error);
         return Outcome::kFailed;  // gone
     }
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
     // In whole microseconds: a kept probe's tag carries it, and the next run's series keys must
     // match.
     const double attached_at = std::floor(unix_seconds() * 1e6) / 1e6;
-    Tracked t{info, rule, nullptr, std::move(*maps), Clock::now(), attached_at};
+    Tracked t{info, rule, nullptr, *maps.maps, Clock::now(), attached_at};
     if (rule.tracking == WatchRule::Tracking::kEscalate) {
         if (python_loading(info, t.maps)) return Outcome::kLoading;
         // The watch tier: no uprobe, nothing to wait for.
@@ -418,10 +425,12 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (t.state != TrackingState::kWatch)
         return fail("pid " + std::to_string(pid) +
                     " is not in the watch tier (tracking: " + tracking_name(t.state) + ")");
-    auto maps = proc_.maps(pid);
-    if (!maps) return std::unexpected(maps.error());
-    t.maps = std::move(*maps);
-    t.maps_read = Clock::now();
+    // Its maps as they are now when they read within the symbolizer's wait; else (a process
+    // holding their read up) the maps read last.
+    auto maps = symbolizer_.process_maps().read(pid);
+    if (maps.fresh && !maps.maps) return fail("pid " + std::to_string(pid) + ": " + maps.error);
+    if (maps.maps) t.maps = *maps.maps;
+    if (maps.fresh) t.maps_read = Clock::now();
     // In whole microseconds, as its kept tag carries it.
     const double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
     if (attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment, escalated_at) !=
@@ -538,7 +547,9 @@ void Tracker::miss_if_gone(pid_t pid, uint64_t start_time) {
 void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     if (pid == self_ || tracked_.count(pid)) return;
     const bool fresh_exec = seen == Seen::kExec;
-    auto info = proc_.process(pid);
+    awaiting_cmdline_.erase(pid);
+    // Without its command line: it is read only when a rule needs it, and on the loader.
+    auto info = proc_.process(pid, false);
     if (!info) {
         if (comm && might_match(rules_, pid, comm)) miss(Missed::kUnread, pid, 0);
         return;
@@ -546,6 +557,27 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
     if (auto f = failed_.find(pid); f != failed_.end()) {
         if (f->second == info->start_time && !fresh_exec) return;
         failed_.erase(f);
+    }
+    if (needs_cmdline(rules_, *info)) {
+        // Any process can hold the read of its command line up (tracker/cmdline_reads.h):
+        // one not read yet is matched at a later pass, never guessed.
+        auto read = cmdlines_.read(pid, info->start_time);
+        switch (read.state) {
+            case CmdlineReads::State::kRead:
+                info->argv = std::move(read.argv);
+                break;
+            case CmdlineReads::State::kPending:
+                awaiting_cmdline_[pid] = {seen, Clock::now() + kLoadingRetryEvery};
+                return;
+            case CmdlineReads::State::kSlow:
+                // Refused (counted, logged once): not matched until it execs.
+                cmdlines_.forget(pid);
+                failed_[pid] = info->start_time;
+                return;
+            case CmdlineReads::State::kGone:
+                miss_if_gone(pid, info->start_time);
+                return;
+        }
     }
     const WatchRule* rule = matching_rule(rules_, *info);
     if (!rule) {
@@ -576,44 +608,56 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
             }
             [[fallthrough]];
         case Outcome::kFailed:
-            failed_[pid] = info->start_time;
+            give_up(pid, info->start_time);
             miss_if_gone(pid, info->start_time);
             break;
     }
+}
+
+void Tracker::give_up(pid_t pid, uint64_t start_time) {
+    failed_[pid] = start_time;
+    // Its maps are not read again until it execs: what was read of them goes.
+    symbolizer_.process_maps().forget(pid);
 }
 
 bool Tracker::retry_slow(pid_t pid, Pending& p) {
     const auto& info = p.info;
     if (!proc_.start_time(pid)) {
         plans_.erase(pid);
+        symbolizer_.process_maps().forget(pid);
         miss(Missed::kDropped, pid, info.start_time);
         return false;
     }
-    // The file's name, for the two log lines only: its maps are read then, not at every retry.
+    // The file's name, for the two log lines only, from the maps read last (never read
+    // here: the main loop's). Without them, it is the maps whose read is slow.
+    auto maps = symbolizer_.process_maps().last(pid);
     auto slow_file = [&] {
-        if (auto maps = proc_.maps(pid))
+        if (maps) {
             if (auto m = find_allocator_mapping(*maps, p.rule.allocator, info.exe)) return m->path;
-        return std::string("the allocator's file");
+            return std::string("the allocator's file");
+        }
+        return "/proc/" + std::to_string(pid) + "/maps";
     };
+    const char* what = maps ? "the allocator's file" : "its maps";
     if (p.slow_retries >= kSlowRetries) {
         // A file that never answers (FUSE, a hung NFS server) stays refused.
         plans_.erase(pid);
-        failed_[pid] = info.start_time;
+        give_up(pid, info.start_time);
         refuse_file(Refusal::kSlow, slow_file() + " (pid " + std::to_string(pid) + ")",
-                    fmt::format("reading the allocator's file took too long {} times over {} "
-                                "s; the process is not watched",
-                                kSlowRetries + 1, slow_retry_total().count()));
+                    fmt::format("reading {} took too long {} times over {} s; the process "
+                                "is not watched",
+                                what, kSlowRetries + 1, slow_retry_total().count()));
         return false;
     }
     if (p.slow_retries == 0) {
         attaches_retried_++;
         spdlog::warn(
-            "pid {} ({}): reading {}, its allocator's file, takes too long (a busy machine, or a "
-            "slow file system); tried again in {} s, then at doubling intervals up to {} s, {} "
-            "times at most (logged once per process; counted in "
+            "pid {} ({}): reading {}, {}, takes too long (a busy machine, a slow file system, "
+            "or a process holding its memory map's lock); tried again in {} s, then at doubling "
+            "intervals up to {} s, {} times at most (logged once per process; counted in "
             "leakwatch_attach_retries_total)",
-            pid, info.comm, slow_file(), kSlowRetryFirst.count(), kSlowRetryMax.count(),
-            kSlowRetries);
+            pid, info.comm, slow_file(), maps ? "its allocator's file" : "its maps",
+            kSlowRetryFirst.count(), kSlowRetryMax.count(), kSlowRetries);
     }
     p.next = Clock::now() + slow_retry_delay(p.slow_retries);
     p.slow_retries++;
@@ -625,6 +669,7 @@ void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     // Also when it was not watched (an attach that failed after its runtime was found): the
     // process at this pid after an exec or a reuse is another one.
     python_.forget(pid);
+    symbolizer_.process_maps().forget(pid);
     auto it = tracked_.find(pid);
     if (it == tracked_.end()) return;
     attacher_.unwatch(static_cast<uint32_t>(pid));
@@ -664,6 +709,8 @@ void Tracker::on_event(const lw_event& e) {
                 pending_.erase(p);
             }
             failed_.erase(pid);
+            awaiting_cmdline_.erase(pid);
+            cmdlines_.forget(pid);
             // Its last event: the pid's next process is another one.
             missed_.erase(pid);
             break;
@@ -687,6 +734,11 @@ int Tracker::tick() {
         const pid_t pid = recheck_.front().first;
         if (tracked_.count(pid) && !proc_.has_memory(pid)) detach(pid, "exit", true);
     }
+    std::vector<std::pair<pid_t, Seen>> due;
+    for (const auto& [pid, a] : awaiting_cmdline_)
+        if (a.second <= now) due.emplace_back(pid, a.first);
+    for (const auto& [pid, seen] : due) consider(pid, seen);
+    for (const auto& [pid, a] : awaiting_cmdline_) next = std::min(next, a.second);
     for (auto it = pending_.begin(); it != pending_.end();) {
         Pending& p = it->second;
         if (p.next > now) {
@@ -713,7 +765,7 @@ int Tracker::tick() {
             continue;
         }
         if (o != Outcome::kAttached) {
-            failed_[it->first] = p.info.start_time;
+            give_up(it->first, p.info.start_time);
             miss_if_gone(it->first, p.info.start_time);
         }
         it = pending_.erase(it);
@@ -740,6 +792,12 @@ void Tracker::scan() {
     }
     for (auto it = failed_.begin(); it != failed_.end();)
         it = alive.count(it->first) ? std::next(it) : failed_.erase(it);
+    // The maps read of processes neither watched nor waited for: those that exited unwatched
+    // (no exit event comes for them) and those whose read ended after they were let go.
+    symbolizer_.process_maps().forget_unless(
+        [&](pid_t pid) { return tracked_.count(pid) || pending_.count(pid); });
+    std::erase_if(awaiting_cmdline_, [&](const auto& a) { return !alive.count(a.first); });
+    cmdlines_.forget_unless([&](pid_t pid) { return awaiting_cmdline_.count(pid) > 0; });
 
     flush_purges();
     for (pid_t pid : pids)
@@ -778,6 +836,7 @@ void Tracker::set_rules(std::vector<WatchRule> rules) {
     for (pid_t pid : stale) detach(pid, "rules changed");
     pending_.clear();
     failed_.clear();
+    awaiting_cmdline_.clear();
     flush_purges();
     scan();
 }
@@ -823,20 +882,38 @@ std::set<uint32_t> Tracker::adopt(
         const bool escalated = fields == 5;
         const int n = std::min(fields, 4);
         std::optional<ProcessInfo> info;
+        bool cmdline_unread = false;
         if (n == 4)
-            if (auto found = proc_.process(static_cast<pid_t>(pid))) info = std::move(*found);
-        const WatchRule* rule = info ? matching_rule(rules_, *info) : nullptr;
-        const char* why = n != 4                                    ? "unreadable tag"
-                          : !info                                   ? "gone"
-                          : info->start_time != start               ? "pid reused"
-                          : !attacher_.watching(uint32_t(pid))      ? "exec'ed"
+            if (auto found = proc_.process(static_cast<pid_t>(pid), false)) {
+                info = std::move(*found);
+                // Its command line on the loader (tracker/cmdline_reads.h), and only when a
+                // rule needs it. Not read within the wait: not adopted (its probes go), it is
+                // matched anew once its command line is read.
+                if (needs_cmdline(rules_, *info)) {
+                    auto read = cmdlines_.read(info->pid, info->start_time);
+                    if (read.state == CmdlineReads::State::kRead)
+                        info->argv = std::move(read.argv);
+                    else
+                        cmdline_unread = true;
+                }
+            }
+        const WatchRule* rule = info && !cmdline_unread ? matching_rule(rules_, *info) : nullptr;
+        const char* why = n != 4                               ? "unreadable tag"
+                          : !info                              ? "gone"
+                          : info->start_time != start          ? "pid reused"
+                          : cmdline_unread                     ? "its command line is slow to read"
+                          : !attacher_.watching(uint32_t(pid)) ? "exec'ed"
                           : !rule || rule_digest(*rule) != digest   ? "rules changed"
                           : tracked_.count(static_cast<pid_t>(pid)) ? "adopted twice"
                           : (rule->tracking == WatchRule::Tracking::kEscalate) != escalated
                               ? "kept for another tracking"
                               : nullptr;
-        auto maps = why ? Result<std::vector<MapEntry>>(fail("")) : proc_.maps(info->pid);
-        if (!why && !maps) why = "gone";
+        // Read on the loader (symbols/process_maps.h). A process whose maps do not read
+        // within the wait is adopted without them (its probes kept counting meanwhile): they
+        // are read again when its stacks are named.
+        ProcessMaps::Read maps;
+        if (!why) maps = symbolizer_.process_maps().read(info->pid);
+        if (!why && maps.fresh && !maps.maps) why = "gone";
         if (why) {
             spdlog::info("not adopting the probes kept for pid {}: {}", pid, why);
             reaper_.dispose(std::move(attachment));
@@ -845,8 +922,18 @@ std::set<uint32_t> Tracker::adopt(
         const double attached_at = double(attached_us) / 1e6;
         // Its BPF side reads Python frames already: they are named as before; a JVM's frames
         // are named from its own structures again (and its perf map asked for, once more).
-        python_runtime(*info, *maps);
-        Tracked t{*info, *rule, std::move(attachment), std::move(*maps), Clock::now(), attached_at};
+        std::vector<MapEntry> read_maps = maps.maps ? *maps.maps : std::vector<MapEntry>{};
+        if (!maps.maps)
+            spdlog::warn("pid {} ({}): its maps are slow to read; adopted without them", pid,
+                         info->comm);
+        else
+            python_runtime(*info, read_maps);
+        Tracked t{*info,
+                  *rule,
+                  std::move(attachment),
+                  std::move(read_maps),
+                  maps.maps ? Clock::now() : Clock::time_point{},
+                  attached_at};
         t.state = rule->tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                                   : TrackingState::kFull;
         if (escalated) {
@@ -898,8 +985,11 @@ Frame Tracker::resolve(uint32_t pid, uint64_t address) {
     Tracked& t = it->second;
     // A library loaded after attach (dlopen) is not in the maps read then: reread them,
     // at most once a second per process.
+    // Read on the loader (symbols/process_maps.h): a read still under way is picked up by a
+    // later pass, the maps read before serve meanwhile.
     if (!find_mapping(t.maps, address) && Clock::now() - t.maps_read > std::chrono::seconds(1)) {
-        if (auto maps = proc_.maps(static_cast<pid_t>(pid))) t.maps = std::move(*maps);
+        auto maps = symbolizer_.process_maps().read(static_cast<pid_t>(pid));
+        if (maps.maps) t.maps = *maps.maps;
         t.maps_read = Clock::now();
     }
     return symbolizer_.symbolize(static_cast<int>(pid), t.maps, address);

@@ -25,6 +25,7 @@
 #include "symbols/python_namer.h"
 #include "symbols/symbolizer.h"
 #include "tracker/attacher.h"
+#include "tracker/cmdline_reads.h"
 #include "tracker/placement.h"
 #include "tracker/reaper.h"
 
@@ -84,6 +85,8 @@ class Tracker : public FrameResolver {
     // attached; they were gone before the rules could be tried (and might have matched).
     // Each process counts once, in one of the two, when it exits.
     uint64_t attaches_dropped() const { return attaches_dropped_; }
+    // Processes whose command line is being read for a `cmdline` rule (tracker/cmdline_reads.h).
+    size_t cmdlines_held() const { return cmdlines_.size(); }
     uint64_t execs_unread() const { return execs_unread_; }
     // Processes whose allocator's file was too slow to read at their first attach, and so were
     // tried again later (each counted once, however many tries it took).
@@ -179,6 +182,8 @@ class Tracker : public FrameResolver {
     void miss(Missed why, pid_t pid, uint64_t start_time);
     // A failed attach of a process that is no longer there: an attach dropped.
     void miss_if_gone(pid_t pid, uint64_t start_time);
+    // Its attach is given up until it execs (or its pid is reused).
+    void give_up(pid_t pid, uint64_t start_time);
     Outcome try_attach(const ProcessInfo& info, const WatchRule& rule, bool log_not_yet);
     // Why a process could not be attached: a warning, or a debug line when it has exited.
     void log_failure(const ProcessInfo& info, const std::string& message);
@@ -224,6 +229,10 @@ class Tracker : public FrameResolver {
     pid_t self_;
     std::map<pid_t, Tracked> tracked_;
     std::map<pid_t, Pending> pending_;
+    // Processes whose command line a `cmdline` rule waits for (tracker/cmdline_reads.h): how
+    // they were seen, and when to ask again.
+    std::map<pid_t, std::pair<Seen, Clock::time_point>> awaiting_cmdline_;
+    CmdlineReads cmdlines_;
     // Processes attached lately and when to look again whether they are still there: one that
     // exited while it was attached sent no exit event (it was not yet in the `watched` map),
     // and would hold its probes' descriptors until the next scan.

@@ -315,7 +315,9 @@ std::vector<UnwindStep> Unwinder::unwind_snapshot(int pid, const UnwindStart& st
                                                   size_t max_frames) {
     auto begin = std::chrono::steady_clock::now();
     std::vector<UnwindStep> steps;
-    if (auto maps = proc_.maps(pid)) {
+    // Its maps as they are now, read on the loader (a process can hold their read up:
+    // symbols/process_maps.h); while a read goes on, the maps read last.
+    if (auto maps = symbolizer_.process_maps().read(pid).maps) {
         bool first = start.exact_ip;
         steps = unwind(
             start,

@@ -7,8 +7,14 @@ allocates from at a page of a file mapped from a FUSE file system that never ans
 their code objects; the read must hold up a loader thread, never the main loop. A second,
 steadily leaking C fixture is watched beside it: its bytes must keep growing snapshot after
 snapshot, and the samples must keep coming, while the hostile process is watched and after
-its read is refused as slow (counted in leakwatch_files_refused_total{reason="slow"})."""
+its read is refused as slow (counted in leakwatch_files_refused_total{reason="slow"}).
+
+In the second test the hostile process then calls mmap, which waits behind the blocked read for
+its memory map's lock, and so makes every later reader of that lock (e.g. of its /proc/PID/maps)
+wait too, while it keeps allocating from new code: the daemon's reads of its maps (to unwind
+and to name its stacks) must not hold up the main loop either."""
 import os
+import subprocess
 import sys
 import time
 
@@ -30,7 +36,9 @@ def last_sample(daemon):
     return [v for n, l, v in daemon.metrics() if n == "leakwatch_last_sample_timestamp_seconds"][0]
 
 
-def test_python_code_on_stalled_page(cleanup):
+def start_fixtures(cleanup, *hostile_args):
+    """The stalling file system, the hostile process (its extra arguments), the steady leak and a
+    daemon watching both, the fixtures started (the name pointed away)."""
     require_root()
     check(os.access(PYTHON, os.X_OK), f"{PYTHON} is missing (scripts/deps.sh installs python3)")
     d = scratch(cleanup)
@@ -38,7 +46,7 @@ def test_python_code_on_stalled_page(cleanup):
     os.mkdir(mnt)
     fs = start(cleanup, stall_fs.StallFs(mnt))
     hostile = start(cleanup, Fixture(os.path.join(PROGS, "python", "hostile_code.py"), fs.path,
-                                     str(LEAK), str(TICK_MS), prefix=(PYTHON,)))
+                                     str(LEAK), str(TICK_MS), *hostile_args, prefix=(PYTHON,)))
     steady = start(cleanup, Fixture("leak_steady", str(LEAK), "1000000", str(TICK_MS)))
     daemon = start(cleanup, Daemon(
         f"interval: {int(INTERVAL * 1000)}ms\nwatch:\n"
@@ -52,8 +60,12 @@ def test_python_code_on_stalled_page(cleanup):
     steady.go()
     hostile.go()
     hostile.expect("pointed")
+    return fs, hostile, steady, daemon
 
-    # Each second: the samples keep coming (the loop runs) and the steady leak keeps growing.
+
+def watch_steady(daemon, steady, fs):
+    """Each second for WATCHED_FOR: the samples keep coming (the loop runs) and the steady leak
+    keeps growing, by what it leaks."""
     t0 = time.monotonic()
     growth, worst_age, last_bytes = [], 0.0, None
     while time.monotonic() - t0 < WATCHED_FOR:
@@ -78,6 +90,11 @@ def test_python_code_on_stalled_page(cleanup):
     check(all(w > 0 for w in windows), f"the steady leak stopped growing: {growth}")
     check(sum(growth) >= LEAK * (1000 // TICK_MS) * (WATCHED_FOR - 3) * 0.8,
           f"the steady leak grew by {sum(growth)} in {WATCHED_FOR:.0f}s")
+
+
+def test_python_code_on_stalled_page(cleanup):
+    fs, hostile, steady, daemon = start_fixtures(cleanup)
+    watch_steady(daemon, steady, fs)
     # The daemon did read the hostile page (else this test proves nothing), and refused it.
     check(fs.reads >= 1, "nothing read the hostile page: its frames were never named")
     check(metric(daemon, "leakwatch_files_refused_total", reason="slow") >= 1,
@@ -97,6 +114,84 @@ def test_python_code_on_stalled_page(cleanup):
     # waits for it to be let go; only itself is held up.)
     check(daemon.process(hostile.pid)["outstanding_bytes"] >= LEAK,
           "the hostile process's kept bytearrays are not counted")
+    check(daemon.proc.poll() is None, "leakwatchd exited")
+
+
+def threads_in_mmap(pid):
+    """The threads of pid inside mmap (syscall 9 on x86-64) now."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                if f.read().split(" ", 1)[0] == "9":
+                    out.append(int(tid))
+        except OSError:
+            pass
+    return out
+
+
+def test_mmap_behind_stalled_read(cleanup):
+    """The hostile process also calls mmap once the daemon's read of its page blocks: the mmap
+    waits for the memory map's lock as a writer, and every later reader of that lock (its
+    /proc/PID/maps, its /proc/PID/cmdline) queues behind it, for as long as the stall lasts.
+    Meanwhile it keeps allocating from new code through libraries mapped after it was first
+    read: snapshots to unwind and frames to name, whose maps the daemon wants read anew."""
+    fs, hostile, steady, daemon = start_fixtures(cleanup, "churn")
+    hostile.expect("churning")
+    wait_until(lambda: fs.reads >= 1, 20, "the daemon to read the hostile page")
+    wait_until(lambda: threads_in_mmap(hostile.pid), 20,
+               "the hostile process's mmap to wait behind the stalled read")
+    snapshots = metric(daemon, "leakwatch_unwind_snapshots_total")
+    watch_steady(daemon, steady, fs)
+    # The writer still waits (the lock was never let go), and the daemon was asked to unwind
+    # the hostile process's new stacks meanwhile (else this test proves nothing).
+    check(threads_in_mmap(hostile.pid), "the hostile process's mmap went through")
+    more = metric(daemon, "leakwatch_unwind_snapshots_total") - snapshots
+    print(f"snapshots unwound while the mmap waited: {more}")
+    check(more >= 1, "no snapshot of the hostile process was unwound while its mmap waited")
+    check(metric(daemon, "leakwatch_files_refused_total", reason="slow") >= 1,
+          "the stalled read was not counted as refused (slow)")
+    check(daemon.process(hostile.pid)["outstanding_bytes"] >= LEAK,
+          "the hostile process's kept bytearrays are not counted")
+    check(daemon.proc.poll() is None, "leakwatchd exited")
+
+
+def test_cmdline_rule_beside_self_stalled_process(cleanup):
+    """Any local user's process holds up the read of its own /proc/PID/cmdline
+    (tests/progs/python/self_stall.py: a thread of it reads its own page of the stalling file
+    system, another calls mmap behind it). A `cmdline` rule is tried on every process of the
+    host, at every rescan: the main loop must keep sampling and the steady leak keep growing."""
+    require_root()
+    d = scratch(cleanup)
+    mnt = os.path.join(d, "mnt")
+    os.mkdir(mnt)
+    fs = start(cleanup, stall_fs.StallFs(mnt))
+    stalled = start(cleanup, Fixture(os.path.join(PROGS, "python", "self_stall.py"), fs.path,
+                                     prefix=(PYTHON,)))
+    steady = start(cleanup, Fixture("leak_steady", str(LEAK), "1000000", str(TICK_MS)))
+    # The steady fixture by pid first; every other process is tried on the `cmdline` rule.
+    daemon = start(cleanup, Daemon(
+        f"interval: {int(INTERVAL * 1000)}ms\nwatch:\n"
+        f"  - name: steady\n    tracking: full\n    match:\n      pid: {steady.pid}\n"
+        f"  - name: by-line\n    match:\n      cmdline: 'no-process-has-this-argument'\n"))
+    start(cleanup, Cleanup(fs.stop))
+    wait_until(lambda: daemon.process(steady.pid), 20, "the steady fixture to be watched")
+    steady.go()
+    stalled.go()
+    stalled.expect("reading")
+    wait_until(lambda: fs.reads >= 1, 20, "the process to read its own page")
+    wait_until(lambda: threads_in_mmap(stalled.pid), 20, "its mmap to wait behind that read")
+    # Its command line does not read now (else this test proves nothing).
+    probe = subprocess.run(["timeout", "2", "cat", f"/proc/{stalled.pid}/cmdline"],
+                           stdout=subprocess.DEVNULL)
+    check(probe.returncode == 124, f"/proc/{stalled.pid}/cmdline read at once")
+    # Past two rescans (every 10 s at this interval): each tries the rule on it.
+    watch_steady(daemon, steady, fs)
+    check(threads_in_mmap(stalled.pid), "the process's mmap went through")
+    wait_until(lambda: metric(daemon, "leakwatch_files_refused_total", reason="slow") >= 1, 20,
+               "the read of its command line to be refused as slow")
+    check(f"/proc/{stalled.pid}/cmdline" in daemon.log_text(),
+          "the log does not name the command line refused")
     check(daemon.proc.poll() is None, "leakwatchd exited")
 
 

@@ -3,6 +3,7 @@
 // test's own libc (its /proc/self/maps lines, reached through a `root` link to /), so the
 // allocator's functions are found in a real ELF file, as in the daemon.
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <gnu/libc-version.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 
 #include "elf_support.h"
 #include "leakwatch.h"
+#include "proc/files.h"
 #include "proc/proc.h"
 #include "symbols/symbolizer.h"
 #include "tracker/attacher.h"
@@ -753,6 +755,94 @@ TEST_CASE("a short-lived process counts once, whatever the order of its events",
     }
 }
 
+TEST_CASE("a process whose maps do not read holds up no scan: it is attached once they do",
+          "[tracker]") {
+    // Its maps file a FIFO nobody writes yet: opening it blocks, as reading a process's maps
+    // does while the process holds up its memory map's lock.
+    FixtureProc proc_tree;
+    proc_tree.add(kApp, "app");
+    const fs::path maps = fs::path(proc_tree.root()) / std::to_string(kApp) / "maps";
+    fs::remove(maps);
+    REQUIRE(::mkfifo(maps.c_str(), 0600) == 0);
+    ProcReader proc{proc_tree.root()};
+    SymbolizerOptions options;
+    options.wait = std::chrono::milliseconds(20);
+    Symbolizer symbolizer{proc, options};
+    FakeAttacher attacher;
+    Tracker tracker(attacher, proc, symbolizer, {rule("web", "app")});
+    tracker.scan();
+    tracker.tick();
+    CHECK(tracker.attached() == 0);
+    // The maps answer (and read at once from now on): the read ends, and a later try attaches
+    // the process with the maps it read.
+    {
+        int fd = ::open(maps.c_str(), O_WRONLY | O_CLOEXEC);
+        REQUIRE(fd >= 0);
+        const std::string text = libc_maps();
+        REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+        ::close(fd);
+    }
+    fs::remove(maps);
+    proc_tree.map_libc(kApp);
+    for (int i = 0; i < 300 && tracker.attached() == 0; i++) {
+        tracker.tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(tracker.attached() == 1);
+    CHECK(attacher.attaches_of(kApp) == 1);
+    CHECK(tracker.attaches_dropped() == 0);
+}
+
+TEST_CASE("the maps read of processes never attached are not kept: bounded by those watched",
+          "[tracker]") {
+    // Processes a rule matches whose attach fails (refused) or waits for an allocator that is
+    // never mapped, then exit: the kernel sends no exit event for a process never watched.
+    Fixture f;
+    constexpr int kFirst = 4190100;
+    constexpr int kCount = 40;
+    f.proc_tree.add(kApp, "app");
+    for (int i = 0; i < kCount; i++) {
+        f.proc_tree.add(kFirst + i, "app", 1000, i % 2 == 0);
+        if (i % 2 == 0) f.attacher.refuse.insert(kFirst + i);
+    }
+    f.start({rule("web", "app")});
+    f.tracker->scan();
+    auto& maps = f.symbolizer.process_maps();
+    // Given up at once (refused, or no allocator at a scan): nothing kept but the watched one.
+    CHECK(f.tracker->attached() == 1);
+    CHECK(maps.size() == 1);
+
+    // Caught at exec, still without their allocator: they wait, their maps kept meanwhile;
+    // they exit unseen (no exit event) and their next try lets their maps go.
+    for (int i = 1; i < kCount; i += 2) f.tracker->on_event(exec_of(kFirst + i, "app"));
+    CHECK(maps.size() == 1 + kCount / 2);
+    for (int i = 0; i < kCount; i++) f.proc_tree.remove(kFirst + i);
+    for (int i = 0; i < 100 && maps.size() > 1; i++) {
+        f.tracker->tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(maps.size() == 1);
+
+    // Retried until given up (alive, never mapping it): nothing of theirs stays either.
+    for (int i = 0; i < kCount; i++) f.proc_tree.add(kFirst + i, "app", 2000, false);
+    for (int i = 0; i < kCount; i++) f.tracker->on_event(exec_of(kFirst + i, "app"));
+    CHECK(maps.size() == 1 + kCount);
+    for (int i = 0; i < 1000 && maps.size() > 1; i++) {
+        f.tracker->tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(maps.size() == 1);
+
+    // Read for a process no longer watched (as the unwinder's snapshot of one just let go
+    // may): the next scan lets them go.
+    for (int i = 0; i < kCount; i++) maps.read(kFirst + i);
+    CHECK(maps.size() == 1 + kCount);
+    f.tracker->scan();
+    CHECK(maps.size() == 1);
+    CHECK(maps.last(kApp));
+    CHECK(f.tracker->attached() == 1);
+}
+
 TEST_CASE("a process whose allocator's file is slow to read at first is tried again", "[tracker]") {
     FixtureProc proc_tree;
     proc_tree.add(kApp, "app");
@@ -798,4 +888,183 @@ TEST_CASE("a process whose allocator's file is slow to read at first is tried ag
     CHECK(attacher.attaches_of(kApp) == 1);
     CHECK(tracker.attaches_retried() == 1);  // once per process, not per try
     CHECK(tracker.attaches_dropped() == 0);
+}
+
+namespace {
+
+// A rule matching processes whose command line has `pattern`.
+WatchRule cmdline_rule(const std::string& name, const std::string& pattern) {
+    WatchRule r;
+    r.name = name;
+    auto compiled = compile_cmdline(pattern);
+    REQUIRE(compiled);
+    r.match.cmdline = pattern;
+    r.match.cmdline_regex = *compiled;
+    r.tracking = WatchRule::Tracking::kFull;
+    return r;
+}
+
+// Replaces a process's cmdline with a FIFO nobody writes yet: opening it blocks its reader, as
+// reading /proc/PID/cmdline blocks while the process holds up its memory map's lock.
+fs::path block_cmdline(const FixtureProc& tree, int pid) {
+    const fs::path path = fs::path(tree.root()) / std::to_string(pid) / "cmdline";
+    fs::remove(path);
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+    return path;
+}
+
+// Lets a reader blocked on the FIFO go with `text`; false when none is there (yet).
+bool answer_fifo(const fs::path& path, const std::string& text) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    return ok;
+}
+
+uint64_t slow_refusals() {
+    return refused_files()[static_cast<size_t>(Refusal::kSlow)];
+}
+
+}  // namespace
+
+TEST_CASE("a rule set without `cmdline` never reads a command line", "[tracker][cmdline]") {
+    FixtureProc proc_tree;
+    proc_tree.add(kApp, "app");
+    const fs::path cmdline = block_cmdline(proc_tree, kApp);
+    ProcReader proc{proc_tree.root()};
+    Symbolizer symbolizer{proc};
+    FakeAttacher attacher;
+    Tracker tracker(attacher, proc, symbolizer, {rule("web", "app")});
+    tracker.scan();
+    CHECK(tracker.attached() == 1);
+    CHECK(tracker.cmdlines_held() == 0);
+}
+
+TEST_CASE("a command line that does not read holds up no scan: matched once it reads",
+          "[tracker][cmdline]") {
+    FixtureProc proc_tree;
+    proc_tree.add(kApp, "app");
+    proc_tree.add(kOther, "other");
+    const fs::path cmdline = block_cmdline(proc_tree, kApp);
+    ProcReader proc{proc_tree.root()};
+    SymbolizerOptions options;
+    options.wait = std::chrono::milliseconds(20);
+    Symbolizer symbolizer{proc, options};
+    FakeAttacher attacher;
+    // A comm rule first: it decides for `other` without its command line.
+    Tracker tracker(attacher, proc, symbolizer,
+                    {rule("other", "other"), cmdline_rule("web", "--serve")});
+    tracker.scan();
+    tracker.tick();
+    // Not guessed either way: neither attached nor given up while its command line is unread.
+    CHECK(attacher.attaches_of(kApp) == 0);
+    CHECK(attacher.attaches_of(kOther) == 1);
+    CHECK(tracker.cmdlines_held() == 1);
+    // Asked again at later passes, no second read is started (it would block as well).
+    tracker.scan();
+    CHECK(tracker.cmdlines_held() == 1);
+
+    const std::string text = std::string("/usr/bin/app\0--serve\0", 21);
+    bool answered = false;
+    for (int i = 0; i < 500 && !answered; i++) {
+        answered = answer_fifo(cmdline, text);
+        if (!answered) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(answered);
+    for (int i = 0; i < 500 && tracker.attached() < 2; i++) {
+        tracker.tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(attacher.attaches_of(kApp) == 1);
+    CHECK(tracker.attached() == 2);
+    CHECK(tracker.cmdlines_held() == 0);
+}
+
+TEST_CASE("a command line slower to read than `slow` is refused, counted, and not matched",
+          "[tracker][cmdline]") {
+    FixtureProc proc_tree;
+    proc_tree.add(kApp, "app");
+    const fs::path cmdline = block_cmdline(proc_tree, kApp);
+    ProcReader proc{proc_tree.root()};
+    SymbolizerOptions options;
+    options.wait = std::chrono::milliseconds(20);
+    options.slow = std::chrono::milliseconds(100);
+    Symbolizer symbolizer{proc, options};
+    FakeAttacher attacher;
+    Tracker tracker(attacher, proc, symbolizer, {cmdline_rule("web", "app")});
+    const uint64_t before = slow_refusals();
+    tracker.scan();
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    for (int i = 0; i < 10; i++) {
+        tracker.tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    }
+    CHECK(slow_refusals() == before + 1);
+    CHECK(tracker.attached() == 0);
+    CHECK(tracker.cmdlines_held() == 0);
+    // Remembered as refused: a scan does not read it again.
+    tracker.scan();
+    CHECK(tracker.cmdlines_held() == 0);
+    CHECK(slow_refusals() == before + 1);
+    for (int i = 0; i < 500 && !answer_fifo(cmdline, std::string("app\0", 4)); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+TEST_CASE("command line reads: bounded in flight, let go when their processes are gone",
+          "[tracker][cmdline]") {
+    FixtureProc proc_tree;
+    constexpr int kFirst = 4190200;
+    constexpr int kCount = 12;
+    std::vector<fs::path> fifos;
+    for (int i = 0; i < kCount; i++) {
+        proc_tree.add(kFirst + i, "app");
+        fifos.push_back(block_cmdline(proc_tree, kFirst + i));
+    }
+    ProcReader proc{proc_tree.root()};
+    SymbolizerOptions options;
+    options.wait = std::chrono::milliseconds(5);
+    Symbolizer symbolizer{proc, options};
+    CmdlineReads reads(
+        proc, symbolizer.loader(),
+        [&symbolizer](const std::string& key) { return symbolizer.wait_for(key); }, 4);
+    for (int i = 0; i < kCount; i++)
+        CHECK(reads.read(kFirst + i, 1000).state == CmdlineReads::State::kPending);
+    // Four started; the others wait for a later pass, nothing held of them.
+    CHECK(reads.in_flight() == 4);
+    CHECK(reads.size() == 4);
+    // Gone (no exit event): let go; the reads in flight still count until they end.
+    reads.forget_unless([](pid_t) { return false; });
+    CHECK(reads.size() == 0);
+    CHECK(reads.in_flight() == 4);
+    CHECK(reads.read(kFirst + 5, 1000).state == CmdlineReads::State::kPending);
+    CHECK(reads.size() == 0);
+    // Ended: what they read is dropped (nobody waits for it), and new reads start.
+    int answered = 0;
+    for (int i = 0; i < 500 && answered < 4; i++) {
+        for (const auto& f : fifos) answered += answer_fifo(f, std::string("app\0", 4));
+        if (answered < 4) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    for (int i = 0; i < 500 && reads.in_flight() > 0; i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(reads.in_flight() == 0);
+    CHECK(reads.size() == 0);
+    // A process read in full: its command line, and nothing kept once handed out.
+    proc_tree.add(kFirst + 100, "app");
+    CmdlineReads::Read read;
+    for (int i = 0; i < 500 && read.state == CmdlineReads::State::kPending; i++) {
+        read = reads.read(kFirst + 100, 1000);
+        if (read.state == CmdlineReads::State::kPending)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(read.state == CmdlineReads::State::kRead);
+    CHECK(read.argv == std::vector<std::string>{"/usr/bin/app"});
+    CHECK(reads.size() == 0);
+    // The others still blocked are let go at the end.
+    for (int i = 0; i < 100; i++) {
+        bool any = false;
+        for (const auto& f : fifos) any |= answer_fifo(f, std::string("app\0", 4));
+        if (!any && reads.in_flight() == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
 }

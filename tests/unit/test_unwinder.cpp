@@ -3,9 +3,13 @@
 // instructions.
 #include <dlfcn.h>
 #include <execinfo.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
 #include <map>
 #include <span>
 #include <vector>
@@ -19,6 +23,7 @@ using leakwatch::find_mapping;
 using leakwatch::MapEntry;
 using leakwatch::ProcReader;
 using leakwatch::Symbolizer;
+using leakwatch::SymbolizerOptions;
 using leakwatch::unwind;
 using leakwatch::Unwinder;
 using leakwatch::UnwindRule;
@@ -137,6 +142,30 @@ TEST_CASE("unwinding this process's own stack agrees with glibc's backtrace()", 
     }
     CHECK(unwinder.stats().snapshots == 1);
     CHECK(unwinder.stats().rules >= static_cast<uint64_t>(n) - 1);
+}
+
+TEST_CASE("a snapshot of a process whose maps do not read is given up on, not waited for",
+          "[unwind]") {
+    // A fixture /proc tree whose maps file is a FIFO nobody writes: opening it blocks, as a read
+    // of a process's maps does while the process holds up its memory map's lock.
+    char tmpl[] = "/tmp/lw-unwind-maps-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    const std::string root = tmpl;
+    const std::string maps = root + "/300/maps";
+    REQUIRE(::mkdir((root + "/300").c_str(), 0700) == 0);
+    REQUIRE(::mkfifo(maps.c_str(), 0600) == 0);
+    ProcReader proc(root);
+    Symbolizer symbolizer(proc, SymbolizerOptions{.wait = std::chrono::milliseconds(20)});
+    Unwinder unwinder(proc, symbolizer);
+    uint8_t stack[64] = {};
+    UnwindStart start{.ip = 0x401000, .sp = 0x7ffe0000, .bp = 0, .stack = stack};
+    CHECK(unwinder.unwind_snapshot(300, start, 8).empty());
+    CHECK(unwinder.stats().snapshots == 1);
+    // The loader thread waiting on the FIFO goes.
+    int fd = ::open(maps.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    std::filesystem::remove_all(root);
 }
 
 TEST_CASE("rules of JIT code from its instructions", "[unwind]") {
