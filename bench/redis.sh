@@ -22,9 +22,14 @@
 # for runs of a fraction of a second).
 # A traced case counts only when the daemon's API listed the redis pid and counted allocations
 # for it during the case; otherwise the case is reported invalid and left out of the medians.
-# With PROBE_COUNTS=1, further traced passes with kernel.bpf_stats_enabled on count how often
-# each BPF program ran per request: classic per-function probes (which functions are called),
-# the default attachment with full tracking, and with the first SAMPLES value.
+# With PROBE_COUNTS=1, further passes with kernel.bpf_stats_enabled on: first the watch tier,
+# with the run time of every program of the daemon per request against redis's own CPU time per
+# request (the watch tier's cost measured where it is spent, not as a difference of noisy
+# throughputs: every program of the daemon counts, whichever process ran it, an upper bound
+# that a busy machine inflates; and redis's own page faults times FAULT_NS, its own share);
+# then traced passes counting how often each BPF program ran per request:
+# classic per-function probes (which functions are called), the default attachment with full
+# tracking, and with the first SAMPLES value. PROBE_COUNTS=watch runs the watch-tier pass only.
 #
 # Environment: BUILD (default ./build), SKIP_BUILD=1 (use $BUILD/bin/leakwatchd as it is),
 # REPS (3), REQUESTS (per test run, 200000), CLIENTS (50), PIPELINE (1),
@@ -51,6 +56,10 @@ SIZES=${SIZES:-3 1024}
 KEYSPACE=${KEYSPACE:-10000}
 SAMPLES=${SAMPLES-512KiB}
 PROBE_COUNTS=${PROBE_COUNTS:-1}
+# What one page fault of a process in the watch tier costs at most in the tier's programs, for
+# the watch pass's estimate of redis's own share: bench/faults.sh measured 70 ns (2026-12-03,
+# the sampled stack walks included) for its faulting process in the tier.
+FAULT_NS=${FAULT_NS:-100}
 HEAPTRACK=${HEAPTRACK:-preload}
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -105,8 +114,12 @@ free_port() {
 }
 
 hz=$(getconf CLK_TCK)
-cpu_ns() {  # CPU time of a pid's threads in nanoseconds (schedstat: not rounded to ticks)
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'
+cpu_ns() {  # CPU time of a pid's threads in nanoseconds (schedstat: not rounded to ticks;
+            # %.0f, as mawk's %d stops at 2^31 ns)
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+minflt() {  # minor page faults of a pid (all its threads)
+    awk '{ sub(/^.*\) /, ""); print $8 }' "/proc/$1/stat"
 }
 cpu_ticks() {  # utime + stime of a pid (all its threads), in clock ticks
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
@@ -311,11 +324,13 @@ tool_result() {  # after redis stopped: sets TOOL_NOTE, or TOOL_ERROR when the t
 }
 
 # One redis-benchmark run of one test; sets RPS, REDIS_US (redis CPU µs per request),
+# REDIS_FAULTS (redis's minor page faults during the run),
 # BENCH_CPU_S, WALL_S, DAEMON_CPU_S (0 when no daemon), OTHERS (CPUs the rest of the machine
 # kept busy meanwhile).
 run_test() {  # run_test TEST SIZE
-    local r0 b0 d0=0 t0 r1 b1 d1=0 t1 out rn0 rn1
+    local r0 b0 d0=0 t0 r1 b1 d1=0 t1 out rn0 rn1 f0 f1
     out=$WORK/bench.csv
+    f0=$(minflt "$REDIS_PID")
     rn0=$(cpu_ns "$REDIS_PID")
     r0=$(cpu_ticks "$REDIS_PID")
     [[ -n ${DAEMON_PID:-} ]] && d0=$(cpu_ticks "$DAEMON_PID")
@@ -331,6 +346,8 @@ run_test() {  # run_test TEST SIZE
     b1=$(busy_ticks)
     r1=$(cpu_ticks "$REDIS_PID")
     rn1=$(cpu_ns "$REDIS_PID")
+    f1=$(minflt "$REDIS_PID")
+    REDIS_FAULTS=$((f1 - f0))
     [[ -n ${DAEMON_PID:-} ]] && d1=$(cpu_ticks "$DAEMON_PID")
     RPS=$(awk -F'"' 'NR > 1 && $4 != "" { print $4; exit }' "$out")
     if [[ -z $RPS ]]; then
@@ -568,15 +585,83 @@ probe_pass() {
     done
 }
 
+# watch_pass: one pass over every test in the watch tier with kernel.bpf_stats_enabled on: how
+# often each of the daemon's programs ran (any type: the watch tier's are tracepoints and
+# perf-event programs, which fire for every process on the machine and return at once for those
+# not watched) and their run time, per request, against redis-server's own CPU time per request.
+# The programs' time is an upper bound of what the watch tier adds to the requests (it includes
+# what they cost redis-benchmark and the rest of the machine); the kernel's dispatch to them is
+# not in it.
+watch_pass() {
+    TRACKING=escalate
+    local ids t size runs ns which line
+    start_redis
+    if ! start_daemon; then
+        PROBE_TABLE+=("" "watch tier: leakwatchd did not list redis, no figures")
+        stop_daemon
+        stop_redis
+        TRACKING=""
+        return 0
+    fi
+    mapfile -t ids < <(daemon_prog_ids)
+    PROBE_TABLE+=("" "watch tier, every program of leakwatchd, per request (kernel.bpf_stats_enabled):" ""
+                  "| test | -d | runs | BPF ns | redis CPU ns | BPF / redis CPU | redis page faults | × FAULT_NS ($FAULT_NS) / redis CPU |" "|---|---:|---:|---:|---:|---:|---:|---:|")
+    for size in $SIZES; do
+        for t in $TESTS; do
+            prog_time "$WORK/progs0" "${ids[@]}"
+            run_test "$t" "$size"
+            prog_time "$WORK/progs1" "${ids[@]}"
+            read -r runs ns which <<<"$(prog_delta "$WORK/progs0" "$WORK/progs1")"
+            # Redis's own share: its own page faults (the only programs of the tier that run for
+            # it; it neither forks nor execs here) at FAULT_NS each.
+            line=$(awk -v r="$runs" -v ns="$ns" -v n="$REQUESTS" -v us="$REDIS_US" -v fl="$REDIS_FAULTS" -v fns="$FAULT_NS" 'BEGIN {
+                printf "%.4f | %.2f | %.0f | %.4f%% | %.4f | %.4f%%", r / n, ns / n, us * 1000, (us > 0 ? 100 * ns / n / (us * 1000) : 0),
+                       fl / n, (us > 0 ? 100 * fl * fns / n / (us * 1000) : 0) }')
+            PROBE_TABLE+=("| $t | $size | $line |")
+            echo "# watch tier BPF ($t -d $size): $runs runs, $ns ns, redis ${REDIS_US} us/request; by program (name:runs:ns): $which" >&2
+        done
+    done
+    local tier
+    tier=$(api_tracking "$REDIS_PID")
+    [[ $tier == watch ]] || PROBE_TABLE+=("(redis was '$tier' at the end, not in the watch tier: the figures above are not the watch tier's)")
+    stop_daemon
+    stop_redis
+    TRACKING=""
+}
+
+prog_time() {  # prog_time FILE IDS...: "name runs run_time_ns" per program of the given ids, any type
+    local out=$1
+    shift
+    bpftool -j prog show | "$PY" -c 'import json, sys
+ids = set(int(x) for x in sys.argv[1:])
+for p in json.load(sys.stdin):
+    if p["id"] in ids:
+        print(p.get("name", "?") + "#" + str(p["id"]), p.get("run_cnt", 0), p.get("run_time_ns", 0))' "$@" >"$out"
+}
+
+prog_delta() {  # prog_delta BEFORE AFTER: "runs ns" summed, then "name:runs:ns" of those that ran
+    "$PY" -c 'import sys
+def load(f):
+    return {l.split()[0]: (int(l.split()[1]), int(l.split()[2])) for l in open(f) if l.strip()}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+d = {k: (v[0] - a.get(k, (0, 0))[0], v[1] - a.get(k, (0, 0))[1]) for k, v in b.items()}
+ran = sorted((k for k in d if d[k][0] > 0), key=lambda k: -d[k][1])
+print(sum(v[0] for v in d.values()), sum(v[1] for v in d.values()),
+      " ".join("%s:%d:%d" % (k.split("#")[0], d[k][0], d[k][1]) for k in ran))' "$1" "$2"
+}
+
 PROBE_TABLE=()
-if [[ $PROBE_COUNTS == 1 ]]; then
+if [[ $PROBE_COUNTS == 1 || $PROBE_COUNTS == watch ]]; then
     if [[ $(sysctl -n kernel.bpf_stats_enabled) != 1 ]]; then
         sysctl -q -w kernel.bpf_stats_enabled=1
     fi
-    probe_pass classic
-    probe_pass default
-    first_sample=${SAMPLES%% *}
-    [[ -n $first_sample ]] && probe_pass default "$first_sample"
+    watch_pass
+    if [[ $PROBE_COUNTS == 1 ]]; then
+        probe_pass classic
+        probe_pass default
+        first_sample=${SAMPLES%% *}
+        [[ -n $first_sample ]] && probe_pass default "$first_sample"
+    fi
     restore_stats
 fi
 
