@@ -98,6 +98,14 @@ struct {
     __type(value, struct lw_stack);
 } stack_scratch SEC(".maps");
 
+/* The top of the stack being walked, copied with one read (walk_stack, windowed). */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct lw_stack_window);
+} stack_window SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 256 * 1024);
@@ -143,6 +151,18 @@ struct {
     __type(key, struct lw_key);
     __type(value, struct lw_growth);
 } growth_pages SEC(".maps");
+
+/* A bit per tgid modulo LW_TIER_FILTER_BITS, set by the daemon for every process it puts in the
+ * watch tier (before its entry there), cleared when no process of the tier has that bit. Every
+ * page fault of the machine runs watch_fault: a bit clear ends it with an array lookup, which
+ * the verifier inlines, instead of a hash of the tgid and a bucket walk in watch_tier (about 50
+ * ns a fault, docs/performance.md). A bit set for another tgid only costs that lookup. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, LW_TIER_FILTER_BITS / 64);
+    __type(key, __u32);
+    __type(value, __u64);
+} tier_filter SEC(".maps");
 
 static __always_inline void count_lost(__u32 reason)
 {
@@ -333,6 +353,62 @@ static __always_inline __u32 range_kind(const struct lw_proc_cfg *cfg, __u64 pc)
     return kind;
 }
 
+/* Copies the stack from sp up into the window (walk_stack, windowed). A global function, like
+ * stack_words below: verified once, on its own. */
+__attribute__((noinline)) int fill_window(__u64 sp)
+{
+    __u32 zero = 0;
+    struct lw_stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
+    if (!win)
+        return 0;
+    win->base = sp;
+    win->len = sizeof(win->w);
+    if (bpf_probe_read_user(win->w, sizeof(win->w), (void *)sp)) {
+        /* Near the top of its mapping the stack ends within the window: then up to the end of
+         * sp's page, which is mapped (it holds the return address). The length is under
+         * sizeof(win->w) here, or the first read would have stayed in sp's page; the mask is
+         * a bound the verifier can see. */
+        __u32 len = (page_size - (sp & (page_size - 1))) & (sizeof(win->w) - 1);
+        win->len = len;
+        if (bpf_probe_read_user(win->w, len, (void *)sp))
+            win->base = 0;
+    }
+    return 0;
+}
+
+/* Reads one or two words of the stack at addr: from the window copied at the walk's start
+ * when they are in it, else from the process. One copy of the stack's top instead of a read
+ * per frame: each user-memory read has a fixed cost of tens of nanoseconds, which the first
+ * frames of every walk paid several times (docs/performance.md). A global function, verified
+ * once: inlined, its branches in every step of the walk took the programs past the verifier's
+ * budget. Its pointer argument needs a 5.12+ verifier; only session_probe (6.13+) calls it. */
+__attribute__((noinline)) int stack_words(__u64 addr, struct lw_words *dst, __u32 n)
+{
+    if (!dst)
+        return -1;
+    __u32 zero = 0;
+    struct lw_stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
+    if (!win)
+        return -1;
+    __u64 off = addr - win->base;
+    if (win->base && !(off & 7) && off + 16 <= win->len) {
+        /* in the window, so the masks change nothing: they are bounds the verifier sees */
+        __u32 i = (off >> 3) & (LW_WINDOW_BYTES / 8 - 1);
+        dst->w[0] = win->w[i];
+        dst->w[1] = win->w[(i + 1) & (LW_WINDOW_BYTES / 8 - 1)];
+        return 0;
+    }
+    return bpf_probe_read_user(dst->w, n > 1 ? 16 : 8, (void *)addr) ? -1 : 0;
+}
+
+/* One or two words of the stack at addr: through the window in a windowed walk, else read. */
+static __always_inline int read_words(bool windowed, __u64 addr, struct lw_words *dst, __u32 n)
+{
+    if (windowed)
+        return stack_words(addr, dst, n);
+    return bpf_probe_read_user(dst->w, n > 1 ? 16 : 8, (void *)addr) ? -1 : 0;
+}
+
 /* Walks the stack with the daemon's CFI rules (LW_CFG_DWARF), and by the frame pointer in the
  * code ranges whose functions keep one. Two starts: at an allocator's entry (a uprobe placed on
  * or before its first stack push, so the entry frame's CFA is sp + 8 and rbp is the caller's),
@@ -340,18 +416,22 @@ static __always_inline __u32 range_kind(const struct lw_proc_cfg *cfg, __u64 pc)
  * itself, stored under ip | LW_RULE_EXACT. */
 static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
                                         const struct lw_proc_cfg *cfg, __u64 ip, __u64 sp,
-                                        __u64 bp, bool exact)
+                                        __u64 bp, bool exact, bool windowed)
 {
     const __u64 sp0 = sp;
     __u64 pc = ip;
     s->ips[0] = ip;
     s->caller = 0;
     __u32 n = 1;
+    if (windowed)
+        fill_window(sp);
     if (!exact) {
-        if (bpf_probe_read_user(&pc, sizeof(pc), (void *)sp)) {
+        struct lw_words ret = {};
+        if (read_words(windowed, sp, &ret, 1)) {
             count_lost(LW_LOST_STACK_FAILED);
             return 0;
         }
+        pc = ret.w[0];
         sp += 8;
         s->ips[1] = pc;
         s->caller = pc;
@@ -391,15 +471,14 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
              * the outermost frame's (the ABI's end of the chain). rbp may equal sp: a function
              * with no locals calls right after `push rbp; mov rsp, rbp`, and its frame record
              * is then just above the return address its callee popped. */
-            __u64 frame[2];
-            if (bp < sp || (bp & 7) ||
-                bpf_probe_read_user(frame, sizeof(frame), (void *)bp)) {
+            struct lw_words frame = {};
+            if (bp < sp || (bp & 7) || read_words(windowed, bp, &frame, 2)) {
                 truncated = bp != 0;
                 break;
             }
             sp = bp + 16;
-            bp = frame[0];
-            pc = frame[1];
+            bp = frame.w[0];
+            pc = frame.w[1];
         } else {
             struct lw_key rkey = {.tgid = tgid, .id = first_exact ? pc | LW_RULE_EXACT : pc};
             struct lw_unwind_rule *r = bpf_map_lookup_elem(&unwind_rules, &rkey);
@@ -429,15 +508,20 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
                 truncated = true;
                 break;
             }
-            __u64 ra = 0;
-            if ((r->bp_saved &&
-                 bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)r->bp_off))) ||
-                bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
+            struct lw_words saved = {}, ra = {};
+            if (r->bp_saved) {
+                if (read_words(windowed, cfa + (__s64)r->bp_off, &saved, 1)) {
+                    truncated = true;
+                    break;
+                }
+                bp = saved.w[0];
+            }
+            if (read_words(windowed, cfa - 8, &ra, 1)) {
                 truncated = true;
                 break;
             }
             sp = cfa;
-            pc = ra;
+            pc = ra.w[0];
         }
     next:
         if (!pc)
@@ -485,7 +569,7 @@ static __always_inline __u64 walk_stack(__u32 tgid, struct lw_stack *s,
 
 /* Captures the user stack once and stores it under a hash of its frames and the caller. */
 static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
-                                           const struct lw_proc_cfg *cfg)
+                                           const struct lw_proc_cfg *cfg, bool windowed)
 {
     __u32 zero = 0;
     struct lw_stack *s = bpf_map_lookup_elem(&stack_scratch, &zero);
@@ -500,7 +584,7 @@ static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
         s->py_nr = 0;
     if (cfg->flags & LW_CFG_DWARF)
         return walk_stack(tgid, s, cfg, PT_REGS_IP(ctx), PT_REGS_SP(ctx), PT_REGS_FP(ctx),
-                          false);
+                          false, windowed);
 #endif
     long n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), BPF_F_USER_STACK);
     if (n <= 0) {
@@ -512,6 +596,7 @@ static __always_inline __u64 capture_stack(struct pt_regs *ctx, __u32 tgid,
     s->caller = caller_address(ctx);
 #if !defined(__TARGET_ARCH_x86)
     s->py_nr = 0;
+    (void)windowed; /* no CFI walk here: the kernel's frame-pointer walk above */
 #endif
     __u64 h = stack_hash(mix64(s->caller ^ 0x9e3779b97f4a7c15ULL), s->ips, s->nr);
     h = python_hash(h, s->py, s->py_nr);
@@ -672,7 +757,7 @@ static __always_inline bool from_allocator(struct pt_regs *ctx, const struct lw_
 
 /* Returns whether the call's return must be seen: an in-flight record was written. */
 static __always_inline bool alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 arg,
-                                        __u32 flags)
+                                        __u32 flags, bool windowed)
 {
     __u32 tgid = current_pid_tgid() >> 32;
     struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watched, &tgid);
@@ -711,7 +796,7 @@ static __always_inline bool alloc_enter(struct pt_regs *ctx, __u32 kind, __u64 s
     }
     if (record) {
         rec.flags |= LW_INF_RECORD;
-        rec.stack = capture_stack(ctx, tgid, cfg);
+        rec.stack = capture_stack(ctx, tgid, cfg, windowed);
     } else if (!arg || kind == LW_POSIX_MEMALIGN) {
         /* Nothing to do at the return: no record, so a session uprobe skips it. The
          * allocator's own inner calls are told apart by their caller (from_allocator). */
@@ -888,7 +973,7 @@ static __always_inline int enter_munmap(struct pt_regs *ctx, __u64 addr, __u64 l
 
 /* One allocator call's entry, by kind, with its arguments from the registers. Returns
  * whether its return must be seen. */
-static __always_inline bool enter_kind(struct pt_regs *ctx, __u32 kind)
+static __always_inline bool enter_kind(struct pt_regs *ctx, __u32 kind, bool windowed)
 {
     __u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a3 = PT_REGS_PARM3(ctx);
     __u64 size = 0, arg = 0;
@@ -938,7 +1023,7 @@ static __always_inline bool enter_kind(struct pt_regs *ctx, __u32 kind)
     default:
         return false;
     }
-    return alloc_enter(ctx, kind, size, arg, flags);
+    return alloc_enter(ctx, kind, size, arg, flags, windowed);
 }
 
 /* Classic attachment: one uprobe link per function, each with its own program. */
@@ -946,7 +1031,7 @@ static __always_inline bool enter_kind(struct pt_regs *ctx, __u32 kind)
     SEC("uprobe")                                                                             \
     int name(struct pt_regs *ctx)                                                             \
     {                                                                                         \
-        enter_kind(ctx, kind);                                                                \
+        enter_kind(ctx, kind, false);                                                         \
         return 0;                                                                             \
     }
 LW_ENTRY(malloc_enter, LW_MALLOC)
@@ -974,7 +1059,7 @@ int alloc_return(struct pt_regs *ctx)
 SEC("uprobe")
 int multi_entry(struct pt_regs *ctx)
 {
-    enter_kind(ctx, (__u32)bpf_get_attach_cookie(ctx));
+    enter_kind(ctx, (__u32)bpf_get_attach_cookie(ctx), false);
     return 0;
 }
 
@@ -1000,20 +1085,26 @@ int session_probe(struct pt_regs *ctx)
         return 0;
     }
     __u32 kind = cookie & ((1u << LW_COOKIE_KIND_BITS) - 1);
-    return enter_kind(ctx, kind) ? 0 : 1;
+    return enter_kind(ctx, kind, true) ? 0 : 1;
 }
 
 #if defined(__TARGET_ARCH_x86)
 /* Watch tier (x86-64: the kernel's user page-fault tracepoint is x86's): a write fault of a
  * process in the tier, sampled by bytes (one page in sample_mean / page_size), records the
- * page and the stack that touched it. Every page fault of the machine runs this far: one map
- * lookup by tgid. The daemon attaches it only while the tier holds a process. */
+ * page and the stack that touched it. Every page fault of the machine runs this far: a test of
+ * the fault's kind, then of the tgid's bit in tier_filter. The daemon attaches it only while the tier holds a process. */
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(watch_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
+    if (!(error_code & 2 /* X86_PF_WRITE */))
+        return 0;
     __u32 tgid = current_pid_tgid() >> 32;
+    __u32 word = (tgid / 64) % (LW_TIER_FILTER_BITS / 64);
+    __u64 *bits = bpf_map_lookup_elem(&tier_filter, &word);
+    if (!bits || !(*bits & (1ULL << (tgid % 64))))
+        return 0;
     struct lw_proc_cfg *cfg = bpf_map_lookup_elem(&watch_tier, &tgid);
-    if (!cfg || !(error_code & 2 /* X86_PF_WRITE */))
+    if (!cfg)
         return 0;
     if (cfg->sample_mean > page_size &&
         bpf_get_prandom_u32() >= (__u32)((page_size << 32) / cfg->sample_mean))
@@ -1024,7 +1115,7 @@ int BPF_PROG(watch_fault, unsigned long address, struct pt_regs *regs, unsigned 
         return 0;
     __u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp), bp = BPF_CORE_READ(regs, bp);
     s->py_nr = 0; /* a first touch is named by its native frames */
-    struct lw_growth g = {.stack = walk_stack(tgid, s, cfg, ip, sp, bp, true),
+    struct lw_growth g = {.stack = walk_stack(tgid, s, cfg, ip, sp, bp, true, false),
                           .ts_ns = bpf_ktime_get_ns()};
     struct lw_key key = {.tgid = tgid, .id = address & ~(page_size - 1)};
     if (bpf_map_update_elem(&growth_pages, &key, &g, BPF_ANY))

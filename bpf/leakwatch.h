@@ -267,6 +267,10 @@ struct lw_stack {
 #define LW_UNWIND_DEPTH 64       /* frames unwound with rules, at most */
 #define LW_DWARF_FRAMES (LW_UNWIND_DEPTH + 2) /* and with the allocator and its caller */
 #define LW_SNAPSHOT_BYTES 8192   /* stack bytes a snapshot copies, at most */
+#define LW_WINDOW_BYTES 1024     /* stack bytes a windowed walk copies at its start (power of 2) */
+
+/* Bits of the watch tier's filter of tgids (tier_filter): a multiple of 64, a power of two. */
+#define LW_TIER_FILTER_BITS 65536
 
 /* The rule for the instruction at an address itself (the first frame of a walk that starts at
  * a page fault), in `unwind_rules` under (tgid, address | LW_RULE_EXACT): user addresses never
@@ -341,6 +345,17 @@ struct lw_inflight {
 struct lw_freeing {
     __u64 sp; /* 0: no mark */
     __u64 addr;
+};
+
+/* The top of the stack a windowed walk copied with one read (walk_stack). */
+struct lw_stack_window {
+    __u64 base; /* the address w[0] was copied from; 0: nothing copied */
+    __u64 len;  /* bytes copied */
+    __u64 w[LW_WINDOW_BYTES / 8];
+};
+
+struct lw_words {
+    __u64 w[2];
 };
 
 /* A thread's task-local record: its outermost allocator call in flight (call.sp 0: none) and

@@ -544,10 +544,16 @@ bool Probes::samples_faults() const {
 Result<void> Probes::watch_memory(uint32_t tgid, const Recording& r, uint64_t fault_sample_bytes) {
     lw_proc_cfg cfg = proc_cfg(r);
     cfg.sample_mean = fault_sample_bytes;
-    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watch_tier), &tgid, &cfg, BPF_ANY))
+    // Its bit in the filter first: watch_fault looks at the tier only for a tgid whose bit is
+    // set, so a fault between the two writes is sampled, not missed.
+    set_tier_bit(tgid, true);
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.watch_tier), &tgid, &cfg, BPF_ANY)) {
+        int err = errno;
+        if (!tier_.contains(tgid)) set_tier_bit(tgid, tier_bit_shared(tgid));
         return fail_errno(
             "adding pid " + std::to_string(tgid) + " to the watch tier (limits.processes reached?)",
-            errno);
+            err);
+    }
     tier_.insert(tgid);
 #if defined(__x86_64__)
     if (!fault_link_ && samples_faults()) {
@@ -561,9 +567,28 @@ Result<void> Probes::watch_memory(uint32_t tgid, const Recording& r, uint64_t fa
     return {};
 }
 
+// The filter's word for a tgid, read, changed and written back: only the daemon writes it.
+void Probes::set_tier_bit(uint32_t tgid, bool on) {
+    uint32_t word = (tgid / 64) % (LW_TIER_FILTER_BITS / 64);
+    uint64_t bits = 0;
+    int fd = bpf_map__fd(skel_->maps.tier_filter);
+    bpf_map_lookup_elem(fd, &word, &bits);
+    const uint64_t bit = 1ULL << (tgid % 64);
+    const uint64_t next = on ? bits | bit : bits & ~bit;
+    if (next != bits) bpf_map_update_elem(fd, &word, &next, BPF_ANY);
+}
+
+// Whether another process of the tier has the same bit (pids LW_TIER_FILTER_BITS apart).
+bool Probes::tier_bit_shared(uint32_t tgid) const {
+    for (uint32_t other : tier_)
+        if (other != tgid && other % LW_TIER_FILTER_BITS == tgid % LW_TIER_FILTER_BITS) return true;
+    return false;
+}
+
 void Probes::unwatch_memory(uint32_t tgid) {
     bpf_map_delete_elem(bpf_map__fd(skel_->maps.watch_tier), &tgid);
     tier_.erase(tgid);
+    if (!tier_bit_shared(tgid)) set_tier_bit(tgid, false);
     if (tier_.empty() && fault_link_) {
         bpf_link__destroy(fault_link_);
         fault_link_ = nullptr;

@@ -105,9 +105,13 @@ class Probes : public AllocationSource, public Attacher, public SnapshotMaps {
     ring_buffer* snapshot_ring_ = nullptr;
     std::vector<bpf_link*> event_links_;
     // The page-fault program, attached while the watch tier holds a process (every page fault
-    // of the machine runs it as far as one map lookup).
+    // of the machine runs it as far as a test of the tgid's bit in tier_filter).
     bpf_link* fault_link_ = nullptr;
     std::set<uint32_t> tier_;
+    // tier_filter's bit of a tgid (bpf/leakwatch.bpf.c), and whether another tgid of the tier
+    // has it too.
+    void set_tier_bit(uint32_t tgid, bool on);
+    bool tier_bit_shared(uint32_t tgid) const;
     EventHandler handler_;
     size_t events_handled_ = 0;  // in the current poll_events
     std::chrono::steady_clock::time_point budget_end_;
