@@ -14,12 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long now_ns(clockid_t clock)
-{
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "clock.h"
 
 int main(int argc, char **argv)
 {
