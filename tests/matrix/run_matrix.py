@@ -474,8 +474,11 @@ def table(results, wall):
     for r in results:
         for k in r.get("esc") or []:
             if "missing" in k:
-                rows.append((r["arch"], r["release"], k["counter"], "no", k["kind"], "-", "-",
-                             "-", "-", "not escalated (below)" if k.get("explained") else "NO",
+                late = "after" in k  # escalated after the module's last tick (kmod.py)
+                rows.append((r["arch"], r["release"], k["counter"],
+                             f"{k['after']:.1f}s" if late else "no", k["kind"], "-", "-", "-",
+                             "-", ("too late to check (below)" if late else
+                                   "not escalated (below)") if k.get("explained") else "NO",
                              "-"))
                 continue
             by = "" if k["by"] == k["counter"] else f" (filter complete with {k['by']})"
