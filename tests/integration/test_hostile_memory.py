@@ -250,7 +250,9 @@ def test_many_self_stalled_processes_of_one_user(cleanup):
     lock, so every read of their /proc/PID/pagemap is stuck. The reads in flight of one user are
     bounded (4): the daemon's threads stay bounded, the others are refused as busy, the main
     loop keeps sampling, and a root process's steady leak beside them is attached and named
-    with its bytes exactly."""
+    with its bytes exactly. Not registered in CMakeLists.txt yet: the symbolizer's loader still
+    opens their mapped files through /proc/PID/map_files (which takes the same lock), and those
+    loads hold all its threads (the steady leak's frames then go unnamed)."""
     require_root()
     d = scratch(cleanup)
     os.chmod(d, 0o755)
@@ -281,7 +283,8 @@ def test_many_self_stalled_processes_of_one_user(cleanup):
         f.go()
     for f in stalled:
         f.expect("reading")
-    wait_until(lambda: fs.reads >= STALLED_COUNT, 20, "each process to read its own page")
+    # They read the same page of the file: the kernel asks the file system for it once.
+    wait_until(lambda: fs.reads >= 1, 20, "the processes to read their own page")
     wait_until(lambda: all(threads_in_mmap(f.pid) for f in stalled), 20,
                "their mmaps to wait behind those reads")
     for f in stalled:
