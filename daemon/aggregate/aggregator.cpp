@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "aggregate/site.h"
 #include "leakwatch.h"
@@ -253,7 +254,41 @@ Snapshot Aggregator::sample(const std::vector<ProcessMeta>& processes, uint64_t 
     return snap;
 }
 
+ProcMemoryReader::ProcMemoryReader(const ProcReader& proc, Symbolizer& symbolizer)
+    : proc_(proc),
+      pagemaps_(proc, symbolizer.proc_reads(),
+                [&symbolizer](const std::string& key) { return symbolizer.wait_for(key); },
+                {.file = "pagemap",
+                 .refused = "its growth stacks keep the pages read before, and those it "
+                            "touches since"}) {}
+
+Result<std::vector<bool>> ProcMemoryReader::pages_held(int pid,
+                                                       const std::vector<uint64_t>& pages) {
+    auto got = pagemaps_.read(pid, 0, [proc = proc_, pid, pages]() -> Result<PagesHeld> {
+        auto held = proc.pages_held(pid, pages);
+        if (!held) return std::unexpected(held.error());
+        PagesHeld out;
+        out.reserve(pages.size());
+        for (size_t i = 0; i < pages.size(); i++) out.emplace(pages[i], (*held)[i]);
+        return out;
+    });
+    if (got.gone) return fail(got.error);
+    std::vector<bool> held(pages.size(), true);  // not known: held
+    if (got.value) {
+        for (size_t i = 0; i < pages.size(); i++)
+            if (auto it = got.value->find(pages[i]); it != got.value->end()) held[i] = it->second;
+    }
+    return held;
+}
+
+void ProcMemoryReader::forget_unless(const std::function<bool(int)>& keep) {
+    pagemaps_.forget_unless([&](pid_t pid) { return keep(pid); });
+}
+
 void Aggregator::add_growth_stacks(const std::vector<ProcessMeta>& processes, Snapshot& snap) {
+    std::unordered_set<uint32_t> watched;
+    for (const auto& meta : processes) watched.insert(meta.pid);
+    memory_.forget_unless([&](int pid) { return watched.count(static_cast<uint32_t>(pid)) > 0; });
     std::unordered_map<uint32_t, std::vector<GrowthPage>> by_pid;
     for (auto& g : source_.growth_pages()) by_pid[g.tgid].push_back(g);
     if (by_pid.empty()) return;

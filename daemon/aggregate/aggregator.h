@@ -3,10 +3,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "aggregate/growth.h"
@@ -14,6 +16,7 @@
 #include "aggregate/source.h"
 #include "config/config.h"
 #include "proc/proc.h"
+#include "proc/proc_reads.h"
 #include "symbols/symbolizer.h"
 #include "util/result.h"
 
@@ -49,20 +52,32 @@ class MemoryReader {
   public:
     virtual ~MemoryReader() = default;
     virtual Result<ProcMemory> memory(int pid) = 0;
+    // For each page, whether the process still holds it; a page whose state is not known is
+    // taken as held. Error when the process is gone.
     virtual Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) = 0;
+    // What is kept of the processes `keep` does not name goes.
+    virtual void forget_unless(const std::function<bool(int)>& keep) { (void)keep; }
 };
 
-// The real one: /proc/PID/status and /proc/PID/pagemap.
+// The real one: /proc/PID/status (which takes no lock the process can hold up), and
+// /proc/PID/pagemap, which takes its memory map lock: read on the symbolizer's /proc read pool
+// (proc/proc_reads.h), never on the caller's thread. The pages a read has answered for keep
+// that answer until the next read ends; a page it has not (sampled since, or every page
+// before a first read ends) counts as held: its first touch was seen, and nothing says it has
+// been let go since. A process whose pagemap read is held up thus keeps its growth stacks as
+// they were, plus what it touches meanwhile, and the read is refused as slow after 10 s
+// (files_refused{reason="slow"}).
 class ProcMemoryReader : public MemoryReader {
   public:
-    explicit ProcMemoryReader(const ProcReader& proc) : proc_(proc) {}
+    ProcMemoryReader(const ProcReader& proc, Symbolizer& symbolizer);
     Result<ProcMemory> memory(int pid) override { return proc_.memory(pid); }
-    Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) override {
-        return proc_.pages_held(pid, pages);
-    }
+    Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) override;
+    void forget_unless(const std::function<bool(int)>& keep) override;
 
   private:
-    const ProcReader& proc_;
+    using PagesHeld = std::unordered_map<uint64_t, bool>;
+    ProcReader proc_;  // a copy: reads may outlive the caller's
+    ProcFileReads<PagesHeld> pagemaps_;
 };
 
 struct StackView {

@@ -34,11 +34,12 @@ enum class Refusal : uint8_t {
     kSlow,          // opening or reading it took longer than leakwatchd waits
     kTooManyLines,  // a perf map longer than leakwatchd reads: only its first lines are used
     kMalformed,     // a mapped file that is not ELF, or whose headers cannot be read (truncated)
+    kBusy,          // a /proc file not read: reads of its user's processes (or of all) are stuck
     kCount,
 };
 inline constexpr std::array<std::string_view, static_cast<size_t>(Refusal::kCount)> kRefusalNames =
     {"not_regular_file", "too_large", "symlink", "wrong_owner", "slow",
-     "too_many_lines",   "malformed"};
+     "too_many_lines",   "malformed", "busy"};
 using RefusalCounts = std::array<uint64_t, static_cast<size_t>(Refusal::kCount)>;
 
 // Files refused so far, by reason, by every reader in the process.

@@ -462,6 +462,15 @@ Result<ProcMemory> ProcReader::memory(int pid) const {
     return parse_status_memory(*text);
 }
 
+Result<uint32_t> ProcReader::uid(int pid) const {
+    const std::string path = root_ + "/" + std::to_string(pid) + "/status";
+    auto status = read_file(path, kMaxSmallProcFile);
+    if (!status) return std::unexpected(status.error());
+    auto uids = parse_uids(*status, path);
+    if (!uids) return std::unexpected(uids.error());
+    return uids->first;
+}
+
 Result<std::vector<bool>> ProcReader::pages_held(int pid,
                                                  const std::vector<uint64_t>& pages) const {
     const std::string path = root_ + "/" + std::to_string(pid) + "/pagemap";

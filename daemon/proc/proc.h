@@ -105,6 +105,8 @@ class ProcReader {
     // false once it exits, from the moment its memory is released, zombie included.
     bool has_memory(int pid) const;
     Result<ProcMemory> memory(int pid) const;
+    // The real uid of pid, from /proc/PID/status.
+    Result<uint32_t> uid(int pid) const;
     // For each page address (sorted or not), whether the process still holds it as its own
     // memory (pagemap_entry_held). Error when its pagemap cannot be read (it exited).
     Result<std::vector<bool>> pages_held(int pid, const std::vector<uint64_t>& pages) const;

@@ -213,7 +213,7 @@ Daemon::Daemon(Config config, DaemonOptions options, std::unique_ptr<Keeper> kee
                                     .max_source_entries = config_.limits.symbol_cache_entries,
                                     .max_file_bytes = config_.limits.file_size}),
       tracker_(*probes_, proc_, symbolizer_, config_.watch, config_.escalation),
-      memory_reader_(proc_),
+      memory_reader_(proc_, symbolizer_),
       aggregator_(*probes_, tracker_, memory_reader_),
       unwinder_(proc_, symbolizer_),
       detector_(config_.leak_detection) {

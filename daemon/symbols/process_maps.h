@@ -1,15 +1,12 @@
-// The memory maps of the processes leakwatchd watches (/proc/PID/maps), read on the
-// symbolizer's loader (util/bounded_loader.h), never on the caller's thread.
+// The memory maps of the processes leakwatchd watches (/proc/PID/maps), read on the /proc
+// read pool (proc/proc_reads.h), never on the caller's thread.
 //
-// Reading a process's maps takes its memory map's lock for reading. A process can hold that
-// lock up for as long as it likes: a reader of its memory (ours, on a loader thread) waits on
-// a page of a file that is never served (FUSE) with the lock held, the process then calls
-// mmap (a writer, queued), and every later reader of the lock queues behind that writer. So
-// each read runs on the loader, one at a time per process, waited for a bounded time; the
-// caller gets the new maps when the read ends within the wait, and otherwise the maps read
-// last (kept per process) while the read goes on; a later call picks its result up. A read
-// longer than the symbolizer's `slow` is refused (files_refused{reason="slow"}, logged once)
-// and not waited for again; the maps read last stay in use.
+// Reading a process's maps takes its memory map's lock for reading (before the per-VMA locks
+// of 6.x kernels), which a process can hold up for as long as it likes. The caller gets the new
+// maps when the read ends within the wait, and otherwise the maps read last (kept per process)
+// while the read goes on; a later call picks its result up. A read longer than the
+// symbolizer's `slow` is refused (files_refused{reason="slow"}, logged once) and not waited for
+// again; the maps read last stay in use.
 #pragma once
 
 #include <sys/types.h>
@@ -22,7 +19,7 @@
 #include <vector>
 
 #include "proc/proc.h"
-#include "util/bounded_loader.h"
+#include "proc/proc_reads.h"
 
 namespace leakwatch {
 
@@ -32,7 +29,7 @@ class ProcessMaps {
     // How long to wait for the load of a key now; nullopt: it has run too long (refused).
     using WaitFor = std::function<std::optional<std::chrono::milliseconds>(const std::string&)>;
 
-    ProcessMaps(const ProcReader& proc, BoundedLoader& loader, WaitFor wait_for);
+    ProcessMaps(const ProcReader& proc, ProcReadPool& pool, WaitFor wait_for);
     ProcessMaps(const ProcessMaps&) = delete;
     ProcessMaps& operator=(const ProcessMaps&) = delete;
 
@@ -40,8 +37,10 @@ class ProcessMaps {
         Maps maps;             // the newest maps read (nullptr: none read yet, or it failed)
         bool fresh = false;    // `maps` were read since the last call (this one's read, or one
                                // that had ended since)
-        bool pending = false;  // a read of pid is still under way
-        bool refused = false;  // ... and has run so long that it is refused as slow
+        bool pending = false;  // a read of pid is still under way, or could not start yet
+        bool refused = false;  // ... and has run so long that it is refused as slow, or could
+                               // not start for the /proc read pool's bounds (`busy`)
+        bool busy = false;
         bool gone = false;     // the last read failed: the process has no maps (it exited)
         std::string error;     // why, when gone
     };
@@ -61,14 +60,8 @@ class ProcessMaps {
     size_t size() const;
 
   private:
-    struct State;
-    // Moves a finished read of pid into what is kept. Caller holds the lock.
-    static bool pick_up(State& state, pid_t pid);
-
-    ProcReader proc_;  // a copy: loads may outlive the caller's
-    BoundedLoader& loader_;
-    WaitFor wait_for_;
-    std::shared_ptr<State> state_;  // shared with the loads, which may outlive this
+    ProcReader proc_;
+    ProcFileReads<std::vector<MapEntry>> reads_;
 };
 
 }  // namespace leakwatch

@@ -479,7 +479,7 @@ Symbolizer::Symbolizer(const ProcReader& proc, SymbolizerOptions options)
           proc_, loader_,
           PerfMaps::Options{.max_bytes = options_.max_file_bytes,
                             .wait = [this](const std::string& key) { return wait_for(key); }}),
-      process_maps_(proc_, loader_, [this](const std::string& key) { return wait_for(key); }),
+      process_maps_(proc_, proc_reads_, [this](const std::string& key) { return wait_for(key); }),
       java_(std::make_shared<Java>()) {}
 
 Symbolizer::~Symbolizer() = default;
@@ -517,6 +517,7 @@ void Symbolizer::end_sample() {
 std::optional<std::chrono::milliseconds> Symbolizer::wait_for(const std::string& key) {
     using std::chrono::milliseconds;
     auto running = loader_.running_for(key);
+    if (!running) running = proc_reads_.loader().running_for(key);
     if (running && *running > options_.slow) return std::nullopt;
     milliseconds wait = options_.wait;
     if (running && *running >= options_.wait) wait = milliseconds(0);  // waited for once

@@ -14,6 +14,7 @@
 
 #include "proc/files.h"
 #include "proc/proc.h"
+#include "proc/proc_reads.h"
 #include "symbols/debuginfo.h"
 #include "symbols/hotspot.h"
 #include "symbols/lru.h"
@@ -191,7 +192,10 @@ class Symbolizer {
     // The loader threads that read files for this symbolizer; the tracker and the unwinder
     // read theirs on it too.
     BoundedLoader& loader() { return loader_; }
-    // The maps of the processes symbolized and unwound, read on that loader (the tracker's
+    // The pool that reads /proc files which take a process's memory map lock (maps, cmdline,
+    // pagemap): threads of its own, bounded per user (proc/proc_reads.h).
+    ProcReadPool& proc_reads() { return proc_reads_; }
+    // The maps of the processes symbolized and unwound, read on that pool (the tracker's
     // and the unwinder's reads of /proc/PID/maps alike: one read in flight per process).
     ProcessMaps& process_maps() { return process_maps_; }
     // JVM attaches that waited their turn (PerfMaps::attaches_queued).
@@ -214,6 +218,8 @@ class Symbolizer {
     std::shared_ptr<Shared> shared_;
     // Last: destroyed first, so that no load starts once the rest is gone.
     BoundedLoader loader_;
+    // The reads of /proc files that take a process's memory map lock, on threads of their own.
+    ProcReadPool proc_reads_;
     PerfMaps perf_maps_;
     ProcessMaps process_maps_;
     // The JVMs' layouts and their methods' names (symbols/hotspot.h).

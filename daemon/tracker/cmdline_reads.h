@@ -1,15 +1,12 @@
-// The command lines of processes a `cmdline` rule is tried on, read on the symbolizer's loader
-// (util/bounded_loader.h), never on the main loop.
+// The command lines of processes a `cmdline` rule is tried on, read on the /proc read pool
+// (proc/proc_reads.h), never on the main loop.
 //
-// Reading /proc/PID/cmdline takes the process's memory map lock for reading, and any process
-// can hold that up for as long as it likes: one of its threads reads its own page of a FUSE
-// file that never answers (the lock held while the fault waits), another calls mmap (a
-// writer, queued), and every later reader queues behind that writer. A `cmdline` rule is tried
-// on every process of the host, so the main loop asks for a read here and goes on: one read
-// in flight per process, waited for a bounded time at its start only; a later pass picks the
-// result up. A read longer than the symbolizer's `slow` is refused
-// (files_refused{reason="slow"}, logged once); reads in flight are bounded, so that an exec
-// storm piles up neither loads nor memory.
+// Reading /proc/PID/cmdline takes the process's memory map lock for reading, which any process
+// can hold up for as long as it likes. A `cmdline` rule is tried on every process of the host,
+// so the main loop asks for a read here and goes on: one read in flight per process, waited
+// for a bounded time; a later pass picks the result up. A read longer than the symbolizer's
+// `slow` is refused (files_refused{reason="slow"}, logged once); reads in flight are bounded,
+// so that an exec storm piles up neither loads nor memory.
 #pragma once
 
 #include <sys/types.h>
@@ -23,7 +20,7 @@
 #include <vector>
 
 #include "proc/proc.h"
-#include "util/bounded_loader.h"
+#include "proc/proc_reads.h"
 
 namespace leakwatch {
 
@@ -32,14 +29,15 @@ class CmdlineReads {
     // How long to wait for the load of a key now; nullopt: it has run too long (refused).
     using WaitFor = std::function<std::optional<std::chrono::milliseconds>(const std::string&)>;
 
-    CmdlineReads(const ProcReader& proc, BoundedLoader& loader, WaitFor wait_for,
+    CmdlineReads(const ProcReader& proc, ProcReadPool& pool, WaitFor wait_for,
                  size_t max_in_flight = 64);
     CmdlineReads(const CmdlineReads&) = delete;
     CmdlineReads& operator=(const CmdlineReads&) = delete;
 
     enum class State {
         kRead,     // `argv` is the command line
-        kPending,  // a read is under way (or none could start: too many in flight): ask again
+        kPending,  // a read is under way (or none could start: too many in flight, or the
+                   // process's user has too many held up): ask again
         kSlow,     // the read has run longer than `slow`: refused
         kGone,     // it could not be read (the process exited); `error` says why
     };
@@ -60,12 +58,8 @@ class CmdlineReads {
     size_t in_flight() const;  // reads started and not ended (forgotten ones too)
 
   private:
-    struct State_;
-    ProcReader proc_;  // a copy: loads may outlive the caller's
-    BoundedLoader& loader_;
-    WaitFor wait_for_;
-    size_t max_in_flight_;
-    std::shared_ptr<State_> state_;  // shared with the loads, which may outlive this
+    ProcReader proc_;
+    ProcFileReads<std::vector<std::string>> reads_;
 };
 
 }  // namespace leakwatch

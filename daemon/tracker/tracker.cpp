@@ -55,7 +55,7 @@ Tracker::Tracker(Attacher& attacher, const ProcReader& proc, Symbolizer& symboli
       rules_(std::move(rules)),
       escalation_(escalation),
       self_(getpid()),
-      cmdlines_(proc, symbolizer.loader(),
+      cmdlines_(proc, symbolizer.proc_reads(),
                 [&symbolizer](const std::string& key) { return symbolizer.wait_for(key); }) {}
 
 namespace {
@@ -277,7 +277,8 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     // whose read takes longer than `slow` is retried as one whose allocator's file does
     // (retry_slow).
     auto maps = symbolizer_.process_maps().read(pid);
-    if (!maps.fresh) return maps.refused ? Outcome::kSlow : Outcome::kLoading;
+    // Busy (reads of its user's processes held up): asked again later, as one still loading.
+    if (!maps.fresh) return maps.refused && !maps.busy ? Outcome::kSlow : Outcome::kLoading;
     if (!maps.maps) {
         spdlog::debug("pid {}: {}", pid, maps.error);
         return Outcome::kFailed;  // gone

@@ -76,7 +76,8 @@ void BoundedLoader::grow() {
         else if (now - since < stuck_after_)
             working++;
     }
-    if (idle > 0 || working >= 2 || s.threads.size() >= max_threads_) return;
+    // Idle threads that have not taken the jobs queued yet are spoken for.
+    if (idle >= s.queue.size() || working >= 2 || s.threads.size() >= max_threads_) return;
     const size_t index = s.threads.size();
     s.busy_since.push_back(Clock::time_point{});
     s.threads.emplace_back([state = state_, index] { work(state, index); });
@@ -93,6 +94,13 @@ BoundedLoader::Outcome BoundedLoader::run(const std::string& key, Load load,
     }
     grow();
     if (wait.count() <= 0) return s.active.count(key) ? Outcome::kWaiting : Outcome::kDone;
+    bool done = s.done_cv.wait_for(lock, wait, [&] { return !s.active.count(key); });
+    return done ? Outcome::kDone : Outcome::kWaiting;
+}
+
+BoundedLoader::Outcome BoundedLoader::wait(const std::string& key, std::chrono::milliseconds wait) {
+    State& s = *state_;
+    std::unique_lock lock(s.mu);
     bool done = s.done_cv.wait_for(lock, wait, [&] { return !s.active.count(key); });
     return done ? Outcome::kDone : Outcome::kWaiting;
 }

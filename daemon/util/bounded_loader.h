@@ -41,6 +41,8 @@ class BoundedLoader {
     // Starts `load` under `key`, unless a load of that key is queued or running (then `load`
     // is dropped), and waits for that load up to `wait`.
     Outcome run(const std::string& key, Load load, std::chrono::milliseconds wait);
+    // Waits up to `wait` for the load of `key`, if one is queued or running; starts none.
+    Outcome wait(const std::string& key, std::chrono::milliseconds wait);
     // How long the load of `key` has been running, if it is queued or running.
     std::optional<Clock::duration> running_for(const std::string& key) const;
 
@@ -55,8 +57,8 @@ class BoundedLoader {
     // Shared with the threads: one stuck in a load when the loader goes keeps it alive.
     struct State;
     static void work(const std::shared_ptr<State>& state, size_t index);
-    // Starts a thread when none is idle and fewer than two are working (not stuck), within
-    // the bound. Caller holds the lock.
+    // Starts a thread when the jobs queued outnumber the idle threads and fewer than two are
+    // working (not stuck), within the bound. Caller holds the lock.
     void grow();
 
     const size_t max_threads_;

@@ -1026,7 +1026,7 @@ TEST_CASE("command line reads: bounded in flight, let go when their processes ar
     options.wait = std::chrono::milliseconds(5);
     Symbolizer symbolizer{proc, options};
     CmdlineReads reads(
-        proc, symbolizer.loader(),
+        proc, symbolizer.proc_reads(),
         [&symbolizer](const std::string& key) { return symbolizer.wait_for(key); }, 4);
     for (int i = 0; i < kCount; i++)
         CHECK(reads.read(kFirst + i, 1000).state == CmdlineReads::State::kPending);

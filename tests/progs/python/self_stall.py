@@ -4,9 +4,11 @@ of a file system that never answers reads (tests/harness/stall_fs.py); the kerne
 memory map's lock for reading while that fault waits. Another thread then calls mmap, which
 queues for the lock as a writer, and every later reader of the lock (of /proc/PID/cmdline,
 smaps, pagemap) queues behind it, for as long as the file system lives.
-Usage: /usr/bin/python3 self_stall.py FILE
-Prints "pid N"; maps FILE; waits for the file named by FIXTURE_GO; prints "reading ADDRESS"
-and starts the reader; a second later calls mmap itself, printing nothing more (it waits there
+Usage: /usr/bin/python3 self_stall.py FILE [TOUCH_BYTES]
+Prints "pid N"; maps FILE; waits for the file named by FIXTURE_GO; touches TOUCH_BYTES (default
+0) of new anonymous memory, kept (first-touch faults for the watch tier to sample, and so pages
+whose state the daemon reads from /proc/PID/pagemap); prints "reading ADDRESS" and starts the
+reader; a second later calls mmap itself, printing nothing more (it waits there
 for as long as the file system lives)."""
 import ctypes
 import mmap
@@ -27,6 +29,9 @@ mem = os.open("/proc/self/mem", os.O_RDONLY)
 go = os.environ["FIXTURE_GO"]
 while not os.path.exists(go):
     time.sleep(0.05)
+touched = bytearray(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+for i in range(0, len(touched), mmap.PAGESIZE):
+    touched[i] = 1
 print("reading", hex(addr), flush=True)
 
 
