@@ -860,14 +860,21 @@ TEST_CASE("a process whose allocator's file is slow to read at first is tried ag
         std::shared_ptr<std::atomic<bool>> busy;
         ~Release() { *busy = false; }
     } release{busy};
+    auto started = std::make_shared<std::atomic<int>>(0);
     for (const char* key : {"busy-1", "busy-2"}) {
         symbolizer.loader().run(
             key,
-            [busy] {
+            [busy, started] {
+                ++*started;
                 while (*busy) std::this_thread::sleep_for(std::chrono::milliseconds(5));
             },
             std::chrono::milliseconds(0));
     }
+    // Both are running before the read is asked for: a thread started but not yet inside its
+    // job counts as idle, and the loader would start another for the read.
+    for (int i = 0; i < 400 && *started < 2; i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE(*started == 2);
     tracker.scan();
     const auto began = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() - began < std::chrono::milliseconds(600)) {
