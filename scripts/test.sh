@@ -19,7 +19,8 @@ if (($# > 0)); then
     exec ctest --output-on-failure "$@"
 fi
 # The whole suite (no ctest arguments, as CI runs it): then the unit tests under ASan and
-# UBSan and each fuzz target for FUZZ_SECONDS (default 30), each in a build tree of its own.
+# UBSan and each fuzz target for FUZZ_SECONDS (default 30, FUZZ_JOBS at a time), each in a
+# build tree of its own.
 failed=()
 (cd "${BUILD_DIR:-build}" && ctest --output-on-failure) || failed+=(ctest)
 scripts/sanitize.sh || failed+=(sanitize)
