@@ -23,14 +23,32 @@ same pristine state:
 
 Downloaded .debs are kept in /var/cache/leakwatch/apt-archives (bind-mounted over the
 overlay's apt cache) so that a rerun does not download them again; the package state is
-pristine every time. Everything else is removed afterwards, pass or fail: processes left in
-the chroot are killed, mounts undone, the run directory deleted.
+pristine every time.
+
+The two builds compile through the host's ccache, with its cache (/var/cache/leakwatch/ccache,
+the one scripts/ccache.sh gives the sanitized and fuzz builds) bind-mounted at the same path:
+a rerun compiles only what changed, in the chroot's own path (/root/leakwatch, the same on
+every run, so no path is rewritten). The ccache program and the one library it needs that
+minbase lacks (libhiredis) are copied to /opt/leakwatch-test-ccache in the overlay, outside
+dpkg's view and the guest's PATH, and reached only through CMAKE_C_COMPILER_LAUNCHER and
+CMAKE_CXX_COMPILER_LAUNCHER in the commands' environment; the package state the commands start
+from is still minbase's. A cache cannot hide a missing package: configuring (find_package,
+pkg-config), running protoc, bpftool and clang for the BPF objects, and linking are never
+cached, and a compile whose header is gone misses the cache (ccache checks every header a
+cached result was made from) and fails in the preprocessor. Checked once by hand: with the
+cache warm, libcrypt-dev purged after a first build and the objects removed, the rebuild
+stopped at "crypt.h: No such file or directory". LEAKWATCH_INSTALL_CCACHE=0 compiles without
+it. The first run on a machine, with the cache cold, takes as long as without it.
+
+Everything else is removed afterwards, pass or fail: processes left in the chroot are killed,
+mounts undone, the run directory deleted.
 
 Environment: LEAKWATCH_SOURCE_DIR (the tree to copy; required), LEAKWATCH_BUILD_DIR (where the
 run directory goes; required), LEAKWATCH_DEBIAN_MIRROR, LEAKWATCH_ROOTFS_CACHE.
 Needs root, debootstrap and network access to the Debian mirror.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -50,6 +68,8 @@ APT_ARCHIVES = os.environ.get("LEAKWATCH_APT_ARCHIVES", "/var/cache/leakwatch/ap
 GUEST_ENV = ["/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
              "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"]
 TREE = "/root/leakwatch"
+CCACHE_DIR = os.environ.get("LEAKWATCH_CCACHE_DIR", "/var/cache/leakwatch/ccache")
+GUEST_CCACHE = "/opt/leakwatch-test-ccache"
 # Packages only the tests need: the run command must not install them. (Not catch2: Debian's
 # libspdlog-dev depends on it.)
 TEST_ONLY = ["openjdk-17-jdk-headless", "qemu-system-x86", "prometheus", "libjemalloc2",
@@ -89,6 +109,7 @@ class Chroot:
         self.root = overlay.root
         self.logs = os.path.join(overlay.run_dir, "logs")
         os.makedirs(self.logs)
+        self.env = []  # the guest's compiler cache, when prepare() sets it up
 
     def prepare(self):
         root = self.root
@@ -100,9 +121,53 @@ class Chroot:
         os.makedirs(os.path.join(APT_ARCHIVES, "partial"), exist_ok=True)
         subprocess.run(["mount", "--bind", APT_ARCHIVES, f"{root}/var/cache/apt/archives"],
                        check=True)
+        self.env = []
+        if os.environ.get("LEAKWATCH_INSTALL_CCACHE", "1") != "0":
+            self.env = self.mount_ccache()
+
+    def mount_ccache(self):
+        """The host's ccache for the guest's compiles (see the module's comment); returns the
+        environment that turns it on, empty when the host has no ccache."""
+        host = shutil.which("ccache")
+        if not host:
+            log("no ccache on the host: the builds compile everything")
+            return []
+        r = subprocess.run(["ldd", host], capture_output=True, text=True, check=True)
+        libs = re.findall(r"=> (/\S+/libhiredis\.so[.\d]*) ", r.stdout)
+        guest = self.overlay.path(GUEST_CCACHE)
+        os.makedirs(os.path.join(guest, "lib"))
+        shutil.copy2(host, os.path.join(guest, "ccache.bin"))
+        for lib in libs:
+            shutil.copy2(lib, os.path.join(guest, "lib"))
+        # A wrapper: the library path is ccache's own, not the guest's (no LD_LIBRARY_PATH
+        # for the compilers it runs).
+        with open(os.path.join(guest, "ccache"), "w") as f:
+            f.write(f"#!/bin/sh\nexec /lib64/ld-linux-x86-64.so.2 --library-path "
+                    f"{GUEST_CCACHE}/lib {GUEST_CCACHE}/ccache.bin \"$@\"\n")
+        os.chmod(os.path.join(guest, "ccache"), 0o755)
+        os.makedirs(CCACHE_DIR, exist_ok=True)
+        os.makedirs(self.overlay.path(CCACHE_DIR), exist_ok=True)
+        subprocess.run(["mount", "--bind", CCACHE_DIR, self.overlay.path(CCACHE_DIR)],
+                       check=True)
+        launcher = f"{GUEST_CCACHE}/ccache"
+        return [f"CMAKE_C_COMPILER_LAUNCHER={launcher}",
+                f"CMAKE_CXX_COMPILER_LAUNCHER={launcher}", f"CCACHE_DIR={CCACHE_DIR}",
+                f"CCACHE_MAXSIZE={os.environ.get('CCACHE_MAXSIZE', '4G')}",
+                f"CCACHE_STATSLOG={TREE}/ccache-stats.log"]
+
+    def ccache_counts(self):
+        """(hits, misses) of the guest's compiles so far: ccache's per-compile log."""
+        try:
+            text = open(self.overlay.path(f"{TREE}/ccache-stats.log")).read()
+        except OSError:
+            return 0, 0
+        hits = len(re.findall(r"^(?:direct|preprocessed)_cache_hit$", text, re.M))
+        misses = len(re.findall(r"^cache_miss$", text, re.M))
+        return hits, misses
 
     def argv(self, command, env=()):
-        return ["chroot", self.root, *GUEST_ENV, *env, "bash", "-c", f"cd {TREE} && {command}"]
+        return ["chroot", self.root, *GUEST_ENV, *self.env, *env, "bash", "-c",
+                f"cd {TREE} && {command}"]
 
     def run(self, name, command, env=(), timeout=3600):
         """Runs a shell command in the tree, its output to logs/NAME.log; returns (seconds,
@@ -168,9 +233,16 @@ def scenario(c, timings):
         timings.append((name, seconds))
         log(f"{name}: {seconds:.0f}s")
 
+    def cached(before):
+        if not c.env:
+            return ""
+        hits, misses = c.ccache_counts()
+        return f" (ccache: {hits - before[0]} hits, {misses - before[1]} misses)"
+
     # 2. the run command's set-up
     took, out = c.run("run-check-config", "scripts/run.sh --check-config")
-    step("run command: install the daemon's packages, build the daemon, --check-config", took)
+    step("run command: install the daemon's packages, build the daemon, --check-config"
+         + cached((0, 0)), took)
     check("configuration config/leakwatch.yaml is valid" in out and "BPF programs load" in out,
           f"--check-config did not pass:\n{out[-2000:]}")
     wrong = [p for p in TEST_ONLY if c.installed(p)]
@@ -211,9 +283,11 @@ def scenario(c, timings):
             proc.wait()
 
     # 4. the test command's install and build steps, in Release
+    before = c.ccache_counts()
     took, out = c.run("test-build-only", "scripts/test.sh --build-only",
                       env=["BUILD_TYPE=Release"])
-    step("test command: install the tests' packages, build everything (Release, -Werror)", took)
+    step("test command: install the tests' packages, build everything (Release, -Werror)"
+         + cached(before), took)
     cache = open(c.overlay.path(f"{TREE}/build/CMakeCache.txt")).read()
     check("CMAKE_BUILD_TYPE:STRING=Release" in cache, "the test command's build is not Release")
     check("LEAKWATCH_WERROR:BOOL=ON" in cache, "the test command's build has -Werror off")
