@@ -42,6 +42,9 @@ namespace leakwatch {
 struct ProcReadLimits {
     size_t per_uid = 4;  // reads in flight of one user's processes
     size_t total = 24;   // reads in flight in all (the pool's threads)
+    // Of those, reads done on their caller's own thread (ProcReadPool::gate): the symbolizer's
+    // loader has 8 threads, which such reads must never hold all of.
+    size_t on_caller = 4;
 };
 
 // The threads that run /proc reads, and what is in flight on them.
@@ -70,11 +73,22 @@ class ProcReadPool {
     bool stuck(uint32_t uid, std::chrono::milliseconds after) const;
     size_t in_flight() const;
 
+    // Admission for a read that cannot leave its caller's thread (an open through
+    // /proc/PID/map_files, the symbolizer's reads of /proc/PID/mem: both take the memory map's
+    // lock, on the ELF loader's threads). The same bounds as admit(), and `on_caller` of them
+    // at most at once; a read of the same process in flight (a maps read, usually over in
+    // microseconds) is waited for up to `wait`. Returns the flight to hold while reading, or
+    // nullopt: refused (the caller counts and logs it). It keeps what it needs: it may be
+    // called after the pool is gone (a load that outlives it).
+    using Gate = ProcGate;
+    Gate gate(const ProcReader& proc, std::chrono::milliseconds wait) const;
+
     BoundedLoader& loader() { return loader_; }
     const Limits& limits() const { return limits_; }
 
+    struct Flights;  // what is in flight (proc_reads.cpp)
+
   private:
-    struct Flights;
     const Limits limits_;
     std::shared_ptr<Flights> flights_;  // shared with the flights, which may outlive the pool
     // Last: destroyed first, its idle threads joined while the rest lives.

@@ -257,3 +257,41 @@ TEST_CASE("proc reads: a read longer than slow is refused, the value read before
     REQUIRE(after);
     CHECK(*after == "after");
 }
+
+TEST_CASE("proc reads: the gate admits reads on the caller's thread within the pool's bounds",
+          "[proc_reads]") {
+    Tree tree;
+    const fs::path blocked = tree.add(800, 1000, "pagemap", std::nullopt);
+    tree.add(801, 1000, "pagemap", "");
+    tree.add(802, 1000, "pagemap", "");
+    tree.add(900, 2000, "pagemap", "");
+    ProcReadPool pool(ProcReadLimits{.per_uid = 2, .total = 4, .on_caller = 2});
+    Reads pagemap(tree, pool, "pagemap");
+    auto gate = pool.gate(ProcReader(tree.dir.string()), milliseconds(30));
+    // A process whose read is stuck gets nothing on the caller's thread either, after the wait.
+    CHECK(pagemap.read(800).pending);
+    CHECK_FALSE(gate(800));
+    // Its user has one more read: admitted; then the user's bound is reached.
+    auto first = gate(801);
+    REQUIRE(first);
+    CHECK(pool.in_flight() == 2);
+    CHECK_FALSE(gate(802));
+    // Another user's process: admitted, then the caller's-thread bound (2) is reached although
+    // the pool's total (3) is not.
+    auto other = gate(900);
+    REQUIRE(other);
+    tree.add(901, 3000, "pagemap", "");
+    CHECK_FALSE(gate(901));
+    // A read on the pool's own threads is not bounded by it.
+    auto pooled = pool.admit(901, 3000);
+    CHECK(pooled.first == ProcReadPool::Admission::kStarted);
+    pooled.second.reset();
+    // Let go, the flight makes room: the user's next process is admitted.
+    first->reset();
+    CHECK(gate(802));
+    other->reset();
+    answer_until_read(blocked, "x");
+    for (int i = 0; i < 500 && pool.in_flight() > 0; i++)
+        std::this_thread::sleep_for(milliseconds(10));
+    CHECK(pool.in_flight() == 0);
+}
