@@ -4,6 +4,7 @@
 #include <linux/openat2.h>
 #include <spdlog/spdlog.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -221,37 +222,58 @@ Result<OpenFile> open_file(const std::string& path, uint64_t max_bytes) {
     return finish_open(fd, path, max_bytes);
 }
 
-Result<OpenFile> open_mapped(const ProcReader& proc, int pid, const MapEntry& m,
-                             uint64_t max_bytes) {
-    auto is_mapped = [&](const OpenFile& f) {
+Result<OpenFile> open_mapped(const ProcReader& proc, int pid, const MapEntry& m, uint64_t max_bytes,
+                             const ProcGate& gate) {
+    auto is_inode = [&](const OpenFile& f) {
         return m.inode == 0 || static_cast<uint64_t>(f.stat().st_ino) == m.inode;
     };
-    // The mapping itself: the kernel's link to the file it maps, whatever happened to its path.
-    char range[64];
-    std::snprintf(range, sizeof(range), "%llx-%llx", static_cast<unsigned long long>(m.start),
-                  static_cast<unsigned long long>(m.end));
-    const std::string link = proc.root() + "/" + std::to_string(pid) + "/map_files/" + range;
+    // A path leads to the mapped file only if it is the same device too (an inode number is
+    // only unique within its file system).
+    auto is_mapped = [&](const OpenFile& f) {
+        return is_inode(f) && (m.inode == 0 || (major(f.stat().st_dev) == m.dev_major &&
+                                                minor(f.stat().st_dev) == m.dev_minor));
+    };
+    // The path first: opening it takes no lock of the process's, so a process holding up its
+    // memory map's lock holds up nothing of ours here.
     std::string tried;
-    int fd = ::open(link.c_str(), O_PATH | O_CLOEXEC);
-    if (fd >= 0) {
-        auto f = finish_open(fd, m.path, max_bytes);
-        if (f && is_mapped(*f)) return f;
-        tried = f ? "map_files: another inode" : f.error().message;
-    } else {
-        tried = "map_files: " + std::string(std::strerror(errno));
-    }
     if (!m.deleted && m.path.starts_with('/')) {
         OpenRules rules{.max_bytes = max_bytes};
         auto f = open_in_root(proc, pid, m.path, rules);
         if (f && is_mapped(*f)) return f;
-        tried += "; in its root: " + (f ? std::string("another inode") : f.error().message);
-        // A chroot in the daemon's own mount namespace shows host paths; the inode check
-        // makes sure that what is read is still the mapped file.
+        tried = "in its root: " + (f ? std::string("another file") : f.error().message);
+        // A chroot in the daemon's own mount namespace shows host paths; the device and inode
+        // check makes sure that what is read is still the mapped file.
         int host = ::open(m.path.c_str(), O_PATH | O_CLOEXEC);
         if (host >= 0) {
             auto h = finish_open(host, m.path, max_bytes);
             if (h && is_mapped(*h)) return h;
         }
+        tried += "; ";
+    }
+    // The mapping itself: the kernel's link to the file it maps, whatever happened to its path.
+    char range[64];
+    std::snprintf(range, sizeof(range), "%llx-%llx", static_cast<unsigned long long>(m.start),
+                  static_cast<unsigned long long>(m.end));
+    const std::string link = proc.root() + "/" + std::to_string(pid) + "/map_files/" + range;
+    std::optional<std::shared_ptr<void>> flight;
+    if (gate) {
+        flight = gate(pid);
+        if (!flight) {
+            refuse_file(Refusal::kBusy, link + " (" + m.path + ")",
+                        "reads of /proc files of its process or user (or of all) are held up "
+                        "already; its frames stay unnamed");
+            return fail(link + ": reads of the process's /proc files are held up (refused)");
+        }
+    }
+    int fd = ::open(link.c_str(), O_PATH | O_CLOEXEC);
+    flight.reset();  // what follows reads the file, not the process
+    if (fd >= 0) {
+        auto f = finish_open(fd, m.path, max_bytes);
+        // The link is the mapping's own file: its inode is what the maps line says.
+        if (f && is_inode(*f)) return f;
+        tried += f ? "map_files: another inode" : f.error().message;
+    } else {
+        tried += "map_files: " + std::string(std::strerror(errno));
     }
     return fail("no path reaches " + m.path + " (inode " + std::to_string(m.inode) +
                 ") mapped by pid " + std::to_string(pid) + ": " + tried);

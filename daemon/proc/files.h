@@ -15,6 +15,8 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -98,11 +100,18 @@ Result<OpenFile> open_beneath(int root_fd, const std::string& path, const OpenRu
 // same checks (a regular file within max_bytes, opened without blocking).
 Result<OpenFile> open_file(const std::string& path, uint64_t max_bytes);
 
-// Opens the very file of a mapping: its /proc/PID/map_files link (the mapping itself, also when
-// the file was deleted or replaced on disk), else its path inside the process's root or as the
-// daemon sees it (a chroot in our mount namespace), each checked to be the mapping's inode.
+// Admission for a read of a process's /proc file that takes its memory map's lock, done on the
+// caller's thread (ProcReadPool::gate): a token to hold while reading, or nullopt (refused).
+using ProcGate = std::function<std::optional<std::shared_ptr<void>>(int pid)>;
+
+// Opens the very file of a mapping: its path inside the process's root or as the daemon sees it
+// (a chroot in our mount namespace), each checked to be the mapping's device and inode; else
+// (a deleted file, a memfd, a file replaced on disk, an overlay) its /proc/PID/map_files link,
+// the mapping itself. That open takes the process's memory map lock, which the process can hold
+// up forever: with a `gate`, it is done only when the gate admits it (a refusal is counted as
+// files_refused{reason="busy"} and logged once).
 Result<OpenFile> open_mapped(const ProcReader& proc, int pid, const MapEntry& mapping,
-                             uint64_t max_bytes);
+                             uint64_t max_bytes, const ProcGate& gate = {});
 
 // Up to `length` bytes at `offset` (fewer at the end of the file).
 Result<std::string> read_at(const OpenFile& file, uint64_t offset, size_t length);

@@ -346,7 +346,7 @@ const PythonLayout* python_layout(int minor) {
 
 std::optional<PythonRuntime> find_python(const ProcReader& proc, int pid,
                                          const std::vector<MapEntry>& maps, const std::string& exe,
-                                         uint64_t max_file_bytes) {
+                                         uint64_t max_file_bytes, const ProcGate& gate) {
     // The executable (Debian's python3.X has libpython linked in), then a libpython3.X.
     std::vector<const MapEntry*> candidates;
     for (const auto& m : maps) {
@@ -358,7 +358,7 @@ std::optional<PythonRuntime> find_python(const ProcReader& proc, int pid,
         if (!seen) candidates.insert(m.path == exe ? candidates.begin() : candidates.end(), &m);
     }
     for (const MapEntry* m : candidates) {
-        auto file = open_mapped(proc, pid, *m, max_file_bytes);
+        auto file = open_mapped(proc, pid, *m, max_file_bytes, gate);
         if (!file) continue;
         auto runtime = read_runtime(*file);
         if (!runtime || !*runtime) continue;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "proc/files.h"
 #include "proc/proc.h"
 #include "util/result.h"
 
@@ -60,10 +61,10 @@ struct PythonRuntime {
 // name (python3.X, libpython3.X), and the size of _PyRuntime must be the layout's; from 3.13 on
 // the offsets the runtime describes itself (_Py_DebugOffsets, read from the file) replace the
 // table's. nullopt: no CPython in the process. Reads the files through the process's root
-// (proc/files.h).
+// (proc/files.h), through /proc/PID/map_files only when `gate` admits it (open_mapped).
 std::optional<PythonRuntime> find_python(const ProcReader& proc, int pid,
                                          const std::vector<MapEntry>& maps, const std::string& exe,
-                                         uint64_t max_file_bytes);
+                                         uint64_t max_file_bytes, const ProcGate& gate = {});
 
 // What a code object says of its function, read once.
 struct PythonCode {

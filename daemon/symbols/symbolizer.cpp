@@ -480,7 +480,8 @@ Symbolizer::Symbolizer(const ProcReader& proc, SymbolizerOptions options)
           PerfMaps::Options{.max_bytes = options_.max_file_bytes,
                             .wait = [this](const std::string& key) { return wait_for(key); }}),
       process_maps_(proc_, proc_reads_, [this](const std::string& key) { return wait_for(key); }),
-      java_(std::make_shared<Java>()) {}
+      java_(std::make_shared<Java>()),
+      gate_(proc_reads_.gate(proc_, options_.wait)) {}
 
 Symbolizer::~Symbolizer() = default;
 
@@ -593,13 +594,13 @@ Result<std::shared_ptr<const ElfFile>> Symbolizer::file_for(int pid, const MapEn
         shared_->remember_failure(failure_key, mapping.path + ": too slow to read");
         return fail(mapping.path + ": too slow to read");
     }
-    auto load = [shared = shared_, proc = proc_, pid, mapping, key, failure_key] {
+    auto load = [shared = shared_, proc = proc_, pid, mapping, key, failure_key, gate = gate_] {
         uint64_t max_bytes = 0;
         {
             std::lock_guard lock(shared->mu);
             max_bytes = shared->max_file_bytes;
         }
-        auto file = open_mapped(proc, pid, mapping, max_bytes);
+        auto file = open_mapped(proc, pid, mapping, max_bytes, gate);
         bool parsed_now = false;
         auto parsed = file ? shared->parse(*file, parsed_now)
                            : Result<std::shared_ptr<const ElfFile>>(std::unexpected(file.error()));
@@ -689,8 +690,8 @@ std::shared_ptr<DebugInfo> Symbolizer::debug_info_for(int pid, const MapEntry& m
     }
     DebugSearch search;
     const uint64_t max_bytes = max_file_bytes();
-    search.open_self = [proc = proc_, pid, mapping, max_bytes] {
-        return open_mapped(proc, pid, mapping, max_bytes);
+    search.open_self = [proc = proc_, pid, mapping, max_bytes, gate = gate_] {
+        return open_mapped(proc, pid, mapping, max_bytes, gate);
     };
     search.self_has_dwarf = file.has_dwarf();
     search.build_id = file.build_id();

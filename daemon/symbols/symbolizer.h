@@ -195,6 +195,10 @@ class Symbolizer {
     // The pool that reads /proc files which take a process's memory map lock (maps, cmdline,
     // pagemap): threads of its own, bounded per user (proc/proc_reads.h).
     ProcReadPool& proc_reads() { return proc_reads_; }
+    // Admission to that pool's bounds for the loader's own reads that take a memory map's lock
+    // (map_files opens, /proc/PID/mem): ProcReadPool::gate, a read of the same process in
+    // flight waited for up to the options' wait.
+    const ProcReadPool::Gate& proc_gate() const { return gate_; }
     // The maps of the processes symbolized and unwound, read on that pool (the tracker's
     // and the unwinder's reads of /proc/PID/maps alike: one read in flight per process).
     ProcessMaps& process_maps() { return process_maps_; }
@@ -225,6 +229,8 @@ class Symbolizer {
     // The JVMs' layouts and their methods' names (symbols/hotspot.h).
     struct Java;
     std::shared_ptr<Java> java_;
+    // proc_reads_.gate(): copied into loads (it outlives the pool).
+    ProcReadPool::Gate gate_;
     std::shared_ptr<const HotSpotLayout> java_layout(int pid, bool* pending);
     using JavaNamer =
         std::function<std::optional<std::string>(const JvmMemory&, const HotSpotLayout&)>;

@@ -68,9 +68,9 @@ constexpr uint64_t kMaxDecodedBefore = 4096;
 // runs on the loader.
 Tracker::ProbePlan make_plan(const ProcReader& proc, int pid, const MapEntry& mapping,
                              const std::string& prefix, const Symbolizer::Parser& parse,
-                             uint64_t max_bytes) {
+                             uint64_t max_bytes, const ProcGate& gate) {
     Tracker::ProbePlan plan;
-    auto file = open_mapped(proc, pid, mapping, max_bytes);
+    auto file = open_mapped(proc, pid, mapping, max_bytes, gate);
     if (!file) {
         plan.error = file.error().message;
         return plan;
@@ -121,7 +121,8 @@ std::string code_key(const MapEntry& m) {
 // The unwind tables of the executable file mappings of a process not known yet (unwind: auto),
 // into `cache`. Runs on the loader.
 void read_frame_pointer_files(const ProcReader& proc, int pid, const std::vector<MapEntry>& code,
-                              uint64_t max_bytes, Tracker::FramePointerFiles& cache) {
+                              uint64_t max_bytes, const ProcGate& gate,
+                              Tracker::FramePointerFiles& cache) {
     for (const MapEntry& m : code) {
         const std::string key = code_key(m);
         {
@@ -129,7 +130,7 @@ void read_frame_pointer_files(const ProcReader& proc, int pid, const std::vector
             if (cache.files.peek(key)) continue;
         }
         Tracker::FramePointerFile fresh;
-        if (auto file = open_mapped(proc, pid, m, max_bytes)) {
+        if (auto file = open_mapped(proc, pid, m, max_bytes, gate)) {
             if (auto cfi = CfiFile::open(*file)) {
                 if (auto vaddr = (*cfi)->vaddr_of_file_offset(m.offset)) {
                     fresh.use = (*cfi)->frame_pointer_use();
@@ -204,9 +205,10 @@ std::optional<Tracker::ProbePlan> Tracker::probe_plan(const ProcessInfo& info,
 #endif
     auto load = [slot, proc = proc_, pid, mapping, prefix = rule.allocator.symbol_prefix,
                  parse = symbolizer_.parser(), max_bytes = symbolizer_.max_file_bytes(),
-                 code = std::move(code), fp = frame_pointer_files_] {
-        ProbePlan plan = make_plan(proc, pid, mapping, prefix, parse, max_bytes);
-        if (plan.error.empty()) read_frame_pointer_files(proc, pid, code, max_bytes, *fp);
+                 code = std::move(code), fp = frame_pointer_files_,
+                 gate = symbolizer_.proc_gate()] {
+        ProbePlan plan = make_plan(proc, pid, mapping, prefix, parse, max_bytes, gate);
+        if (plan.error.empty()) read_frame_pointer_files(proc, pid, code, max_bytes, gate, *fp);
         std::lock_guard lock(slot->mu);
         slot->plan = std::move(plan);
     };
@@ -486,8 +488,8 @@ void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& map
         const std::string key = "frame-pointer:" + std::to_string(pid);
         if (auto wait = symbolizer_.wait_for(key)) {
             auto load = [proc = proc_, pid, code, max_bytes = symbolizer_.max_file_bytes(),
-                         fp = frame_pointer_files_] {
-                read_frame_pointer_files(proc, pid, code, max_bytes, *fp);
+                         fp = frame_pointer_files_, gate = symbolizer_.proc_gate()] {
+                read_frame_pointer_files(proc, pid, code, max_bytes, gate, *fp);
             };
             symbolizer_.loader().run(key, std::move(load), *wait);
         }

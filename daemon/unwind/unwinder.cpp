@@ -268,9 +268,9 @@ CfiFile* Unwinder::file_for(int pid, const MapEntry& mapping, bool& pending) {
     // The mapped file itself (checked by inode), never a replacement at the same path. A
     // failure is not remembered: it may be this process's alone (it exited meanwhile).
     auto load = [proc = proc_, loaded = loaded_, pid, mapping, key,
-                 max_bytes = symbolizer_.max_file_bytes()] {
+                 max_bytes = symbolizer_.max_file_bytes(), gate = symbolizer_.proc_gate()] {
         std::shared_ptr<CfiFile> cfi;
-        if (auto file = open_mapped(proc, pid, mapping, max_bytes))
+        if (auto file = open_mapped(proc, pid, mapping, max_bytes, gate))
             if (auto opened = CfiFile::open(*file)) cfi = std::move(*opened);
         std::lock_guard lock(loaded->mu);
         loaded->files[key] = std::move(cfi);

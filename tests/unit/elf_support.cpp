@@ -4,6 +4,8 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <link.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <array>
@@ -186,6 +188,13 @@ MapEntry file_mapping(const std::string& path, uint64_t inode) {
     m.perms = "r-xp";
     m.path = path;
     m.inode = inode;
+    // The device, as the maps line of a real mapping of the file gives it (a path is taken for
+    // the mapped file only on the same device).
+    struct stat st {};
+    if (inode != 0 && ::stat(path.c_str(), &st) == 0) {
+        m.dev_major = major(st.st_dev);
+        m.dev_minor = minor(st.st_dev);
+    }
     return m;
 }
 

@@ -196,3 +196,54 @@ TEST_CASE("open_mapped opens the very file of a mapping", "[proc][files]") {
     }
     ::munmap(p, 8192);
 }
+
+TEST_CASE("open_mapped opens by path first, and through map_files only when the gate admits it",
+          "[proc][files]") {
+    Root root;
+    const fs::path lib = root.dir / "tmp" / "gated.bin";
+    std::ofstream(lib) << std::string(4096, 'g');
+    int fd = ::open(lib.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    void* p = ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    REQUIRE(p != MAP_FAILED);
+    ::close(fd);
+    ProcReader proc;
+    auto maps = proc.maps(::getpid());
+    REQUIRE(maps);
+    const MapEntry* m = find_mapping(*maps, reinterpret_cast<uint64_t>(p));
+    REQUIRE(m != nullptr);
+    int asked = 0;
+    bool admit = false;
+    ProcGate gate = [&](int pid) -> std::optional<std::shared_ptr<void>> {
+        CHECK(pid == ::getpid());
+        asked++;
+        if (!admit) return std::nullopt;
+        return std::shared_ptr<void>();
+    };
+    // Its path is the mapped file (device and inode): opened without asking the gate, which
+    // guards the open that takes the process's memory map lock.
+    auto f = open_mapped(proc, ::getpid(), *m, 1 << 20, gate);
+    REQUIRE(f);
+    CHECK(text_of(*f) == std::string(4096, 'g'));
+    CHECK(asked == 0);
+    // Replaced on disk: only map_files reaches it, and the gate refuses (counted once).
+    std::ofstream(root.dir / "tmp" / "new.bin") << "another file";
+    fs::rename(root.dir / "tmp" / "new.bin", lib);
+    const uint64_t busy = refused(Refusal::kBusy);
+    auto refused_open = open_mapped(proc, ::getpid(), *m, 1 << 20, gate);
+    REQUIRE_FALSE(refused_open);
+    CHECK_THAT(refused_open.error().message, Catch::Contains("held up"));
+    CHECK(asked == 1);
+    CHECK(refused(Refusal::kBusy) == busy + 1);
+    CHECK_FALSE(open_mapped(proc, ::getpid(), *m, 1 << 20, gate));
+    CHECK(refused(Refusal::kBusy) == busy + 1);
+    // Admitted: the mapping itself (map_files needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE).
+    admit = true;
+    auto through = open_mapped(proc, ::getpid(), *m, 1 << 20, gate);
+    CHECK(asked == 3);
+    if (::geteuid() == 0) {
+        REQUIRE(through);
+        CHECK(text_of(*through) == std::string(4096, 'g'));
+    }
+    ::munmap(p, 4096);
+}
