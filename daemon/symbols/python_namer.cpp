@@ -96,8 +96,8 @@ std::shared_ptr<const PythonRuntime> PythonNamer::runtime(pid_t pid, uint64_t st
         return nullptr;
     }
     auto load = [state = state_, proc = proc_, pid, id, maps, exe,
-                 max_bytes = symbolizer_.max_file_bytes()] {
-        auto found = find_python(proc, pid, maps, exe, max_bytes);
+                 max_bytes = symbolizer_.max_file_bytes(), gate = symbolizer_.proc_gate()] {
+        auto found = find_python(proc, pid, maps, exe, max_bytes, gate);
         if (found && found->layout && c_library(maps) != CLibrary::kGlibc) {
             // The BPF side would read a thread's state at glibc's offset in another C
             // library's thread structure: wrong memory, so nothing is read.
@@ -164,7 +164,21 @@ Frame PythonNamer::resolve(uint32_t pid32, uint64_t code, uint32_t instruction) 
         }
         return f;
     }
-    auto load = [state = state_, proc = proc_, pid, id, layout = *runtime->layout] {
+    auto load = [state = state_, proc = proc_, pid, id, layout = *runtime->layout,
+                 gate = symbolizer_.proc_gate()] {
+        // Reads of /proc/PID/mem take the memory map's lock, which the process can hold up
+        // forever: only as many as the /proc read pool's bounds admit hold up loader threads,
+        // and none of a process (or of a user) whose other reads are stuck already.
+        auto flight = gate(pid);
+        if (!flight) {
+            refuse_file(Refusal::kBusy,
+                        "/proc/" + std::to_string(pid) + "/mem (Python code objects)",
+                        "reads of /proc files of its process or user (or of all) are held up "
+                        "already; its Python frames stay unnamed until they are not");
+            std::lock_guard lock(state->mu);
+            if (State::Process* p = state->find(pid, id)) p->wanted.clear();
+            return;
+        }
         // What is known of the code objects wanted, taken under the lock, read without it.
         std::vector<std::pair<uint64_t, std::shared_ptr<const PythonCode>>> batch;
         {
