@@ -250,9 +250,9 @@ def test_many_self_stalled_processes_of_one_user(cleanup):
     lock, so every read of their /proc/PID/pagemap is stuck. The reads in flight of one user are
     bounded (4): the daemon's threads stay bounded, the others are refused as busy, the main
     loop keeps sampling, and a root process's steady leak beside them is attached and named
-    with its bytes exactly. Not registered in CMakeLists.txt yet: the symbolizer's loader still
-    opens their mapped files through /proc/PID/map_files (which takes the same lock), and those
-    loads hold all its threads (the steady leak's frames then go unnamed)."""
+    with its bytes exactly: the symbolizer opens their mapped files by path, and its
+    /proc/PID/map_files opens and /proc/PID/mem reads (which take the same lock) are bounded by
+    the same per-user limit, so they never hold all its loader threads."""
     require_root()
     d = scratch(cleanup)
     os.chmod(d, 0o755)
