@@ -169,20 +169,35 @@ TEST_CASE("a perf map must be its process's user's", "[proc][files][root]") {
     CHECK(refused(Refusal::kOwner) == before + 1);
 }
 
+// A file of `size` bytes of `fill` mapped into this process, and its line of /proc/self/maps.
+struct MappedFile {
+    void* p = nullptr;
+    size_t size = 0;
+    MapEntry entry;
+    MappedFile(const fs::path& path, size_t bytes, char fill) : size(bytes) {
+        std::ofstream(path) << std::string(bytes, fill);
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE(fd >= 0);
+        p = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+        ::close(fd);
+        REQUIRE(p != MAP_FAILED);
+        auto maps = ProcReader{}.maps(::getpid());
+        REQUIRE(maps);
+        const MapEntry* m = find_mapping(*maps, reinterpret_cast<uint64_t>(p));
+        REQUIRE(m != nullptr);
+        entry = *m;
+    }
+    ~MappedFile() {
+        if (p && p != MAP_FAILED) ::munmap(p, size);
+    }
+};
+
 TEST_CASE("open_mapped opens the very file of a mapping", "[proc][files]") {
     Root root;
     const fs::path lib = root.dir / "tmp" / "mapped.bin";
-    std::ofstream(lib) << std::string(8192, 'x');
-    int fd = ::open(lib.c_str(), O_RDONLY | O_CLOEXEC);
-    REQUIRE(fd >= 0);
-    void* p = ::mmap(nullptr, 8192, PROT_READ, MAP_PRIVATE, fd, 0);
-    REQUIRE(p != MAP_FAILED);
-    ::close(fd);
+    MappedFile mapped(lib, 8192, 'x');
+    const MapEntry* m = &mapped.entry;
     ProcReader proc;
-    auto maps = proc.maps(::getpid());
-    REQUIRE(maps);
-    const MapEntry* m = find_mapping(*maps, reinterpret_cast<uint64_t>(p));
-    REQUIRE(m != nullptr);
     // Replaced on disk after it was mapped: what is opened is still the mapped file.
     std::ofstream(root.dir / "tmp" / "new.bin") << "another file";
     fs::rename(root.dir / "tmp" / "new.bin", lib);
@@ -194,24 +209,15 @@ TEST_CASE("open_mapped opens the very file of a mapping", "[proc][files]") {
     } else {
         CHECK_FALSE(f);
     }
-    ::munmap(p, 8192);
 }
 
 TEST_CASE("open_mapped opens by path first, and through map_files only when the gate admits it",
           "[proc][files]") {
     Root root;
     const fs::path lib = root.dir / "tmp" / "gated.bin";
-    std::ofstream(lib) << std::string(4096, 'g');
-    int fd = ::open(lib.c_str(), O_RDONLY | O_CLOEXEC);
-    REQUIRE(fd >= 0);
-    void* p = ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
-    REQUIRE(p != MAP_FAILED);
-    ::close(fd);
+    MappedFile mapped(lib, 4096, 'g');
+    const MapEntry* m = &mapped.entry;
     ProcReader proc;
-    auto maps = proc.maps(::getpid());
-    REQUIRE(maps);
-    const MapEntry* m = find_mapping(*maps, reinterpret_cast<uint64_t>(p));
-    REQUIRE(m != nullptr);
     int asked = 0;
     bool admit = false;
     ProcGate gate = [&](int pid) -> std::optional<std::shared_ptr<void>> {
@@ -245,5 +251,4 @@ TEST_CASE("open_mapped opens by path first, and through map_files only when the 
         REQUIRE(through);
         CHECK(text_of(*through) == std::string(4096, 'g'));
     }
-    ::munmap(p, 4096);
 }
