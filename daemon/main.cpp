@@ -143,5 +143,12 @@ int main(int argc, char** argv) {
         return 1;
     }
     (*daemon)->run(g_requests);
+    if ((*daemon)->stuck_in_kernel()) {
+        // The process still ends only once the kernel lets the stuck thread go (exit waits for
+        // every thread); nothing of the daemon waits for it before.
+        spdlog::error("stopped with probes still waiting in the kernel");
+        spdlog::shutdown();
+        std::_Exit(0);
+    }
     return 0;
 }

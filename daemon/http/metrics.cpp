@@ -493,6 +493,20 @@ void render(const Snapshot& snap, const DaemonStatus& status, std::string& out,
              "(each once).",
              "counter");
     w.sample(static_cast<double>(status.attach_retries));
+    w.family("leakwatch_probe_operations_in_flight",
+             "Uprobe attaches and detaches started and not ended yet, by operation.", "gauge");
+    labels.clear();
+    w.sample(labels.add("operation", "attach"), static_cast<double>(status.attaches_in_flight));
+    labels.clear();
+    w.sample(labels.add("operation", "detach"), static_cast<double>(status.detaches_queued));
+    w.family("leakwatch_probe_operations_stuck",
+             "Uprobe attaches and detaches waiting in the kernel for more than 10 seconds (for "
+             "the memory map lock of a process mapping the probed file), by operation.",
+             "gauge");
+    labels.clear();
+    w.sample(labels.add("operation", "attach"), static_cast<double>(status.attaches_stuck));
+    labels.clear();
+    w.sample(labels.add("operation", "detach"), static_cast<double>(status.detaches_stuck));
     w.family("leakwatch_jvm_attaches_queued_total",
              "JVM attaches (perf map requests) that waited for one in flight to end.", "counter");
     w.sample(static_cast<double>(status.jvm_attaches_queued));

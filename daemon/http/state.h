@@ -35,6 +35,11 @@ struct DaemonStatus {
     uint64_t file_loads_stuck = 0;     // file reads on the loader going on for seconds now
     uint64_t attach_retries = 0;       // processes retried: their allocator's file was slow
     uint64_t jvm_attaches_queued = 0;  // JVM attaches that waited for one in flight to end
+    // Uprobe attaches and detaches waiting in the kernel (tracker/attach_queue.h, reaper.h).
+    uint64_t attaches_in_flight = 0;
+    uint64_t attaches_stuck = 0;
+    uint64_t detaches_queued = 0;
+    uint64_t detaches_stuck = 0;
     bool expose_kernel_addresses = false;
     // Requests whose handler failed, by path (filled in when read: the server counts them).
     std::vector<std::pair<std::string, uint64_t>> http_failures;

@@ -395,6 +395,11 @@ void Daemon::sample() {
     status_.file_loads_stuck = symbolizer_.loader().stats().stuck;
     status_.attach_retries = tracker_.attaches_retried();
     status_.jvm_attaches_queued = symbolizer_.jvm_attaches_queued();
+    const auto ops = tracker_.probe_operations();
+    status_.attaches_in_flight = ops.attaches_in_flight;
+    status_.attaches_stuck = ops.attaches_stuck;
+    status_.detaches_queued = ops.detaches_queued;
+    status_.detaches_stuck = ops.detaches_stuck;
     auto exposition = std::make_shared<const std::string>(render_metrics(*snap, status_, false));
     state_.publish(std::move(snap), status_, std::move(exposition));
     if (++samples_since_save_ >= save_every_) save_state();
@@ -508,7 +513,7 @@ void Daemon::stop() {
         tracker_.release_all();
     } else {
         spdlog::info("stopping: detaching from {} processes", tracker_.attached());
-        tracker_.detach_all();
+        stuck_in_kernel_ = !tracker_.detach_all();
         keeper_->clear();
     }
     http_stop.join();

@@ -67,6 +67,9 @@ class Daemon {
     // Samples, tells the service manager it is ready, and loops until requests.stop: process
     // events, rescans, samples every interval, reloads. Then detaches from every process.
     void run(Requests& requests);
+    // After run(): a detach or an attach was left waiting in the kernel (tracker.h,
+    // detach_all): destroying the daemon would wait for it, so main() exits without doing so.
+    bool stuck_in_kernel() const { return stuck_in_kernel_; }
     // Reads every map once and publishes the snapshot to HTTP.
     void sample();
     // Rereads the config; a valid one replaces what may change live (config/reload.h).
@@ -93,6 +96,7 @@ class Daemon {
     std::string status_line() const;
     void stop();
 
+    bool stuck_in_kernel_ = false;
     Config config_;
     const DaemonOptions options_;
     ServiceNotifier notifier_;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -27,6 +28,9 @@ constexpr int kMaxAttempts = 400;  // 2 s
 constexpr auto kRecheckAfter = std::chrono::seconds(1);
 // A process whose files are still being read (on the loader) is looked at this often.
 constexpr std::chrono::milliseconds kLoadingRetryEvery{50};
+// How long the main loop waits for an attach it starts (AttachQueue): most take milliseconds;
+// one waiting in the kernel for a memory map lock is asked for again at the next tries.
+constexpr std::chrono::milliseconds kAttachWait{250};
 // A process whose allocator's file is too slow to read (Tracker::retry_slow) is tried again
 // after kSlowRetryFirst, doubling up to kSlowRetryMax, kSlowRetries times (13.5 min in all).
 constexpr std::chrono::seconds kSlowRetryFirst{1};
@@ -311,7 +315,9 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         recheck_.emplace_back(pid, Clock::now() + kRecheckAfter);
         return Outcome::kAttached;
     }
-    Outcome o = attach_probes(info, rule, t.maps, t.attached_at, log_not_yet, t.attachment);
+    double escalated_at = 0;
+    Outcome o =
+        attach_probes(info, rule, t.maps, t.attached_at, log_not_yet, t.attachment, escalated_at);
     if (o != Outcome::kAttached) return o;
     t.state = rule.tracking == WatchRule::Tracking::kSampled ? TrackingState::kSampled
                                                              : TrackingState::kFull;
@@ -322,9 +328,9 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
 }
 
 Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule& rule,
-                                        const std::vector<MapEntry>& maps, double attached_at,
+                                        const std::vector<MapEntry>& maps, double& attached_at,
                                         bool log_not_yet, std::unique_ptr<Attachment>& out,
-                                        double escalated_at) {
+                                        double& escalated_at) {
     const pid_t pid = info.pid;
     auto mapping = find_allocator_mapping(maps, rule.allocator, info.exe);
     if (!mapping) {
@@ -393,9 +399,26 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         return Outcome::kFailed;
     }
 
+    // Its previous probes (an exec, a rule changed) still going: the new ones wait for them.
+    if (reaper_.releasing(pid)) return Outcome::kLoading;
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
+    const size_t functions = target.offsets.size();
     target.keep_as = kept_tag(pid, info.start_time, attached_at, rule, escalated_at);
-    auto attachment = attacher_.attach(pid, target);
+    AttachQueue::Request request{pid,
+                                 std::move(target),
+                                 mapping->path,
+                                 fmt::format("pid {} ({})", pid, info.comm),
+                                 fmt::format("{}:{}:{}", mapping->dev_major, mapping->dev_minor,
+                                             mapping->inode),
+                                 attached_at,
+                                 escalated_at};
+    // Most attaches take milliseconds: waited for here; one that waits in the kernel is asked
+    // for again at the next tries.
+    auto done = attaches_.attach(std::move(request), kAttachWait);
+    if (!done) return Outcome::kLoading;
+    attached_at = done->attached_at;
+    escalated_at = done->escalated_at;
+    auto& attachment = done->result;
     if (!attachment) {
         log_failure(info, attachment.error().message);
         return Outcome::kFailed;
@@ -415,7 +438,7 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         return Outcome::kFailed;
     }
     spdlog::info("probing pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
-                 info.comm, rule.name, target.offsets.size(), mapping->path,
+                 info.comm, rule.name, functions, mapping->path,
                  (*attachment)->links());
     out = std::move(*attachment);
     return Outcome::kAttached;
@@ -434,10 +457,20 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (maps.fresh && !maps.maps) return fail("pid " + std::to_string(pid) + ": " + maps.error);
     if (maps.maps) t.maps = *maps.maps;
     if (maps.fresh) t.maps_read = Clock::now();
+    if (t.escalating) return {};  // asked again while its probes are being attached
     // In whole microseconds, as its kept tag carries it.
-    const double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
-    if (attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment, escalated_at) !=
-        Outcome::kAttached)
+    double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    const Outcome o =
+        attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment, escalated_at);
+    if (o == Outcome::kLoading) {
+        // Its files are being read, or its probes wait in the kernel: finished at a tick.
+        t.escalating = std::string(reason);
+        spdlog::info("escalating pid {} ({}) of rule '{}': {}; its allocator probes are being "
+                     "attached",
+                     pid, t.info.comm, t.rule.name, reason);
+        return {};
+    }
+    if (o != Outcome::kAttached)
         return fail("pid " + std::to_string(pid) +
                     ": its allocator probes could not be "
                     "attached (the log says why)");
@@ -451,13 +484,41 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     return {};
 }
 
+void Tracker::finish_escalation(pid_t pid, Tracked& t) {
+    double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    const Outcome o =
+        attach_probes(t.info, t.rule, t.maps, t.attached_at, false, t.attachment, escalated_at);
+    if (o == Outcome::kLoading) return;
+    const std::string reason = std::move(*t.escalating);
+    t.escalating.reset();
+    if (o != Outcome::kAttached) {
+        spdlog::warn("escalating pid {} ({}): its allocator probes could not be attached{}", pid,
+                     t.info.comm, o == Outcome::kFailed ? " (the log says why)" : "");
+        return;
+    }
+    t.state = TrackingState::kEscalated;
+    t.escalated_at = escalated_at;
+    spdlog::info("escalated pid {} ({}) of rule '{}': {}; allocator probes, {}", pid, t.info.comm,
+                 t.rule.name, reason,
+                 t.rule.sample_bytes
+                     ? "sampled every " + std::to_string(t.rule.sample_bytes) + " bytes"
+                     : std::string("every allocation"));
+}
+
 void Tracker::release(pid_t pid, std::string_view reason) {
     auto it = tracked_.find(pid);
+    if (it != tracked_.end() && it->second.escalating) {
+        attaches_.forget(pid);
+        it->second.escalating.reset();
+        spdlog::info("released pid {} ({}) of rule '{}' before its probes were attached: {}", pid,
+                     it->second.info.comm, it->second.rule.name, reason);
+        return;
+    }
     if (it == tracked_.end() || it->second.state != TrackingState::kEscalated) return;
     Tracked& t = it->second;
     attacher_.unwatch(static_cast<uint32_t>(pid));
     // Its uprobes go in the background (a kernel grace period each); recording has stopped.
-    reaper_.dispose(std::move(t.attachment));
+    reaper_.dispose(std::move(t.attachment), pid);
     attacher_.purge_probes({static_cast<uint32_t>(pid)});
     spdlog::info(
         "released pid {} ({}) of rule '{}' after {:.0f}s escalated: {}; back to the "
@@ -469,8 +530,31 @@ void Tracker::release(pid_t pid, std::string_view reason) {
 
 size_t Tracker::escalated() const {
     return static_cast<size_t>(std::count_if(tracked_.begin(), tracked_.end(), [](const auto& t) {
-        return t.second.state == TrackingState::kEscalated;
+        return t.second.state == TrackingState::kEscalated || t.second.escalating;
     }));
+}
+
+Tracker::ProbeOperations Tracker::probe_operations() {
+    constexpr auto kStuck = std::chrono::seconds(10);
+    static_assert(kStuck == std::chrono::seconds(10), "the header's comments say 10 s");
+    ProbeOperations ops;
+    const auto a = attaches_.stats();
+    ops.attaches_in_flight = a.in_flight;
+    ops.attaches_stuck = a.stuck;
+    ops.detaches_queued = reaper_.queued();
+    const auto busy = reaper_.busy_for();
+    ops.detaches_stuck = busy >= kStuck ? 1 : 0;
+    if (!ops.detaches_stuck) detach_stuck_logged_ = false;  // logged once per stall
+    if (ops.detaches_stuck && !detach_stuck_logged_) {
+        detach_stuck_logged_ = true;
+        spdlog::warn(
+            "detaching probes has waited {:.0f} s in the kernel, which takes the memory map lock "
+            "of every process that maps the probed file, and one of them holds its own up; {} "
+            "detaches wait (counted in leakwatch_probe_operations_stuck{{operation=\"detach\"}}"
+            "; logged once per stall)",
+            std::chrono::duration<double>(busy).count(), ops.detaches_queued);
+    }
+    return ops;
 }
 
 void Tracker::add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
@@ -667,8 +751,9 @@ bool Tracker::retry_slow(pid_t pid, Pending& p) {
     return true;
 }
 
-void Tracker::detach(pid_t pid, const char* why, bool in_background) {
+void Tracker::detach(pid_t pid, const char* why) {
     plans_.erase(pid);
+    attaches_.forget(pid);
     // Also when it was not watched (an attach that failed after its runtime was found): the
     // process at this pid after an exec or a reuse is another one.
     python_.forget(pid);
@@ -678,8 +763,8 @@ void Tracker::detach(pid_t pid, const char* why, bool in_background) {
     attacher_.unwatch(static_cast<uint32_t>(pid));
     attacher_.unwatch_memory(static_cast<uint32_t>(pid));
     spdlog::info("stopped watching pid {} ({}): {}", pid, it->second.info.comm, why);
-    if (in_background) reaper_.dispose(std::move(it->second.attachment));
-    tracked_.erase(it);  // destroys the attachment (if still here): its uprobes go
+    reaper_.dispose(std::move(it->second.attachment), pid);
+    tracked_.erase(it);
     symbolizer_.forget_process(pid);
     purge_.insert(static_cast<uint32_t>(pid));
 }
@@ -695,7 +780,7 @@ void Tracker::on_event(const lw_event& e) {
     switch (e.type) {
         case LW_EVENT_EXEC: {
             detach(pid, "exec");
-            pending_.erase(pid);
+            pending_.erase(pid);  // its attach, if one was under way, was forgotten
             char comm[LW_COMM_LEN + 1] = {};
             std::memcpy(comm, e.comm, LW_COMM_LEN);
             consider(pid, Seen::kExec, comm);
@@ -705,11 +790,12 @@ void Tracker::on_event(const lw_event& e) {
             consider(pid, Seen::kFork);
             break;
         case LW_EVENT_EXIT:
-            detach(pid, "exit", true);
+            detach(pid, "exit");
             // Matched, waiting for its allocator to be mapped, and gone: dropped.
             if (auto p = pending_.find(pid); p != pending_.end()) {
                 miss(Missed::kDropped, pid, p->second.info.start_time);
                 pending_.erase(p);
+                attaches_.forget(pid);
             }
             failed_.erase(pid);
             awaiting_cmdline_.erase(pid);
@@ -735,8 +821,13 @@ int Tracker::tick() {
     auto next = now + std::chrono::milliseconds(100);
     for (; !recheck_.empty() && recheck_.front().second <= now; recheck_.pop_front()) {
         const pid_t pid = recheck_.front().first;
-        if (tracked_.count(pid) && !proc_.has_memory(pid)) detach(pid, "exit", true);
+        if (tracked_.count(pid) && !proc_.has_memory(pid)) detach(pid, "exit");
     }
+    for (auto& [pid, t] : tracked_)
+        if (t.escalating) {
+            finish_escalation(pid, t);
+            if (t.escalating) next = std::min(next, now + kLoadingRetryEvery);
+        }
     std::vector<std::pair<pid_t, Seen>> due;
     for (const auto& [pid, a] : awaiting_cmdline_)
         if (a.second <= now) due.emplace_back(pid, a.first);
@@ -787,7 +878,7 @@ void Tracker::scan() {
         ++it;
         auto start = proc_.start_time(pid);
         if (!alive.count(pid) || !start)
-            detach(pid, "gone", true);
+            detach(pid, "gone");
         else if (*start != tracked_[pid].info.start_time)
             detach(pid, "pid reused");
         else
@@ -837,6 +928,7 @@ void Tracker::set_rules(std::vector<WatchRule> rules) {
         if (!now || !same_rule(*now, t.rule)) stale.push_back(pid);
     }
     for (pid_t pid : stale) detach(pid, "rules changed");
+    for (const auto& [pid, p] : pending_) attaches_.forget(pid);
     pending_.clear();
     failed_.clear();
     awaiting_cmdline_.clear();
@@ -844,7 +936,11 @@ void Tracker::set_rules(std::vector<WatchRule> rules) {
     scan();
 }
 
-void Tracker::detach_all() {
+bool Tracker::detach_all(std::chrono::seconds stuck) {
+    for (const auto& [pid, p] : pending_) attaches_.forget(pid);
+    pending_.clear();
+    for (const auto& [pid, t] : tracked_)
+        if (t.escalating) attaches_.forget(pid);
     std::vector<std::unique_ptr<Attachment>> attachments;
     for (auto& [pid, t] : tracked_) {
         attacher_.unwatch(static_cast<uint32_t>(pid));
@@ -854,10 +950,49 @@ void Tracker::detach_all() {
     tracked_.clear();
     python_.clear();
     // Each uprobe link waits for a grace period on release; releasing them from several
-    // threads lets those waits overlap.
-    std::vector<std::thread> threads;
-    for (auto& a : attachments) threads.emplace_back([a = std::move(a)]() mutable { a.reset(); });
-    for (auto& t : threads) t.join();
+    // threads lets those waits overlap. Each waits for memory map locks too (reaper.h): the
+    // threads are not joined, only waited for while they make progress.
+    struct Left {
+        std::mutex mu;
+        std::condition_variable cv;
+        size_t left = 0;
+    };
+    auto left = std::make_shared<Left>();
+    left->left = attachments.size();
+    for (auto& a : attachments)
+        std::thread([a = std::move(a), left]() mutable {
+            a.reset();
+            std::lock_guard lock(left->mu);
+            left->left--;
+            left->cv.notify_all();
+        }).detach();
+    {
+        std::unique_lock lock(left->mu);
+        size_t seen = left->left;
+        while (left->left > 0) {
+            if (!left->cv.wait_for(lock, stuck, [&] { return left->left < seen; })) break;
+            seen = left->left;
+        }
+        if (left->left > 0) {
+            spdlog::error(
+                "stopping: {} of {} processes' probes still wait to be detached after {} s in "
+                "the kernel, which takes the memory map lock of every process that maps the "
+                "probed file, and one of them holds its own up; not waiting for them",
+                left->left, attachments.size(), stuck.count());
+            return false;
+        }
+    }
+    if (!attaches_.drain(stuck)) {
+        spdlog::error("stopping: an attach has waited {} s in the kernel; not waiting for it",
+                      stuck.count());
+        return false;
+    }
+    if (!reaper_.drain(stuck)) {
+        spdlog::error("stopping: a detach has waited {} s in the kernel; not waiting for it",
+                      stuck.count());
+        return false;
+    }
+    return true;
 }
 
 void Tracker::release_all() {

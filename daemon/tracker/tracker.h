@@ -24,6 +24,7 @@
 #include "symbols/python.h"
 #include "symbols/python_namer.h"
 #include "symbols/symbolizer.h"
+#include "tracker/attach_queue.h"
 #include "tracker/attacher.h"
 #include "tracker/cmdline_reads.h"
 #include "tracker/placement.h"
@@ -57,13 +58,26 @@ class Tracker : public FrameResolver {
     void set_escalation(const Escalation& escalation) { escalation_ = escalation; }
 
     // A process of the watch tier gets its allocator probes (its rule's sample_bytes), until
-    // release(). Errors when it is not in the watch tier or the probes cannot be attached.
+    // release(). Errors when it is not in the watch tier or the probes cannot be attached. An
+    // attach that waits in the kernel (attach_queue.h) ends at a later tick(), which logs how
+    // it ended; it counts as escalated meanwhile.
     Result<void> escalate(pid_t pid, std::string_view reason);
     // Its probes go and what they recorded; it stays in the watch tier.
     void release(pid_t pid, std::string_view reason);
 
-    // Detaches every process at once, in parallel (at shutdown).
-    void detach_all();
+    // Detaches every process at once, in parallel (at shutdown). False when a detach or an
+    // attach has been stuck in the kernel for `stuck` (attach_queue.h): the daemon then exits
+    // without waiting for it.
+    bool detach_all(std::chrono::seconds stuck = std::chrono::seconds(10));
+
+    // Attaches and detaches waiting in the kernel (attach_queue.h, reaper.h), for the metrics.
+    struct ProbeOperations {
+        size_t attaches_in_flight = 0;
+        size_t attaches_stuck = 0;  // running for more than 10 s
+        size_t detaches_queued = 0;
+        size_t detaches_stuck = 0;  // the one under way, running for more than 10 s
+    };
+    ProbeOperations probe_operations();
     // Lets go of every process without detaching it (at a shutdown that handed the probes
     // over to the next run): no process stops being recorded.
     void release_all();
@@ -149,6 +163,8 @@ class Tracker : public FrameResolver {
         double attached_at;  // unix seconds, when it was first watched
         TrackingState state = TrackingState::kFull;
         double escalated_at = 0;          // unix seconds, while escalated
+        // Escalated, its probes still being attached (attach_queue.h): why, for the log.
+        std::optional<std::string> escalating = std::nullopt;
         uint64_t fault_sample_bytes = 0;  // the watch tier's sampling when it entered it
     };
     struct Pending {
@@ -190,18 +206,22 @@ class Tracker : public FrameResolver {
     // The allocator probes of a process and its recording, started; `out` gets them.
     // `attached_at`: when the process was first watched (a kept probe's tag carries it).
     // `escalated_at`: when a process of the watch tier was escalated (its kept tag says so).
+    // Both times are those of the attempt that started the attach, when it waited in the
+    // kernel (kLoading in between).
     Outcome attach_probes(const ProcessInfo& info, const WatchRule& rule,
-                          const std::vector<MapEntry>& maps, double attached_at, bool log_not_yet,
-                          std::unique_ptr<Attachment>& out, double escalated_at = 0);
+                          const std::vector<MapEntry>& maps, double& attached_at, bool log_not_yet,
+                          std::unique_ptr<Attachment>& out, double& escalated_at);
+    // An escalation whose probes were still being attached: done, failed, or still waiting.
+    void finish_escalation(pid_t pid, Tracked& t);
     // How the process's stacks are walked (its rule's unwind, and its code ranges).
     // A HotSpot JVM (libjvm.so mapped): its structures are read (its interpreted frames named),
     // and its perf map asked for if its rule lets it.
     void watch_jvm(pid_t pid, const WatchRule& rule, const std::vector<MapEntry>& maps);
     Recording stack_recording(const ProcessInfo& info, const WatchRule& rule,
                               const std::vector<MapEntry>& maps);
-    // `in_background`: only when the process is gone for good (exit). Otherwise the old
-    // probes must be gone before new ones attach, or the new image would be counted twice.
-    void detach(pid_t pid, const char* why, bool in_background = false);
+    // Its probes go in the background (reaper.h); new probes for the same pid (an exec, a rule
+    // changed) wait until they are gone, or the new image would be counted twice.
+    void detach(pid_t pid, const char* why);
     // The code of a process that stacks may cross by the frame pointer (files whose
     // functions keep one), and inside it what must be walked by rules: `unwind: auto`.
     void add_frame_pointer_code(pid_t pid, const std::vector<MapEntry>& maps,
@@ -243,6 +263,7 @@ class Tracker : public FrameResolver {
     uint64_t attaches_dropped_ = 0;
     uint64_t execs_unread_ = 0;
     uint64_t attaches_retried_ = 0;
+    bool detach_stuck_logged_ = false;
     // The processes counted by miss(), so that none counts twice: a process that exec'ed twice
     // before its events were read, or was counted at a failed attach and then at a late exec
     // event, has more than one event saying it is gone. Forgotten at its exit event, or after
@@ -262,7 +283,9 @@ class Tracker : public FrameResolver {
     // CPython processes: their runtime and their code objects, read on the loader.
     PythonNamer python_{proc_, symbolizer_};
     uint32_t python_max_frames_ = 16;
-    Reaper reaper_;  // last: destroyed first, detaching what is still queued
+    Reaper reaper_;  // destroyed after the attaches, detaching what is still queued
+    // Last: destroyed first (it hands the probes of attaches never taken to the reaper).
+    AttachQueue attaches_{attacher_, reaper_};
 };
 
 }  // namespace leakwatch

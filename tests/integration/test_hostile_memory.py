@@ -14,6 +14,7 @@ its memory map's lock, and so makes every later reader of that lock (e.g. of its
 wait too, while it keeps allocating from new code: the daemon's reads of its maps (to unwind
 and to name its stacks) must not hold up the main loop either."""
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 import stall_fs  # noqa: E402
 
-from lwtest import (Daemon, Fixture, check, metric, require_root, run, start,  # noqa: E402
+from lwtest import (FIXTURES, Daemon, Fixture, check, metric, require_root, run, start,  # noqa: E402
                     wait_until)
 from test_hostile import Cleanup, scratch  # noqa: E402
 
@@ -233,6 +234,51 @@ def test_watch_tier_beside_self_stalled_process(cleanup):
     # interpreter's arenas) add a little.
     check(TOUCHED <= held <= TOUCHED * 1.25,
           f"{held} bytes held by the stalled process's growth stacks, touched {TOUCHED}")
+    check(daemon.proc.poll() is None, "leakwatchd exited")
+
+
+def test_attach_beside_self_stalled_process(cleanup):
+    """Registering a uprobe takes, as a writer, the memory map lock of every process that maps
+    the probed file, before the kernel looks at which process the probe is for. A self-stalled
+    process runs python, so maps libc: while it stalls, every uprobe on libc for any process of
+    the host waits in the kernel. A process started then, matched by a `tracking: full` rule,
+    must be attached on a thread of its own: the main loop keeps sampling, the steady leak keeps
+    growing, the attach in flight is counted and logged naming the process and the file, and
+    once the stall ends the process is attached and its leak counted to the byte."""
+    d = scratch(cleanup)
+    late_exe = os.path.join(d, "late_leak")
+    shutil.copy(os.path.join(FIXTURES, "leak_steady"), late_exe)
+    fs, stalled, steady, daemon = start_self_stalled(
+        cleanup, lambda pid: "  - name: late\n    tracking: full\n    match:\n"
+                             "      comm: late_leak\n")
+    ticks = 100  # 5 s
+    late = start(cleanup, Fixture(late_exe, str(LEAK), str(ticks), str(TICK_MS)))
+    watch_steady(daemon, steady, fs)
+    check(threads_in_mmap(stalled.pid), "the process's mmap went through")
+    check(not daemon.process(late.pid), "the late process was attached during the stall")
+    waiting = metric(daemon, "leakwatch_probe_operations_in_flight", operation="attach")
+    stuck = metric(daemon, "leakwatch_probe_operations_stuck", operation="attach")
+    print(f"attaches in flight {waiting}, stuck {stuck}")
+    check(waiting == 1 and stuck == 1, f"attaches in flight {waiting}, stuck {stuck}")
+    line = next((l for l in daemon.log_text().splitlines() if "has waited" in l), "")
+    print(line)
+    check(f"pid {late.pid}" in line and "libc" in line,
+          "the log does not name the stuck attach:\n" + daemon.log_text()[-3000:])
+    # The stall ends: the attach goes through, and the leak started after it is counted.
+    fs.stop()
+    t0 = time.monotonic()
+    p = wait_until(lambda: daemon.process(late.pid), 20, "the late process to be attached")
+    print(f"attached {time.monotonic() - t0:.2f}s after the stall ended: {p['tracking']}")
+    check(p["tracking"] == "full", f"tracking {p['tracking']}")
+    late.go()
+    truth = int(late.expect("leaked"))
+    check(truth == LEAK * ticks, f"fixture leaked {truth}")
+    time.sleep(3 * INTERVAL)
+    sites = daemon.site_bytes(late.pid)
+    check(sites.get("leak_record_entry") == truth,
+          f"leak_record_entry holds {sites.get('leak_record_entry')} bytes, truth {truth}")
+    check(metric(daemon, "leakwatch_probe_operations_in_flight", operation="attach") == 0,
+          "an attach still in flight")
     check(daemon.proc.poll() is None, "leakwatchd exited")
 
 

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -128,7 +129,10 @@ struct FakeAttacher : Attacher {
     std::set<pid_t> refuse;  // attach fails for these
     std::atomic<int> detached{0};
 
+    // attach() runs on the tracker's attach threads (tracker/attach_queue.h).
+    mutable std::mutex mu;
     Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target) override {
+        std::lock_guard lock(mu);
         attaches.emplace_back(pid, target);
         struct stat st {};
         attached_inodes.push_back(::stat(target.path.c_str(), &st) == 0 ? st.st_ino : 0);
@@ -152,6 +156,7 @@ struct FakeAttacher : Attacher {
     void purge_probes(const std::set<uint32_t>& tgids) override { probe_purges.push_back(tgids); }
 
     int attaches_of(pid_t pid) const {
+        std::lock_guard lock(mu);
         int n = 0;
         for (const auto& [p, t] : attaches) n += p == pid;
         return n;
@@ -211,6 +216,19 @@ struct Fixture {
         return out;
     }
 };
+
+// Ticks the tracker until `done` holds, for at most 5 s: probes are detached on the reaper's
+// thread, and new probes for the same pid wait for that (tried again at ticks).
+template <class Done>
+bool settle(Fixture& f, Done done) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        f.tracker->tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
 
 }  // namespace
 
@@ -273,9 +291,10 @@ TEST_CASE("exec: a process that becomes a match is attached, a watched one attac
     CHECK(f.pids() == std::vector<uint32_t>{kApp});
     CHECK(f.attacher.attaches_of(kApp) == 1);
 
-    // Exec again: the old probes go first (at once, not in the background), then new ones.
+    // Exec again: the old probes go first (in the background: the new ones wait for them),
+    // then new ones.
     f.tracker->on_event(event(LW_EVENT_EXEC, kApp));
-    CHECK(f.attacher.attaches_of(kApp) == 2);
+    CHECK(settle(f, [&] { return f.attacher.attaches_of(kApp) == 2; }));
     CHECK(f.attacher.detached == 1);
     CHECK(f.attacher.purged(kApp));  // the old image's data, before the new probes count
     CHECK(f.pids() == std::vector<uint32_t>{kApp});
@@ -316,8 +335,8 @@ TEST_CASE("a scan drops processes that are gone and attaches a reused pid anew",
     f.proc_tree.add(kApp, "app", 5000);  // another process under the same pid
     f.proc_tree.remove(kOther);          // its exit event was lost
     f.tracker->scan();
+    CHECK(settle(f, [&] { return f.attacher.attaches_of(kApp) == 2; }));
     CHECK(f.pids() == std::vector<uint32_t>{kApp});
-    CHECK(f.attacher.attaches_of(kApp) == 2);
     CHECK(f.attacher.purged(kApp));
     CHECK(f.attacher.purged(kOther));
     CHECK(f.attacher.detached >= 1);  // the reused pid's old probes, before the new ones
@@ -338,8 +357,8 @@ TEST_CASE("set_rules keeps processes whose rule is the same and attaches the oth
     a.line = 40;  // moved in the file: the same rule
     b.min_size = 64;
     f.tracker->set_rules({a, b});
+    CHECK(settle(f, [&] { return f.attacher.attaches_of(kOther) == 2; }));
     CHECK(f.attacher.attaches_of(kApp) == 1);
-    CHECK(f.attacher.attaches_of(kOther) == 2);
     CHECK(f.attacher.watched[kOther].min_size == 64);
 
     f.tracker->set_rules({a});  // `other` no longer matches anything
@@ -453,7 +472,7 @@ TEST_CASE("a process moved to another cgroup is matched again at the next scan",
     f.proc_tree.move_to(kApp, "/lwtest/outside");
     f.tracker->scan();
     CHECK(f.pids().empty());
-    CHECK(f.attacher.detached == 1);
+    CHECK(settle(f, [&] { return f.attacher.detached == 1; }));  // in the background
 }
 
 TEST_CASE("processes carry their unit, or their container, as a label", "[tracker]") {
