@@ -11,6 +11,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -131,8 +132,20 @@ struct FakeAttacher : Attacher {
 
     // attach() runs on the tracker's attach threads (tracker/attach_queue.h).
     mutable std::mutex mu;
-    Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target) override {
+    std::condition_variable held_cv;
+    bool held = false;  // attaches wait until let_go(), as the kernel for a memory map lock
+    void hold() {
         std::lock_guard lock(mu);
+        held = true;
+    }
+    void let_go() {
+        std::lock_guard lock(mu);
+        held = false;
+        held_cv.notify_all();
+    }
+    Result<std::unique_ptr<Attachment>> attach(pid_t pid, const ProbeTarget& target) override {
+        std::unique_lock lock(mu);
+        held_cv.wait(lock, [&] { return !held; });
         attaches.emplace_back(pid, target);
         struct stat st {};
         attached_inodes.push_back(::stat(target.path.c_str(), &st) == 0 ? st.st_ino : 0);
@@ -676,6 +689,51 @@ TEST_CASE("tracking: escalate watches a process without probes until it is escal
     CHECK(f.attacher.tier.empty());
     CHECK(f.attacher.purged(kApp));
     CHECK_FALSE(f.tracker->escalate(kApp, "gone").has_value());
+}
+
+TEST_CASE("an escalation whose probes wait in the kernel ends at a tick, or goes when released",
+          "[tracker][watch]") {
+    Fixture f;
+    f.proc_tree.add(kApp, "app");
+    f.proc_tree.add(kOther, "app");
+    f.start({rule("web", "app", WatchRule::Tracking::kEscalate)});
+    f.tracker->scan();
+    REQUIRE(f.tracker->processes().size() == 2);
+
+    f.attacher.hold();
+    const auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(f.tracker->escalate(kApp, "a test").has_value());
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));  // waited 250 ms
+    CHECK(f.tracker->processes().at(0).tracking == TrackingState::kWatch);
+    CHECK(f.tracker->escalated() == 1);  // counts against escalation.max_processes already
+    CHECK(f.tracker->escalate(kApp, "asked again").has_value());
+    auto ops = f.tracker->probe_operations();
+    CHECK(ops.attaches_in_flight == 1);
+    f.tracker->tick();
+    CHECK(f.tracker->processes().at(0).tracking == TrackingState::kWatch);
+
+    f.attacher.let_go();
+    CHECK(settle(f, [&] {
+        return f.tracker->processes().at(0).tracking == TrackingState::kEscalated;
+    }));
+    CHECK(f.attacher.attaches_of(kApp) == 1);
+    CHECK(f.attacher.watching(kApp));
+    CHECK(f.tracker->processes().at(0).escalated_at > 0);
+
+    // Released while its probes wait: they go once they come, and it is not recorded.
+    f.attacher.hold();
+    REQUIRE(f.tracker->escalate(kOther, "a test").has_value());
+    f.tracker->release(kOther, "a test");
+    CHECK(f.tracker->escalated() == 1);  // kApp only
+    f.attacher.let_go();
+    CHECK(settle(f, [&] {
+        return f.attacher.attaches_of(kOther) == 1 &&
+               f.tracker->probe_operations().attaches_in_flight == 0 &&
+               f.tracker->probe_operations().detaches_queued == 0;
+    }));
+    CHECK(f.attacher.detached == 1);
+    CHECK_FALSE(f.attacher.watching(kOther));
+    CHECK(f.tracker->processes().at(1).tracking == TrackingState::kWatch);
 }
 
 namespace {
