@@ -440,21 +440,60 @@ JvmMemory process_memory(const ProcReader& proc, int pid) {
     };
 }
 
-Result<HotSpotLayout> hotspot_layout_of(const ProcReader& proc, int pid, uint64_t max_file_bytes) {
-    auto maps = proc.maps(pid);
+Result<HotSpotLayout> hotspot_layout_of(const ProcReader& proc, int pid, uint64_t max_file_bytes,
+                                        const ProcGate& gate, bool* busy) {
+    // Each read below that takes the process's memory map lock (its maps, a map_files link, its
+    // memory) runs on a symbolizer loader thread, and a process can hold that lock up forever:
+    // with a `gate`, a read is done only when the gate admits it, and a refusal leaves the
+    // layout unread for now (`busy`), not failed.
+    const std::string where = proc.root() + "/" + std::to_string(pid);
+    auto admit = [&](const char* file) -> std::optional<std::optional<std::shared_ptr<void>>> {
+        if (!gate) return std::optional<std::shared_ptr<void>>();
+        auto flight = gate(pid);
+        if (flight) return flight;
+        if (busy) *busy = true;
+        refuse_file(Refusal::kBusy, where + "/" + file + " (the JVM's structures)",
+                    "reads of /proc files of its process or user (or of all) are held up "
+                    "already; its Java frames stay unnamed until they are not");
+        return std::nullopt;
+    };
+    auto refused = [&](const char* file) {
+        return fail(where + "/" + file +
+                    ": reads of the process's /proc files are held up (refused)");
+    };
+    Result<std::vector<MapEntry>> maps = fail("");
+    {
+        auto flight = admit("maps");
+        if (!flight) return refused("maps");
+        maps = proc.maps(pid);
+    }
     if (!maps) return std::unexpected(maps.error());
     const MapEntry* jvm = nullptr;
     for (const auto& m : *maps)
         if (m.path.ends_with("/libjvm.so") && (jvm == nullptr || m.start < jvm->start)) jvm = &m;
     if (jvm == nullptr) return fail("pid " + std::to_string(pid) + " maps no libjvm.so");
-    auto file = open_mapped(proc, pid, *jvm, max_file_bytes);
-    if (!file) return std::unexpected(file.error());
+    // The path first (no lock of the process's), map_files only when the gate admits it.
+    bool open_refused = false;
+    ProcGate noting;
+    if (gate)
+        noting = [&](int p) {
+            auto flight = gate(p);
+            open_refused = !flight;
+            return flight;
+        };
+    auto file = open_mapped(proc, pid, *jvm, max_file_bytes, noting);
+    if (!file) {
+        if (open_refused && busy) *busy = true;
+        return std::unexpected(file.error());
+    }
     auto syms = hotspot_symbols(*file);
     if (!syms) return std::unexpected(syms.error());
     // A shared library's first mapping is its file offset 0, at virtual address 0.
     if (jvm->offset != 0) return fail(jvm->path + ": its first mapping is not at offset 0");
-    // One open of /proc/PID/mem for the whole reading.
-    const std::string path = proc.root() + "/" + std::to_string(pid) + "/mem";
+    // One open of /proc/PID/mem for the whole reading, admitted once.
+    auto flight = admit("mem");
+    if (!flight) return refused("mem");
+    const std::string path = where + "/mem";
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fail_errno(path, errno);
     JvmMemory mem = [fd](uint64_t addr, void* out, size_t len) {

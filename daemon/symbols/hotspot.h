@@ -95,9 +95,15 @@ std::optional<std::string> hotspot_method_name(const JvmMemory& mem, const HotSp
 std::optional<std::string> java_parameters(std::string_view descriptor);
 
 // The whole reading for process pid: its libjvm mapping, that file's symbols, its tables.
-Result<HotSpotLayout> hotspot_layout_of(const ProcReader& proc, int pid, uint64_t max_file_bytes);
+// Its reads of /proc/PID/maps, /proc/PID/map_files (open_mapped) and /proc/PID/mem take the
+// process's memory map lock: with a `gate` (ProcReadPool::gate), each is done only when the
+// gate admits it; a refusal is counted as files_refused{reason="busy"}, logged once, and sets
+// `busy` (ask again later: the JVM is not at fault).
+Result<HotSpotLayout> hotspot_layout_of(const ProcReader& proc, int pid, uint64_t max_file_bytes,
+                                        const ProcGate& gate = {}, bool* busy = nullptr);
 
-// A JvmMemory over /proc/PID/mem (opened per read: the process may exit).
+// A JvmMemory over /proc/PID/mem (opened per read: the process may exit). Its reads take the
+// process's memory map lock: the symbolizer holds its gate's admission while it reads.
 JvmMemory process_memory(const ProcReader& proc, int pid);
 
 }  // namespace leakwatch

@@ -1,12 +1,28 @@
 // Reading a JVM's description of its own structures (symbols/hotspot.cpp) from a memory image
 // built here with JDK 17's layout (the offsets Debian 12's libjvm.so exports), and naming a
 // Method* through it; hostile tables are refused. A real JVM: tests/integration/test_runtimes.py.
+// The whole reading of a process's JVM (hotspot_layout_of) from a fixture /proc tree whose files
+// are FIFOs where a read would block, as it does while the process holds up its memory map lock.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "elf_support.h"
+#include "proc/files.h"
+#include "proc/proc_reads.h"
 #include "symbols/hotspot.h"
 
 using namespace leakwatch;
@@ -248,5 +264,146 @@ TEST_CASE("hostile tables are refused", "[hotspot]") {
         auto layout = read_hotspot_layout(jvm.mem.reader(), jvm.symbols, 0);
         REQUIRE_FALSE(layout);
         CHECK(layout.error().message.find("gHotSpotVMTypes") != std::string::npos);
+    }
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+// A fixture /proc tree with one process, 700 of user 1000.
+struct JvmTree {
+    fs::path dir = elf_support::temp_dir().path / "jvm-proc";
+    fs::path proc = dir / "700";
+    JvmTree() {
+        fs::remove_all(dir);
+        fs::create_directories(proc);
+        std::ofstream(proc / "status") << "Name:\tjava\nUid:\t1000\t1000\t1000\t1000\n";
+    }
+    ~JvmTree() {
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+    }
+    void fifo(const std::string& file) const {
+        REQUIRE(::mkfifo((proc / file).c_str(), 0600) == 0);
+    }
+    // The process maps `lib` at 0x7f0000000000, file offset 0.
+    void maps(const std::string& lib) const {
+        std::ofstream(proc / "maps")
+            << "7f0000000000-7f0000001000 r--p 00000000 00:00 0 " << lib << "\n";
+    }
+};
+
+// Whether a reader has the FIFO open now (its open blocks until a writer comes); a writer
+// opened lets it go.
+bool reader_there(const fs::path& fifo) {
+    int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return false;
+    ::close(fd);
+    return true;
+}
+
+// hotspot_layout_of on a thread of its own: a read that blocks on a FIFO is let go (and the
+// test fails) instead of holding the test up.
+Result<HotSpotLayout> layout_within(const JvmTree& tree, const ProcGate& gate, bool& busy) {
+    auto got = std::async(std::launch::async, [&] {
+        return hotspot_layout_of(ProcReader(tree.dir.string()), 700, 64 << 20, gate, &busy);
+    });
+    for (int i = 0; i < 1000 && got.wait_for(milliseconds(10)) != std::future_status::ready; i++) {
+    }
+    const bool blocked = got.wait_for(milliseconds(0)) != std::future_status::ready;
+    for (const char* f : {"maps", "mem"})
+        while (got.wait_for(milliseconds(0)) != std::future_status::ready &&
+               reader_there(tree.proc / f))
+            std::this_thread::sleep_for(milliseconds(10));
+    auto out = got.get();
+    CHECK_FALSE(blocked);
+    return out;
+}
+
+uint64_t busy_refusals() {
+    return refused_files()[static_cast<size_t>(Refusal::kBusy)];
+}
+
+// A libjvm.so that exports a gHotSpot table, built once.
+const std::string& fake_libjvm() {
+    static const std::string lib = [] {
+        const fs::path dir = elf_support::temp_dir().path / "jvm-lib";
+        fs::create_directories(dir);
+        const fs::path src = dir / "jvm.c", so = dir / "libjvm.so";
+        std::ofstream(src) << "unsigned long gHotSpotVMStructs = 0;\n";
+        if (!elf_support::sh("cc -shared -fPIC -o '" + so.string() + "' '" + src.string() + "'",
+                             dir / "build.log"))
+            FAIL("building the fake libjvm.so failed; see " << (dir / "build.log").string());
+        return so.string();
+    }();
+    return lib;
+}
+
+}  // namespace
+
+TEST_CASE("a JVM's /proc reads wait for the gate's admission, refused ones leave it busy",
+          "[hotspot]") {
+    JvmTree tree;
+    const uint64_t refusals_before = busy_refusals();
+    bool busy = false;
+    SECTION("its maps: a read of the process in flight refuses them; not read") {
+        tree.fifo("maps");
+        ProcReadPool pool(ProcReadLimits{.per_uid = 4, .total = 24, .on_caller = 4});
+        auto gate = pool.gate(ProcReader(tree.dir.string()), milliseconds(30));
+        auto [admission, stuck] = pool.admit(700, 1000);  // a read of it that never ends
+        REQUIRE(admission == ProcReadPool::Admission::kStarted);
+        auto layout = layout_within(tree, gate, busy);
+        REQUIRE_FALSE(layout);
+        CHECK(busy);
+        CHECK(layout.error().message.find("/700/maps") != std::string::npos);
+        CHECK(busy_refusals() == refusals_before + 1);
+        stuck.reset();
+        CHECK(pool.in_flight() == 0);
+    }
+    SECTION("its memory: refused after its maps were admitted; never opened") {
+        tree.maps(fake_libjvm());
+        tree.fifo("mem");
+        int asked = 0;
+        ProcGate gate = [&](int pid) -> std::optional<std::shared_ptr<void>> {
+            CHECK(pid == 700);
+            if (++asked == 1) return std::make_shared<int>(0);
+            return std::nullopt;
+        };
+        auto layout = layout_within(tree, gate, busy);
+        REQUIRE_FALSE(layout);
+        CHECK(busy);
+        CHECK(asked == 2);  // maps, mem: libjvm.so opened by its path, without the gate
+        CHECK(layout.error().message.find("/700/mem") != std::string::npos);
+        CHECK(busy_refusals() == refusals_before + 1);
+    }
+    SECTION("admitted: read while the admission is held, and a failure is not busy") {
+        tree.maps(fake_libjvm());
+        std::ofstream(tree.proc / "mem");  // empty: the tables cannot be read
+        ProcReadPool pool;
+        auto inner = pool.gate(ProcReader(tree.dir.string()), milliseconds(30));
+        size_t held = 0;
+        int asked = 0;
+        ProcGate gate = [&](int pid) {
+            asked++;
+            auto flight = inner(pid);
+            held = std::max(held, pool.in_flight());
+            return flight;
+        };
+        auto layout = layout_within(tree, gate, busy);
+        REQUIRE_FALSE(layout);
+        CHECK_FALSE(busy);
+        CHECK(asked == 2);
+        CHECK(held == 1);
+        CHECK(pool.in_flight() == 0);  // each admission let go
+        CHECK(busy_refusals() == refusals_before);
+    }
+    SECTION("no libjvm.so mapped: a failure, not busy") {
+        tree.maps("/usr/lib/libc.so.6");
+        auto layout = layout_within(tree, ProcGate(), busy);
+        REQUIRE_FALSE(layout);
+        CHECK_FALSE(busy);
+        CHECK(layout.error().message.find("maps no libjvm.so") != std::string::npos);
     }
 }
