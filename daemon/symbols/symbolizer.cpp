@@ -757,6 +757,10 @@ struct Symbolizer::Java {
         std::string error;  // of the last failed read
         int failures = 0;
         std::chrono::steady_clock::time_point failed{};
+        // A read of its /proc files refused by the gate (others of the process or its user
+        // are held up): no read of it is started before then, so that a process holding up
+        // its memory map's lock costs the loader one gate's wait per kRetry at most.
+        std::chrono::steady_clock::time_point busy_until{};
     };
     struct NameHash {
         size_t operator()(const std::pair<int, uint64_t>& k) const {
@@ -775,12 +779,24 @@ struct Symbolizer::Java {
     };
     LruCache<std::pair<int, uint64_t>, Blob, NameHash> blobs{1 << 14};
 
-    // The names and blobs of pid. Caller holds mu.
     // The id of the JVM at pid (0: none). Caller holds mu.
     uint64_t id_of(int pid) const {
         auto it = jvms.find(pid);
         return it == jvms.end() ? 0 : it->second.id;
     }
+    // Whether reads of pid's /proc files wait for the gate to have room. Caller holds mu.
+    bool busy(int pid) const {
+        auto it = jvms.find(pid);
+        return it != jvms.end() && std::chrono::steady_clock::now() < it->second.busy_until;
+    }
+    // A read of the JVM `id` at pid was refused by the gate. Caller holds mu.
+    void refused(int pid, uint64_t id) {
+        auto it = jvms.find(pid);
+        if (it != jvms.end() && it->second.id == id)
+            it->second.busy_until = std::chrono::steady_clock::now() + kBusyRetry;
+    }
+    static constexpr auto kBusyRetry = std::chrono::seconds(5);
+    // The names and blobs of pid. Caller holds mu.
     void forget_entries(int pid) {
         std::vector<std::pair<int, uint64_t>> keys;
         names.for_each([&](const auto& k, const auto&) {
@@ -817,17 +833,24 @@ std::shared_ptr<const HotSpotLayout> Symbolizer::java_layout(int pid, bool* pend
         id = it->second.id;
         if (it->second.failures >= kMaxFailures ||
             (it->second.failures > 0 &&
-             std::chrono::steady_clock::now() - it->second.failed < kRetry))
+             std::chrono::steady_clock::now() - it->second.failed < kRetry) ||
+            java_->busy(pid))
             return nullptr;
     }
     const std::string job = "hotspot:" + std::to_string(pid) + ':' + std::to_string(id);
     auto wait = wait_for(job);
     if (!wait) return nullptr;  // reading it is stuck: its frames stay unnamed
-    auto load = [java = java_, proc = proc_, pid, id, max_bytes = max_file_bytes()] {
-        auto layout = hotspot_layout_of(proc, pid, max_bytes);
+    auto load = [java = java_, proc = proc_, pid, id, max_bytes = max_file_bytes(), gate = gate_] {
+        bool busy = false;
+        auto layout = hotspot_layout_of(proc, pid, max_bytes, gate, &busy);
         std::lock_guard lock(java->mu);
         auto it = java->jvms.find(pid);
         if (it == java->jvms.end() || it->second.id != id) return;
+        if (!layout && busy) {
+            // Not the JVM's fault: read again when the gate has room, no failure counted.
+            java->refused(pid, id);
+            return;
+        }
         if (layout) {
             it->second.layout = std::make_shared<const HotSpotLayout>(*layout);
             spdlog::debug("pid {}: the JVM's interpreter is at {:#x}-{:#x}", pid,
@@ -879,6 +902,10 @@ std::optional<HotSpotBlob> Symbolizer::java_blob(int pid, uint64_t pc, bool* pen
         return std::nullopt;
     };
     if (auto blob = known()) return *blob;
+    {
+        std::lock_guard lock(java_->mu);
+        if (java_->busy(pid)) return std::nullopt;  // as without the layout, until then
+    }
     const std::string job = hex_key("javacode", pid, pc);
     auto wait = wait_for(job);
     if (!wait) return std::nullopt;  // reading its code cache is stuck: no blob
@@ -888,9 +915,21 @@ std::optional<HotSpotBlob> Symbolizer::java_blob(int pid, uint64_t pc, bool* pen
         std::lock_guard lock(java_->mu);
         id = java_->id_of(pid);
     }
-    auto load = [java = java_, proc = proc_, pid, id, pc, layout, key] {
+    auto load = [java = java_, proc = proc_, pid, id, pc, layout, key, gate = gate_] {
+        // /proc/PID/mem takes the memory map's lock: read only when the gate admits it.
+        auto flight = gate(pid);
+        if (!flight) {
+            refuse_file(Refusal::kBusy, proc.root() + "/" + std::to_string(pid) + "/mem (JVM code)",
+                        "reads of /proc files of its process or user (or of all) are held up "
+                        "already; its compiled Java frames are unwound and named when they are "
+                        "not");
+            std::lock_guard lock(java->mu);
+            java->refused(pid, id);
+            return;
+        }
         Java::Blob b{hotspot_blob(process_memory(proc, pid), *layout, pc),
                      std::chrono::steady_clock::now()};
+        flight.reset();
         std::lock_guard lock(java->mu);
         if (java->id_of(pid) == id) java->blobs.put(key, b);
     };
@@ -918,6 +957,10 @@ void Symbolizer::name_java_frame(int pid, uint64_t key_address, const std::strin
     auto layout = java_layout(pid, &pending);
     frame.pending |= pending;
     if (!layout) return;
+    {
+        std::lock_guard lock(java_->mu);
+        if (java_->busy(pid)) return;  // unnamed, as without the layout, until then
+    }
     auto wait = wait_for(job);
     if (!wait) return;
     // The process's memory is read on the loader: a process in trouble may hold its mm lock.
@@ -926,8 +969,21 @@ void Symbolizer::name_java_frame(int pid, uint64_t key_address, const std::strin
         std::lock_guard lock(java_->mu);
         id = java_->id_of(pid);
     }
-    auto load = [java = java_, proc = proc_, pid, id, layout, key, read] {
+    auto load = [java = java_, proc = proc_, pid, id, layout, key, read, gate = gate_] {
+        // /proc/PID/mem takes the memory map's lock: read only when the gate admits it; a
+        // refused name is not kept, so that a later symbolization asks for it again.
+        auto flight = gate(pid);
+        if (!flight) {
+            refuse_file(Refusal::kBusy,
+                        proc.root() + "/" + std::to_string(pid) + "/mem (Java methods)",
+                        "reads of /proc files of its process or user (or of all) are held up "
+                        "already; its Java frames stay unnamed until they are not");
+            std::lock_guard lock(java->mu);
+            java->refused(pid, id);
+            return;
+        }
         auto name = read(process_memory(proc, pid), *layout);
+        flight.reset();
         std::lock_guard lock(java->mu);
         if (java->id_of(pid) == id)
             java->names.put(key, name ? shown_text(*name, kMaxShownName) : std::string());
