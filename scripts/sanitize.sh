@@ -8,7 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${SANITIZE_BUILD_DIR:-build-sanitize}
 source scripts/ccache.sh
+# -O1 -g1 (line tables, no variables): what the sanitizers' reports need (file and line of each
+# frame), and half the compile of -O2 -g (symbols/symbolizer.cpp instrumented: 19.0 s against
+# 38.9 s with GCC 12).
 cmake -S . -B "$dir" "${launcher[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEAKWATCH_SANITIZE=ON \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
     -DLEAKWATCH_WERROR="${LEAKWATCH_WERROR:-ON}" -DBUILD_TESTING=ON -DLEAKWATCH_BENCH=OFF \
     >/dev/null
 # Only the unit test executables (and what they link): no fixtures, no daemon.

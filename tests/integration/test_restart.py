@@ -10,11 +10,14 @@ import time
 from lwtest import Daemon, Fixture, check, require_root, run, start, wait_until
 
 INTERVAL = 1.0
-WINDOW = 60  # the detection window, short for the test (the default is 10 minutes)
-# The fixture leaks LEAK bytes every TICK_MS through leak_record_entry, TICKS times (76 s,
-# 15.2 MiB: beyond the flag, a window and 8 judgements in), beside 64 malloc/free pairs of 1 to
-# 8 KiB per tick through churn_buffers.
-LEAK, TICKS, TICK_MS = 8192, 1900, 40
+# The detection window, short for the test (the default is 10 minutes; at least 16 intervals):
+# the restart (KILL_AFTER + DOWN_FOR) falls inside the first window, which the adopted history
+# must carry.
+WINDOW = 30
+# The fixture leaks LEAK bytes every TICK_MS through leak_record_entry, TICKS times (48 s,
+# 9.4 MiB: beyond the flag, a window and 8 judgements in, about 38.5 s in both daemons), beside
+# 64 malloc/free pairs of 1 to 8 KiB per tick through churn_buffers.
+LEAK, TICKS, TICK_MS = 8192, 1200, 40
 KILL_AFTER = 12   # seconds after the fixtures start leaking
 DOWN_FOR = 5      # seconds between the SIGKILL and the new leakwatchd
 CHURN_MAX = 64 * 8192  # what churn_buffers holds at most at any moment: one tick's blocks
