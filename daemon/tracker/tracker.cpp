@@ -451,13 +451,13 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (t.state != TrackingState::kWatch)
         return fail("pid " + std::to_string(pid) +
                     " is not in the watch tier (tracking: " + tracking_name(t.state) + ")");
+    if (t.escalating) return {};  // asked again while its probes are being attached
     // Its maps as they are now when they read within the symbolizer's wait; else (a process
     // holding their read up) the maps read last.
     auto maps = symbolizer_.process_maps().read(pid);
     if (maps.fresh && !maps.maps) return fail("pid " + std::to_string(pid) + ": " + maps.error);
     if (maps.maps) t.maps = *maps.maps;
     if (maps.fresh) t.maps_read = Clock::now();
-    if (t.escalating) return {};  // asked again while its probes are being attached
     // In whole microseconds, as its kept tag carries it.
     double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
     const Outcome o =
@@ -474,6 +474,12 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
         return fail("pid " + std::to_string(pid) +
                     ": its allocator probes could not be "
                     "attached (the log says why)");
+    mark_escalated(pid, t, escalated_at, reason);
+    return {};
+}
+
+void Tracker::mark_escalated(pid_t pid, Tracked& t, double escalated_at,
+                             std::string_view reason) {
     t.state = TrackingState::kEscalated;
     t.escalated_at = escalated_at;
     spdlog::info("escalated pid {} ({}) of rule '{}': {}; allocator probes, {}", pid, t.info.comm,
@@ -481,7 +487,6 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
                  t.rule.sample_bytes
                      ? "sampled every " + std::to_string(t.rule.sample_bytes) + " bytes"
                      : std::string("every allocation"));
-    return {};
 }
 
 void Tracker::finish_escalation(pid_t pid, Tracked& t) {
@@ -496,13 +501,7 @@ void Tracker::finish_escalation(pid_t pid, Tracked& t) {
                      t.info.comm, o == Outcome::kFailed ? " (the log says why)" : "");
         return;
     }
-    t.state = TrackingState::kEscalated;
-    t.escalated_at = escalated_at;
-    spdlog::info("escalated pid {} ({}) of rule '{}': {}; allocator probes, {}", pid, t.info.comm,
-                 t.rule.name, reason,
-                 t.rule.sample_bytes
-                     ? "sampled every " + std::to_string(t.rule.sample_bytes) + " bytes"
-                     : std::string("every allocation"));
+    mark_escalated(pid, t, escalated_at, reason);
 }
 
 void Tracker::release(pid_t pid, std::string_view reason) {

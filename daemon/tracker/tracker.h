@@ -213,6 +213,8 @@ class Tracker : public FrameResolver {
                           std::unique_ptr<Attachment>& out, double& escalated_at);
     // An escalation whose probes were still being attached: done, failed, or still waiting.
     void finish_escalation(pid_t pid, Tracked& t);
+    // Its probes attached: escalated since `escalated_at` (logged).
+    void mark_escalated(pid_t pid, Tracked& t, double escalated_at, std::string_view reason);
     // How the process's stacks are walked (its rule's unwind, and its code ranges).
     // A HotSpot JVM (libjvm.so mapped): its structures are read (its interpreted frames named),
     // and its perf map asked for if its rule lets it.

@@ -86,6 +86,20 @@ std::optional<AttachQueue::Done> done_within(AttachQueue& q, const AttachQueue::
     return std::nullopt;
 }
 
+// An attach of pid 10 to "libc" that waits in the (fake) kernel; let go at the end whatever
+// happened, so that the queue's threads can be joined.
+struct StuckLibc {
+    BlockingAttacher a;
+    Reaper reaper;
+    AttachQueue q{a, reaper};
+    StuckLibc() {
+        a.blocked = {"libc"};
+        CHECK_FALSE(q.attach(request(10, "libc"), 0ms));
+        REQUIRE(a.began(10));
+    }
+    ~StuckLibc() { a.unblock("libc"); }
+};
+
 }  // namespace
 
 TEST_CASE("an attach that returns at once is handed back within the wait", "[attach_queue]") {
@@ -155,12 +169,8 @@ TEST_CASE("at most `threads` attaches run at once", "[attach_queue]") {
 
 TEST_CASE("forgotten attaches: dropped when queued, their probes released when they end",
           "[attach_queue]") {
-    BlockingAttacher a;
-    a.blocked = {"libc"};
-    Reaper reaper;
-    AttachQueue q(a, reaper);
-    CHECK_FALSE(q.attach(request(10, "libc"), 0ms));
-    REQUIRE(a.began(10));
+    StuckLibc f;
+    auto& [a, reaper, q] = f;
     CHECK_FALSE(q.attach(request(11, "libc"), 0ms));
     q.forget(11);
     CHECK_FALSE(q.has(11));
@@ -178,12 +188,8 @@ TEST_CASE("forgotten attaches: dropped when queued, their probes released when t
 }
 
 TEST_CASE("drain tells an attach stuck in the kernel from one that ends", "[attach_queue]") {
-    BlockingAttacher a;
-    a.blocked = {"libc"};
-    Reaper reaper;
-    AttachQueue q(a, reaper);
-    CHECK_FALSE(q.attach(request(10, "libc"), 0ms));
-    REQUIRE(a.began(10));
+    StuckLibc f;
+    auto& [a, reaper, q] = f;
     CHECK_FALSE(q.drain(200ms));
     std::thread later([&] {
         std::this_thread::sleep_for(100ms);
