@@ -220,7 +220,9 @@ class Symbolizer {
     ProcReader proc_;  // a copy: loads may outlive the caller's
     SymbolizerOptions options_;
     std::shared_ptr<Shared> shared_;
-    // Last: destroyed first, so that no load starts once the rest is gone.
+    // Loads hold what they use by value or shared pointer (proc_, shared_, java_, gate_, the
+    // perf maps' and Python namer's own state), never the symbolizer: a load still running when
+    // the members below are gone touches none of them.
     BoundedLoader loader_;
     // The reads of /proc files that take a process's memory map lock, on threads of their own.
     ProcReadPool proc_reads_;
