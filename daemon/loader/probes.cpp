@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -229,8 +230,8 @@ class UprobeAttachment : public Attachment {
         for (size_t i = 0; i < all.size(); i++) {
             std::string rel = fmt::format("links/{}_{}-{}", tag, i, all.size());
             if (auto ok = set->keep(rel, all[i]); !ok) {
-                static bool logged = false;
-                if (!std::exchange(logged, true))
+                static std::atomic<bool> logged{false};  // attaches run on several threads
+                if (!logged.exchange(true))
                     spdlog::warn(
                         "{}; the probes of such processes end with leakwatchd, which attaches "
                         "them anew (and drops their records) when it starts again",

@@ -420,7 +420,17 @@ void Daemon::escalate_and_release(const Snapshot& snap) {
         }
     }
     if (!config_.leak_detection.enabled) return;
-    for (const auto& a : escalation_.decide(process_candidates(snap), config_.escalation,
+    auto candidates = process_candidates(snap);
+    // An escalation whose probes wait in the kernel is one already (tracker/attach_queue.h): not
+    // asked for again, and within escalation.max_processes.
+    const auto pending = tracker_.escalations_pending();
+    for (auto& c : candidates)
+        if (auto it = pending.find(static_cast<pid_t>(std::stoul(c.key))); it != pending.end()) {
+            c.escalated = true;
+            c.eligible = false;
+            c.escalated_at = it->second;
+        }
+    for (const auto& a : escalation_.decide(candidates, config_.escalation,
                                             config_.leak_detection, unix_seconds())) {
         const auto pid = static_cast<pid_t>(std::stoul(a.key));
         if (a.kind == EscalationAction::kRelease) {
@@ -510,7 +520,7 @@ void Daemon::stop() {
         spdlog::info("stopping: handing the probes of {} processes to the service manager",
                      tracker_.attached());
         keeper_->hand_over();
-        tracker_.release_all();
+        stuck_in_kernel_ = !tracker_.release_all();
     } else {
         spdlog::info("stopping: detaching from {} processes", tracker_.attached());
         stuck_in_kernel_ = !tracker_.detach_all();

@@ -72,27 +72,68 @@ void AttachQueue::run() {
     }
 }
 
-std::optional<AttachQueue::Done> AttachQueue::attach(Request request, Clock::duration wait) {
-    std::unique_lock lock(mu_);
-    const pid_t pid = request.pid;
-    auto it = jobs_.find(pid);
-    if (it == jobs_.end()) {
-        auto job = std::make_shared<Job>();
-        job->request = std::move(request);
-        it = jobs_.emplace(pid, job).first;
-        queue_.push_back(job);
-        work_.notify_one();
-        done_.wait_for(lock, wait, [&] { return job->state == Job::State::kDone; });
-    }
+AttachQueue::Done AttachQueue::take(std::map<pid_t, std::shared_ptr<Job>>::iterator it) {
     auto job = it->second;
-    if (job->state != Job::State::kDone || job->forgotten) return std::nullopt;
-    Done done{std::move(*job->result), job->request.attached_at, job->request.escalated_at};
+    Done done{std::move(*job->result), job->request.target.offsets.size(),
+              job->request.attached_at, job->request.escalated_at};
     jobs_.erase(it);
     return done;
 }
 
+std::optional<AttachQueue::Done> AttachQueue::attach(Request request, Clock::duration wait) {
+    std::unique_lock lock(mu_);
+    const pid_t pid = request.pid;
+    auto it = jobs_.find(pid);
+    if (it != jobs_.end() && !it->second->forgotten && it->second->request.owner != request.owner)
+        forget_locked(pid);  // another process at that pid, or another rule: not its probes
+    it = jobs_.find(pid);
+    if (it != jobs_.end()) {
+        if (it->second->state != Job::State::kDone || it->second->forgotten) return std::nullopt;
+        return take(it);
+    }
+    // Its previous probes (an exec, a rule changed, another owner's) still going: the new ones
+    // wait for them, or the BPF side would count its allocations with both. Asked under mu_:
+    // a forgotten attach hands its probes to the reaper under it too.
+    if (reaper_.releasing(pid)) return std::nullopt;
+    auto job = std::make_shared<Job>();
+    job->request = std::move(request);
+    // Waited for only when it can start now: behind a stuck attach of its file, or with every
+    // thread taken, it would only cost the main loop the whole wait.
+    const bool starts_now =
+        running_ < threads_.size() && !running_files_.contains(job->request.key) &&
+        std::none_of(queue_.begin(), queue_.end(),
+                     [&](const auto& q) { return q->request.key == job->request.key; });
+    it = jobs_.emplace(pid, job).first;
+    queue_.push_back(job);
+    work_.notify_one();
+    if (!starts_now) return std::nullopt;
+    done_.wait_for(lock, wait, [&] { return job->state == Job::State::kDone; });
+    if (job->state != Job::State::kDone) return std::nullopt;
+    return take(jobs_.find(pid));
+}
+
+std::optional<AttachQueue::Done> AttachQueue::poll(pid_t pid, const std::string& owner) {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(pid);
+    if (it == jobs_.end() || it->second->forgotten || it->second->request.owner != owner ||
+        it->second->state != Job::State::kDone)
+        return std::nullopt;
+    return take(it);
+}
+
 void AttachQueue::forget(pid_t pid) {
     std::lock_guard lock(mu_);
+    forget_locked(pid);
+}
+
+void AttachQueue::forget_all() {
+    std::lock_guard lock(mu_);
+    std::vector<pid_t> pids;
+    for (const auto& [pid, job] : jobs_) pids.push_back(pid);
+    for (pid_t pid : pids) forget_locked(pid);
+}
+
+void AttachQueue::forget_locked(pid_t pid) {
     auto it = jobs_.find(pid);
     if (it == jobs_.end()) return;
     auto job = it->second;
@@ -114,6 +155,12 @@ void AttachQueue::forget(pid_t pid) {
 bool AttachQueue::has(pid_t pid) const {
     std::lock_guard lock(mu_);
     return jobs_.contains(pid);
+}
+
+bool AttachQueue::waiting(pid_t pid, const std::string& owner) const {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(pid);
+    return it != jobs_.end() && !it->second->forgotten && it->second->request.owner == owner;
 }
 
 AttachQueue::Stats AttachQueue::stats() {

@@ -42,23 +42,37 @@ class AttachQueue {
         std::string file;  // the probed file, as the process names it (logs)
         std::string what;  // "pid N (comm)" (logs)
         std::string key;   // the file's identity (device and inode): one attach at a time each
+        // Whose attach it is (start time, rule): a request of the same pid that differs is for
+        // another process or rule, and replaces it.
+        std::string owner;
+        // What target.path names (the descriptor the plan read the file through): held open
+        // until the attach ends, so that the path never names another file.
+        std::shared_ptr<const void> hold;
         // Carried to the result: the attach's times are those of the request that started it.
         double attached_at = 0;
         double escalated_at = 0;
     };
     struct Done {
         Result<std::unique_ptr<Attachment>> result;
+        size_t functions = 0;  // probed (the request's target's offsets)
         double attached_at = 0;
         double escalated_at = 0;
     };
-    // The attach of request.pid: started unless one for that pid is queued or running (then
-    // `request` is ignored), waited for at most `wait` when it runs at once. Its result when done
-    // (handed over once), nullopt while it is queued or running.
+    // The attach of request.pid: started unless one of the same owner is queued or running
+    // (then `request` is ignored; one of another owner is forgotten and this one started
+    // later), and not while the reaper still releases probes of that pid. Waited for at most
+    // `wait` when it can run at once (its file free, a thread free), else not at all. Its
+    // result when done (handed over once), nullopt while it is queued or running.
     std::optional<Done> attach(Request request, Clock::duration wait);
+    // The result of the attach of `pid` for `owner` when it is done, nullopt otherwise (also
+    // when there is none): asking costs nothing.
+    std::optional<Done> poll(pid_t pid, const std::string& owner);
     // The process's attach is not wanted any more (it exited, was detached or released): dropped
     // when queued; when running, its probes go to the reaper once it ends.
     void forget(pid_t pid);
     bool has(pid_t pid) const;
+    // Whether an attach of `pid` for `owner` is queued, running or done and not taken.
+    bool waiting(pid_t pid, const std::string& owner) const;
 
     struct Stats {
         size_t in_flight = 0;  // queued or running
@@ -68,6 +82,8 @@ class AttachQueue {
     Stats stats();
     // Waits until no attach runs, as long as none has run for `stuck`: false when one has.
     bool drain(Clock::duration stuck);
+    // Forgets every attach (a stop).
+    void forget_all();
 
   private:
     struct Job {
@@ -81,6 +97,10 @@ class AttachQueue {
     void run();
     // The first queued job whose file has no attach running (mu_ held).
     std::shared_ptr<Job> next_runnable();
+    // forget() with mu_ held.
+    void forget_locked(pid_t pid);
+    // Hands a done job over and erases it (mu_ held).
+    Done take(std::map<pid_t, std::shared_ptr<Job>>::iterator it);
 
     Attacher& attacher_;
     Reaper& reaper_;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <expected>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -28,9 +29,6 @@ constexpr int kMaxAttempts = 400;  // 2 s
 constexpr auto kRecheckAfter = std::chrono::seconds(1);
 // A process whose files are still being read (on the loader) is looked at this often.
 constexpr std::chrono::milliseconds kLoadingRetryEvery{50};
-// How long the main loop waits for an attach it starts (AttachQueue): most take milliseconds;
-// one waiting in the kernel for a memory map lock is asked for again at the next tries.
-constexpr std::chrono::milliseconds kAttachWait{250};
 // A process whose allocator's file is too slow to read (Tracker::retry_slow) is tried again
 // after kSlowRetryFirst, doubling up to kSlowRetryMax, kSlowRetries times (13.5 min in all).
 constexpr std::chrono::seconds kSlowRetryFirst{1};
@@ -327,6 +325,72 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
     return Outcome::kAttached;
 }
 
+std::expected<std::optional<AttachQueue::Done>, Tracker::Outcome> Tracker::start_attach(
+    const ProcessInfo& info, const WatchRule& rule, const std::vector<MapEntry>& maps,
+    const MapEntry& mapping, uint64_t load_bias, const std::string& owner, double attached_at,
+    double escalated_at) {
+    const pid_t pid = info.pid;
+    // Read on the loader: a file of the process may block whoever reads it.
+    // Its interpreter's runtime is looked for beside the plan (both on the loader), so that a
+    // busy loader delays the attach once, not twice.
+    const bool python_pending = python_loading(info, maps);
+    auto plan = probe_plan(info, rule, maps, mapping);
+    if (!plan) return std::optional<AttachQueue::Done>();
+    if (plan->slow) return std::unexpected(Outcome::kSlow);
+    if (!plan->error.empty()) {
+        log_failure(info, plan->error);
+        return std::unexpected(Outcome::kFailed);
+    }
+    // Still being looked for: tried again (the plan is made again then, from the parsed-file
+    // cache).
+    if (python_pending && python_loading(info, maps)) return std::optional<AttachQueue::Done>();
+
+    ProbeTarget target;
+    // The very file the plan was read from: the kernel resolves no path of the process's. Its
+    // descriptor is held open until the attach ends (the request's `hold`).
+    target.path = plan->file->fd_path();
+    target.load_bias = load_bias;
+    for (const std::string& refused : plan->refused)
+        spdlog::warn("pid {} ({}): {}: {}", pid, info.comm, mapping.path, refused);
+    for (const auto& probe : plan->probes) {
+        const Placement& where = probe.placement;
+        if (where.emulated) {
+            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, probe.function, where.skip,
+                          where.how);
+        } else if (single_stepped_.insert(mapping.path + ":" + probe.function).second) {
+            spdlog::info(
+                "{} in {} is probed at its entry, which the kernel single-steps ({}); "
+                "each call costs several microseconds more",
+                probe.function, mapping.path, where.how);
+        }
+        target.offsets.emplace_back(probe.function, probe.offset);
+    }
+    auto has = [&](const char* name) {
+        return std::any_of(target.offsets.begin(), target.offsets.end(),
+                           [&](const auto& o) { return o.first == name; });
+    };
+    if (!has("malloc") || !has("free")) {
+        spdlog::warn("pid {} ({}): {} has no {}malloc/{}free to probe; not watched", pid, info.comm,
+                     mapping.path, rule.allocator.symbol_prefix, rule.allocator.symbol_prefix);
+        return std::unexpected(Outcome::kFailed);
+    }
+    if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
+    target.keep_as = kept_tag(pid, info.start_time, attached_at, rule, escalated_at);
+    AttachQueue::Request request;
+    request.pid = pid;
+    request.target = std::move(target);
+    request.file = mapping.path;
+    request.what = fmt::format("pid {} ({})", pid, info.comm);
+    request.key = fmt::format("{}:{}:{}", mapping.dev_major, mapping.dev_minor, mapping.inode);
+    request.owner = owner;
+    request.hold = plan->file;
+    request.attached_at = attached_at;
+    request.escalated_at = escalated_at;
+    // Most attaches take milliseconds: waited for here; one that waits in the kernel (or for
+    // the process's previous probes to go) is asked for again at the next tries.
+    return attaches_.attach(std::move(request), attach_wait_);
+}
+
 Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule& rule,
                                         const std::vector<MapEntry>& maps, double& attached_at,
                                         bool log_not_yet, std::unique_ptr<Attachment>& out,
@@ -339,28 +403,9 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
                          rule.name, mapping.error().message);
         return Outcome::kNotYet;
     }
-    // Read on the loader: a file of the process may block whoever reads it.
-    // Its interpreter's runtime is looked for beside the plan (both on the loader), so that a
-    // busy loader delays the attach once, not twice.
-    const bool python_pending = python_loading(info, maps);
-    auto plan = probe_plan(info, rule, maps, *mapping);
-    if (!plan) return Outcome::kLoading;
-    if (plan->slow) return Outcome::kSlow;
-    if (!plan->error.empty()) {
-        log_failure(info, plan->error);
-        return Outcome::kFailed;
-    }
-    // Still being looked for: tried again (the plan is made again then, from the parsed-file
-    // cache).
-    if (python_pending && python_loading(info, maps)) return Outcome::kLoading;
-
-    ProbeTarget target;
-    // The very file the plan was read from: the kernel resolves no path of the process's.
-    target.path = plan->file->fd_path();
-    // The probes are in the library's executable segment: its mapping gives their addresses.
     // One pass over the mappings of the allocator's file: its executable segment (where the
     // probes are: their addresses are load_bias + file offset) and its whole range.
-    target.load_bias = mapping->start - mapping->offset;
+    uint64_t load_bias = mapping->start - mapping->offset;
     uint64_t lib_lo = UINT64_MAX, lib_hi = 0;
     bool found_text = false;
     for (const auto& m : maps) {
@@ -368,54 +413,26 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
             m.dev_minor != mapping->dev_minor)
             continue;
         if (m.executable() && !found_text) {
-            target.load_bias = m.start - m.offset;
+            load_bias = m.start - m.offset;
             found_text = true;
         }
         lib_lo = std::min(lib_lo, m.start);
         lib_hi = std::max(lib_hi, m.end);
     }
-    for (const std::string& refused : plan->refused)
-        spdlog::warn("pid {} ({}): {}: {}", pid, info.comm, mapping->path, refused);
-    for (const auto& probe : plan->probes) {
-        const Placement& where = probe.placement;
-        if (where.emulated) {
-            spdlog::debug("pid {}: {} probed {} bytes in ({})", pid, probe.function, where.skip,
-                          where.how);
-        } else if (single_stepped_.insert(mapping->path + ":" + probe.function).second) {
-            spdlog::info(
-                "{} in {} is probed at its entry, which the kernel single-steps ({}); "
-                "each call costs several microseconds more",
-                probe.function, mapping->path, where.how);
-        }
-        target.offsets.emplace_back(probe.function, probe.offset);
+    // The attach started by an earlier try, for this process and rule: asked for, nothing
+    // read or planned again while it waits in the kernel.
+    const std::string owner = fmt::format("{}:{:016x}", info.start_time, rule_digest(rule));
+    std::optional<AttachQueue::Done> done;
+    if (attaches_.waiting(pid, owner)) {
+        done = attaches_.poll(pid, owner);
+        if (!done) return Outcome::kLoading;
+    } else {
+        auto started = start_attach(info, rule, maps, *mapping, load_bias, owner, attached_at,
+                                    escalated_at);
+        if (!started) return started.error();
+        done = std::move(*started);
+        if (!done) return Outcome::kLoading;
     }
-    auto has = [&](const char* name) {
-        return std::any_of(target.offsets.begin(), target.offsets.end(),
-                           [&](const auto& o) { return o.first == name; });
-    };
-    if (!has("malloc") || !has("free")) {
-        spdlog::warn("pid {} ({}): {} has no {}malloc/{}free to probe; not watched", pid, info.comm,
-                     mapping->path, rule.allocator.symbol_prefix, rule.allocator.symbol_prefix);
-        return Outcome::kFailed;
-    }
-
-    // Its previous probes (an exec, a rule changed) still going: the new ones wait for them.
-    if (reaper_.releasing(pid)) return Outcome::kLoading;
-    if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
-    const size_t functions = target.offsets.size();
-    target.keep_as = kept_tag(pid, info.start_time, attached_at, rule, escalated_at);
-    AttachQueue::Request request{pid,
-                                 std::move(target),
-                                 mapping->path,
-                                 fmt::format("pid {} ({})", pid, info.comm),
-                                 fmt::format("{}:{}:{}", mapping->dev_major, mapping->dev_minor,
-                                             mapping->inode),
-                                 attached_at,
-                                 escalated_at};
-    // Most attaches take milliseconds: waited for here; one that waits in the kernel is asked
-    // for again at the next tries.
-    auto done = attaches_.attach(std::move(request), kAttachWait);
-    if (!done) return Outcome::kLoading;
     attached_at = done->attached_at;
     escalated_at = done->escalated_at;
     auto& attachment = done->result;
@@ -435,10 +452,11 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
     }
     if (auto ok = attacher_.watch(static_cast<uint32_t>(pid), recording); !ok) {
         log_failure(info, ok.error().message);
+        reaper_.dispose(std::move(*attachment), pid);  // never detached on the main loop
         return Outcome::kFailed;
     }
     spdlog::info("probing pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
-                 info.comm, rule.name, functions, mapping->path,
+                 info.comm, rule.name, done->functions, mapping->path,
                  (*attachment)->links());
     out = std::move(*attachment);
     return Outcome::kAttached;
@@ -465,6 +483,7 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (o == Outcome::kLoading) {
         // Its files are being read, or its probes wait in the kernel: finished at a tick.
         t.escalating = std::string(reason);
+        t.escalating_since = escalated_at;
         spdlog::info("escalating pid {} ({}) of rule '{}': {}; its allocator probes are being "
                      "attached",
                      pid, t.info.comm, t.rule.name, reason);
@@ -497,6 +516,7 @@ void Tracker::finish_escalation(pid_t pid, Tracked& t) {
     const std::string reason = std::move(*t.escalating);
     t.escalating.reset();
     if (o != Outcome::kAttached) {
+        attaches_.forget(pid);
         spdlog::warn("escalating pid {} ({}): its allocator probes could not be attached{}", pid,
                      t.info.comm, o == Outcome::kFailed ? " (the log says why)" : "");
         return;
@@ -533,9 +553,15 @@ size_t Tracker::escalated() const {
     }));
 }
 
+std::map<pid_t, double> Tracker::escalations_pending() const {
+    std::map<pid_t, double> out;
+    for (const auto& [pid, t] : tracked_)
+        if (t.escalating) out[pid] = t.escalating_since;
+    return out;
+}
+
 Tracker::ProbeOperations Tracker::probe_operations() {
-    constexpr auto kStuck = std::chrono::seconds(10);
-    static_assert(kStuck == std::chrono::seconds(10), "the header's comments say 10 s");
+    constexpr auto kStuck = std::chrono::seconds(10);  // as the header and the metric say
     ProbeOperations ops;
     const auto a = attaches_.stats();
     ops.attaches_in_flight = a.in_flight;
@@ -702,6 +728,7 @@ void Tracker::consider(pid_t pid, Seen seen, const char* comm) {
 
 void Tracker::give_up(pid_t pid, uint64_t start_time) {
     failed_[pid] = start_time;
+    attaches_.forget(pid);  // one still under way: its probes go when it ends
     // Its maps are not read again until it execs: what was read of them goes.
     symbolizer_.process_maps().forget(pid);
 }
@@ -846,6 +873,7 @@ int Tracker::tick() {
                 next = std::min(next, p.next);
                 ++it;
             } else {
+                attaches_.forget(it->first);
                 it = pending_.erase(it);
             }
             continue;
@@ -936,10 +964,8 @@ void Tracker::set_rules(std::vector<WatchRule> rules) {
 }
 
 bool Tracker::detach_all(std::chrono::seconds stuck) {
-    for (const auto& [pid, p] : pending_) attaches_.forget(pid);
+    attaches_.forget_all();
     pending_.clear();
-    for (const auto& [pid, t] : tracked_)
-        if (t.escalating) attaches_.forget(pid);
     std::vector<std::unique_ptr<Attachment>> attachments;
     for (auto& [pid, t] : tracked_) {
         attacher_.unwatch(static_cast<uint32_t>(pid));
@@ -981,22 +1007,28 @@ bool Tracker::detach_all(std::chrono::seconds stuck) {
             return false;
         }
     }
-    if (!attaches_.drain(stuck)) {
-        spdlog::error("stopping: an attach has waited {} s in the kernel; not waiting for it",
-                      stuck.count());
-        return false;
-    }
-    if (!reaper_.drain(stuck)) {
-        spdlog::error("stopping: a detach has waited {} s in the kernel; not waiting for it",
-                      stuck.count());
+    if (!attaches_.drain(stuck) || !reaper_.drain(stuck)) {
+        spdlog::error(
+            "stopping: an attach or a detach has waited {} s in the kernel; not waiting for it",
+            stuck.count());
         return false;
     }
     return true;
 }
 
-void Tracker::release_all() {
+bool Tracker::release_all(std::chrono::seconds stuck) {
+    // Attaches under way were never handed over: their probes go when they end.
+    attaches_.forget_all();
+    pending_.clear();
     tracked_.clear();
     python_.clear();
+    if (!attaches_.drain(stuck) || !reaper_.drain(stuck)) {
+        spdlog::error(
+            "stopping: an attach or a detach has waited {} s in the kernel; not waiting for it",
+            stuck.count());
+        return false;
+    }
+    return true;
 }
 
 std::string Tracker::kept_tag(pid_t pid, uint64_t start_time, double attached_at,
@@ -1053,7 +1085,7 @@ std::set<uint32_t> Tracker::adopt(
         if (!why && maps.fresh && !maps.maps) why = "gone";
         if (why) {
             spdlog::info("not adopting the probes kept for pid {}: {}", pid, why);
-            reaper_.dispose(std::move(attachment));
+            reaper_.dispose(std::move(attachment), static_cast<pid_t>(pid));
             continue;
         }
         const double attached_at = double(attached_us) / 1e6;
@@ -1081,7 +1113,7 @@ std::set<uint32_t> Tracker::adopt(
                 !ok) {
                 spdlog::info("not adopting the probes kept for pid {}: {}", pid,
                              ok.error().message);
-                reaper_.dispose(std::move(t.attachment));
+                reaper_.dispose(std::move(t.attachment), static_cast<pid_t>(pid));
                 python_.forget(info->pid);
                 continue;
             }

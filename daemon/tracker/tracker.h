@@ -54,6 +54,11 @@ class Tracker : public FrameResolver {
     // attached.
     void set_rules(std::vector<WatchRule> rules);
 
+    // How long the main loop waits for an attach it starts (AttachQueue) before it asks again
+    // at the next tries: most take milliseconds; one waiting in the kernel for a memory map lock
+    // takes as long as the process holding it likes. Tests lengthen it.
+    void set_attach_wait(std::chrono::milliseconds wait) { attach_wait_ = wait; }
+
     // The watch tier's settings (a reload): the sampling of processes that enter it from now on.
     void set_escalation(const Escalation& escalation) { escalation_ = escalation; }
 
@@ -79,8 +84,9 @@ class Tracker : public FrameResolver {
     };
     ProbeOperations probe_operations();
     // Lets go of every process without detaching it (at a shutdown that handed the probes
-    // over to the next run): no process stops being recorded.
-    void release_all();
+    // over to the next run): no process stops being recorded. Attaches under way are
+    // forgotten (their probes detached when they end); false as detach_all says.
+    bool release_all(std::chrono::seconds stuck = std::chrono::seconds(10));
 
     // Takes over the probes a previous run left attached, each under the tag it was kept with
     // (kept_tag). A process is adopted when it is the same process (pid and start time), is
@@ -106,6 +112,9 @@ class Tracker : public FrameResolver {
     // tried again later (each counted once, however many tries it took).
     uint64_t attaches_retried() const { return attaches_retried_; }
     size_t escalated() const;
+    // The processes whose escalation waits for its probes, and since when (unix seconds): the
+    // escalation policy counts them as escalated.
+    std::map<pid_t, double> escalations_pending() const;
     // Symbolizes an address of a watched process with its own maps.
     Frame resolve(uint32_t pid, uint64_t address) override;
     Frame resolve_python(uint32_t pid, uint64_t code, uint32_t instruction) override;
@@ -163,8 +172,10 @@ class Tracker : public FrameResolver {
         double attached_at;  // unix seconds, when it was first watched
         TrackingState state = TrackingState::kFull;
         double escalated_at = 0;          // unix seconds, while escalated
-        // Escalated, its probes still being attached (attach_queue.h): why, for the log.
+        // Escalated, its probes still being attached (attach_queue.h): why, for the log, and
+        // since when (unix seconds).
         std::optional<std::string> escalating = std::nullopt;
+        double escalating_since = 0;
         uint64_t fault_sample_bytes = 0;  // the watch tier's sampling when it entered it
     };
     struct Pending {
@@ -211,6 +222,12 @@ class Tracker : public FrameResolver {
     Outcome attach_probes(const ProcessInfo& info, const WatchRule& rule,
                           const std::vector<MapEntry>& maps, double& attached_at, bool log_not_yet,
                           std::unique_ptr<Attachment>& out, double& escalated_at);
+    // Plans the probes of a process and starts their attach (AttachQueue): its result when it
+    // ended within the wait, nullopt while its files are read or it waits, or why it cannot.
+    std::expected<std::optional<AttachQueue::Done>, Outcome> start_attach(
+        const ProcessInfo& info, const WatchRule& rule, const std::vector<MapEntry>& maps,
+        const MapEntry& mapping, uint64_t load_bias, const std::string& owner, double attached_at,
+        double escalated_at);
     // An escalation whose probes were still being attached: done, failed, or still waiting.
     void finish_escalation(pid_t pid, Tracked& t);
     // Its probes attached: escalated since `escalated_at` (logged).
@@ -266,6 +283,7 @@ class Tracker : public FrameResolver {
     uint64_t execs_unread_ = 0;
     uint64_t attaches_retried_ = 0;
     bool detach_stuck_logged_ = false;
+    std::chrono::milliseconds attach_wait_{250};
     // The processes counted by miss(), so that none counts twice: a process that exec'ed twice
     // before its events were read, or was counted at a failed attach and then at a late exec
     // event, has more than one event saying it is gone. Forgotten at its exit event, or after

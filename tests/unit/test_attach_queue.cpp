@@ -209,3 +209,65 @@ TEST_CASE("the reaper tells which processes' probes are still being released", "
     CHECK(reaper.queued() == 0);
     CHECK(reaper.busy_for() == Reaper::Clock::duration::zero());
 }
+
+TEST_CASE("an attach that cannot start now is not waited for", "[attach_queue]") {
+    StuckLibc f;
+    auto& [a, reaper, q] = f;
+    // Behind the stuck attach of its file: the whole wait would be lost.
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(q.attach(request(11, "libc"), 5s));
+    CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+}
+
+TEST_CASE("what the target's path names is held until the attach ends", "[attach_queue]") {
+    StuckLibc f;
+    auto& [a, reaper, q] = f;
+    auto file = std::make_shared<int>(3);
+    std::weak_ptr<int> seen = file;
+    auto r = request(11, "libc");
+    r.hold = std::move(file);
+    CHECK_FALSE(q.attach(std::move(r), 0ms));
+    CHECK_FALSE(seen.expired());  // queued: still held
+    a.unblock("libc");
+    REQUIRE(done_within(q, request(11, "libc")));
+    CHECK(seen.expired());  // handed over: let go
+}
+
+TEST_CASE("a request of another owner replaces the attach of its pid", "[attach_queue]") {
+    StuckLibc f;
+    auto& [a, reaper, q] = f;
+    auto other = request(10, "libc");
+    other.owner = "another process at that pid";
+    CHECK_FALSE(q.waiting(10, other.owner));
+    CHECK_FALSE(q.attach(other, 0ms));  // the first one is forgotten, not handed over
+    CHECK_FALSE(q.waiting(10, ""));
+    a.unblock("libc");
+    // The forgotten attach's probes go through the reaper; then the other owner's attach runs.
+    auto d = done_within(q, other);
+    REQUIRE(d);
+    CHECK(d->result);
+    CHECK(a.begun() == 2);
+    CHECK(reaper.drain(5s));
+    CHECK(a.released == 1);
+}
+
+TEST_CASE("no attach of a pid starts while the reaper releases its probes", "[attach_queue]") {
+    BlockingAttacher a;
+    Reaper reaper;
+    AttachQueue q(a, reaper);
+    struct Slow : Attachment {
+        std::atomic<bool>& go;
+        explicit Slow(std::atomic<bool>& g) : go(g) {}
+        ~Slow() override {
+            while (!go) std::this_thread::sleep_for(1ms);
+        }
+        size_t links() const override { return 1; }
+    };
+    std::atomic<bool> go{false};
+    reaper.dispose(std::make_unique<Slow>(go), 10);
+    CHECK_FALSE(q.attach(request(10, "libc"), 100ms));
+    CHECK(a.begun() == 0);
+    go = true;
+    CHECK(reaper.drain(5s));
+    CHECK(done_within(q, request(10, "libc")));
+}

@@ -37,6 +37,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// How long the tracker waits for an attach it starts: the fake attacher's take microseconds,
+// but a loaded machine (the sanitized run) may not schedule the attach thread within the
+// daemon's 250 ms. The tracker goes on as soon as the attach ends.
+constexpr std::chrono::milliseconds kAttachWait{10000};
+
 // Far above the pids this machine hands out, below the kernel's limit (4194304).
 constexpr int kApp = 4190001;
 constexpr int kOther = 4190002;
@@ -216,6 +221,7 @@ struct Fixture {
 
     void start(std::vector<WatchRule> rules) {
         tracker = std::make_unique<Tracker>(attacher, proc, symbolizer, std::move(rules));
+        tracker->set_attach_wait(kAttachWait);
     }
     // One process, `app`, watched by rule `web`.
     void watch_app() {
@@ -582,6 +588,7 @@ TEST_CASE("adopt: a process of the watch tier kept escalated is adopted escalate
     f.proc_tree.add(kApp, "app", 1000);
     f.tracker =
         std::make_unique<Tracker>(f.attacher, f.proc, f.symbolizer, std::vector<WatchRule>{r}, e);
+    f.tracker->set_attach_wait(kAttachWait);
     f.attacher.watched[kApp] = Recording{};  // its escalation's probes still record it
     const double attached_at = 1733000000.5, escalated_at = 1733000100.25;
     std::vector<std::pair<std::string, std::unique_ptr<Attachment>>> kept;
@@ -605,6 +612,7 @@ TEST_CASE("adopt: a process of the watch tier kept escalated is adopted escalate
     g.proc_tree.add(kApp, "app", 1000);
     g.tracker =
         std::make_unique<Tracker>(g.attacher, g.proc, g.symbolizer, std::vector<WatchRule>{r}, e);
+    g.tracker->set_attach_wait(kAttachWait);
     g.attacher.watched[kApp] = Recording{};
     CHECK(g.tracker->adopt(kept_app(g, r, 1000, attached_at)).empty());
 }
@@ -655,6 +663,7 @@ TEST_CASE("tracking: escalate watches a process without probes until it is escal
     e.watch_sample_bytes = 64 * 1024;
     f.tracker =
         std::make_unique<Tracker>(f.attacher, f.proc, f.symbolizer, std::vector<WatchRule>{r}, e);
+    f.tracker->set_attach_wait(kAttachWait);
     f.tracker->scan();
     CHECK(f.attacher.attaches.empty());
     CHECK(f.attacher.tier == std::map<uint32_t, uint64_t>{{kApp, 64 * 1024}});
@@ -697,18 +706,21 @@ TEST_CASE("an escalation whose probes wait in the kernel ends at a tick, or goes
     f.proc_tree.add(kApp, "app");
     f.proc_tree.add(kOther, "app");
     f.start({rule("web", "app", WatchRule::Tracking::kEscalate)});
+    f.tracker->set_attach_wait(std::chrono::milliseconds(250));  // the daemon's
     f.tracker->scan();
     REQUIRE(f.tracker->processes().size() == 2);
 
     f.attacher.hold();
     const auto t0 = std::chrono::steady_clock::now();
     REQUIRE(f.tracker->escalate(kApp, "a test").has_value());
-    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));  // waited 250 ms
+    // The main loop waited for the attach 250 ms (the wait), not until the kernel let it go.
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
     CHECK(f.tracker->processes().at(0).tracking == TrackingState::kWatch);
     CHECK(f.tracker->escalated() == 1);  // counts against escalation.max_processes already
     CHECK(f.tracker->escalate(kApp, "asked again").has_value());
-    auto ops = f.tracker->probe_operations();
-    CHECK(ops.attaches_in_flight == 1);
+    CHECK(f.tracker->escalations_pending().contains(kApp));
+    // Its plan read (on the loader), its attach started and held.
+    CHECK(settle(f, [&] { return f.tracker->probe_operations().attaches_in_flight == 1; }));
     f.tracker->tick();
     CHECK(f.tracker->processes().at(0).tracking == TrackingState::kWatch);
 
@@ -723,6 +735,7 @@ TEST_CASE("an escalation whose probes wait in the kernel ends at a tick, or goes
     // Released while its probes wait: they go once they come, and it is not recorded.
     f.attacher.hold();
     REQUIRE(f.tracker->escalate(kOther, "a test").has_value());
+    CHECK(settle(f, [&] { return f.tracker->probe_operations().attaches_in_flight == 1; }));
     f.tracker->release(kOther, "a test");
     CHECK(f.tracker->escalated() == 1);  // kApp only
     f.attacher.let_go();
@@ -847,6 +860,7 @@ TEST_CASE("a process whose maps do not read holds up no scan: it is attached onc
     Symbolizer symbolizer{proc, options};
     FakeAttacher attacher;
     Tracker tracker(attacher, proc, symbolizer, {rule("web", "app")});
+    tracker.set_attach_wait(kAttachWait);
     tracker.scan();
     tracker.tick();
     CHECK(tracker.attached() == 0);
@@ -930,6 +944,7 @@ TEST_CASE("a process whose allocator's file is slow to read at first is tried ag
     Symbolizer symbolizer{proc, options};
     FakeAttacher attacher;
     Tracker tracker(attacher, proc, symbolizer, {rule("web", "app")});
+    tracker.set_attach_wait(kAttachWait);
     // A busy machine: the loader's working threads are all taken by reads that go on, so the
     // read of the allocator's file waits its turn longer than `slow`.
     auto busy = std::make_shared<std::atomic<bool>>(true);
@@ -1020,6 +1035,7 @@ TEST_CASE("a rule set without `cmdline` never reads a command line", "[tracker][
     Symbolizer symbolizer{proc};
     FakeAttacher attacher;
     Tracker tracker(attacher, proc, symbolizer, {rule("web", "app")});
+    tracker.set_attach_wait(kAttachWait);
     tracker.scan();
     CHECK(tracker.attached() == 1);
     CHECK(tracker.cmdlines_held() == 0);
@@ -1039,6 +1055,7 @@ TEST_CASE("a command line that does not read holds up no scan: matched once it r
     // A comm rule first: it decides for `other` without its command line.
     Tracker tracker(attacher, proc, symbolizer,
                     {rule("other", "other"), cmdline_rule("web", "--serve")});
+    tracker.set_attach_wait(kAttachWait);
     tracker.scan();
     tracker.tick();
     // Not guessed either way: neither attached nor given up while its command line is unread.
@@ -1077,6 +1094,7 @@ TEST_CASE("a command line slower to read than `slow` is refused, counted, and no
     Symbolizer symbolizer{proc, options};
     FakeAttacher attacher;
     Tracker tracker(attacher, proc, symbolizer, {cmdline_rule("web", "app")});
+    tracker.set_attach_wait(kAttachWait);
     const uint64_t before = slow_refusals();
     tracker.scan();
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
