@@ -65,7 +65,8 @@ class Tracker : public FrameResolver {
     // A process of the watch tier gets its allocator probes (its rule's sample_bytes), until
     // release(). Errors when it is not in the watch tier or the probes cannot be attached. An
     // attach that waits in the kernel (attach_queue.h) ends at a later tick(), which logs how
-    // it ended; it counts as escalated meanwhile.
+    // it ended; meanwhile it counts in escalated() and escalations_pending(), and asking again
+    // changes nothing.
     Result<void> escalate(pid_t pid, std::string_view reason);
     // Its probes go and what they recorded; it stays in the watch tier.
     void release(pid_t pid, std::string_view reason);
