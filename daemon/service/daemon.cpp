@@ -430,8 +430,8 @@ void Daemon::escalate_and_release(const Snapshot& snap) {
             c.eligible = false;
             c.escalated_at = it->second;
         }
-    for (const auto& a : escalation_.decide(candidates, config_.escalation,
-                                            config_.leak_detection, unix_seconds())) {
+    for (const auto& a : escalation_.decide(candidates, config_.escalation, config_.leak_detection,
+                                            unix_seconds())) {
         const auto pid = static_cast<pid_t>(std::stoul(a.key));
         if (a.kind == EscalationAction::kRelease) {
             tracker_.release(pid, a.reason);

@@ -7,8 +7,7 @@
 
 namespace leakwatch {
 
-AttachQueue::AttachQueue(Attacher& attacher, Reaper& reaper, size_t threads,
-                         Clock::duration stuck)
+AttachQueue::AttachQueue(Attacher& attacher, Reaper& reaper, size_t threads, Clock::duration stuck)
     : attacher_(attacher), reaper_(reaper), stuck_(stuck) {
     for (size_t i = 0; i < std::max<size_t>(threads, 1); i++)
         threads_.emplace_back([this] { run(); });
@@ -74,8 +73,8 @@ void AttachQueue::run() {
 
 AttachQueue::Done AttachQueue::take(std::map<pid_t, std::shared_ptr<Job>>::iterator it) {
     auto job = it->second;
-    Done done{std::move(*job->result), job->request.target.offsets.size(),
-              job->request.attached_at, job->request.escalated_at};
+    Done done{std::move(*job->result), job->request.target.offsets.size(), job->request.attached_at,
+              job->request.escalated_at};
     jobs_.erase(it);
     return done;
 }

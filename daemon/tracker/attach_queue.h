@@ -106,8 +106,8 @@ class AttachQueue {
     Reaper& reaper_;
     const Clock::duration stuck_;
     mutable std::mutex mu_;
-    std::condition_variable work_;  // a job queued, a file free, or stopping
-    std::condition_variable done_;  // a job ended
+    std::condition_variable work_;                // a job queued, a file free, or stopping
+    std::condition_variable done_;                // a job ended
     std::map<pid_t, std::shared_ptr<Job>> jobs_;  // queued, running, or done and not yet taken
     std::deque<std::shared_ptr<Job>> queue_;
     std::set<std::string> running_files_;

@@ -44,7 +44,7 @@ class Reaper {
     std::condition_variable cv_;
     std::condition_variable idle_;
     std::deque<std::pair<pid_t, std::unique_ptr<Attachment>>> queue_;
-    std::multiset<pid_t> pids_;  // of the queued ones and the one under way
+    std::multiset<pid_t> pids_;    // of the queued ones and the one under way
     Clock::time_point started_{};  // of the one under way
     bool busy_ = false;
     bool stopping_ = false;

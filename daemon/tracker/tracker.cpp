@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
-#include <expected>
 #include <cstdio>
 #include <cstring>
+#include <expected>
 #include <thread>
 
 #include "config/reload.h"
@@ -427,8 +427,8 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         done = attaches_.poll(pid, owner);
         if (!done) return Outcome::kLoading;
     } else {
-        auto started = start_attach(info, rule, maps, *mapping, load_bias, owner, attached_at,
-                                    escalated_at);
+        auto started =
+            start_attach(info, rule, maps, *mapping, load_bias, owner, attached_at, escalated_at);
         if (!started) return started.error();
         done = std::move(*started);
         if (!done) return Outcome::kLoading;
@@ -456,8 +456,7 @@ Tracker::Outcome Tracker::attach_probes(const ProcessInfo& info, const WatchRule
         return Outcome::kFailed;
     }
     spdlog::info("probing pid {} ({}) for rule '{}': {} functions probed in {} ({} links)", pid,
-                 info.comm, rule.name, done->functions, mapping->path,
-                 (*attachment)->links());
+                 info.comm, rule.name, done->functions, mapping->path, (*attachment)->links());
     out = std::move(*attachment);
     return Outcome::kAttached;
 }
@@ -484,9 +483,10 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
         // Its files are being read, or its probes wait in the kernel: finished at a tick.
         t.escalating = std::string(reason);
         t.escalating_since = escalated_at;
-        spdlog::info("escalating pid {} ({}) of rule '{}': {}; its allocator probes are being "
-                     "attached",
-                     pid, t.info.comm, t.rule.name, reason);
+        spdlog::info(
+            "escalating pid {} ({}) of rule '{}': {}; its allocator probes are being "
+            "attached",
+            pid, t.info.comm, t.rule.name, reason);
         return {};
     }
     if (o != Outcome::kAttached)
@@ -497,8 +497,7 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     return {};
 }
 
-void Tracker::mark_escalated(pid_t pid, Tracked& t, double escalated_at,
-                             std::string_view reason) {
+void Tracker::mark_escalated(pid_t pid, Tracked& t, double escalated_at, std::string_view reason) {
     t.state = TrackingState::kEscalated;
     t.escalated_at = escalated_at;
     spdlog::info("escalated pid {} ({}) of rule '{}': {}; allocator probes, {}", pid, t.info.comm,
@@ -1007,13 +1006,15 @@ bool Tracker::detach_all(std::chrono::seconds stuck) {
             return false;
         }
     }
-    if (!attaches_.drain(stuck) || !reaper_.drain(stuck)) {
-        spdlog::error(
-            "stopping: an attach or a detach has waited {} s in the kernel; not waiting for it",
-            stuck.count());
-        return false;
-    }
-    return true;
+    return drain_probe_operations(stuck);
+}
+
+bool Tracker::drain_probe_operations(std::chrono::seconds stuck) {
+    if (attaches_.drain(stuck) && reaper_.drain(stuck)) return true;
+    spdlog::error(
+        "stopping: an attach or a detach has waited {} s in the kernel; not waiting for it",
+        stuck.count());
+    return false;
 }
 
 bool Tracker::release_all(std::chrono::seconds stuck) {
@@ -1022,13 +1023,7 @@ bool Tracker::release_all(std::chrono::seconds stuck) {
     pending_.clear();
     tracked_.clear();
     python_.clear();
-    if (!attaches_.drain(stuck) || !reaper_.drain(stuck)) {
-        spdlog::error(
-            "stopping: an attach or a detach has waited {} s in the kernel; not waiting for it",
-            stuck.count());
-        return false;
-    }
-    return true;
+    return drain_probe_operations(stuck);
 }
 
 std::string Tracker::kept_tag(pid_t pid, uint64_t start_time, double attached_at,

@@ -172,7 +172,7 @@ class Tracker : public FrameResolver {
         Clock::time_point maps_read;
         double attached_at;  // unix seconds, when it was first watched
         TrackingState state = TrackingState::kFull;
-        double escalated_at = 0;          // unix seconds, while escalated
+        double escalated_at = 0;  // unix seconds, while escalated
         // Escalated, its probes still being attached (attach_queue.h): why, for the log, and
         // since when (unix seconds).
         std::optional<std::string> escalating = std::nullopt;
@@ -231,6 +231,9 @@ class Tracker : public FrameResolver {
         double escalated_at);
     // An escalation whose probes were still being attached: done, failed, or still waiting.
     void finish_escalation(pid_t pid, Tracked& t);
+    // At a stop: waits for the attaches and detaches under way while they make progress;
+    // false (logged) when one has waited `stuck` in the kernel.
+    bool drain_probe_operations(std::chrono::seconds stuck);
     // Its probes attached: escalated since `escalated_at` (logged).
     void mark_escalated(pid_t pid, Tracked& t, double escalated_at, std::string_view reason);
     // How the process's stacks are walked (its rule's unwind, and its code ranges).

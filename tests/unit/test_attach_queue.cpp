@@ -175,7 +175,7 @@ TEST_CASE("forgotten attaches: dropped when queued, their probes released when t
     q.forget(11);
     CHECK_FALSE(q.has(11));
     q.forget(10);
-    CHECK(q.has(10));  // running: kept under its pid until it ends
+    CHECK(q.has(10));                                 // running: kept under its pid until it ends
     CHECK_FALSE(q.attach(request(10, "libc"), 0ms));  // never handed over
     a.unblock("libc");
     const auto until = std::chrono::steady_clock::now() + 2s;

@@ -725,9 +725,8 @@ TEST_CASE("an escalation whose probes wait in the kernel ends at a tick, or goes
     CHECK(f.tracker->processes().at(0).tracking == TrackingState::kWatch);
 
     f.attacher.let_go();
-    CHECK(settle(f, [&] {
-        return f.tracker->processes().at(0).tracking == TrackingState::kEscalated;
-    }));
+    CHECK(settle(
+        f, [&] { return f.tracker->processes().at(0).tracking == TrackingState::kEscalated; }));
     CHECK(f.attacher.attaches_of(kApp) == 1);
     CHECK(f.attacher.watching(kApp));
     CHECK(f.tracker->processes().at(0).escalated_at > 0);
