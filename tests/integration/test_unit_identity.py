@@ -126,15 +126,26 @@ def check_unit_identity(daemon):
     setid = (1 << 6) | (1 << 7)  # CAP_SETGID, CAP_SETUID
     check(main & setid == setid, f"leakwatchd's effective capabilities {main:#x}")
     tasks = os.listdir(f"/proc/{pid}/task")
+    checked = 0
     for task in tasks:
         status = f"/proc/{pid}/task/{task}/status"
-        with open(status) as f:
-            ids = {l.split(":")[0]: l.split()[1:] for l in f if l.startswith(("Uid:", "Gid:"))}
+        try:
+            with open(status) as f:
+                text = f.read()
+            caps = capabilities(status)
+        except FileNotFoundError:
+            # A thread that ended since the listing (the daemon has short-lived ones, e.g. a
+            # JVM attach's): it holds no ids any more. Seen in about one run in two.
+            continue
+        ids = {l.split(":")[0]: l.split()[1:] for l in text.splitlines()
+               if l.startswith(("Uid:", "Gid:"))}
         check(ids == {"Uid": [str(UNIT_UID)] * 4, "Gid": [str(UNIT_UID)] * 4},
               f"thread {task}: {ids}")
-        check(capabilities(status) == main,
-              f"thread {task}: capabilities {capabilities(status):#x}, not {main:#x}")
-    print(f"{len(tasks)} threads, uid and gid {UNIT_UID}, capabilities {main:#x}")
+        check(caps == main, f"thread {task}: capabilities {caps:#x}, not {main:#x}")
+        checked += 1
+    check(checked >= len(tasks) - 2, f"only {checked} of {len(tasks)} threads could be read")
+    print(f"{checked} of {len(tasks)} threads (the others ended since the listing), uid and gid "
+          f"{UNIT_UID}, capabilities {main:#x}")
 
 
 def test_java_under_unit(cleanup):
