@@ -135,7 +135,7 @@ def check_unit_identity(daemon):
             caps = capabilities(status)
         except FileNotFoundError:
             # A thread that ended since the listing (the daemon has short-lived ones, e.g. a
-            # JVM attach's): it holds no ids any more. Seen in about one run in two.
+            # JVM attach's): it holds no ids any more. Seen in 2 of 4 runs here.
             continue
         ids = {l.split(":")[0]: l.split()[1:] for l in text.splitlines()
                if l.startswith(("Uid:", "Gid:"))}
