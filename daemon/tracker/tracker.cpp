@@ -43,6 +43,12 @@ constexpr std::chrono::seconds slow_retry_total() {
     return total;
 }
 static_assert(slow_retry_total() == std::chrono::seconds(811));
+// Now, in whole microseconds: the times kept tags carry (attached_at, escalated_at), which the
+// next run's series keys must match.
+double unix_microseconds() {
+    return std::floor(unix_seconds() * 1e6) / 1e6;
+}
+
 // How long a process counted as missed is remembered, so that its later events do not count it
 // again (Tracker::missed_).
 constexpr auto kMissedRemembered = std::chrono::seconds(5);
@@ -288,9 +294,7 @@ Tracker::Outcome Tracker::try_attach(const ProcessInfo& info, const WatchRule& r
         return Outcome::kFailed;  // gone
     }
     if (purge_.count(static_cast<uint32_t>(pid))) flush_purges();
-    // In whole microseconds: a kept probe's tag carries it, and the next run's series keys must
-    // match.
-    const double attached_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    const double attached_at = unix_microseconds();
     Tracked t{info, rule, nullptr, *maps.maps, Clock::now(), attached_at};
     if (rule.tracking == WatchRule::Tracking::kEscalate) {
         if (python_loading(info, t.maps)) return Outcome::kLoading;
@@ -475,8 +479,7 @@ Result<void> Tracker::escalate(pid_t pid, std::string_view reason) {
     if (maps.fresh && !maps.maps) return fail("pid " + std::to_string(pid) + ": " + maps.error);
     if (maps.maps) t.maps = *maps.maps;
     if (maps.fresh) t.maps_read = Clock::now();
-    // In whole microseconds, as its kept tag carries it.
-    double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    double escalated_at = unix_microseconds();
     const Outcome o =
         attach_probes(t.info, t.rule, t.maps, t.attached_at, true, t.attachment, escalated_at);
     if (o == Outcome::kLoading) {
@@ -508,7 +511,7 @@ void Tracker::mark_escalated(pid_t pid, Tracked& t, double escalated_at, std::st
 }
 
 void Tracker::finish_escalation(pid_t pid, Tracked& t) {
-    double escalated_at = std::floor(unix_seconds() * 1e6) / 1e6;
+    double escalated_at = unix_microseconds();
     const Outcome o =
         attach_probes(t.info, t.rule, t.maps, t.attached_at, false, t.attachment, escalated_at);
     if (o == Outcome::kLoading) return;
